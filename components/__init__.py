@@ -1,0 +1,1 @@
+"""KFP v2 component wrappers (thin): one folder per component."""

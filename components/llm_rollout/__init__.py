@@ -1,0 +1,1 @@
+"""Container-side library of the LLM rollout components (no kfp import)."""

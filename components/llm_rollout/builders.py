@@ -1,0 +1,547 @@
+"""Pure builders: rollout spec in, plain Kubernetes object (a dict) out.
+
+No I/O, no clients, no clocks: the same spec always renders the same objects, which is what the
+files in ``manifests/`` are (a test keeps them in sync) and what the kube layer applies with
+server-side apply. Every object carries the same labels so that it can be found again by name or
+by selector, and every name comes from :mod:`llm_rollout.names`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from llm_rollout.names import member_name, short_hash
+from llm_rollout.spec import RolloutSpec, WorkloadSpec
+from llm_rollout.vllm_args import VLLM_MODULE, server_args
+
+GROUP = "serving.kserve.io"
+ISVC_API = f"{GROUP}/v1beta1"
+RUNTIME_API = f"{GROUP}/v1alpha1"
+LLMISVC_API = f"{GROUP}/v1alpha2"
+
+ANNOTATION_PREFIX = "llm-rollout.io/"
+LABEL_SERVICE = f"{ANNOTATION_PREFIX}service"
+LABEL_REVISION = f"{ANNOTATION_PREFIX}revision"
+LABEL_ROLE = f"{ANNOTATION_PREFIX}role"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "llm-rollout"}
+
+MODEL_MOUNT = "/mnt/models"
+STOP_ANNOTATION = f"{GROUP}/stop"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model revision as the builders see it.
+
+    Attributes:
+        name: Predictor name (InferenceService) or object name (LLMInferenceService member).
+        model_uri: Storage URI KServe downloads the model from.
+        revision: Short revision id (labels, annotations).
+        traffic_percent: Traffic share (canary members).
+    """
+
+    name: str
+    model_uri: str
+    revision: str
+    traffic_percent: int = 0
+
+
+def default_member(spec: RolloutSpec, model_uri: str | None = None, revision: str | None = None) -> Member:
+    """The member for the spec's own model (what ``render`` shows and a first rollout creates)."""
+    uri = model_uri or spec.model.uri or "s3://models/REPLACE-ME"
+    rev = revision or spec.model.revision or "r" + _short(uri + (spec.model.digest or ""))
+    return Member(name=member_name(spec.service_name, rev), model_uri=uri, revision=rev)
+
+
+def _short(text: str) -> str:
+    return short_hash(text, 8)
+
+
+def _labels(spec: RolloutSpec, **extra: str) -> dict[str, str]:
+    return {**MANAGED_BY, LABEL_SERVICE: spec.service_name, **extra}
+
+
+def _meta(spec: RolloutSpec, name: str, *, labels: dict[str, str] | None = None, annotations=None) -> dict:
+    meta: dict[str, Any] = {"name": name, "namespace": spec.namespace, "labels": labels or _labels(spec)}
+    if annotations:
+        meta["annotations"] = annotations
+    return meta
+
+
+def _resources(spec: RolloutSpec, gpus: int | None = None) -> dict[str, Any]:
+    res = spec.resources
+    n = res.gpus if gpus is None else gpus
+    requests: dict[str, Any] = {"cpu": res.cpu_request, "memory": res.memory_request}
+    limits: dict[str, Any] = {"cpu": res.cpu_limit, "memory": res.memory_limit}
+    if n:
+        requests[res.gpu_resource] = str(n)
+        limits[res.gpu_resource] = str(n)
+    return {"requests": requests, "limits": limits}
+
+
+def _env(spec: RolloutSpec) -> list[dict[str, Any]]:
+    base = {
+        "HF_HOME": "/tmp/hf",
+        "VLLM_CONFIG_ROOT": "/tmp/vllm",
+        "VLLM_WORKER_MULTIPROC_METHOD": "spawn",
+    }
+    base.update(spec.runtime.env)
+    return [{"name": k, "value": v} for k, v in sorted(base.items())]
+
+
+def _probe(path: str, port: int, *, period: int, failures: int, timeout: int, delay: int = 0) -> dict:
+    probe = {
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "successThreshold": 1,
+        "timeoutSeconds": timeout,
+    }
+    if delay:
+        probe["initialDelaySeconds"] = delay
+    return probe
+
+
+def _security_context() -> dict[str, Any]:
+    return {"allowPrivilegeEscalation": False, "privileged": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def serving_runtime(spec: RolloutSpec) -> dict[str, Any]:
+    """The namespaced vLLM ``ServingRuntime`` (serving.kserve.io/v1alpha1).
+
+    It runs the upstream OpenAI-compatible server (``python -m vllm.entrypoints.openai.api_server``)
+    on port 8080 with the model mounted at ``/mnt/models`` and served under the InferenceService's
+    name (``{{.Name}}``) unless the spec names the model. Readiness and startup probes hit
+    ``/v1/models`` (200 only once the model is loaded); the startup probe allows 30 minutes for
+    large models. ``/dev/shm`` is a memory-backed emptyDir (tensor parallel needs it).
+    """
+    rt = spec.runtime
+    sargs = server_args(spec, "kserve", model_path=MODEL_MOUNT, served_model_name=spec.model.name or "{{.Name}}")
+    container = {
+        "name": "kserve-container",
+        "image": rt.image,
+        "command": ["python", "-m", VLLM_MODULE],
+        "args": sargs.args,
+        "env": _env(spec),
+        "ports": [{"containerPort": rt.port, "name": "http1", "protocol": "TCP"}],
+        "resources": _resources(spec),
+        "securityContext": _security_context(),
+        "readinessProbe": _probe("/v1/models", rt.port, period=10, failures=3, timeout=5),
+        "startupProbe": _probe("/v1/models", rt.port, period=30, failures=60, timeout=10, delay=30),
+        "volumeMounts": [{"name": "devshm", "mountPath": "/dev/shm"}],
+    }
+    return {
+        "apiVersion": RUNTIME_API,
+        "kind": "ServingRuntime",
+        "metadata": _meta(
+            spec,
+            spec.runtime_name,
+            annotations={"serving.kserve.io/server-type": "vllmserver"},
+        ),
+        "spec": {
+            "annotations": {"prometheus.kserve.io/port": str(rt.port), "prometheus.kserve.io/path": "/metrics"},
+            "supportedModelFormats": [{"name": "vLLM", "version": "1", "autoSelect": True, "priority": 1}],
+            "protocolVersions": ["v2"],
+            "multiModel": False,
+            "containers": [container],
+            "volumes": [{"name": "devshm", "emptyDir": {"medium": "Memory"}}],
+            "hostIPC": False,
+        },
+    }
+
+
+def _scaling_fields(spec: RolloutSpec) -> dict[str, Any]:
+    if spec.scaling is None:
+        n = spec.replicas if spec.replicas is not None else 1
+        return {"minReplicas": n, "maxReplicas": max(n, 1)}
+    sc = spec.scaling
+    out: dict[str, Any] = {"minReplicas": sc.min_replicas, "maxReplicas": sc.max_replicas}
+    if spec.deployment_mode == "Knative":
+        metric = {"request-rate": "rps", "concurrency": "concurrency"}.get(sc.metric, sc.metric)
+        out.update({"scaleMetric": metric, "scaleTarget": sc.target})
+        return out
+    if sc.metric in ("cpu", "memory"):
+        out["autoScaling"] = {
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": sc.metric,
+                        "target": {"type": "Utilization", "averageUtilization": sc.target},
+                    },
+                }
+            ]
+        }
+        return out
+    # Standard mode scales on request rate (or in-flight requests) through KEDA on vLLM's metrics.
+    query = {
+        "request-rate": 'sum(rate(vllm:request_success_total{namespace="%s",service="%s"}[1m]))',
+        "concurrency": 'sum(vllm:num_requests_running{namespace="%s",service="%s"})',
+    }[sc.metric] % (spec.namespace, f"{spec.service_name}-predictor")
+    out["autoScaling"] = {
+        "metrics": [
+            {
+                "type": "External",
+                "external": {
+                    "metric": {"backend": "prometheus", "serverAddress": sc.prometheus_url, "query": query},
+                    "target": {"type": "AverageValue", "averageValue": str(sc.target)},
+                },
+            }
+        ]
+    }
+    return out
+
+
+def _predictor(spec: RolloutSpec, member: Member) -> dict[str, Any]:
+    return {
+        "name": member.name,
+        "serviceAccountName": spec.service_account,
+        **_scaling_fields(spec),
+        "model": {
+            "name": "kserve-container",
+            "modelFormat": {"name": "vLLM"},
+            "runtime": spec.runtime_name,
+            "storageUri": member.model_uri,
+            "resources": _resources(spec),
+        },
+    }
+
+
+def inference_service(spec: RolloutSpec, stable: Member, canary: Member | None = None) -> dict[str, Any]:
+    """The ``InferenceService`` (serving.kserve.io/v1beta1) for one or two revisions.
+
+    Standard mode: ``spec.predictor`` serves the stable revision; a canary is a
+    ``spec.canary[]`` entry with its own predictor name and ``trafficPercent`` (KServe >= 0.20).
+    Knative mode: the new model goes into ``spec.predictor`` and ``canaryTrafficPercent`` keeps the
+    rest of the traffic on the previous Knative revision.
+
+    Args:
+        spec: The rollout spec.
+        stable: The revision in ``spec.predictor`` (the only one on a first rollout).
+        canary: The new revision under validation, if any.
+
+    Returns:
+        The object, ready for server-side apply.
+    """
+    annotations = {"serving.kserve.io/deploymentMode": spec.deployment_mode}
+    if spec.deployment_mode == "Standard" and spec.scaling is not None and "autoScaling" in _scaling_fields(spec):
+        metric_type = _scaling_fields(spec)["autoScaling"]["metrics"][0]["type"]
+        annotations["serving.kserve.io/autoscalerClass"] = "keda" if metric_type == "External" else "hpa"
+    labels = _labels(spec, **{LABEL_REVISION: stable.revision})
+    body: dict[str, Any] = {}
+    if canary is None:
+        body["predictor"] = _predictor(spec, stable)
+    elif spec.deployment_mode == "Knative":
+        pred = _predictor(spec, canary)
+        pred["canaryTrafficPercent"] = canary.traffic_percent
+        body["predictor"] = pred
+    else:
+        body["predictor"] = _predictor(spec, stable)
+        body["canary"] = [{"trafficPercent": canary.traffic_percent, "predictor": _predictor(spec, canary)}]
+    return {
+        "apiVersion": ISVC_API,
+        "kind": "InferenceService",
+        "metadata": _meta(spec, spec.service_name, labels=labels, annotations=annotations),
+        "spec": body,
+    }
+
+
+# llm-d ------------------------------------------------------------------------------------------
+
+
+def kv_transfer_config(role: str, connector: str = "NixlConnector") -> str:
+    """The ``--kv_transfer_config`` JSON for one P/D role (``kv_producer`` or ``kv_consumer``)."""
+    return json.dumps({"kv_connector": connector, "kv_role": role}, separators=(",", ":"))
+
+
+def _llmd_container(spec: RolloutSpec, role: str | None, workload: WorkloadSpec) -> dict[str, Any]:
+    sargs = server_args(spec, "llmd", tensor_parallel=workload.tensor)
+    extra = list(sargs.args)
+    env = _env(spec)
+    if role is not None:
+        kv_role = "kv_producer" if role == "prefill" else "kv_consumer"
+        extra.append("--kv_transfer_config=" + kv_transfer_config(kv_role, spec.llmd.kv_connector))
+        env.append({"name": "VLLM_NIXL_SIDE_CHANNEL_HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
+    env.append({"name": "VLLM_ADDITIONAL_ARGS", "value": " ".join(extra)})
+    return {
+        "name": "main",
+        "env": env,
+        "resources": _resources(spec, gpus=workload.gpus_per_pod()),
+        "securityContext": _security_context(),
+    }
+
+
+def _parallelism(workload: WorkloadSpec) -> dict[str, Any]:
+    par: dict[str, Any] = {"tensor": workload.tensor}
+    if workload.data is not None:
+        par["data"] = workload.data
+    if workload.data_local is not None:
+        par["dataLocal"] = workload.data_local
+    return par
+
+
+def _workload(spec: RolloutSpec, role: str | None, workload: WorkloadSpec) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "replicas": workload.replicas,
+        "parallelism": _parallelism(workload),
+        "template": {"containers": [_llmd_container(spec, role, workload)]},
+    }
+    if workload.nodes > 1:
+        body["worker"] = {"containers": [_llmd_container(spec, role, workload)]}
+    return body
+
+
+def endpoint_picker_config(spec: RolloutSpec) -> dict[str, Any]:
+    """The inline EndpointPickerConfig of the llm-d scheduler for the spec's profile.
+
+    ``prefix-cache``: score pods by prefix-cache locality (RAG prompts sharing long prefixes land
+    where their KV cache already is), queue depth and KV-cache utilisation. ``pd``: the same scoring
+    per role plus a P/D decider that sends prompts with at least ``pd_threshold_tokens`` uncached
+    tokens to a prefill pod first.
+    """
+    sch = spec.llmd.scheduler
+    scorers = [
+        {"pluginRef": "prefix-cache-scorer", "weight": 3},
+        {"pluginRef": "queue-scorer", "weight": 1},
+        {"pluginRef": "kv-cache-utilization-scorer", "weight": 1},
+    ]
+    if sch.profile == "load":
+        scorers = scorers[1:]
+    plugins: list[dict[str, Any]] = [
+        {"type": "prefix-cache-scorer", "parameters": {"hashBlockSize": 64, "maxPrefixBlocksToMatch": 256}},
+        {"type": "queue-scorer"},
+        {"type": "kv-cache-utilization-scorer"},
+        {"type": "max-score-picker"},
+    ]
+    if sch.profile != "pd":
+        plugins.append({"type": "single-profile-handler"})
+        profiles = [{"name": "default", "plugins": [*scorers, {"pluginRef": "max-score-picker"}]}]
+    else:
+        plugins += [
+            {"type": "prefill-header-handler"},
+            {"type": "prefill-filter"},
+            {"type": "decode-filter"},
+            {
+                "type": "pd-profile-handler",
+                "parameters": {"threshold": sch.pd_threshold_tokens, "hashBlockSize": 64},
+            },
+        ]
+        profiles = [
+            {
+                "name": role,
+                "plugins": [
+                    {"pluginRef": f"{role}-filter"},
+                    *(dict(s) for s in scorers),
+                    {"pluginRef": "max-score-picker"},
+                ],
+            }
+            for role in ("prefill", "decode")
+        ]
+    return {
+        "apiVersion": "inference.networking.x-k8s.io/v1alpha1",
+        "kind": "EndpointPickerConfig",
+        "plugins": plugins,
+        "schedulingProfiles": profiles,
+    }
+
+
+def _router(spec: RolloutSpec, weight: int | None) -> dict[str, Any]:
+    ld = spec.llmd
+    route: dict[str, Any] = {}
+    if ld.http_route_refs:
+        route["http"] = {"refs": [{"name": n} for n in ld.http_route_refs]}
+    else:
+        route["http"] = {}
+    if weight is not None:
+        route["group"] = spec.route_group
+        route["weight"] = weight
+    router: dict[str, Any] = {
+        "route": route,
+        "gateway": {"refs": [{"name": n} for n in ld.gateway_refs]} if ld.gateway_refs else {},
+    }
+    if ld.scheduler.enabled:
+        router["scheduler"] = {"config": {"inline": endpoint_picker_config(spec)}}
+    return router
+
+
+def llm_inference_service(spec: RolloutSpec, member: Member, weight: int | None = None) -> dict[str, Any]:
+    """One ``LLMInferenceService`` member (serving.kserve.io/v1alpha2) for llm-d.
+
+    The decode workload is the top-level ``template``/``replicas``/``parallelism``; with
+    ``llmd.prefill`` a separate prefill workload is added and both roles get the NIXL wiring
+    (``VLLM_NIXL_SIDE_CHANNEL_HOST`` from the pod IP and ``--kv_transfer_config`` through
+    ``VLLM_ADDITIONAL_ARGS``, which KServe does not add by itself). Stable and canary members share
+    ``router.route.group`` and split traffic by ``weight``.
+
+    Args:
+        spec: The rollout spec (``llmd`` section).
+        member: The revision this object serves; its ``name`` is the object name.
+        weight: Traffic weight within the route group; ``None`` for a lone member without a group.
+
+    Returns:
+        The object, ready for server-side apply.
+    """
+    ld = spec.llmd
+    pd = ld.prefill is not None
+    body: dict[str, Any] = {
+        "model": {"uri": member.model_uri, "name": spec.served_model_name},
+        **_workload(spec, "decode" if pd else None, ld.decode),
+        "router": _router(spec, weight),
+    }
+    if pd:
+        body["prefill"] = _workload(spec, "prefill", ld.prefill)
+    if ld.use_preset:
+        body["baseRefs"] = [{"name": ld.preset_name}]
+    labels = _labels(spec, **{LABEL_REVISION: member.revision})
+    return {
+        "apiVersion": LLMISVC_API,
+        "kind": "LLMInferenceService",
+        "metadata": _meta(spec, member.name, labels=labels),
+        "spec": body,
+    }
+
+
+def llm_inference_service_config(spec: RolloutSpec) -> dict[str, Any]:
+    """The shared ``LLMInferenceServiceConfig`` preset teams reference through ``baseRefs``.
+
+    It carries what every member of a team's P/D deployments shares: the vLLM image and the
+    security context of the ``main`` container. The per-role NIXL wiring lives on the members
+    themselves, because its ``kv_role`` differs between the prefill and decode roles.
+    """
+    main = {"name": "main", "image": spec.runtime.image, "securityContext": _security_context()}
+    body: dict[str, Any] = {"template": {"containers": [main]}}
+    if spec.llmd.prefill is not None:
+        body["prefill"] = {"template": {"containers": [dict(main)]}}
+    return {
+        "apiVersion": LLMISVC_API,
+        "kind": "LLMInferenceServiceConfig",
+        "metadata": _meta(spec, spec.llmd.preset_name),
+        "spec": body,
+    }
+
+
+# RBAC -------------------------------------------------------------------------------------------
+
+# Exactly what the library calls (the cluster tests record every call and compare with this).
+RBAC_RULES: list[dict[str, Any]] = [
+    {
+        "apiGroups": [GROUP],
+        "resources": ["servingruntimes"],
+        "verbs": ["get", "list", "watch", "patch"],
+    },
+    {
+        "apiGroups": [GROUP],
+        "resources": ["inferenceservices", "llminferenceservices"],
+        "verbs": ["get", "list", "watch", "patch", "delete"],
+    },
+    {
+        "apiGroups": [GROUP],
+        "resources": ["llminferenceserviceconfigs"],
+        "verbs": ["get", "patch"],
+    },
+    {"apiGroups": [""], "resources": ["pods", "events"], "verbs": ["get", "list"]},
+]
+"""Role rules for the pipeline steps (namespaced; nothing cluster-wide)."""
+
+CRD_READER_RULES: list[dict[str, Any]] = [
+    {
+        "apiGroups": ["apiextensions.k8s.io"],
+        "resources": ["customresourcedefinitions"],
+        "resourceNames": [
+            "inferenceservices.serving.kserve.io",
+            "servingruntimes.serving.kserve.io",
+            "llminferenceservices.serving.kserve.io",
+        ],
+        "verbs": ["get"],
+    }
+]
+"""The one cluster-scoped read: the CRD version preflight, limited by name to KServe's CRDs."""
+
+
+def rbac(spec: RolloutSpec) -> list[dict[str, Any]]:
+    """ServiceAccount, Role and RoleBinding for the pipeline steps (least privilege).
+
+    The Role grants only the verbs and resources the library calls, in one namespace. The CRD
+    preflight reads three named CRDs; that read is a ClusterRole limited by ``resourceNames``,
+    bound per namespace with a RoleBinding would not reach cluster-scoped objects, so it is bound
+    with a ClusterRoleBinding and grants ``get`` on those three names only.
+    """
+    name = spec.service_account
+    sa = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(spec, name)}
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _meta(spec, name),
+        "rules": copy.deepcopy(RBAC_RULES),
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _meta(spec, name),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": spec.namespace}],
+    }
+    crd_name = f"{name}-kserve-crd-reader"
+    crd_role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": crd_name, "labels": _labels(spec)},
+        "rules": copy.deepcopy(CRD_READER_RULES),
+    }
+    crd_binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": f"{crd_name}-{spec.namespace}", "labels": _labels(spec)},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": crd_name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": spec.namespace}],
+    }
+    return [sa, role, binding, crd_role, crd_binding]
+
+
+# Rendering --------------------------------------------------------------------------------------
+
+
+def llmd_example_spec(spec: RolloutSpec) -> RolloutSpec:
+    """The spec with a realistic P/D setup switched on (what ``manifests/llm-d-configuration.yaml`` shows)."""
+    from llm_rollout.spec import deep_merge, parse_spec
+
+    data = spec.model_dump(mode="json")
+    if not data["llmd"]["enabled"]:
+        data = deep_merge(
+            data,
+            {
+                "llmd": {
+                    "enabled": True,
+                    "decode": {"replicas": 2, "tensor": 1},
+                    "prefill": {"replicas": 1, "tensor": 1},
+                    "scheduler": {"enabled": True, "profile": "pd", "pd_threshold_tokens": 256},
+                }
+            },
+        )
+        if data.get("scaling") is not None:
+            data["scaling"] = None
+    return parse_spec(data)
+
+
+def render_all(spec: RolloutSpec) -> dict[str, list[dict[str, Any]]]:
+    """Every object for ``spec``, grouped by the manifest file it belongs in.
+
+    Returns:
+        ``{file name: [objects]}`` for ``vllm-runtime.yaml``, ``kserve-inferenceservice.yaml``,
+        ``llm-d-configuration.yaml`` and ``rbac.yaml``.
+    """
+    stable = default_member(spec)
+    llmd_spec = llmd_example_spec(spec)
+    llmd_member = default_member(llmd_spec)
+    return {
+        "vllm-runtime.yaml": [serving_runtime(spec)],
+        "kserve-inferenceservice.yaml": [inference_service(spec, stable)],
+        "llm-d-configuration.yaml": [
+            llm_inference_service_config(llmd_spec),
+            llm_inference_service(llmd_spec, llmd_member, weight=100),
+        ],
+        "rbac.yaml": rbac(spec),
+    }

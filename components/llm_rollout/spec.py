@@ -1,0 +1,770 @@
+"""The typed rollout spec: one document describes a whole rollout.
+
+Every default comes from the serving design the project was given:
+
+* vLLM ``--gpu-memory-utilization=0.9``, ``--kv-cache-dtype=fp8`` (where the GPU supports it),
+  ``--tensor-parallel-size`` = GPUs per replica;
+* one NVIDIA A10G-class GPU per replica, memory 16Gi request / 32Gi limit, CPU 4 request / 8 limit;
+* 1-10 replicas, scaled on request rate;
+* SLO: TTFT p95 under 100 ms at 10-20 concurrent requests per GPU, no errors, and (only when a
+  baseline is given) 2x the baseline's output throughput;
+* service name ``lean-rag-inference``.
+
+The spec is validated as a whole before anything is rendered or applied
+(:func:`load_spec` / :meth:`RolloutSpec.model_validate`); every problem is raised as a
+:class:`~llm_rollout.errors.SpecError` naming the field and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import yaml
+from llm_rollout.errors import SpecError
+from llm_rollout.names import dns_name
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_SERVICE_NAME = "lean-rag-inference"
+DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
+"""Upstream vLLM OpenAI server image; override with ``runtime.image`` (pin a digest in production)."""
+
+# GPU families we know, with their CUDA compute capability. vLLM's e4m3 FP8 KV cache needs 8.9+
+# (Ada Lovelace / Hopper / Blackwell); Ampere cards (A10G 8.6, A100 8.0) must use fp8_e5m2 or auto.
+GPU_COMPUTE_CAPABILITY: dict[str, float] = {
+    "nvidia-t4": 7.5,
+    "nvidia-a100": 8.0,
+    "nvidia-a10": 8.6,
+    "nvidia-a10g": 8.6,
+    "nvidia-a40": 8.6,
+    "nvidia-l4": 8.9,
+    "nvidia-l40s": 8.9,
+    "nvidia-h100": 9.0,
+    "nvidia-h200": 9.0,
+    "nvidia-b200": 10.0,
+}
+FP8_E4M3_MIN_CAPABILITY = 8.9
+KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2", "bfloat16", "float16")
+
+# Model URI schemes per platform. KFP writes artifact URIs as minio://, s3://, gs:// (object
+# stores) and local paths (kfp.local); KServe's storage initializer takes s3/gs/pvc/hf/oci.
+KSERVE_URI_SCHEMES = ("s3", "gs", "pvc", "hf", "oci", "minio")
+LLMD_URI_SCHEMES = ("hf", "pvc", "oci", "s3", "minio")
+LOCAL_URI_SCHEMES = ("", "file")
+
+# vLLM flags the spec owns: passing them again in extra_args would silently fight the typed knob.
+_OWNED_FLAGS = {
+    "--model": "model.uri",
+    "--served-model-name": "model.name",
+    "--port": "runtime.port",
+    "--tensor-parallel-size": "resources.gpus",
+    "--gpu-memory-utilization": "runtime.gpu_memory_utilization",
+    "--kv-cache-dtype": "runtime.kv_cache_dtype",
+    "--max-model-len": "runtime.max_model_len",
+}
+_FLAG_RE = re.compile(r"^--[a-z0-9][a-z0-9-_.]*(=.*)?$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class ModelSpec(_Model):
+    """Which model to serve.
+
+    Attributes:
+        uri: The model location: a KFP Model artifact URI (``minio://``, ``s3://``, ``gs://``),
+            ``pvc://``, ``hf://``, ``oci://``, or a local directory (``local`` platform only).
+        name: The name clients send as ``model`` in OpenAI requests; defaults to the service name.
+        digest: Content digest of the artifact, recorded on promotion (optional).
+        revision: A short id for this model revision; derived from ``uri`` and ``digest`` when empty.
+    """
+
+    uri: str = ""
+    name: str | None = None
+    digest: str | None = None
+    revision: str | None = None
+
+
+class RuntimeSpec(_Model):
+    """vLLM OpenAI server knobs, shared by the ServingRuntime, llm-d workloads and the local server.
+
+    Attributes:
+        image: Container image of the vLLM OpenAI server.
+        gpu_memory_utilization: ``--gpu-memory-utilization`` (fraction of GPU memory vLLM may use).
+        kv_cache_dtype: ``--kv-cache-dtype``; ``fp8`` needs compute capability 8.9+.
+        max_model_len: ``--max-model-len``; must fit the KV cache or vLLM refuses to start.
+        extra_args: More vLLM flags, one list item per argument (never a shell string).
+        env: Extra environment variables for the server container.
+        accelerator: GPU family (e.g. ``nvidia-a10g``, ``nvidia-h100``); used to check FP8 support.
+            Leave empty when unknown: the preflight on the node then decides.
+        port: Port the server listens on inside the pod.
+        runtime_name: Name of the namespaced ServingRuntime; defaults to ``<service>-vllm``.
+    """
+
+    image: str = DEFAULT_VLLM_IMAGE
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
+    kv_cache_dtype: str = "fp8"
+    max_model_len: int | None = Field(4096, ge=16)
+    extra_args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    accelerator: str | None = None
+    port: int = Field(8080, ge=1, le=65535)
+    runtime_name: str | None = None
+
+    @field_validator("extra_args", mode="before")
+    @classmethod
+    def _args_are_a_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            raise SpecError(
+                "runtime.extra_args",
+                "a shell string was given; arguments are passed as a list, never through a shell",
+                f"write one list item per argument, e.g. {json.dumps(value.split())}",
+            )
+        return value
+
+
+class ResourcesSpec(_Model):
+    """Per-replica resources (defaults: one A10G-class GPU, 16-32 GiB, 4-8 CPUs).
+
+    Attributes:
+        gpus: GPUs per replica; also the tensor-parallel size.
+        gpu_resource: Extended resource name of the GPU.
+        cpu_request: CPU request.
+        cpu_limit: CPU limit.
+        memory_request: Memory request.
+        memory_limit: Memory limit.
+    """
+
+    gpus: int = Field(1, ge=0, le=64)
+    gpu_resource: str = "nvidia.com/gpu"
+    cpu_request: str = "4"
+    cpu_limit: str = "8"
+    memory_request: str = "16Gi"
+    memory_limit: str = "32Gi"
+
+
+class ScalingSpec(_Model):
+    """Autoscaling between ``min_replicas`` and ``max_replicas`` on a metric.
+
+    Attributes:
+        min_replicas: Lower bound (0 allows scale to zero in Knative mode only).
+        max_replicas: Upper bound.
+        metric: ``request-rate`` (requests/s per replica), ``concurrency``, ``cpu`` or ``memory``.
+        target: Target value of the metric per replica.
+        prometheus_url: Prometheus address KEDA queries for request-rate scaling in Standard mode.
+    """
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(10, ge=1)
+    metric: Literal["request-rate", "concurrency", "cpu", "memory"] = "request-rate"
+    target: int = Field(10, ge=1)
+    prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
+
+
+class CanarySpec(_Model):
+    """How a new revision meets traffic when a stable one already serves.
+
+    Attributes:
+        traffic_percent: Share of traffic the new revision gets while it is validated
+            (0 = dark launch: only the validator talks to it).
+        steps: Stepped promotion, e.g. ``[10, 50, 100]``; the gate is re-run at each step.
+    """
+
+    traffic_percent: int = 0
+    steps: list[int] = Field(default_factory=list)
+
+
+class WorkloadSpec(_Model):
+    """One llm-d role (decode or prefill).
+
+    Attributes:
+        replicas: Fixed replica count.
+        tensor: Tensor-parallel size (``parallelism.tensor``); GPUs per pod unless ``gpus`` says more.
+        data: Data-parallel size across nodes for multi-node (``worker``) deployments.
+        data_local: Data-parallel ranks per node.
+        gpus: GPUs per pod; defaults to ``tensor * data_local``.
+        nodes: Pods per replica; more than 1 means a leader plus ``worker`` pods (multi-node).
+    """
+
+    replicas: int = Field(1, ge=0)
+    tensor: int = Field(1, ge=1)
+    data: int | None = Field(None, ge=1)
+    data_local: int | None = Field(None, ge=1)
+    gpus: int | None = Field(None, ge=0)
+    nodes: int = Field(1, ge=1)
+
+    def gpus_per_pod(self) -> int:
+        """GPUs requested by each pod of this role."""
+        if self.gpus is not None:
+            return self.gpus
+        return self.tensor * (self.data_local or 1)
+
+
+class SchedulerSpec(_Model):
+    """The llm-d endpoint picker (inference scheduler).
+
+    Attributes:
+        enabled: Deploy the endpoint picker (needed for KV-cache-aware routing and P/D).
+        profile: ``prefix-cache`` (route repeated prefixes to the pod that holds them, for RAG),
+            ``load`` (queue depth and KV-cache utilisation only) or ``pd`` (prefill/decode split).
+        pd_threshold_tokens: With ``pd``: prompts with at least this many uncached tokens get a
+            separate prefill; shorter ones are prefilled on the decode pod.
+    """
+
+    enabled: bool = True
+    profile: Literal["prefix-cache", "load", "pd"] = "prefix-cache"
+    pd_threshold_tokens: int = Field(256, ge=0)
+
+
+class LLMDSpec(_Model):
+    """llm-d disaggregated serving through KServe's LLMInferenceService.
+
+    Attributes:
+        enabled: Roll out an LLMInferenceService instead of an InferenceService.
+        decode: The decode role (the main workload).
+        prefill: The prefill role; set it to disaggregate prefill from decode.
+        scheduler: The endpoint picker.
+        route_group: Traffic-splitting group shared by the stable and canary members.
+        gateway_refs: Gateways to attach to; empty uses KServe's default gateway.
+        http_route_refs: Existing HTTPRoutes to use instead of a managed one (no traffic splitting).
+        use_preset: Reference the shared LLMInferenceServiceConfig preset (``baseRefs``).
+        preset_name: Name of that preset.
+        kv_connector: KV-transfer connector for P/D.
+    """
+
+    enabled: bool = False
+    decode: WorkloadSpec = Field(default_factory=WorkloadSpec)
+    prefill: WorkloadSpec | None = None
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
+    route_group: str | None = None
+    gateway_refs: list[str] = Field(default_factory=list)
+    http_route_refs: list[str] = Field(default_factory=list)
+    use_preset: bool = True
+    preset_name: str = "llm-rollout-pd-nixl"
+    kv_connector: str = "NixlConnector"
+
+
+class SLOSpec(_Model):
+    """What the new revision must meet before it is promoted.
+
+    Attributes:
+        checks: Expressions ``<metric> <op> <number>`` judged at each of ``judge_concurrency``,
+            e.g. ``p95_ttft_ms <= 100``. Metric names carry their unit.
+        judge_concurrency: Concurrency levels the checks apply to (10-20 per GPU by default).
+        baseline_checks: Checks that compare with the baseline endpoint; used only when one is given.
+        min_successful_requests: Below this many successful requests a level is inconclusive.
+    """
+
+    checks: list[str] = Field(default_factory=lambda: ["p95_ttft_ms <= 100", "error_rate == 0"])
+    judge_concurrency: list[int] = Field(default_factory=lambda: [10, 20])
+    baseline_checks: list[str] = Field(default_factory=lambda: ["output_throughput_ratio_vs_baseline >= 2"])
+    min_successful_requests: int = Field(10, ge=1)
+
+
+class LoadSpec(_Model):
+    """The load phase of validation (measured like ``vllm bench serve``).
+
+    Attributes:
+        concurrency: Fixed concurrency levels to measure.
+        request_rate: Poisson request rate (requests/s) for an extra open-loop level; none by default.
+        num_prompts: Requests sent per level.
+        max_duration_s: Upper bound on the time spent at one level.
+        input_words: Approximate prompt length (words) of generated prompts.
+        output_tokens: ``max_tokens`` per request (with ``ignore_eos`` so every request is full length).
+        endpoint: ``completions`` or ``chat``.
+        warmup_requests: Requests sent and discarded before measuring.
+    """
+
+    concurrency: list[int] = Field(default_factory=lambda: [1, 10, 20])
+    request_rate: float | None = Field(None, gt=0)
+    num_prompts: int = Field(100, ge=1)
+    max_duration_s: float = Field(120.0, gt=0)
+    input_words: int = Field(64, ge=1)
+    output_tokens: int = Field(64, ge=1)
+    endpoint: Literal["completions", "chat"] = "completions"
+    warmup_requests: int = Field(2, ge=0)
+
+
+class ValidationSpec(_Model):
+    """The validation gate.
+
+    Attributes:
+        readiness_timeout_s: How long the endpoint may take to list the model and stream once.
+        smoke_suite: Run the built-in correctness smoke suite.
+        suite_file: A user-supplied correctness suite (YAML/JSON list of prompts and expectations).
+        baseline_url: Baseline endpoint (e.g. the unquantized model) for agreement and throughput.
+        baseline_model: Model name served at ``baseline_url``.
+        min_token_agreement: Minimum greedy token agreement with the baseline (0-1).
+        load: The load phase.
+        slo: The SLO checks.
+        api_key_env: Environment variable holding the endpoint's API key (never logged).
+        api_key_file: File (e.g. a mounted secret) holding the API key.
+        tls_verify: Verify the endpoint's TLS certificate.
+        ca_bundle: CA bundle file for TLS verification.
+        metrics_urls: Prometheus text endpoints to scrape (e.g. per llm-d role).
+        log_text: Log prompts and completions (off by default).
+    """
+
+    readiness_timeout_s: float = Field(300.0, gt=0)
+    smoke_suite: bool = True
+    suite_file: str | None = None
+    baseline_url: str | None = None
+    baseline_model: str | None = None
+    min_token_agreement: float = Field(0.9, ge=0, le=1)
+    load: LoadSpec = Field(default_factory=LoadSpec)
+    slo: SLOSpec = Field(default_factory=SLOSpec)
+    api_key_env: str | None = None
+    api_key_file: str | None = None
+    tls_verify: bool = True
+    ca_bundle: str | None = None
+    metrics_urls: dict[str, str] = Field(default_factory=dict)
+    log_text: bool = False
+
+
+class LocalSpec(_Model):
+    """The ``local`` platform (a vLLM process on this machine, no cluster).
+
+    Attributes:
+        state_dir: Where promotions and their history are recorded.
+        vllm_python: Python interpreter that has vLLM; defaults to the project's cached venv.
+        host: Address the local servers bind to.
+        device: vLLM device (``cpu`` here).
+        keep_serving: Leave the promoted server running after the run.
+        startup_timeout_s: How long a local server may take to become healthy.
+    """
+
+    state_dir: str = "~/.local/state/llm-rollout"
+    vllm_python: str | None = None
+    host: str = "127.0.0.1"
+    device: str = "cpu"
+    keep_serving: bool = False
+    startup_timeout_s: float = Field(300.0, gt=0)
+
+
+class RolloutSpec(_Model):
+    """Everything one rollout needs.
+
+    Attributes:
+        name: Service name (DNS-1123, at most 40 characters after normalisation).
+        namespace: Kubernetes namespace.
+        platform: ``kserve`` (a cluster) or ``local`` (a vLLM process here).
+        deployment_mode: KServe deployment mode: ``Standard`` (raw Deployments; canary via
+            ``spec.canary[]``, KServe >= 0.20) or ``Knative`` (canary via ``canaryTrafficPercent``).
+        kserve_version: Oldest KServe version the target cluster runs (decides canary support).
+        service_account: Service account of the serving pods (and of the pipeline steps' RBAC).
+        model: The model to serve.
+        runtime: vLLM runtime knobs.
+        resources: Per-replica resources.
+        replicas: Fixed replica count (exclusive with ``scaling``).
+        scaling: Autoscaling (the default unless ``replicas`` is set).
+        canary: Canary behaviour.
+        llmd: llm-d disaggregated serving.
+        validation: The validation gate.
+        local: The local platform.
+    """
+
+    name: str = DEFAULT_SERVICE_NAME
+    namespace: str = "default"
+    platform: Literal["kserve", "local"] = "local"
+    deployment_mode: Literal["Standard", "Knative"] = "Standard"
+    kserve_version: str = "0.20"
+    service_account: str = "llm-rollout"
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    replicas: int | None = Field(None, ge=0)
+    scaling: ScalingSpec | None = Field(default_factory=ScalingSpec)
+    canary: CanarySpec = Field(default_factory=CanarySpec)
+    llmd: LLMDSpec = Field(default_factory=LLMDSpec)
+    validation: ValidationSpec = Field(default_factory=ValidationSpec)
+    local: LocalSpec = Field(default_factory=LocalSpec)
+
+    @field_validator("deployment_mode", mode="before")
+    @classmethod
+    def _legacy_mode_names(cls, value: Any) -> Any:
+        # KServe renamed RawDeployment -> Standard and Serverless -> Knative; accept the old names.
+        return {"RawDeployment": "Standard", "Serverless": "Knative"}.get(value, value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replicas_vs_scaling(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("replicas") is not None:
+            if data.get("scaling") is not None and "scaling" in data:
+                raise SpecError(
+                    "replicas",
+                    "replicas and scaling are both set; they are mutually exclusive",
+                    "keep 'replicas' for a fixed count or 'scaling' for autoscaling, not both",
+                )
+            data = {**data, "scaling": None}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> RolloutSpec:
+        check_spec(self)
+        return self
+
+    # Derived values -------------------------------------------------------------------------
+
+    @property
+    def service_name(self) -> str:
+        """The DNS-safe service name."""
+        return dns_name(self.name, field="name")
+
+    @property
+    def served_model_name(self) -> str:
+        """The ``model`` name clients use."""
+        return self.model.name or self.service_name
+
+    @property
+    def runtime_name(self) -> str:
+        """Name of the namespaced ServingRuntime."""
+        return dns_name(self.runtime.runtime_name or f"{self.service_name}-vllm", field="runtime.runtime_name")
+
+    @property
+    def route_group(self) -> str:
+        """llm-d traffic-splitting group shared by stable and canary members."""
+        return dns_name(self.llmd.route_group or self.service_name, field="llmd.route_group", max_len=63)
+
+
+def _capability_text(family: str) -> str:
+    return f"{family} has compute capability {GPU_COMPUTE_CAPABILITY[family]}"
+
+
+def check_vllm_args(args: list[str], field: str = "runtime.extra_args") -> None:
+    """Checks the shape of free-form vLLM arguments.
+
+    Each item must be ``--flag``, ``--flag=value`` or the value following a ``--flag``; flags the
+    spec owns (``--model``, ``--port``, ``--tensor-parallel-size`` ...) are refused so that the typed
+    knob stays the one source of truth.
+
+    Args:
+        args: The argument list.
+        field: Spec field the list came from, for messages.
+
+    Raises:
+        SpecError: On the first malformed item.
+    """
+    expect_value = False
+    for i, item in enumerate(args):
+        where = f"{field}[{i}]"
+        if not isinstance(item, str) or not item:
+            raise SpecError(where, f"{item!r} is not a non-empty string", "give each argument as a string")
+        if item.startswith("--"):
+            if not _FLAG_RE.match(item):
+                raise SpecError(
+                    where,
+                    f"{item!r} is not a vLLM flag (expected --lower-case-name or --name=value)",
+                    "write flags like '--enable-prefix-caching' or '--max-num-seqs=256'",
+                )
+            flag = item.split("=", 1)[0]
+            owner = _OWNED_FLAGS.get(flag.replace("_", "-"))
+            if owner:
+                raise SpecError(where, f"{flag} is set by the spec field '{owner}'", f"set '{owner}' instead")
+            expect_value = "=" not in item
+        elif item.startswith("-"):
+            raise SpecError(
+                where,
+                f"{item!r} is a short or malformed flag; vLLM takes long flags only",
+                "use the long form, e.g. '--tensor-parallel-size' instead of '-tp'",
+            )
+        elif " " in item and not expect_value:
+            raise SpecError(
+                where,
+                f"{item!r} looks like a shell string",
+                "split it into one list item per argument",
+            )
+        elif not expect_value:
+            raise SpecError(
+                where,
+                f"{item!r} is a value without a flag before it",
+                "put the flag before it, e.g. ['--max-num-seqs', '256'] or '--max-num-seqs=256'",
+            )
+        else:
+            expect_value = False
+
+
+def check_model_uri(uri: str, platform: str, *, llmd: bool = False, field: str = "model.uri") -> None:
+    """Checks that ``uri`` has a scheme the target platform can load.
+
+    Args:
+        uri: The model URI or path.
+        platform: ``kserve`` or ``local``.
+        llmd: The target is an LLMInferenceService (llm-d), which takes fewer schemes.
+        field: Spec field, for messages.
+
+    Raises:
+        SpecError: When the scheme is not accepted there.
+    """
+    if not uri:
+        return  # filled in from the Model artifact at run time
+    scheme = urlparse(uri).scheme.lower()
+    if platform == "local":
+        if scheme not in LOCAL_URI_SCHEMES:
+            raise SpecError(
+                field,
+                f"the local platform serves models from this machine's disk, not {scheme}:// ({uri})",
+                "give a local directory (or file:// URI), or use platform 'kserve'",
+            )
+        return
+    accepted = LLMD_URI_SCHEMES if llmd else KSERVE_URI_SCHEMES
+    if scheme not in accepted:
+        what = "llm-d's storage initializer" if llmd else "KServe's storage initializer"
+        shown = scheme + "://" if scheme else "a local path"
+        raise SpecError(
+            field,
+            f"{what} cannot load {shown} ({uri})",
+            "use one of "
+            + ", ".join(f"{s}://" for s in accepted)
+            + " (upload local models to object storage or a PVC)",
+        )
+
+
+def check_spec(spec: RolloutSpec) -> None:
+    """Cross-field checks that pydantic's per-field validation cannot express.
+
+    Raises:
+        SpecError: On the first problem, naming the field and the fix.
+    """
+    # Names must be DNS-safe (dns_name raises when they cannot be made so).
+    _ = spec.service_name, spec.runtime_name
+    if not re.match(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", spec.namespace) or len(spec.namespace) > 63:
+        raise SpecError(
+            "namespace",
+            f"{spec.namespace!r} is not a valid Kubernetes namespace name",
+            "use lowercase letters, digits and '-', at most 63 characters",
+        )
+
+    # vLLM runtime.
+    check_vllm_args(spec.runtime.extra_args)
+    rt = spec.runtime
+    if rt.kv_cache_dtype not in KV_CACHE_DTYPES:
+        raise SpecError(
+            "runtime.kv_cache_dtype",
+            f"{rt.kv_cache_dtype!r} is not a KV-cache dtype vLLM knows",
+            "use one of " + ", ".join(KV_CACHE_DTYPES),
+        )
+    if rt.accelerator is not None:
+        if rt.accelerator not in GPU_COMPUTE_CAPABILITY:
+            raise SpecError(
+                "runtime.accelerator",
+                f"unknown GPU family {rt.accelerator!r}",
+                "use one of " + ", ".join(sorted(GPU_COMPUTE_CAPABILITY)) + ", or leave it empty",
+            )
+        cap = GPU_COMPUTE_CAPABILITY[rt.accelerator]
+        if rt.kv_cache_dtype in ("fp8", "fp8_e4m3") and cap < FP8_E4M3_MIN_CAPABILITY:
+            raise SpecError(
+                "runtime.kv_cache_dtype",
+                f"--kv-cache-dtype={rt.kv_cache_dtype} (e4m3) needs compute capability "
+                f"{FP8_E4M3_MIN_CAPABILITY}+ (Ada/Hopper), but {_capability_text(rt.accelerator)}",
+                "use 'fp8_e5m2' (FP8 storage that Ampere supports) or 'auto' (model dtype)",
+            )
+    if spec.resources.gpus == 0 and spec.platform == "kserve" and not spec.llmd.enabled:
+        raise SpecError(
+            "resources.gpus",
+            "0 GPUs per replica: the vLLM GPU image cannot serve without a GPU",
+            "request at least 1 GPU (tensor parallel = GPUs per replica)",
+        )
+
+    # Scaling.
+    if spec.scaling is not None:
+        sc = spec.scaling
+        if sc.min_replicas > sc.max_replicas:
+            raise SpecError(
+                "scaling.min_replicas",
+                f"min_replicas ({sc.min_replicas}) is above max_replicas ({sc.max_replicas})",
+                "make min_replicas <= max_replicas",
+            )
+        if sc.min_replicas == 0 and spec.deployment_mode == "Standard" and not spec.llmd.enabled:
+            raise SpecError(
+                "scaling.min_replicas",
+                "scale to zero needs Knative; Standard mode keeps at least one replica",
+                "set min_replicas >= 1 or deployment_mode 'Knative'",
+            )
+
+    # Canary.
+    cn = spec.canary
+    if not 0 <= cn.traffic_percent <= 100:
+        raise SpecError(
+            "canary.traffic_percent",
+            f"{cn.traffic_percent} is outside 0-100",
+            "give a percentage between 0 (dark launch) and 100",
+        )
+    previous = 0
+    for i, step in enumerate(cn.steps):
+        if not 0 < step <= 100 or step <= previous:
+            raise SpecError(
+                f"canary.steps[{i}]",
+                f"steps must rise strictly within 1-100, got {cn.steps}",
+                "give increasing percentages ending at 100, e.g. [10, 50, 100]",
+            )
+        previous = step
+    if cn.steps and cn.steps[-1] != 100:
+        raise SpecError("canary.steps", f"the last step is {cn.steps[-1]}, not 100", "end the steps with 100")
+    split = bool(cn.traffic_percent or cn.steps) and spec.platform == "kserve" and not spec.llmd.enabled
+    if split and spec.deployment_mode == "Standard" and _version_tuple(spec.kserve_version) < (0, 20):
+        raise SpecError(
+            "canary",
+            f"KServe {spec.kserve_version} in Standard (RawDeployment) mode ignores canary traffic "
+            "(spec.canary[] needs KServe >= 0.20)",
+            "upgrade KServe to 0.20+, use deployment_mode 'Knative', or set canary.traffic_percent "
+            "to 0 with no steps (dark launch, validated before any traffic)",
+        )
+
+    # Model URI.
+    check_model_uri(spec.model.uri, spec.platform, llmd=spec.llmd.enabled)
+
+    # llm-d.
+    if spec.llmd.enabled:
+        check_llmd(spec)
+
+
+def check_llmd(spec: RolloutSpec) -> None:
+    """Client-side mirror of the LLMInferenceService webhook rules, plus NIXL's own limits.
+
+    Raises:
+        SpecError: On the first problem.
+    """
+    ld = spec.llmd
+    decode, prefill = ld.decode, ld.prefill
+    if prefill is not None:
+        if prefill.tensor > decode.tensor:
+            raise SpecError(
+                "llmd.prefill.tensor",
+                f"prefill tensor parallel ({prefill.tensor}) is larger than decode's ({decode.tensor}); "
+                "NIXL KV transfer cannot map a wider prefill onto a narrower decode",
+                f"set llmd.prefill.tensor <= {decode.tensor} or raise llmd.decode.tensor",
+            )
+        if not ld.scheduler.enabled:
+            raise SpecError(
+                "llmd.scheduler.enabled",
+                "prefill is set but the scheduler is off; without the endpoint picker no request is "
+                "ever sent to the prefill pods (silent decode-only fallback)",
+                "enable llmd.scheduler (profile 'pd') or remove llmd.prefill",
+            )
+        if decode.gpus_per_pod() == 0 and prefill.gpus_per_pod() == 0:
+            raise SpecError(
+                "llmd.decode.gpus",
+                "both prefill and decode would run on zero GPUs",
+                "give each role at least 1 GPU (tensor parallel size or gpus)",
+            )
+    if decode.gpus_per_pod() == 0 and spec.platform == "kserve":
+        raise SpecError(
+            "llmd.decode.gpus",
+            "the decode role would run on zero GPUs",
+            "set llmd.decode.tensor (or gpus) to at least 1",
+        )
+    for role_name, role in (("decode", decode), ("prefill", prefill)):
+        if role is not None and role.nodes > 1 and role.data is None:
+            raise SpecError(
+                f"llmd.{role_name}.nodes",
+                "a multi-node role (worker pods) needs parallelism set",
+                f"set llmd.{role_name}.data (data-parallel size across nodes) and data_local",
+            )
+    has_split = spec.canary.traffic_percent or spec.canary.steps
+    if has_split and ld.http_route_refs:
+        raise SpecError(
+            "llmd.http_route_refs",
+            "traffic splitting between members needs the managed Gateway API route, but custom HTTPRoute refs are set",
+            "remove llmd.http_route_refs, or set canary.traffic_percent to 0 with no steps",
+        )
+    if ld.scheduler.profile == "pd" and prefill is None:
+        raise SpecError(
+            "llmd.scheduler.profile",
+            "profile 'pd' decides between prefill and decode pods, but no prefill role is set",
+            "set llmd.prefill, or use profile 'prefix-cache'",
+        )
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    parts = re.findall(r"\d+", version)
+    if not parts:
+        raise SpecError("kserve_version", f"{version!r} is not a version", "write it like '0.20'")
+    return tuple(int(p) for p in parts[:3])
+
+
+def _format_validation_error(err: ValidationError) -> SpecError:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "spec"
+    ctx = first.get("ctx", {})
+    inner = ctx.get("error")
+    if isinstance(inner, SpecError):
+        return inner
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        return SpecError(loc, "unknown field", "remove it or check its spelling against the spec reference")
+    if first["type"] == "literal_error":
+        return SpecError(loc, f"{first.get('input')!r} is not allowed", msg.replace("Input should be", "use"))
+    return SpecError(loc, msg, "correct the value")
+
+
+def parse_spec(data: dict[str, Any] | None) -> RolloutSpec:
+    """Validates a spec document (a dict) and returns the typed spec.
+
+    Args:
+        data: The document; ``None`` or ``{}`` gives the defaults.
+
+    Returns:
+        The validated spec.
+
+    Raises:
+        SpecError: On the first problem, naming the field and the fix.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError("spec", f"expected a mapping, got {type(data).__name__}", "write the spec as a YAML mapping")
+    try:
+        return RolloutSpec.model_validate(data)
+    except SpecError:
+        raise
+    except ValidationError as err:
+        raise _format_validation_error(err) from None
+
+
+def load_spec(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RolloutSpec:
+    """Loads a spec from a YAML/JSON file, applies overrides and validates it.
+
+    Args:
+        path: The file; ``None`` gives the defaults.
+        overrides: Values merged on top, keyed like the document (nested mappings merge).
+
+    Returns:
+        The validated spec.
+
+    Raises:
+        SpecError: When the file cannot be read/parsed or the result is invalid.
+    """
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).expanduser().read_text())
+        except OSError as err:
+            raise SpecError("spec", f"cannot read {path}: {err.strerror}", "check the path") from None
+        except yaml.YAMLError as err:
+            raise SpecError("spec", f"{path} is not valid YAML: {err}", "fix the syntax") from None
+        data = loaded or {}
+        if not isinstance(data, dict):
+            raise SpecError("spec", f"{path} holds a {type(data).__name__}, not a mapping", "write a YAML mapping")
+    if overrides:
+        data = deep_merge(data, overrides)
+    return parse_spec(data)
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Returns ``base`` with ``extra`` merged in (nested dicts merge, everything else replaces)."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def spec_to_json(spec: RolloutSpec) -> str:
+    """Serialises a spec for a KFP string parameter (round-trips through :func:`parse_spec`)."""
+    return spec.model_dump_json(exclude_none=False)

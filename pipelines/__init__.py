@@ -1,0 +1,1 @@
+"""Pipeline definitions and the llm-rollout command line."""
