@@ -1,0 +1,18 @@
+"""register-runtime: make the vLLM runtime available on the target platform."""
+
+
+def register_runtime(spec: str) -> str:
+    """Registers the vLLM ServingRuntime (kserve) or checks the local vLLM runtime (local).
+
+    On ``kserve`` it checks that the KServe CRDs are installed in the versions the spec needs and
+    applies the namespaced ``ServingRuntime`` with server-side apply (a rerun changes nothing).
+
+    Args:
+        spec: The rollout spec as JSON (see ``llm-rollout render --help`` for the fields).
+
+    Returns:
+        The runtime's name.
+    """
+    from llm_rollout.steps import register_runtime_step
+
+    return register_runtime_step(spec)

@@ -1,0 +1,39 @@
+"""validate-deployment: the gate before promotion."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+
+
+def validate_deployment(
+    spec: str,
+    record: str,
+    metrics: dsl.Output[dsl.Metrics],
+    report: dsl.Output[dsl.HTML],
+    results: dsl.Output[dsl.Artifact],
+) -> NamedTuple("ValidationOutputs", [("verdict", str), ("summary", str)]):
+    """Validates the new revision: readiness, correctness, latency and throughput against the SLO.
+
+    Only the new revision's own address is measured. The verdict is ``pass``, ``fail`` or
+    ``inconclusive`` (too few successful requests to judge); the pipeline promotes on ``pass`` only.
+
+    Args:
+        spec: The rollout spec as JSON (its ``validation`` section sets the suite, load and SLO).
+        record: The deployment record from deploy-model.
+        metrics: Flat metrics with the unit in the name (shown in the KFP UI).
+        report: The HTML report (tables and plots; model output escaped).
+        results: The full results as JSON.
+
+    Returns:
+        verdict: ``pass``, ``fail`` or ``inconclusive``.
+        summary: One line per failed check with its measured value, or why the verdict was reached.
+    """
+    from collections import namedtuple
+
+    from llm_rollout.steps import validate_step
+
+    outcome = validate_step(spec, record, report_path=report.path, results_path=results.path)
+    for key, value in outcome.metrics.items():
+        metrics.log_metric(key, value)
+    outputs = namedtuple("ValidationOutputs", ["verdict", "summary"])
+    return outputs(outcome.verdict, outcome.summary)

@@ -1,0 +1,102 @@
+"""The ``llm-rollout`` command line.
+
+Subcommands:
+  compile     compile both pipelines to KFP IR YAML (for the KFP UI, schedules and CI)
+  render      write the Kubernetes manifests the kserve platform would apply
+  validate    validate any OpenAI-compatible endpoint against the SLO (standalone)
+  run-local   run a pipeline end to end on this machine (kfp.local + a real vLLM process)
+  status      show a service's stable and canary revisions, traffic and promotion history
+  rollback    put the previous stable model back (one command)
+  submit      create a run of a compiled pipeline on a KFP endpoint
+  schedule    create a recurring run (retrain-and-redeploy) on a KFP endpoint
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from llm_rollout.errors import RolloutError
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from llm_rollout_pipelines.compile import compile_pipelines
+
+    started = time.perf_counter()
+    paths = compile_pipelines(args.out, image=args.image, optimize_image=args.optimize_image)
+    for path in paths:
+        print(path)
+    print(f"compiled {len(paths)} pipelines in {time.perf_counter() - started:.2f} s", file=sys.stderr)
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    from llm_rollout.render import write_manifests
+    from llm_rollout.spec import load_spec
+
+    spec = load_spec(args.spec)
+    for path in write_manifests(spec, args.out):
+        print(path)
+    return 0
+
+
+def _validate(args: argparse.Namespace, rest: list[str]) -> int:
+    from llm_rollout.validation.cli import validate_command
+
+    return validate_command(rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``llm-rollout`` (subcommands and their flags)."""
+    from llm_rollout_components.images import DEFAULT_IMAGE, DEFAULT_OPTIMIZE_IMAGE
+
+    parser = argparse.ArgumentParser(
+        prog="llm-rollout", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("compile", help="compile the pipelines to KFP IR YAML")
+    p.add_argument("--out", required=True, help="directory for <pipeline-name>.yaml files")
+    p.add_argument("--image", default=DEFAULT_IMAGE, help=f"components' image (default {DEFAULT_IMAGE})")
+    p.add_argument(
+        "--optimize-image",
+        default=DEFAULT_OPTIMIZE_IMAGE,
+        help=f"optimize step's image (default {DEFAULT_OPTIMIZE_IMAGE})",
+    )
+    p.set_defaults(func=_compile)
+
+    p = sub.add_parser("render", help="write the Kubernetes manifests for a spec")
+    p.add_argument("--spec", help="rollout spec (YAML/JSON); default: the built-in defaults")
+    p.add_argument("--out", required=True, help="directory for the manifest files")
+    p.set_defaults(func=_render)
+
+    p = sub.add_parser("validate", help="validate an OpenAI-compatible endpoint (see validate --help)", add_help=False)
+    p.set_defaults(func=_validate, passthrough=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs ``llm-rollout``; returns the exit code (0 ok, 1 failed, 2 bad usage or input)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # `validate` owns its flags; pass everything after it through untouched.
+    if argv and argv[0] == "validate":
+        args, rest = parser.parse_known_args(argv[:1])
+        rest = argv[1:]
+    else:
+        args, rest = parser.parse_args(argv), []
+    try:
+        if getattr(args, "passthrough", False):
+            return args.func(args, rest)
+        return args.func(args)
+    except RolloutError as err:
+        print(f"llm-rollout {args.command}: error: {err}", file=sys.stderr)
+        return 2 if isinstance(err, ValueError) else 1
+    except KeyboardInterrupt:
+        print(f"llm-rollout {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

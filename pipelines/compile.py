@@ -1,0 +1,33 @@
+"""Compiles the pipelines to KFP IR YAML, one file per pipeline named after it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kfp import compiler
+
+from llm_rollout_components.images import DEFAULT_IMAGE, DEFAULT_OPTIMIZE_IMAGE
+from llm_rollout_pipelines.pipelines import PIPELINES
+
+
+def compile_pipelines(
+    out_dir: str | Path, *, image: str = DEFAULT_IMAGE, optimize_image: str = DEFAULT_OPTIMIZE_IMAGE
+) -> list[Path]:
+    """Compiles every pipeline into ``out_dir/<pipeline-name>.yaml``.
+
+    Args:
+        out_dir: Output directory (created if missing).
+        image: The components' image.
+        optimize_image: The optimize step's image.
+
+    Returns:
+        The written paths.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, build in PIPELINES.items():
+        path = out / f"{name}.yaml"
+        compiler.Compiler().compile(build(image=image, optimize_image=optimize_image), str(path))
+        paths.append(path)
+    return paths
