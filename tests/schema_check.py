@@ -29,7 +29,7 @@ def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
     """``{(apiVersion, kind): openAPIV3Schema}`` for every served version of the KServe CRDs."""
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for path in sorted((shared_dir() / "crds" / "kserve").glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
+        crd = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
         for version in crd["spec"]["versions"]:
             if version.get("served"):

@@ -24,9 +24,10 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
 from llm_rollout.errors import SpecError
 from llm_rollout.names import dns_name
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_SERVICE_NAME = "lean-rag-inference"
 DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
@@ -698,6 +699,10 @@ def _format_validation_error(err: ValidationError) -> SpecError:
         return SpecError(loc, "unknown field", "remove it or check its spelling against the spec reference")
     if first["type"] == "literal_error":
         return SpecError(loc, f"{first.get('input')!r} is not allowed", msg.replace("Input should be", "use"))
+    if msg.startswith("Input should be"):
+        return SpecError(
+            loc, f"{first.get('input')!r} is invalid", msg.replace("Input should be", "give a value that is")
+        )
     return SpecError(loc, msg, "correct the value")
 
 

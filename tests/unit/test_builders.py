@@ -1,0 +1,226 @@
+"""Pure builders: the objects they render, checked against the real CRD schemas and the reference."""
+
+import json
+
+import pytest
+import yaml
+
+from llm_rollout import builders as b
+from llm_rollout.spec import parse_spec
+from llm_rollout.vllm_args import server_args
+from tests.schema_check import schema_errors, shared_dir
+
+STABLE = b.Member(name="svc-aaaa1111", model_uri="s3://models/v1", revision="v1")
+CANARY = b.Member(name="svc-bbbb2222", model_uri="s3://models/v2", revision="v2", traffic_percent=10)
+
+
+def _container(runtime):
+    return runtime["spec"]["containers"][0]
+
+
+def test_serving_runtime_matches_the_reference_shape():
+    ref = yaml.safe_load((shared_dir() / "reference/kserve/kserve-vllmserver.yaml").read_text())
+    ours = b.serving_runtime(parse_spec({}))
+    assert ours["apiVersion"] == "serving.kserve.io/v1alpha1" and ours["kind"] == "ServingRuntime"
+    assert ours["metadata"]["namespace"] == "default"  # namespaced, unlike the reference
+    ref_c, our_c = _container(ref), _container(ours)
+    assert our_c["command"] == ref_c["command"] == ["python", "-m", "vllm.entrypoints.openai.api_server"]
+    for arg in ("--port=8080", "--served-model-name={{.Name}}", "--model=/mnt/models"):
+        assert arg in our_c["args"]
+    assert our_c["readinessProbe"]["httpGet"] == ref_c["readinessProbe"]["httpGet"]
+    assert our_c["startupProbe"]["httpGet"]["path"] == "/v1/models"
+    startup = our_c["startupProbe"]
+    assert startup["failureThreshold"] * startup["periodSeconds"] >= 30 * 60  # sized for big models
+    assert ours["spec"]["volumes"] == ref["spec"]["volumes"]
+    assert ours["spec"]["annotations"] == ref["spec"]["annotations"]
+    assert ours["spec"]["supportedModelFormats"][0]["name"] == "vLLM"
+    assert our_c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_runtime_args_carry_the_design_defaults():
+    args = _container(b.serving_runtime(parse_spec({})))["args"]
+    assert "--gpu-memory-utilization=0.9" in args
+    assert "--kv-cache-dtype=fp8" in args
+    assert "--tensor-parallel-size=1" in args
+    assert "--max-model-len=4096" in args
+
+
+def test_tensor_parallel_follows_gpus_and_extra_args_are_appended_as_a_list():
+    spec = parse_spec({"resources": {"gpus": 4}, "runtime": {"extra_args": ["--max-num-seqs", "64"]}})
+    args = _container(b.serving_runtime(spec))["args"]
+    assert "--tensor-parallel-size=4" in args
+    assert args[-2:] == ["--max-num-seqs", "64"]
+    res = _container(b.serving_runtime(spec))["resources"]
+    assert res["limits"]["nvidia.com/gpu"] == "4"
+
+
+def test_local_args_drop_only_what_a_cpu_cannot_do_and_say_so():
+    spec = parse_spec({"runtime": {"max_model_len": 256}})
+    local = server_args(spec, "local", model_path="/m", port=9000, host="127.0.0.1")
+    kserve = server_args(spec, "kserve")
+    assert not any(
+        a.startswith(("--gpu-memory-utilization", "--kv-cache-dtype", "--tensor-parallel")) for a in local.args
+    )
+    assert "--max-model-len=256" in local.args and "--model=/m" in local.args
+    assert len(local.adjustments) == 3 and all("dropped" in line for line in local.adjustments)
+    assert kserve.adjustments == []
+
+
+def test_inference_service_first_rollout():
+    spec = parse_spec({"platform": "kserve"})
+    isvc = b.inference_service(spec, STABLE)
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
+    pred = isvc["spec"]["predictor"]
+    assert pred["name"] == STABLE.name
+    assert pred["model"]["modelFormat"] == {"name": "vLLM"}
+    assert pred["model"]["runtime"] == spec.runtime_name
+    assert pred["model"]["storageUri"] == "s3://models/v1"
+    assert (pred["minReplicas"], pred["maxReplicas"]) == (1, 10)
+    assert "canary" not in isvc["spec"]
+    assert schema_errors(isvc) == []
+
+
+def test_standard_mode_canary_is_a_canary_list_entry_beside_the_untouched_predictor():
+    spec = parse_spec({"platform": "kserve", "canary": {"traffic_percent": 10}})
+    first, with_canary = b.inference_service(spec, STABLE), b.inference_service(spec, STABLE, CANARY)
+    assert with_canary["spec"]["predictor"] == first["spec"]["predictor"]
+    (entry,) = with_canary["spec"]["canary"]
+    assert entry["trafficPercent"] == 10
+    assert entry["predictor"]["name"] == CANARY.name
+    assert entry["predictor"]["model"]["storageUri"] == "s3://models/v2"
+    assert schema_errors(with_canary) == []
+
+
+def test_knative_mode_canary_uses_canary_traffic_percent():
+    spec = parse_spec({"platform": "kserve", "deployment_mode": "Knative", "canary": {"traffic_percent": 20}})
+    isvc = b.inference_service(spec, STABLE, CANARY)
+    assert "canary" not in isvc["spec"]
+    assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 10
+    assert isvc["spec"]["predictor"]["model"]["storageUri"] == "s3://models/v2"
+    assert isvc["spec"]["predictor"]["scaleMetric"] == "rps"
+    assert schema_errors(isvc) == []
+
+
+@pytest.mark.parametrize("metric", ["request-rate", "concurrency", "cpu", "memory"])
+def test_every_scaling_metric_renders_a_valid_object(metric):
+    spec = parse_spec({"platform": "kserve", "scaling": {"metric": metric, "target": 5}})
+    isvc = b.inference_service(spec, STABLE)
+    assert schema_errors(isvc) == []
+    assert isvc["spec"]["predictor"]["autoScaling"]["metrics"]
+
+
+def test_fixed_replicas_render_min_equals_max():
+    isvc = b.inference_service(parse_spec({"platform": "kserve", "replicas": 3}), STABLE)
+    assert (isvc["spec"]["predictor"]["minReplicas"], isvc["spec"]["predictor"]["maxReplicas"]) == (3, 3)
+    assert "autoScaling" not in isvc["spec"]["predictor"]
+
+
+def _env(container):
+    return {e["name"]: e for e in container["env"]}
+
+
+def test_llmd_prefill_decode_wiring():
+    spec = b.llmd_example_spec(parse_spec({"platform": "kserve"}))
+    obj = b.llm_inference_service(spec, STABLE, weight=100)
+    assert obj["apiVersion"] == "serving.kserve.io/v1alpha2"
+    assert schema_errors(obj) == []
+    body = obj["spec"]
+    decode_env, prefill_env = (
+        _env(body["template"]["containers"][0]),
+        _env(body["prefill"]["template"]["containers"][0]),
+    )
+    for env, role in ((decode_env, "kv_consumer"), (prefill_env, "kv_producer")):
+        assert env["VLLM_NIXL_SIDE_CHANNEL_HOST"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+        extra = env["VLLM_ADDITIONAL_ARGS"]["value"]
+        cfg = json.loads(extra.split("--kv_transfer_config=", 1)[1].split(" ")[0])
+        assert cfg == {"kv_connector": "NixlConnector", "kv_role": role}
+        assert "--tensor-parallel-size" not in extra  # llm-d sets it from parallelism.tensor
+    assert body["parallelism"] == {"tensor": 1} and body["prefill"]["parallelism"] == {"tensor": 1}
+    assert body["router"]["route"]["group"] == spec.route_group and body["router"]["route"]["weight"] == 100
+    inline = body["router"]["scheduler"]["config"]["inline"]
+    assert inline["kind"] == "EndpointPickerConfig"
+    assert any(p["type"] == "pd-profile-handler" for p in inline["plugins"])
+    assert body["baseRefs"] == [{"name": spec.llmd.preset_name}]
+
+
+def test_llmd_without_prefill_has_no_kv_transfer_and_prefix_cache_routing():
+    spec = parse_spec({"platform": "kserve", "llmd": {"enabled": True}})
+    body = b.llm_inference_service(spec, STABLE)["spec"]
+    env = _env(body["template"]["containers"][0])
+    assert "VLLM_NIXL_SIDE_CHANNEL_HOST" not in env and "kv_transfer_config" not in env["VLLM_ADDITIONAL_ARGS"]["value"]
+    assert "prefill" not in body
+    assert "group" not in body["router"]["route"] and "weight" not in body["router"]["route"]
+    plugins = [p["type"] for p in body["router"]["scheduler"]["config"]["inline"]["plugins"]]
+    assert "prefix-cache-scorer" in plugins and "pd-profile-handler" not in plugins
+
+
+def test_llmd_canary_member_shares_the_route_group():
+    spec = parse_spec({"platform": "kserve", "llmd": {"enabled": True}, "canary": {"traffic_percent": 10}})
+    stable = b.llm_inference_service(spec, STABLE, weight=90)
+    canary = b.llm_inference_service(spec, CANARY, weight=10)
+    assert stable["metadata"]["name"] != canary["metadata"]["name"]
+    assert stable["spec"]["router"]["route"]["group"] == canary["spec"]["router"]["route"]["group"]
+    assert (stable["spec"]["router"]["route"]["weight"], canary["spec"]["router"]["route"]["weight"]) == (90, 10)
+    assert schema_errors(canary) == []
+
+
+def test_llmd_multi_node_decode_gets_workers_and_parallelism():
+    spec = parse_spec(
+        {
+            "platform": "kserve",
+            "llmd": {"enabled": True, "decode": {"tensor": 8, "data": 2, "data_local": 1, "nodes": 2}},
+        }
+    )
+    body = b.llm_inference_service(spec, STABLE)["spec"]
+    assert body["parallelism"] == {"tensor": 8, "data": 2, "dataLocal": 1}
+    assert body["worker"]["containers"][0]["name"] == "main"
+    assert schema_errors(b.llm_inference_service(spec, STABLE)) == []
+
+
+def test_llmd_config_preset_is_schema_valid():
+    spec = b.llmd_example_spec(parse_spec({}))
+    preset = b.llm_inference_service_config(spec)
+    assert preset["kind"] == "LLMInferenceServiceConfig" and schema_errors(preset) == []
+
+
+def test_rbac_is_least_privilege():
+    objs = b.rbac(parse_spec({"namespace": "team-a"}))
+    kinds = [o["kind"] for o in objs]
+    assert kinds == ["ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"]
+    role = objs[1]
+    verbs = {v for rule in role["rules"] for v in rule["verbs"]}
+    assert verbs <= {"get", "list", "watch", "patch", "delete"}
+    assert not any("*" in rule["verbs"] or "*" in rule["resources"] for rule in role["rules"])
+    cluster_role = objs[3]
+    (rule,) = cluster_role["rules"]
+    assert rule["verbs"] == ["get"] and rule["resourceNames"]  # cluster-wide only by name, read-only
+    assert objs[2]["subjects"] == [{"kind": "ServiceAccount", "name": "llm-rollout", "namespace": "team-a"}]
+
+
+def test_builders_are_pure():
+    spec = parse_spec({"platform": "kserve"})
+    first = b.render_all(spec)
+    assert b.render_all(spec) == first
+    b.render_all(spec)["rbac.yaml"][1]["rules"].clear()  # mutating a result must not leak
+    assert b.render_all(spec) == first
+
+
+def test_every_rendered_kserve_object_passes_its_crd_schema():
+    for spec in (
+        parse_spec({}),
+        parse_spec({"platform": "kserve", "deployment_mode": "Knative"}),
+        parse_spec({"platform": "kserve", "replicas": 2}),
+    ):
+        for objs in b.render_all(spec).values():
+            for obj in objs:
+                if obj["apiVersion"].startswith("serving.kserve.io/"):
+                    assert schema_errors(obj) == [], obj["kind"]
+
+
+def test_schema_check_catches_unknown_and_mistyped_fields():
+    isvc = b.inference_service(parse_spec({}), STABLE)
+    isvc["spec"]["predictor"]["model"]["storageUrl"] = "s3://typo"
+    isvc["spec"]["predictor"]["minReplicas"] = "1"
+    errors = schema_errors(isvc)
+    assert any("storageUrl: unknown field" in e for e in errors)
+    assert any("minReplicas: expected integer" in e for e in errors)

@@ -1,0 +1,75 @@
+"""The pipelines compile to KFP IR with the promised structure."""
+
+import pytest
+import yaml
+
+from llm_rollout_pipelines.cli import main
+from llm_rollout_pipelines.pipelines import DEPLOY_PIPELINE, OPTIMIZE_DEPLOY_PIPELINE
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ir")
+    assert (
+        main(["compile", "--out", str(out), "--image", "reg.example/c:9.9", "--optimize-image", "reg.example/o:9.9"])
+        == 0
+    )
+    return {p.stem: yaml.safe_load(p.read_text()) for p in out.glob("*.yaml")}
+
+
+def _executors(ir):
+    return ir["deploymentSpec"]["executors"]
+
+
+def test_one_file_per_pipeline_named_after_it(compiled):
+    assert set(compiled) == {DEPLOY_PIPELINE, OPTIMIZE_DEPLOY_PIPELINE}
+    for name, ir in compiled.items():
+        assert ir["pipelineInfo"]["name"] == name
+
+
+def test_images_are_overridable_and_nothing_is_installed_at_run_time(compiled):
+    for ir in compiled.values():
+        for executor in _executors(ir).values():
+            container = executor.get("container")
+            if not container:
+                continue  # the importer
+            assert container["image"] in {"reg.example/c:9.9", "reg.example/o:9.9"}
+            assert "pip install" not in " ".join(container.get("command", []) + container.get("args", []))
+    opt = [
+        e["container"]["image"] for k, e in _executors(compiled[OPTIMIZE_DEPLOY_PIPELINE]).items() if "optimize" in k
+    ]
+    assert opt == ["reg.example/o:9.9"]
+
+
+def _tasks(ir):
+    tasks = dict(ir["root"]["dag"]["tasks"])
+    for comp in ir["components"].values():
+        tasks.update(comp.get("dag", {}).get("tasks", {}))
+    return tasks
+
+
+def test_cluster_steps_never_use_the_cache(compiled):
+    for ir in compiled.values():
+        for name, task in _tasks(ir).items():
+            if any(s in name for s in ("register", "deploy", "validate", "promote", "rollback", "finalize")):
+                assert task.get("cachingOptions", {}).get("enableCache") in (False, None), name
+                assert task.get("cachingOptions") == {}, name
+
+
+def test_exit_handler_and_verdict_branch(compiled):
+    for ir in compiled.values():
+        tasks = _tasks(ir)
+        finalize = tasks["finalize-rollout"]
+        assert finalize["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+        conditions = [
+            t["triggerPolicy"]["condition"] for t in tasks.values() if t.get("triggerPolicy", {}).get("condition")
+        ]
+        assert any("verdict" in c and "'pass'" in c for c in conditions)
+        assert any("!(" in c or "!=" in c for c in conditions)  # the Else branch
+        assert {"promote-model", "rollback-model"} <= set(tasks)
+
+
+def test_optimize_runs_before_deploy(compiled):
+    tasks = _tasks(compiled[OPTIMIZE_DEPLOY_PIPELINE])
+    deploy_inputs = tasks["deploy-model"]["inputs"]["artifacts"]["model"]
+    assert deploy_inputs["taskOutputArtifact"]["producerTask"] == "optimize-model"

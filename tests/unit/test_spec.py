@@ -1,0 +1,170 @@
+"""The typed rollout spec: serving-design defaults, and every bad input refused with field and fix."""
+
+import pytest
+
+from llm_rollout.errors import SpecError
+from llm_rollout.names import MAX_NAME_LEN, dns_name, is_dns_label, member_name
+from llm_rollout.spec import RolloutSpec, load_spec, parse_spec
+
+
+def test_defaults_follow_the_serving_design():
+    spec = parse_spec({})
+    assert spec.name == "lean-rag-inference"
+    assert spec.runtime.gpu_memory_utilization == 0.9
+    assert spec.runtime.kv_cache_dtype == "fp8"
+    assert spec.resources.gpus == 1
+    assert (spec.resources.memory_request, spec.resources.memory_limit) == ("16Gi", "32Gi")
+    assert (spec.resources.cpu_request, spec.resources.cpu_limit) == ("4", "8")
+    assert (spec.scaling.min_replicas, spec.scaling.max_replicas, spec.scaling.metric) == (1, 10, "request-rate")
+    assert spec.validation.slo.checks == ["p95_ttft_ms <= 100", "error_rate == 0"]
+    assert spec.validation.slo.judge_concurrency == [10, 20]
+    assert spec.validation.slo.baseline_checks == ["output_throughput_ratio_vs_baseline >= 2"]
+    assert spec.replicas is None
+
+
+def test_fixed_replicas_switch_autoscaling_off():
+    spec = parse_spec({"replicas": 3})
+    assert spec.replicas == 3 and spec.scaling is None
+
+
+def test_legacy_deployment_mode_names_are_accepted():
+    assert parse_spec({"deployment_mode": "RawDeployment"}).deployment_mode == "Standard"
+    assert parse_spec({"deployment_mode": "Serverless"}).deployment_mode == "Knative"
+
+
+def test_fp8_is_fine_on_hopper_and_e5m2_on_ampere():
+    parse_spec({"runtime": {"accelerator": "nvidia-h100", "kv_cache_dtype": "fp8"}})
+    parse_spec({"runtime": {"accelerator": "nvidia-a10g", "kv_cache_dtype": "fp8_e5m2"}})
+
+
+def test_spec_roundtrips_through_json():
+    spec = parse_spec({"name": "x", "runtime": {"extra_args": ["--enable-prefix-caching"]}})
+    assert RolloutSpec.model_validate_json(spec.model_dump_json()) == spec
+
+
+# Every bad input names the field and the fix: (document, field, words in the problem, words in the fix)
+BAD_INPUTS = [
+    ({"runtime": {"extra_args": "--max-num-seqs 8"}}, "runtime.extra_args", "shell string", "one list item"),
+    ({"runtime": {"extra_args": ["-tp", "2"]}}, "runtime.extra_args[0]", "short or malformed", "long form"),
+    ({"runtime": {"extra_args": ["--Bad_Flag"]}}, "runtime.extra_args[0]", "not a vLLM flag", "--max-num-seqs"),
+    ({"runtime": {"extra_args": ["256"]}}, "runtime.extra_args[0]", "value without a flag", "put the flag"),
+    ({"runtime": {"extra_args": ["--port=9000"]}}, "runtime.extra_args[0]", "runtime.port", "set 'runtime.port'"),
+    (
+        {"runtime": {"extra_args": ["--tensor-parallel-size", "2"]}},
+        "runtime.extra_args[0]",
+        "resources.gpus",
+        "resources.gpus",
+    ),
+    (
+        {"runtime": {"accelerator": "nvidia-a10g", "kv_cache_dtype": "fp8"}},
+        "runtime.kv_cache_dtype",
+        "compute capability 8.9",
+        "fp8_e5m2",
+    ),
+    (
+        {"runtime": {"accelerator": "nvidia-a100", "kv_cache_dtype": "fp8_e4m3"}},
+        "runtime.kv_cache_dtype",
+        "nvidia-a100 has compute capability 8.0",
+        "'auto'",
+    ),
+    ({"runtime": {"accelerator": "voodoo-9000"}}, "runtime.accelerator", "unknown GPU family", "nvidia-h100"),
+    ({"runtime": {"kv_cache_dtype": "int3"}}, "runtime.kv_cache_dtype", "not a KV-cache dtype", "fp8_e5m2"),
+    (
+        {"llmd": {"enabled": True, "decode": {"tensor": 1}, "prefill": {"tensor": 2}}},
+        "llmd.prefill.tensor",
+        "larger than decode",
+        "<= 1",
+    ),
+    ({"canary": {"traffic_percent": 101}}, "canary.traffic_percent", "outside 0-100", "between 0"),
+    ({"canary": {"traffic_percent": -5}}, "canary.traffic_percent", "outside 0-100", "between 0"),
+    ({"canary": {"steps": [50, 10, 100]}}, "canary.steps[1]", "rise strictly", "increasing"),
+    ({"canary": {"steps": [10, 50]}}, "canary.steps", "not 100", "end the steps with 100"),
+    (
+        {"platform": "kserve", "kserve_version": "0.15", "canary": {"traffic_percent": 10}},
+        "canary",
+        "ignores canary traffic",
+        "Knative",
+    ),
+    ({"replicas": 2, "scaling": {"max_replicas": 4}}, "replicas", "mutually exclusive", "not both"),
+    (
+        {"scaling": {"min_replicas": 5, "max_replicas": 2}},
+        "scaling.min_replicas",
+        "above max_replicas",
+        "<= max_replicas",
+    ),
+    ({"scaling": {"min_replicas": 0}}, "scaling.min_replicas", "scale to zero needs Knative", "Knative"),
+    ({"platform": "kserve", "model": {"uri": "ftp://host/m"}}, "model.uri", "cannot load ftp://", "s3://"),
+    ({"platform": "kserve", "model": {"uri": "/data/models/m"}}, "model.uri", "a local path", "PVC"),
+    ({"platform": "local", "model": {"uri": "s3://b/m"}}, "model.uri", "not s3://", "local directory"),
+    (
+        {"platform": "kserve", "llmd": {"enabled": True}, "model": {"uri": "gs://b/m"}},
+        "model.uri",
+        "llm-d's storage initializer cannot load gs://",
+        "hf://",
+    ),
+    ({"name": "---"}, "name", "no letters or digits", "lowercase letters"),
+    ({"name": "9lives"}, "name", "does not start with a letter", "prefix it"),
+    ({"namespace": "Bad_NS"}, "namespace", "not a valid Kubernetes namespace", "lowercase"),
+    ({"platform": "openshift"}, "platform", "not allowed", "'kserve' or 'local'"),
+    (
+        {"runtime": {"gpu_memory_utilization": 1.5}},
+        "runtime.gpu_memory_utilization",
+        "1.5 is invalid",
+        "less than or equal to 1",
+    ),
+    ({"runtim": {}}, "runtim", "unknown field", "spelling"),
+    ({"platform": "kserve", "resources": {"gpus": 0}}, "resources.gpus", "0 GPUs", "at least 1 GPU"),
+]
+
+
+@pytest.mark.parametrize(("doc", "field", "problem", "fix"), BAD_INPUTS, ids=[b[1] + ":" + b[2] for b in BAD_INPUTS])
+def test_bad_input_names_field_and_fix(doc, field, problem, fix):
+    with pytest.raises(SpecError) as info:
+        parse_spec(doc)
+    err = info.value
+    assert err.field == field
+    assert problem in err.problem, err
+    assert fix in err.fix, err
+    assert str(err).startswith(f"{field}: ")
+
+
+def test_load_spec_reports_unreadable_and_malformed_files(tmp_path):
+    with pytest.raises(SpecError, match="cannot read"):
+        load_spec(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(bad)
+    lst = tmp_path / "list.yaml"
+    lst.write_text("- a\n- b\n")
+    with pytest.raises(SpecError, match="not a mapping"):
+        load_spec(lst)
+
+
+def test_load_spec_merges_overrides(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: svc\nruntime:\n  max_model_len: 256\n")
+    spec = load_spec(path, {"runtime": {"kv_cache_dtype": "auto"}})
+    assert (spec.name, spec.runtime.max_model_len, spec.runtime.kv_cache_dtype) == ("svc", 256, "auto")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["lean-rag-inference", "My_Model.v2", "a" * 200, "Llama-3.1-8B-Instruct-W8A8-" + "x" * 50],
+)
+def test_names_are_dns_safe_deterministic_and_short(raw):
+    name = dns_name(raw)
+    assert is_dns_label(name, MAX_NAME_LEN)
+    assert dns_name(raw) == name
+
+
+def test_truncated_names_stay_distinct():
+    a, b = dns_name("m" * 60 + "-one"), dns_name("m" * 60 + "-two")
+    assert a != b and len(a) == len(b) == MAX_NAME_LEN
+
+
+def test_member_names_are_stable_and_within_the_cap():
+    name = member_name("x" * 40, "s3://bucket/model@sha256:abc")
+    assert name == member_name("x" * 40, "s3://bucket/model@sha256:abc")
+    assert is_dns_label(name, MAX_NAME_LEN)
+    assert name != member_name("x" * 40, "s3://bucket/other")
