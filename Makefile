@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 export LLM_ROLLOUT_CACHE ?= $(HOME)/.cache/llm-rollout
 PYTEST_ARGS ?=
 
-.PHONY: help venv test-apiserver serving-env optimize-env test-env test test-unit demo compile render bench lint format clean
+.PHONY: docs help venv test-apiserver serving-env optimize-env test-env test test-unit demo compile render bench lint format clean
 
 help:
 	@sed -n '1,6p' Makefile
@@ -66,3 +66,6 @@ format: venv
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache
+
+docs: venv
+	@$(PY) pipelines/docs.py
