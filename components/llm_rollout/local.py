@@ -64,6 +64,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -354,8 +355,19 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     for raw in text.splitlines():
         line = raw.rsplit("\r", 1)[-1].rstrip()
         if line:
-            out.append(line[:400])
+            out.append(line[:600])
     return "\n".join(out[-lines:])
+
+
+def error_summary(tail: str) -> str:
+    """``: <the last error line>`` of a vLLM log tail (traceback frames skipped), or ``""``."""
+    for line in reversed(tail.splitlines()):
+        text = line.strip()
+        if text.startswith(("File ", "^", "raise ", "return ")):
+            continue
+        if re.search(r"(Error|Exception)\b|[Ee]rror[:,]", text):
+            return ": " + text[:300]
+    return ""
 
 
 def server_alive(info: dict[str, Any] | None) -> bool:
@@ -732,11 +744,12 @@ def _start_and_wait(
                 if why == "timeout":
                     raise DeadlineExceeded(
                         f"vLLM for {member} was not ready within {spec.local.startup_timeout_s:.0f} s "
-                        f"(local.startup_timeout_s); it was stopped. Last log lines ({log_path}):\n{tail}"
+                        f"(local.startup_timeout_s); it was stopped (process group {proc.pid}). "
+                        f"Last log lines ({log_path}):\n{tail}"
                     )
                 raise PermanentError(
-                    f"vLLM for {member} failed to start (exit code {why.split(':', 1)[1]}); "
-                    f"its process group is stopped. Last log lines ({log_path}):\n{tail}"
+                    f"vLLM for {member} failed to start (exit code {why.split(':', 1)[1]}){error_summary(tail)}; "
+                    f"its process group {proc.pid} is stopped. Last log lines ({log_path}):\n{tail}"
                 )
             info["status"] = "serving"
             info["ready_after_s"] = round(time.monotonic() - started, 1)

