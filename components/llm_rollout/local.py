@@ -590,8 +590,6 @@ def deploy_local(
     service = spec.service_name
     revision = revision or spec.model.revision or _revision_for(path, spec.model.digest)
     member = member_name(service, f"{revision}@{run_id}" if run_id else revision)
-    host = spec.local.host
-    marker = f"{state.root}#{member}"
 
     with state.lock():
         st = state.read_state()
@@ -632,23 +630,6 @@ def deploy_local(
             metrics_urls={"server": f"{info['endpoint_url']}/metrics"},
         )
 
-    if existing and server_healthy(existing):
-        wanted = build_server_command(
-            spec, python=python, model_path=str(path), port=int(existing["port"]), local_args=local_args, warn=False
-        )
-        same_port = not port or int(port) == int(existing["port"])
-        if existing.get("command") == wanted and same_port:
-            log.info("%s already serves %s at %s; reusing it", member, path, existing["endpoint_url"])
-            return _record(existing)
-        log.info("%s runs with other arguments; restarting it", member)
-    if existing:
-        stop_server(existing)
-        state.remove_server(member)
-
-    if port and port_in_use(host, int(port)):
-        raise PermanentError(
-            f"port {port} on {host} is already in use; free it, choose another port, or pass 0 to pick a free one"
-        )
     if stable_server:
         log.info("canary: %s starts beside the stable %s (%s)", member, stable["member"], stable_server["endpoint_url"])
     elif stable:
@@ -657,19 +638,100 @@ def deploy_local(
         )
     else:
         log.info("first rollout of %s: no stable model yet", service)
+    info = _launch(
+        spec, state, python=python, path=path, member=member, revision=revision, run_id=run_id,
+        port=port, local_args=local_args, role="candidate", existing=existing,
+    )  # fmt: skip
+    return _record(info)
 
+
+def _launch(
+    spec: RolloutSpec,
+    state: StateDir,
+    *,
+    python: str,
+    path: Path,
+    member: str,
+    revision: str,
+    run_id: str,
+    port: int,
+    local_args: list[str] | None,
+    role: str,
+    existing: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Reuses the member's healthy server when it runs the same command, else starts one (port retries)."""
+    host = spec.local.host
+    if existing and server_healthy(existing):
+        wanted = build_server_command(
+            spec, python=python, model_path=str(path), port=int(existing["port"]), local_args=local_args, warn=False
+        )
+        same_port = not port or int(port) == int(existing["port"])
+        if existing.get("command") == wanted and same_port:
+            log.info("%s already serves %s at %s; reusing it", member, path, existing["endpoint_url"])
+            return existing
+        log.info("%s runs with other arguments; restarting it", member)
+    if existing:
+        stop_server(existing)
+        with state.lock():
+            state.remove_server(member)
+    if port and port_in_use(host, int(port)):
+        raise PermanentError(
+            f"port {port} on {host} is already in use; free it, choose another port, or pass 0 to pick a free one"
+        )
     attempts = 1 if port else 3
     for attempt in range(1, attempts + 1):
         chosen = int(port) if port else free_port(host)
         info = _start_and_wait(
-            spec, state, python=python, path=path, member=member, revision=revision, run_id=run_id,
-            port=chosen, marker=marker, local_args=local_args, warn=attempt == 1, auto_port=not port,
+            spec, state, python=python, path=path, member=member, revision=revision, run_id=run_id, port=chosen,
+            marker=f"{state.root}#{member}", local_args=local_args, warn=attempt == 1, auto_port=not port, role=role,
         )  # fmt: skip
         if info is not None:
             state.prune_logs()
-            return _record(info)
+            return info
         log.warning("port %d was taken while vLLM started; retrying on another port", chosen)
     raise PermanentError(f"vLLM could not bind a free port on {host} after {attempts} attempts")
+
+
+def start_baseline_local(
+    spec: RolloutSpec,
+    *,
+    model_dir: str,
+    run_id: str = "",
+    port: int = 0,
+    local_args: list[str] | None = None,
+) -> dict[str, Any]:
+    """Starts (or reuses) a vLLM server for a baseline model that validation compares against.
+
+    For example the unquantized original of an optimized candidate. It is served with the same
+    arguments as the candidate, recorded in ``servers/`` with role ``baseline`` (never promoted
+    or rolled back) and stopped by :func:`cleanup_local` at the end of the run.
+
+    Args:
+        spec: The rollout spec.
+        model_dir: The baseline model directory.
+        run_id: The pipeline run (part of the member name).
+        port: Listen port; 0 picks a free one.
+        local_args: Local-only vLLM arguments (default :data:`LOCAL_VLLM_ARGS`).
+
+    Returns:
+        ``member``, ``endpoint_url``, ``served_model_name``, ``model_uri``, ``pid``, ``pgid``,
+        ``log``: pass ``endpoint_url`` / ``served_model_name`` as the validation baseline.
+
+    Raises:
+        PermanentError: Not a model directory, no vLLM environment, port in use, vLLM failed.
+        DeadlineExceeded: Not ready within ``spec.local.startup_timeout_s``.
+    """
+    path = check_model_dir(model_dir, field="baseline model_dir")
+    python = vllm_python(spec)
+    state = resolve_state_dir(spec.local.state_dir)
+    revision = _revision_for(path, None)
+    member = member_name(f"{spec.service_name}-base", f"{revision}@{run_id}" if run_id else revision)
+    log.info("baseline: %s serves %s", member, path)
+    info = _launch(
+        spec, state, python=python, path=path, member=member, revision=revision, run_id=run_id, port=port,
+        local_args=local_args, role="baseline", existing=state.read_server(member),
+    )  # fmt: skip
+    return {k: info[k] for k in ("member", "endpoint_url", "served_model_name", "model_uri", "pid", "pgid", "log")}
 
 
 def _start_and_wait(
@@ -686,6 +748,7 @@ def _start_and_wait(
     local_args: list[str] | None,
     warn: bool,
     auto_port: bool,
+    role: str,
 ) -> dict[str, Any] | None:
     """Starts one server and waits; returns its record, or None when its port was taken."""
     cmd = build_server_command(spec, python=python, model_path=str(path), port=port, local_args=local_args, warn=warn)
@@ -710,7 +773,7 @@ def _start_and_wait(
     info = {
         "member": member,
         "service": spec.service_name,
-        "role": "candidate",
+        "role": role,
         "status": "starting",
         "pid": proc.pid,
         "pgid": proc.pid,

@@ -196,10 +196,11 @@ def test_vllm_serves_w8a8_and_it_still_answers_the_probes(w8a8, tiny_model, tmp_
     spec = parse_spec({"name": "tiny-w8a8", "runtime": {"max_model_len": 256}, "local": {"state_dir": str(state_dir)}})
     with local.local_session(str(state_dir)):
         record = local.deploy_local(spec, model_dir=str(out), run_id="w8a8")
-        for probe in _probes(tiny_model):
-            expected = probe["expect"]
-            text = _greedy(record.endpoint_url, record.served_model_name, probe["prompt"], probe.get("max_tokens", 8))
-            assert expected in text, (probe, text)
+        probes = _probes(tiny_model)
+        assert probes
+        for probe in probes:
+            text = _greedy(record.endpoint_url, record.served_model_name, probe["prompt"], probe["max_tokens"])
+            assert text.strip() == probe["expected"].strip(), (probe, text)
 
 
 @pytest.mark.serving

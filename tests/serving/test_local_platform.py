@@ -222,7 +222,7 @@ def test_fixed_port_already_taken_is_a_clear_error(state_dir, tiny_model):
 _DRIVER = r"""
 import json, logging, sys, time
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-from llm_rollout.local import deploy_local, local_session
+from llm_rollout.local import deploy_local, local_session, start_baseline_local
 from llm_rollout.spec import parse_spec
 
 spec = parse_spec(json.loads(sys.argv[1]))
@@ -230,7 +230,9 @@ mode = sys.argv[3]
 if mode == "session":
     # What run-local does: the whole run inside local_session; validation would run here.
     with local_session(spec.local.state_dir):
+        baseline = start_baseline_local(spec, model_dir=sys.argv[2], run_id="interrupted")
         record = deploy_local(spec, model_dir=sys.argv[2], run_id="interrupted")
+        print("BASELINE " + json.dumps(baseline), flush=True)
         print("DEPLOYED " + record.to_json(), flush=True)
         time.sleep(600)
 else:
@@ -277,11 +279,16 @@ def test_sigint_mid_validation_stops_servers_and_leaves_state_unchanged(tmp_path
     before = (state_dir / "state.json").read_bytes()
     proc, out = _start_driver(tmp_path, make_spec(state_dir), tiny_model, "session")
     try:
-        _wait_for(lambda: "DEPLOYED" in out.read_text() or proc.poll() is not None, 240, "the deploy")
+        _wait_for(lambda: "DEPLOYED" in out.read_text() or proc.poll() is not None, 400, "the deploy")
         assert "DEPLOYED" in out.read_text(), out.read_text()[-3000:]
         record = json.loads(out.read_text().split("DEPLOYED ", 1)[1].splitlines()[0])
+        baseline = json.loads(out.read_text().split("BASELINE ", 1)[1].splitlines()[0])
         pgid = group_of(state_dir, record["member"])
+        assert baseline["pgid"] == group_of(state_dir, baseline["member"]) != pgid
         complete(record["endpoint_url"], record["served_model_name"])
+        complete(baseline["endpoint_url"], baseline["served_model_name"])
+        # The promoted model is not running (its run ended), so this is not a canary.
+        assert record["canary"] is False and record["stable"]["endpoint_url"] is None
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
     finally:
@@ -289,6 +296,7 @@ def test_sigint_mid_validation_stops_servers_and_leaves_state_unchanged(tmp_path
             proc.kill()
     assert proc.returncode != 0
     assert_group_gone(pgid)
+    assert_group_gone(baseline["pgid"])
     assert (state_dir / "state.json").read_bytes() == before
     assert list((state_dir / "servers").glob("*.json")) == []
 
