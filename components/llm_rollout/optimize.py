@@ -303,6 +303,14 @@ def _build_recipe(scheme: str, ignore: list[str], use_gptq: bool) -> Any:
     return QuantizationModifier(targets="Linear", scheme=scheme, ignore=ignore)
 
 
+def _remove_stale_temporaries(out: Path) -> None:
+    """Deletes ``.<out>.tmp-<pid>`` siblings left by runs that were killed (their pid is gone)."""
+    for tmp in out.parent.glob(f".{out.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def optimize(
     model_dir: str,
     out_dir: str,
@@ -421,6 +429,7 @@ def optimize(
     except (ValueError, TypeError, KeyError) as err:
         raise PermanentError(f"llmcompressor oneshot failed ({name}, {method}): {type(err).__name__}: {err}") from None
 
+    _remove_stale_temporaries(out)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -579,7 +588,6 @@ def run_optimize(
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root(), env.get("PYTHONPATH", "")) if p)
     env.update({"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
-    log(f"running step one in {interpreter}")
     tail: collections.deque[str] = collections.deque(maxlen=50)
     proc = subprocess.Popen(
         cmd,
@@ -591,6 +599,7 @@ def run_optimize(
         errors="replace",
         start_new_session=True,
     )
+    log(f"running step one in {interpreter} (process group {proc.pid})")
     try:
         with sigterm_raises():
             assert proc.stdout is not None
@@ -602,6 +611,7 @@ def run_optimize(
     except BaseException:
         stop_group(proc.pid, grace_s=5, proc=proc)
         result_file.unlink(missing_ok=True)
+        _remove_stale_temporaries(out)
         raise
     try:
         result = json.loads(result_file.read_text()) if result_file.is_file() else {}

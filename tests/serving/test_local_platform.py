@@ -23,6 +23,7 @@ import pytest
 from llm_rollout import local
 from llm_rollout.errors import DeadlineExceeded, PermanentError
 from llm_rollout.local_state import StateDir
+from llm_rollout.record import DeploymentRecord
 from llm_rollout.spec import parse_spec
 
 pytestmark = [pytest.mark.serving, pytest.mark.timeout(600)]
@@ -333,3 +334,24 @@ def test_startup_timeout_stops_the_server(state_dir, tiny_model):
     with pytest.raises(DeadlineExceeded, match="not ready within 3 s") as caught:
         local.deploy_local(spec, model_dir=str(tiny_model), run_id="slow")
     assert_group_gone(pgid_in(str(caught.value)))
+
+
+def test_a_state_dir_belongs_to_one_service(state_dir, tiny_model):
+    """A rollback (no server needed) claims the state dir; another service is refused before starting."""
+    first = make_spec(state_dir)
+    record = DeploymentRecord(
+        platform="local",
+        kind="LocalServer",
+        name=first.service_name,
+        namespace="local",
+        member=f"{first.service_name}-0000",
+        revision="0000",
+        model_uri=str(tiny_model),
+        served_model_name=first.served_model_name,
+        endpoint_url="http://127.0.0.1:9",
+    )
+    assert local.rollback_local(record, "never started", state_dir=str(state_dir))["action"] == "rollback"
+    other = parse_spec({"name": "other-svc", "local": {"state_dir": str(state_dir)}, "runtime": {"max_model_len": 256}})
+    with pytest.raises(PermanentError, match="records service 'tiny-svc', not 'other-svc'"):
+        local.deploy_local(other, model_dir=str(tiny_model))
+    assert list((state_dir / "servers").glob("*.json")) == []
