@@ -258,12 +258,15 @@ class SLOSpec(_Model):
         judge_concurrency: Concurrency levels the checks apply to (10-20 per GPU by default).
         baseline_checks: Checks that compare with the baseline endpoint; used only when one is given.
         min_successful_requests: Below this many successful requests a level is inconclusive.
+        capacity_max_concurrency: When set, also search (by bisection between 1 and this) for the
+            highest concurrency that still meets ``checks`` ("concurrent requests per replica").
     """
 
     checks: list[str] = Field(default_factory=lambda: ["p95_ttft_ms <= 100", "error_rate == 0"])
     judge_concurrency: list[int] = Field(default_factory=lambda: [10, 20])
     baseline_checks: list[str] = Field(default_factory=lambda: ["output_throughput_ratio_vs_baseline >= 2"])
     min_successful_requests: int = Field(10, ge=1)
+    capacity_max_concurrency: int | None = Field(None, ge=1)
 
 
 class LoadSpec(_Model):

@@ -1,0 +1,24 @@
+"""Validation of a served model revision: readiness, correctness, load against an SLO, report.
+
+No kfp import here: the KFP step, the ``llm-rollout validate`` command and the tests call
+:func:`~llm_rollout.validation.runner.validate` directly.
+
+Modules: :mod:`.client` (streamed load generator), :mod:`.metrics` (``vllm bench serve``
+definitions), :mod:`.slo` (checks, verdict, capacity search), :mod:`.probes` (readiness,
+correctness, baseline agreement), :mod:`.prom` (the server's ``/metrics``), :mod:`.report`
+(KFP metrics, HTML, JSON), :mod:`.runner` (the phases) and :mod:`.cli` (the command).
+"""
+
+from llm_rollout.validation.runner import LevelResult, ValidationResult, validate, validate_async
+from llm_rollout.validation.slo import Check, SLOExpressionError, parse_check, parse_checks
+
+__all__ = [
+    "Check",
+    "LevelResult",
+    "SLOExpressionError",
+    "ValidationResult",
+    "parse_check",
+    "parse_checks",
+    "validate",
+    "validate_async",
+]

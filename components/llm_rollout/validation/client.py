@@ -1,0 +1,533 @@
+"""The load generator: streamed OpenAI requests over one ``httpx.AsyncClient``, measured like ``vllm bench serve``.
+
+Design points (the client must never be the bottleneck):
+
+* One :class:`httpx.AsyncClient` per validation, its connection pool sized to the highest
+  concurrency, keep-alive on: connections are reused across requests and levels.
+* Per streamed event the only Python work is one ``perf_counter()`` per network read, a
+  ``bytes.split`` into SSE events and a substring test; JSON is parsed only for the server's
+  usage event and error events (and for every event when the text is wanted, e.g. by probes).
+  Events that arrive in the same network read share its timestamp.
+* Each request is a :class:`~llm_rollout.validation.metrics.RequestRecord`; every error (HTTP
+  status with a body excerpt, refused connection, a stream cut before ``[DONE]``, a timeout) is
+  captured in it, never raised. Success is stricter than vLLM's (which accepts any stream with a
+  first token): HTTP 200, at least one token event *and* the closing ``[DONE]``.
+* Closed loop (``concurrency``: that many requests always in flight) or open loop (Poisson
+  ``request_rate``, optionally capped by ``concurrency``), bounded by a request count and a
+  wall-clock bound; requests still in flight at the bound are cancelled and marked incomplete.
+
+Credentials: the API key comes from an environment variable or a file (a mounted secret); it is
+sent as ``Authorization: Bearer`` and kept out of every ``repr``, log line and report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+
+from llm_rollout.errors import PermanentError, SpecError, TransientError
+from llm_rollout.validation.metrics import RequestRecord
+
+Api = Literal["completions", "chat"]
+API_PATHS: dict[str, str] = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
+ERROR_BODY_LIMIT = 600
+"""Characters of a server's error body kept in a record (enough to act on, bounded in memory)."""
+OPEN_LOOP_MAX_STREAMS = 256
+"""Connection cap for an uncapped Poisson level (requests beyond it wait for a connection)."""
+CONNECT_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where requests go and how to authenticate.
+
+    Attributes:
+        base_url: Server root, e.g. ``http://host:8000`` (a trailing ``/v1`` is dropped; a path
+            prefix such as KServe's ``/serving/<ns>/<name>`` is kept).
+        model: The ``model`` name requests use.
+        api_key: Bearer token; never shown by ``repr`` or logged.
+        tls_verify: Verify the server's certificate.
+        ca_bundle: CA bundle file to verify against (default: the system's).
+    """
+
+    base_url: str
+    model: str
+    api_key: str | None = field(default=None, repr=False)
+    tls_verify: bool = True
+    ca_bundle: str | None = None
+
+    def __post_init__(self) -> None:
+        url = self.base_url.rstrip("/")
+        if url.endswith("/v1"):
+            url = url[:-3]
+        object.__setattr__(self, "base_url", url)
+
+    def url(self, path: str) -> str:
+        """Absolute URL of an API path (``/v1/models``)."""
+        return self.base_url + path
+
+
+def resolve_api_key(env_name: str | None = None, file: str | None = None) -> str | None:
+    """Reads the API key from an environment variable or a file; never logs it.
+
+    Args:
+        env_name: Name of the environment variable holding the key.
+        file: A file holding the key (e.g. a mounted Kubernetes secret); surrounding whitespace
+            is stripped.
+
+    Returns:
+        The key, or None when neither source is configured.
+
+    Raises:
+        SpecError: A configured source is missing or empty (the message names the source,
+            never the value).
+    """
+    if env_name:
+        value = os.environ.get(env_name, "").strip()
+        if not value:
+            raise SpecError(
+                "validation.api_key_env",
+                f"the environment variable {env_name} is not set or empty",
+                f"export {env_name} (or mount the secret as a file and set validation.api_key_file)",
+            )
+        return value
+    if file:
+        try:
+            value = Path(file).expanduser().read_text().strip()
+        except OSError as err:
+            raise SpecError(
+                "validation.api_key_file", f"cannot read {file}: {err.strerror}", "mount the secret at that path"
+            ) from None
+        if not value:
+            raise SpecError("validation.api_key_file", f"{file} is empty", "put the API key in the file")
+        return value
+    return None
+
+
+def tls_setting(endpoint: Endpoint) -> ssl.SSLContext | bool:
+    """The ``verify`` argument for httpx: False, the system trust store, or the CA bundle."""
+    if not endpoint.tls_verify:
+        return False
+    if endpoint.ca_bundle:
+        path = Path(endpoint.ca_bundle).expanduser()
+        if not path.is_file():
+            raise SpecError("validation.ca_bundle", f"{path} does not exist", "point it at a PEM CA bundle")
+        return ssl.create_default_context(cafile=str(path))
+    return True
+
+
+def make_client(endpoint: Endpoint, max_connections: int, *, read_timeout_s: float = 300.0) -> httpx.AsyncClient:
+    """One pooled async client for an endpoint.
+
+    Args:
+        endpoint: The endpoint (TLS settings and API key are taken from it).
+        max_connections: Pool size; set it to the highest concurrency so every stream has a
+            connection and connections are reused between requests.
+        read_timeout_s: Longest silence allowed between two reads of a response.
+
+    Returns:
+        An ``httpx.AsyncClient`` (close it with ``await client.aclose()``).
+    """
+    headers = {"Accept": "text/event-stream, application/json"}
+    if endpoint.api_key:
+        headers["Authorization"] = f"Bearer {endpoint.api_key}"
+    limits = httpx.Limits(
+        max_connections=max_connections, max_keepalive_connections=max_connections, keepalive_expiry=60.0
+    )
+    timeout = httpx.Timeout(connect=CONNECT_TIMEOUT_S, read=read_timeout_s, write=30.0, pool=None)
+    return httpx.AsyncClient(
+        headers=headers, limits=limits, timeout=timeout, verify=tls_setting(endpoint), trust_env=False
+    )
+
+
+def build_payload(
+    api: Api,
+    model: str,
+    prompt: str,
+    max_tokens: int,
+    *,
+    stream: bool = True,
+    ignore_eos: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The request body: greedy (temperature 0), ``max_tokens``, streamed with a usage event.
+
+    Args:
+        api: ``completions`` or ``chat`` (the prompt becomes one user message).
+        model: The ``model`` name.
+        prompt: The prompt text.
+        max_tokens: Output tokens to generate.
+        stream: Stream the response (with ``stream_options.include_usage``).
+        ignore_eos: Ask vLLM to generate exactly ``max_tokens`` (vLLM's own extension).
+        extra: More fields (e.g. ``logprobs``).
+
+    Returns:
+        The JSON body.
+    """
+    body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "temperature": 0}
+    if api == "chat":
+        body["messages"] = [{"role": "user", "content": prompt}]
+    else:
+        body["prompt"] = prompt
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    if ignore_eos:
+        body["ignore_eos"] = True
+    if extra:
+        body.update(extra)
+    return body
+
+
+def _excerpt(text: str, limit: int = ERROR_BODY_LIMIT) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def describe_exception(err: BaseException) -> str:
+    """A one-line description of a transport error (type and message, no traceback)."""
+    text = str(err) or repr(err)
+    if isinstance(err, httpx.ConnectError):
+        return f"connection failed: {_excerpt(text, 200)}"
+    if isinstance(err, httpx.RemoteProtocolError):
+        return f"connection closed mid-response: {_excerpt(text, 200)}"
+    if isinstance(err, httpx.TimeoutException):
+        return f"{type(err).__name__}: no data within the timeout"
+    return f"{type(err).__name__}: {_excerpt(text, 200)}"
+
+
+def _text_of(event: dict[str, Any], api: Api) -> tuple[str, str | None]:
+    choice = event["choices"][0]
+    source = (choice.get("delta") or {}).get("content") if api == "chat" else choice.get("text")
+    return source or "", choice.get("finish_reason")
+
+
+async def stream_request(
+    client: httpx.AsyncClient,
+    endpoint: Endpoint,
+    api: Api,
+    payload: dict[str, Any],
+    record: RequestRecord | None = None,
+    *,
+    collect_text: bool = False,
+) -> RequestRecord:
+    """Sends one streamed request and records it; never raises for server or transport errors.
+
+    Args:
+        client: The pooled client.
+        endpoint: The endpoint.
+        api: ``completions`` or ``chat``.
+        payload: The body (see :func:`build_payload`; must stream).
+        record: The record to fill (lets a caller that cancels the request keep it).
+        collect_text: Parse every event and keep the text and ``finish_reason`` (probes).
+
+    Returns:
+        The filled record.
+    """
+    rec = record if record is not None else RequestRecord()
+    url = endpoint.url(API_PATHS[api])
+    perf = time.perf_counter
+    itl = rec.itl
+    first = False
+    done = False
+    events = 0
+    text_parts: list[str] = []
+    st = perf()
+    rec.start_time = st
+    last = st
+    try:
+        async with client.stream("POST", url, json=payload) as resp:
+            rec.status_code = resp.status_code
+            if resp.status_code != 200:
+                body = b""
+                async for chunk in resp.aiter_raw():
+                    body += chunk
+                    if len(body) > 4 * ERROR_BODY_LIMIT:
+                        break
+                rec.error = f"HTTP {resp.status_code}: {_excerpt(body.decode('utf-8', 'replace'))}"
+                return rec
+            buf = b""
+            async for chunk in resp.aiter_raw():
+                now = perf()
+                if buf:
+                    chunk = buf + chunk
+                if b"\r" in chunk:
+                    chunk = chunk.replace(b"\r\n", b"\n")
+                parts = chunk.split(b"\n\n")
+                buf = parts.pop()
+                for ev in parts:
+                    if not ev.startswith(b"data:"):
+                        idx = ev.find(b"\ndata:")
+                        if idx < 0:
+                            continue  # comment, keep-alive or a field we do not use
+                        ev = ev[idx + 1 :]
+                    data = ev[5:].strip()
+                    if data == b"[DONE]":
+                        done = True
+                    elif b'"choices":[]' in data or b'"choices": []' in data:
+                        usage = json.loads(data).get("usage") or {}
+                        rec.output_tokens = int(usage.get("completion_tokens") or 0)
+                        if usage.get("prompt_tokens") is not None:
+                            rec.prompt_len = int(usage["prompt_tokens"])
+                    elif b'"choices"' in data:
+                        if first:
+                            itl.append(now - last)
+                        else:
+                            rec.ttft = now - st
+                            first = True
+                        last = now
+                        events += 1
+                        if collect_text:
+                            text, reason = _text_of(json.loads(data), api)
+                            text_parts.append(text)
+                            if reason is not None:
+                                rec.finish_reason = reason
+                    elif b'"error"' in data:
+                        err = json.loads(data).get("error")
+                        msg = err.get("message", err) if isinstance(err, dict) else err
+                        rec.error = f"error event in stream: {_excerpt(str(msg))}"
+                        return rec
+    except (httpx.HTTPError, OSError, ValueError) as err:
+        rec.error = describe_exception(err)
+        if first:
+            rec.error += f" (after {events} token events)"
+        return rec
+    finally:
+        if collect_text:
+            rec.generated_text = "".join(text_parts)
+        if first:
+            rec.latency = last - st
+        if not rec.output_tokens:
+            rec.output_tokens = events
+    if not first:
+        rec.error = "the stream ended without a token event"
+    elif not done:
+        rec.error = f"the stream ended before [DONE] after {events} token events"
+    else:
+        rec.success = True
+    return rec
+
+
+async def post_json(
+    client: httpx.AsyncClient, endpoint: Endpoint, path: str, payload: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A plain (non-streamed) request; maps errors once, the house way.
+
+    Args:
+        client: The pooled client.
+        endpoint: The endpoint.
+        path: API path, e.g. ``/v1/completions`` (GET when ``payload`` is None).
+        payload: JSON body for a POST.
+
+    Returns:
+        The decoded JSON response.
+
+    Raises:
+        TransientError: Connection problems, timeouts, HTTP 429 and 5xx.
+        PermanentError: Other HTTP errors (4xx) or a body that is not JSON; the message has the
+            status and an excerpt of the body.
+    """
+    url = endpoint.url(path)
+    try:
+        if payload is None:
+            resp = await client.get(url)
+        else:
+            resp = await client.post(url, json=payload)
+    except (httpx.HTTPError, OSError) as err:
+        raise TransientError(f"{url}: {describe_exception(err)}") from None
+    if resp.status_code == 429 or resp.status_code >= 500:
+        raise TransientError(f"{url}: HTTP {resp.status_code}: {_excerpt(resp.text)}")
+    if resp.status_code >= 400:
+        raise PermanentError(f"{url}: HTTP {resp.status_code}: {_excerpt(resp.text)}")
+    try:
+        return resp.json()
+    except ValueError:
+        raise PermanentError(f"{url}: HTTP {resp.status_code} but not JSON: {_excerpt(resp.text, 200)}") from None
+
+
+_WORDS_TEXT = (
+    "the of and to in is was for on that with as by at from his an were are which this be has had or one "
+    "their its first new after who they two her she been other when time during there into school more "
+    "may years over only year most would world city some where between later three state such then "
+    "national used made known under many university united while part season team these american than "
+    "film second born south became states war through being including both well before north high "
+    "however people family early history album area them series against until since district county name "
+    "work life group music following number company several four called played released career league "
+    "game government house each based day same won use station club international town located "
+    "population general college east found age march end september began home public church line june "
+    "river member system place century band july"
+)
+_WORDS = _WORDS_TEXT.split()
+
+
+def make_prompts(count: int, words: int, seed: int = 0) -> list[str]:
+    """Distinct synthetic prompts of ``words`` common English words (seeded, so runs compare).
+
+    Each prompt starts with a different number so no two share a long prefix (the prefix cache
+    would otherwise make the load unrealistically cheap).
+
+    Args:
+        count: How many prompts.
+        words: Words per prompt (roughly 1-1.5 tokens each).
+        seed: Random seed.
+
+    Returns:
+        The prompts.
+    """
+    rng = random.Random(seed)
+    return [f"{i} " + " ".join(rng.choices(_WORDS, k=max(1, words - 1))) for i in range(count)]
+
+
+@dataclass
+class LoadResult:
+    """One load level.
+
+    Attributes:
+        label: Level key: ``c<N>`` (closed loop at concurrency N) or ``rate<R>`` (Poisson).
+        concurrency: In-flight cap (closed loop: the level itself).
+        request_rate: Poisson arrival rate (requests/s), None for closed loop.
+        records: One record per request sent, in send order.
+        duration_s: First send to last completion (or to the time bound).
+        truncated: The time bound ended the level before every request was sent or done.
+        started_at: Wall-clock start (``time.time()``).
+    """
+
+    label: str
+    concurrency: int | None
+    request_rate: float | None
+    records: list[RequestRecord]
+    duration_s: float
+    truncated: bool = False
+    started_at: float = 0.0
+
+
+def level_label(concurrency: int | None, request_rate: float | None) -> str:
+    """The level key: ``c10`` for concurrency 10, ``rate2_5`` for a Poisson rate of 2.5 req/s."""
+    if request_rate is None:
+        return f"c{concurrency}"
+    rate = f"{request_rate:g}".replace(".", "_")
+    return f"rate{rate}" if concurrency is None else f"rate{rate}_c{concurrency}"
+
+
+async def run_load(
+    client: httpx.AsyncClient,
+    endpoint: Endpoint,
+    prompts: Sequence[str],
+    *,
+    api: Api = "completions",
+    output_tokens: int,
+    num_requests: int,
+    concurrency: int | None = None,
+    request_rate: float | None = None,
+    max_duration_s: float = 120.0,
+    ignore_eos: bool = True,
+    seed: int = 0,
+    on_record: Callable[[RequestRecord], None] | None = None,
+) -> LoadResult:
+    """Runs one load level.
+
+    Closed loop when ``request_rate`` is None: ``concurrency`` workers, each sending its next
+    request as soon as the previous one ends. Open loop otherwise: Poisson arrivals at
+    ``request_rate`` (seeded), at most ``concurrency`` in flight when given (a request waiting for
+    a slot starts its clock when it is sent, as in ``vllm bench serve``).
+
+    Args:
+        client: The pooled client.
+        endpoint: The endpoint.
+        prompts: Prompt texts, used round-robin.
+        api: ``completions`` or ``chat``.
+        output_tokens: ``max_tokens`` per request.
+        num_requests: Requests to send.
+        concurrency: Requests in flight (closed loop) or the cap (open loop).
+        request_rate: Poisson arrival rate in requests/s.
+        max_duration_s: Wall-clock bound; at the bound no request is sent any more and those in
+            flight are cancelled and marked ``incomplete``.
+        ignore_eos: Generate exactly ``output_tokens`` (vLLM extension).
+        seed: Seed of the arrival process.
+        on_record: Called with each finished record (e.g. to stop early when the server is gone).
+
+    Returns:
+        The level's records and duration.
+    """
+    if request_rate is None and not concurrency:
+        raise ValueError("a closed-loop level needs a concurrency >= 1")
+    label = level_label(concurrency, request_rate)
+    records: list[RequestRecord] = []
+    payloads = [build_payload(api, endpoint.model, p, output_tokens, ignore_eos=ignore_eos) for p in prompts]
+    started_at = time.time()
+    t0 = time.perf_counter()
+    deadline = t0 + max_duration_s
+
+    async def one(index: int) -> None:
+        rec = RequestRecord()
+        records.append(rec)
+        try:
+            await stream_request(client, endpoint, api, payloads[index % len(payloads)], rec)
+        except asyncio.CancelledError:
+            rec.incomplete = True
+            rec.error = rec.error or f"still running when the level's {max_duration_s:g} s bound ran out"
+            raise
+        if on_record is not None:
+            on_record(rec)
+
+    truncated = False
+    if request_rate is None:
+        next_index = 0
+
+        async def worker() -> None:
+            nonlocal next_index
+            while next_index < num_requests and time.perf_counter() < deadline:
+                index = next_index
+                next_index += 1
+                await one(index)
+
+        workers = [asyncio.create_task(worker()) for _ in range(min(concurrency or 1, num_requests))]
+        _, pending = await asyncio.wait(workers, timeout=max(0.0, deadline - time.perf_counter()))
+        truncated = bool(pending) or next_index < num_requests
+    else:
+        rng = random.Random(seed)
+        slots = asyncio.Semaphore(concurrency) if concurrency else None
+        running: set[asyncio.Task[None]] = set()
+
+        async def capped(index: int) -> None:
+            if slots is None:
+                await one(index)
+                return
+            async with slots:
+                await one(index)
+
+        async def launcher() -> None:
+            arrival = time.perf_counter()
+            for index in range(num_requests):
+                if index:
+                    arrival += rng.expovariate(request_rate)
+                delay = arrival - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                task = asyncio.create_task(capped(index))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            while running:
+                await asyncio.wait(set(running))
+
+        launch = asyncio.create_task(launcher())
+        _, pending = await asyncio.wait({launch}, timeout=max(0.0, deadline - time.perf_counter()))
+        truncated = bool(pending)
+        workers = [launch, *running]
+        pending = {t for t in workers if not t.done()}
+    if pending:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    duration = time.perf_counter() - t0
+    return LoadResult(label, concurrency, request_rate, records, duration, truncated, started_at)

@@ -1,0 +1,550 @@
+"""Outputs of a validation: flat KFP metrics, a self-contained HTML report and the full JSON.
+
+Everything here works on the result's plain data (``ValidationResult.to_dict()``), so a report can
+be re-rendered from a saved ``validation.json``.
+
+The HTML report has no external resource at all (no scripts, no stylesheets, no fonts): tables
+and inline SVG plots only, so it renders the same in the KFP UI's sandboxed iframe and in an
+offline browser. Every piece of text that comes from outside - model completions, prompts,
+server error bodies, model and metric names - goes through :func:`html.escape`, and the page
+carries a Content-Security-Policy that forbids scripts as a second line of defence.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+KFP_LEVEL_METRICS: tuple[str, ...] = (
+    "successful_requests",
+    "failed_requests",
+    "error_rate",
+    "request_throughput_req_s",
+    "output_throughput_tok_s",
+    "goodput_req_s",
+    *(
+        f"{stat}_{series}_ms"
+        for series in ("ttft", "tpot", "itl", "e2el")
+        for stat in ("mean", "p50", "p90", "p95", "p99")
+    ),
+)
+"""Per-level metrics copied into the KFP ``Metrics`` artifact as ``<level>_<metric>``."""
+
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+VERDICT_COLORS = {"pass": "#1b7f3b", "fail": "#b3261e", "inconclusive": "#8a6d00"}
+
+
+def e(value: Any) -> str:
+    """HTML-escapes any value's text (quotes included)."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """Formats a number for a table (integers plainly, floats with ``digits`` significant digits)."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        if value == int(value) and abs(value) < 1e9:
+            return str(int(value))
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+# KFP metrics ------------------------------------------------------------------------------------
+
+
+def kfp_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    """The flat metrics for KFP's ``Metrics`` artifact (unit in every name, numbers only).
+
+    Args:
+        result: ``ValidationResult.to_dict()``.
+
+    Returns:
+        ``verdict_pass`` (1/0), ``readiness_s``, ``correctness_passed``/``_total``,
+        ``token_agreement_ratio``, ``capacity_max_concurrency``, ``<level>_<metric>`` for
+        :data:`KFP_LEVEL_METRICS`, ``baseline_<level>_<metric>`` for the baseline's throughput and
+        TTFT, ``<level>_<check metric>`` for each judged ratio, and ``server_<role>_<name>`` for
+        the server view. None values are left out.
+    """
+    out: dict[str, float] = {"verdict_pass": 1.0 if result.get("verdict") == "pass" else 0.0}
+    readiness = result.get("readiness") or {}
+    if readiness.get("seconds") is not None:
+        out["readiness_s"] = float(readiness["seconds"])
+    probes = result.get("correctness") or []
+    if probes:
+        out["correctness_passed"] = float(sum(1 for p in probes if p.get("passed")))
+        out["correctness_total"] = float(len(probes))
+    agreement = (result.get("agreement") or {}).get("agreement")
+    if agreement is not None:
+        out["token_agreement_ratio"] = float(agreement)
+    capacity = result.get("capacity")
+    if capacity:
+        out["capacity_max_concurrency"] = float(capacity["max_concurrency"])
+    for level in result.get("levels") or []:
+        for name in KFP_LEVEL_METRICS:
+            value = level["metrics"].get(name)
+            if value is not None:
+                out[f"{level['label']}_{name}"] = float(value)
+    for level in result.get("baseline_levels") or []:
+        for name in ("output_throughput_tok_s", "request_throughput_req_s", "p50_ttft_ms", "p95_ttft_ms"):
+            value = level["metrics"].get(name)
+            if value is not None:
+                out[f"baseline_{level['label']}_{name}"] = float(value)
+    for check in (result.get("judgement") or {}).get("results") or []:
+        if check["metric"].endswith("_ratio_vs_baseline") and check.get("measured") is not None:
+            out[f"{check['level']}_{check['metric']}"] = float(check["measured"])
+    for role, view in (result.get("server") or {}).items():
+        for name, value in view.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                out[f"server_{role}_{name}"] = float(value)
+    return {k: v for k, v in out.items() if math.isfinite(v)}
+
+
+# SVG plots --------------------------------------------------------------------------------------
+
+
+def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    if high <= low:
+        high = low + 1.0
+    raw = (high - low) / count
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    ticks = [math.floor(low / step) * step]
+    while ticks[-1] < high - step * 1e-9:
+        ticks.append(ticks[-1] + step)
+    ticks = [round(t, 10) for t in ticks]
+    return ticks
+
+
+def line_chart(
+    title: str,
+    x_labels: Sequence[str],
+    series: Mapping[str, Sequence[float | None]],
+    *,
+    y_label: str = "",
+    x_values: Sequence[float] | None = None,
+    width: int = 560,
+    height: int = 260,
+    markers: bool = True,
+) -> str:
+    """An inline SVG line chart (no scripts; every text escaped).
+
+    Args:
+        title: Chart title.
+        x_labels: Category labels (used when ``x_values`` is None) or tick labels.
+        series: Legend name -> y values (None leaves a gap).
+        y_label: Y axis label.
+        x_values: Numeric x positions (e.g. TTFT values for a CDF); categories when None.
+        width: Width in px.
+        height: Height in px.
+        markers: Draw a dot at each point.
+
+    Returns:
+        The ``<svg>`` element.
+    """
+    left, right, top, bottom = 64, 130, 28, 40
+    pw, ph = width - left - right, height - top - bottom
+    ys = [v for vals in series.values() for v in vals if v is not None and math.isfinite(v)]
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+        f'aria-label="{e(title)}" class="chart">',
+        f'<text x="{width / 2}" y="16" text-anchor="middle" class="ct">{e(title)}</text>',
+    ]
+    if not ys:
+        parts.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">no data</text></svg>')
+        return "".join(parts)
+    y_ticks = _nice_ticks(min(0.0, min(ys)), max(ys))
+    y0, y1 = y_ticks[0], y_ticks[-1]
+    if x_values is None:
+        n = max(1, len(x_labels))
+        xs = [left + (i + 0.5) * pw / n for i in range(len(x_labels))]
+        x_ticks = list(zip(xs, x_labels, strict=True))
+    else:
+        lo, hi = min(x_values), max(x_values)
+        ticks = _nice_ticks(lo, hi)
+        lo, hi = ticks[0], ticks[-1]
+        xs = [left + (x - lo) / (hi - lo) * pw for x in x_values]
+        x_ticks = [(left + (t - lo) / (hi - lo) * pw, fmt(t, 3)) for t in ticks]
+
+    def sy(v: float) -> float:
+        return top + ph - (v - y0) / (y1 - y0) * ph
+
+    parts.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#fff" stroke="#999"/>')
+    for t in y_ticks:
+        y = sy(t)
+        parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')
+        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{e(fmt(t, 3))}</text>')
+    for x, label in x_ticks:
+        parts.append(f'<text x="{x:.1f}" y="{top + ph + 16}" text-anchor="middle">{e(label)}</text>')
+    if y_label:
+        parts.append(
+            f'<text transform="translate(14 {top + ph / 2}) rotate(-90)" text-anchor="middle">{e(y_label)}</text>'
+        )
+    for i, (name, values) in enumerate(series.items()):
+        color = COLORS[i % len(COLORS)]
+        points = [(xs[j], sy(v)) for j, v in enumerate(values) if j < len(xs) and v is not None and math.isfinite(v)]
+        if len(points) > 1:
+            path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+            parts.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
+        if markers:
+            parts += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{color}"/>' for x, y in points]
+        ly = top + 14 + i * 16
+        parts.append(f'<rect x="{left + pw + 10}" y="{ly - 9}" width="10" height="10" fill="{color}"/>')
+        parts.append(f'<text x="{left + pw + 24}" y="{ly}">{e(name)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _downsample(values: Sequence[float], limit: int = 200) -> list[float]:
+    if len(values) <= limit:
+        return list(values)
+    step = (len(values) - 1) / (limit - 1)
+    return [values[round(i * step)] for i in range(limit)]
+
+
+def ttft_cdf_chart(levels: Sequence[Mapping[str, Any]]) -> str:
+    """TTFT distribution: one empirical CDF per level (from the successful requests' TTFTs)."""
+    width, height = 560, 260
+    left, right, top, bottom = 64, 130, 28, 40
+    pw, ph = width - left - right, height - top - bottom
+    samples = {lv["label"]: sorted(lv.get("ttft_ms") or []) for lv in levels}
+    samples = {k: v for k, v in samples.items() if v}
+    title = "TTFT distribution (CDF, ms)"
+    if not samples:
+        return line_chart(title, [], {})
+    hi_raw = max(v[-1] for v in samples.values())
+    ticks = _nice_ticks(0.0, hi_raw)
+    hi = ticks[-1]
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+        f'aria-label="{e(title)}" class="chart">',
+        f'<text x="{width / 2}" y="16" text-anchor="middle" class="ct">{e(title)}</text>',
+        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#fff" stroke="#999"/>',
+    ]
+    for q in (0.0, 0.25, 0.5, 0.75, 1.0):
+        y = top + ph - q * ph
+        parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')
+        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{q:g}</text>')
+    for t in ticks:
+        x = left + t / hi * pw
+        parts.append(f'<text x="{x:.1f}" y="{top + ph + 16}" text-anchor="middle">{e(fmt(t, 3))}</text>')
+    for i, (label, values) in enumerate(samples.items()):
+        color = COLORS[i % len(COLORS)]
+        pts = _downsample(values)
+        n = len(pts)
+        path = " ".join(f"{left + v / hi * pw:.1f},{top + ph - (j + 1) / n * ph:.1f}" for j, v in enumerate(pts))
+        parts.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
+        ly = top + 14 + i * 16
+        parts.append(f'<rect x="{left + pw + 10}" y="{ly - 9}" width="10" height="10" fill="{color}"/>')
+        parts.append(f'<text x="{left + pw + 24}" y="{ly}">{e(label)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+# HTML -------------------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1200px}
+h1{font-size:22px;margin:0 0 8px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:6px 0 12px;font-size:13px}
+th,td{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
+th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}
+.verdict{display:inline-block;color:#fff;padding:4px 14px;border-radius:4px;font-weight:600;font-size:18px}
+.pass{color:#1b7f3b;font-weight:600}.fail{color:#b3261e;font-weight:600}
+.not_judged,.inconclusive,.skipped{color:#8a6d00;font-weight:600}
+.mono{font-family:ui-monospace,Menlo,Consolas,monospace;white-space:pre-wrap;word-break:break-all}
+.chart{margin:4px 12px 12px 0;font-size:11px}.chart .ct{font-size:13px;font-weight:600}
+.charts{display:flex;flex-wrap:wrap}.muted{color:#666}
+"""
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, numeric: Sequence[bool] | None = None) -> str:
+    out = ["<table><thead><tr>", *(f"<th>{e(h)}</th>" for h in headers), "</tr></thead><tbody>"]
+    for row in rows:
+        out.append("<tr>")
+        for i, cell in enumerate(row):
+            if isinstance(cell, tuple) and len(cell) == 2 and cell[0] == "html":
+                out.append(f"<td>{cell[1]}</td>")  # already-escaped markup built here
+            elif numeric and i < len(numeric) and numeric[i]:
+                out.append(f'<td class="n">{e(fmt(cell))}</td>')
+            else:
+                out.append(f"<td>{e(fmt(cell))}</td>")
+        out.append("</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def _status(value: str) -> tuple[str, str]:
+    return ("html", f'<span class="{e(value)}">{e(value)}</span>')
+
+
+def _mono(value: Any) -> tuple[str, str]:
+    return ("html", f'<span class="mono">{e(value)}</span>')
+
+
+REPORT_METRIC_ROWS: tuple[str, ...] = (
+    "sent_requests",
+    "successful_requests",
+    "failed_requests",
+    "incomplete_requests",
+    "error_rate",
+    "duration_s",
+    "request_throughput_req_s",
+    "output_throughput_tok_s",
+    "total_token_throughput_tok_s",
+    "goodput_req_s",
+    "peak_output_throughput_tok_s",
+    *(
+        f"{stat}_{series}_ms"
+        for series in ("ttft", "tpot", "itl", "e2el")
+        for stat in ("mean", "median", "p90", "p95", "p99")
+    ),
+    "total_input_tokens",
+    "total_output_tokens",
+)
+
+
+def render_html(result: Mapping[str, Any]) -> str:
+    """The self-contained HTML report.
+
+    Args:
+        result: ``ValidationResult.to_dict()``.
+
+    Returns:
+        The page (no scripts, no external resources; all outside text escaped).
+    """
+    verdict = str(result.get("verdict", "inconclusive"))
+    endpoint = result.get("endpoint") or {}
+    levels = result.get("levels") or []
+    judged = {lv["label"] for lv in levels if lv.get("judged")}
+    out = [
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
+        'img-src data:">',
+        f"<title>Validation {e(verdict)}: {e(endpoint.get('model'))}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>Validation of {e(endpoint.get('model'))} at {e(endpoint.get('url'))}</h1>",
+        f'<p><span class="verdict" id="verdict" style="background:{VERDICT_COLORS.get(verdict, "#555")}">'
+        f"{e(verdict.upper())}</span> "
+        f'<span class="muted">started {e(result.get("started_at"))}, {e(fmt(result.get("seconds"), 3))} s</span></p>',
+    ]
+    reasons = result.get("reasons") or []
+    if reasons:
+        out.append(
+            '<h2>Why</h2><ul id="reasons">' + "".join(f'<li class="mono">{e(r)}</li>' for r in reasons) + "</ul>"
+        )
+    else:
+        out.append("<p>Every check passed.</p>")
+
+    phases = result.get("phases") or []
+    if phases:
+        out.append("<h2>Phases</h2>")
+        out.append(
+            _table(
+                ["phase", "status", "seconds", "detail"],
+                ([p["name"], _status(p["status"]), p.get("seconds"), p.get("detail", "")] for p in phases),
+                numeric=[False, False, True, False],
+            )
+        )
+
+    judgement = result.get("judgement") or {}
+    checks = judgement.get("results") or []
+    out.append("<h2>SLO checks</h2>")
+    if checks:
+        out.append(
+            _table(
+                ["level", "check", "measured", "status", "note"],
+                (
+                    [c["level"], _mono(c["check"]), c.get("measured"), _status(c["status"]), c.get("note", "")]
+                    for c in checks
+                ),
+                numeric=[False, False, True, False, False],
+            )
+        )
+    else:
+        out.append('<p class="muted">No check was judged.</p>')
+    capacity = result.get("capacity")
+    if capacity:
+        tried = ", ".join(f"c{k}: {v}" for k, v in capacity.get("tried", {}).items())
+        bound = " (the upper bound; capacity may be higher)" if capacity.get("bounded") else ""
+        out.append(
+            f"<p>Capacity: highest concurrency meeting the SLO = <b>{e(capacity['max_concurrency'])}</b>{e(bound)}. "
+            f"Tried {e(tried)}.</p>"
+        )
+
+    if levels:
+        out.append("<h2>Load levels</h2>")
+        headers = ["metric", *(lv["label"] + (" (judged)" if lv["label"] in judged else "") for lv in levels)]
+        rows = [[name, *(lv["metrics"].get(name) for lv in levels)] for name in REPORT_METRIC_ROWS]
+        out.append(_table(headers, rows, numeric=[False, *([True] * len(levels))]))
+        labels = [lv["label"] for lv in levels]
+
+        def col(name: str) -> list[float | None]:
+            return [lv["metrics"].get(name) for lv in levels]
+
+        out.append('<div class="charts">')
+        out.append(
+            line_chart(
+                "TTFT percentiles by level",
+                labels,
+                {p: col(f"{p}_ttft_ms") for p in ("p50", "p90", "p95", "p99")},
+                y_label="ms",
+            )
+        )
+        out.append(
+            line_chart(
+                "E2E latency percentiles by level",
+                labels,
+                {p: col(f"{p}_e2el_ms") for p in ("p50", "p90", "p95", "p99")},
+                y_label="ms",
+            )
+        )
+        out.append(
+            line_chart(
+                "Decode latency by level",
+                labels,
+                {"mean TPOT": col("mean_tpot_ms"), "p50 ITL": col("p50_itl_ms"), "p99 ITL": col("p99_itl_ms")},
+                y_label="ms",
+            )
+        )
+        out.append(ttft_cdf_chart(levels))
+        out.append(
+            line_chart(
+                "Output throughput by level",
+                labels,
+                {"output tok/s": col("output_throughput_tok_s")},
+                y_label="tok/s",
+            )
+        )
+        out.append(
+            line_chart(
+                "Request throughput and goodput by level",
+                labels,
+                {"requests/s": col("request_throughput_req_s"), "goodput req/s": col("goodput_req_s")},
+                y_label="req/s",
+            )
+        )
+        out.append("</div>")
+        errors = [(lv["label"], n, text) for lv in levels for text, n in (lv.get("errors") or {}).items()]
+        if errors:
+            out.append("<h2>Request errors</h2>")
+            out.append(
+                _table(["level", "count", "error"], ([lv, n, _mono(t)] for lv, n, t in errors), numeric=[False, True])
+            )
+
+    base_levels = result.get("baseline_levels") or []
+    if base_levels:
+        baseline = result.get("baseline") or {}
+        out.append(f"<h2>Baseline: {e(baseline.get('model'))} at {e(baseline.get('url'))}</h2>")
+        headers = ["metric", *(lv["label"] for lv in base_levels)]
+        rows = [[name, *(lv["metrics"].get(name) for lv in base_levels)] for name in REPORT_METRIC_ROWS]
+        out.append(_table(headers, rows, numeric=[False, *([True] * len(base_levels))]))
+
+    probes = result.get("correctness") or []
+    if probes:
+        passed = sum(1 for p in probes if p.get("passed"))
+        out.append(f"<h2>Correctness ({passed}/{len(probes)} passed)</h2>")
+        out.append(
+            _table(
+                ["probe", "source", "status", "expected", "completion", "finish", "failures"],
+                (
+                    [
+                        p["name"],
+                        p.get("source"),
+                        _status("pass" if p.get("passed") else "fail"),
+                        _mono("; ".join(p.get("expectations") or [])),
+                        _mono(p.get("text")),
+                        p.get("finish_reason"),
+                        _mono("\n".join(p.get("failures") or [])),
+                    ]
+                    for p in probes
+                ),
+            )
+        )
+    agreement = result.get("agreement")
+    if agreement:
+        out.append(f"<h2>Token agreement with the baseline: {e(fmt(agreement.get('agreement')))}</h2>")
+        out.append(f'<p class="muted">{e(agreement.get("method"))}</p>')
+        out.append(
+            _table(
+                ["prompt", "agreement", "first divergence", "new tokens", "baseline tokens", "error"],
+                (
+                    [
+                        r.get("prompt_index"),
+                        r.get("agreement"),
+                        r.get("first_divergence"),
+                        r.get("new_tokens"),
+                        r.get("baseline_tokens"),
+                        r.get("error"),
+                    ]
+                    for r in agreement.get("prompts") or []
+                ),
+                numeric=[True, True, True, True, True, False],
+            )
+        )
+
+    server = result.get("server") or {}
+    if server:
+        out.append("<h2>Server view (Prometheus /metrics, over the load)</h2>")
+        for role, view in server.items():
+            rows = []
+            for name, value in view.items():
+                if name in ("metric_names", "errors"):
+                    continue
+                if isinstance(value, dict):
+                    value = ", ".join(f"{k}: {fmt(v)}" for k, v in value.items()) or "-"
+                rows.append([name, value])
+            out.append(f"<h3>{e(role)}</h3>")
+            out.append(_table(["quantity", "value"], rows, numeric=[False, True]))
+            for err in view.get("errors") or []:
+                out.append(f'<p class="mono">{e(err)}</p>')
+            names = view.get("metric_names") or {}
+            if names:
+                listed = ", ".join(f"{k} = {v}" for k, v in names.items())
+                out.append(f'<p class="muted">vLLM series found: {e(listed)}</p>')
+
+    spec = result.get("spec")
+    if spec:
+        out.append("<h2>Validation spec</h2>")
+        out.append(f'<pre class="mono">{e(json.dumps(spec, indent=2, sort_keys=True))}</pre>')
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def write_reports(
+    result: Mapping[str, Any], report_dir: str | Path, *, full: Mapping[str, Any] | None = None
+) -> dict[str, Path]:
+    """Writes ``report.html``, ``validation.json`` and ``metrics.json`` into ``report_dir``.
+
+    Args:
+        result: ``ValidationResult.to_dict()`` (the report data).
+        report_dir: Target directory (created).
+        full: Data for ``validation.json`` when it differs from ``result`` (e.g. with every
+            per-request record).
+
+    Returns:
+        ``{"html": ..., "json": ..., "metrics": ...}`` paths.
+    """
+    root = Path(report_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    paths = {"html": root / "report.html", "json": root / "validation.json", "metrics": root / "metrics.json"}
+    _atomic_write(paths["html"], render_html(result))
+    _atomic_write(paths["json"], json.dumps(full if full is not None else result, indent=1, default=str))
+    _atomic_write(paths["metrics"], json.dumps(kfp_metrics(result), indent=1, sort_keys=True))
+    return paths
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
