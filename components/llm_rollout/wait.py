@@ -1,0 +1,577 @@
+"""Waiting until a KServe object is ready, and proving that ready means serving.
+
+:func:`wait_ready` is the one wait of the library:
+
+* **watch-driven**: it lists the object (by ``metadata.name`` field selector), then watches from
+  the List's resourceVersion; a 410 Gone (expired resourceVersion) re-lists, a transient error
+  reconnects with jittered backoff; there is no polling interval to tune;
+* **bounded**: one overall timeout; on expiry it raises
+  :class:`~llm_rollout.errors.DeadlineExceeded` with the last conditions, the likely causes and,
+  where the API server serves core/v1, pod states and recent events;
+* **generation-aware**: a status counts only when ``status.observedGeneration >=
+  metadata.generation`` (a Ready=True left over from the previous generation is not accepted);
+* **condition-complete**: every condition the controller sets for the features in use must be
+  True (see :class:`Readiness`), and no known sub-condition may be False;
+* **quiet**: it logs one line each time the reasons change, not on every event.
+
+KServe condition names (checked against KServe's sources):
+
+* InferenceService (``pkg/apis/serving/v1beta1/inference_service_status.go``): ``Ready`` aggregates
+  ``PredictorReady`` and ``IngressReady``. A Standard-mode canary (``spec.canary[]``, KServe >= 0.20)
+  adds ``CanaryPredictorReady`` (reason ``AllCanariesReady`` when True) and
+  ``status.canaryStatuses[] = {name, ready, trafficPercent, modelStatus}`` (KServe's Standard-mode
+  canary e2e test; the CRD schema in ``shared/crds``). Some distributions' documentation also names
+  a ``CanaryReady`` condition; either is accepted, and any that is present must be True.
+* LLMInferenceService (``pkg/apis/serving/v1alpha2/llm_inference_service_lifecycle.go``): ``Ready``
+  aggregates ``PresetsCombined``, ``WorkloadsReady`` and ``RouterReady``; ``WorkloadsReady`` rolls
+  up ``MainWorkloadReady``/``WorkerWorkloadReady``/``PrefillWorkloadReady``/
+  ``PrefillWorkerWorkloadReady``/``ScalingReady``/``PrefillScalingReady``; ``RouterReady`` rolls up
+  ``GatewaysReady``/``HTTPRoutesReady``/``InferencePoolReady``/``SchedulerWorkloadReady``/
+  ``TokenizerReady``.
+
+:func:`probe_endpoint` then asks the server itself: ``GET /v1/models`` must list the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from llm_rollout.errors import DeadlineExceeded, PermanentError, TransientError
+from llm_rollout.kube import (
+    EVENTS,
+    INFERENCE_SERVICES,
+    LLM_INFERENCE_SERVICES,
+    PODS,
+    ApiError,
+    KubeClient,
+    Resource,
+    WatchExpired,
+    backoff_delays,
+)
+
+log = logging.getLogger(__name__)
+
+ISVC_REQUIRED = ("Ready",)
+ISVC_SUBCONDITIONS = ("PredictorReady", "IngressReady", "PredictorRouteReady", "PredictorConfigurationReady")
+ISVC_CANARY_CONDITIONS = ("CanaryPredictorReady", "CanaryReady")
+LLMISVC_REQUIRED = ("Ready", "WorkloadsReady", "RouterReady")
+LLMISVC_PREFILL = "PrefillWorkloadReady"
+LLMISVC_SUBCONDITIONS = (
+    "PresetsCombined",
+    "MainWorkloadReady",
+    "WorkerWorkloadReady",
+    "PrefillWorkloadReady",
+    "PrefillWorkerWorkloadReady",
+    "ScalingReady",
+    "PrefillScalingReady",
+    "GatewaysReady",
+    "HTTPRoutesReady",
+    "InferencePoolReady",
+    "SchedulerWorkloadReady",
+    "TokenizerReady",
+)
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """What "ready" means for one object.
+
+    Attributes:
+        resource: The resource (InferenceService or LLMInferenceService).
+        required: Conditions that must be present and True.
+        subconditions: Conditions that, when present, must not be False.
+        canary: Standard-mode canary member (``spec.canary[].predictor.name``) that must be ready.
+        knative_canary: Knative-mode canary (``canaryTrafficPercent``): the latest created revision
+            must be the latest ready one.
+        min_generation: The generation we applied; an older one is not accepted.
+    """
+
+    resource: Resource
+    required: tuple[str, ...]
+    subconditions: tuple[str, ...] = ()
+    canary: str | None = None
+    knative_canary: bool = False
+    min_generation: int | None = None
+
+    @classmethod
+    def inference_service(
+        cls, *, canary: str | None = None, knative_canary: bool = False, min_generation: int | None = None
+    ) -> Readiness:
+        """Readiness of an InferenceService (with a Standard or Knative canary when given)."""
+        return cls(
+            INFERENCE_SERVICES,
+            ISVC_REQUIRED,
+            ISVC_SUBCONDITIONS,
+            canary=canary,
+            knative_canary=knative_canary,
+            min_generation=min_generation,
+        )
+
+    @classmethod
+    def llm_inference_service(cls, *, prefill: bool = False, min_generation: int | None = None) -> Readiness:
+        """Readiness of an LLMInferenceService (with a prefill workload when ``prefill``)."""
+        required = LLMISVC_REQUIRED + ((LLMISVC_PREFILL,) if prefill else ())
+        return cls(LLM_INFERENCE_SERVICES, required, LLMISVC_SUBCONDITIONS, min_generation=min_generation)
+
+
+@dataclass
+class Verdict:
+    """The evaluation of one observed object.
+
+    Attributes:
+        ready: Everything required is satisfied.
+        blockers: Human-readable reasons why not (empty when ready).
+        conditions: ``type -> (status, reason, message)`` as last seen.
+        generation: ``metadata.generation``.
+        observed_generation: ``status.observedGeneration``.
+    """
+
+    ready: bool
+    blockers: list[str] = field(default_factory=list)
+    conditions: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    generation: int | None = None
+    observed_generation: int | None = None
+
+    def signature(self) -> tuple[str, ...]:
+        """What the log line is keyed on: it changes only when the reasons change."""
+        return tuple(self.blockers)
+
+
+def _conditions(obj: dict[str, Any]) -> dict[str, tuple[str, str, str]]:
+    out: dict[str, tuple[str, str, str]] = {}
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type"):
+            out[cond["type"]] = (
+                str(cond.get("status", "Unknown")),
+                cond.get("reason") or "",
+                cond.get("message") or "",
+            )
+    return out
+
+
+def _describe(kind: str, cond: tuple[str, str, str] | None) -> str:
+    if cond is None:
+        return f"{kind} not reported yet"
+    status, reason, message = cond
+    detail = ": ".join(p for p in (reason, message[:300]) if p)
+    return f"{kind}={status}" + (f" ({detail})" if detail else "")
+
+
+def evaluate(obj: dict[str, Any] | None, readiness: Readiness) -> Verdict:
+    """Decides whether ``obj`` is ready by ``readiness``; pure (no I/O).
+
+    Args:
+        obj: The object as read from the server (None: it does not exist).
+        readiness: What ready means.
+
+    Returns:
+        The verdict with every blocker spelled out.
+    """
+    if obj is None:
+        return Verdict(False, ["the object does not exist"])
+    meta = obj.get("metadata") or {}
+    status = obj.get("status") or {}
+    gen = meta.get("generation")
+    observed = status.get("observedGeneration")
+    conds = _conditions(obj)
+    verdict = Verdict(False, [], conds, gen, observed)
+    blockers = verdict.blockers
+    if readiness.min_generation is not None and (gen or 0) < readiness.min_generation:
+        blockers.append(f"generation {gen} is older than the applied generation {readiness.min_generation}")
+    if observed is None:
+        blockers.append("the controller has not observed the object yet (no status.observedGeneration)")
+    elif gen is not None and observed < gen:
+        blockers.append(
+            f"status is from generation {observed}, the object is at generation {gen} "
+            "(the controller has not caught up; a Ready from the previous generation does not count)"
+        )
+    for kind in readiness.required:
+        cond = conds.get(kind)
+        if cond is None or cond[0] != "True":
+            blockers.append(_describe(kind, cond))
+    for kind in readiness.subconditions:
+        cond = conds.get(kind)
+        if cond is not None and cond[0] == "False" and kind not in readiness.required:
+            blockers.append(_describe(kind, cond))
+    if readiness.canary:
+        present = [k for k in ISVC_CANARY_CONDITIONS if k in conds]
+        if not present:
+            blockers.append(f"{ISVC_CANARY_CONDITIONS[0]} not reported yet (canary {readiness.canary})")
+        for kind in present:
+            if conds[kind][0] != "True":
+                blockers.append(_describe(kind, conds[kind]))
+        statuses = status.get("canaryStatuses")
+        if statuses is not None:
+            mine = [c for c in statuses if c.get("name") == readiness.canary]
+            if not mine:
+                blockers.append(f"canary {readiness.canary} is not in status.canaryStatuses yet")
+            elif not mine[0].get("ready"):
+                blockers.append(f"canary {readiness.canary} reports ready=false in status.canaryStatuses")
+    if readiness.knative_canary:
+        pred = (status.get("components") or {}).get("predictor") or {}
+        created, ready_rev = pred.get("latestCreatedRevision"), pred.get("latestReadyRevision")
+        if not created or created != ready_rev:
+            blockers.append(
+                f"the new Knative revision {created or '(not created yet)'} is not the latest ready one "
+                f"({ready_rev or 'none'})"
+            )
+    verdict.ready = not blockers
+    return verdict
+
+
+# Diagnosis -------------------------------------------------------------------------------------
+
+_CAUSES: list[tuple[tuple[str, ...], str]] = [
+    (
+        ("imagepull", "errimagepull", "invalidimagename", "pull access denied", "manifest unknown"),
+        "image pull failed: check runtime.image (name, tag/digest) and the image pull secret of the service account",
+    ),
+    (
+        ("oomkilled", "out of memory", "outofmemory", "cuda out of memory"),
+        "the server was OOM-killed at startup: raise resources.memory_limit, lower "
+        "runtime.gpu_memory_utilization or runtime.max_model_len, or use more GPUs (tensor parallel)",
+    ),
+    (
+        ("max_model_len", "max-model-len", "kv cache", "kv_cache", "larger than the maximum number of tokens"),
+        "runtime.max_model_len is larger than the KV cache can hold: lower runtime.max_model_len or raise "
+        "runtime.gpu_memory_utilization / use a GPU with more memory",
+    ),
+    (
+        ("runtimenotrecognized", "nosupportingruntime", "runtimedisabled", "servingruntime", "no runtime"),
+        "the ServingRuntime is missing or does not support the model: run register-runtime for this "
+        "namespace (runtime.runtime_name must match)",
+    ),
+    (
+        ("gateway", "httproute", "notprogrammed", "not programmed", "inferencepool", "notaccepted"),
+        "the gateway/route is not programmed: check the Gateway (llmd.gateway_refs) exists and is "
+        "Programmed, and that the Gateway API / inference extension CRDs are installed",
+    ),
+    (
+        ("crashloopbackoff", "error", "modelloadfailed"),
+        "the server container crashes: read the kserve-container logs (model URI reachable? storage "
+        "credentials? vLLM flags valid for this model?)",
+    ),
+    (
+        ("unschedulable", "insufficient", "failedscheduling", "didn't match", "untolerated"),
+        "pods cannot be scheduled: not enough GPUs/CPU/memory or no node matches; check node capacity, "
+        "resources.gpu_resource and tolerations",
+    ),
+]
+
+GENERIC_CAUSES = (
+    "image pull errors (runtime.image, pull secrets)",
+    "OOM at startup (memory limit, gpu_memory_utilization)",
+    "max-model-len larger than the KV cache",
+    "missing ServingRuntime (run register-runtime)",
+    "gateway not programmed (llm-d)",
+    "no GPU capacity (pending pods)",
+)
+
+
+def likely_causes(texts: list[str]) -> list[str]:
+    """Likely causes, in order, for the reasons/messages seen (pure).
+
+    Args:
+        texts: Condition reasons and messages, pod waiting reasons, event messages.
+
+    Returns:
+        Matching causes with what to check; the generic list when nothing matched.
+    """
+    blob = " ".join(texts).lower()
+    found = [cause for keys, cause in _CAUSES if any(k in blob for k in keys)]
+    # "error" is too broad to stand alone next to a more specific cause.
+    if len(found) > 1:
+        crash = _CAUSES[5][1]
+        found = [c for c in found if c != crash] or found
+    return found or [f"nothing specific reported; common causes: {', '.join(GENERIC_CAUSES)}"]
+
+
+def _pod_selector(readiness: Readiness, name: str) -> str:
+    if readiness.resource is LLM_INFERENCE_SERVICES:
+        # KServe's GetWorkloadLabelSelector: the labels it stamps on an LLMInferenceService's pods.
+        return f"app.kubernetes.io/part-of=llminferenceservice,app.kubernetes.io/name={name}"
+    return f"serving.kserve.io/inferenceservice={name}"
+
+
+def _pod_line(pod: dict[str, Any]) -> str:
+    st = pod.get("status") or {}
+    parts = [f"{(pod.get('metadata') or {}).get('name')}: {st.get('phase', '?')}"]
+    for cs in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or []):
+        state = cs.get("state") or {}
+        for key in ("waiting", "terminated"):
+            if state.get(key):
+                detail = state[key]
+                parts.append(f"{cs.get('name')} {key} {detail.get('reason', '')} {detail.get('message', '')[:200]}")
+        last = (cs.get("lastState") or {}).get("terminated")
+        if last:
+            parts.append(f"{cs.get('name')} last terminated {last.get('reason', '')} (exit {last.get('exitCode')})")
+        if cs.get("restartCount"):
+            parts.append(f"{cs.get('name')} restarts {cs['restartCount']}")
+    return "; ".join(p.strip() for p in parts)
+
+
+def cluster_context(client: KubeClient, readiness: Readiness, name: str, namespace: str) -> tuple[str, list[str]]:
+    """Pod states and recent events of the object, or a note saying why they are unavailable.
+
+    Args:
+        client: The kube client.
+        readiness: What was awaited (decides the pod label selector).
+        name: Object name.
+        namespace: Namespace.
+
+    Returns:
+        ``(text for the message, texts for cause matching)``. Never raises for an API server that
+        does not serve core/v1 (it says so instead).
+    """
+    lines: list[str] = []
+    texts: list[str] = []
+    client = client.without_type_grace()
+    try:
+        pods = client.list(PODS, namespace, label_selector=_pod_selector(readiness, name), deadline_s=5)
+        items = pods.get("items") or []
+        lines.append("pods: " + (" | ".join(_pod_line(p) for p in items[:10]) if items else "none found"))
+        texts += lines
+        events = client.list(EVENTS, namespace, deadline_s=5)
+        recent = [
+            e for e in events.get("items") or [] if ((e.get("involvedObject") or {}).get("name") or "").startswith(name)
+        ]
+        recent.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+        shown = [f"{e.get('type', '')} {e.get('reason', '')}: {(e.get('message') or '')[:200]}" for e in recent[-8:]]
+        lines.append("recent events: " + (" | ".join(shown) if shown else "none"))
+        texts += shown
+    except ApiError as err:
+        code = getattr(err, "status", "?")
+        lines.append(
+            f"pod states and events unavailable: this API server does not serve core/v1 pods/events "
+            f"to us ({code}); check them with kubectl get pods,events -n {namespace}"
+        )
+    except (TransientError, DeadlineExceeded) as err:
+        lines.append(f"pod states and events unavailable: {err}")
+    return "; ".join(lines), texts
+
+
+# Waiting ---------------------------------------------------------------------------------------
+
+
+def _timeout_message(
+    readiness: Readiness,
+    name: str,
+    namespace: str,
+    timeout_s: float,
+    verdict: Verdict | None,
+    context: str,
+    context_texts: list[str],
+    last_error: BaseException | None,
+) -> str:
+    kind = readiness.resource.kind
+    parts = [f"{kind} {namespace}/{name} was not ready after {timeout_s:g}s."]
+    texts = list(context_texts)
+    if verdict is not None:
+        parts.append(f"generation {verdict.generation}, observedGeneration {verdict.observed_generation}.")
+        parts.append("Waiting on: " + "; ".join(verdict.blockers) + ".")
+        conds = ", ".join(_describe(k, v) for k, v in sorted(verdict.conditions.items())) or "none"
+        parts.append(f"Last conditions: {conds}.")
+        for status, reason, message in verdict.conditions.values():
+            if status != "True":
+                texts += [reason, message]
+    else:
+        parts.append("The object was never read successfully.")
+    if last_error is not None:
+        parts.append(f"Last API error: {last_error}.")
+    parts.append("Likely causes: " + " | ".join(likely_causes(texts)) + ".")
+    parts.append(context + ".")
+    return " ".join(parts)
+
+
+def _deleted(kind: str, namespace: str, name: str) -> PermanentError:
+    return PermanentError(
+        f"{kind} {namespace}/{name} was deleted while waiting for it to become ready (by another run, a "
+        "person or a rollback); rerun the rollout"
+    )
+
+
+def wait_ready(
+    client: KubeClient,
+    name: str,
+    namespace: str,
+    readiness: Readiness,
+    *,
+    timeout_s: float,
+    on_change: Callable[[Verdict], None] | None = None,
+    watch_timeout_s: float = 300.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, Any]:
+    """Waits until the object is ready by ``readiness`` and returns it.
+
+    Lists the object, then watches it from the List's resourceVersion; re-lists on 410 Gone and
+    reconnects with jittered backoff on transient errors, all within ``timeout_s``.
+
+    Args:
+        client: The kube client.
+        name: Object name.
+        namespace: Namespace.
+        readiness: What ready means (conditions, canary, generation).
+        timeout_s: Overall bound.
+        on_change: Called with each new verdict whose reasons differ from the previous one.
+        watch_timeout_s: Server-side timeout of one watch request (re-watched after).
+        clock: Monotonic clock.
+
+    Returns:
+        The object as last seen (ready).
+
+    Raises:
+        DeadlineExceeded: Not ready in time; the message carries the last conditions, the likely
+            causes and pod states/events where available.
+        PermanentError: The object was deleted (or is being deleted) while waiting, or the server
+            refused the reads.
+    """
+    res = readiness.resource
+    kind = res.kind
+    deadline = clock() + timeout_s
+    selector = f"metadata.name={name}"
+    last_sig: tuple[str, ...] | None = None
+    last_verdict: Verdict | None = None
+    last_error: BaseException | None = None
+    delays = backoff_delays(0.05, 2.0)
+
+    def observe(obj: dict[str, Any] | None) -> bool:
+        nonlocal last_sig, last_verdict
+        verdict = evaluate(obj, readiness)
+        last_verdict = verdict
+        sig = verdict.signature()
+        if sig != last_sig:
+            last_sig = sig
+            if verdict.ready:
+                log.info("%s %s/%s is ready (generation %s)", kind, namespace, name, verdict.generation)
+            else:
+                log.info("%s %s/%s waiting: %s", kind, namespace, name, "; ".join(verdict.blockers))
+            if on_change is not None:
+                on_change(verdict)
+        return verdict.ready
+
+    def remaining() -> float:
+        return deadline - clock()
+
+    current: dict[str, Any] | None = None
+    while remaining() > 0:
+        try:
+            listed = client.list(res, namespace, field_selector=selector, deadline_s=max(0.1, remaining()))
+            items = listed.get("items") or []
+            current = items[0] if items else None
+            if observe(current):
+                return current  # type: ignore[return-value]
+            if current is not None and (current.get("metadata") or {}).get("deletionTimestamp"):
+                raise _deleted(kind, namespace, name)
+            rv = (listed.get("metadata") or {}).get("resourceVersion") or "0"
+            while remaining() > 0:
+                wt = max(1.0, min(watch_timeout_s, remaining()))
+                with client.watch(res, namespace, resource_version=rv, field_selector=selector, timeout_s=wt) as events:
+                    for event in events:
+                        etype = event.get("type")
+                        obj = event.get("object") or {}
+                        new_rv = (obj.get("metadata") or {}).get("resourceVersion")
+                        if new_rv:
+                            rv = new_rv
+                        if etype == "BOOKMARK":
+                            continue
+                        if etype == "DELETED":
+                            raise _deleted(kind, namespace, name)
+                        current = obj
+                        if observe(current):
+                            return current
+                        if (obj.get("metadata") or {}).get("deletionTimestamp"):
+                            raise _deleted(kind, namespace, name)
+                        if remaining() <= 0:
+                            break
+                last_error = None
+        except WatchExpired as err:
+            last_error = err
+            log.info("%s %s/%s: watch expired (410), re-listing", kind, namespace, name)
+            continue
+        except (TransientError, DeadlineExceeded) as err:
+            if isinstance(err, DeadlineExceeded) and remaining() <= 0:
+                last_error = err.__cause__ or err
+                break
+            last_error = err
+            pause = min(next(delays), max(0.0, remaining()))
+            log.info("%s %s/%s: %s; reconnecting in %.2fs", kind, namespace, name, err, pause)
+            time.sleep(pause)
+            continue
+    context, context_texts = cluster_context(client, readiness, name, namespace)
+    raise DeadlineExceeded(
+        _timeout_message(readiness, name, namespace, timeout_s, last_verdict, context, context_texts, last_error)
+    )
+
+
+# Ready is not serving --------------------------------------------------------------------------
+
+
+def probe_endpoint(
+    url: str,
+    model: str,
+    timeout: float,
+    *,
+    api_key: str | None = None,
+    verify: bool | str = True,
+    interval_s: float = 1.0,
+) -> list[str]:
+    """Waits until the OpenAI-compatible server at ``url`` lists ``model`` on ``GET /v1/models``.
+
+    Connection errors and non-200 answers are retried until ``timeout``; a 401/403 fails at once
+    (retrying cannot fix credentials).
+
+    Args:
+        url: Base URL of the server (``http://host:port``; a trailing ``/v1`` is accepted).
+        model: The served model name that must be listed.
+        timeout: Overall bound in seconds.
+        api_key: Bearer token, if the endpoint needs one (never logged).
+        verify: TLS verification (True, False or a CA bundle path).
+        interval_s: Pause between attempts.
+
+    Returns:
+        The model ids the server listed.
+
+    Raises:
+        DeadlineExceeded: The model was not listed in time (message says what was seen).
+        PermanentError: The endpoint refused our credentials.
+    """
+    import httpx
+
+    base = url.rstrip("/")
+    if base.endswith("/v1"):
+        base = base[: -len("/v1")]
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    listed: list[str] = []
+    with httpx.Client(timeout=min(10.0, max(1.0, timeout)), verify=verify, headers=headers) as http:
+        while True:
+            try:
+                resp = http.get(f"{base}/v1/models")
+                if resp.status_code in (401, 403):
+                    raise PermanentError(
+                        f"{base}/v1/models refused the credentials ({resp.status_code}); check "
+                        "validation.api_key_env / api_key_file"
+                    )
+                if resp.status_code == 200:
+                    listed = [m.get("id", "") for m in (resp.json().get("data") or [])]
+                    if model in listed:
+                        return listed
+                    last = f"the server lists {listed or 'no models'}, not {model!r}"
+                else:
+                    last = f"HTTP {resp.status_code}: {resp.text[:200]}"
+            except httpx.HTTPError as err:
+                last = f"{type(err).__name__}: {err}"
+            except ValueError as err:
+                last = f"undecodable /v1/models answer: {err}"
+            if time.monotonic() + interval_s > deadline:
+                raise DeadlineExceeded(
+                    f"{base} is Ready on the cluster but does not serve {model!r} after {timeout:g}s "
+                    f"(last: {last}). Ready is not serving: check the server logs, the served model name "
+                    "(model.name) and the network path to the endpoint"
+                )
+            time.sleep(interval_s)

@@ -1,0 +1,236 @@
+"""register-runtime and deploy-model on the kserve platform, against the real API server and the stand-in."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from llm_rollout.errors import DeadlineExceeded, SpecError
+from llm_rollout.kube import INFERENCE_SERVICES, LLM_INFERENCE_SERVICES
+from llm_rollout.names import member_name
+from llm_rollout.record import DeploymentRecord
+from llm_rollout.rollout import canary_address, deploy, register_runtime
+from tests.cluster._support import kube, llmd_spec, make_spec, models_server, objects_in, rv
+
+pytestmark = pytest.mark.cluster
+
+EMPTY = {"servingruntimes": [], "inferenceservices": [], "llminferenceservices": []}
+
+
+def _deploy(spec, client, uri, revision=None, **kwargs):
+    kwargs.setdefault("timeout_s", 30)
+    kwargs.setdefault("probe", False)
+    return deploy(spec, client, model_uri=uri, revision=revision, run_id="run-1", **kwargs)
+
+
+def test_first_rollout_creates_the_service_and_a_rerun_changes_nothing(kube_cluster, kube_namespace, reconciler):
+    client = kube(kube_cluster)
+    spec = make_spec(kube_namespace)
+    register_runtime(spec, client)
+    record = _deploy(spec, client, "minio://mlpipeline/v2/artifacts/run-1/model", "r1")
+    assert record.kind == "InferenceService" and record.platform == "kserve"
+    assert record.model_uri == "s3://mlpipeline/v2/artifacts/run-1/model"
+    assert record.member == member_name(spec.service_name, "r1") and record.revision == "r1"
+    assert record.canary is False and record.stable is None and record.run_id == "run-1"
+    live = client.get(INFERENCE_SERVICES, spec.service_name, kube_namespace)
+    assert live["spec"]["predictor"]["name"] == record.member
+    assert live["spec"]["predictor"]["model"]["storageUri"] == record.model_uri
+    assert record.endpoint_url == live["status"]["components"]["predictor"]["url"]
+    assert record.service_url == live["status"]["url"]
+    assert record.generation == live["metadata"]["generation"] == 1
+    assert DeploymentRecord.from_json(record.to_json()) == record
+
+    again = _deploy(spec, client, "minio://mlpipeline/v2/artifacts/run-1/model", "r1")
+    after = client.get(INFERENCE_SERVICES, spec.service_name, kube_namespace)
+    assert rv(after) == rv(live)
+    assert after["metadata"]["managedFields"] == live["metadata"]["managedFields"]
+    assert again == record
+
+
+def test_canary_rollout_leaves_the_stable_predictor_untouched(kube_cluster, kube_namespace, reconciler):
+    client = kube(kube_cluster)
+    spec = make_spec(kube_namespace)
+    first = _deploy(spec, client, "s3://models/a", "ra")
+    stable_before = client.get(INFERENCE_SERVICES, spec.service_name, kube_namespace)
+
+    canary_spec = make_spec(kube_namespace, canary={"traffic_percent": 10})
+    record = _deploy(canary_spec, client, "s3://models/b", "rb")
+    live = client.get(INFERENCE_SERVICES, spec.service_name, kube_namespace)
+    assert live["spec"]["predictor"] == stable_before["spec"]["predictor"]
+    assert [(c["trafficPercent"], c["predictor"]["name"]) for c in live["spec"]["canary"]] == [(10, record.member)]
+    assert live["spec"]["canary"][0]["predictor"]["model"]["storageUri"] == "s3://models/b"
+    assert live["metadata"]["labels"] == stable_before["metadata"]["labels"]
+    assert record.canary is True and record.traffic_percent == 10
+    assert record.stable is not None
+    assert record.stable.member == first.member and record.stable.model_uri == "s3://models/a"
+    assert record.stable.revision == "ra" and record.stable.resource_version == rv(stable_before)
+    assert record.stable.endpoint_url == first.endpoint_url
+    # Validation measures only the new revision: its own Service, not the split service URL.
+    assert record.endpoint_url == canary_address(spec.service_name, record.member, kube_namespace)
+    assert record.service_url == live["status"]["url"]
+    canary_status = live["status"]["canaryStatuses"]
+    assert [(c["name"], c["ready"]) for c in canary_status] == [(record.member, True)]
+
+    rerun = _deploy(canary_spec, client, "s3://models/b", "rb")
+    assert rv(client.get(INFERENCE_SERVICES, spec.service_name, kube_namespace)) == rv(live)
+    assert rerun.stable is not None and rerun.stable.member == first.member
+
+
+def test_dark_launch_gets_no_traffic(kube_cluster, kube_namespace, reconciler):
+    client = kube(kube_cluster)
+    spec = make_spec(kube_namespace)
+    _deploy(spec, client, "s3://models/a", "ra")
+    record = _deploy(spec, client, "s3://models/b", "rb")
+    live = client.get(INFERENCE_SERVICES, spec.service_name, kube_namespace)
+    assert live["spec"]["canary"][0]["trafficPercent"] == 0 and record.traffic_percent == 0
+
+
+def test_knative_mode_canary(kube_cluster, kube_namespace, reconciler):
+    client = kube(kube_cluster)
+    spec = make_spec(kube_namespace, deployment_mode="Knative", canary={"traffic_percent": 20})
+    first = _deploy(spec, client, "s3://models/a", "ra")
+    record = _deploy(spec, client, "s3://models/b", "rb")
+    live = client.get(INFERENCE_SERVICES, spec.service_name, kube_namespace)
+    assert live["spec"]["predictor"]["canaryTrafficPercent"] == 20
+    assert live["spec"]["predictor"]["model"]["storageUri"] == "s3://models/b"
+    assert "canary" not in live["spec"]
+    pred = live["status"]["components"]["predictor"]
+    assert pred["latestReadyRevision"] == pred["latestCreatedRevision"]
+    assert record.endpoint_url == next(t["url"] for t in pred["traffic"] if t["latestRevision"])
+    assert record.stable is not None and record.stable.member == first.member
+
+
+def test_llmd_canary_is_a_second_member_and_the_stable_object_is_not_written(kube_cluster, kube_namespace, reconciler):
+    client = kube(kube_cluster)
+    spec = llmd_spec(kube_namespace, canary={"traffic_percent": 20})
+    register_runtime(spec, client)  # the LLMInferenceServiceConfig preset
+    first = _deploy(spec, client, "hf://org/model-a", "ra")
+    assert first.kind == "LLMInferenceService" and first.canary is False
+    stable_before = client.get(LLM_INFERENCE_SERVICES, first.member, kube_namespace)
+    assert stable_before["spec"]["router"]["route"]["weight"] == 100
+
+    record = _deploy(spec, client, "hf://org/model-b", "rb")
+    assert record.member == member_name(spec.service_name, "rb") != first.member
+    stable_after = client.get(LLM_INFERENCE_SERVICES, first.member, kube_namespace)
+    assert rv(stable_after) == rv(stable_before)
+    canary = client.get(LLM_INFERENCE_SERVICES, record.member, kube_namespace)
+    route = canary["spec"]["router"]["route"]
+    assert route["group"] == stable_before["spec"]["router"]["route"]["group"] == spec.route_group
+    assert route["weight"] == 25  # 25 / (100 + 25) = 20 %
+    assert record.endpoint_url == canary["status"]["url"] != first.endpoint_url
+    assert record.stable is not None and record.stable.member == first.member
+    assert record.stable.resource_version == rv(stable_before) and record.stable.model_uri == "hf://org/model-a"
+    assert objects_in(client, kube_namespace)["llminferenceservices"] == sorted([first.member, record.member])
+
+    again = _deploy(spec, client, "hf://org/model-b", "rb")
+    assert rv(client.get(LLM_INFERENCE_SERVICES, record.member, kube_namespace)) == rv(canary)
+    assert again == record
+
+
+def test_resume_after_the_step_was_killed_mid_wait(kube_cluster, kube_namespace, reconciler, tmp_path):
+    client = kube(kube_cluster)
+    spec = make_spec(kube_namespace, canary={"traffic_percent": 10})
+    _deploy(spec, client, "s3://models/a", "ra")
+    reconciler.behave(spec.service_name, mode="never", reason="Progressing", message="pulling the model")
+    script = (
+        "import json, sys\n"
+        "from llm_rollout.kube import KubeClient\n"
+        "from llm_rollout.rollout import deploy\n"
+        "client = KubeClient.from_kubeconfig(sys.argv[1])\n"
+        "deploy(json.loads(sys.argv[2]), client, model_uri='s3://models/b', revision='rb', run_id='run-2',\n"
+        "       timeout_s=300, probe=False)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(kube_cluster.kubeconfig_path), json.dumps(spec.model_dump(mode="json"))]
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            live = client.get(INFERENCE_SERVICES, spec.service_name, kube_namespace)
+            if live["spec"].get("canary"):
+                break
+            assert proc.poll() is None, "the deploy process ended before applying its canary"
+            assert time.monotonic() < deadline, "the killed deploy never applied its canary"
+            time.sleep(0.1)
+        time.sleep(0.5)  # it is waiting now
+        assert proc.poll() is None
+    finally:
+        proc.kill()  # preempted: no cleanup, no goodbye
+        proc.wait()
+    applied = client.get(INFERENCE_SERVICES, spec.service_name, kube_namespace)
+
+    reconciler.behave(spec.service_name, mode="ready")
+    record = deploy(spec, client, model_uri="s3://models/b", revision="rb", run_id="run-2", timeout_s=30, probe=False)
+    live = client.get(INFERENCE_SERVICES, spec.service_name, kube_namespace)
+    assert live["metadata"]["uid"] == applied["metadata"]["uid"]
+    assert live["metadata"]["generation"] == applied["metadata"]["generation"]  # nothing re-applied differently
+    assert [c["predictor"]["name"] for c in live["spec"]["canary"]] == [record.member]
+    assert record.canary is True and record.run_id == "run-2"
+
+
+def test_nothing_is_written_when_the_input_is_invalid(kube_cluster, kube_namespace, reconciler):
+    client = kube(kube_cluster)
+    spec = make_spec(kube_namespace)
+    with pytest.raises(SpecError) as info:
+        _deploy(spec, client, "ftp://files.example.com/model")
+    assert "s3://" in str(info.value) and "pvc://" in str(info.value)
+    with pytest.raises(SpecError, match="kv_cache_dtype"):
+        register_runtime(
+            {"name": "chat", "namespace": kube_namespace, "platform": "kserve", "runtime": {"kv_cache_dtype": "fp9"}},
+            client,
+        )
+    with pytest.raises(SpecError, match=r"model\.uri"):
+        _deploy(spec, client, "")
+    assert objects_in(client, kube_namespace) == EMPTY
+    assert not any(verb == "patch" for verb, _g, _r in client.audit)
+
+    # llm-d: a canary at 100% would need the stable member changed; refused before any write.
+    llmd = llmd_spec(kube_namespace, name="gen")
+    first = _deploy(llmd, client, "hf://org/a", "ra")
+    with pytest.raises(SpecError, match="traffic_percent"):
+        _deploy(llmd_spec(kube_namespace, name="gen", canary={"traffic_percent": 100}), client, "hf://org/b", "rb")
+    assert objects_in(client, kube_namespace)["llminferenceservices"] == [first.member]
+
+
+def test_dry_run_deploy_plans_without_writing(kube_cluster, kube_namespace, reconciler):
+    client = kube(kube_cluster)
+    spec = make_spec(kube_namespace)
+    record = _deploy(spec, client, "s3://models/a", "ra", dry_run=True)
+    assert record.member == member_name(spec.service_name, "ra") and record.endpoint_url == ""
+    assert objects_in(client, kube_namespace) == EMPTY
+
+
+def test_deploy_timeout_says_why(kube_cluster, kube_namespace, reconciler):
+    client = kube(kube_cluster)
+    spec = make_spec(kube_namespace)
+    reconciler.set_default(mode="never", reason="OOMKilled", message="container kserve-container was OOMKilled")
+    with pytest.raises(DeadlineExceeded) as info:
+        _deploy(spec, client, "s3://models/a", "ra", timeout_s=2)
+    text = str(info.value)
+    assert "OOMKilled" in text and "OOM-killed at startup" in text and "gpu_memory_utilization" in text
+
+
+def test_ready_is_not_serving_until_the_endpoint_lists_the_model(kube_cluster, kube_namespace, reconciler):
+    client = kube(kube_cluster)
+    spec = make_spec(kube_namespace, validation={"readiness_timeout_s": 2})
+    with models_server([spec.served_model_name]) as url:
+        reconciler.set_default(url=url)
+        record = _deploy(spec, client, "s3://models/a", "ra", probe=True)
+        assert record.endpoint_url == url
+        # The canary's own Service address is cluster-internal; resolve_url maps it to what we can reach.
+        canary = _deploy(spec, client, "s3://models/b", "rb", probe=True, resolve_url=lambda u: url)
+        assert canary.endpoint_url == url and canary.canary
+    with models_server(["some-other-model"]) as url:
+        reconciler.set_default(url=url)
+        with pytest.raises(DeadlineExceeded, match="Ready is not serving"):
+            _deploy(
+                make_spec(kube_namespace, name="other", validation={"readiness_timeout_s": 2}),
+                client,
+                "s3://models/a",
+                "ra",
+                probe=True,
+            )
