@@ -402,11 +402,12 @@ def retry(
         after = getattr(last, "retry_after", None)
         if after:
             delay = max(delay, after)
-        if remaining <= 0 or delay > remaining:
+        if remaining <= 0 or (after and after > remaining):
             raise DeadlineExceeded(
                 f"{what}: gave up after {attempts} attempt{'s' if attempts > 1 else ''} in {elapsed:.1f}s "
                 f"(deadline {deadline_s:g}s); last error: {last}"
             ) from last
+        delay = min(delay, remaining)  # one last attempt right at the deadline
         log.info("%s: %s; retrying in %.2fs", what, last, delay)
         sleep(delay)
 
