@@ -525,12 +525,13 @@ async def check_readiness(
             if why != last:
                 log(f"readiness: not ready yet: {why}")
                 last = why
-        if time.monotonic() + delay > deadline:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
             raise DeadlineExceeded(
                 f"{endpoint.base_url} was not ready within {timeout_s:g} s ({attempts} attempts); last error: {last}. "
                 "Check that the server is running and reachable from here (URL, port, TLS settings)."
             )
-        await asyncio.sleep(delay)
+        await asyncio.sleep(min(delay, remaining))
         delay = min(delay * 2, 5.0)
 
 

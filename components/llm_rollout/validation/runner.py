@@ -39,6 +39,7 @@ from llm_rollout.validation.client import (
     OPEN_LOOP_MAX_STREAMS,
     Endpoint,
     LoadResult,
+    level_label,
     make_client,
     make_prompts,
     resolve_api_key,
@@ -309,7 +310,7 @@ async def validate_async(
     log: LogFn | None = None,
 ) -> ValidationResult:
     """The async form of :func:`validate` (same arguments and result)."""
-    log = log or default_log
+    log = default_log if log is None else log
     started = time.monotonic()
     run = _Run(spec, url, model, log)
     res = run.result
@@ -506,6 +507,10 @@ async def _run_phases(
         judged_labels.add(f"rate{load.request_rate:g}".replace(".", "_"))
     try:
         for concurrency, rate in plan:
+            log(
+                f"validate: load {level_label(concurrency, rate)}: starting, {load.num_prompts} requests"
+                f" of {load.output_tokens} tokens, at most {load.max_duration_s:g} s"
+            )
             lv = await measure(endpoint, client, concurrency, rate)
             lv.judged = lv.label in judged_labels
             res.levels.append(lv)
