@@ -156,6 +156,27 @@ def test_logs_only_when_the_reasons_change(kube_cluster, kube_namespace, reconci
     assert len(set(waiting)) == len(waiting)
 
 
+def test_ready_then_degraded(kube_cluster, kube_namespace, reconciler):
+    client = kube(kube_cluster)
+    spec = make_spec(kube_namespace)
+    reconciler.behave(
+        spec.service_name,
+        mode="degrade",
+        degrade_after_ms=500,
+        reason="CrashLoopBackOff",
+        message="back-off restarting failed container kserve-container",
+    )
+    client.apply(_isvc(spec))
+    ready = wait_ready(client, spec.service_name, kube_namespace, Readiness.inference_service(), timeout_s=20)
+    assert ready["status"]["observedGeneration"] == 1
+    # Ready was true once; a later wait (e.g. a resumed step) sees the degradation and says why.
+    time.sleep(1.0)
+    with pytest.raises(DeadlineExceeded) as info:
+        wait_ready(client, spec.service_name, kube_namespace, Readiness.inference_service(), timeout_s=1)
+    assert "Ready=False (CrashLoopBackOff" in str(info.value)
+    assert "the server container crashes" in str(info.value)
+
+
 def test_deleted_while_waiting_fails_at_once(kube_cluster, kube_namespace, reconciler):
     client = kube(kube_cluster)
     spec = make_spec(kube_namespace)
