@@ -30,6 +30,7 @@ class FlakyProxy:
         cut_every: Every N-th armed streamed POST is cut mid-stream (None: never).
         cut_after_events: SSE events forwarded before a cut.
         inject: Prefix the text of non-streamed completions with a ``<script>`` element.
+        require_bearer: Answer 401 unless ``Authorization: Bearer <this>`` is sent (an API key).
     """
 
     def __init__(
@@ -40,6 +41,7 @@ class FlakyProxy:
         cut_every: int | None = None,
         cut_after_events: int = 3,
         inject: bool = False,
+        require_bearer: str | None = None,
     ) -> None:
         parts = urlsplit(upstream)
         self.upstream_host = parts.hostname or "127.0.0.1"
@@ -48,6 +50,8 @@ class FlakyProxy:
         self.cut_every = cut_every
         self.cut_after_events = cut_after_events
         self.inject = inject
+        self.require_bearer = require_bearer
+        self.unauthorized = 0
         self.armed = False
         self.posts = 0
         self.failed = 0
@@ -98,12 +102,31 @@ class FlakyProxy:
                 pass
 
             def do_GET(self) -> None:
-                self._forward(b"", "forward")
+                if self._authorized():
+                    self._forward(b"", "forward")
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if not self._authorized():
+                    return
                 streamed = b'"stream": true' in body or b'"stream":true' in body
                 self._forward(body, proxy._decide(streamed))
+
+            def _authorized(self) -> bool:
+                if (
+                    proxy.require_bearer is None
+                    or self.headers.get("Authorization") == f"Bearer {proxy.require_bearer}"
+                ):
+                    return True
+                with proxy._lock:
+                    proxy.unauthorized += 1
+                body = b'{"error": "invalid API key"}'
+                self.send_response(401)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return False
 
             def _forward(self, body: bytes, action: str) -> None:
                 if action == "fail":

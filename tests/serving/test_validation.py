@@ -202,18 +202,28 @@ def test_impossible_slo_fails_with_the_right_reasons(vllm_server, tmp_path, caps
     assert all(p["passed"] for p in data["correctness"]), "the model itself is fine"
 
 
-def test_scrambled_model_fails_correctness(scrambled_model, tiny_model, tmp_path):
+def test_scrambled_model_fails_correctness_and_baseline_agreement(scrambled_model, tiny_model, vllm_server, tmp_path):
     with start_vllm(scrambled_model, "tiny-scrambled", log_path=tmp_path / "vllm.log") as server:
         lines = Lines()
         result = validate(
-            small_spec(load={"concurrency": [2], "num_prompts": 12}, slo={"judge_concurrency": [2]}),
+            small_spec(
+                load={"concurrency": [2], "num_prompts": 12},
+                slo={"judge_concurrency": [2], "baseline_checks": ["output_throughput_ratio_vs_baseline >= 0.01"]},
+            ),
             server.base_url,
             "tiny-scrambled",
+            baseline_url=vllm_server.base_url,
+            baseline_model="tiny",
             suite=tiny_model / "probes.json",
             report_dir=tmp_path / "report",
             log=lines,
         )
     assert result.verdict == "fail"
+    # greedy tokens of the damaged model against the healthy original (the quantization check)
+    assert result.agreement is not None and result.agreement.agreement is not None
+    assert result.agreement.agreement < 0.5
+    assert any(r.startswith("baseline agreement: greedy token agreement 0.") for r in result.reasons), result.reasons
+    assert [lv.label for lv in result.baseline_levels] == ["c2"]
     probe_reasons = [r for r in result.reasons if r.startswith("correctness: probes.json[")]
     assert len(probe_reasons) >= 3, result.reasons
     assert all("(exact" in r for r in probe_reasons)
@@ -420,3 +430,74 @@ def test_cli_passes_on_a_healthy_endpoint(vllm_server, tmp_path, capsys):
     data = json.loads(Path(tmp_path / "validation.json").read_text())
     assert any(p["name"] == "smoke: chat completion" and p["passed"] for p in data["correctness"])
     assert data["levels"][0]["metrics"]["total_output_tokens"] == 12 * 8
+
+
+def test_baseline_ratio_checks_against_a_real_baseline(vllm_server, tmp_path):
+    """The same server as its own baseline: agreement 1, throughput ratio near 1."""
+    spec = small_spec(
+        load={"concurrency": [2], "num_prompts": 16},
+        slo={
+            "judge_concurrency": [2],
+            "baseline_checks": ["output_throughput_ratio_vs_baseline >= 0.05", "goodput_ratio_vs_baseline >= 100"],
+        },
+    )
+    result = validate(spec, vllm_server.base_url, "tiny", baseline_url=vllm_server.base_url, report_dir=tmp_path)
+    assert result.agreement is not None and result.agreement.agreement == 1.0
+    statuses = {r.check: r for r in result.judgement.results}
+    assert statuses["output_throughput_ratio_vs_baseline >= 0.05"].status == "pass"
+    assert "baseline" in statuses["output_throughput_ratio_vs_baseline >= 0.05"].note
+    assert result.verdict == "fail"
+    assert len(result.reasons) == 1
+    assert result.reasons[0].startswith("c2: goodput_ratio_vs_baseline >= 100 failed: measured ")
+    assert result.metrics["c2_output_throughput_ratio_vs_baseline"] > 0.05
+    assert "baseline_c2_output_throughput_tok_s" in result.metrics
+
+
+def test_poisson_rate_level_and_capacity_search(vllm_server):
+    spec = small_spec(
+        load={"concurrency": [1], "num_prompts": 20, "request_rate": 40.0},
+        slo={
+            "checks": ["error_rate == 0", "p95_ttft_ms <= 100000"],
+            "judge_concurrency": [1],
+            "capacity_max_concurrency": 4,
+        },
+    )
+    result = validate(spec, vllm_server.base_url, "tiny")
+    assert result.verdict == "pass", result.summary
+    rate = result.level("rate40")
+    assert rate.judged and rate.request_rate == 40.0 and rate.concurrency is None
+    assert rate.metrics["successful_requests"] == 20
+    starts = sorted(r.start_time for r in rate.records)
+    assert 0.1 < starts[-1] - starts[0] < 5.0, "about 19 exponential gaps of 25 ms on average"
+    assert result.capacity is not None
+    assert (result.capacity.max_concurrency, result.capacity.bounded) == (4, True)
+    assert list(result.capacity.tried) == [1, 4]
+    assert [lv.label for lv in result.levels if lv.purpose == "capacity"] == ["c4"], "c1 was reused, not re-measured"
+    assert result.metrics["capacity_max_concurrency"] == 4.0
+
+    impossible = small_spec(
+        load={"concurrency": [1], "num_prompts": 12},
+        slo={"checks": ["p95_ttft_ms <= 0.001"], "judge_concurrency": [1], "capacity_max_concurrency": 8},
+    )
+    result = validate(impossible, vllm_server.base_url, "tiny")
+    assert result.capacity.max_concurrency == 0 and result.capacity.tried == {1: "fail"}
+
+
+def test_api_key_from_a_secret_file_is_used_and_never_leaks(vllm_server, tmp_path, capfd):
+    secret = "sk-planted-7f3a9c"
+    key_file = tmp_path / "api-key"
+    key_file.write_text(secret + "\n")
+    with FlakyProxy(vllm_server.base_url, require_bearer=secret) as proxy:
+        lines = Lines()
+        result = validate(
+            small_spec(api_key_file=str(key_file)), proxy.url, "tiny", report_dir=tmp_path / "ok", log=lines
+        )
+        assert result.verdict == "pass", result.summary
+        assert proxy.unauthorized == 0
+        denied = validate(small_spec(), proxy.url, "tiny", report_dir=tmp_path / "denied")
+    assert denied.verdict == "fail"
+    assert "HTTP 401" in denied.reasons[0] and "invalid API key" in denied.reasons[0]
+    captured = capfd.readouterr()
+    outputs = [captured.out, captured.err, *lines, repr(result), json.dumps(result.to_dict(with_requests=True))]
+    outputs += [p.read_text() for p in (tmp_path / "ok").iterdir()]
+    assert all(secret not in text for text in outputs), "the API key leaked"

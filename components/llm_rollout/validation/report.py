@@ -133,7 +133,7 @@ def line_chart(
     *,
     y_label: str = "",
     x_values: Sequence[float] | None = None,
-    width: int = 560,
+    width: int = 540,
     height: int = 260,
     markers: bool = True,
 ) -> str:
@@ -214,7 +214,7 @@ def _downsample(values: Sequence[float], limit: int = 200) -> list[float]:
 
 def ttft_cdf_chart(levels: Sequence[Mapping[str, Any]]) -> str:
     """TTFT distribution: one empirical CDF per level (from the successful requests' TTFTs)."""
-    width, height = 560, 260
+    width, height = 540, 260
     left, right, top, bottom = 64, 130, 28, 40
     pw, ph = width - left - right, height - top - bottom
     samples = {lv["label"]: sorted(lv.get("ttft_ms") or []) for lv in levels}
