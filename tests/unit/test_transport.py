@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import ssl
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -338,3 +341,65 @@ def test_the_time_bound_marks_requests_incomplete():
     assert len(res.records) == 2
     assert all(r.incomplete and not r.success for r in res.records)
     assert res.duration_s == pytest.approx(0.2, abs=0.1)
+
+
+# TLS --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    """A throw-away CA and a server certificate for 127.0.0.1, made with openssl."""
+    d = tmp_path_factory.mktemp("tls")
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.fail("openssl is needed to make test certificates (apt-get install -y openssl)", pytrace=False)
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], check=True, capture_output=True, cwd=d)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+        "-subj", "/CN=test-ca")  # fmt: skip
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=127.0.0.1")
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "srv.pem",
+        "-days", "1", "-extfile", "ext.cnf")  # fmt: skip
+    return d
+
+
+def test_tls_verification_ca_bundle_and_insecure(tls_files):
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(tls_files / "srv.pem", tls_files / "srv.key")
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\ntls")
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    async def main():
+        srv = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_ctx)
+        url = f"https://127.0.0.1:{srv.sockets[0].getsockname()[1]}"
+        results = {}
+        for name, ep in {
+            "ca_bundle": Endpoint(url, "m", ca_bundle=str(tls_files / "ca.pem")),
+            "insecure": Endpoint(url, "m", tls_verify=False),
+            "system_trust": Endpoint(url, "m"),
+        }.items():
+            client = make_client(ep, 1)
+            try:
+                results[name] = (await client.get(url + "/")).content
+            except httpx.ConnectError as err:
+                results[name] = err
+            await client.aclose()
+        srv.close()
+        return results
+
+    results = run(main())
+    assert results["ca_bundle"] == b"tls"
+    assert results["insecure"] == b"tls"
+    assert isinstance(results["system_trust"], httpx.ConnectError)
+    assert "CERTIFICATE_VERIFY_FAILED" in str(results["system_trust"])

@@ -55,7 +55,6 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 _LEAN: weakref.WeakKeyDictionary[httpx.AsyncClient, LeanTransport] = weakref.WeakKeyDictionary()
 """Clients made by :func:`make_client` with the lean transport (the load path writes pre-serialized
 requests straight to it)."""
-_TARGETS: dict[tuple[int, str], tuple[tuple[str, str, int], bytes]] = {}
 
 
 @dataclass(frozen=True)
@@ -240,10 +239,12 @@ def _text_of(event: dict[str, Any], api: Api) -> tuple[str, str | None]:
     return source or "", choice.get("finish_reason")
 
 
-def _target(client: httpx.AsyncClient, url: str) -> tuple[tuple[str, str, int], bytes]:
-    """Pool key and the serialized request head up to ``Content-Length: `` for a POST to ``url``."""
-    cache_key = (id(client), url)
-    found = _TARGETS.get(cache_key)
+def _target(client: httpx.AsyncClient, lean: LeanTransport, url: str) -> tuple[tuple[str, str, int], bytes]:
+    """Pool key and the serialized request head up to ``Content-Length: `` for a POST to ``url``.
+
+    Cached on the client's own transport (its headers, the API key included, never cross clients).
+    """
+    found = lean.templates.get(url)
     if found is None:
         u = httpx.URL(url)
         head = [b"POST ", u.raw_path, b" HTTP/1.1\r\nHost: ", u.netloc, b"\r\n"]
@@ -252,9 +253,7 @@ def _target(client: httpx.AsyncClient, url: str) -> tuple[tuple[str, str, int], 
                 head += [name, b": ", value, b"\r\n"]
         head.append(b"Content-Type: application/json\r\nContent-Length: ")
         found = (LeanTransport.pool_key(u), b"".join(head))
-        if len(_TARGETS) > 1024:
-            _TARGETS.clear()
-        _TARGETS[cache_key] = found
+        lean.templates[url] = found
     return found
 
 
@@ -265,7 +264,7 @@ async def _open_stream(
     """(status, body chunks) of a POST; the lean path for pre-encoded bodies, httpx otherwise."""
     lean = _LEAN.get(client) if isinstance(payload, bytes) else None
     if lean is not None and isinstance(payload, bytes):
-        key, head = _target(client, url)
+        key, head = _target(client, lean, url)
         conn = await lean.open(
             key,
             b"POST",

@@ -351,8 +351,9 @@ async def validate_async(
     )
 
     client = make_client(endpoint, pool + 2)
-    base_client = make_client(base_ep, max(conc) + 2) if base_ep else None
-    prom_client = make_client(Endpoint(endpoint.base_url, model, api_key, spec.tls_verify, spec.ca_bundle), 4)
+    base_client = make_client(base_ep, max(conc, default=1) + 2) if base_ep else None
+    # /metrics is scraped without the API key: vLLM does not guard it, and the URLs may be other hosts.
+    prom_client = make_client(Endpoint(endpoint.base_url, model, None, spec.tls_verify, spec.ca_bundle), 4)
     prom_client.timeout = httpx.Timeout(5.0)
     aborted: BaseException | None = None
     try:
@@ -495,7 +496,7 @@ async def _run_phases(
             api=load.endpoint,
             output_tokens=load.output_tokens,
             num_requests=load.warmup_requests,
-            concurrency=min(load.warmup_requests, max(conc)),
+            concurrency=min(load.warmup_requests, max(conc, default=1)),
             max_duration_s=load.max_duration_s,
         )
     before = dict(zip(roles, await asyncio.gather(*(scrape(prom_client, u) for u in roles.values())), strict=True))

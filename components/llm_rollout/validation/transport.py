@@ -314,6 +314,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
         self._slots: asyncio.Semaphore | None = None
         self._all: set[_Conn] = set()
+        self.templates: dict[str, tuple[tuple[str, str, int], bytes]] = {}
+        """Pre-serialized request heads by URL (filled by the streaming client)."""
 
     def _slots_for_loop(self) -> asyncio.Semaphore:
         if self._slots is None:
