@@ -494,6 +494,7 @@ def test_api_key_from_a_secret_file_is_used_and_never_leaks(vllm_server, tmp_pat
         )
         assert result.verdict == "pass", result.summary
         assert proxy.unauthorized == 0
+        assert result.server["server"]["errors"] == [], "same-origin /metrics got the key too"
         denied = validate(small_spec(), proxy.url, "tiny", report_dir=tmp_path / "denied")
     assert denied.verdict == "fail"
     assert "HTTP 401" in denied.reasons[0] and "invalid API key" in denied.reasons[0]

@@ -149,10 +149,10 @@ def reduce(series: Mapping[str, list[tuple[dict[str, str], float]]]) -> Snapshot
     return snap
 
 
-async def scrape(client: httpx.AsyncClient, url: str) -> Snapshot:
+async def scrape(client: httpx.AsyncClient, url: str, headers: Mapping[str, str] | None = None) -> Snapshot:
     """Scrapes one ``/metrics`` URL; failures are returned in ``error``, never raised."""
     try:
-        resp = await client.get(url)
+        resp = await client.get(url, headers=headers)
         if resp.status_code != 200:
             return Snapshot(error=f"HTTP {resp.status_code} from {url}")
         return reduce(parse_prometheus(resp.text))
@@ -212,11 +212,19 @@ class Sampler:
         client: A client for the metrics URLs.
         urls: Role -> ``/metrics`` URL.
         interval_s: Seconds between samples.
+        headers: Extra headers per role (e.g. the API key for a same-origin metrics URL).
     """
 
-    def __init__(self, client: httpx.AsyncClient, urls: Mapping[str, str], interval_s: float = SAMPLE_INTERVAL_S):
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        urls: Mapping[str, str],
+        interval_s: float = SAMPLE_INTERVAL_S,
+        headers: Mapping[str, Mapping[str, str]] | None = None,
+    ):
         self._client = client
         self._urls = dict(urls)
+        self._headers = dict(headers or {})
         self._interval = interval_s
         self.peaks: dict[str, dict[str, float]] = {role: {} for role in urls}
         self.samples = 0
@@ -225,7 +233,9 @@ class Sampler:
     async def _run(self) -> None:
         while True:
             started = time.monotonic()
-            snaps = await asyncio.gather(*(scrape(self._client, u) for u in self._urls.values()))
+            snaps = await asyncio.gather(
+                *(scrape(self._client, u, self._headers.get(role)) for role, u in self._urls.items())
+            )
             for role, snap in zip(self._urls, snaps, strict=True):
                 for name in GAUGES:
                     if name in snap.values:

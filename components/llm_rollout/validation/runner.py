@@ -352,14 +352,21 @@ async def validate_async(
 
     client = make_client(endpoint, pool + 2)
     base_client = make_client(base_ep, max(conc, default=1) + 2) if base_ep else None
-    # /metrics is scraped without the API key: vLLM does not guard it, and the URLs may be other hosts.
+    # /metrics gets the API key only on the endpoint's own origin (a gateway may guard it there);
+    # other hosts (e.g. llm-d role pods) never see it.
     prom_client = make_client(Endpoint(endpoint.base_url, model, None, spec.tls_verify, spec.ca_bundle), 4)
+    origin = httpx.URL(endpoint.base_url)
+    prom_headers = {
+        role: {"Authorization": f"Bearer {api_key}"}
+        for role, u in roles.items()
+        if api_key and (httpx.URL(u).scheme, httpx.URL(u).netloc) == (origin.scheme, origin.netloc)
+    }
     prom_client.timeout = httpx.Timeout(5.0)
     aborted: BaseException | None = None
     try:
         await _run_phases(
             run, endpoint, client, base_ep, base_client, prom_client, checks, base_checks, probes, conc,
-            judged_labels, roles,
+            judged_labels, roles, prom_headers,
         )  # fmt: skip
     except BaseException as err:  # the report is written whatever happens, then the error goes on
         aborted = err
@@ -396,6 +403,7 @@ async def _run_phases(
     conc: list[int],
     judged_labels: set[str],
     roles: dict[str, str],
+    prom_headers: dict[str, dict[str, str]],
 ) -> None:
     spec, log, res = run.spec, run.log, run.result
     load = spec.load
@@ -499,8 +507,13 @@ async def _run_phases(
             concurrency=min(load.warmup_requests, max(conc, default=1)),
             max_duration_s=load.max_duration_s,
         )
-    before = dict(zip(roles, await asyncio.gather(*(scrape(prom_client, u) for u in roles.values())), strict=True))
-    sampler = Sampler(prom_client, roles)
+
+    async def scrape_all() -> dict[str, Snapshot]:
+        snaps = await asyncio.gather(*(scrape(prom_client, u, prom_headers.get(r)) for r, u in roles.items()))
+        return dict(zip(roles, snaps, strict=True))
+
+    before = await scrape_all()
+    sampler = Sampler(prom_client, roles, headers=prom_headers)
     sampler.start()
     plan: list[tuple[int | None, float | None]] = [(c, None) for c in conc]
     if load.request_rate is not None:
@@ -524,7 +537,7 @@ async def _run_phases(
                     break
     finally:
         await sampler.stop()
-    after = dict(zip(roles, await asyncio.gather(*(scrape(prom_client, u) for u in roles.values())), strict=True))
+    after = await scrape_all()
     for role in roles:
         res.server[role] = server_view(before.get(role, Snapshot()), after[role], sampler.peaks.get(role))
     ok_levels = sum(1 for lv in res.levels if lv.metrics["failed_requests"] == 0)
