@@ -55,6 +55,8 @@ class DeploymentRecord(BaseModel):
         run_id: The pipeline run that made it.
         artifact_digest: Digest of the model artifact, when known.
         metrics_urls: Prometheus endpoints of the new revision (per role for llm-d).
+        already_promoted: The model is already the stable revision: nothing was rolled out, and
+            validate/promote/rollback end as "already promoted" without touching anything.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -76,6 +78,7 @@ class DeploymentRecord(BaseModel):
     run_id: str = ""
     artifact_digest: str | None = None
     metrics_urls: dict[str, str] = Field(default_factory=dict)
+    already_promoted: bool = False
 
     def to_json(self) -> str:
         """Serialises the record for a KFP string parameter."""
