@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from llm_rollout.errors import SpecError
 from llm_rollout.names import member_name, short_hash
 from llm_rollout.spec import RolloutSpec, WorkloadSpec
 from llm_rollout.vllm_args import VLLM_MODULE, server_args
@@ -280,15 +281,45 @@ def _parallelism(workload: WorkloadSpec) -> dict[str, Any]:
         par["data"] = workload.data
     if workload.data_local is not None:
         par["dataLocal"] = workload.data_local
+    if workload.pipeline is not None:
+        par["pipeline"] = workload.pipeline
     return par
 
 
+def _workload_scaling(spec: RolloutSpec, role: str, workload: WorkloadSpec) -> dict[str, Any]:
+    """``scaling`` of one llm-d role: direct KEDA on the role's own vLLM metrics (or CPU/memory)."""
+    sc = workload.scaling
+    assert sc is not None
+    if sc.metric in ("cpu", "memory"):
+        trigger: dict[str, Any] = {
+            "type": sc.metric,
+            "metricType": "Utilization",
+            "metadata": {"value": str(sc.target)},
+        }
+    else:
+        # vLLM labels its series with model_name; KServe labels llm-d pods llm-d.ai/role
+        # (decode, prefill, or both without P/D), which a pod scrape's labelmap turns into
+        # llm_d_ai_role. So each role scales on its own pods' load only.
+        selector = f'namespace="{spec.namespace}",model_name="{spec.served_model_name}",llm_d_ai_role="{role}"'
+        query = {
+            "request-rate": "sum(rate(vllm:request_success_total{%s}[1m]))",
+            "concurrency": "sum(vllm:num_requests_running{%s})",
+        }[sc.metric] % selector
+        trigger = {
+            "type": "prometheus",
+            "metadata": {"serverAddress": sc.prometheus_url, "query": query, "threshold": str(sc.target)},
+        }
+    return {"minReplicas": sc.min_replicas, "maxReplicas": sc.max_replicas, "keda": {"triggers": [trigger]}}
+
+
 def _workload(spec: RolloutSpec, role: str | None, workload: WorkloadSpec) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "replicas": workload.replicas,
-        "parallelism": _parallelism(workload),
-        "template": {"containers": [_llmd_container(spec, role, workload)]},
-    }
+    body: dict[str, Any] = {}
+    if workload.scaling is not None:
+        body["scaling"] = _workload_scaling(spec, role or "both", workload)
+    else:
+        body["replicas"] = workload.replica_count()
+    body["parallelism"] = _parallelism(workload)
+    body["template"] = {"containers": [_llmd_container(spec, role, workload)]}
     if workload.nodes > 1:
         body["worker"] = {"containers": [_llmd_container(spec, role, workload)]}
     return body
@@ -356,6 +387,19 @@ def _router(spec: RolloutSpec, weight: int | None) -> dict[str, Any]:
     else:
         route["http"] = {}
     if weight is not None:
+        # The webhook's rules: weight requires group, and splitting needs the managed route.
+        if spec.route_group is None:
+            raise SpecError(
+                "llmd.route_group",
+                f"a member weight ({weight}) was asked for, but weight requires group and llmd.route_group is ''",
+                "remove llmd.route_group (it defaults to the service name)",
+            )
+        if ld.http_route_refs:
+            raise SpecError(
+                "llmd.http_route_refs",
+                f"a member weight ({weight}) was asked for, but traffic splitting cannot use custom HTTPRoute refs",
+                "remove llmd.http_route_refs to let KServe manage the route",
+            )
         route["group"] = spec.route_group
         route["weight"] = weight
     router: dict[str, Any] = {

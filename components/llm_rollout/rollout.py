@@ -309,7 +309,8 @@ def _plan_llm_inference_service(spec: RolloutSpec, client: KubeClient, new: Memb
         or []
     )
     others = [m for m in members if (m.get("metadata") or {}).get("name") != new.name]
-    grouped = not spec.llmd.http_route_refs
+    # A weight needs a group and the managed route (KServe's webhook refuses it otherwise).
+    grouped = spec.route_group is not None and not spec.llmd.http_route_refs
     if not others:
         plan.obj = builders.llm_inference_service(spec, new, weight=LLMD_STABLE_WEIGHT if grouped else None)
         return plan
@@ -333,7 +334,7 @@ def _plan_llm_inference_service(spec: RolloutSpec, client: KubeClient, new: Memb
         endpoint_url=_llmisvc_url(stable),
     )
     plan.service_url = _llmisvc_url(stable)
-    w = _llmd_canary_weight(spec.canary.traffic_percent, weight(stable) or LLMD_STABLE_WEIGHT)
+    w = _llmd_canary_weight(spec.canary.traffic_percent, weight(stable) or LLMD_STABLE_WEIGHT) if grouped else None
     plan.obj = builders.llm_inference_service(spec, new, weight=w)
     plan.canary = True
     plan.traffic_percent = spec.canary.traffic_percent

@@ -180,21 +180,30 @@ class CanarySpec(_Model):
 
 
 class WorkloadSpec(_Model):
-    """One llm-d role (decode or prefill).
+    """One llm-d role (decode or prefill), rendered as an LLMInferenceService workload.
 
     Attributes:
-        replicas: Fixed replica count.
+        replicas: Fixed replica count (``replicas``); 1 when neither this nor ``scaling`` is set.
+            Exclusive with ``scaling``.
+        scaling: Autoscaling of this role alone (``scaling`` with a direct KEDA trigger), so that
+            prefill and decode scale independently. Exclusive with ``replicas``.
         tensor: Tensor-parallel size (``parallelism.tensor``); GPUs per pod unless ``gpus`` says more.
-        data: Data-parallel size across nodes for multi-node (``worker``) deployments.
-        data_local: Data-parallel ranks per node.
+            A prefill role's must not exceed decode's (NIXL cannot map a wider prefill).
+        data: Data-parallel size across all pods of a replica (``parallelism.data``, multi-node).
+        data_local: Data-parallel ranks per pod (``parallelism.dataLocal``); set with ``data``.
+        pipeline: Pipeline-parallel size (``parallelism.pipeline``): one pipeline stage per pod
+            (multi-node, instead of ``data``).
         gpus: GPUs per pod; defaults to ``tensor * data_local``.
-        nodes: Pods per replica; more than 1 means a leader plus ``worker`` pods (multi-node).
+        nodes: Pods per replica; more than 1 means a leader plus ``worker`` pods (multi-node), and
+            needs ``data``/``data_local`` (``data / data_local == nodes``) or ``pipeline == nodes``.
     """
 
-    replicas: int = Field(1, ge=0)
+    replicas: int | None = Field(None, ge=0)
+    scaling: ScalingSpec | None = None
     tensor: int = Field(1, ge=1)
     data: int | None = Field(None, ge=1)
     data_local: int | None = Field(None, ge=1)
+    pipeline: int | None = Field(None, ge=1)
     gpus: int | None = Field(None, ge=0)
     nodes: int = Field(1, ge=1)
 
@@ -203,6 +212,10 @@ class WorkloadSpec(_Model):
         if self.gpus is not None:
             return self.gpus
         return self.tensor * (self.data_local or 1)
+
+    def replica_count(self) -> int:
+        """The fixed replica count (1 unless set); meaningless when ``scaling`` is set."""
+        return 1 if self.replicas is None else self.replicas
 
 
 class SchedulerSpec(_Model):
@@ -229,12 +242,14 @@ class LLMDSpec(_Model):
         decode: The decode role (the main workload).
         prefill: The prefill role; set it to disaggregate prefill from decode.
         scheduler: The endpoint picker.
-        route_group: Traffic-splitting group shared by the stable and canary members.
+        route_group: Traffic-splitting group (``router.route.group``) shared by the stable and
+            canary members; defaults to the service name. ``""`` means no group: the member
+            takes no ``weight`` either, so no canary traffic can be split to it.
         gateway_refs: Gateways to attach to; empty uses KServe's default gateway.
         http_route_refs: Existing HTTPRoutes to use instead of a managed one (no traffic splitting).
         use_preset: Reference the shared LLMInferenceServiceConfig preset (``baseRefs``).
         preset_name: Name of that preset.
-        kv_connector: KV-transfer connector for P/D.
+        kv_connector: KV-transfer connector for P/D (``--kv_transfer_config`` on both roles).
     """
 
     enabled: bool = False
@@ -429,8 +444,10 @@ class RolloutSpec(_Model):
         return dns_name(self.runtime.runtime_name or f"{self.service_name}-vllm", field="runtime.runtime_name")
 
     @property
-    def route_group(self) -> str:
-        """llm-d traffic-splitting group shared by stable and canary members."""
+    def route_group(self) -> str | None:
+        """llm-d traffic-splitting group shared by stable and canary members (None: no group)."""
+        if self.llmd.route_group == "":
+            return None
         return dns_name(self.llmd.route_group or self.service_name, field="llmd.route_group", max_len=63)
 
 
@@ -629,11 +646,19 @@ def check_spec(spec: RolloutSpec) -> None:
 def check_llmd(spec: RolloutSpec) -> None:
     """Client-side mirror of the LLMInferenceService webhook rules, plus NIXL's own limits.
 
+    Mirrored from KServe's v1alpha2 validator: weight requires group and group requires weight;
+    traffic splitting needs the managed Gateway API route (no custom HTTPRoute refs); custom
+    HTTPRoute refs need named gateways; a workload's ``replicas`` and ``scaling`` are exclusive;
+    ``worker`` requires data or pipeline parallelism (``data`` and ``dataLocal`` together, not
+    both kinds). Added for P/D: prefill tensor parallel <= decode's (NIXL), prefill needs the
+    scheduler (nothing else routes to it), GPUs on the roles.
+
     Raises:
         SpecError: On the first problem.
     """
     ld = spec.llmd
     decode, prefill = ld.decode, ld.prefill
+    roles = [("decode", decode)] + ([("prefill", prefill)] if prefill is not None else [])
     if prefill is not None:
         if prefill.tensor > decode.tensor:
             raise SpecError(
@@ -655,31 +680,102 @@ def check_llmd(spec: RolloutSpec) -> None:
                 "both prefill and decode would run on zero GPUs",
                 "give each role at least 1 GPU (tensor parallel size or gpus)",
             )
-    if decode.gpus_per_pod() == 0 and spec.platform == "kserve":
-        raise SpecError(
-            "llmd.decode.gpus",
-            "the decode role would run on zero GPUs",
-            "set llmd.decode.tensor (or gpus) to at least 1",
-        )
-    for role_name, role in (("decode", decode), ("prefill", prefill)):
-        if role is not None and role.nodes > 1 and role.data is None:
-            raise SpecError(
-                f"llmd.{role_name}.nodes",
-                "a multi-node role (worker pods) needs parallelism set",
-                f"set llmd.{role_name}.data (data-parallel size across nodes) and data_local",
-            )
-    has_split = spec.canary.traffic_percent or spec.canary.steps
+    if spec.platform == "kserve":
+        for role_name, role in roles:
+            if role.gpus_per_pod() == 0:
+                raise SpecError(
+                    f"llmd.{role_name}.gpus",
+                    f"the {role_name} role would run on zero GPUs; the vLLM GPU image cannot serve without one",
+                    f"set llmd.{role_name}.gpus to at least 1 (or leave it empty: tensor x data_local)",
+                )
+    for role_name, role in roles:
+        _check_workload(role_name, role)
+
+    # Routing: the webhook's traffic rules.
+    has_split = bool(spec.canary.traffic_percent or spec.canary.steps)
     if has_split and ld.http_route_refs:
         raise SpecError(
             "llmd.http_route_refs",
             "traffic splitting between members needs the managed Gateway API route, but custom HTTPRoute refs are set",
             "remove llmd.http_route_refs, or set canary.traffic_percent to 0 with no steps",
         )
+    if has_split and ld.route_group == "":
+        raise SpecError(
+            "llmd.route_group",
+            "canary traffic is a route weight, and weight requires group, but llmd.route_group is '' (no group)",
+            "remove llmd.route_group (it defaults to the service name), "
+            "or set canary.traffic_percent to 0 with no steps",
+        )
+    if ld.route_group and ld.http_route_refs:
+        raise SpecError(
+            "llmd.route_group",
+            "group requires weight, but with custom HTTPRoute refs a member gets no weight "
+            "(traffic splitting needs the managed route)",
+            "remove llmd.route_group, or remove llmd.http_route_refs to let KServe manage the route",
+        )
+    if ld.http_route_refs and not ld.gateway_refs:
+        raise SpecError(
+            "llmd.http_route_refs",
+            "custom HTTPRoutes cannot be used with the managed gateway (llmd.gateway_refs is empty)",
+            "name the gateways your routes attach to in llmd.gateway_refs, or remove llmd.http_route_refs",
+        )
     if ld.scheduler.profile == "pd" and prefill is None:
         raise SpecError(
             "llmd.scheduler.profile",
             "profile 'pd' decides between prefill and decode pods, but no prefill role is set",
             "set llmd.prefill, or use profile 'prefix-cache'",
+        )
+
+
+def _check_workload(role_name: str, role: WorkloadSpec) -> None:
+    field = f"llmd.{role_name}"
+    if role.replicas is not None and role.scaling is not None:
+        raise SpecError(
+            f"{field}.scaling",
+            "scaling and replicas are both set; they are mutually exclusive",
+            f"keep {field}.replicas for a fixed count or {field}.scaling for autoscaling, not both",
+        )
+    if role.scaling is not None and role.scaling.min_replicas > role.scaling.max_replicas:
+        raise SpecError(
+            f"{field}.scaling.min_replicas",
+            f"min_replicas ({role.scaling.min_replicas}) is above max_replicas ({role.scaling.max_replicas})",
+            "make min_replicas <= max_replicas",
+        )
+    if (role.data is None) != (role.data_local is None):
+        missing = "data_local" if role.data_local is None else "data"
+        raise SpecError(
+            f"{field}.{missing}",
+            "data and data_local (parallelism.data / dataLocal) must be set together",
+            f"set {field}.{missing} too (data = all data-parallel ranks, data_local = ranks per pod)",
+        )
+    if role.data is not None and role.pipeline is not None:
+        raise SpecError(
+            f"{field}.pipeline",
+            "pipeline parallelism and data parallelism cannot be combined in one workload",
+            f"remove {field}.pipeline or {field}.data/data_local",
+        )
+    size = None
+    if role.data is not None and role.data_local is not None:
+        if role.data % role.data_local:
+            raise SpecError(
+                f"{field}.data",
+                f"data ({role.data}) is not a multiple of data_local ({role.data_local})",
+                "make data = data_local x pods per replica",
+            )
+        size = role.data // role.data_local
+    elif role.pipeline is not None:
+        size = role.pipeline
+    if role.nodes > 1 and size is None:
+        raise SpecError(
+            f"{field}.nodes",
+            "a multi-node role (worker pods) needs parallelism set: worker requires data or pipeline parallelism",
+            f"set {field}.data and data_local (data / data_local = {role.nodes}) or {field}.pipeline = {role.nodes}",
+        )
+    if size is not None and size != role.nodes:
+        raise SpecError(
+            f"{field}.nodes",
+            f"parallelism spans {size} pods per replica but nodes is {role.nodes}",
+            f"set {field}.nodes to {size}, or change data/data_local/pipeline",
         )
 
 

@@ -6,9 +6,11 @@ import pytest
 import yaml
 
 from llm_rollout import builders as b
+from llm_rollout.errors import SpecError
 from llm_rollout.spec import parse_spec
 from llm_rollout.vllm_args import server_args
 from tests.schema_check import schema_errors, shared_dir
+from tests.webhook_check import llmisvc_webhook_errors
 
 STABLE = b.Member(name="svc-aaaa1111", model_uri="s3://models/v1", revision="v1")
 CANARY = b.Member(name="svc-bbbb2222", model_uri="s3://models/v2", revision="v2", traffic_percent=10)
@@ -224,3 +226,110 @@ def test_schema_check_catches_unknown_and_mistyped_fields():
     errors = schema_errors(isvc)
     assert any("storageUrl: unknown field" in e for e in errors)
     assert any("minReplicas: expected integer" in e for e in errors)
+
+
+# llm-d: per-role workloads, the webhook's rules, scaling ---------------------------------------
+
+
+def _pd(**llmd):
+    base = {
+        "enabled": True,
+        "decode": {"replicas": 3, "tensor": 4},
+        "prefill": {"replicas": 2, "tensor": 2},
+        "scheduler": {"profile": "pd", "pd_threshold_tokens": 512},
+    }
+    return parse_spec({"platform": "kserve", "llmd": {**base, **llmd}})
+
+
+def test_llmd_roles_have_their_own_replicas_tensor_parallel_and_gpus():
+    obj = b.llm_inference_service(_pd(), STABLE, weight=100)
+    body = obj["spec"]
+    assert (body["replicas"], body["parallelism"]) == (3, {"tensor": 4})
+    assert (body["prefill"]["replicas"], body["prefill"]["parallelism"]) == (2, {"tensor": 2})
+    decode_res = body["template"]["containers"][0]["resources"]
+    prefill_res = body["prefill"]["template"]["containers"][0]["resources"]
+    assert decode_res["limits"]["nvidia.com/gpu"] == decode_res["requests"]["nvidia.com/gpu"] == "4"
+    assert prefill_res["limits"]["nvidia.com/gpu"] == "2"
+    assert schema_errors(obj) == [] and llmisvc_webhook_errors(obj) == []
+
+
+def test_pd_scheduler_decides_by_prompt_length_and_scores_prefix_cache_per_role():
+    inline = b.llm_inference_service(_pd(), STABLE)["spec"]["router"]["scheduler"]["config"]["inline"]
+    plugins = {p["type"]: p for p in inline["plugins"]}
+    assert plugins["pd-profile-handler"]["parameters"]["threshold"] == 512
+    profiles = {p["name"]: [r["pluginRef"] for r in p["plugins"]] for p in inline["schedulingProfiles"]}
+    assert set(profiles) == {"prefill", "decode"}
+    assert profiles["prefill"][0] == "prefill-filter" and profiles["decode"][0] == "decode-filter"
+    assert all("prefix-cache-scorer" in refs and refs[-1] == "max-score-picker" for refs in profiles.values())
+    every_ref = {r for refs in profiles.values() for r in refs}
+    assert every_ref <= set(plugins)  # every profile references a declared plugin
+
+
+def test_load_profile_drops_prefix_cache_scoring():
+    spec = parse_spec({"platform": "kserve", "llmd": {"enabled": True, "scheduler": {"profile": "load"}}})
+    (profile,) = b.endpoint_picker_config(spec)["schedulingProfiles"]
+    assert "prefix-cache-scorer" not in [r["pluginRef"] for r in profile["plugins"]]
+
+
+def test_llmd_roles_scale_independently_with_keda_on_their_own_metrics():
+    spec = _pd(
+        decode={"tensor": 1, "scaling": {"min_replicas": 2, "max_replicas": 8, "target": 20}},
+        prefill={"tensor": 1, "scaling": {"min_replicas": 1, "max_replicas": 4, "metric": "concurrency", "target": 5}},
+    )
+    obj = b.llm_inference_service(spec, STABLE, weight=100)
+    body = obj["spec"]
+    assert "replicas" not in body and "replicas" not in body["prefill"]
+    dec, pre = body["scaling"], body["prefill"]["scaling"]
+    assert (dec["minReplicas"], dec["maxReplicas"], pre["maxReplicas"]) == (2, 8, 4)
+    (dt,), (pt,) = dec["keda"]["triggers"], pre["keda"]["triggers"]
+    assert 'llm_d_ai_role="decode"' in dt["metadata"]["query"] and "request_success" in dt["metadata"]["query"]
+    assert 'llm_d_ai_role="prefill"' in pt["metadata"]["query"] and "num_requests_running" in pt["metadata"]["query"]
+    assert pt["metadata"]["threshold"] == "5"
+    assert schema_errors(obj) == [] and llmisvc_webhook_errors(obj) == []
+
+
+def test_multi_node_decode_by_pipeline_parallelism():
+    spec = parse_spec(
+        {"platform": "kserve", "llmd": {"enabled": True, "decode": {"tensor": 8, "pipeline": 2, "nodes": 2}}}
+    )
+    obj = b.llm_inference_service(spec, STABLE)
+    assert obj["spec"]["parallelism"] == {"tensor": 8, "pipeline": 2}
+    assert obj["spec"]["worker"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
+    assert schema_errors(obj) == [] and llmisvc_webhook_errors(obj) == []
+
+
+def test_builder_refuses_a_weight_the_webhook_would_refuse():
+    no_group = parse_spec({"platform": "kserve", "llmd": {"enabled": True, "route_group": ""}})
+    assert b.llm_inference_service(no_group, STABLE)["spec"]["router"]["route"] == {"http": {}}
+    with pytest.raises(SpecError, match="weight requires group"):
+        b.llm_inference_service(no_group, STABLE, weight=100)
+    refs = parse_spec(
+        {"platform": "kserve", "llmd": {"enabled": True, "http_route_refs": ["r"], "gateway_refs": ["g"]}}
+    )
+    obj = b.llm_inference_service(refs, STABLE)
+    assert llmisvc_webhook_errors(obj) == []
+    with pytest.raises(SpecError, match="custom HTTPRoute refs"):
+        b.llm_inference_service(refs, STABLE, weight=10)
+
+
+def test_webhook_mirror_catches_what_the_builders_must_never_emit():
+    obj = b.llm_inference_service(_pd(), STABLE, weight=100)
+    obj["spec"]["router"]["route"].pop("group")
+    obj["spec"]["worker"] = {"containers": [{"name": "main"}]}
+    obj["spec"]["prefill"]["scaling"] = {"maxReplicas": 2, "keda": {"triggers": []}}
+    errors = llmisvc_webhook_errors(obj)
+    assert "spec.router.route.group: weight requires group" in errors
+    assert any(e.startswith("spec.worker:") for e in errors)
+    assert any("spec.prefill.scaling: scaling and replicas" in e for e in errors)
+    assert any("triggers" in e for e in errors)
+
+
+def test_preset_is_referenced_through_base_refs_and_carries_the_shared_wiring():
+    spec = _pd()
+    preset = b.llm_inference_service_config(spec)
+    member = b.llm_inference_service(spec, STABLE, weight=100)
+    assert member["spec"]["baseRefs"] == [{"name": preset["metadata"]["name"]}]
+    assert preset["metadata"]["namespace"] == member["metadata"]["namespace"]
+    assert preset["spec"]["prefill"]["template"]["containers"][0]["image"] == spec.runtime.image
+    no_preset = parse_spec({"platform": "kserve", "llmd": {"enabled": True, "use_preset": False}})
+    assert "baseRefs" not in b.llm_inference_service(no_preset, STABLE)["spec"]

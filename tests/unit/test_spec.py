@@ -114,6 +114,103 @@ BAD_INPUTS = [
     ),
     ({"runtim": {}}, "runtim", "unknown field", "spelling"),
     ({"platform": "kserve", "resources": {"gpus": 0}}, "resources.gpus", "0 GPUs", "at least 1 GPU"),
+    # llm-d: the LLMInferenceService webhook's rules and P/D's own limits.
+    (
+        {"llmd": {"enabled": True, "decode": {"tensor": 2}, "prefill": {"tensor": 4}}},
+        "llmd.prefill.tensor",
+        "NIXL KV transfer cannot map",
+        "raise llmd.decode.tensor",
+    ),
+    (
+        {"llmd": {"enabled": True, "prefill": {}, "scheduler": {"enabled": False}}},
+        "llmd.scheduler.enabled",
+        "silent decode-only fallback",
+        "enable llmd.scheduler",
+    ),
+    (
+        {"llmd": {"enabled": True, "route_group": ""}, "canary": {"traffic_percent": 10}},
+        "llmd.route_group",
+        "weight requires group",
+        "defaults to the service name",
+    ),
+    (
+        {"llmd": {"enabled": True, "route_group": "g", "http_route_refs": ["r"], "gateway_refs": ["gw"]}},
+        "llmd.route_group",
+        "group requires weight",
+        "remove llmd.route_group",
+    ),
+    (
+        {"llmd": {"enabled": True, "http_route_refs": ["r"], "gateway_refs": ["gw"]}, "canary": {"steps": [50, 100]}},
+        "llmd.http_route_refs",
+        "needs the managed Gateway API route",
+        "remove llmd.http_route_refs",
+    ),
+    (
+        {"llmd": {"enabled": True, "http_route_refs": ["r"]}},
+        "llmd.http_route_refs",
+        "managed gateway",
+        "llmd.gateway_refs",
+    ),
+    (
+        {"platform": "kserve", "llmd": {"enabled": True}, "model": {"uri": "file:///models/m"}},
+        "model.uri",
+        "llm-d's storage initializer cannot load file://",
+        "pvc://",
+    ),
+    (
+        {"platform": "kserve", "llmd": {"enabled": True, "decode": {"gpus": 0}, "prefill": {"gpus": 0}}},
+        "llmd.decode.gpus",
+        "both prefill and decode would run on zero GPUs",
+        "at least 1 GPU",
+    ),
+    (
+        {"platform": "kserve", "llmd": {"enabled": True, "prefill": {"gpus": 0}}},
+        "llmd.prefill.gpus",
+        "prefill role would run on zero GPUs",
+        "at least 1",
+    ),
+    (
+        {"llmd": {"enabled": True, "decode": {"replicas": 2, "scaling": {"max_replicas": 4}}}},
+        "llmd.decode.scaling",
+        "mutually exclusive",
+        "not both",
+    ),
+    (
+        {"llmd": {"enabled": True, "prefill": {"scaling": {"min_replicas": 5, "max_replicas": 2}}}},
+        "llmd.prefill.scaling.min_replicas",
+        "above max_replicas",
+        "<= max_replicas",
+    ),
+    (
+        {"llmd": {"enabled": True, "decode": {"tensor": 8, "nodes": 2}}},
+        "llmd.decode.nodes",
+        "worker requires data or pipeline parallelism",
+        "data_local",
+    ),
+    (
+        {"llmd": {"enabled": True, "decode": {"data": 4, "nodes": 2}}},
+        "llmd.decode.data_local",
+        "must be set together",
+        "ranks per pod",
+    ),
+    (
+        {"llmd": {"enabled": True, "decode": {"data": 4, "data_local": 2, "pipeline": 2, "nodes": 2}}},
+        "llmd.decode.pipeline",
+        "cannot be combined",
+        "remove",
+    ),
+    (
+        {"llmd": {"enabled": True, "decode": {"data": 8, "data_local": 2, "nodes": 2}}},
+        "llmd.decode.nodes",
+        "spans 4 pods",
+        "nodes to 4",
+    ),
+    (
+        {"llmd": {"enabled": True, "scheduler": {"profile": "pd"}}},
+        "llmd.scheduler.profile",
+        "no prefill role",
+        "set llmd.prefill",
+    ),
 ]
 
 
