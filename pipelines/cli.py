@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="validate an OpenAI-compatible endpoint (see validate --help)", add_help=False)
     p.set_defaults(func=_validate, passthrough=True)
+
+    from llm_rollout_pipelines.run_local import add_parser as add_run_local
+
+    add_run_local(sub)
     return parser
 
 

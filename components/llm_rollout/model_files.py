@@ -8,6 +8,7 @@ reads file names and ``config.json``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -131,3 +132,28 @@ def quantization_summary(model_dir: str | Path) -> dict[str, Any]:
     if groups:
         out["groups"] = groups
     return out
+
+
+def model_digest(model_dir: str | Path) -> str:
+    """A content digest of a model directory: ``sha256:<hex>`` over its config and weight files.
+
+    Two directories with the same bytes get the same digest wherever they live, so a scheduled
+    rerun that produced the same model as the stable one can be recognised ("already promoted").
+
+    Args:
+        model_dir: The model directory.
+
+    Returns:
+        ``sha256:`` followed by 64 hex digits.
+    """
+    root = local_path(model_dir)
+    digest = hashlib.sha256()
+    files = [root / "config.json", *weight_files(root)]
+    for path in files:
+        if not path.is_file():
+            continue
+        digest.update(f"{path.name}\0{path.stat().st_size}\0".encode())
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return f"sha256:{digest.hexdigest()}"

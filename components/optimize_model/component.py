@@ -25,14 +25,14 @@ def optimize_model(
             needed for W8A8 and FP8_DYNAMIC (round-to-nearest).
         ignore: Module names left unquantized.
     """
-    from llm_rollout.optimize import run_optimize
+    from llm_rollout.steps import optimize_step
 
-    metadata = run_optimize(
+    metadata = optimize_step(
         input_model.path,
         optimized_model.path,
         scheme=scheme,
-        recipe=recipe or None,
-        calibration=calibration_data or None,
+        recipe=recipe,
+        calibration_data=calibration_data,
         ignore=list(ignore),
     )
     optimized_model.metadata.update(metadata)

@@ -1,0 +1,495 @@
+"""``llm-rollout run-local``: a whole pipeline on this machine, and ``--demo`` (``make demo``).
+
+The pipeline is the same one KFP runs (compiled to the same IR), executed by ``kfp.local`` with
+the ``local`` platform: every step runs as a subprocess of the runner, deploy starts a real vLLM
+OpenAI server, promote records the model in a local state directory. This process:
+
+1. checks the inputs, compiles the pipelines and renders the manifests the kserve platform would
+   apply for the same spec (so a user sees what a cluster run would do);
+2. optionally starts a baseline server (e.g. the unquantized model) the validation compares to;
+3. runs the pipeline in a child process whose output goes to ``run.log``; progress lines are shown;
+4. stops every server the run started (unless ``--keep-serving``), also on Ctrl-C and SIGTERM;
+5. prints a summary from the steps' run log: status and duration per step, the verdict with its
+   reasons, key metrics and where everything is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llm_rollout.errors import PermanentError, SpecError
+from llm_rollout.spec import RolloutSpec, deep_merge, load_spec, parse_spec, spec_to_json
+from llm_rollout.steplog import RUN_LOG_ENV, read_run_log
+
+STEPS = {
+    "llm-deploy": ["register-runtime", "deploy-model", "validate-deployment", "promote-model", "rollback-model"],
+    "llm-optimize-deploy": [
+        "optimize-model",
+        "register-runtime",
+        "deploy-model",
+        "validate-deployment",
+        "promote-model",
+        "rollback-model",
+    ],
+}
+"""The steps of each pipeline in order (promote and rollback are alternatives), then finalize."""
+
+CACHE = Path(os.environ.get("LLM_ROLLOUT_CACHE", "~/.cache/llm-rollout")).expanduser()
+TINY_MODEL = CACHE / "models" / "tiny-llama"
+SCRAMBLED_MODEL = CACHE / "models" / "tiny-llama-scrambled"
+
+DEMO_SPEC: dict[str, Any] = {
+    "name": "lean-rag-inference",
+    "platform": "local",
+    "model": {"name": "lean-rag"},
+    # The tiny model's context; the serving design's 4096 would not fit its position table.
+    "runtime": {"max_model_len": 256},
+    "validation": {
+        "readiness_timeout_s": 120,
+        "load": {
+            "concurrency": [1, 4],
+            "num_prompts": 24,
+            "input_words": 16,
+            "output_tokens": 16,
+            "warmup_requests": 2,
+            "max_duration_s": 60,
+        },
+        # CPU-realistic thresholds: the serving design's GPU SLO (p95 TTFT < 100 ms at 10-20
+        # concurrent requests, 2x the baseline) is the default of a kserve spec.
+        "slo": {
+            "checks": ["p95_ttft_ms <= 1500", "p95_tpot_ms <= 250", "error_rate == 0"],
+            "judge_concurrency": [4],
+            "baseline_checks": ["output_throughput_ratio_vs_baseline >= 0.3"],
+            "min_successful_requests": 10,
+        },
+        "min_token_agreement": 0.9,
+    },
+}
+"""The demo's spec: the tiny model on CPU, its probes as the correctness suite."""
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_TASK_DONE = re.compile(r"Task '([^']+)' finished with status (\w+)")
+
+
+@dataclass
+class RunSummary:
+    """What one local run did, read back from the steps' run log.
+
+    Attributes:
+        pipeline: The pipeline's name.
+        outcome: ``promoted``, ``rolled back``, ``already promoted`` or ``failed``.
+        returncode: The runner process's exit code.
+        steps: The run-log records (step, status, seconds, outcome fields), in order.
+        out_dir: Where the run's files are.
+        seconds: Wall time of the pipeline run.
+    """
+
+    pipeline: str
+    outcome: str
+    returncode: int
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    out_dir: Path = Path(".")
+    seconds: float = 0.0
+
+    def step(self, name: str) -> dict[str, Any] | None:
+        """The last record of step ``name``, or None when it did not run."""
+        found = [s for s in self.steps if s.get("step") == name]
+        return found[-1] if found else None
+
+    @property
+    def verdict(self) -> str | None:
+        """The validation verdict, when validation ran."""
+        rec = self.step("validate-deployment")
+        return rec.get("verdict") if rec else None
+
+
+def _print(message: str = "") -> None:
+    print(message, flush=True)
+
+
+def _outcome(steps: list[dict[str, Any]], returncode: int) -> str:
+    by_name = {s["step"]: s for s in steps}
+    failed = [s for s in steps if s.get("status") != "succeeded"]
+    validate = by_name.get("validate-deployment") or {}
+    if validate.get("verdict") == "already-promoted":
+        return "already promoted"
+    if failed or returncode != 0:
+        return "failed"
+    if "promote-model" in by_name:
+        return "promoted"
+    if "rollback-model" in by_name:
+        return "rolled back"
+    return "failed"
+
+
+def _show_line(line: str) -> str | None:
+    """The part of a runner output line worth showing live, or None."""
+    text = _ANSI.sub("", line).strip()
+    if "[llm-rollout]" in text:
+        return "  " + text[text.index("[llm-rollout]") + len("[llm-rollout] ") :]
+    m = _TASK_DONE.search(text)
+    if m and m.group(2) != "SUCCESS":
+        return f"  task {m.group(1)}: {m.group(2)}"
+    if text.startswith(("llmcompressor", "vllm")) or " ERROR " in text or text.startswith("ERROR"):
+        return "  " + text
+    return None
+
+
+def _inner_main(args_file: str) -> int:
+    """The child process: runs the pipeline with kfp.local (its noisy output goes to run.log)."""
+    from kfp import local
+
+    from llm_rollout_pipelines.pipelines import PIPELINES
+
+    args = json.loads(Path(args_file).read_text())
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=args["pipeline_root"], raise_on_error=False)
+    build = PIPELINES[args["pipeline"]]
+    build()(**args["arguments"])
+    return 0
+
+
+def _compile_and_render(spec: RolloutSpec, out: Path) -> tuple[Path, Path]:
+    from llm_rollout.render import write_manifests
+    from llm_rollout_pipelines.compile import compile_pipelines
+
+    pipelines_dir = out / "pipelines"
+    compile_pipelines(pipelines_dir)
+    manifests_dir = out / "manifests"
+    kserve_spec = parse_spec(deep_merge(json.loads(spec_to_json(spec)), {"platform": "kserve"}))
+    write_manifests(kserve_spec, manifests_dir)
+    return pipelines_dir, manifests_dir
+
+
+def run_pipeline(
+    pipeline: str,
+    model: str,
+    spec: RolloutSpec,
+    *,
+    out_dir: str | Path,
+    scheme: str = "W8A8",
+    recipe: str = "",
+    calibration_data: str = "",
+    quiet: bool = False,
+) -> RunSummary:
+    """Runs one pipeline under kfp.local in a child process and reads back its run log.
+
+    The caller owns the servers' lifetime (:func:`llm_rollout.local.local_session`).
+
+    Args:
+        pipeline: ``llm-deploy`` or ``llm-optimize-deploy``.
+        model: The model directory (the optimize step's input for optimize-deploy).
+        spec: The rollout spec (platform ``local``).
+        out_dir: This run's directory (run log, runner output, KFP pipeline root).
+        scheme: Quantization scheme (optimize-deploy).
+        recipe: llmcompressor recipe instead of the scheme (optimize-deploy).
+        calibration_data: Calibration data (optimize-deploy).
+        quiet: Do not print progress lines.
+
+    Returns:
+        The run's summary.
+    """
+    if pipeline not in STEPS:
+        raise SpecError("--pipeline", f"unknown pipeline {pipeline!r}", f"choose one of {', '.join(STEPS)}")
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    run_log = out / "steps.jsonl"
+    run_log.unlink(missing_ok=True)
+    arguments: dict[str, Any] = {"model_uri": str(Path(model).resolve()), "spec": spec_to_json(spec)}
+    if pipeline == "llm-optimize-deploy":
+        arguments.update({"scheme": scheme, "recipe": recipe, "calibration_data": calibration_data})
+    args_file = out / "runner-args.json"
+    args_file.write_text(
+        json.dumps({"pipeline": pipeline, "pipeline_root": str(out / "kfp"), "arguments": arguments}, indent=2)
+    )
+    env = dict(os.environ)
+    env[RUN_LOG_ENV] = str(run_log)
+    env["PYTHONUNBUFFERED"] = "1"
+    cmd = [sys.executable, "-m", "llm_rollout_pipelines.run_local", "--inner", str(args_file)]
+    started = time.monotonic()
+    with open(out / "run.log", "w") as log_fh:
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+        )
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log_fh.write(line)
+                shown = None if quiet else _show_line(line)
+                if shown:
+                    _print(shown)
+            returncode = proc.wait()
+        except BaseException:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+    steps = read_run_log(run_log)
+    return RunSummary(
+        pipeline=pipeline,
+        outcome=_outcome(steps, returncode),
+        returncode=returncode,
+        steps=steps,
+        out_dir=out,
+        seconds=time.monotonic() - started,
+    )
+
+
+def format_summary(summary: RunSummary, *, extra_paths: dict[str, str] | None = None) -> str:
+    """The closing summary of a run: steps, verdict and reasons, key metrics, paths."""
+    lines = [f"== {summary.pipeline}: {summary.outcome.upper()} in {summary.seconds:.0f} s"]
+    seen = {s.get("step") for s in summary.steps}
+    for rec in summary.steps:
+        status = "ok" if rec.get("status") == "succeeded" else rec.get("status", "?").upper()
+        detail = rec.get("message") or rec.get("error") or ""
+        lines.append(f"  {rec['step']:<22} {status:<7} {rec.get('seconds', 0):6.1f} s  {str(detail)[:100]}")
+    for name in STEPS[summary.pipeline]:
+        if name not in seen and name not in ("promote-model", "rollback-model"):
+            lines.append(f"  {name:<22} {'not run':<7}")
+    validate = summary.step("validate-deployment") or {}
+    if validate.get("verdict"):
+        lines.append(f"  verdict: {validate['verdict']}")
+        for reason in str(validate.get("summary", "")).splitlines():
+            lines.append(f"    - {reason}")
+        metrics = validate.get("metrics") or {}
+        if metrics:
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())[:12])
+            lines.append(f"  key metrics: {shown}")
+    paths = {"run directory": str(summary.out_dir), "runner output": str(summary.out_dir / "run.log")}
+    if validate.get("report"):
+        paths["report"] = validate["report"]
+    paths.update(extra_paths or {})
+    for label, path in paths.items():
+        lines.append(f"  {label + ':':<22} {path}")
+    return "\n".join(lines)
+
+
+def _check_model_dir(path: str, flag: str) -> str:
+    from llm_rollout.model_files import check_model_dir
+
+    return str(check_model_dir(path, field=flag))
+
+
+def run_local(
+    *,
+    pipeline: str,
+    model: str,
+    spec: RolloutSpec,
+    out_dir: str | Path,
+    baseline: str | None = None,
+    keep_serving: bool = False,
+    scheme: str = "W8A8",
+    recipe: str = "",
+    calibration_data: str = "",
+) -> RunSummary:
+    """``llm-rollout run-local``: one pipeline run with the local platform, then the summary.
+
+    Args:
+        pipeline: ``llm-deploy`` or ``llm-optimize-deploy``.
+        model: The model directory.
+        spec: The rollout spec (its platform is forced to ``local``).
+        out_dir: Where the run's files go.
+        baseline: A baseline model directory to serve and compare against (e.g. the unquantized
+            model); otherwise the stable model when it serves, or ``validation.baseline_url``.
+        keep_serving: Leave the promoted model's server running after the run.
+        scheme: Quantization scheme (optimize-deploy).
+        recipe: llmcompressor recipe (optimize-deploy).
+        calibration_data: Calibration data (optimize-deploy).
+
+    Returns:
+        The run's summary (also printed).
+    """
+    from llm_rollout.local import local_session, start_baseline_local
+
+    if spec.platform != "local":
+        spec = spec.model_copy(update={"platform": "local"})
+    model = _check_model_dir(model, "--model")
+    if baseline:
+        baseline = _check_model_dir(baseline, "--baseline")
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ["LLM_ROLLOUT_STATE_DIR"] = str(Path(spec.local.state_dir).expanduser().resolve())
+    pipelines_dir, manifests_dir = _compile_and_render(spec, out)
+    _print(f"== {pipeline} on this machine: model {model}")
+    with local_session(spec.local.state_dir, keep_serving=keep_serving):
+        if baseline:
+            base = start_baseline_local(spec, model_dir=baseline, run_id=out.name)
+            spec = _with_baseline(spec, base)
+        summary = run_pipeline(
+            pipeline, model, spec, out_dir=out, scheme=scheme, recipe=recipe, calibration_data=calibration_data
+        )
+    paths = {
+        "compiled pipeline": str(pipelines_dir / f"{pipeline}.yaml"),
+        "kserve manifests": str(manifests_dir),
+        "state directory": str(Path(spec.local.state_dir).expanduser()),
+    }
+    _print(format_summary(summary, extra_paths=paths))
+    return summary
+
+
+def _with_baseline(spec: RolloutSpec, base: dict[str, Any]) -> RolloutSpec:
+    validation = spec.validation.model_copy(
+        update={"baseline_url": base["endpoint_url"], "baseline_model": base["served_model_name"]}
+    )
+    return spec.model_copy(update={"validation": validation})
+
+
+# The demo --------------------------------------------------------------------------------------
+
+
+def demo_spec(state_dir: str | Path, probes: str | Path) -> RolloutSpec:
+    """The demo's spec with its state directory and correctness suite."""
+    doc = deep_merge(DEMO_SPEC, {"local": {"state_dir": str(state_dir)}, "validation": {"suite_file": str(probes)}})
+    return parse_spec(doc)
+
+
+def run_demo(out_dir: str | Path = "build/demo", *, keep_serving: bool = False) -> int:
+    """``make demo``: optimize-deploy twice on the tiny model, a promotion then a rollback.
+
+    Run 1 compresses the tiny model (W8A8), serves it, validates it against the unquantized model
+    (served as the baseline) and promotes it. Run 2 feeds a scrambled copy through the same
+    pipeline: validation fails and the rollback leaves run 1's model promoted.
+
+    Args:
+        out_dir: The demo's directory (emptied first; holds the state, both runs, the reports).
+        keep_serving: Leave the promoted model's server running at the end.
+
+    Returns:
+        0 when both runs ended as expected, else 1.
+    """
+    from llm_rollout.local import local_session, start_baseline_local, status_local
+
+    for path, how in ((TINY_MODEL, "make serving-env"), (SCRAMBLED_MODEL, "make serving-env")):
+        if not (path / "config.json").is_file():
+            raise PermanentError(f"the demo needs the tiny model at {path}; create it with `{how}`")
+    out = Path(out_dir).resolve()
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    state_dir = out / "state"
+    spec = demo_spec(state_dir, TINY_MODEL / "probes.json")
+    os.environ["LLM_ROLLOUT_STATE_DIR"] = str(state_dir)
+    started = time.monotonic()
+    pipelines_dir, manifests_dir = _compile_and_render(spec, out)
+    _print(f"== demo: the whole pipeline twice on this machine (everything under {out})")
+    _print(f"   compiled pipelines: {pipelines_dir}    kserve manifests for this spec: {manifests_dir}")
+    runs = [
+        ("run 1", TINY_MODEL, "promoted", "the tiny model, compressed to W8A8: must pass and be promoted"),
+        ("run 2", SCRAMBLED_MODEL, "rolled back", "a scrambled copy: must fail validation and be rolled back"),
+    ]
+    summaries: list[RunSummary] = []
+    with local_session(str(state_dir), keep_serving=keep_serving):
+        _print("== baseline: serving the unquantized tiny model for comparison")
+        base = start_baseline_local(spec, model_dir=str(TINY_MODEL), run_id="demo")
+        spec = _with_baseline(spec, base)
+        for label, model, _, what in runs:
+            _print(f"\n== {label}: llm-optimize-deploy with {what}")
+            summary = run_pipeline("llm-optimize-deploy", str(model), spec, out_dir=out / label.replace(" ", "-"))
+            _print(format_summary(summary))
+            summaries.append(summary)
+    status = status_local(str(state_dir))
+    _print("\n== local state after both runs")
+    stable = status.get("stable") or {}
+    _print(f"  promoted model: {stable.get('member')} ({stable.get('model_uri')}), verdict {stable.get('verdict')}")
+    for entry in status.get("history", []):
+        why = str(entry.get("reason") or entry.get("summary") or "").splitlines()
+        _print(f"  {entry.get('at')}  {entry['action']:<9} {entry.get('member')}  {why[0][:90] if why else ''}")
+    _print(f"  state file: {state_dir / 'state.json'}")
+    ok = all(s.outcome == want for s, (_, _, want, _) in zip(summaries, runs, strict=True))
+    _print(
+        f"\n== demo {'finished as expected' if ok else 'did NOT end as expected'} "
+        f"in {time.monotonic() - started:.0f} s: "
+        + "; ".join(f"{label} {s.outcome}" for s, (label, *_) in zip(summaries, runs, strict=True))
+    )
+    (out / "demo-summary.json").write_text(
+        json.dumps(
+            {
+                "ok": ok,
+                "seconds": time.monotonic() - started,
+                "runs": [
+                    {"label": r[0], "outcome": s.outcome, "steps": s.steps}
+                    for s, r in zip(summaries, runs, strict=True)
+                ],
+                "status": status,
+            },
+            indent=2,
+            default=str,
+        )
+    )
+    return 0 if ok else 1
+
+
+def add_parser(sub: Any) -> None:
+    """Adds ``run-local`` to the ``llm-rollout`` subcommands."""
+    p = sub.add_parser("run-local", help="run a pipeline on this machine (kfp.local + vLLM), or --demo")
+    p.add_argument("--demo", action="store_true", help="the demo: a promotion, then a rollback (make demo)")
+    p.add_argument(
+        "--pipeline", default="llm-deploy", choices=sorted(STEPS), help="which pipeline (default llm-deploy)"
+    )
+    p.add_argument("--model", help="model directory (the optimize step's input for llm-optimize-deploy)")
+    p.add_argument("--spec", help="rollout spec file (YAML/JSON); platform is forced to local")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a spec field (dotted)")
+    p.add_argument("--baseline", help="baseline model directory to serve and compare against")
+    p.add_argument("--scheme", default="W8A8", help="quantization scheme for llm-optimize-deploy (default W8A8)")
+    p.add_argument("--recipe", default="", help="llmcompressor recipe YAML instead of --scheme")
+    p.add_argument("--calibration-data", default="", help="calibration text file or dataset directory")
+    p.add_argument("--state-dir", help="local state directory (default: the spec's local.state_dir)")
+    p.add_argument("--out", help="directory for this run's files (default build/run-local/<time>, build/demo)")
+    p.add_argument("--keep-serving", action="store_true", help="leave the promoted model's server running")
+    p.set_defaults(func=_command)
+
+
+def _overrides(items: list[str]) -> dict[str, Any]:
+    import yaml
+
+    result: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise SpecError("--set", f"{item!r} is not FIELD=VALUE", "write e.g. --set runtime.max_model_len=256")
+        node = result
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return result
+
+
+def _command(args: Any) -> int:
+    if args.demo:
+        return run_demo(args.out or "build/demo", keep_serving=args.keep_serving)
+    if not args.model:
+        raise SpecError("--model", "is required (unless --demo)", "pass --model DIR, a Hugging Face model directory")
+    overrides = deep_merge({"platform": "local"}, _overrides(args.set))
+    if args.state_dir:
+        overrides = deep_merge(overrides, {"local": {"state_dir": args.state_dir}})
+    spec = load_spec(args.spec, overrides)
+    out = args.out or f"build/run-local/{time.strftime('%Y%m%d-%H%M%S')}"
+    summary = run_local(
+        pipeline=args.pipeline,
+        model=args.model,
+        spec=spec,
+        out_dir=out,
+        baseline=args.baseline,
+        keep_serving=args.keep_serving,
+        scheme=args.scheme,
+        recipe=args.recipe,
+        calibration_data=args.calibration_data,
+    )
+    return {"promoted": 0, "already promoted": 0, "rolled back": 3}.get(summary.outcome, 1)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--inner":
+        sys.exit(_inner_main(sys.argv[2]))
+    sys.exit(f"usage: {sys.argv[0]} --inner ARGS_FILE (internal; use `llm-rollout run-local`)")

@@ -1,0 +1,127 @@
+"""End to end: the real pipelines under kfp.local with the local platform (real vLLM, real llmcompressor).
+
+``test_demo`` runs exactly what ``make demo`` runs (``llm-rollout run-local --demo``): optimize-deploy
+on the tiny model is promoted, then optimize-deploy on a scrambled copy fails validation and is
+rolled back, leaving exactly one promoted model with its history. ``test_rerun_*`` is the scheduled
+retrain-and-redeploy case: a run whose model is already the stable one ends as "already promoted"
+without starting a server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from llm_rollout.local import status_local
+from llm_rollout.local_state import read_json
+from llm_rollout_pipelines.run_local import demo_spec, run_local
+
+pytestmark = [pytest.mark.e2e, pytest.mark.serving, pytest.mark.optimize, pytest.mark.timeout(1200)]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _processes_in(directory: Path) -> list[psutil.Process]:
+    """Processes whose working directory is inside ``directory`` (vLLM servers run in the state dir)."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cwd", "cmdline"]):
+        cwd = proc.info.get("cwd") or ""
+        if cwd and Path(cwd).is_relative_to(directory):
+            found.append(proc)
+    return found
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, tiny_model, scrambled_model, vllm_python):
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    env = dict(os.environ)
+    proc = subprocess.run(
+        [sys.executable, "-m", "llm_rollout_pipelines.cli", "run-local", "--demo", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1100,
+    )
+    return proc, out
+
+
+def test_demo_promotes_then_rolls_back(demo):
+    proc, out = demo
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    summary = json.loads((out / "demo-summary.json").read_text())
+    assert summary["ok"] is True
+    assert [r["outcome"] for r in summary["runs"]] == ["promoted", "rolled back"]
+    run1, run2 = ({s["step"]: s for s in r["steps"]} for r in summary["runs"])
+    expected = ["optimize-model", "register-runtime", "deploy-model", "validate-deployment"]
+    assert [s["step"] for s in summary["runs"][0]["steps"]] == [*expected, "promote-model", "finalize-rollout"]
+    assert [s["step"] for s in summary["runs"][1]["steps"]] == [*expected, "rollback-model", "finalize-rollout"]
+    assert all(s["status"] == "succeeded" for r in summary["runs"] for s in r["steps"])
+    assert run1["validate-deployment"]["verdict"] == "pass"
+    assert run2["validate-deployment"]["verdict"] == "fail"
+    assert "token agreement" in run2["validate-deployment"]["summary"]
+    # The printed summary shows each step, the verdict and where things are.
+    for text in ("optimize-model", "verdict: fail", "compiled pipelines", "kserve manifests", "state file"):
+        assert text in proc.stdout
+
+
+def test_demo_state_has_exactly_one_promoted_model_with_history(demo):
+    _, out = demo
+    status = status_local(str(out / "state"))
+    summary = json.loads((out / "demo-summary.json").read_text())
+    run1, run2 = ({s["step"]: s for s in r["steps"]} for r in summary["runs"])
+    stable = status["stable"]
+    assert stable["member"] == run1["deploy-model"]["member"]
+    assert stable["verdict"] == "pass"
+    assert stable["metrics"], "the promotion keeps the validation's metrics"
+    assert Path(stable["report_path"]).is_file()
+    history = status["history"]
+    assert [(h["action"], h["member"]) for h in history] == [
+        ("rollback", run2["deploy-model"]["member"]),
+        ("promote", run1["deploy-model"]["member"]),
+    ]
+    assert "token agreement" in history[0]["reason"]
+    # W8A8: the promoted model is the compressed one, with step one's metadata in the record.
+    config = read_json(Path(stable["model_uri"]) / "config.json")
+    assert "quantization_config" in config
+
+
+def test_demo_leaves_nothing_running(demo):
+    _, out = demo
+    status = status_local(str(out / "state"))
+    assert status["servers"] == []
+    assert _processes_in(out) == []
+
+
+def test_demo_writes_the_compiled_pipelines_and_the_kserve_manifests(demo):
+    _, out = demo
+    assert sorted(p.name for p in (out / "pipelines").iterdir()) == ["llm-deploy.yaml", "llm-optimize-deploy.yaml"]
+    manifests = sorted(p.name for p in (out / "manifests").iterdir())
+    assert "kserve-inferenceservice.yaml" in manifests and "vllm-runtime.yaml" in manifests
+
+
+def test_rerun_with_the_stable_model_ends_as_already_promoted(tmp_path, tiny_model, vllm_python, monkeypatch):
+    state = tmp_path / "state"
+    monkeypatch.setenv("LLM_ROLLOUT_STATE_DIR", str(state))  # run_local sets it; restored afterwards
+    spec = demo_spec(state, tiny_model / "probes.json")
+    first = run_local(pipeline="llm-deploy", model=str(tiny_model), spec=spec, out_dir=tmp_path / "run-1")
+    assert first.outcome == "promoted", first.steps
+    promoted = status_local(str(state))["stable"]
+    server_logs = sorted((state / "logs").iterdir())
+
+    second = run_local(pipeline="llm-deploy", model=str(tiny_model), spec=spec, out_dir=tmp_path / "run-2")
+    assert second.outcome == "already promoted", second.steps
+    deploy = second.step("deploy-model")
+    assert deploy["already_promoted"] is True and deploy["member"] == promoted["member"]
+    assert sorted((state / "logs").iterdir()) == server_logs, "no server was started"
+    assert second.step("rollback-model")["message"].startswith("already promoted")
+    after = status_local(str(state))
+    assert after["stable"] == promoted
+    assert [h["action"] for h in after["history"]] == ["promote"]
+    assert _processes_in(state) == []
