@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 export LLM_ROLLOUT_CACHE ?= $(HOME)/.cache/llm-rollout
 PYTEST_ARGS ?=
 
-.PHONY: docs help venv test-apiserver serving-env optimize-env test-env test test-unit demo compile render bench lint format clean
+.PHONY: docs help venv test-apiserver serving-env optimize-env browser test-env test test-unit demo compile render bench lint format clean
 
 help:
 	@sed -n '1,6p' Makefile
@@ -36,7 +36,10 @@ serving-env:
 optimize-env:
 	@bash scripts/make-venv.sh optimize
 
-test-env: venv test-apiserver serving-env optimize-env
+browser:
+	@bash scripts/ensure-browser.sh
+
+test-env: venv test-apiserver serving-env optimize-env browser
 
 test: test-env
 	@$(PY) -m pytest $(PYTEST_ARGS)

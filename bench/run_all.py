@@ -1,0 +1,166 @@
+"""``make bench``: every benchmark of the project, one after the other, each measuring side by side.
+
+1. The demo's pipeline run, per step (warm machine): wall time of ``llm-rollout run-local --demo``
+   (two optimize-deploy runs and the baseline server), each step's duration from the run log, and
+   the peak memory of the whole process tree (sampled every 0.2 s). Goals from issue 5: under 3
+   minutes warm on 2 cores, peak under 6 GB.
+2. Compiling both pipelines (what CI does on every change).
+3. ``bench/bench_wait.py``: the watch-driven waiter vs a poller, detection latency.
+4. ``bench/bench_validator.py``: the validation client vs ``vllm bench serve`` on the same server.
+
+Results are printed and written to ``build/bench/results.json``. The benchmarks do not fail on a
+missed goal (the machine is shared and noisy); they report it.
+
+Usage: ``python bench/run_all.py [--only demo,compile,wait,validator]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "build" / "bench"
+DEMO_GOAL_S = 180.0
+DEMO_PEAK_GOAL_GB = 6.0
+
+
+class PeakMemory:
+    """Samples the summed RSS of a process and all its descendants until stopped."""
+
+    def __init__(self, pid: int, period_s: float = 0.2) -> None:
+        self.pid = pid
+        self.period_s = period_s
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                root = psutil.Process(self.pid)
+                procs = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            total = 0
+            for proc in procs:
+                with contextlib.suppress(psutil.Error):
+                    total += proc.memory_info().rss
+            self.peak_bytes = max(self.peak_bytes, total)
+            self._stop.wait(self.period_s)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def bench_demo() -> dict[str, Any]:
+    """Times the demo end to end and per step, with the peak memory of its process tree."""
+    out = Path(tempfile.mkdtemp(prefix="llm-rollout-bench-demo-"))
+    cmd = [sys.executable, "-m", "llm_rollout_pipelines.cli", "run-local", "--demo", "--out", str(out / "demo")]
+    started = time.monotonic()
+    with open(out / "demo.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        with PeakMemory(proc.pid) as peak:
+            returncode = proc.wait()
+    seconds = time.monotonic() - started
+    summary_file = out / "demo" / "demo-summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {"runs": []}
+    runs = []
+    for run in summary["runs"]:
+        steps = {s["step"]: round(s["seconds"], 2) for s in run["steps"]}
+        runs.append({"label": run["label"], "outcome": run["outcome"], "steps_s": steps})
+    result = {
+        "returncode": returncode,
+        "ok": summary.get("ok", False),
+        "wall_s": round(seconds, 1),
+        "peak_rss_gb": round(peak.peak_bytes / 1e9, 2),
+        "runs": runs,
+        "log": str(out / "demo.log"),
+        "goal": f"wall < {DEMO_GOAL_S:.0f} s, peak < {DEMO_PEAK_GOAL_GB} GB",
+        "goal_met": seconds < DEMO_GOAL_S and peak.peak_bytes / 1e9 < DEMO_PEAK_GOAL_GB,
+    }
+    print(f"demo: {'ok' if result['ok'] else 'NOT OK'} in {seconds:.1f} s, peak RSS {result['peak_rss_gb']} GB")
+    for run in runs:
+        steps = ", ".join(f"{k} {v:.1f}s" for k, v in run["steps_s"].items())
+        print(f"  {run['label']} ({run['outcome']}): {steps}")
+    print(f"  goal ({result['goal']}): {'met' if result['goal_met'] else 'NOT met'}")
+    return result
+
+
+def bench_compile(repeats: int = 3) -> dict[str, Any]:
+    """Compiles both pipelines ``repeats`` times in fresh processes (what CI pays per change)."""
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(repeats):
+            started = time.monotonic()
+            subprocess.run(
+                [sys.executable, "-m", "llm_rollout_pipelines.cli", "compile", "--out", tmp],
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+            )
+            times.append(time.monotonic() - started)
+    result = {
+        "repeats": repeats,
+        "median_s": round(sorted(times)[len(times) // 2], 2),
+        "all_s": [round(t, 2) for t in times],
+    }
+    print(f"compile: both pipelines in {result['median_s']} s (median of {repeats}, including interpreter start)")
+    return result
+
+
+def bench_script(name: str, *args: str) -> dict[str, Any]:
+    """Runs one of the bench scripts, streaming its output, and keeps its JSON result when it writes one."""
+    result_file = OUT / f"{name}.json"
+    cmd = [sys.executable, str(ROOT / "bench" / f"{name}.py"), *args]
+    print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
+    started = time.monotonic()
+    proc = subprocess.run(cmd, cwd=ROOT)
+    data: dict[str, Any] = {"returncode": proc.returncode, "wall_s": round(time.monotonic() - started, 1)}
+    if result_file.is_file():
+        data["result"] = json.loads(result_file.read_text())
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="demo,compile,wait,validator", help="comma-separated benchmarks to run")
+    args = parser.parse_args(argv)
+    chosen = [x.strip() for x in args.only.split(",") if x.strip()]
+    OUT.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {}
+    if "demo" in chosen:
+        print("== demo pipeline (warm): llm-rollout run-local --demo", flush=True)
+        results["demo"] = bench_demo()
+    if "compile" in chosen:
+        results["compile"] = bench_compile()
+    if "wait" in chosen:
+        results["wait"] = bench_script("bench_wait")
+    if "validator" in chosen:
+        results["validator"] = bench_script("bench_validator", "--json", str(OUT / "bench_validator.json"))
+    (OUT / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    print(f"results: {OUT / 'results.json'}")
+    failed = [name for name, r in results.items() if r.get("returncode", 0) != 0]
+    if failed:
+        print(f"benchmarks that did not run to the end: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
