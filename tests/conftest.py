@@ -1,7 +1,59 @@
-"""Shared fixtures: each tier's real part is a pytest plugin in tests/fixtures/."""
+"""Shared fixtures: each tier's real part is a pytest plugin in tests/fixtures/.
+
+It also keeps the fault suite's account: every test marked ``@pytest.mark.fault`` (a
+fault-injection scenario: a flaky or restarted API server, a killed vLLM, a killed or cancelled
+run) is counted, and the terminal summary ends with ``fault scenarios: N run, M survived``.
+"""
+
+from __future__ import annotations
+
+import pytest
 
 pytest_plugins = [
     "tests.fixtures.cluster",
     "tests.fixtures.reconciler",
     "tests.fixtures.serving",
 ]
+
+FAULT_PROPERTY = "fault_scenario"
+"""user_properties key set on the reports of fault tests (travels with the report, e.g. from xdist workers)."""
+
+_fault_outcomes: dict[str, str] = {}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tags the reports of fault-marked tests so the summary can count them."""
+    if item.get_closest_marker("fault") is not None and (FAULT_PROPERTY, True) not in item.user_properties:
+        item.user_properties.append((FAULT_PROPERTY, True))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Folds each phase of a fault test into one outcome: skipped, failed or passed."""
+    if (FAULT_PROPERTY, True) not in report.user_properties:
+        return
+    before = _fault_outcomes.get(report.nodeid)
+    if report.skipped:
+        # A skip (or xfail) did not run the scenario; a failure in another phase still counts.
+        _fault_outcomes[report.nodeid] = before if before == "failed" else "skipped"
+    elif report.failed:
+        _fault_outcomes[report.nodeid] = "failed"
+    elif report.when == "call" and before != "failed":
+        _fault_outcomes[report.nodeid] = "passed"
+    elif before is None:
+        _fault_outcomes[report.nodeid] = "setup"  # set up fine; the call decides
+
+
+def fault_counts(outcomes: dict[str, str]) -> tuple[int, int]:
+    """``(run, survived)``: scenarios that ran (setup failures count, skips do not) and that passed."""
+    ran = [o for o in outcomes.values() if o != "skipped"]
+    return len(ran), sum(o == "passed" for o in ran)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """Prints ``fault scenarios: N run, M survived`` when any fault-marked test was collected to run."""
+    if not _fault_outcomes:
+        return
+    ran, survived = fault_counts(_fault_outcomes)
+    terminalreporter.write_sep("-", "fault suite")
+    terminalreporter.write_line(f"fault scenarios: {ran} run, {survived} survived")

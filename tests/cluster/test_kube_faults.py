@@ -12,7 +12,7 @@ from llm_rollout.kube import INFERENCE_SERVICES, ApiTransientError
 from llm_rollout.rollout import deploy, register_runtime
 from tests.cluster._support import kube, make_spec
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.fault]
 
 
 def _writes(method: str, path: str) -> bool:

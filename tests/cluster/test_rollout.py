@@ -131,6 +131,7 @@ def test_llmd_canary_is_a_second_member_and_the_stable_object_is_not_written(kub
     assert again == record
 
 
+@pytest.mark.fault
 def test_resume_after_the_step_was_killed_mid_wait(kube_cluster, kube_namespace, reconciler, tmp_path):
     client = kube(kube_cluster)
     spec = make_spec(kube_namespace, canary={"traffic_percent": 10})
@@ -204,6 +205,7 @@ def test_dry_run_deploy_plans_without_writing(kube_cluster, kube_namespace, reco
     assert objects_in(client, kube_namespace) == EMPTY
 
 
+@pytest.mark.fault
 def test_deploy_timeout_says_why(kube_cluster, kube_namespace, reconciler):
     client = kube(kube_cluster)
     spec = make_spec(kube_namespace)

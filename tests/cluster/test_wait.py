@@ -80,6 +80,7 @@ def test_ready_from_previous_generation_is_not_accepted(kube_cluster, kube_names
     assert ready["status"]["observedGeneration"] == gen
 
 
+@pytest.mark.fault
 def test_watch_expiry_relists(kube_cluster, kube_namespace, reconciler, kube_fault_proxy, caplog):
     caplog.set_level(logging.INFO, logger="llm_rollout.wait")
     client = kube(kube_cluster, via=kube_fault_proxy)
@@ -94,6 +95,7 @@ def test_watch_expiry_relists(kube_cluster, kube_namespace, reconciler, kube_fau
     assert sum("watch expired (410), re-listing" in r.getMessage() for r in caplog.records) == 2
 
 
+@pytest.mark.fault
 def test_watch_cut_reconnects(kube_cluster, kube_namespace, reconciler, kube_fault_proxy):
     client = kube(kube_cluster, via=kube_fault_proxy)
     spec = make_spec(kube_namespace)
@@ -156,6 +158,7 @@ def test_logs_only_when_the_reasons_change(kube_cluster, kube_namespace, reconci
     assert len(set(waiting)) == len(waiting)
 
 
+@pytest.mark.fault
 def test_ready_then_degraded(kube_cluster, kube_namespace, reconciler):
     client = kube(kube_cluster)
     spec = make_spec(kube_namespace)
@@ -177,6 +180,7 @@ def test_ready_then_degraded(kube_cluster, kube_namespace, reconciler):
     assert "the server container crashes" in str(info.value)
 
 
+@pytest.mark.fault
 def test_deleted_while_waiting_fails_at_once(kube_cluster, kube_namespace, reconciler):
     client = kube(kube_cluster)
     spec = make_spec(kube_namespace)

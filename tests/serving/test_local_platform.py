@@ -172,6 +172,7 @@ def test_not_a_model_is_refused_before_any_server_starts(state_dir, tmp_path, ti
     assert not state_dir.exists()  # nothing was started, nothing recorded
 
 
+@pytest.mark.fault
 @pytest.mark.parametrize(
     ("runtime", "vllm_says"),
     [
@@ -274,6 +275,7 @@ def promoted_state(tmp_path_factory, tiny_model):
     return root
 
 
+@pytest.mark.fault
 def test_sigint_mid_validation_stops_servers_and_leaves_state_unchanged(tmp_path, promoted_state, tiny_model):
     state_dir = tmp_path / "state"
     shutil.copytree(promoted_state, state_dir)
@@ -302,6 +304,7 @@ def test_sigint_mid_validation_stops_servers_and_leaves_state_unchanged(tmp_path
     assert list((state_dir / "servers").glob("*.json")) == []
 
 
+@pytest.mark.fault
 def test_sigterm_while_vllm_starts_kills_its_group(tmp_path, tiny_model):
     state_dir = tmp_path / "state"
     proc, out = _start_driver(tmp_path, make_spec(state_dir), tiny_model, "deploy-only")
@@ -323,6 +326,7 @@ def test_sigterm_while_vllm_starts_kills_its_group(tmp_path, tiny_model):
     assert not (state_dir / "state.json").exists()
 
 
+@pytest.mark.fault
 def test_startup_timeout_stops_the_server(state_dir, tiny_model):
     spec = parse_spec(
         {

@@ -237,6 +237,7 @@ def test_scrambled_model_fails_correctness_and_baseline_agreement(scrambled_mode
         assert all(text not in line for line in lines)
 
 
+@pytest.mark.fault
 def test_endpoint_refusing_connections_fails_readiness(tmp_path):
     port = free_port()
     started = time.monotonic()
@@ -258,6 +259,7 @@ def test_model_not_served_lists_the_served_names(vllm_server):
     assert "it serves 'tiny'" in result.reasons[0]
 
 
+@pytest.mark.fault
 def test_some_requests_get_500(vllm_server, tmp_path):
     with FlakyProxy(vllm_server.base_url, fail_every=5) as proxy:
         lines = Lines()
@@ -280,6 +282,7 @@ def test_some_requests_get_500(vllm_server, tmp_path):
     assert "injected failure &lt;script&gt;" in page and "<script" not in page
 
 
+@pytest.mark.fault
 def test_stream_that_stops_midway_is_a_failed_request(vllm_server):
     with FlakyProxy(vllm_server.base_url, cut_every=4, cut_after_events=3) as proxy:
 
@@ -333,6 +336,7 @@ def test_zero_successful_requests_is_inconclusive_never_pass(vllm_server, tmp_pa
     assert (tmp_path / "report.html").exists()
 
 
+@pytest.mark.fault
 def test_server_killed_during_load_fails_and_still_writes_the_report(tiny_model, tmp_path):
     spec = small_spec(
         load={"concurrency": [4], "num_prompts": 600, "output_tokens": 32},
