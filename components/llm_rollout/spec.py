@@ -559,6 +559,12 @@ def check_spec(spec: RolloutSpec) -> None:
             "use lowercase letters, digits and '-', at most 63 characters",
         )
 
+    # SLO expressions: a typo must fail here, before deploy-model writes a canary, not at validation.
+    from llm_rollout.validation.slo import parse_checks
+
+    parse_checks(spec.validation.slo.checks, "validation.slo.checks")
+    parse_checks(spec.validation.slo.baseline_checks, "validation.slo.baseline_checks")
+
     # vLLM runtime.
     check_vllm_args(spec.runtime.extra_args)
     rt = spec.runtime
