@@ -211,6 +211,25 @@ BAD_INPUTS = [
         "no prefill role",
         "set llmd.prefill",
     ),
+    # SLO expressions are parsed with the spec, before anything is deployed.
+    (
+        {"validation": {"slo": {"checks": ["p95_ttft_ms <= 100ms"]}}},
+        "validation.slo.checks[0]",
+        "unexpected text after the number",
+        "leave units out",
+    ),
+    (
+        {"validation": {"slo": {"checks": ["error_rate == 0", "p95_ttft_ms => 100"]}}},
+        "validation.slo.checks[1]",
+        "not a comparison operator",
+        "<=",
+    ),
+    (
+        {"validation": {"slo": {"baseline_checks": ["p95_ttfx_ms <= 100"]}}},
+        "validation.slo.baseline_checks[0]",
+        "unknown metric 'p95_ttfx_ms'",
+        "p95_ttft_ms",
+    ),
 ]
 
 
