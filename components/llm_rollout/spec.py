@@ -296,6 +296,9 @@ class LoadSpec(_Model):
         output_tokens: ``max_tokens`` per request (with ``ignore_eos`` so every request is full length).
         endpoint: ``completions`` or ``chat``.
         warmup_requests: Requests sent and discarded before measuring.
+        shared_prefix_words: Words of one shared prefix put in front of every prompt (a RAG-like
+            workload: the same retrieved context, different questions); 0 = fully distinct
+            prompts. When set, validation also checks that prefix-cache hits rise.
     """
 
     concurrency: list[int] = Field(default_factory=lambda: [1, 10, 20])
@@ -306,6 +309,7 @@ class LoadSpec(_Model):
     output_tokens: int = Field(64, ge=1)
     endpoint: Literal["completions", "chat"] = "completions"
     warmup_requests: int = Field(2, ge=0)
+    shared_prefix_words: int = Field(0, ge=0)
 
 
 class ValidationSpec(_Model):
@@ -324,8 +328,17 @@ class ValidationSpec(_Model):
         api_key_file: File (e.g. a mounted secret) holding the API key.
         tls_verify: Verify the endpoint's TLS certificate.
         ca_bundle: CA bundle file for TLS verification.
-        metrics_urls: Prometheus text endpoints to scrape (e.g. per llm-d role).
+        metrics_urls: Prometheus text endpoints to scrape (e.g. per llm-d role: ``prefill``,
+            ``decode``, and ``epp`` for the endpoint picker).
         log_text: Log prompts and completions (off by default).
+        expect_disaggregation: Prove prefill/decode disaggregation from the roles' metrics
+            (prefill served the prefills, decode did not re-run them); a prefill role that served
+            nothing fails validation. ``None``: prove it whenever ``metrics_urls`` has a
+            ``prefill`` role.
+        pd_max_decode_recompute_ratio: Share of decode's prompt tokens it may compute itself
+            (the rest must arrive from prefill by KV transfer or hit its prefix cache).
+        expect_prefix_cache_hits: Require prefix-cache hits to rise over the load. ``None``: when
+            ``load.shared_prefix_words`` is set (a repeated-prefix workload).
     """
 
     readiness_timeout_s: float = Field(300.0, gt=0)
@@ -342,6 +355,9 @@ class ValidationSpec(_Model):
     ca_bundle: str | None = None
     metrics_urls: dict[str, str] = Field(default_factory=dict)
     log_text: bool = False
+    expect_disaggregation: bool | None = None
+    pd_max_decode_recompute_ratio: float = Field(0.5, ge=0, le=1)
+    expect_prefix_cache_hits: bool | None = None
 
 
 class LocalSpec(_Model):
@@ -730,6 +746,20 @@ def check_llmd(spec: RolloutSpec) -> None:
             "llmd.scheduler.profile",
             "profile 'pd' decides between prefill and decode pods, but no prefill role is set",
             "set llmd.prefill, or use profile 'prefix-cache'",
+        )
+
+    # The P/D proof needs prompts the endpoint picker sends through prefill: at least
+    # pd_threshold_tokens uncached tokens (a word is at least one token; a shared prefix is cached).
+    val = spec.validation
+    proving = val.expect_disaggregation or (val.expect_disaggregation is None and "prefill" in val.metrics_urls)
+    threshold = ld.scheduler.pd_threshold_tokens
+    if prefill is not None and proving and ld.scheduler.profile == "pd" and val.load.input_words < threshold:
+        raise SpecError(
+            "validation.load.input_words",
+            f"prompts of {val.load.input_words} words stay under llmd.scheduler.pd_threshold_tokens ({threshold}), "
+            "so the endpoint picker prefills them on decode and the P/D proof would find prefill idle",
+            f"set validation.load.input_words to at least {threshold}, lower pd_threshold_tokens, "
+            "or set validation.expect_disaggregation to false",
         )
 
 

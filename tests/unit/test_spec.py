@@ -211,6 +211,15 @@ BAD_INPUTS = [
         "no prefill role",
         "set llmd.prefill",
     ),
+    (
+        {
+            "llmd": {"enabled": True, "prefill": {}, "scheduler": {"profile": "pd", "pd_threshold_tokens": 256}},
+            "validation": {"expect_disaggregation": True, "load": {"input_words": 64}},
+        },
+        "validation.load.input_words",
+        "P/D proof would find prefill idle",
+        "at least 256",
+    ),
     # SLO expressions are parsed with the spec, before anything is deployed.
     (
         {"validation": {"slo": {"checks": ["p95_ttft_ms <= 100ms"]}}},

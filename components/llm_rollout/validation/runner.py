@@ -35,6 +35,7 @@ import httpx
 from llm_rollout.errors import RolloutError, TransientError
 from llm_rollout.spec import ValidationSpec
 from llm_rollout.steplog import log as default_log
+from llm_rollout.validation import pd
 from llm_rollout.validation.client import (
     OPEN_LOOP_MAX_STREAMS,
     Endpoint,
@@ -162,6 +163,8 @@ class ValidationResult:
         server: Server view per metrics role.
         judgement: Per-check results and per-level verdicts.
         capacity: The capacity search's outcome, when it ran.
+        pd: The llm-d proofs from the roles' metrics, when they ran: ``disaggregation`` and
+            ``prefix_cache`` (each :meth:`~llm_rollout.validation.pd.Proof.to_dict`).
         phases: Per-phase status and timing.
         started_at: ISO time the validation began.
         seconds: Its duration.
@@ -184,6 +187,7 @@ class ValidationResult:
     server: dict[str, dict[str, Any]] = field(default_factory=dict)
     judgement: Judgement | None = None
     capacity: CapacityResult | None = None
+    pd: dict[str, Any] = field(default_factory=dict)
     phases: list[Phase] = field(default_factory=list)
     started_at: str = ""
     seconds: float = 0.0
@@ -238,6 +242,7 @@ class ValidationResult:
             "server": self.server,
             "judgement": self.judgement.to_dict() if self.judgement else None,
             "capacity": vars(self.capacity) if self.capacity else None,
+            "pd": self.pd,
             "metrics": self.metrics,
             "spec": spec,
         }
@@ -471,6 +476,10 @@ async def _run_phases(
     t = time.monotonic()
     limits = goodput_limits(checks)
     prompts = make_prompts(max(load.num_prompts, 1), load.input_words)
+    if load.shared_prefix_words:
+        # One "retrieved context" in front of every question: what prefix-aware routing is for.
+        shared = make_prompts(1, load.shared_prefix_words, seed=1)[0].split(" ", 1)[-1]
+        prompts = [f"{shared} {p}" for p in prompts]
 
     async def measure(ep: Endpoint, cl: httpx.AsyncClient, concurrency: int | None, rate: float | None) -> LevelResult:
         lr: LoadResult = await run_load(
@@ -512,6 +521,11 @@ async def _run_phases(
         snaps = await asyncio.gather(*(scrape(prom_client, u, prom_headers.get(r)) for r, u in roles.items()))
         return dict(zip(roles, snaps, strict=True))
 
+    prove_pd = spec.expect_disaggregation if spec.expect_disaggregation is not None else pd.PREFILL_ROLE in roles
+    prove_prefix = (
+        spec.expect_prefix_cache_hits if spec.expect_prefix_cache_hits is not None else load.shared_prefix_words > 0
+    )
+    pd_before = await pd.scrape_roles(prom_client, roles, prom_headers) if prove_pd or prove_prefix else {}
     before = await scrape_all()
     sampler = Sampler(prom_client, roles, headers=prom_headers)
     sampler.start()
@@ -538,6 +552,8 @@ async def _run_phases(
     finally:
         await sampler.stop()
     after = await scrape_all()
+    if prove_pd or prove_prefix:
+        _prove(run, pd_before, await pd.scrape_roles(prom_client, roles, prom_headers), prove_pd, prove_prefix)
     for role in roles:
         res.server[role] = server_view(before.get(role, Snapshot()), after[role], sampler.peaks.get(role))
     ok_levels = sum(1 for lv in res.levels if lv.metrics["failed_requests"] == 0)
@@ -582,6 +598,36 @@ async def _run_phases(
         )
         bound = " (the upper bound)" if res.capacity.bounded else ""
         run.phase("capacity", "ok", t, f"highest concurrency meeting the SLO: {res.capacity.max_concurrency}{bound}")
+
+
+def _prove(
+    run: _Run,
+    before: Mapping[str, pd.Counters],
+    after: Mapping[str, pd.Counters],
+    prove_pd: bool,
+    prove_prefix: bool,
+) -> None:
+    """Runs the llm-d proofs on the roles' counters around the load; their reasons join the verdict."""
+    t = time.monotonic()
+    proofs: list[tuple[str, pd.Proof]] = []
+    if prove_pd:
+        proofs.append(
+            (
+                "disaggregation",
+                pd.judge_disaggregation(
+                    before, after, max_decode_recompute_ratio=run.spec.pd_max_decode_recompute_ratio
+                ),
+            )
+        )
+    if prove_prefix:
+        proofs.append(("prefix_cache", pd.judge_prefix_cache(before, after)))
+    for name, proof in proofs:
+        run.result.pd[name] = proof.to_dict()
+        for note in proof.notes:
+            run.log(f"validate: {name}: {note}")
+        (run.failures if proof.verdict == "fail" else run.inconclusive).extend(proof.reasons)
+        status = {"pass": "ok", "fail": "fail"}.get(proof.verdict, "inconclusive")
+        run.phase(name.replace("_", " "), status, t, "; ".join(proof.reasons or proof.notes))
 
 
 def _finish(run: _Run, started: float, checks: list[Check], judged_labels: set[str]) -> None:
