@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ ANNOTATION_PREFIX = "llm-rollout.io/"
 LABEL_SERVICE = f"{ANNOTATION_PREFIX}service"
 LABEL_REVISION = f"{ANNOTATION_PREFIX}revision"
 LABEL_ROLE = f"{ANNOTATION_PREFIX}role"
+LABEL_RUN_ID = f"{ANNOTATION_PREFIX}run-id"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "llm-rollout"}
 
 MODEL_MOUNT = "/mnt/models"
@@ -42,12 +44,15 @@ class Member:
         model_uri: Storage URI KServe downloads the model from.
         revision: Short revision id (labels, annotations).
         traffic_percent: Traffic share (canary members).
+        run_id: The pipeline run that rolled it out (label ``llm-rollout.io/run-id``), so the
+            run's exit handler finds it even when a step died before writing its outputs.
     """
 
     name: str
     model_uri: str
     revision: str
     traffic_percent: int = 0
+    run_id: str = ""
 
 
 def default_member(spec: RolloutSpec, model_uri: str | None = None, revision: str | None = None) -> Member:
@@ -55,6 +60,15 @@ def default_member(spec: RolloutSpec, model_uri: str | None = None, revision: st
     uri = model_uri or spec.model.uri or "s3://models/REPLACE-ME"
     rev = revision or spec.model.revision or "r" + _short(uri + (spec.model.digest or ""))
     return Member(name=member_name(spec.service_name, rev), model_uri=uri, revision=rev)
+
+
+_LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+
+
+def run_label(run_id: str) -> str:
+    """The ``llm-rollout.io/run-id`` label value of a run: the id itself when it is a valid label
+    value (KFP run ids are UUIDs), else ``h-`` + a hash of it."""
+    return run_id if _LABEL_VALUE.match(run_id) else "h-" + short_hash(run_id, 16)
 
 
 def _short(text: str) -> str:
@@ -90,7 +104,11 @@ def _env(spec: RolloutSpec) -> list[dict[str, Any]]:
         "VLLM_WORKER_MULTIPROC_METHOD": "spawn",
     }
     base.update(spec.runtime.env)
-    return [{"name": k, "value": v} for k, v in sorted(base.items())]
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(base.items())]
+    # Secrets are referenced, never inlined: the kubelet resolves them inside the pod.
+    for name, ref in sorted(spec.runtime.secret_env.items()):
+        env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    return env
 
 
 def _probe(path: str, port: int, *, period: int, failures: int, timeout: int, delay: int = 0) -> dict:
@@ -197,7 +215,7 @@ def _scaling_fields(spec: RolloutSpec) -> dict[str, Any]:
 
 
 def _predictor(spec: RolloutSpec, member: Member) -> dict[str, Any]:
-    return {
+    pred: dict[str, Any] = {
         "name": member.name,
         "serviceAccountName": spec.service_account,
         **_scaling_fields(spec),
@@ -209,6 +227,9 @@ def _predictor(spec: RolloutSpec, member: Member) -> dict[str, Any]:
             "resources": _resources(spec),
         },
     }
+    if member.run_id:
+        pred["labels"] = {LABEL_RUN_ID: run_label(member.run_id)}
+    return pred
 
 
 def inference_service(spec: RolloutSpec, stable: Member, canary: Member | None = None) -> dict[str, Any]:
@@ -440,6 +461,8 @@ def llm_inference_service(spec: RolloutSpec, member: Member, weight: int | None 
     if ld.use_preset:
         body["baseRefs"] = [{"name": ld.preset_name}]
     labels = _labels(spec, **{LABEL_REVISION: member.revision})
+    if member.run_id:
+        labels[LABEL_RUN_ID] = run_label(member.run_id)
     return {
         "apiVersion": LLMISVC_API,
         "kind": "LLMInferenceService",

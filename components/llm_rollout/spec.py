@@ -65,7 +65,11 @@ _OWNED_FLAGS = {
     "--gpu-memory-utilization": "runtime.gpu_memory_utilization",
     "--kv-cache-dtype": "runtime.kv_cache_dtype",
     "--max-model-len": "runtime.max_model_len",
+    # A key on the command line lands in plain text in the ServingRuntime; vLLM reads VLLM_API_KEY.
+    "--api-key": "runtime.secret_env.VLLM_API_KEY",
 }
+_SECRET_LIKE_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)S?$|^AWS_SECRET", re.IGNORECASE)
+"""Environment variable names whose values are secrets: they must come from a Secret, never inline."""
 _FLAG_RE = re.compile(r"^--[a-z0-9][a-z0-9-_.]*(=.*)?$")
 
 
@@ -90,6 +94,18 @@ class ModelSpec(_Model):
     revision: str | None = None
 
 
+class SecretKeyRef(_Model):
+    """A key of a Kubernetes Secret in the service's namespace (the value never enters the spec).
+
+    Attributes:
+        name: The Secret's name.
+        key: The key inside it.
+    """
+
+    name: str
+    key: str
+
+
 class RuntimeSpec(_Model):
     """vLLM OpenAI server knobs, shared by the ServingRuntime, llm-d workloads and the local server.
 
@@ -99,7 +115,12 @@ class RuntimeSpec(_Model):
         kv_cache_dtype: ``--kv-cache-dtype``; ``fp8`` needs compute capability 8.9+.
         max_model_len: ``--max-model-len``; must fit the KV cache or vLLM refuses to start.
         extra_args: More vLLM flags, one list item per argument (never a shell string).
-        env: Extra environment variables for the server container.
+        env: Extra environment variables for the server container (plain values; names that look
+            like secrets, e.g. ``HF_TOKEN`` or ``*_API_KEY``, are refused: use ``secret_env``).
+        secret_env: Environment variables taken from Secrets (``valueFrom.secretKeyRef``), e.g.
+            ``{VLLM_API_KEY: {name: vllm-api-key, key: token}}`` for the server's API key or
+            ``HF_TOKEN`` for gated Hugging Face models. The kubelet resolves them: the manifests
+            carry only the reference and the pipeline needs no rights on Secrets (kserve platform).
         accelerator: GPU family (e.g. ``nvidia-a10g``, ``nvidia-h100``); used to check FP8 support.
             Leave empty when unknown: the preflight on the node then decides.
         port: Port the server listens on inside the pod.
@@ -112,6 +133,7 @@ class RuntimeSpec(_Model):
     max_model_len: int | None = Field(4096, ge=16)
     extra_args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
+    secret_env: dict[str, SecretKeyRef] = Field(default_factory=dict)
     accelerator: str | None = None
     port: int = Field(8080, ge=1, le=65535)
     runtime_name: str | None = None
@@ -583,6 +605,16 @@ def check_spec(spec: RolloutSpec) -> None:
 
     # vLLM runtime.
     check_vllm_args(spec.runtime.extra_args)
+    for var in spec.runtime.env:
+        if _SECRET_LIKE_ENV.search(var):
+            raise SpecError(
+                f"runtime.env.{var}",
+                "looks like a secret, and runtime.env values are written in plain text into the manifests",
+                f"put it in a Secret and reference it: runtime.secret_env.{var}: {{name: <secret>, key: <key>}}",
+            )
+    both = sorted(set(spec.runtime.env) & set(spec.runtime.secret_env))
+    if both:
+        raise SpecError(f"runtime.secret_env.{both[0]}", "is set in runtime.env too", "keep one of them")
     rt = spec.runtime
     if rt.kv_cache_dtype not in KV_CACHE_DTYPES:
         raise SpecError(

@@ -220,6 +220,20 @@ BAD_INPUTS = [
         "P/D proof would find prefill idle",
         "at least 256",
     ),
+    # Secrets are referenced (runtime.secret_env), never written inline into the manifests.
+    (
+        {"runtime": {"extra_args": ["--api-key=sk-inline"]}},
+        "runtime.extra_args[0]",
+        "--api-key is set by the spec field 'runtime.secret_env.VLLM_API_KEY'",
+        "runtime.secret_env.VLLM_API_KEY",
+    ),
+    ({"runtime": {"env": {"HF_TOKEN": "hf_inline"}}}, "runtime.env.HF_TOKEN", "looks like a secret", "secret_env"),
+    (
+        {"runtime": {"env": {"VLLM_API_KEY": "x"}, "secret_env": {"VLLM_API_KEY": {"name": "s", "key": "k"}}}},
+        "runtime.env.VLLM_API_KEY",
+        "looks like a secret",
+        "runtime.secret_env.VLLM_API_KEY",
+    ),
     # SLO expressions are parsed with the spec, before anything is deployed.
     (
         {"validation": {"slo": {"checks": ["p95_ttft_ms <= 100ms"]}}},
