@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -125,3 +127,35 @@ def test_rerun_with_the_stable_model_ends_as_already_promoted(tmp_path, tiny_mod
     assert after["stable"] == promoted
     assert [h["action"] for h in after["history"]] == ["promote"]
     assert _processes_in(state) == []
+
+
+@pytest.mark.fault
+def test_ctrl_c_mid_validation_stops_every_server_and_changes_no_state(tmp_path, tiny_model, vllm_python):
+    """Ctrl-C in a terminal signals the whole foreground group: runner, step and this command."""
+    state, out = tmp_path / "state", tmp_path / "run"
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(demo_spec(state, tiny_model / "probes.json").model_dump(mode="json")))
+    cmd = [sys.executable, "-m", "llm_rollout_pipelines.cli", "run-local", "--model", str(tiny_model)]
+    cmd += ["--spec", str(spec_file), "--out", str(out), "--baseline", str(tiny_model)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    run_log = out / "run.log"
+    try:
+        deadline = time.monotonic() + 600
+        while not (run_log.is_file() and "validate-deployment: started" in run_log.read_text()):
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "validation never started"
+            time.sleep(0.2)
+        servers = [json.loads(p.read_text()) for p in (state / "servers").glob("*.json")]
+        assert {s["role"] for s in servers} == {"baseline", "candidate"}
+        os.killpg(proc.pid, signal.SIGINT)
+        output = proc.communicate(timeout=120)[0].decode()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, output[-3000:]
+    assert _processes_in(state) == []
+    for server in servers:
+        assert not psutil.pid_exists(server["pid"]) or psutil.Process(server["pid"]).status() == psutil.STATUS_ZOMBIE
+    after = status_local(str(state))
+    assert after["stable"] is None and after["servers"] == []
+    assert after["history"] == [], "state unchanged: nothing promoted, nothing recorded"
