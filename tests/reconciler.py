@@ -18,7 +18,8 @@ for tests that need traffic. The status shapes follow KServe's own (see ``llm_ro
 the sources): ``PredictorReady``/``IngressReady``/``Ready``, ``CanaryPredictorReady`` (reason
 ``AllCanariesReady``) with ``status.canaryStatuses``; for LLMInferenceService ``PresetsCombined``,
 ``MainWorkloadReady``, ``PrefillWorkloadReady``, ``WorkloadsReady``, ``HTTPRoutesReady``,
-``SchedulerWorkloadReady``, ``InferencePoolReady``, ``RouterReady``, ``Ready``.
+``SchedulerWorkloadReady``, ``InferencePoolReady``, ``RouterReady``, ``Ready`` (``failing`` picks
+which of them carry the failure, e.g. the gateway while the workloads are up).
 
 Every Ready=True write is recorded in :attr:`Reconciler.ready_writes` with the time it was sent,
 which the detection-latency benchmark compares with the moment the waiter returned.
@@ -59,6 +60,10 @@ class Behaviour:
         message: Message of the not-ready conditions.
         degrade_after_ms: How long ``degrade`` stays Ready.
         url: Real endpoint to write as the object's URLs (e.g. a local vLLM ``http://127.0.0.1:PORT``).
+        failing: LLMInferenceService only: the leaf conditions that carry ``reason`` while not
+            ready (e.g. ``("GatewaysReady",)`` with ``WaitingForGateway``: workloads up, router
+            not); the others are True and the roll-ups (``WorkloadsReady``, ``RouterReady``,
+            ``Ready``) follow their leaves. Empty: the workload conditions fail (the default).
     """
 
     mode: Mode = "ready"
@@ -67,6 +72,7 @@ class Behaviour:
     message: str = 'Back-off pulling image "vllm/vllm-openai:v0.11.0"'
     degrade_after_ms: int = 300
     url: str | None = None
+    failing: tuple[str, ...] = ()
 
 
 @dataclass
@@ -498,15 +504,23 @@ class Reconciler:
         prefill = spec.get("prefill") is not None
         scheduler = router.get("scheduler") is not None
         url = b.url or f"http://gateway.example.com/{ns}/{name}"
-        conds = [_cond("PresetsCombined", True), _cond("MainWorkloadReady", ready, reason, message)]
-        if prefill:
-            conds.append(_cond("PrefillWorkloadReady", ready, reason, message))
-        conds.append(_cond("WorkloadsReady", ready, reason, message))
-        conds.append(_cond("HTTPRoutesReady", True))
-        if scheduler:
-            conds += [_cond("InferencePoolReady", True), _cond("SchedulerWorkloadReady", True)]
-        conds.append(_cond("RouterReady", True))
-        conds.append(_cond("Ready", ready, reason, message))
+        workload_leaves = ["MainWorkloadReady"] + (["PrefillWorkloadReady"] if prefill else [])
+        router_leaves = ["HTTPRoutesReady"] + (["InferencePoolReady", "SchedulerWorkloadReady"] if scheduler else [])
+        failing = set(b.failing or workload_leaves)
+        router_leaves += [c for c in b.failing if c not in workload_leaves + router_leaves]  # e.g. GatewaysReady
+
+        def leaf(kind: str) -> dict[str, Any]:
+            ok = ready or kind not in failing
+            return _cond(kind, ok, "" if ok else reason, "" if ok else message)
+
+        def rollup(kind: str, leaves: list[str]) -> dict[str, Any]:
+            ok = ready or not failing.intersection(leaves)
+            return _cond(kind, ok, "" if ok else reason, "" if ok else message)
+
+        conds = [_cond("PresetsCombined", True)]
+        conds += [leaf(k) for k in workload_leaves] + [rollup("WorkloadsReady", workload_leaves)]
+        conds += [leaf(k) for k in router_leaves] + [rollup("RouterReady", router_leaves)]
+        conds.append(rollup("Ready", workload_leaves + router_leaves))
         route = router.get("route") or {}
         if route.get("group") is not None and route.get("weight") is not None:
             conds.append(_cond("GroupReady", True))
