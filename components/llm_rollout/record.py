@@ -23,6 +23,8 @@ class StableRef(BaseModel):
         resource_version: resourceVersion of the stable object when the rollout began; promotion
             refuses to act if someone else changed it meanwhile.
         endpoint_url: Where the stable revision serves.
+        generation: metadata.generation of the stable object when the rollout began (status
+            writes bump resourceVersion but not generation, so promotion compares this).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -32,6 +34,7 @@ class StableRef(BaseModel):
     revision: str = ""
     resource_version: str | None = None
     endpoint_url: str | None = None
+    generation: int | None = None
 
 
 class DeploymentRecord(BaseModel):

@@ -25,6 +25,7 @@ no-op) and continues waiting.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import os
@@ -259,8 +260,9 @@ def _plan_inference_service(spec: RolloutSpec, client: KubeClient, new: Member) 
         revision=stable_rev,
         resource_version=(live.get("metadata") or {}).get("resourceVersion"),
         endpoint_url=_predictor_url(live),
+        generation=(live.get("metadata") or {}).get("generation"),
     )
-    canary = Member(new.name, new.model_uri, new.revision, spec.canary.traffic_percent)
+    canary = dataclasses.replace(new, traffic_percent=spec.canary.traffic_percent)
     obj = builders.inference_service(spec, stable_member, canary)
     if spec.deployment_mode == "Standard":
         # The stable predictor is copied exactly as it is on the server: applying it changes nothing.
@@ -332,6 +334,7 @@ def _plan_llm_inference_service(spec: RolloutSpec, client: KubeClient, new: Memb
         revision=(smeta.get("labels") or {}).get(LABEL_REVISION, ""),
         resource_version=smeta.get("resourceVersion"),
         endpoint_url=_llmisvc_url(stable),
+        generation=smeta.get("generation"),
     )
     plan.service_url = _llmisvc_url(stable)
     w = _llmd_canary_weight(spec.canary.traffic_percent, weight(stable) or LLMD_STABLE_WEIGHT) if grouped else None
@@ -368,6 +371,7 @@ def deploy(
     probe: bool = True,
     dry_run: bool = False,
     resolve_url: Callable[[str], str] | None = None,
+    lease_wait_s: float = 0.0,
 ) -> DeploymentRecord:
     """Rolls a model revision out on KServe beside the stable one and waits until it serves.
 
@@ -385,6 +389,13 @@ def deploy(
         dry_run: Plan only: server-side dry-run apply, no wait; the record has no endpoint.
         resolve_url: Maps a cluster address to one this process can reach (port-forward, ingress);
             applied to the recorded URLs before probing.
+        lease_wait_s: How long to wait for another run's rollout of the same service to finish
+            (its lease, see :mod:`llm_rollout.promotion`); 0 fails at once naming the holder.
+
+    A model (storage URI and artifact digest) that already is the promoted stable one is not
+    rolled out again: the record comes back with ``already_promoted=True`` and nothing is applied.
+    With a ``run_id`` the run takes the service's rollout lease first (released by promote,
+    rollback or the exit handler).
 
     Returns:
         The deployment record: what was rolled out, where the new revision itself answers and what
@@ -393,6 +404,7 @@ def deploy(
     Raises:
         SpecError: Invalid spec or model URI (nothing was written).
         PermanentError: CRDs missing, conflicts, rejected fields, the object deleted while waiting.
+        LeaseHeld: Another run is rolling the same service out (after ``lease_wait_s``).
         DeadlineExceeded: Not ready (or not serving) within ``timeout_s``; the message says why.
     """
     started = time.monotonic()
@@ -402,14 +414,33 @@ def deploy(
     digest = artifact_digest or spec.model.digest
     storage_uri = to_storage_uri(model_uri if model_uri is not None else spec.model.uri, llmd=llmd)
     rev = revision or spec.model.revision or revision_id(storage_uri, digest)
-    new = Member(name=member_name(spec.service_name, rev), model_uri=storage_uri, revision=rev)
+    new = Member(name=member_name(spec.service_name, rev), model_uri=storage_uri, revision=rev, run_id=run_id)
 
     check_crds(client, llmd, need_canary=_need_canary_field(spec))
-    plan = _plan_llm_inference_service(spec, client, new) if llmd else _plan_inference_service(spec, client, new)
+
+    def make_plan() -> _Plan:
+        return _plan_llm_inference_service(spec, client, new) if llmd else _plan_inference_service(spec, client, new)
+
+    lease = ""
+    if not dry_run:
+        from llm_rollout import promotion
+
+        stable_model = promotion.find_stable_model(spec, client)
+        if promotion.same_model(stable_model, storage_uri, digest):
+            return promotion.already_promoted_record(spec, stable_model, run_id=run_id)  # type: ignore[arg-type]
+        if run_id:
+            # One rollout of a service at a time (promotion.py): taken before the plan is final.
+            first = make_plan()
+            lease = promotion.acquire_lease(
+                spec, client, run_id, wait_s=lease_wait_s, first_object=None if first.stable else first.obj
+            )
+    plan = make_plan()
     for note in plan.notes:
         log.warning("%s: %s", spec.service_name, note)
 
     applied = client.apply(plan.obj, dry_run=dry_run)
+    if lease == "created":
+        promotion.acquire_lease(spec, client, run_id, rewrite=True)  # its manager keeps only the lease
     generation = (applied.get("metadata") or {}).get("generation")
     log.info(
         "%s %s/%s %s: %s revision %s (%s)%s",

@@ -12,6 +12,7 @@ import pytest
 from llm_rollout.errors import DeadlineExceeded, SpecError
 from llm_rollout.kube import INFERENCE_SERVICES, LLM_INFERENCE_SERVICES
 from llm_rollout.names import member_name
+from llm_rollout.promotion import promote
 from llm_rollout.record import DeploymentRecord
 from llm_rollout.rollout import canary_address, deploy, register_runtime
 from tests.cluster._support import kube, llmd_spec, make_spec, models_server, objects_in, rv
@@ -135,7 +136,8 @@ def test_llmd_canary_is_a_second_member_and_the_stable_object_is_not_written(kub
 def test_resume_after_the_step_was_killed_mid_wait(kube_cluster, kube_namespace, reconciler, tmp_path):
     client = kube(kube_cluster)
     spec = make_spec(kube_namespace, canary={"traffic_percent": 10})
-    _deploy(spec, client, "s3://models/a", "ra")
+    first = _deploy(spec, client, "s3://models/a", "ra")
+    promote(spec, client, first, verdict="pass", summary="", run_id="run-1")  # run-1 is done (its lease released)
     reconciler.behave(spec.service_name, mode="never", reason="Progressing", message="pulling the model")
     script = (
         "import json, sys\n"
