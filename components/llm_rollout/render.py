@@ -30,25 +30,50 @@ _HEADERS = {
 # spec.canary[] entry beside this predictor and leaves the predictor untouched until promotion.
 """,
     "llm-d-configuration.yaml": """\
-# llm-d disaggregated serving through KServe's LLMInferenceService (serving.kserve.io/v1alpha2).
-# Which knob does what:
-#   LLMInferenceServiceConfig  the team-wide preset that members reference with spec.baseRefs:
-#                              image and container hardening shared by every member.
-#   spec.replicas/parallelism  the decode role (top-level template): 2 replicas, tensor parallel 1.
-#   spec.prefill               the prefill role, scaled independently of decode. Its tensor
-#                              parallel must not exceed decode's (NIXL cannot map it).
-#   VLLM_ADDITIONAL_ARGS       --kv_transfer_config with NixlConnector on both roles: kv_producer on
-#                              prefill, kv_consumer on decode. KServe does not add it by itself;
-#                              without it P/D silently falls back to decode-only.
-#   VLLM_NIXL_SIDE_CHANNEL_HOST the pod IP (status.podIP), where NIXL's side channel listens.
-#   router.scheduler           the endpoint picker with an inline EndpointPickerConfig:
-#                              prefix-cache-scorer (weight 3) sends prompts that share a prefix
-#                              (RAG) to the pod holding its KV cache; queue and KV-utilisation
-#                              scorers balance load; pd-profile-handler sends prompts with at
-#                              least `threshold` uncached tokens through a prefill pod first.
-#   router.route.group/weight  stable and canary members share a group and split traffic by
-#                              weight; promotion shifts the weight (e.g. 10 -> 50 -> 100).
-#   router.gateway {}          KServe's default Gateway; name gateways in llmd.gateway_refs.
+# llm-d disaggregated serving through KServe's LLMInferenceService (serving.kserve.io/v1alpha2):
+# prefill and decode in separate pods, the KV cache moved between them by NIXL, requests placed by
+# the llm-d endpoint picker. Rendered from the default spec with llmd.enabled, a prefill role and
+# scheduler profile 'pd' (see README "When to add llm-d"). Which knob does what:
+#
+#   LLMInferenceServiceConfig   the team-wide preset (llmd.preset_name) that members reference in
+#                               spec.baseRefs: vLLM image and container hardening for both roles,
+#                               so every team shares the same wiring (llmd.use_preset).
+#   spec.model.uri              hf://, pvc://, oci:// or s3:// (llm-d's storage initializer takes
+#                               no gs:// and no local path; minio:// is rewritten to s3://).
+#   spec.replicas               decode replicas (llmd.decode.replicas), independent of prefill's.
+#                               Or spec.scaling (llmd.decode.scaling): KEDA on the role's own vLLM
+#                               metrics; never both (the webhook and CEL refuse it).
+#   spec.parallelism.tensor     decode tensor parallel = GPUs per pod (llmd.decode.tensor); vLLM's
+#                               --tensor-parallel-size comes from it, not from the args.
+#   spec.worker + parallelism   multi-node decode when the model needs more GPUs than one node has
+#                               (e.g. a big MoE): llmd.decode.nodes > 1 adds worker pods and needs
+#                               data/dataLocal (data / dataLocal = pods) or pipeline (= pods).
+#   spec.prefill                the prefill role with its own replicas, parallelism and GPUs. Its
+#                               tensor parallel must not exceed decode's (NIXL cannot map it).
+#   VLLM_ADDITIONAL_ARGS        --kv_transfer_config with NixlConnector on both roles: kv_producer on
+#                               prefill, kv_consumer on decode. KServe does not add it by itself;
+#                               without it P/D silently falls back to decode-only.
+#   VLLM_NIXL_SIDE_CHANNEL_HOST the pod IP (fieldRef status.podIP), where NIXL's side channel listens
+#                               for the peer's KV-transfer handshake.
+#   resources                   GPUs/CPU/memory per pod of each role (nvidia.com/gpu = tensor x
+#                               dataLocal unless llmd.<role>.gpus says otherwise).
+#   router.scheduler            the endpoint picker with an inline EndpointPickerConfig:
+#     prefix-cache-scorer       weight 3: prompts sharing a prefix (RAG context) go to the pod that
+#                               already holds its KV cache (hashBlockSize tokens per hashed block);
+#     queue-scorer, kv-cache-utilization-scorer   weight 1 each: spread the load;
+#     pd-profile-handler        threshold = llmd.scheduler.pd_threshold_tokens: a prompt with at least
+#                               that many uncached tokens is prefilled on a prefill pod first, shorter
+#                               ones are prefilled on decode (not worth a KV transfer);
+#     prefill-/decode-filter    each scheduling profile only picks pods of its role.
+#   router.route.group/weight   stable and canary members share a group (llmd.route_group) and split
+#                               traffic by weight; promotion shifts the weight (e.g. 10 -> 50 -> 100).
+#                               A weight needs a group and the managed route (no http_route_refs).
+#   router.gateway {}           KServe's default Gateway; name gateways in llmd.gateway_refs.
+#
+# Validation proves the disaggregation: give validation.metrics_urls roles `prefill` and `decode`
+# (and `epp` for the picker's P/D decisions); the prefill role must have served the prefills and
+# decode must have received their KV by transfer, else the rollout fails ("prefill served nothing:
+# silent decode-only fallback"). Send prompts longer than pd_threshold_tokens when proving it.
 """,
     "rbac.yaml": """\
 # Least privilege for the pipeline steps: exactly the verbs and resources the library calls (a
