@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     from llm_rollout_pipelines.run_local import add_parser as add_run_local
 
     add_run_local(sub)
+
+    from llm_rollout_pipelines.kfp_runs import add_parsers as add_kfp_runs
+    from llm_rollout_pipelines.service_cli import add_parsers as add_service
+
+    add_service(sub)
+    add_kfp_runs(sub)
     return parser
 
 
