@@ -507,7 +507,8 @@ RBAC_RULES: list[dict[str, Any]] = [
     {
         "apiGroups": [GROUP],
         "resources": ["llminferenceserviceconfigs"],
-        "verbs": ["get", "patch"],
+        # patch: the preset and each llm-d service's record object (promotion.py); watch: waiting for its lease
+        "verbs": ["get", "watch", "patch"],
     },
     {"apiGroups": [""], "resources": ["pods", "events"], "verbs": ["get", "list"]},
 ]
