@@ -36,12 +36,17 @@ DEMO_PEAK_GOAL_GB = 6.0
 
 
 class PeakMemory:
-    """Samples the summed RSS of a process and all its descendants until stopped."""
+    """Samples the summed memory of a process and all its descendants until stopped.
+
+    RSS counts the pages processes share (torch's libraries in every vLLM process) once per
+    process; PSS splits them among the sharers, so the PSS sum is what the run really occupies.
+    """
 
     def __init__(self, pid: int, period_s: float = 0.2) -> None:
         self.pid = pid
         self.period_s = period_s
         self.peak_bytes = 0
+        self.peak_pss_bytes = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -52,11 +57,14 @@ class PeakMemory:
                 procs = [root, *root.children(recursive=True)]
             except psutil.NoSuchProcess:
                 return
-            total = 0
+            total = pss = 0
             for proc in procs:
                 with contextlib.suppress(psutil.Error):
-                    total += proc.memory_info().rss
+                    info = proc.memory_full_info()
+                    total += info.rss
+                    pss += getattr(info, "pss", info.rss)
             self.peak_bytes = max(self.peak_bytes, total)
+            self.peak_pss_bytes = max(self.peak_pss_bytes, pss)
             self._stop.wait(self.period_s)
 
     def __enter__(self) -> PeakMemory:
@@ -89,12 +97,16 @@ def bench_demo() -> dict[str, Any]:
         "ok": summary.get("ok", False),
         "wall_s": round(seconds, 1),
         "peak_rss_gb": round(peak.peak_bytes / 1e9, 2),
+        "peak_pss_gb": round(peak.peak_pss_bytes / 1e9, 2),
         "runs": runs,
         "log": str(out / "demo.log"),
-        "goal": f"wall < {DEMO_GOAL_S:.0f} s, peak < {DEMO_PEAK_GOAL_GB} GB",
-        "goal_met": seconds < DEMO_GOAL_S and peak.peak_bytes / 1e9 < DEMO_PEAK_GOAL_GB,
+        "goal": f"wall < {DEMO_GOAL_S:.0f} s, peak PSS < {DEMO_PEAK_GOAL_GB} GB",
+        "goal_met": seconds < DEMO_GOAL_S and peak.peak_pss_bytes / 1e9 < DEMO_PEAK_GOAL_GB,
     }
-    print(f"demo: {'ok' if result['ok'] else 'NOT OK'} in {seconds:.1f} s, peak RSS {result['peak_rss_gb']} GB")
+    print(
+        f"demo: {'ok' if result['ok'] else 'NOT OK'} in {seconds:.1f} s, peak memory {result['peak_pss_gb']} GB PSS "
+        f"({result['peak_rss_gb']} GB RSS summed over processes, shared pages counted in each)"
+    )
     for run in runs:
         steps = ", ".join(f"{k} {v:.1f}s" for k, v in run["steps_s"].items())
         print(f"  {run['label']} ({run['outcome']}): {steps}")

@@ -186,8 +186,9 @@ def run_pipeline(
 
     Args:
         pipeline: ``llm-deploy`` or ``llm-optimize-deploy``.
-        model: The model directory (the optimize step's input for optimize-deploy).
-        spec: The rollout spec (platform ``local``).
+        model: The model directory (the optimize step's input for optimize-deploy), or a model
+            URI (``s3://`` ...) for the kserve platform.
+        spec: The rollout spec (either platform: kserve steps use ``$KUBECONFIG``).
         out_dir: This run's directory (run log, runner output, KFP pipeline root).
         scheme: Quantization scheme (optimize-deploy).
         recipe: llmcompressor recipe instead of the scheme (optimize-deploy).
@@ -203,7 +204,8 @@ def run_pipeline(
     out.mkdir(parents=True, exist_ok=True)
     run_log = out / "steps.jsonl"
     run_log.unlink(missing_ok=True)
-    arguments: dict[str, Any] = {"model_uri": str(Path(model).resolve()), "spec": spec_to_json(spec)}
+    model_uri = model if "://" in model else str(Path(model).resolve())
+    arguments: dict[str, Any] = {"model_uri": model_uri, "spec": spec_to_json(spec)}
     if pipeline == "llm-optimize-deploy":
         arguments.update({"scheme": scheme, "recipe": recipe, "calibration_data": calibration_data})
     args_file = out / "runner-args.json"
