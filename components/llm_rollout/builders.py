@@ -497,7 +497,8 @@ RBAC_RULES: list[dict[str, Any]] = [
     {
         "apiGroups": [GROUP],
         "resources": ["servingruntimes"],
-        "verbs": ["get", "list", "watch", "patch"],
+        # register-runtime only applies it (server-side apply); nothing reads it back
+        "verbs": ["patch"],
     },
     {
         "apiGroups": [GROUP],
@@ -510,7 +511,9 @@ RBAC_RULES: list[dict[str, Any]] = [
         # patch: the preset and each llm-d service's record object (promotion.py); watch: waiting for its lease
         "verbs": ["get", "watch", "patch"],
     },
-    {"apiGroups": [""], "resources": ["pods", "events"], "verbs": ["get", "list"]},
+    # listed only to explain a deploy that timed out (wait.cluster_context); optional, the message
+    # says so when they are not readable
+    {"apiGroups": [""], "resources": ["pods", "events"], "verbs": ["list"]},
 ]
 """Role rules for the pipeline steps (namespaced; nothing cluster-wide)."""
 

@@ -1,0 +1,193 @@
+"""Least privilege, proven: what the library calls on the API server is exactly what manifests/rbac.yaml grants.
+
+Every library entry point that talks to the API (check_crds, register_runtime, deploy for an
+InferenceService and for llm-d, wait (also timing out, which reads pods and events), promote,
+rollback, finalize_run, status, rollback_to_previous, and a second run waiting on the lease) runs
+against the real test API server with one client. Two independent records are compared with the
+Role and ClusterRole rules of the rendered ``manifests/rbac.yaml``:
+
+* the kube layer's audit hook (``(verb, group, resource)`` of every call, :attr:`KubeClient.audit`);
+* the requests on the wire, seen by a pass-through proxy in front of the server (method and path,
+  turned into the verb RBAC checks), which also proves that nothing but the by-name CRD reads
+  leaves the namespace.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import yaml
+
+from llm_rollout.errors import DeadlineExceeded
+from llm_rollout.kube import check_crds, crd_requirements
+from llm_rollout.promotion import (
+    LeaseHeld,
+    finalize_run,
+    promote,
+    rollback,
+    rollback_to_previous,
+    status,
+)
+from llm_rollout.rollout import deploy, register_runtime
+from tests.cluster._support import kube, llmd_spec, make_spec
+
+pytestmark = pytest.mark.cluster
+
+RBAC_YAML = Path(__file__).resolve().parents[2] / "manifests" / "rbac.yaml"
+CRD_GROUP = "apiextensions.k8s.io"
+
+
+class WireLog:
+    """Records every request a fault proxy forwards (a matcher that never injects anything)."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, method: str, target: str) -> bool:
+        with self._lock:
+            self.requests.append((method, target))
+        return False
+
+    def calls(self) -> set[tuple[str, str, str, str | None]]:
+        """``(verb, group, resource, namespace)`` of each request, as the API server's authorizer sees it."""
+        out = set()
+        for method, target in self.requests:
+            url = urlsplit(target)
+            parts = url.path.strip("/").split("/")
+            if parts[0] == "api":  # /api/v1/...
+                group, rest = "", parts[2:]
+            else:  # /apis/<group>/<version>/...
+                group, rest = parts[1], parts[3:]
+            namespace = None
+            if rest[:1] == ["namespaces"] and len(rest) > 2:
+                namespace, rest = rest[1], rest[2:]
+            resource, name = rest[0], (rest[1] if len(rest) > 1 else None)
+            if len(rest) > 2:
+                resource += "/" + rest[2]
+            query = parse_qs(url.query)
+            verb = {
+                "GET": "get" if name else ("watch" if query.get("watch") == ["true"] else "list"),
+                "PATCH": "patch",
+                "DELETE": "delete" if name else "deletecollection",
+                "POST": "create",
+                "PUT": "update",
+            }[method]
+            out.add((verb, group, resource, namespace if namespace is not None else f"<cluster>/{name or '*'}"))
+        return out
+
+
+def granted(path: Path = RBAC_YAML) -> tuple[set[tuple[str, str, str]], set[tuple[str, str, str, str]]]:
+    """What rbac.yaml grants: ``(verb, group, resource)`` from the Role, and the cluster-wide grants by name."""
+    role: set[tuple[str, str, str]] = set()
+    cluster: set[tuple[str, str, str, str]] = set()
+    docs = list(yaml.safe_load_all(path.read_text()))
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ServiceAccount"], kinds
+    for doc in docs:
+        if doc["kind"] not in ("Role", "ClusterRole"):
+            continue
+        for rule in doc["rules"]:
+            for verb in rule["verbs"]:
+                for group in rule["apiGroups"]:
+                    for res in rule["resources"]:
+                        assert "*" not in (verb, group, res), rule
+                        if doc["kind"] == "Role":
+                            role.add((verb, group, res))
+                        else:
+                            assert rule.get("resourceNames"), f"a cluster-wide grant without resourceNames: {rule}"
+                            for name in rule["resourceNames"]:
+                                cluster.add((verb, group, res, name))
+    return role, cluster
+
+
+def _exercise_inference_service(proxy, namespace, reconciler, client) -> None:
+    spec = make_spec(namespace, canary={"traffic_percent": 10})
+    check_crds(client, need_llmd=False)
+    register_runtime(spec, client)
+
+    def dep(uri, rev, run, **kw):
+        return deploy(spec, client, model_uri=uri, revision=rev, run_id=run, timeout_s=30, probe=False, **kw)
+
+    first = dep("s3://models/a", "ra", "run-1")
+    promote(spec, client, first, verdict="pass", summary="ok", run_id="run-1")
+    second = dep("s3://models/b", "rb", "run-2")
+    status(client, spec.service_name, namespace)
+    with pytest.raises(LeaseHeld):  # a second run waits on the lease (a watch), then gives up
+        dep("s3://models/c", "rc", "run-3", lease_wait_s=1.5)
+    rollback(spec, client, second, reason="validation failed", run_id="run-2")
+    third = dep("s3://models/c", "rc", "run-3")
+    promote(spec, client, third, verdict="pass", summary="ok", run_id="run-3")
+    rollback_to_previous(client, spec.service_name, namespace, run_id="manual", timeout_s=30)
+    dep("s3://models/d", "rd", "run-4")
+    finalize_run(spec, client, "run-4", state="FAILED", error="validate-deployment failed")
+
+    # A deploy that times out explains itself with pod states and events (core/v1 reads). The test
+    # server has no core/v1; the proxy answers the pods list itself (an empty list) as a full
+    # cluster would, so the events read that follows is made too (and gets the server's 404).
+    proxy.fail_next_requests(1, status=200, match=lambda method, target: "/pods" in target)
+    never = make_spec(namespace, name="never")
+    reconciler.behave(never.service_name, mode="never")
+    with pytest.raises(DeadlineExceeded):
+        deploy(never, client, model_uri="s3://models/n", revision="rn", run_id="run-5", timeout_s=2, probe=False)
+    # ... and its exit handler removes the unvalidated first rollout (delete).
+    finalize_run(never, client, "run-5", state="FAILED")
+
+    knative = make_spec(namespace, name="kn", deployment_mode="Knative", canary={"traffic_percent": 10})
+    register_runtime(knative, client)
+    kfirst = deploy(knative, client, model_uri="s3://models/a", revision="ra", run_id="k1", timeout_s=30, probe=False)
+    promote(knative, client, kfirst, verdict="pass", summary="ok", run_id="k1")
+    kcanary = deploy(knative, client, model_uri="s3://models/b", revision="rb", run_id="k2", timeout_s=30, probe=False)
+    rollback(knative, client, kcanary, reason="fail", run_id="k2")
+
+
+def _exercise_llmd(namespace, client) -> None:
+    spec = llmd_spec(namespace, name="gen", canary={"traffic_percent": 20})
+    check_crds(client, need_llmd=True)
+    register_runtime(spec, client)
+
+    def dep(uri, rev, run, **kw):
+        return deploy(spec, client, model_uri=uri, revision=rev, run_id=run, timeout_s=30, probe=False, **kw)
+
+    first = dep("hf://org/a", "ra", "run-1")
+    promote(spec, client, first, verdict="pass", summary="ok", run_id="run-1")
+    second = dep("hf://org/b", "rb", "run-2")
+    with pytest.raises(LeaseHeld):
+        dep("hf://org/c", "rc", "run-3", lease_wait_s=1.5)
+    promote(spec, client, second, verdict="pass", summary="ok", run_id="run-2")  # deletes the old member
+    status(client, spec.service_name, namespace)
+    rollback_to_previous(client, spec.service_name, namespace, run_id="manual", timeout_s=30)
+    third = dep("hf://org/c", "rc", "run-3")
+    rollback(spec, client, third, reason="validation failed", run_id="run-3")
+    dep("hf://org/d", "rd", "run-4")
+    finalize_run(spec, client, "run-4", state="CANCELLED")
+
+
+def test_the_library_uses_exactly_what_rbac_yaml_grants(kube_cluster, kube_namespace, reconciler, kube_fault_proxy):
+    wire = WireLog()
+    kube_fault_proxy.fail_next_requests(10**9, match=wire)  # never matches: records, forwards everything
+    client = kube(kube_cluster, via=kube_fault_proxy)
+
+    _exercise_inference_service(kube_fault_proxy, kube_namespace, reconciler, client)
+    _exercise_llmd(kube_namespace, client)
+
+    role, cluster_wide = granted()
+    crd_names = {r.name for llmd in (False, True) for r in crd_requirements(need_llmd=llmd)}
+    assert cluster_wide == {("get", CRD_GROUP, "customresourcedefinitions", name) for name in crd_names}
+
+    # The audit hook: exactly the Role's grants plus the one documented cluster-wide read.
+    used = set(client.audit)
+    assert used - {("get", CRD_GROUP, "customresourcedefinitions")} == role, (
+        f"used but not granted: {sorted(used - role - {('get', CRD_GROUP, 'customresourcedefinitions')})}; "
+        f"granted but never used: {sorted(role - used)}"
+    )
+    assert ("get", CRD_GROUP, "customresourcedefinitions") in used
+
+    # The wire agrees with the hook, and nothing but the CRD reads by name left the namespace.
+    calls = wire.calls()
+    assert {(v, g, r) for v, g, r, _ns in calls} == used
+    outside = {c for c in calls if c[3] != kube_namespace}
+    assert outside == {("get", CRD_GROUP, "customresourcedefinitions", f"<cluster>/{n}") for n in crd_names}
