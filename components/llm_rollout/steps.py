@@ -14,6 +14,7 @@ promoted or rolled back revision do nothing, finalize only acts on what its run 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -72,6 +73,55 @@ def _record(record: DeploymentRecord | str | dict[str, Any]) -> DeploymentRecord
     if not record:
         raise PermanentError("the deployment record is empty: deploy-model did not finish; nothing to act on")
     return DeploymentRecord.from_json(record)
+
+
+ADDRESS_MAP_ENV = "LLM_ROLLOUT_ADDRESS_MAP"
+"""Maps in-cluster addresses to reachable ones when the steps run outside the cluster.
+
+Comma-separated ``HOST_PATTERN=URL`` pairs; the pattern is matched (shell-style wildcards) against
+the host of each address deploy-model records, e.g.
+``*.team-a.svc.cluster.local=http://127.0.0.1:8080`` for a ``kubectl port-forward``.
+"""
+
+
+def address_resolver(text: str | None = None):
+    """The ``resolve_url`` function for :func:`llm_rollout.rollout.deploy` from ``$LLM_ROLLOUT_ADDRESS_MAP``.
+
+    Args:
+        text: The map (default: the environment variable).
+
+    Returns:
+        A function from a cluster address to the address to use, or None when no map is set.
+
+    Raises:
+        SpecError: A pair is not ``HOST_PATTERN=URL``.
+    """
+    import fnmatch
+    from urllib.parse import urlsplit
+
+    raw = os.environ.get(ADDRESS_MAP_ENV, "") if text is None else text
+    pairs = []
+    for item in filter(None, (x.strip() for x in raw.split(","))):
+        pattern, sep, target = item.partition("=")
+        if not sep or not pattern or not target.startswith(("http://", "https://")):
+            raise SpecError(
+                ADDRESS_MAP_ENV,
+                f"{item!r} is not HOST_PATTERN=URL",
+                "write e.g. '*.svc.cluster.local=http://127.0.0.1:8080'",
+            )
+        pairs.append((pattern, target.rstrip("/")))
+    if not pairs:
+        return None
+
+    def resolve(url: str) -> str:
+        parts = urlsplit(url)
+        for pattern, target in pairs:
+            if fnmatch.fnmatch(parts.hostname or "", pattern):
+                rest = parts.path.rstrip("/") + (f"?{parts.query}" if parts.query else "")
+                return target + rest
+        return url
+
+    return resolve
 
 
 def _kube_client():
@@ -245,7 +295,12 @@ def deploy_step(
             meta_digest = (model_metadata or {}).get("digest")
             try:
                 record = deploy(
-                    s, client, model_uri=model_uri, run_id=run_id, artifact_digest=s.model.digest or meta_digest
+                    s,
+                    client,
+                    model_uri=model_uri,
+                    run_id=run_id,
+                    artifact_digest=s.model.digest or meta_digest,
+                    resolve_url=address_resolver(),
                 )
             except KeyboardInterrupt:
                 # Cancelled (SIGTERM) while the canary was coming up: take it away before leaving.
