@@ -439,6 +439,25 @@ def validate_step(
 # promote / rollback / finalize ------------------------------------------------------------------
 
 
+def _traffic_gate(s: RolloutSpec, rec: DeploymentRecord):
+    """Flagger-style gate for stepped promotion: validate the whole service at each traffic step.
+
+    The load goes to the service address (stable and new revision by their weights); correctness
+    and the SLO must hold there before more traffic moves. No baseline: the stable revision is
+    part of what is measured.
+    """
+    from llm_rollout.validation import validate
+
+    url = rec.service_url or rec.endpoint_url
+
+    def gate(percent: int) -> tuple[str, str]:
+        steplog.log(f"promote-model: gate at {percent}% traffic on {url}")
+        result = validate(s.validation.model_copy(update={"baseline_url": None}), url, rec.served_model_name)
+        return result.verdict, "\n".join(result.reasons) or "every check passed"
+
+    return gate
+
+
 def promote_step(
     spec: RolloutSpec | str, record: DeploymentRecord | str, *, verdict: str, summary: str = "", run_id: str = ""
 ) -> str:
@@ -473,7 +492,8 @@ def promote_step(
         else:
             from llm_rollout.promotion import promote
 
-            result = promote(s, _kube_client(), rec, verdict=verdict, summary=summary, run_id=run_id)
+            gate = _traffic_gate(s, rec) if s.canary.steps else None
+            result = promote(s, _kube_client(), rec, verdict=verdict, summary=summary, run_id=run_id, gate=gate)
             message = result.get("message") or f"{result.get('action')} {rec.member}"
         out["message"] = message
     steplog.log(message)
