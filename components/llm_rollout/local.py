@@ -77,7 +77,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_rollout.errors import DeadlineExceeded, PermanentError, SpecError
-from llm_rollout.local_state import StateDir, now_iso, write_json_atomic
+from llm_rollout.local_state import StateDir, now_iso, read_json, write_json_atomic
 from llm_rollout.model_files import check_model_dir, weight_files
 from llm_rollout.names import member_name, short_hash
 from llm_rollout.procs import (
@@ -423,6 +423,14 @@ def _revision_for(path: Path, digest: str | None) -> str:
 # register-runtime ------------------------------------------------------------------------------
 
 
+def _args_check_key(python: str, args: list[str], env: dict[str, str]) -> str:
+    """Identifies one argument check: the interpreter, the installed vLLM build, the arguments."""
+    venv = Path(python).parent.parent
+    builds = sorted(p.name for p in venv.glob("lib/python*/site-packages/vllm*.dist-info"))
+    relevant_env = {k: env.get(k) for k in SERVER_ENV_DEFAULTS}
+    return short_hash(json.dumps([python, builds, args, relevant_env]), 16)
+
+
 def register_runtime_local(spec: RolloutSpec, *, local_args: list[str] | None = None) -> dict[str, Any]:
     """Checks the vLLM environment and the server arguments, and records the runtime.
 
@@ -450,6 +458,14 @@ def register_runtime_local(spec: RolloutSpec, *, local_args: list[str] | None = 
     )
     args = cmd[3:]
     env = server_env(spec, site_root=state.root)
+    check_key = _args_check_key(python, args, env)
+    previous = read_json(state.runtime_file) if state.runtime_file.is_file() else None
+    if isinstance(previous, dict) and previous.get("check_key") == check_key:
+        # vLLM's parser accepted exactly these arguments in this environment before: importing
+        # vLLM again to re-check them costs 5-10 s per run.
+        log.info("runtime %s already registered with the same arguments", spec.runtime_name)
+        return {**{k: v for k, v in previous.items() if k != "registered_at"}, "changed": False,
+                "path": str(state.runtime_file)}  # fmt: skip
     try:
         proc = subprocess.run(
             [python, "-c", _CHECK_ARGS, json.dumps(args)],
@@ -483,6 +499,7 @@ def register_runtime_local(spec: RolloutSpec, *, local_args: list[str] | None = 
         "adjustments": server_args(spec, "local", model_path=placeholder_model).adjustments,
         "local_args": local_server_args(spec, local_args),
         "env": {k: env[k] for k in SERVER_ENV_DEFAULTS},
+        "check_key": check_key,
     }
     with state.lock():
         previous = json.loads(state.runtime_file.read_text()) if state.runtime_file.is_file() else None

@@ -203,6 +203,16 @@ def test_register_runtime_uses_vllms_parser(state_dir):
     assert not (state_dir / "runtime.json").exists()
 
 
+def test_register_runtime_rerun_skips_the_check_but_new_arguments_are_checked(state_dir):
+    good = local.register_runtime_local(make_spec(state_dir))
+    assert good["changed"] is True and good["vllm_version"]
+    again = local.register_runtime_local(make_spec(state_dir))
+    assert again["changed"] is False and again["check_key"] == good["check_key"]
+    with pytest.raises(PermanentError, match="no-such-vllm-flag"):
+        local.register_runtime_local(make_spec(state_dir, extra_args=["--no-such-vllm-flag"]))
+    assert json.loads((state_dir / "runtime.json").read_text())["check_key"] == good["check_key"]
+
+
 def test_missing_vllm_environment_names_the_make_target(state_dir, tiny_model, monkeypatch, tmp_path):
     monkeypatch.setenv(local.VLLM_PYTHON_ENV, str(tmp_path / "nope" / "python"))
     with pytest.raises(PermanentError, match="make serving-env"):
