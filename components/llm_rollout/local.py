@@ -406,14 +406,6 @@ def stop_server(info: dict[str, Any], *, grace_s: float = STOP_GRACE_S) -> bool:
     return False
 
 
-def _as_record(record: DeploymentRecord | str | dict[str, Any]) -> DeploymentRecord:
-    if isinstance(record, DeploymentRecord):
-        return record
-    if isinstance(record, dict):
-        return DeploymentRecord.model_validate(record)
-    return DeploymentRecord.from_json(record)
-
-
 def _revision_for(path: Path, digest: str | None) -> str:
     files = weight_files(path)
     stamp = ",".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in files)
@@ -883,7 +875,7 @@ def promote_local(
     Raises:
         PermanentError: Verdict not ``pass``, candidate not running, or the stable model changed.
     """
-    rec = _as_record(record)
+    rec = DeploymentRecord.coerce(record)
     if verdict != "pass":
         raise PermanentError(
             f"refusing to promote {rec.member}: the verdict is {verdict!r}, not 'pass' (roll back instead)"
@@ -969,7 +961,7 @@ def rollback_local(
     if not record:
         log.info("rollback: no deployment record, nothing to roll back")
         return {"action": "none", "member": None, "stable": None, "stopped": False, "state_file": ""}
-    rec = _as_record(record)
+    rec = DeploymentRecord.coerce(record)
     state = resolve_state_dir(state_dir)
     with state.lock():
         st = state.read_state()

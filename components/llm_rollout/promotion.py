@@ -75,7 +75,7 @@ from llm_rollout.kube import (
 from llm_rollout.names import dns_name, short_hash
 from llm_rollout.procs import Terminated, sigterm_raises
 from llm_rollout.record import DeploymentRecord, StableRef
-from llm_rollout.spec import RolloutSpec
+from llm_rollout.spec import RolloutSpec, coerce_spec
 from llm_rollout.wait import Readiness, wait_ready
 
 log = logging.getLogger(__name__)
@@ -171,20 +171,6 @@ def _parse_iso(text: str | None) -> datetime | None:
         return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     except ValueError:
         return None
-
-
-def _coerce_spec(spec: RolloutSpec | dict[str, Any] | str) -> RolloutSpec:
-    from llm_rollout.rollout import _coerce_spec as coerce
-
-    return coerce(spec)
-
-
-def _as_record(record: DeploymentRecord | str | dict[str, Any]) -> DeploymentRecord:
-    if isinstance(record, DeploymentRecord):
-        return record
-    if isinstance(record, dict):
-        return DeploymentRecord.model_validate(record)
-    return DeploymentRecord.from_json(record)
 
 
 def _twin(client: KubeClient, manager: str) -> KubeClient:
@@ -571,7 +557,7 @@ def find_stable_model(spec: RolloutSpec | dict[str, Any] | str, client: KubeClie
         The ``llm-rollout.io/stable`` record: ``member``, ``revision``, ``model_uri``,
         ``artifact_digest``, ``run_id``, ``summary``, ``promoted_at``, ``endpoint_url`` ...
     """
-    spec = _coerce_spec(spec)
+    spec = coerce_spec(spec)
     ref = service_ref(spec)
     live = client.get_or_none(ref.res, ref.name, ref.namespace)
     stable = _json_annotation(live, STABLE)
@@ -743,8 +729,8 @@ def promote(
         PromotionConflict: The stable revision was changed by someone else since deploy.
         GateFailed: A stepped promotion's gate did not pass (rolled back).
     """
-    spec = _coerce_spec(spec)
-    rec = _as_record(record)
+    spec = coerce_spec(spec)
+    rec = DeploymentRecord.coerce(record)
     if verdict != "pass":
         raise _refuse(rec, verdict, summary)
     if rec.already_promoted:
@@ -1092,7 +1078,7 @@ def rollback(
     Returns:
         ``{"action": "rollback" | "none", "message": one line, "member", "stable", "lease_released"}``.
     """
-    return _rollback(_coerce_spec(spec), client, _as_record(record), reason=reason, run_id=run_id)
+    return _rollback(coerce_spec(spec), client, DeploymentRecord.coerce(record), reason=reason, run_id=run_id)
 
 
 def _rollback(
@@ -1328,7 +1314,7 @@ def finalize_run(
         ``{"action": "rollback" | "none", "message": one line, "rolled_back": [members],
         "lease_released": bool}``.
     """
-    spec = _coerce_spec(spec)
+    spec = coerce_spec(spec)
     ref = service_ref(spec)
     if not run_id:
         return {
@@ -1391,7 +1377,7 @@ def rollback_on_termination(
     Raises:
         Terminated: After the rollback (a :class:`KeyboardInterrupt`).
     """
-    spec = _coerce_spec(spec)
+    spec = coerce_spec(spec)
     try:
         with sigterm_raises():
             yield
@@ -1400,7 +1386,7 @@ def rollback_on_termination(
         previous = signal.signal(signal.SIGTERM, signal.SIG_IGN) if in_main else None
         try:
             if record:
-                rec = _as_record(record)
+                rec = DeploymentRecord.coerce(record)
                 rollback(spec, client, rec, reason="run cancelled (SIGTERM)", run_id=run_id or rec.run_id)
             elif run_id:
                 finalize_run(spec, client, run_id, state="CANCELLED", error="SIGTERM")

@@ -88,6 +88,23 @@ class DeploymentRecord(BaseModel):
         return self.model_dump_json()
 
     @classmethod
+    def coerce(cls, record: DeploymentRecord | dict | str) -> DeploymentRecord:
+        """A record from a record, its dict or its JSON text (what KFP passes to a step).
+
+        Raises:
+            PermanentError: The record is empty (deploy-model did not finish).
+        """
+        if isinstance(record, DeploymentRecord):
+            return record
+        if isinstance(record, dict):
+            return cls.model_validate(record)
+        if not record:
+            from llm_rollout.errors import PermanentError
+
+            raise PermanentError("the deployment record is empty: deploy-model did not finish; nothing to act on")
+        return cls.from_json(record)
+
+    @classmethod
     def from_json(cls, text: str) -> DeploymentRecord:
         """Parses a record written by :meth:`to_json`."""
         return cls.model_validate_json(text)

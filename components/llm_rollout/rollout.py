@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -45,7 +44,7 @@ from llm_rollout.kube import (
 )
 from llm_rollout.names import member_name, short_hash
 from llm_rollout.record import DeploymentRecord, StableRef
-from llm_rollout.spec import KSERVE_URI_SCHEMES, LLMD_URI_SCHEMES, RolloutSpec, check_model_uri, parse_spec
+from llm_rollout.spec import KSERVE_URI_SCHEMES, LLMD_URI_SCHEMES, RolloutSpec, check_model_uri, coerce_spec
 from llm_rollout.wait import Readiness, probe_endpoint, wait_ready
 
 log = logging.getLogger(__name__)
@@ -100,17 +99,6 @@ def revision_id(model_uri: str, digest: str | None = None) -> str:
     return "r" + short_hash(model_uri + (digest or ""), 8)
 
 
-def _coerce_spec(spec: RolloutSpec | dict[str, Any] | str) -> RolloutSpec:
-    if isinstance(spec, RolloutSpec):
-        return spec
-    if isinstance(spec, str):
-        try:
-            spec = json.loads(spec)
-        except ValueError as err:
-            raise SpecError("spec", f"not valid JSON: {err}", "pass the spec as a JSON object") from None
-    return parse_spec(spec)  # type: ignore[arg-type]
-
-
 def _require_kserve(spec: RolloutSpec) -> None:
     if spec.platform != "kserve":
         raise SpecError(
@@ -150,7 +138,7 @@ def register_runtime(
         SpecError: The spec is invalid or not for the kserve platform.
         PermanentError: CRDs missing/too old, a conflict with another field manager, a rejected field.
     """
-    spec = _coerce_spec(spec)
+    spec = coerce_spec(spec)
     _require_kserve(spec)
     if spec.llmd.enabled:
         obj = builders.llm_inference_service_config(spec) if spec.llmd.use_preset else None
@@ -408,7 +396,7 @@ def deploy(
         DeadlineExceeded: Not ready (or not serving) within ``timeout_s``; the message says why.
     """
     started = time.monotonic()
-    spec = _coerce_spec(spec)
+    spec = coerce_spec(spec)
     _require_kserve(spec)
     llmd = spec.llmd.enabled
     digest = artifact_digest or spec.model.digest

@@ -897,6 +897,22 @@ def parse_spec(data: dict[str, Any] | None) -> RolloutSpec:
         raise _format_validation_error(err) from None
 
 
+def coerce_spec(spec: RolloutSpec | dict[str, Any] | str) -> RolloutSpec:
+    """A typed spec from a spec, its dict or its JSON text (what KFP passes to a step).
+
+    Raises:
+        SpecError: Not JSON, or not a valid spec.
+    """
+    if isinstance(spec, RolloutSpec):
+        return spec
+    if isinstance(spec, str):
+        try:
+            spec = json.loads(spec or "{}")
+        except ValueError as err:
+            raise SpecError("spec", f"is not valid JSON ({err})", "pass the spec as a JSON object") from None
+    return parse_spec(spec)  # type: ignore[arg-type]
+
+
 def load_spec(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RolloutSpec:
     """Loads a spec from a YAML/JSON file, applies overrides and validates it.
 

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from llm_rollout import steplog
-from llm_rollout.errors import PermanentError, SpecError
+from llm_rollout.errors import SpecError
 from llm_rollout.record import DeploymentRecord
-from llm_rollout.spec import RolloutSpec, parse_spec
+from llm_rollout.spec import RolloutSpec, coerce_spec
 
 ALREADY_PROMOTED = "already-promoted"
 """Verdict of a run whose model already is the stable revision (nothing new to validate)."""
@@ -49,30 +49,6 @@ class ValidateOutcome:
     summary: str
     metrics: dict[str, float] = field(default_factory=dict)
     report_path: str = ""
-
-
-def _spec(spec: RolloutSpec | str | dict[str, Any]) -> RolloutSpec:
-    if isinstance(spec, RolloutSpec):
-        return spec
-    if isinstance(spec, str):
-        try:
-            data = json.loads(spec or "{}")
-        except json.JSONDecodeError as err:
-            raise SpecError(
-                "spec", f"is not JSON ({err.msg} at character {err.pos})", "pass the spec as JSON"
-            ) from None
-        return parse_spec(data)
-    return parse_spec(spec)
-
-
-def _record(record: DeploymentRecord | str | dict[str, Any]) -> DeploymentRecord:
-    if isinstance(record, DeploymentRecord):
-        return record
-    if isinstance(record, dict):
-        return DeploymentRecord.model_validate(record)
-    if not record:
-        raise PermanentError("the deployment record is empty: deploy-model did not finish; nothing to act on")
-    return DeploymentRecord.from_json(record)
 
 
 ADDRESS_MAP_ENV = "LLM_ROLLOUT_ADDRESS_MAP"
@@ -196,7 +172,7 @@ def register_runtime_step(spec: RolloutSpec | str) -> str:
     Returns:
         The runtime's name.
     """
-    s = _spec(spec)
+    s = coerce_spec(spec)
     with steplog.step("register-runtime") as out:
         if s.platform == "local":
             from llm_rollout.local import register_runtime_local
@@ -277,7 +253,7 @@ def deploy_step(
     Returns:
         The deployment record as JSON.
     """
-    s = _spec(spec)
+    s = coerce_spec(spec)
     with steplog.step("deploy-model") as out:
         digest = _digest(model_path, model_metadata, s) if s.platform == "local" else None
         if s.platform == "local":
@@ -388,8 +364,8 @@ def validate_step(
     """
     from llm_rollout.validation import validate
 
-    s = _spec(spec)
-    rec = _record(record)
+    s = coerce_spec(spec)
+    rec = DeploymentRecord.coerce(record)
     with steplog.step("validate-deployment") as out:
         if rec.already_promoted:
             summary = f"{rec.member} already serves this model as the stable revision: nothing new to validate"
@@ -466,8 +442,8 @@ def promote_step(
     Returns:
         What happened, one line.
     """
-    s = _spec(spec)
-    rec = _record(record)
+    s = coerce_spec(spec)
+    rec = DeploymentRecord.coerce(record)
     with steplog.step("promote-model") as out:
         if rec.already_promoted:
             message = f"already promoted: {rec.member} serves this model as the stable revision"
@@ -508,8 +484,8 @@ def rollback_step(
     Returns:
         What happened, one line.
     """
-    s = _spec(spec)
-    rec = _record(record)
+    s = coerce_spec(spec)
+    rec = DeploymentRecord.coerce(record)
     with steplog.step("rollback-model") as out:
         if rec.already_promoted:
             message = f"already promoted: {rec.member} stays the stable revision; nothing to roll back"
@@ -568,7 +544,7 @@ def finalize_step(spec: RolloutSpec | str, *, run_id: str, state: str = "", erro
     Returns:
         What was cleaned up, one line.
     """
-    s = _spec(spec)
+    s = coerce_spec(spec)
     with steplog.step("finalize-rollout") as out:
         if s.platform == "local":
             rolled = _finalize_local(s, run_id, state, error)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from llm_rollout.errors import PermanentError, SpecError
-from llm_rollout.steps import _record, _spec, address_resolver
+from llm_rollout.record import DeploymentRecord
+from llm_rollout.spec import coerce_spec
+from llm_rollout.steps import address_resolver
 
 
 def test_address_map_rewrites_matching_hosts_and_keeps_the_path():
@@ -30,10 +32,10 @@ def test_malformed_address_map_names_the_variable_and_the_fix(bad):
 
 def test_spec_that_is_not_json_is_a_spec_error():
     with pytest.raises(SpecError) as err:
-        _spec("{platform: local")
+        coerce_spec("{platform: local")
     assert "spec" in str(err.value) and "JSON" in str(err.value)
 
 
 def test_empty_record_says_deploy_did_not_finish():
     with pytest.raises(PermanentError, match="deploy-model did not finish"):
-        _record("")
+        DeploymentRecord.coerce("")
