@@ -379,9 +379,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--name", help="the recurring run's name (default: unique)")
     p.add_argument("--max-concurrency", type=int, default=1, help="runs at once (default 1)")
     p.add_argument(
-        "--no-catchup",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="skip runs missed while paused (default; --catchup is not offered: use --no-no-catchup)",
+        "--catchup",
+        dest="no_catchup",
+        action="store_false",
+        help="also start the runs missed while the schedule was paused (default: skip them)",
     )
     p.set_defaults(func=_schedule_cmd)
