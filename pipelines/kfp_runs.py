@@ -364,7 +364,6 @@ def _schedule_cmd(args: Any) -> int:
 
 def add_parsers(sub: Any) -> None:
     """Adds ``submit`` and ``schedule`` to the ``llm-rollout`` subcommands."""
-    import argparse
 
     p = sub.add_parser("submit", help="create a run of a pipeline on a KFP endpoint")
     _common(p)
