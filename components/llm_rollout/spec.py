@@ -596,6 +596,13 @@ def check_spec(spec: RolloutSpec) -> None:
             f"{spec.namespace!r} is not a valid Kubernetes namespace name",
             "use lowercase letters, digits and '-', at most 63 characters",
         )
+    sa = spec.service_account
+    if not re.match(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", sa) or len(sa) > 253:
+        raise SpecError(
+            "service_account",
+            f"{sa!r} is not a valid service account name",
+            "use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit",
+        )
 
     # SLO expressions: a typo must fail here, before deploy-model writes a canary, not at validation.
     from llm_rollout.validation.slo import parse_checks

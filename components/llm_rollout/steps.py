@@ -172,8 +172,8 @@ def register_runtime_step(spec: RolloutSpec | str) -> str:
     Returns:
         The runtime's name.
     """
-    s = coerce_spec(spec)
     with steplog.step("register-runtime") as out:
+        s = coerce_spec(spec)
         if s.platform == "local":
             from llm_rollout.local import register_runtime_local
 
@@ -253,8 +253,8 @@ def deploy_step(
     Returns:
         The deployment record as JSON.
     """
-    s = coerce_spec(spec)
     with steplog.step("deploy-model") as out:
+        s = coerce_spec(spec)
         digest = _digest(model_path, model_metadata, s) if s.platform == "local" else None
         if s.platform == "local":
             from llm_rollout.local import deploy_local
@@ -364,9 +364,9 @@ def validate_step(
     """
     from llm_rollout.validation import validate
 
-    s = coerce_spec(spec)
-    rec = DeploymentRecord.coerce(record)
     with steplog.step("validate-deployment") as out:
+        s = coerce_spec(spec)
+        rec = DeploymentRecord.coerce(record)
         if rec.already_promoted:
             summary = f"{rec.member} already serves this model as the stable revision: nothing new to validate"
             outcome = ValidateOutcome(ALREADY_PROMOTED, summary)
@@ -442,9 +442,9 @@ def promote_step(
     Returns:
         What happened, one line.
     """
-    s = coerce_spec(spec)
-    rec = DeploymentRecord.coerce(record)
     with steplog.step("promote-model") as out:
+        s = coerce_spec(spec)
+        rec = DeploymentRecord.coerce(record)
         if rec.already_promoted:
             message = f"already promoted: {rec.member} serves this model as the stable revision"
         elif s.platform == "local":
@@ -484,9 +484,9 @@ def rollback_step(
     Returns:
         What happened, one line.
     """
-    s = coerce_spec(spec)
-    rec = DeploymentRecord.coerce(record)
     with steplog.step("rollback-model") as out:
+        s = coerce_spec(spec)
+        rec = DeploymentRecord.coerce(record)
         if rec.already_promoted:
             message = f"already promoted: {rec.member} stays the stable revision; nothing to roll back"
         elif s.platform == "local":
@@ -544,8 +544,8 @@ def finalize_step(spec: RolloutSpec | str, *, run_id: str, state: str = "", erro
     Returns:
         What was cleaned up, one line.
     """
-    s = coerce_spec(spec)
     with steplog.step("finalize-rollout") as out:
+        s = coerce_spec(spec)
         if s.platform == "local":
             rolled = _finalize_local(s, run_id, state, error)
             message = f"rolled back {', '.join(rolled)}" if rolled else "nothing left to clean up"

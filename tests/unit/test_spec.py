@@ -44,6 +44,7 @@ def test_spec_roundtrips_through_json():
 
 # Every bad input names the field and the fix: (document, field, words in the problem, words in the fix)
 BAD_INPUTS = [
+    ({"service_account": "Bad_SA"}, "service_account", "not a valid service account name", "lowercase letters"),
     ({"runtime": {"extra_args": "--max-num-seqs 8"}}, "runtime.extra_args", "shell string", "one list item"),
     ({"runtime": {"extra_args": ["-tp", "2"]}}, "runtime.extra_args[0]", "short or malformed", "long form"),
     ({"runtime": {"extra_args": ["--Bad_Flag"]}}, "runtime.extra_args[0]", "not a vLLM flag", "--max-num-seqs"),
