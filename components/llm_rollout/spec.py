@@ -916,7 +916,7 @@ def coerce_spec(spec: RolloutSpec | dict[str, Any] | str) -> RolloutSpec:
         try:
             spec = json.loads(spec or "{}")
         except ValueError as err:
-            raise SpecError("spec", f"is not valid JSON ({err})", "pass the spec as a JSON object") from None
+            raise SpecError("spec", f"is not JSON ({err})", "pass the spec as JSON (an object)") from None
     return parse_spec(spec)  # type: ignore[arg-type]
 
 
