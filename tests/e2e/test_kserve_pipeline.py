@@ -40,7 +40,7 @@ def _spec(namespace: str, probes, checks: list[str]) -> dict:
                 "output_tokens": 8,
                 "max_duration_s": 60,
             },
-            "slo": {"checks": checks, "judge_concurrency": [2], "min_successful_requests": 5},
+            "slo": {"checks": checks, "judge_concurrency": [2], "min_successful_requests": 5, "baseline_checks": []},
         },
     }
 
@@ -83,3 +83,26 @@ def test_first_rollout_is_promoted_then_a_failing_model_is_rolled_back(
     after = client.get(INFERENCE_SERVICES, NAME, kube_namespace)
     assert after["spec"] == stable_spec, "the stable revision is exactly as run 1 left it: no canary, same predictor"
     assert after["spec"]["predictor"]["model"]["storageUri"] == "s3://models/tiny-llama/v1"
+
+
+def test_llmd_stepped_promotion_reruns_the_gate_at_each_traffic_step(
+    kubeconfig, kube_namespace, reconciler, vllm_server, tiny_model, tmp_path
+):
+    """llm-d path: the second model's weight moves 50 -> 100 with the validation re-run at each step."""
+    from llm_rollout.kube import LLM_INFERENCE_SERVICES
+
+    reconciler.set_default(url=vllm_server.base_url)
+    client = KubeClient.from_kubeconfig(str(kubeconfig))
+    doc = _spec(kube_namespace, tiny_model / "probes.json", ["p99_e2el_ms <= 30000", "error_rate == 0"])
+    doc["llmd"] = {"enabled": True}
+    first = run_pipeline("llm-deploy", "s3://models/tiny/v1", parse_spec(doc), out_dir=tmp_path / "r1", quiet=True)
+    assert first.outcome == "promoted", json.dumps(first.steps, indent=1)
+
+    doc["canary"] = {"steps": [50, 100]}
+    second = run_pipeline("llm-deploy", "s3://models/tiny/v2", parse_spec(doc), out_dir=tmp_path / "r2", quiet=True)
+    assert second.outcome == "promoted", json.dumps(second.steps, indent=1)
+    log = (tmp_path / "r2" / "run.log").read_text()
+    assert "gate at 50% traffic" in log and "gate at 100% traffic" in log
+    members = client.list(LLM_INFERENCE_SERVICES, kube_namespace)["items"]
+    serving = [m for m in members if "serving.kserve.io/stop" not in (m["metadata"].get("annotations") or {})]
+    assert [m["spec"]["model"]["uri"] for m in serving] == ["s3://models/tiny/v2"], [m["metadata"] for m in members]
