@@ -24,7 +24,9 @@ def _compile(args: argparse.Namespace) -> int:
     from llm_rollout_pipelines.compile import compile_pipelines
 
     started = time.perf_counter()
-    paths = compile_pipelines(args.out, image=args.image, optimize_image=args.optimize_image)
+    paths = compile_pipelines(
+        args.out, image=args.image, optimize_image=args.optimize_image, api_key_secret=args.api_key_secret
+    )
     for path in paths:
         print(path)
     print(f"compiled {len(paths)} pipelines in {time.perf_counter() - started:.2f} s", file=sys.stderr)
@@ -63,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--optimize-image",
         default=DEFAULT_OPTIMIZE_IMAGE,
         help=f"optimize step's image (default {DEFAULT_OPTIMIZE_IMAGE})",
+    )
+    p.add_argument(
+        "--api-key-secret",
+        metavar="SECRET[:KEY]",
+        help="Kubernetes Secret with the model endpoint's API key (key default api-key): the steps that call "
+        "the model get it as $LLM_ROLLOUT_API_KEY (set validation.api_key_env: LLM_ROLLOUT_API_KEY)",
     )
     p.set_defaults(func=_compile)
 

@@ -11,7 +11,11 @@ from llm_rollout_pipelines.pipelines import PIPELINES
 
 
 def compile_pipelines(
-    out_dir: str | Path, *, image: str = DEFAULT_IMAGE, optimize_image: str = DEFAULT_OPTIMIZE_IMAGE
+    out_dir: str | Path,
+    *,
+    image: str = DEFAULT_IMAGE,
+    optimize_image: str = DEFAULT_OPTIMIZE_IMAGE,
+    api_key_secret: str | None = None,
 ) -> list[Path]:
     """Compiles every pipeline into ``out_dir/<pipeline-name>.yaml``.
 
@@ -19,6 +23,8 @@ def compile_pipelines(
         out_dir: Output directory (created if missing).
         image: The components' image.
         optimize_image: The optimize step's image.
+        api_key_secret: ``SECRET[:KEY]`` with the model endpoint's API key (``$LLM_ROLLOUT_API_KEY``
+            in the steps that call the model).
 
     Returns:
         The written paths.
@@ -28,6 +34,8 @@ def compile_pipelines(
     paths = []
     for name, build in PIPELINES.items():
         path = out / f"{name}.yaml"
-        compiler.Compiler().compile(build(image=image, optimize_image=optimize_image), str(path))
+        compiler.Compiler().compile(
+            build(image=image, optimize_image=optimize_image, api_key_secret=api_key_secret), str(path)
+        )
         paths.append(path)
     return paths

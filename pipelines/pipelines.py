@@ -17,6 +17,8 @@ from llm_rollout_components.images import DEFAULT_IMAGE, DEFAULT_OPTIMIZE_IMAGE
 DEPLOY_PIPELINE = "llm-deploy"
 OPTIMIZE_DEPLOY_PIPELINE = "llm-optimize-deploy"
 RUN_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+API_KEY_ENV = "LLM_ROLLOUT_API_KEY"
+"""Environment variable the endpoint's API key is put in (from ``--api-key-secret`` at compile time)."""
 
 
 def _no_cache(task: Any) -> Any:
@@ -25,36 +27,74 @@ def _no_cache(task: Any) -> Any:
     return task
 
 
-def _rollout(c: SimpleNamespace, spec: str, model: Any) -> None:
+def _api_key(task: Any, secret: tuple[str, str] | None) -> Any:
+    # Steps that talk to the model endpoint get its API key from a Kubernetes Secret, as an
+    # environment variable: never a pipeline parameter, which the KFP UI shows in clear text.
+    if secret:
+        from kfp import kubernetes
+
+        kubernetes.use_secret_as_env(task, secret_name=secret[0], secret_key_to_env={secret[1]: API_KEY_ENV})
+    return task
+
+
+def _rollout(c: SimpleNamespace, spec: str, model: Any, secret: tuple[str, str] | None = None) -> None:
     """register -> deploy -> validate -> promote | rollback, inside the caller's exit handler."""
     register = _no_cache(c.register_runtime(spec=spec)).set_display_name("register-runtime")
-    deploy = _no_cache(c.deploy_model(spec=spec, model=model, run_id=RUN_ID)).after(register)
-    validate = _no_cache(c.validate_deployment(spec=spec, record=deploy.output))
+    deploy = _api_key(_no_cache(c.deploy_model(spec=spec, model=model, run_id=RUN_ID)).after(register), secret)
+    validate = _api_key(_no_cache(c.validate_deployment(spec=spec, record=deploy.output)), secret)
     with dsl.If(validate.outputs["verdict"] == "pass", name="verdict-pass"):
-        _no_cache(
+        _api_key(
             c.promote_model(
                 spec=spec,
                 record=deploy.output,
                 verdict=validate.outputs["verdict"],
                 summary=validate.outputs["summary"],
                 run_id=RUN_ID,
-            )
+            ).set_caching_options(False),
+            secret,
         )
     with dsl.Else(name="verdict-not-pass"):
         _no_cache(c.rollback_model(spec=spec, record=deploy.output, reason=validate.outputs["summary"]))
 
 
-def deploy_pipeline(image: str = DEFAULT_IMAGE, optimize_image: str = DEFAULT_OPTIMIZE_IMAGE):
+def parse_secret_ref(ref: str | None) -> tuple[str, str] | None:
+    """``SECRET`` or ``SECRET:KEY`` -> ``(secret, key)`` (key default ``api-key``); None for none.
+
+    Raises:
+        SpecError: Not a valid Secret name or key.
+    """
+    import re
+
+    from llm_rollout.errors import SpecError
+
+    if not ref:
+        return None
+    name, _, key = ref.partition(":")
+    key = key or "api-key"
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name) or not re.fullmatch(r"[-._a-zA-Z0-9]+", key):
+        raise SpecError(
+            "--api-key-secret", f"{ref!r} is not SECRET[:KEY]", "name a Kubernetes Secret, e.g. 'vllm-api-key:token'"
+        )
+    return name, key
+
+
+def deploy_pipeline(
+    image: str = DEFAULT_IMAGE, optimize_image: str = DEFAULT_OPTIMIZE_IMAGE, api_key_secret: str | None = None
+):
     """Builds the deploy pipeline: an existing model -> register -> deploy -> validate -> promote.
 
     Args:
         image: The components' image.
         optimize_image: Unused here; accepted so both pipeline builders take the same arguments.
+        api_key_secret: ``SECRET`` or ``SECRET:KEY`` (key default ``api-key``): the endpoint's API
+            key, put into ``$LLM_ROLLOUT_API_KEY`` of the steps that call the model (set
+            ``validation.api_key_env: LLM_ROLLOUT_API_KEY`` in the spec).
 
     Returns:
         The KFP pipeline (compile it with ``kfp.compiler.Compiler``).
     """
     c = build_components(image, optimize_image)
+    secret = parse_secret_ref(api_key_secret)
 
     @dsl.pipeline(
         name=DEPLOY_PIPELINE,
@@ -71,12 +111,14 @@ def deploy_pipeline(image: str = DEFAULT_IMAGE, optimize_image: str = DEFAULT_OP
         finalize = _no_cache(c.finalize_rollout(spec=spec, run_id=RUN_ID))
         with dsl.ExitHandler(finalize, name="rollout"):
             model = dsl.importer(artifact_uri=model_uri, artifact_class=dsl.Model, reimport=False)
-            _rollout(c, spec, model.output)
+            _rollout(c, spec, model.output, secret)
 
     return llm_deploy
 
 
-def optimize_deploy_pipeline(image: str = DEFAULT_IMAGE, optimize_image: str = DEFAULT_OPTIMIZE_IMAGE):
+def optimize_deploy_pipeline(
+    image: str = DEFAULT_IMAGE, optimize_image: str = DEFAULT_OPTIMIZE_IMAGE, api_key_secret: str | None = None
+):
     """Builds the optimize-deploy pipeline: compress with llmcompressor, then the deploy flow.
 
     This is the pipeline to schedule for retrain-and-redeploy: a rerun whose model is already the
@@ -85,11 +127,13 @@ def optimize_deploy_pipeline(image: str = DEFAULT_IMAGE, optimize_image: str = D
     Args:
         image: The components' image.
         optimize_image: The optimize step's image.
+        api_key_secret: ``SECRET[:KEY]`` holding the endpoint's API key (see :func:`deploy_pipeline`).
 
     Returns:
         The KFP pipeline.
     """
     c = build_components(image, optimize_image)
+    secret = parse_secret_ref(api_key_secret)
 
     @dsl.pipeline(
         name=OPTIMIZE_DEPLOY_PIPELINE,
@@ -117,7 +161,7 @@ def optimize_deploy_pipeline(image: str = DEFAULT_IMAGE, optimize_image: str = D
             optimize = c.optimize_model(
                 input_model=base.output, scheme=scheme, recipe=recipe, calibration_data=calibration_data
             )
-            _rollout(c, spec, optimize.outputs["optimized_model"])
+            _rollout(c, spec, optimize.outputs["optimized_model"], secret)
 
     return llm_optimize_deploy
 

@@ -73,3 +73,33 @@ def test_optimize_runs_before_deploy(compiled):
     tasks = _tasks(compiled[OPTIMIZE_DEPLOY_PIPELINE])
     deploy_inputs = tasks["deploy-model"]["inputs"]["artifacts"]["model"]
     assert deploy_inputs["taskOutputArtifact"]["producerTask"] == "optimize-model"
+
+
+def _platform_executors(path):
+    docs = list(yaml.safe_load_all(path.read_text()))
+    platform = docs[1] if len(docs) > 1 else {}
+    return platform.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {}).get("executors", {})
+
+
+def test_api_key_secret_reaches_exactly_the_steps_that_call_the_model(tmp_path):
+    assert main(["compile", "--out", str(tmp_path), "--api-key-secret", "vllm-key:token"]) == 0
+    for name in (DEPLOY_PIPELINE, OPTIMIZE_DEPLOY_PIPELINE):
+        executors = _platform_executors(tmp_path / f"{name}.yaml")
+        with_secret = {k for k, v in executors.items() if v.get("secretAsEnv")}
+        assert with_secret == {"exec-deploy-model", "exec-validate-deployment", "exec-promote-model"}
+        env = executors["exec-validate-deployment"]["secretAsEnv"][0]
+        assert env["secretName"] == "vllm-key"
+        assert env["keyToEnv"] == [{"envVar": "LLM_ROLLOUT_API_KEY", "secretKey": "token"}]
+        pipeline_spec = next(yaml.safe_load_all((tmp_path / f"{name}.yaml").read_text()))
+        assert "vllm-key" not in str(pipeline_spec["root"]), "the secret is not a pipeline parameter"
+
+
+def test_no_api_key_secret_means_no_secret_in_the_pipelines(tmp_path):
+    assert main(["compile", "--out", str(tmp_path)]) == 0
+    assert not any(v.get("secretAsEnv") for v in _platform_executors(tmp_path / f"{DEPLOY_PIPELINE}.yaml").values())
+
+
+def test_bad_api_key_secret_names_the_flag_and_the_fix(tmp_path, capsys):
+    assert main(["compile", "--out", str(tmp_path), "--api-key-secret", "Bad Secret"]) == 2
+    err = capsys.readouterr().err
+    assert "--api-key-secret" in err and "SECRET[:KEY]" in err
