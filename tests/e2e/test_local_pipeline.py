@@ -61,9 +61,12 @@ def test_demo_promotes_then_rolls_back(demo):
     assert summary["ok"] is True
     assert [r["outcome"] for r in summary["runs"]] == ["promoted", "rolled back"]
     run1, run2 = ({s["step"]: s for s in r["steps"]} for r in summary["runs"])
-    expected = ["optimize-model", "register-runtime", "deploy-model", "validate-deployment"]
-    assert [s["step"] for s in summary["runs"][0]["steps"]] == [*expected, "promote-model", "finalize-rollout"]
-    assert [s["step"] for s in summary["runs"][1]["steps"]] == [*expected, "rollback-model", "finalize-rollout"]
+    # optimize-model and register-runtime do not depend on each other: kfp.local may run either first.
+    first_two = {"optimize-model", "register-runtime"}
+    for run, decision in zip(summary["runs"], ("promote-model", "rollback-model"), strict=True):
+        order = [s["step"] for s in run["steps"]]
+        assert set(order[:2]) == first_two
+        assert order[2:] == ["deploy-model", "validate-deployment", decision, "finalize-rollout"]
     assert all(s["status"] == "succeeded" for r in summary["runs"] for s in r["steps"])
     assert run1["validate-deployment"]["verdict"] == "pass"
     assert run2["validate-deployment"]["verdict"] == "fail"
