@@ -104,13 +104,21 @@ def granted(path: Path = RBAC_YAML) -> tuple[set[tuple[str, str, str]], set[tupl
     return role, cluster
 
 
+def _deployer(spec, client):
+    """deploy() for one spec and client, as the cluster steps call it (no endpoint probe here)."""
+
+    def dep(uri, rev, run, **kw):
+        return deploy(spec, client, model_uri=uri, revision=rev, run_id=run, timeout_s=30, probe=False, **kw)
+
+    return dep
+
+
 def _exercise_inference_service(proxy, namespace, reconciler, client) -> None:
     spec = make_spec(namespace, canary={"traffic_percent": 10})
     check_crds(client, need_llmd=False)
     register_runtime(spec, client)
 
-    def dep(uri, rev, run, **kw):
-        return deploy(spec, client, model_uri=uri, revision=rev, run_id=run, timeout_s=30, probe=False, **kw)
+    dep = _deployer(spec, client)
 
     first = dep("s3://models/a", "ra", "run-1")
     promote(spec, client, first, verdict="pass", summary="ok", run_id="run-1")
@@ -138,9 +146,10 @@ def _exercise_inference_service(proxy, namespace, reconciler, client) -> None:
 
     knative = make_spec(namespace, name="kn", deployment_mode="Knative", canary={"traffic_percent": 10})
     register_runtime(knative, client)
-    kfirst = deploy(knative, client, model_uri="s3://models/a", revision="ra", run_id="k1", timeout_s=30, probe=False)
+    kdep = _deployer(knative, client)
+    kfirst = kdep("s3://models/a", "ra", "k1")
     promote(knative, client, kfirst, verdict="pass", summary="ok", run_id="k1")
-    kcanary = deploy(knative, client, model_uri="s3://models/b", revision="rb", run_id="k2", timeout_s=30, probe=False)
+    kcanary = kdep("s3://models/b", "rb", "k2")
     rollback(knative, client, kcanary, reason="fail", run_id="k2")
 
 
@@ -149,8 +158,7 @@ def _exercise_llmd(namespace, client) -> None:
     check_crds(client, need_llmd=True)
     register_runtime(spec, client)
 
-    def dep(uri, rev, run, **kw):
-        return deploy(spec, client, model_uri=uri, revision=rev, run_id=run, timeout_s=30, probe=False, **kw)
+    dep = _deployer(spec, client)
 
     first = dep("hf://org/a", "ra", "run-1")
     promote(spec, client, first, verdict="pass", summary="ok", run_id="run-1")
