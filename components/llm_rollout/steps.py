@@ -341,6 +341,11 @@ def _rollback_on_sigterm(s: RolloutSpec, rec: DeploymentRecord):
         yield
 
 
+def _summary(reasons: list[str]) -> str:
+    """A verdict's summary line(s): one reason per line, or that every check passed."""
+    return "\n".join(reasons) or "every check passed"
+
+
 def validate_step(
     spec: RolloutSpec | str,
     record: DeploymentRecord | str,
@@ -395,7 +400,7 @@ def validate_step(
                 if dest and src:
                     Path(dest).parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(src, dest)
-        summary = "\n".join(result.reasons) if result.reasons else "every check passed"
+        summary = _summary(result.reasons)
         outcome = ValidateOutcome(result.verdict, summary, dict(result.metrics), report_path)
         if s.platform == "local":
             _save_local_validation(s, rec, outcome)
@@ -429,7 +434,7 @@ def _traffic_gate(s: RolloutSpec, rec: DeploymentRecord):
     def gate(percent: int) -> tuple[str, str]:
         steplog.log(f"promote-model: gate at {percent}% traffic on {url}")
         result = validate(s.validation.model_copy(update={"baseline_url": None}), url, rec.served_model_name)
-        return result.verdict, "\n".join(result.reasons) or "every check passed"
+        return result.verdict, _summary(result.reasons)
 
     return gate
 
