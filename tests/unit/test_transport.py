@@ -12,6 +12,7 @@ import json
 import shutil
 import ssl
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -341,6 +342,33 @@ def test_the_time_bound_marks_requests_incomplete():
     assert len(res.records) == 2
     assert all(r.incomplete and not r.success for r in res.records)
     assert res.duration_s == pytest.approx(0.2, abs=0.1)
+
+
+def test_a_stream_read_only_after_the_bound_is_incomplete_even_when_whole():
+    # The server sends the whole stream at once, then the event loop is blocked until well past the
+    # 100 ms bound (a client starved of CPU): the complete stream is read late, in one go. To this
+    # client it was still in flight at the bound, so it counts as neither a success nor a failure.
+    body = HEAD_CHUNKED + chunked(*sse(TOKEN, TOKEN, LAST, "[DONE]"))
+
+    def respond(head: bytes, body_in: bytes) -> Script:
+        asyncio.get_running_loop().call_soon(time.sleep, 0.3)
+        return [body]
+
+    async def main():
+        async with Server(respond) as srv:
+            ep = Endpoint(srv.url, "m")
+            client = make_client(ep, 2)
+            res = await run_load(
+                client, ep, ["a", "b"], output_tokens=3, num_requests=10, concurrency=2, max_duration_s=0.1
+            )
+            await client.aclose()
+            return res
+
+    res = run(main())
+    assert res.truncated
+    assert len(res.records) == 2
+    assert all(r.incomplete and not r.success for r in res.records), [r.error for r in res.records]
+    assert not any(r.error and "bound" not in r.error for r in res.records)
 
 
 # TLS --------------------------------------------------------------------------------------------

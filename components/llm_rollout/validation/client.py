@@ -524,7 +524,8 @@ async def run_load(
         concurrency: Requests in flight (closed loop) or the cap (open loop).
         request_rate: Poisson arrival rate in requests/s.
         max_duration_s: Wall-clock bound; at the bound no request is sent any more and those in
-            flight are cancelled and marked ``incomplete``.
+            flight are cancelled and marked ``incomplete`` (so is one whose last token this client
+            read only after the bound).
         ignore_eos: Generate exactly ``output_tokens`` (vLLM extension).
         seed: Seed of the arrival process.
         on_record: Called with each finished record (e.g. to stop early when the server is gone).
@@ -544,6 +545,11 @@ async def run_load(
     t0 = time.perf_counter()
     deadline = t0 + max_duration_s
 
+    def cut(rec: RequestRecord) -> None:
+        rec.incomplete = True
+        rec.success = False
+        rec.error = rec.error or f"still running when the level's {max_duration_s:g} s bound ran out"
+
     async def one(index: int) -> None:
         rec = RequestRecord()
         records.append(rec)
@@ -553,10 +559,14 @@ async def run_load(
             if task is not None and task.cancelling():  # a cancellation some library swallowed
                 raise asyncio.CancelledError
         except asyncio.CancelledError:
-            rec.incomplete = True
-            rec.success = False
-            rec.error = rec.error or f"still running when the level's {max_duration_s:g} s bound ran out"
+            cut(rec)
             raise
+        if rec.success and rec.start_time + rec.latency > deadline:
+            # The last token was read after the bound: the event loop ran late (a starved client reads
+            # a whole finished stream at once), so to this client the request was still in flight at
+            # the bound. Counting it would make the outcome depend on which callback ran first.
+            cut(rec)
+            return
         if on_record is not None:
             on_record(rec)
 
