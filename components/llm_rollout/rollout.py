@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -45,6 +44,7 @@ from llm_rollout.kube import (
 from llm_rollout.names import member_name, short_hash
 from llm_rollout.record import DeploymentRecord, StableRef
 from llm_rollout.spec import KSERVE_URI_SCHEMES, LLMD_URI_SCHEMES, RolloutSpec, check_model_uri, coerce_spec
+from llm_rollout.validation.client import resolve_api_key
 from llm_rollout.wait import Readiness, probe_endpoint, wait_ready
 
 log = logging.getLogger(__name__)
@@ -86,10 +86,7 @@ def to_storage_uri(uri: str, *, llmd: bool = False) -> str:
         )
     uri = uri.strip()
     check_model_uri(uri, "kserve", llmd=llmd)
-    parsed = urlparse(uri)
-    if not parsed.netloc and parsed.scheme not in ("hf",):
-        raise SpecError("model.uri", f"{uri!r} names no bucket/claim/registry", "write it like s3://bucket/path")
-    if parsed.scheme.lower() == "minio":
+    if urlparse(uri).scheme.lower() == "minio":
         return "s3://" + uri.split("://", 1)[1]
     return uri
 
@@ -332,21 +329,6 @@ def _plan_llm_inference_service(spec: RolloutSpec, client: KubeClient, new: Memb
     return plan
 
 
-def _api_key(spec: RolloutSpec) -> str | None:
-    val = spec.validation
-    if val.api_key_env:
-        return os.environ.get(val.api_key_env) or None
-    if val.api_key_file:
-        try:
-            with open(os.path.expanduser(val.api_key_file)) as fh:
-                return fh.read().strip() or None
-        except OSError as err:
-            raise PermanentError(
-                f"validation.api_key_file {val.api_key_file}: cannot read it ({err.strerror})"
-            ) from None
-    return None
-
-
 def deploy(
     spec: RolloutSpec | dict[str, Any] | str,
     client: KubeClient,
@@ -400,6 +382,9 @@ def deploy(
     _require_kserve(spec)
     llmd = spec.llmd.enabled
     digest = artifact_digest or spec.model.digest
+    # The endpoint's key is read before anything is applied: a key this step cannot see is a
+    # configuration error to fix now, not a rollback after the new revision is up.
+    api_key = resolve_api_key(spec.validation.api_key_env, spec.validation.api_key_file)
     storage_uri = to_storage_uri(model_uri if model_uri is not None else spec.model.uri, llmd=llmd)
     rev = revision or spec.model.revision or revision_id(storage_uri, digest)
     new = Member(name=member_name(spec.service_name, rev), model_uri=storage_uri, revision=rev, run_id=run_id)
@@ -494,7 +479,7 @@ def deploy(
             endpoint,
             spec.served_model_name,
             min(left, spec.validation.readiness_timeout_s),
-            api_key=_api_key(spec),
+            api_key=api_key,
             verify=spec.validation.ca_bundle or spec.validation.tls_verify,
         )
     record.endpoint_url = endpoint

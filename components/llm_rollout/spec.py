@@ -55,6 +55,22 @@ KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2", "bfloat16", "float16")
 KSERVE_URI_SCHEMES = ("s3", "gs", "pvc", "hf", "oci", "minio")
 LLMD_URI_SCHEMES = ("hf", "pvc", "oci", "s3", "minio")
 LOCAL_URI_SCHEMES = ("", "file")
+_URI_HOST_PART = {
+    "s3": "bucket",
+    "gs": "bucket",
+    "minio": "bucket",
+    "pvc": "claim",
+    "hf": "organisation",
+    "oci": "registry",
+}
+_URI_EXAMPLES = {
+    "s3": "s3://bucket/path/to/model",
+    "gs": "gs://bucket/path/to/model",
+    "minio": "minio://bucket/path/to/model",
+    "pvc": "pvc://claim-name/path/to/model",
+    "hf": "hf://org/repo",
+    "oci": "oci://registry/repository:tag",
+}
 
 # vLLM flags the spec owns: passing them again in extra_args would silently fight the typed knob.
 _OWNED_FLAGS = {
@@ -580,6 +596,19 @@ def check_model_uri(uri: str, platform: str, *, llmd: bool = False, field: str =
             + ", ".join(f"{s}://" for s in accepted)
             + " (upload local models to object storage or a PVC)",
         )
+    parsed = urlparse(uri)
+    if not parsed.netloc:
+        raise SpecError(
+            field,
+            f"{uri!r} names no {_URI_HOST_PART.get(scheme, 'location')} after {scheme}://",
+            f"write it like {_URI_EXAMPLES[scheme]}",
+        )
+    if scheme == "hf" and not parsed.path.strip("/"):
+        raise SpecError(
+            field,
+            f"{uri!r} names an organisation but no repository",
+            f"write it like {_URI_EXAMPLES[scheme]}",
+        )
 
 
 def check_spec(spec: RolloutSpec) -> None:
@@ -666,6 +695,8 @@ def check_spec(spec: RolloutSpec) -> None:
                 "scale to zero needs Knative; Standard mode keeps at least one replica",
                 "set min_replicas >= 1 or deployment_mode 'Knative'",
             )
+
+    _version_tuple(spec.kserve_version)  # checked even when no canary needs it yet
 
     # Canary.
     cn = spec.canary

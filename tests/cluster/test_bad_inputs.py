@@ -71,13 +71,22 @@ STEP_CASES = [
     Case({}, "model.uri", "no model URI was given", "pvc://", model_uri="", steps=("deploy",)),
     Case({}, "model.uri", "a local path", "PVC", model_uri="/data/models/m", steps=("deploy",)),
     Case({}, "model.uri", "names no bucket", "s3://bucket/path", model_uri="s3:///key-only", steps=("deploy",)),
-    Case({}, "model.uri", "names no bucket", "s3://bucket/path", model_uri="pvc://", steps=("deploy",)),
+    Case({}, "model.uri", "names no claim", "pvc://claim-name/path", model_uri="pvc://", steps=("deploy",)),
+    Case({}, "model.uri", "but no repository", "hf://org/repo", model_uri="hf://meta-llama", steps=("deploy",)),
     Case(
         {"llmd": {"enabled": True}, "scaling": None, "replicas": 1},
         "model.uri",
         "llm-d's storage initializer cannot load gs://",
         "hf://",
         model_uri="gs://bucket/m",
+        steps=("deploy",),
+    ),
+    # The endpoint's API key: a variable the step cannot see is found before anything is applied.
+    Case(
+        {"validation": {"api_key_env": "LLM_ROLLOUT_TEST_UNSET_KEY"}},
+        "validation.api_key_env",
+        "LLM_ROLLOUT_TEST_UNSET_KEY is not set or empty",
+        "export LLM_ROLLOUT_TEST_UNSET_KEY",
         steps=("deploy",),
     ),
     # The spec text itself (KFP passes it as a JSON string parameter).

@@ -97,6 +97,10 @@ BAD_INPUTS = [
     ({"platform": "kserve", "model": {"uri": "ftp://host/m"}}, "model.uri", "cannot load ftp://", "s3://"),
     ({"platform": "kserve", "model": {"uri": "/data/models/m"}}, "model.uri", "a local path", "PVC"),
     ({"platform": "local", "model": {"uri": "s3://b/m"}}, "model.uri", "not s3://", "local directory"),
+    ({"kserve_version": "latest"}, "kserve_version", "'latest' is not a version", "like '0.20'"),
+    ({"platform": "kserve", "model": {"uri": "hf://"}}, "model.uri", "names no organisation", "hf://org/repo"),
+    ({"platform": "kserve", "model": {"uri": "hf://org"}}, "model.uri", "no repository", "hf://org/repo"),
+    ({"platform": "kserve", "model": {"uri": "gs:///m"}}, "model.uri", "names no bucket", "gs://bucket/"),
     (
         {"platform": "kserve", "llmd": {"enabled": True}, "model": {"uri": "gs://b/m"}},
         "model.uri",
