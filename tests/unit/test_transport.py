@@ -325,7 +325,7 @@ def test_http_errors_and_error_events_are_captured():
 
 def test_the_time_bound_marks_requests_incomplete():
     def respond(head: bytes, body: bytes) -> Script:
-        return [HEAD_CHUNKED + chunk(sse(TOKEN)[0]), 2.0]
+        return [HEAD_CHUNKED + chunk(sse(TOKEN)[0]), 30.0]
 
     async def main():
         async with Server(respond) as srv:
@@ -341,7 +341,9 @@ def test_the_time_bound_marks_requests_incomplete():
     assert res.truncated
     assert len(res.records) == 2
     assert all(r.incomplete and not r.success for r in res.records)
-    assert res.duration_s == pytest.approx(0.2, abs=0.1)
+    # The bound ended the level, not the server (which holds each stream for 30 s); no tighter
+    # timing is asserted, the machine may be busy.
+    assert 0.2 <= res.duration_s < 15
 
 
 def test_a_stream_read_only_after_the_bound_is_incomplete_even_when_whole():
