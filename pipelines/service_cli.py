@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from llm_rollout.errors import PermanentError
+from llm_rollout.errors import SpecError
 
 
 def _kserve_client(args: Any):
@@ -26,6 +26,9 @@ def format_local_status(d: dict[str, Any]) -> str:
         )
     else:
         lines.append("stable: nothing promoted yet")
+    previous = d.get("previous")
+    if previous:
+        lines.append(f"previous (what rollback restores): {previous['member']} ({previous.get('model_uri')})")
     for s in d.get("servers") or []:
         lines.append(f"server {s.get('member')}: {s.get('role')}, {'alive' if s.get('alive') else 'stopped'}")
     history = d.get("history") or []
@@ -53,22 +56,18 @@ def _status_cmd(args: Any) -> int:
 
 def _rollback_cmd(args: Any) -> int:
     if args.platform == "local":
-        from llm_rollout.local import status_local
+        from llm_rollout.local import rollback_to_previous_local, status_local
 
-        d = status_local(args.state_dir)
-        stable = (d.get("stable") or {}).get("member")
-        previous = next(
-            (h for h in d.get("history") or [] if h.get("action") == "promote" and h.get("member") != stable), None
-        )
-        hint = (
-            f"the previous promoted model was {previous['member']} ({previous.get('model_uri')}): "
-            f"run `llm-rollout run-local --model {previous.get('model_uri')}` to validate and promote it again"
-            if previous
-            else "no earlier promotion is recorded"
-        )
-        raise PermanentError(
-            "the local platform keeps one promoted server and does not restart an older model by itself; " + hint
-        )
+        service = status_local(args.state_dir).get("service")
+        if service and service != args.name:
+            raise SpecError(
+                "--state-dir",
+                f"the state directory {args.state_dir or '(default)'} belongs to service {service}, not {args.name}",
+                f"pass the state directory of {args.name} (its spec's local.state_dir)",
+            )
+        result = rollback_to_previous_local(args.state_dir, run_id=args.run_id, timeout_s=args.timeout)
+        print(result["message"])
+        return 0
     from llm_rollout.promotion import rollback_to_previous
 
     result = rollback_to_previous(

@@ -88,7 +88,7 @@ from llm_rollout.procs import (
     stop_group,
 )
 from llm_rollout.record import DeploymentRecord, StableRef
-from llm_rollout.spec import LocalSpec, RolloutSpec
+from llm_rollout.spec import LocalSpec, RolloutSpec, coerce_spec
 from llm_rollout.vllm_args import server_args
 
 log = logging.getLogger(__name__)
@@ -798,6 +798,10 @@ def _start_and_wait(
         "command": cmd,
         "log": str(log_path),
         "started_at": now_iso(),
+        # What it takes to start this server again (``rollback_to_previous_local``); the spec holds
+        # only references to secrets, never their values.
+        "spec": spec.model_dump(mode="json"),
+        "local_args": local_args,
     }
     started = time.monotonic()
     try:
@@ -914,13 +918,23 @@ def promote_local(
             "report_path": report_path,
             "run_id": run_id or rec.run_id,
             "promoted_at": now_iso(),
+            "spec": info.get("spec"),
+            "local_args": info.get("local_args"),
         }
         st["service"] = rec.name
+        if current:
+            st["previous_stable"] = current
         st["generation"] = int(st.get("generation", 0)) + 1
         entry["generation"] = st["generation"]
         st["stable"] = entry
         st.setdefault("history", []).insert(
-            0, {"action": "promote", **entry, "at": entry["promoted_at"], "previous": (current or {}).get("member")}
+            0,
+            {
+                "action": "promote",
+                **_without_launch(entry),
+                "at": entry["promoted_at"],
+                "previous": (current or {}).get("member"),
+            },
         )
         state.write_state(st)
         info["role"] = "stable"
@@ -997,6 +1011,119 @@ def rollback_local(
     return {"action": "rollback", **base, "stopped": stopped}
 
 
+def _without_launch(entry: dict[str, Any]) -> dict[str, Any]:
+    """A stable entry without what restarting it takes (kept once, not in every history line)."""
+    return {k: v for k, v in entry.items() if k not in ("spec", "local_args")}
+
+
+def rollback_to_previous_local(
+    state_dir: str | None = None, *, run_id: str = "manual", timeout_s: float | None = None
+) -> dict[str, Any]:
+    """Puts the previous promoted model back (``llm-rollout rollback NAME --platform local``).
+
+    The stable and previous-stable entries of ``state.json`` swap, so running it again goes
+    forward again. When the current stable server is running, the previous model is started
+    first (same spec and arguments it was promoted with, a free port), and the current server is
+    stopped only once the restored one serves; when nothing is serving, only the record changes
+    (the next run compares against the restored model).
+
+    Args:
+        state_dir: The state directory.
+        run_id: Recorded with the rollback.
+        timeout_s: Bound on the restored server's startup (default: its spec's
+            ``local.startup_timeout_s``).
+
+    Returns:
+        ``{"action": "rollback", "message", "member", "previous", "started": bool,
+        "stopped": bool, "endpoint_url": str | None}``.
+
+    Raises:
+        PermanentError: Nothing promoted, no previous model recorded (or recorded by an older
+            version without its spec), its directory gone, a candidate of a run still running,
+            the state changed while the restored server started, or vLLM failed to start.
+    """
+    state = resolve_state_dir(state_dir)
+    with state.lock():
+        st = state.read_state()
+        current, prev = st.get("stable"), st.get("previous_stable")
+        if not current:
+            raise PermanentError(f"nothing is promoted in {state.state_file}; nothing to roll back")
+        if not prev:
+            raise PermanentError(
+                f"{current['member']} is the only model promoted in {state.state_file}; nothing to roll back to"
+            )
+        running = [i["member"] for i in state.servers() if i.get("role") == "candidate" and server_alive(i)]
+        if running:
+            raise PermanentError(
+                f"a run is rolling out right now (candidate {', '.join(running)} is running); "
+                "wait for it to finish, then roll back"
+            )
+        _, current_server = _find_stable(state, st)
+    if not prev.get("spec"):
+        raise PermanentError(
+            f"the previous model {prev['member']} was promoted by an older llm-rollout that did not record "
+            f"how to start it; run `llm-rollout run-local --model {prev.get('model_uri')}` to validate and promote it"
+        )
+    path = check_model_dir(prev["model_uri"], field="previous stable model")
+    restored = dict(prev)
+    info = None
+    if current_server:
+        spec = coerce_spec(prev["spec"])
+        if timeout_s is not None:
+            spec.local.startup_timeout_s = timeout_s
+        log.info("rollback: starting the previous model %s (%s) beside %s", prev["member"], path, current["member"])
+        info = _launch(
+            spec, state, python=vllm_python(spec), path=path, member=prev["member"], revision=prev.get("revision", ""),
+            run_id=prev.get("run_id", ""), port=0, local_args=prev.get("local_args"), role="stable", existing=None,
+        )  # fmt: skip
+        restored["endpoint_url"] = info["endpoint_url"]
+    stopped = False
+    with state.lock():
+        st = state.read_state()
+        if (st.get("stable") or {}).get("member") != current["member"]:
+            if info is not None:
+                stop_server(info)
+                state.remove_server(prev["member"])
+            raise PermanentError(
+                f"the stable model changed while {prev['member']} started (now "
+                f"{(st.get('stable') or {}).get('member')}); nothing was rolled back"
+            )
+        st["generation"] = int(st.get("generation", 0)) + 1
+        restored["generation"] = st["generation"]
+        st["stable"], st["previous_stable"] = restored, current
+        st.setdefault("history", []).insert(
+            0,
+            {
+                "action": "rollback-to-previous",
+                "at": now_iso(),
+                "member": prev["member"],
+                "model_uri": prev.get("model_uri"),
+                "reason": f"manual rollback from {current['member']}",
+                "run_id": run_id,
+                "previous": current["member"],
+            },
+        )
+        state.write_state(st)
+        if current_server:
+            stopped = stop_server(current_server)
+            state.remove_server(current["member"])
+    where = f"serving at {info['endpoint_url']}" if info else "not running (nothing was serving)"
+    message = (
+        f"rolled back to {prev['member']} ({prev.get('model_uri')}), {where}; "
+        f"{current['member']} is the previous model now{' and was stopped' if stopped else ''}"
+    )
+    log.info("%s", message)
+    return {
+        "action": "rollback",
+        "message": message,
+        "member": prev["member"],
+        "previous": current["member"],
+        "started": info is not None,
+        "stopped": stopped,
+        "endpoint_url": info["endpoint_url"] if info else None,
+    }
+
+
 # status / cleanup / session ----------------------------------------------------------------------
 
 
@@ -1004,7 +1131,8 @@ def status_local(state_dir: str | None = None) -> dict[str, Any]:
     """What the state directory knows, for display.
 
     Returns:
-        ``state_dir``, ``service``, ``generation``, ``stable`` (with ``running``), ``history``
+        ``state_dir``, ``service``, ``generation``, ``stable`` (with ``running``), ``previous``
+        (what ``rollback`` would restore, or None), ``history``
         (newest first), ``servers`` (each with ``alive``), ``runtime`` (or None).
     """
     state = resolve_state_dir(state_dir)
@@ -1013,7 +1141,7 @@ def status_local(state_dir: str | None = None) -> dict[str, Any]:
     for info in state.servers():
         alive = server_alive(info)
         servers.append({k: info.get(k) for k in _STATUS_KEYS} | {"alive": alive})
-    stable = dict(st["stable"]) if st.get("stable") else None
+    stable = _without_launch(st["stable"]) if st.get("stable") else None
     if stable:
         stable["running"] = any(s["member"] == stable["member"] and s["alive"] for s in servers)
     runtime = json.loads(state.runtime_file.read_text()) if state.runtime_file.is_file() else None
@@ -1022,6 +1150,7 @@ def status_local(state_dir: str | None = None) -> dict[str, Any]:
         "service": st.get("service"),
         "generation": st.get("generation", 0),
         "stable": stable,
+        "previous": _without_launch(st["previous_stable"]) if st.get("previous_stable") else None,
         "history": st.get("history", []),
         "servers": servers,
         "runtime": runtime,

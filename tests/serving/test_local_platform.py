@@ -155,6 +155,57 @@ def test_first_rollout_promote_canary_then_rollback_keeps_the_first(state_dir, t
     assert third.stable is not None and third.stable.member == first.member and third.stable.endpoint_url is None
 
 
+def test_rollback_to_previous_restarts_it_then_swaps_back_by_record(state_dir, tiny_model, scrambled_model, capsys):
+    from llm_rollout_pipelines.cli import main
+
+    spec = make_spec(state_dir)
+    with pytest.raises(PermanentError, match="nothing is promoted"):
+        local.rollback_to_previous_local(str(state_dir))
+    first = local.deploy_local(spec, model_dir=str(tiny_model), run_id="run-1")
+    local.promote_local(first, verdict="pass", state_dir=str(state_dir))
+    with pytest.raises(PermanentError, match="the only model promoted"):
+        local.rollback_to_previous_local(str(state_dir))
+    second = local.deploy_local(spec, model_dir=str(scrambled_model), run_id="run-2")
+    local.promote_local(second, verdict="pass", state_dir=str(state_dir))
+    second_pgid = group_of(state_dir, second.member)
+    assert local.status_local(str(state_dir))["previous"]["member"] == first.member
+
+    # The stable (second) server runs: the first model starts again, then the second stops.
+    result = local.rollback_to_previous_local(str(state_dir), run_id="manual-test")
+    assert (result["member"], result["previous"], result["started"], result["stopped"]) == (
+        first.member,
+        second.member,
+        True,
+        True,
+    )
+    assert_group_gone(second_pgid)
+    restored = result["endpoint_url"]
+    assert complete(restored, first.served_model_name)["usage"]["completion_tokens"] == 4
+    status = local.status_local(str(state_dir))
+    assert status["stable"]["member"] == first.member and status["stable"]["running"] is True
+    assert status["stable"]["endpoint_url"] == restored
+    assert status["previous"]["member"] == second.member
+    assert [s["member"] for s in status["servers"]] == [first.member]
+    assert status["history"][0]["action"] == "rollback-to-previous" and status["history"][0]["run_id"] == "manual-test"
+    # The next run's candidate starts beside the restored model; no manual rollback meanwhile.
+    third = local.deploy_local(spec, model_dir=str(scrambled_model), run_id="run-3")
+    assert third.canary is True and third.stable.member == first.member and third.stable.endpoint_url == restored
+    with pytest.raises(PermanentError, match="a run is rolling out right now"):
+        local.rollback_to_previous_local(str(state_dir))
+    local.rollback_local(third, "test", state_dir=str(state_dir))
+
+    # Nothing serving: the CLI only swaps the records (going forward again), and says so.
+    assert local.cleanup_local(str(state_dir)) == [first.member]
+    assert main(["rollback", "other-svc", "--platform", "local", "--state-dir", str(state_dir)]) == 2
+    assert "belongs to service tiny-svc" in capsys.readouterr().err
+    assert main(["rollback", SERVICE, "--platform", "local", "--state-dir", str(state_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"rolled back to {second.member}" in out and "not running" in out
+    state = json.loads((state_dir / "state.json").read_text())
+    assert state["stable"]["member"] == second.member and state["previous_stable"]["member"] == first.member
+    assert local.status_local(str(state_dir))["servers"] == []
+
+
 def test_not_a_model_is_refused_before_any_server_starts(state_dir, tmp_path, tiny_model):
     spec = make_spec(state_dir)
     empty = tmp_path / "empty"
