@@ -433,6 +433,49 @@ def test_a_second_concurrent_rollout_fails_naming_the_holder_or_waits(kube_clust
     assert promotion.lease_of(live)["holder"] == "run-3"
 
 
+def test_llmd_first_rollouts_racing_one_proceeds_the_other_fails_or_waits(kube_cluster, kube_namespace, reconciler):
+    client = kube(kube_cluster)
+    spec = llmd_spec(kube_namespace)
+    results: dict[str, object] = {}
+    barrier = threading.Barrier(2)
+
+    def attempt(run_id: str, uri: str) -> None:
+        barrier.wait()
+        try:
+            results[run_id] = _deploy(spec, kube(kube_cluster), uri, run_id.replace("run-", "r"), run_id)
+        except LeaseHeld as err:
+            results[run_id] = err
+
+    threads = [threading.Thread(target=attempt, args=(f"run-{i}", f"hf://org/model-{i}")) for i in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    winners = [r for r in results.values() if not isinstance(r, LeaseHeld)]
+    losers = [r for r in results.values() if isinstance(r, LeaseHeld)]
+    assert len(winners) == 1 and len(losers) == 1, results
+    winner = winners[0]
+    assert losers[0].holder == winner.run_id
+    assert objects_in(client, kube_namespace)["llminferenceservices"] == [winner.member]
+
+    # The loser's rerun with a bounded wait goes on once the winner's rollout ends (the lease is
+    # watched on the LLMInferenceServiceConfig that holds it).
+    loser_run = next(r for r in results if r != winner.run_id)
+    timer = threading.Timer(
+        1.0, lambda: rollback(spec, kube(kube_cluster), winner, reason="fail", run_id=winner.run_id)
+    )
+    timer.start()
+    try:
+        started = time.monotonic()
+        second = _deploy(spec, client, f"hf://org/model-{loser_run[-1]}", "rx", loser_run, lease_wait_s=20)
+        assert time.monotonic() - started >= 0.9
+    finally:
+        timer.join()
+    assert objects_in(client, kube_namespace)["llminferenceservices"] == [second.member]
+    holder = client.get(LLM_INFERENCE_SERVICE_CONFIGS, promotion.record_object_name("chat"), kube_namespace)
+    assert promotion.lease_of(holder)["holder"] == loser_run
+
+
 def test_an_expired_lease_is_taken_over(kube_cluster, kube_namespace, reconciler):
     client = kube(kube_cluster)
     spec = make_spec(kube_namespace)
