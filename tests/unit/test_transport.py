@@ -323,21 +323,27 @@ def test_http_errors_and_error_events_are_captured():
     assert not rec.success and rec.error == "error event in stream: engine died"
 
 
-def test_the_time_bound_marks_requests_incomplete():
-    def respond(head: bytes, body: bytes) -> Script:
-        return [HEAD_CHUNKED + chunk(sse(TOKEN)[0]), 30.0]
+def load_two_at_a_time(respond: Callable[[bytes, bytes], Script], *, max_duration_s: float):
+    """A closed-loop level (10 requests, 2 in flight) against a scripted server."""
 
     async def main():
         async with Server(respond) as srv:
             ep = Endpoint(srv.url, "m")
             client = make_client(ep, 2)
             res = await run_load(
-                client, ep, ["a", "b"], output_tokens=3, num_requests=10, concurrency=2, max_duration_s=0.2
+                client, ep, ["a", "b"], output_tokens=3, num_requests=10, concurrency=2, max_duration_s=max_duration_s
             )
             await client.aclose()
             return res
 
-    res = run(main())
+    return run(main())
+
+
+def test_the_time_bound_marks_requests_incomplete():
+    def respond(head: bytes, body: bytes) -> Script:
+        return [HEAD_CHUNKED + chunk(sse(TOKEN)[0]), 30.0]
+
+    res = load_two_at_a_time(respond, max_duration_s=0.2)
     assert res.truncated
     assert len(res.records) == 2
     assert all(r.incomplete and not r.success for r in res.records)
@@ -356,17 +362,7 @@ def test_a_stream_read_only_after_the_bound_is_incomplete_even_when_whole():
         asyncio.get_running_loop().call_soon(time.sleep, 0.3)
         return [body]
 
-    async def main():
-        async with Server(respond) as srv:
-            ep = Endpoint(srv.url, "m")
-            client = make_client(ep, 2)
-            res = await run_load(
-                client, ep, ["a", "b"], output_tokens=3, num_requests=10, concurrency=2, max_duration_s=0.1
-            )
-            await client.aclose()
-            return res
-
-    res = run(main())
+    res = load_two_at_a_time(respond, max_duration_s=0.1)
     assert res.truncated
     assert len(res.records) == 2
     assert all(r.incomplete and not r.success for r in res.records), [r.error for r in res.records]
