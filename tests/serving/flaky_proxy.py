@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import http.client
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from http.server import BaseHTTPRequestHandler
+
+from tests.serving.relay import LoopbackServer, RelayHandler, hostport
 
 INJECTED = '<script>document.title="pwned"</script>'
 ERROR_BODY = b'{"error": {"message": "injected failure <script>document.title=\\"pwned\\"</script>", "code": 500}}'
-HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
 
 
-class FlakyProxy:
+class FlakyProxy(LoopbackServer):
     """The proxy; use as a context manager.
 
     Args:
@@ -43,9 +42,7 @@ class FlakyProxy:
         inject: bool = False,
         require_bearer: str | None = None,
     ) -> None:
-        parts = urlsplit(upstream)
-        self.upstream_host = parts.hostname or "127.0.0.1"
-        self.upstream_port = parts.port or 80
+        self.upstream = hostport(upstream)
         self.fail_every = fail_every
         self.cut_every = cut_every
         self.cut_after_events = cut_after_events
@@ -56,28 +53,12 @@ class FlakyProxy:
         self.posts = 0
         self.failed = 0
         self.cut = 0
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        """The proxy's base URL."""
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        super().__init__()
 
     def arm(self) -> None:
         """Starts misbehaving (requests before this are forwarded untouched)."""
         with self._lock:
             self.armed = True
-
-    def __enter__(self) -> FlakyProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
     def _decide(self, streamed: bool) -> str:
         with self._lock:
@@ -95,18 +76,13 @@ class FlakyProxy:
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:  # quiet
-                pass
-
+        class Handler(RelayHandler):
             def do_GET(self) -> None:
                 if self._authorized():
                     self._forward(b"", "forward")
 
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = self.read_body()
                 if not self._authorized():
                     return
                 streamed = b'"stream": true' in body or b'"stream":true' in body
@@ -120,28 +96,16 @@ class FlakyProxy:
                     return True
                 with proxy._lock:
                     proxy.unauthorized += 1
-                body = b'{"error": "invalid API key"}'
-                self.send_response(401)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.send_json(401, b'{"error": "invalid API key"}')
                 return False
 
             def _forward(self, body: bytes, action: str) -> None:
                 if action == "fail":
-                    self.send_response(500)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(ERROR_BODY)))
-                    self.end_headers()
-                    self.wfile.write(ERROR_BODY)
+                    self.send_json(500, ERROR_BODY)
                     return
-                conn = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port, timeout=120)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_HEADERS}
-                conn.request(self.command, self.path, body=body or None, headers=headers)
-                resp = conn.getresponse()
+                conn, resp = self.ask(proxy.upstream, body)
                 try:
-                    if "text/event-stream" in (resp.getheader("Content-Type") or ""):
+                    if self.streamed(resp):
                         self._stream(resp, action)
                     else:
                         self._whole(resp)
@@ -152,21 +116,10 @@ class FlakyProxy:
                 data = resp.read()
                 if proxy.inject and self.command == "POST" and resp.status == 200:
                     data = data.replace(b'"text":"', b'"text":"' + INJECTED.replace('"', '\\"').encode(), 1)
-                self.send_response(resp.status)
-                for key, value in resp.getheaders():
-                    if key.lower() not in HOP_HEADERS:
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.send_whole(resp, data)
 
             def _stream(self, resp: http.client.HTTPResponse, action: str) -> None:
-                self.send_response(resp.status)
-                for key, value in resp.getheaders():
-                    if key.lower() not in HOP_HEADERS:
-                        self.send_header(key, value)
-                self.send_header("Transfer-Encoding", "chunked")
-                self.end_headers()
+                self.start_chunks(resp)
                 events = 0
                 buf = b""
                 while True:
@@ -181,7 +134,7 @@ class FlakyProxy:
                             out += event + b"\n\n"
                             events += 1
                         if out:
-                            self._chunk(out)
+                            self.chunk(out)
                         if events >= proxy.cut_after_events:
                             if action == "cut-abrupt":
                                 self.wfile.flush()
@@ -190,12 +143,7 @@ class FlakyProxy:
                                 return
                             break
                         continue
-                    self._chunk(piece)
-                self.wfile.write(b"0\r\n\r\n")
-                self.wfile.flush()
-
-            def _chunk(self, data: bytes) -> None:
-                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-                self.wfile.flush()
+                    self.chunk(piece)
+                self.end_chunks()
 
         return Handler

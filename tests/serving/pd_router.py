@@ -21,19 +21,12 @@ from __future__ import annotations
 
 import http.client
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from http.server import BaseHTTPRequestHandler
 
-HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
+from tests.serving.relay import LoopbackServer, RelayHandler, hostport
 
 
-def _hostport(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    return parts.hostname or "127.0.0.1", parts.port or 80
-
-
-class PDRouter:
+class PDRouter(LoopbackServer):
     """The router; use as a context manager.
 
     Args:
@@ -43,28 +36,12 @@ class PDRouter:
     """
 
     def __init__(self, prefill_url: str, decode_url: str, mode: str = "pd") -> None:
-        self.prefill = _hostport(prefill_url)
-        self.decode = _hostport(decode_url)
+        self.prefill = hostport(prefill_url)
+        self.decode = hostport(decode_url)
         self.mode = mode
         self.prefill_hops = 0
         self.prefill_errors = 0
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        """The router's base URL (what the validator is pointed at)."""
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> PDRouter:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__()
 
     def _prefill_hop(self, path: str, body: bytes) -> None:
         try:
@@ -91,45 +68,26 @@ class PDRouter:
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         router = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:  # quiet
-                pass
-
+        class Handler(RelayHandler):
             def do_GET(self) -> None:
                 self._forward(b"")
 
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = self.read_body()
                 if router.mode == "pd" and self.path.startswith("/v1/") and "completions" in self.path:
                     router._prefill_hop(self.path, body)
                 self._forward(body)
 
             def _forward(self, body: bytes) -> None:
-                conn = http.client.HTTPConnection(*router.decode, timeout=120)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_HEADERS}
-                conn.request(self.command, self.path, body=body or None, headers=headers)
-                resp = conn.getresponse()
+                conn, resp = self.ask(router.decode, body)
                 try:
-                    streamed = "text/event-stream" in (resp.getheader("Content-Type") or "")
-                    self.send_response(resp.status)
-                    for key, value in resp.getheaders():
-                        if key.lower() not in HOP_HEADERS:
-                            self.send_header(key, value)
-                    if not streamed:
-                        data = resp.read()
-                        self.send_header("Content-Length", str(len(data)))
-                        self.end_headers()
-                        self.wfile.write(data)
+                    if not self.streamed(resp):
+                        self.send_whole(resp, resp.read())
                         return
-                    self.send_header("Transfer-Encoding", "chunked")
-                    self.end_headers()
+                    self.start_chunks(resp)
                     while piece := resp.read1(65536):
-                        self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
-                        self.wfile.flush()
-                    self.wfile.write(b"0\r\n\r\n")
-                    self.wfile.flush()
+                        self.chunk(piece)
+                    self.end_chunks()
                 finally:
                     conn.close()
 
