@@ -1074,7 +1074,8 @@ def rollback_to_previous_local(
         log.info("rollback: starting the previous model %s (%s) beside %s", prev["member"], path, current["member"])
         info = _launch(
             spec, state, python=vllm_python(spec), path=path, member=prev["member"], revision=prev.get("revision", ""),
-            run_id=prev.get("run_id", ""), port=0, local_args=prev.get("local_args"), role="stable", existing=None,
+            run_id=prev.get("run_id", ""), port=0, local_args=prev.get("local_args"), role="stable",
+            existing=state.read_server(prev["member"]),
         )  # fmt: skip
         restored["endpoint_url"] = info["endpoint_url"]
     stopped = False
@@ -1104,6 +1105,9 @@ def rollback_to_previous_local(
             },
         )
         state.write_state(st)
+        if info is not None and info.get("role") != "stable":
+            info["role"] = "stable"
+            state.write_server(info)
         if current_server:
             stopped = stop_server(current_server)
             state.remove_server(current["member"])
