@@ -372,7 +372,8 @@ def deploy(
         was stable before.
 
     Raises:
-        SpecError: Invalid spec or model URI (nothing was written).
+        SpecError: Invalid spec or model URI, or an API key this step cannot read (nothing was
+            written).
         PermanentError: CRDs missing, conflicts, rejected fields, the object deleted while waiting.
         LeaseHeld: Another run is rolling the same service out (after ``lease_wait_s``).
         DeadlineExceeded: Not ready (or not serving) within ``timeout_s``; the message says why.
@@ -383,8 +384,9 @@ def deploy(
     llmd = spec.llmd.enabled
     digest = artifact_digest or spec.model.digest
     # The endpoint's key is read before anything is applied: a key this step cannot see is a
-    # configuration error to fix now, not a rollback after the new revision is up.
-    api_key = resolve_api_key(spec.validation.api_key_env, spec.validation.api_key_file)
+    # configuration error to fix now, not a rollback after the new revision is up. A dry run
+    # (planning from a laptop) needs no key.
+    api_key = None if dry_run else resolve_api_key(spec.validation.api_key_env, spec.validation.api_key_file)
     storage_uri = to_storage_uri(model_uri if model_uri is not None else spec.model.uri, llmd=llmd)
     rev = revision or spec.model.revision or revision_id(storage_uri, digest)
     new = Member(name=member_name(spec.service_name, rev), model_uri=storage_uri, revision=rev, run_id=run_id)
