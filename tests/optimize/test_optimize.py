@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from llm_rollout import local
+from llm_rollout.cpu_kernels import model_scheme
 from llm_rollout.errors import PermanentError, SpecError
 from llm_rollout.model_files import weight_files, weights_bytes
 from llm_rollout.optimize import METADATA_FILE, SCHEMES, optimize_python, package_root, run_optimize
@@ -65,6 +66,7 @@ def test_w8a8_writes_compressed_tensors_with_right_metadata(w8a8, tiny_model):
     assert (out / "recipe.yaml").is_file()
 
     assert metadata["scheme"] == "W8A8" and metadata["method"] == "rtn"
+    assert model_scheme(out) == "W8A8"
     assert metadata["bytes_before"] == weights_bytes(tiny_model)
     assert metadata["bytes_after"] == weights_bytes(out)
     assert metadata["bytes_after"] < metadata["bytes_before"]
@@ -96,6 +98,7 @@ def test_other_schemes(tmp_path, tiny_model, scheme):
     metadata = run_optimize(str(tiny_model), str(out), scheme=scheme, calibration=str(calibration), log=lambda _: None)
     assert metadata["bytes_after"] < metadata["bytes_before"]
     group = next(iter(json.loads((out / "config.json").read_text())["quantization_config"]["config_groups"].values()))
+    assert model_scheme(out) == scheme  # what the local platform's kernel check reads
     if scheme == "W4A16":
         assert metadata["method"] == "gptq" and metadata["calibration"]["samples"] == 32
         assert (group["weights"]["num_bits"], group["input_activations"]) == (4, None)
