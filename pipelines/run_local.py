@@ -64,14 +64,15 @@ DEMO_SPEC: dict[str, Any] = {
             "max_duration_s": 60,
         },
         # CPU-realistic thresholds: the serving design's GPU SLO (p95 TTFT < 100 ms at 10-20
-        # concurrent requests, 2x the baseline) is the default of a kserve spec.
+        # concurrent requests, 2x the uncompressed original) is the default of a kserve spec.
         "slo": {
             "checks": ["p95_ttft_ms <= 1500", "p95_tpot_ms <= 250", "error_rate == 0"],
             "judge_concurrency": [4],
-            "baseline_checks": ["output_throughput_ratio_vs_baseline >= 0.3"],
             "min_successful_requests": 10,
         },
-        "min_token_agreement": 0.9,
+        # W8A8 on a 2-core CPU is not faster than bf16 (no int8 GEMM win at this size): the
+        # recovery keeps the agreement check and asks only that speed is not lost badly.
+        "recovery": {"min_token_agreement": 0.9, "checks": ["output_throughput_ratio_vs_baseline >= 0.3"]},
     },
 }
 """The demo's spec: the tiny model on CPU, its probes as the correctness suite."""
@@ -351,7 +352,11 @@ def _check_scheme_runs_here(scheme: str, spec: RolloutSpec) -> None:
 
 def _with_baseline(spec: RolloutSpec, base: dict[str, Any]) -> RolloutSpec:
     validation = spec.validation.model_copy(
-        update={"baseline_url": base["endpoint_url"], "baseline_model": base["served_model_name"]}
+        update={
+            "recovery": spec.validation.recovery.model_copy(
+                update={"base_url": base["endpoint_url"], "base_model": base["served_model_name"]}
+            )
+        }
     )
     return spec.model_copy(update={"validation": validation})
 

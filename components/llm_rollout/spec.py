@@ -18,6 +18,7 @@ The spec is validated as a whole before anything is rendered or applied
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -87,6 +88,16 @@ _OWNED_FLAGS = {
 _SECRET_LIKE_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)S?$|^AWS_SECRET", re.IGNORECASE)
 """Environment variable names whose values are secrets: they must come from a Secret, never inline."""
 _FLAG_RE = re.compile(r"^--[a-z0-9][a-z0-9-_.]*(=.*)?$")
+
+
+def _warn_deprecated(old: str, new: str) -> None:
+    """Logs that a spec field moved (the step log and the run log show it)."""
+    logging.getLogger(__name__).warning(
+        "%s is deprecated: it is now %s (the uncompressed original a compressed model is compared with; "
+        "the stable revision is compared through validation.comparison). Rename it in your spec",
+        old,
+        new,
+    )
 
 
 class _Model(BaseModel):
@@ -309,7 +320,6 @@ class SLOSpec(_Model):
         checks: Expressions ``<metric> <op> <number>`` judged at each of ``judge_concurrency``,
             e.g. ``p95_ttft_ms <= 100``. Metric names carry their unit.
         judge_concurrency: Concurrency levels the checks apply to (10-20 per GPU by default).
-        baseline_checks: Checks that compare with the baseline endpoint; used only when one is given.
         min_successful_requests: Below this many successful requests a level is inconclusive.
         capacity_max_concurrency: When set, also search (by bisection between 1 and this) for the
             highest concurrency that still meets ``checks`` ("concurrent requests per replica").
@@ -317,7 +327,6 @@ class SLOSpec(_Model):
 
     checks: list[str] = Field(default_factory=lambda: ["p95_ttft_ms <= 100", "error_rate == 0"])
     judge_concurrency: list[int] = Field(default_factory=lambda: [10, 20])
-    baseline_checks: list[str] = Field(default_factory=lambda: ["output_throughput_ratio_vs_baseline >= 2"])
     min_successful_requests: int = Field(10, ge=1)
     capacity_max_concurrency: int | None = Field(None, ge=1)
 
@@ -350,6 +359,76 @@ class LoadSpec(_Model):
     shared_prefix_words: int = Field(0, ge=0)
 
 
+class RecoverySpec(_Model):
+    """Did compression keep the model? The compressed candidate against its own uncompressed original.
+
+    Used only when the original is served beside the candidate (``base_url``; ``llm-rollout
+    run-local --baseline`` and the demo start it): never against the stable revision, which is
+    another model (that question is :class:`ComparisonSpec`'s).
+
+    Attributes:
+        base_url: The uncompressed original's endpoint.
+        base_model: Model name served at ``base_url`` (default: the candidate's).
+        min_token_agreement: Minimum greedy token agreement with the original (0-1).
+        checks: Ratio checks against the original at the judged levels (``<stem>_ratio_vs_baseline``),
+            e.g. the serving design's 2x output throughput.
+    """
+
+    base_url: str | None = None
+    base_model: str | None = None
+    min_token_agreement: float = Field(0.9, ge=0, le=1)
+    checks: list[str] = Field(default_factory=lambda: ["output_throughput_ratio_vs_baseline >= 2"])
+
+
+class ComparisonSpec(_Model):
+    """Is the candidate at least as good as what serves now? (every rollout with a stable revision).
+
+    The stable revision and the candidate are measured side by side in alternating rounds at one
+    concurrency, so that noise on the machine hits both alike, and judged for non-inferiority with
+    bootstrap intervals (:mod:`llm_rollout.validation.stats`): the candidate passes a metric when it
+    is not worse than the stable by more than the margin at the stated confidence, fails it when it
+    is worse by more than the margin at that confidence, and more rounds are measured while
+    neither holds, up to ``max_rounds`` (then the verdict is inconclusive). Never text agreement: a
+    retrained model legitimately says other things; its quality is the correctness suite's score.
+
+    Attributes:
+        enabled: Compare with the stable revision when one serves.
+        concurrency: Concurrent streams in each round.
+        round_requests: Requests per round and side.
+        min_rounds: Rounds per side before the first look.
+        max_rounds: Rounds per side at most (the bound of the sequential test).
+        confidence: One-sided confidence of every decision, kept over all looks (Bonferroni).
+        ttft_statistic: The TTFT statistic compared (``p95``, ``median``, ``mean``, ``p<NN>``).
+        ttft_margin: Tolerated relative TTFT increase (0.1 = 10 %).
+        tpot_statistic: The time-per-output-token statistic compared.
+        tpot_margin: Tolerated relative TPOT increase.
+        throughput_margin: Tolerated relative loss of each stream's output tokens per second (mean).
+        quality_tolerance: Share of the correctness suite the candidate may pass less than the
+            stable (0: it must pass at least every probe the stable passes, by count).
+    """
+
+    enabled: bool = True
+    concurrency: int = Field(4, ge=1)
+    round_requests: int = Field(16, ge=1)
+    min_rounds: int = Field(3, ge=1)
+    max_rounds: int = Field(12, ge=1)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    ttft_statistic: str = Field("p95", pattern=r"^(mean|median|p\d{1,2})$")
+    ttft_margin: float = Field(0.10, ge=0)
+    tpot_statistic: str = Field("p95", pattern=r"^(mean|median|p\d{1,2})$")
+    tpot_margin: float = Field(0.10, ge=0)
+    throughput_margin: float = Field(0.10, ge=0, lt=1)
+    quality_tolerance: float = Field(0.0, ge=0, le=1)
+
+
+_DEPRECATED_VALIDATION = {
+    "baseline_url": "base_url",
+    "baseline_model": "base_model",
+    "min_token_agreement": "min_token_agreement",
+}
+"""Old ``validation.*`` fields and their place in ``validation.recovery`` (mapped with a warning)."""
+
+
 class ValidationSpec(_Model):
     """The validation gate.
 
@@ -357,9 +436,10 @@ class ValidationSpec(_Model):
         readiness_timeout_s: How long the endpoint may take to list the model and stream once.
         smoke_suite: Run the built-in correctness smoke suite.
         suite_file: A user-supplied correctness suite (YAML/JSON list of prompts and expectations).
-        baseline_url: Baseline endpoint (e.g. the unquantized model) for agreement and throughput.
-        baseline_model: Model name served at ``baseline_url``.
-        min_token_agreement: Minimum greedy token agreement with the baseline (0-1).
+        recovery: Compressed against its uncompressed original (agreement, speed-up), when the
+            original is served beside it. The old ``baseline_url``, ``baseline_model``,
+            ``min_token_agreement`` and ``slo.baseline_checks`` map here (with a warning).
+        comparison: The candidate against the stable revision (non-inferiority).
         load: The load phase.
         slo: The SLO checks.
         api_key_env: Environment variable holding the endpoint's API key (never logged).
@@ -382,9 +462,8 @@ class ValidationSpec(_Model):
     readiness_timeout_s: float = Field(300.0, gt=0)
     smoke_suite: bool = True
     suite_file: str | None = None
-    baseline_url: str | None = None
-    baseline_model: str | None = None
-    min_token_agreement: float = Field(0.9, ge=0, le=1)
+    recovery: RecoverySpec = Field(default_factory=RecoverySpec)
+    comparison: ComparisonSpec = Field(default_factory=ComparisonSpec)
     load: LoadSpec = Field(default_factory=LoadSpec)
     slo: SLOSpec = Field(default_factory=SLOSpec)
     api_key_env: str | None = None
@@ -396,6 +475,36 @@ class ValidationSpec(_Model):
     expect_disaggregation: bool | None = None
     pd_max_decode_recompute_ratio: float = Field(0.5, ge=0, le=1)
     expect_prefix_cache_hits: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _map_deprecated(cls, data: Any) -> Any:
+        """Moves the pre-0.2 baseline fields into ``recovery``, saying so once per field."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        moved: dict[str, Any] = {}
+        for old, new in _DEPRECATED_VALIDATION.items():
+            if old in data:
+                moved[new] = data.pop(old)
+                _warn_deprecated(f"validation.{old}", f"validation.recovery.{new}")
+        slo = data.get("slo")
+        if isinstance(slo, dict) and "baseline_checks" in slo:
+            slo = dict(slo)
+            moved["checks"] = slo.pop("baseline_checks")
+            data["slo"] = slo
+            _warn_deprecated("validation.slo.baseline_checks", "validation.recovery.checks")
+        if moved:
+            recovery = data.get("recovery")
+            if isinstance(recovery, BaseModel):
+                recovery = recovery.model_dump()
+            clash = sorted(set(moved) & set(recovery or {}))
+            if clash:
+                raise ValueError(
+                    f"validation.recovery.{clash[0]} is set together with its deprecated old name; keep the new one"
+                )
+            data["recovery"] = {**(recovery or {}), **moved}
+        return data
 
 
 class LocalSpec(_Model):
@@ -637,7 +746,7 @@ def check_spec(spec: RolloutSpec) -> None:
     from llm_rollout.validation.slo import parse_checks
 
     parse_checks(spec.validation.slo.checks, "validation.slo.checks")
-    parse_checks(spec.validation.slo.baseline_checks, "validation.slo.baseline_checks")
+    parse_checks(spec.validation.recovery.checks, "validation.recovery.checks")
 
     # vLLM runtime.
     check_vllm_args(spec.runtime.extra_args)

@@ -300,12 +300,9 @@ def deploy_step(
 # validate-deployment ----------------------------------------------------------------------------
 
 
-def _baseline(s: RolloutSpec, rec: DeploymentRecord) -> tuple[str | None, str | None]:
-    if s.validation.baseline_url:
-        return s.validation.baseline_url, s.validation.baseline_model
-    if rec.stable and rec.stable.endpoint_url:
-        return rec.stable.endpoint_url, s.validation.baseline_model or rec.served_model_name
-    return None, None
+def _stable_endpoint(rec: DeploymentRecord) -> str | None:
+    """The stable revision's own endpoint while it serves (what the candidate is compared with)."""
+    return rec.stable.endpoint_url if rec.stable and rec.stable.endpoint_url else None
 
 
 def _save_local_validation(s: RolloutSpec, rec: DeploymentRecord, outcome: ValidateOutcome) -> None:
@@ -355,8 +352,10 @@ def validate_step(
 ) -> ValidateOutcome:
     """Validates the new revision's own endpoint against the spec's suite, load and SLO.
 
-    The baseline is ``validation.baseline_url`` when set, else the stable revision's endpoint
-    (when it is serving). A cancelled validation on kserve rolls the new revision back at once.
+    Two comparisons, never mixed: recovery against the uncompressed original when
+    ``validation.recovery.base_url`` is set, and the comparison with the stable revision
+    (``validation.comparison``) whenever it serves. A cancelled validation on kserve rolls the new
+    revision back at once.
 
     Args:
         spec: The rollout spec.
@@ -384,14 +383,13 @@ def validate_step(
                     Path(path).write_text(text)
             out.update({"verdict": outcome.verdict, "summary": summary})
             return outcome
-        baseline_url, baseline_model = _baseline(s, rec)
+        stable_url = _stable_endpoint(rec)
         with tempfile.TemporaryDirectory(prefix="llm-rollout-validate-") as tmp, _rollback_on_sigterm(s, rec):
             result = validate(
                 s.validation,
                 rec.endpoint_url,
                 rec.served_model_name,
-                baseline_url=baseline_url,
-                baseline_model=baseline_model,
+                stable_url=stable_url,
                 report_dir=tmp,
                 metrics_urls=s.validation.metrics_urls or rec.metrics_urls or None,
             )
@@ -411,7 +409,8 @@ def validate_step(
                 "metrics": key_metrics(outcome.metrics),
                 "report": report_path,
                 "results": results_path,
-                "baseline": baseline_url,
+                "recovery_base": s.validation.recovery.base_url,
+                "stable": stable_url,
             }
         )
     return outcome
@@ -425,7 +424,7 @@ def _traffic_gate(s: RolloutSpec, rec: DeploymentRecord):
 
     The load goes to the service address (stable and new revision by their weights); correctness
     and the SLO must hold there before more traffic moves. No baseline: the stable revision is
-    part of what is measured.
+    part of what is measured, so there is neither a recovery base nor a stable comparison here.
     """
     from llm_rollout.validation import validate
 
@@ -433,7 +432,10 @@ def _traffic_gate(s: RolloutSpec, rec: DeploymentRecord):
 
     def gate(percent: int) -> tuple[str, str]:
         steplog.log(f"promote-model: gate at {percent}% traffic on {url}")
-        result = validate(s.validation.model_copy(update={"baseline_url": None}), url, rec.served_model_name)
+        gate_spec = s.validation.model_copy(
+            update={"recovery": s.validation.recovery.model_copy(update={"base_url": None})}
+        )
+        result = validate(gate_spec, url, rec.served_model_name)
         return result.verdict, _summary(result.reasons)
 
     return gate

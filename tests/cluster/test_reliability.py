@@ -52,7 +52,6 @@ TINY_VALIDATION = {
     "slo": {
         "checks": ["error_rate == 0", "p95_ttft_ms <= 5000"],
         "judge_concurrency": [2],
-        "baseline_checks": [],
         "min_successful_requests": 4,
     },
 }

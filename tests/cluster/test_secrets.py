@@ -45,7 +45,6 @@ VALIDATION = {
     "slo": {
         "checks": ["error_rate == 0"],
         "judge_concurrency": [2],
-        "baseline_checks": [],
         "min_successful_requests": 4,
     },
 }

@@ -40,7 +40,8 @@ def _spec(namespace: str, probes, checks: list[str]) -> dict:
                 "output_tokens": 8,
                 "max_duration_s": 60,
             },
-            "slo": {"checks": checks, "judge_concurrency": [2], "min_successful_requests": 5, "baseline_checks": []},
+            "slo": {"checks": checks, "judge_concurrency": [2], "min_successful_requests": 5},
+            "recovery": {"checks": []},
         },
     }
 

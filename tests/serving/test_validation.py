@@ -208,7 +208,8 @@ def test_scrambled_model_fails_correctness_and_baseline_agreement(scrambled_mode
         result = validate(
             small_spec(
                 load={"concurrency": [2], "num_prompts": 12},
-                slo={"judge_concurrency": [2], "baseline_checks": ["output_throughput_ratio_vs_baseline >= 0.01"]},
+                slo={"judge_concurrency": [2]},
+                recovery={"checks": ["output_throughput_ratio_vs_baseline >= 0.01"]},
             ),
             server.base_url,
             "tiny-scrambled",
@@ -222,7 +223,9 @@ def test_scrambled_model_fails_correctness_and_baseline_agreement(scrambled_mode
     # greedy tokens of the damaged model against the healthy original (the quantization check)
     assert result.agreement is not None and result.agreement.agreement is not None
     assert result.agreement.agreement < 0.5
-    assert any(r.startswith("baseline agreement: greedy token agreement 0.") for r in result.reasons), result.reasons
+    assert any(r.startswith("recovery: greedy token agreement with the original 0.") for r in result.reasons), (
+        result.reasons
+    )
     assert [lv.label for lv in result.baseline_levels] == ["c2"]
     probe_reasons = [r for r in result.reasons if r.startswith("correctness: probes.json[")]
     assert len(probe_reasons) >= 3, result.reasons
@@ -440,10 +443,8 @@ def test_baseline_ratio_checks_against_a_real_baseline(vllm_server, tmp_path):
     """The same server as its own baseline: agreement 1, throughput ratio near 1."""
     spec = small_spec(
         load={"concurrency": [2], "num_prompts": 16},
-        slo={
-            "judge_concurrency": [2],
-            "baseline_checks": ["output_throughput_ratio_vs_baseline >= 0.05", "goodput_ratio_vs_baseline >= 100"],
-        },
+        slo={"judge_concurrency": [2]},
+        recovery={"checks": ["output_throughput_ratio_vs_baseline >= 0.05", "goodput_ratio_vs_baseline >= 100"]},
     )
     result = validate(spec, vllm_server.base_url, "tiny", baseline_url=vllm_server.base_url, report_dir=tmp_path)
     assert result.agreement is not None and result.agreement.agreement == 1.0

@@ -94,9 +94,9 @@ def test_parse_checks_names_the_list_index():
 
 
 def test_spec_defaults_parse():
-    slo = parse_spec({}).validation.slo
-    assert [c.metric for c in parse_checks(slo.checks)] == ["p95_ttft_ms", "error_rate"]
-    assert parse_checks(slo.baseline_checks)[0].baseline
+    validation = parse_spec({}).validation
+    assert [c.metric for c in parse_checks(validation.slo.checks)] == ["p95_ttft_ms", "error_rate"]
+    assert parse_checks(validation.recovery.checks)[0].baseline
 
 
 def test_every_ratio_metric_divides_a_known_metric():

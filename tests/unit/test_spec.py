@@ -18,7 +18,10 @@ def test_defaults_follow_the_serving_design():
     assert (spec.scaling.min_replicas, spec.scaling.max_replicas, spec.scaling.metric) == (1, 10, "request-rate")
     assert spec.validation.slo.checks == ["p95_ttft_ms <= 100", "error_rate == 0"]
     assert spec.validation.slo.judge_concurrency == [10, 20]
-    assert spec.validation.slo.baseline_checks == ["output_throughput_ratio_vs_baseline >= 2"]
+    assert spec.validation.recovery.checks == ["output_throughput_ratio_vs_baseline >= 2"]
+    assert spec.validation.recovery.base_url is None  # recovery only against an original served beside it
+    comparison = spec.validation.comparison
+    assert (comparison.enabled, comparison.confidence, comparison.ttft_margin) == (True, 0.95, 0.10)
     assert spec.replicas is None
 
 
@@ -253,8 +256,8 @@ BAD_INPUTS = [
         "<=",
     ),
     (
-        {"validation": {"slo": {"baseline_checks": ["p95_ttfx_ms <= 100"]}}},
-        "validation.slo.baseline_checks[0]",
+        {"validation": {"recovery": {"checks": ["p95_ttfx_ms <= 100"]}}},
+        "validation.recovery.checks[0]",
         "unknown metric 'p95_ttfx_ms'",
         "p95_ttft_ms",
     ),
@@ -312,3 +315,39 @@ def test_member_names_are_stable_and_within_the_cap():
     assert name == member_name("x" * 40, "s3://bucket/model@sha256:abc")
     assert is_dns_label(name, MAX_NAME_LEN)
     assert name != member_name("x" * 40, "s3://bucket/other")
+
+
+def test_old_baseline_fields_map_to_recovery_with_a_deprecation_warning(caplog):
+    with caplog.at_level("WARNING", logger="llm_rollout.spec"):
+        spec = parse_spec(
+            {
+                "validation": {
+                    "baseline_url": "http://base:8000",
+                    "baseline_model": "orig",
+                    "min_token_agreement": 0.8,
+                    "slo": {"baseline_checks": ["output_throughput_ratio_vs_baseline >= 1.5"]},
+                }
+            }
+        )
+    recovery = spec.validation.recovery
+    assert (recovery.base_url, recovery.base_model, recovery.min_token_agreement) == ("http://base:8000", "orig", 0.8)
+    assert recovery.checks == ["output_throughput_ratio_vs_baseline >= 1.5"]
+    text = caplog.text
+    for old, new in [
+        ("validation.baseline_url", "validation.recovery.base_url"),
+        ("validation.min_token_agreement", "validation.recovery.min_token_agreement"),
+        ("validation.slo.baseline_checks", "validation.recovery.checks"),
+    ]:
+        assert f"{old} is deprecated: it is now {new}" in text
+
+
+def test_an_old_and_a_new_name_for_one_field_are_refused():
+    with pytest.raises(SpecError) as caught:
+        parse_spec({"validation": {"baseline_url": "http://a", "recovery": {"base_url": "http://b"}}})
+    assert "validation.recovery.base_url is set together with its deprecated old name" in str(caught.value)
+
+
+def test_comparison_statistic_must_be_one_we_compute():
+    with pytest.raises(SpecError) as caught:
+        parse_spec({"validation": {"comparison": {"ttft_statistic": "max"}}})
+    assert "validation.comparison.ttft_statistic" in str(caught.value)

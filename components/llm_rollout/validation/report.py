@@ -71,7 +71,8 @@ def kfp_metrics(result: Mapping[str, Any]) -> dict[str, float]:
 
     Returns:
         ``verdict_pass`` (1/0), ``readiness_s``, ``correctness_passed``/``_total``,
-        ``token_agreement_ratio``, ``capacity_max_concurrency``, ``<level>_<metric>`` for
+        ``token_agreement_ratio``, ``capacity_max_concurrency``, ``vs_stable_not_worse`` and
+        ``vs_stable_<metric>_{ratio,low,high}`` (the comparison with the stable), ``<level>_<metric>`` for
         :data:`KFP_LEVEL_METRICS`, ``baseline_<level>_<metric>`` for the baseline's throughput and
         TTFT, ``<level>_<check metric>`` for each judged ratio, and ``server_<role>_<name>`` for
         the server view. None values are left out.
@@ -90,6 +91,13 @@ def kfp_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     capacity = result.get("capacity")
     if capacity:
         out["capacity_max_concurrency"] = float(capacity["max_concurrency"])
+    comparison = result.get("comparison")
+    if comparison:
+        out["vs_stable_not_worse"] = 1.0 if comparison.get("decision") == "not_worse" else 0.0
+        for c in comparison.get("speed") or []:
+            for key in ("ratio", "low", "high"):
+                if c.get(key) is not None:
+                    out[f"vs_stable_{c['metric']}_{key}"] = float(c[key])
     for level in result.get("levels") or []:
         for name in KFP_LEVEL_METRICS:
             value = level["metrics"].get(name)
@@ -442,10 +450,46 @@ def render_html(result: Mapping[str, Any]) -> str:
                 _table(["level", "count", "error"], ([lv, n, _mono(t)] for lv, n, t in errors), numeric=[False, True])
             )
 
+    comparison = result.get("comparison")
+    if comparison:
+        out.append(
+            f"<h2>Against the stable revision ({e(comparison.get('stable_url'))}): "
+            f"{e(str(comparison.get('decision', '')).replace('_', ' '))}</h2>"
+        )
+        q = comparison.get("quality") or {}
+        if q:
+            out.append(
+                f"<p>Correctness suite: candidate {e(q.get('candidate_passed'))}/{e(q.get('total'))}, stable "
+                f"{e(q.get('stable_passed'))}/{e(q.get('total'))} (tolerance {e(fmt(q.get('tolerance')))}).</p>"
+            )
+        out.append(
+            f'<p class="muted">{e(comparison.get("rounds"))} interleaved rounds per side, {e(comparison.get("looks"))} '
+            f"looks; each decision at {e(fmt(comparison.get('confidence')))} confidence (bootstrap interval of "
+            "candidate/stable).</p>"
+        )
+        out.append(
+            _table(
+                ["metric", "candidate", "stable", "ratio", "interval", "needed", "decision"],
+                (
+                    [
+                        c.get("metric"),
+                        c.get("candidate_value"),
+                        c.get("stable_value"),
+                        c.get("ratio"),
+                        f"[{fmt(c.get('low'))}, {fmt(c.get('high'))}]",
+                        ("<= " if c.get("better") == "lower" else ">= ") + fmt(c.get("limit")),
+                        str(c.get("decision", "")).replace("_", " "),
+                    ]
+                    for c in comparison.get("speed") or []
+                ),
+                numeric=[False, True, True, True, False, False, False],
+            )
+        )
+
     base_levels = result.get("baseline_levels") or []
     if base_levels:
         baseline = result.get("baseline") or {}
-        out.append(f"<h2>Baseline: {e(baseline.get('model'))} at {e(baseline.get('url'))}</h2>")
+        out.append(f"<h2>Recovery: the original {e(baseline.get('model'))} at {e(baseline.get('url'))}</h2>")
         headers = ["metric", *(lv["label"] for lv in base_levels)]
         rows = [[name, *(lv["metrics"].get(name) for lv in base_levels)] for name in REPORT_METRIC_ROWS]
         out.append(_table(headers, rows, numeric=[False, *([True] * len(base_levels))]))

@@ -1,4 +1,11 @@
-"""The validation gate: readiness -> correctness -> baseline agreement -> load -> server view -> verdict -> report.
+"""The validation gate: readiness -> correctness -> recovery -> load -> comparison -> verdict -> report.
+
+Two comparisons, each with its own evidence (never mixed): *recovery* - a compressed candidate
+against its own uncompressed original served beside it (``validation.recovery``: greedy token
+agreement and ratio checks such as 2x output throughput) - and *comparison* - the candidate
+against the stable revision it would replace (``validation.comparison``: the suite's score and
+non-inferiority of TTFT, TPOT and stream throughput measured interleaved,
+:mod:`llm_rollout.validation.compare`).
 
 :func:`validate` is the one entry point (the KFP step, the standalone ``llm-rollout validate``
 command and the tests all call it). It measures only the endpoint it is given.
@@ -46,6 +53,7 @@ from llm_rollout.validation.client import (
     resolve_api_key,
     run_load,
 )
+from llm_rollout.validation.compare import StableComparison, compare_with_stable
 from llm_rollout.validation.metrics import RequestRecord, calculate_metrics
 from llm_rollout.validation.probes import (
     SMOKE_PROMPTS,
@@ -163,6 +171,7 @@ class ValidationResult:
         server: Server view per metrics role.
         judgement: Per-check results and per-level verdicts.
         capacity: The capacity search's outcome, when it ran.
+        comparison: The comparison with the stable revision, when one was given.
         pd: The llm-d proofs from the roles' metrics, when they ran: ``disaggregation`` and
             ``prefix_cache`` (each :meth:`~llm_rollout.validation.pd.Proof.to_dict`).
         phases: Per-phase status and timing.
@@ -187,6 +196,7 @@ class ValidationResult:
     server: dict[str, dict[str, Any]] = field(default_factory=dict)
     judgement: Judgement | None = None
     capacity: CapacityResult | None = None
+    comparison: StableComparison | None = None
     pd: dict[str, Any] = field(default_factory=dict)
     phases: list[Phase] = field(default_factory=list)
     started_at: str = ""
@@ -242,6 +252,7 @@ class ValidationResult:
             "server": self.server,
             "judgement": self.judgement.to_dict() if self.judgement else None,
             "capacity": vars(self.capacity) if self.capacity else None,
+            "comparison": self.comparison.to_dict() if self.comparison else None,
             "pd": self.pd,
             "metrics": self.metrics,
             "spec": spec,
@@ -309,6 +320,8 @@ async def validate_async(
     *,
     baseline_url: str | None = None,
     baseline_model: str | None = None,
+    stable_url: str | None = None,
+    stable_model: str | None = None,
     report_dir: str | Path | None = None,
     suite: str | Path | Sequence[Probe] | None = None,
     metrics_urls: Mapping[str, str] | None = None,
@@ -320,13 +333,13 @@ async def validate_async(
     run = _Run(spec, url, model, log)
     res = run.result
     res.started_at = datetime.now(UTC).isoformat(timespec="seconds")
-    baseline_url = baseline_url or spec.baseline_url
-    baseline_model = baseline_model or spec.baseline_model or (model if baseline_url else None)
+    baseline_url = baseline_url or spec.recovery.base_url
+    baseline_model = baseline_model or spec.recovery.base_model or (model if baseline_url else None)
     res.baseline_url, res.baseline_model = baseline_url, baseline_model
 
     # Everything that can be wrong with the input is found before the first request.
     checks = parse_checks(spec.slo.checks, "validation.slo.checks")
-    base_checks = parse_checks(spec.slo.baseline_checks, "validation.slo.baseline_checks") if baseline_url else []
+    base_checks = parse_checks(spec.recovery.checks, "validation.recovery.checks") if baseline_url else []
     probes: list[Probe] = []
     if spec.suite_file:
         probes += load_suite(spec.suite_file)
@@ -341,6 +354,11 @@ async def validate_async(
         if baseline_url
         else None
     )
+    stable_ep = (
+        Endpoint(stable_url, stable_model or model, api_key, spec.tls_verify, spec.ca_bundle)
+        if stable_url and spec.comparison.enabled
+        else None
+    )
     load = spec.load
     conc = sorted({*load.concurrency, *spec.slo.judge_concurrency})
     judged_labels = {f"c{c}" for c in spec.slo.judge_concurrency}
@@ -352,11 +370,13 @@ async def validate_async(
         f"validate: {model} at {endpoint.base_url}: levels {', '.join(f'c{c}' for c in conc)}"
         + (f" + rate {load.request_rate:g}/s" if load.request_rate else "")
         + f", {load.num_prompts} requests each, {len(checks)} SLO checks"
-        + (f", baseline {base_ep.model} at {base_ep.base_url}" if base_ep else "")
+        + (f", recovery against {base_ep.model} at {base_ep.base_url}" if base_ep else "")
+        + (f", compared with the stable revision at {stable_ep.base_url}" if stable_ep else "")
     )
 
     client = make_client(endpoint, pool + 2)
     base_client = make_client(base_ep, max(conc, default=1) + 2) if base_ep else None
+    stable_client = make_client(stable_ep, spec.comparison.concurrency + 2) if stable_ep else None
     # /metrics gets the API key only on the endpoint's own origin (a gateway may guard it there);
     # other hosts (e.g. llm-d role pods) never see it.
     prom_client = make_client(Endpoint(endpoint.base_url, model, None, spec.tls_verify, spec.ca_bundle), 4)
@@ -373,11 +393,15 @@ async def validate_async(
             run, endpoint, client, base_ep, base_client, prom_client, checks, base_checks, probes, conc,
             judged_labels, roles, prom_headers,
         )  # fmt: skip
+        # Already failing (readiness, correctness, SLO): the comparison could not change the verdict.
+        failing = run.failures or run.server_gone or res.readiness is None
+        if stable_ep is not None and stable_client is not None and not failing:
+            await _compare(run, endpoint, client, stable_ep, stable_client, probes)
     except BaseException as err:  # the report is written whatever happens, then the error goes on
         aborted = err
         run.failures.append(f"validation aborted: {type(err).__name__}: {err}")
     finally:
-        for c in (client, base_client, prom_client):
+        for c in (client, base_client, stable_client, prom_client):
             if c is not None:
                 with contextlib.suppress(Exception):
                     await c.aclose()
@@ -465,10 +489,10 @@ async def _run_phases(
             value = res.agreement.agreement
             if value is None:
                 run.inconclusive.append("token agreement with the baseline could not be measured")
-            elif value < spec.min_token_agreement:
+            elif value < spec.recovery.min_token_agreement:
                 run.failures.append(
-                    f"baseline agreement: greedy token agreement {value:.3f} < {spec.min_token_agreement:g} "
-                    "(validation.min_token_agreement)"
+                    f"recovery: greedy token agreement with the original {value:.3f} < "
+                    f"{spec.recovery.min_token_agreement:g} (validation.recovery.min_token_agreement)"
                 )
             run.phase("baseline", "ok", t, f"token agreement {'-' if value is None else f'{value:.3f}'}")
 
@@ -600,6 +624,45 @@ async def _run_phases(
         run.phase("capacity", "ok", t, f"highest concurrency meeting the SLO: {res.capacity.max_concurrency}{bound}")
 
 
+async def _compare(
+    run: _Run,
+    endpoint: Endpoint,
+    client: httpx.AsyncClient,
+    stable_ep: Endpoint,
+    stable_client: httpx.AsyncClient,
+    probes: list[Probe],
+) -> None:
+    """The comparison with the stable revision; its reasons join the verdict."""
+    spec, load = run.spec, run.spec.load
+    t = time.monotonic()
+    run.log(
+        f"validate: comparison with the stable revision at {stable_ep.base_url}: rounds of "
+        f"{spec.comparison.round_requests} requests at concurrency {spec.comparison.concurrency}, "
+        f"{spec.comparison.min_rounds}-{spec.comparison.max_rounds} rounds"
+    )
+    result = await compare_with_stable(
+        spec.comparison,
+        candidate=(client, endpoint),
+        stable=(stable_client, stable_ep),
+        candidate_suite=run.result.correctness,
+        probes=probes,
+        smoke=spec.smoke_suite,
+        chat=load.endpoint == "chat",
+        prompts=make_prompts(max(spec.comparison.round_requests, 1), load.input_words, seed=2),
+        api=load.endpoint,
+        output_tokens=load.output_tokens,
+        readiness_timeout_s=spec.readiness_timeout_s,
+        max_duration_s=load.max_duration_s,
+        log=run.log,
+    )
+    run.result.comparison = result
+    run.failures.extend(result.failures)
+    run.inconclusive.extend(result.inconclusive)
+    status = {"worse": "fail", "undecided": "inconclusive"}.get(result.decision, "ok")
+    detail = f"{result.decision.replace('_', ' ')} after {result.rounds} rounds"
+    run.phase("comparison", status, t, detail)
+
+
 def _prove(
     run: _Run,
     before: Mapping[str, pd.Counters],
@@ -659,6 +722,8 @@ def validate(
     *,
     baseline_url: str | None = None,
     baseline_model: str | None = None,
+    stable_url: str | None = None,
+    stable_model: str | None = None,
     report_dir: str | Path | None = None,
     suite: str | Path | Sequence[Probe] | None = None,
     metrics_urls: Mapping[str, str] | None = None,
@@ -668,18 +733,22 @@ def validate(
 
     Phases: readiness (model listed, one streamed completion, within
     ``spec.readiness_timeout_s``), correctness (smoke suite, ``spec.suite_file`` and ``suite``),
-    baseline agreement (greedy token agreement, when a baseline is given), load at every level of
-    ``spec.load.concurrency`` and ``spec.slo.judge_concurrency`` (plus a Poisson level with
-    ``spec.load.request_rate``), the server's ``/metrics`` before and after, the baseline at the
-    judged levels (for ``spec.slo.baseline_checks``), the SLO verdict, an optional capacity search,
-    and the report.
+    recovery (greedy token agreement with the uncompressed original, when it is given), load at
+    every level of ``spec.load.concurrency`` and ``spec.slo.judge_concurrency`` (plus a Poisson
+    level with ``spec.load.request_rate``), the server's ``/metrics`` before and after, the
+    original at the judged levels (for ``spec.recovery.checks``), the comparison with the stable
+    revision (when given: suite score and interleaved non-inferiority), the SLO verdict, an
+    optional capacity search, and the report.
 
     Args:
         spec: The validation spec (suite, load, SLO, credentials, TLS).
         url: Base URL of the endpoint (``http://host:port``; ``/v1`` is optional).
         model: The model name the endpoint serves.
-        baseline_url: Baseline endpoint for agreement and ratio checks (default ``spec.baseline_url``).
-        baseline_model: Model name at the baseline (default ``spec.baseline_model``, else ``model``).
+        baseline_url: The uncompressed original's endpoint, for recovery (default
+            ``spec.recovery.base_url``).
+        baseline_model: Model name there (default ``spec.recovery.base_model``, else ``model``).
+        stable_url: The stable revision's endpoint, for the comparison (none: no comparison).
+        stable_model: Model name there (default ``model``).
         report_dir: Where ``report.html``, ``validation.json`` and ``metrics.json`` go (none if None).
         suite: More probes: a suite file or a list of :class:`~llm_rollout.validation.probes.Probe`.
         metrics_urls: Prometheus endpoints by role (default ``spec.metrics_urls``, else
@@ -706,6 +775,8 @@ def validate(
             model,
             baseline_url=baseline_url,
             baseline_model=baseline_model,
+            stable_url=stable_url,
+            stable_model=stable_model,
             report_dir=report_dir,
             suite=suite,
             metrics_urls=metrics_urls,

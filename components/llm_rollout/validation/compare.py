@@ -1,0 +1,215 @@
+"""The candidate against the stable revision: quality by the suite's score, speed by non-inferiority.
+
+:func:`compare_with_stable` answers "is the candidate at least as good as what serves now?"
+(``validation.comparison``, :class:`~llm_rollout.spec.ComparisonSpec`):
+
+* Quality: the same correctness suite (smoke checks and the user's probes) is scored on the
+  stable revision; the candidate must not pass fewer probes than the stable by more than
+  ``quality_tolerance`` of the suite. Never text agreement with the old model: a retrained model
+  legitimately says other things.
+* Speed: rounds of ``round_requests`` requests at ``concurrency`` alternate between the two (the
+  order flips every round), so that whatever else the machine does hits both alike. From
+  ``min_rounds`` on, each round pair is a look: TTFT, TPOT (per-request) and each stream's output
+  tokens per second are judged with :func:`~llm_rollout.validation.stats.non_inferiority` at the
+  per-look confidence. The rounds stop once every metric is decided (or one is worse); at
+  ``max_rounds`` a metric still undecided makes the verdict inconclusive.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from llm_rollout.errors import RolloutError
+from llm_rollout.spec import ComparisonSpec
+from llm_rollout.validation.client import Endpoint, run_load
+from llm_rollout.validation.metrics import RequestRecord, tpot_of
+from llm_rollout.validation.probes import Probe, ProbeResult, check_readiness, run_smoke, run_suite
+from llm_rollout.validation.stats import Comparison, non_inferiority, per_look_confidence
+
+LogFn = Callable[[str], None]
+
+
+@dataclass
+class StableComparison:
+    """What the comparison with the stable revision found.
+
+    Attributes:
+        stable_url: The stable revision's endpoint.
+        quality: ``{"candidate_passed", "stable_passed", "total", "tolerance", "ok"}``.
+        speed: The last look's comparisons.
+        rounds: Rounds measured per side.
+        looks: Looks taken.
+        confidence: The per-look confidence used.
+        failures: Reasons the candidate is worse (the verdict fails).
+        inconclusive: Reasons it could not be decided.
+        seconds: Time the comparison took.
+    """
+
+    stable_url: str
+    quality: dict[str, Any] = field(default_factory=dict)
+    speed: list[Comparison] = field(default_factory=list)
+    rounds: int = 0
+    looks: int = 0
+    confidence: float = 0.0
+    failures: list[str] = field(default_factory=list)
+    inconclusive: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def decision(self) -> str:
+        """``worse``, ``undecided`` or ``not_worse``."""
+        return "worse" if self.failures else "undecided" if self.inconclusive else "not_worse"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data."""
+        return {
+            "stable_url": self.stable_url, "decision": self.decision, "quality": self.quality,
+            "speed": [c.to_dict() for c in self.speed], "rounds": self.rounds, "looks": self.looks,
+            "confidence": self.confidence, "failures": self.failures, "inconclusive": self.inconclusive,
+            "seconds": self.seconds,
+        }  # fmt: skip
+
+
+@dataclass
+class _Samples:
+    ttft: list[float] = field(default_factory=list)
+    tpot: list[float] = field(default_factory=list)
+    rate: list[float] = field(default_factory=list)
+
+    def add(self, records: Sequence[RequestRecord]) -> None:
+        for rec in records:
+            if not rec.success:
+                continue
+            self.ttft.append(rec.ttft * 1000.0)
+            tpot = tpot_of(rec)
+            if tpot is not None:
+                self.tpot.append(tpot * 1000.0)
+            if rec.latency > 0 and rec.output_tokens:
+                self.rate.append(rec.output_tokens / rec.latency)
+
+
+def judge_speed(cand: _Samples, stable: _Samples, spec: ComparisonSpec, confidence: float) -> list[Comparison]:
+    """The three speed comparisons at ``confidence`` (seeded: the same samples give the same decision)."""
+    return [
+        non_inferiority(
+            cand.ttft, stable.ttft, metric=f"{spec.ttft_statistic}_ttft_ms", stat=spec.ttft_statistic,
+            better="lower", margin=spec.ttft_margin, confidence=confidence,
+        ),
+        non_inferiority(
+            cand.tpot, stable.tpot, metric=f"{spec.tpot_statistic}_tpot_ms", stat=spec.tpot_statistic,
+            better="lower", margin=spec.tpot_margin, confidence=confidence,
+        ),
+        non_inferiority(
+            cand.rate, stable.rate, metric="mean_stream_output_tok_s", stat="mean", better="higher",
+            margin=spec.throughput_margin, confidence=confidence,
+        ),
+    ]  # fmt: skip
+
+
+def judge_quality(candidate: Sequence[ProbeResult], stable: Sequence[ProbeResult], tolerance: float) -> dict[str, Any]:
+    """Scores the suite on both; ``ok`` unless the candidate passed fewer by more than ``tolerance``."""
+    total = len(candidate)
+    cand_passed = sum(1 for p in candidate if p.passed)
+    stable_passed = sum(1 for p in stable if p.passed)
+    allowed = tolerance * total
+    return {
+        "candidate_passed": cand_passed, "stable_passed": stable_passed, "total": total, "tolerance": tolerance,
+        "ok": cand_passed >= stable_passed - allowed,
+    }  # fmt: skip
+
+
+async def compare_with_stable(
+    spec: ComparisonSpec,
+    *,
+    candidate: tuple[httpx.AsyncClient, Endpoint],
+    stable: tuple[httpx.AsyncClient, Endpoint],
+    candidate_suite: Sequence[ProbeResult],
+    probes: Sequence[Probe],
+    smoke: bool,
+    chat: bool,
+    prompts: Sequence[str],
+    api: str,
+    output_tokens: int,
+    readiness_timeout_s: float,
+    max_duration_s: float,
+    log: LogFn,
+) -> StableComparison:
+    """Compares the candidate with the stable revision (see the module doc).
+
+    Args:
+        spec: The comparison settings.
+        candidate: The candidate's client and endpoint.
+        stable: The stable revision's client and endpoint.
+        candidate_suite: The candidate's correctness results (already measured).
+        probes: The user's probes (scored on the stable too).
+        smoke: Whether the smoke suite ran on the candidate (then it runs on the stable).
+        chat: The load uses the chat endpoint.
+        prompts: Load prompts.
+        api: ``completions`` or ``chat``.
+        output_tokens: ``max_tokens`` per load request.
+        readiness_timeout_s: How long the stable may take to answer.
+        max_duration_s: Bound on one round.
+        log: Progress lines.
+
+    Returns:
+        The comparison; its ``failures`` and ``inconclusive`` join the verdict's reasons.
+    """
+    started = time.monotonic()
+    (c_client, c_ep), (s_client, s_ep) = candidate, stable
+    out = StableComparison(stable_url=s_ep.base_url)
+    try:
+        await check_readiness(s_client, s_ep, timeout_s=readiness_timeout_s, api=api)  # type: ignore[arg-type]
+    except RolloutError as err:
+        out.inconclusive.append(f"comparison: the stable revision at {s_ep.base_url} is not usable: {err}")
+        return out
+
+    stable_suite: list[ProbeResult] = []
+    if smoke:
+        stable_suite += await run_smoke(s_client, s_ep, chat=chat)
+    stable_suite += await run_suite(s_client, s_ep, probes)
+    out.quality = judge_quality(candidate_suite, stable_suite, spec.quality_tolerance)
+    q = out.quality
+    log(f"validate: comparison: suite passed by candidate {q['candidate_passed']}/{q['total']}, stable "
+        f"{q['stable_passed']}/{q['total']}")  # fmt: skip
+    if not q["ok"]:
+        out.failures.append(
+            f"comparison: quality: the candidate passed {q['candidate_passed']}/{q['total']} probes, the stable "
+            f"{q['stable_passed']}/{q['total']} (validation.comparison.quality_tolerance {q['tolerance']:g})"
+        )
+
+    looks_planned = spec.max_rounds - min(spec.min_rounds, spec.max_rounds) + 1
+    out.confidence = per_look_confidence(spec.confidence, looks_planned)
+    cand, stab = _Samples(), _Samples()
+    sides = {"candidate": (c_client, c_ep, cand), "stable": (s_client, s_ep, stab)}
+    for round_no in range(1, spec.max_rounds + 1):
+        order = ("candidate", "stable") if round_no % 2 else ("stable", "candidate")
+        for side in order:
+            client, ep, samples = sides[side]
+            lr = await run_load(
+                client, ep, prompts, api=api, output_tokens=output_tokens,  # type: ignore[arg-type]
+                num_requests=spec.round_requests, concurrency=spec.concurrency, max_duration_s=max_duration_s,
+                seed=round_no,
+            )  # fmt: skip
+            samples.add(lr.records)
+        out.rounds = round_no
+        if round_no < min(spec.min_rounds, spec.max_rounds):
+            continue
+        out.looks += 1
+        out.speed = judge_speed(cand, stab, spec, out.confidence)
+        decided = [c.decision for c in out.speed]
+        log(f"validate: comparison: look {out.looks} after {round_no} rounds: "
+            + ", ".join(f"{c.metric} {c.decision}" for c in out.speed))  # fmt: skip
+        if "worse" in decided or "undecided" not in decided:
+            break
+    for comp in out.speed:
+        if comp.decision == "worse":
+            out.failures.append(f"comparison: {comp.describe()}")
+        elif comp.decision == "undecided":
+            out.inconclusive.append(f"comparison: {comp.describe()} after {out.rounds} rounds (max_rounds)")
+    out.seconds = round(time.monotonic() - started, 3)
+    return out
