@@ -383,26 +383,29 @@ class RecoverySpec(_Model):
 class ComparisonSpec(_Model):
     """Is the candidate at least as good as what serves now? (every rollout with a stable revision).
 
-    The stable revision and the candidate are measured side by side in alternating rounds at one
-    concurrency, so that noise on the machine hits both alike, and judged for non-inferiority with
-    bootstrap intervals (:mod:`llm_rollout.validation.stats`): the candidate passes a metric when it
-    is not worse than the stable by more than the margin at the stated confidence, fails it when it
-    is worse by more than the margin at that confidence, and more rounds are measured while
-    neither holds, up to ``max_rounds`` (then the verdict is inconclusive). Never text agreement: a
-    retrained model legitimately says other things; its quality is the correctness suite's score.
+    The stable revision and the candidate are measured in alternating rounds at one concurrency,
+    so that noise on the machine hits both sides of a round pair alike, and judged for
+    non-inferiority over the round pairs (a distribution-free interval of the median pair ratio,
+    :mod:`llm_rollout.validation.stats`): the candidate passes a metric when it is not worse than
+    the stable by more than the margin at the stated confidence, fails it when it is worse by more
+    than the margin at that confidence, and more rounds are measured while neither holds, up to
+    ``max_rounds`` (then the verdict is inconclusive). Tail latency is the absolute SLO's job
+    (``slo.checks``); the comparison uses per-round medians by default, which a round of 16
+    requests measures well. Never text agreement: a retrained model legitimately says other
+    things; its quality is the correctness suite's score.
 
     Attributes:
         enabled: Compare with the stable revision when one serves.
         concurrency: Concurrent streams in each round.
         round_requests: Requests per round and side.
-        min_rounds: Rounds per side before the first look.
-        max_rounds: Rounds per side at most (the bound of the sequential test).
+        min_rounds: Round pairs before the first look (looks then double: 8, 16, 32).
+        max_rounds: Round pairs at most (the bound of the sequential test).
         confidence: One-sided confidence of every decision, kept over all looks (Bonferroni).
-        ttft_statistic: The TTFT statistic compared (``p95``, ``median``, ``mean``, ``p<NN>``).
+        ttft_statistic: The per-round TTFT statistic compared (``median``, ``mean``, ``p<NN>``).
         ttft_margin: Tolerated relative TTFT increase (0.1 = 10 %).
         tpot_statistic: The time-per-output-token statistic compared.
         tpot_margin: Tolerated relative TPOT increase.
-        throughput_margin: Tolerated relative loss of each stream's output tokens per second (mean).
+        throughput_margin: Tolerated relative loss of output throughput (tokens/s of a round).
         quality_tolerance: Share of the correctness suite the candidate may pass less than the
             stable (0: it must pass at least every probe the stable passes, by count).
     """
@@ -410,15 +413,21 @@ class ComparisonSpec(_Model):
     enabled: bool = True
     concurrency: int = Field(4, ge=1)
     round_requests: int = Field(16, ge=1)
-    min_rounds: int = Field(3, ge=1)
-    max_rounds: int = Field(12, ge=1)
+    min_rounds: int = Field(8, ge=2)
+    max_rounds: int = Field(32, ge=2)
     confidence: float = Field(0.95, gt=0.5, lt=1)
-    ttft_statistic: str = Field("p95", pattern=r"^(mean|median|p\d{1,2})$")
+    ttft_statistic: str = Field("median", pattern=r"^(mean|median|p\d{1,2})$")
     ttft_margin: float = Field(0.10, ge=0)
-    tpot_statistic: str = Field("p95", pattern=r"^(mean|median|p\d{1,2})$")
+    tpot_statistic: str = Field("median", pattern=r"^(mean|median|p\d{1,2})$")
     tpot_margin: float = Field(0.10, ge=0)
     throughput_margin: float = Field(0.10, ge=0, lt=1)
     quality_tolerance: float = Field(0.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _rounds_in_order(self) -> ComparisonSpec:
+        if self.min_rounds > self.max_rounds:
+            raise ValueError(f"min_rounds {self.min_rounds} is above max_rounds {self.max_rounds}")
+        return self
 
 
 _DEPRECATED_VALIDATION = {

@@ -1,8 +1,10 @@
-"""Non-inferiority statistics on synthetic distributions (llm_rollout.validation.stats).
+"""Paired non-inferiority statistics on synthetic rounds (llm_rollout.validation.stats).
 
-Expected values are literals or come from distributions the test draws itself: equal ones (a
-false "worse" must stay under the stated 1 - confidence over many seeds), ones shifted by twice
-the margin (must be caught), one exactly at the margin, heavy-tailed ones, and too few samples.
+Each synthetic round pair shares a drift factor (what the machine was doing at that moment) and
+has noise of its own on each side, as interleaved rounds do. Expected values are literals or come
+from distributions the test draws: equal sides (a false "worse" must stay under the stated
+1 - confidence over many seeds), a clearly slower side (must be caught), one exactly at the margin
+(called "not worse" at most at the stated level), heavy-tailed noise, and too few pairs.
 """
 
 from __future__ import annotations
@@ -11,15 +13,35 @@ import random
 
 import pytest
 
-from llm_rollout.validation.stats import bootstrap_ratio, non_inferiority, per_look_confidence, statistic
+from llm_rollout.validation.stats import (
+    look_schedule,
+    order_statistic_bounds,
+    paired_non_inferiority,
+    per_look_confidence,
+    statistic,
+)
 
 
-def lognormal(rng: random.Random, n: int, scale: float = 1.0, sigma: float = 0.3) -> list[float]:
-    return [scale * rng.lognormvariate(0.0, sigma) for _ in range(n)]
+def rounds(rng: random.Random, n: int, *, ratio: float = 1.0, noise: float = 0.15, heavy: bool = False):
+    """n round pairs (candidate, stable): shared drift, own noise; the candidate scaled by ``ratio``."""
+    cand, stable = [], []
+    for _ in range(n):
+        drift = rng.lognormvariate(0.0, 0.3)  # the machine's state during this pair
+
+        def own() -> float:
+            if heavy:
+                return rng.paretovariate(3.0) / 1.5
+            return rng.lognormvariate(0.0, noise)
+
+        cand.append(20.0 * drift * ratio * own())
+        stable.append(20.0 * drift * own())
+    return cand, stable
 
 
-def pareto(rng: random.Random, n: int, scale: float = 1.0) -> list[float]:
-    return [scale * rng.paretovariate(2.5) for _ in range(n)]
+def decide(cand, stable, *, better="lower", margin=0.1, confidence=0.95):
+    return paired_non_inferiority(
+        cand, stable, metric="median_ttft_ms", better=better, margin=margin, confidence=confidence
+    )
 
 
 def test_statistic_literals():
@@ -29,97 +51,90 @@ def test_statistic_literals():
     assert statistic([], "p95") is None
 
 
-def test_per_look_confidence_spreads_the_error():
+def test_order_statistic_ranks_match_the_binomial_table():
+    # Binomial(20, 1/2): P(X <= 5) = 0.0207, P(X <= 6) = 0.0577 -> rank 6 at 97.5 %.
+    assert order_statistic_bounds(20, 0.975) == 6
+    # Binomial(5, 1/2): P(X <= 0) = 0.03125 -> rank 1 at 95 %; with 4 samples 0.0625 > 5 %: none.
+    assert order_statistic_bounds(5, 0.95) == 1
+    assert order_statistic_bounds(4, 0.95) is None
+
+
+def test_looks_double_and_confidence_is_spread_over_them():
+    assert look_schedule(8, 32) == [8, 16, 32]
+    assert look_schedule(5, 30) == [5, 10, 20, 30]
+    assert look_schedule(3, 3) == [3]
     assert per_look_confidence(0.95, 1) == pytest.approx(0.95)
-    assert per_look_confidence(0.95, 5) == pytest.approx(0.99)
+    assert per_look_confidence(0.95, 4) == pytest.approx(0.9875)
 
 
-def test_bootstrap_interval_contains_the_point_and_narrows_with_more_data():
-    rng = random.Random(1)
-    small = bootstrap_ratio(lognormal(rng, 30), lognormal(rng, 30), "p50", confidence=0.95)
-    large = bootstrap_ratio(lognormal(rng, 400), lognormal(rng, 400), "p50", confidence=0.95)
-    for ratio, low, high in (small, large):
-        assert low <= ratio <= high
-    assert (large[2] - large[1]) < (small[2] - small[1])
-
-
-@pytest.mark.parametrize(("stat", "draw"), [("p95", lognormal), ("median", lognormal), ("p95", pareto)])
-def test_false_alarm_rate_at_equal_distributions_stays_under_the_stated_level(stat, draw):
-    """200 runs at equal distributions, margin 0: "worse" in at most 5 % (+ sampling slack) of runs."""
-    confidence, runs, worse = 0.95, 200, 0
+@pytest.mark.parametrize("heavy", [False, True])
+def test_false_alarm_rate_at_equal_sides_stays_under_the_stated_level(heavy):
+    """1000 runs at equal sides, margin 0 (the hardest case): "worse" in at most 5 % (+ slack)."""
+    runs, worse = 1000, 0
     for seed in range(runs):
-        rng = random.Random(seed)
-        result = non_inferiority(
-            draw(rng, 60), draw(rng, 60), metric="x", stat=stat, better="lower", margin=0.0,
-            confidence=confidence, resamples=300, seed=seed,
-        )  # fmt: skip
+        cand, stable = rounds(random.Random(seed), 10, heavy=heavy)
+        worse += decide(cand, stable, margin=0.0).decision == "worse"
+    # Binomial(1000, 0.05): mean 50, sd 6.9; 70 is ~3 sd above the stated level.
+    assert worse <= 70, f"{worse}/{runs} false alarms"
+
+
+def test_sequential_looks_keep_the_false_alarm_rate():
+    """Looks at 8, 16, 32 pairs, stopping at the first decision, with the per-look confidence."""
+    schedule = look_schedule(8, 32)
+    conf = per_look_confidence(0.95, len(schedule))
+    runs, worse = 400, 0
+    for seed in range(runs):
+        cand, stable = rounds(random.Random(10_000 + seed), 32)
+        for n in schedule:
+            result = decide(cand[:n], stable[:n], margin=0.0, confidence=conf)
+            if result.decision != "undecided":
+                break
         worse += result.decision == "worse"
-    # Binomial(200, 0.05): mean 10, sd 3.1; 20 is more than 3 sd above the stated level.
-    assert worse <= 20, f"{worse}/{runs} false alarms"
+    assert worse <= 32, f"{worse}/{runs}"  # 5 % of 400 = 20, sd 4.4
 
 
-def test_equal_distributions_with_the_default_margin_are_called_not_worse():
-    rng = random.Random(7)
-    result = non_inferiority(
-        lognormal(rng, 300, sigma=0.2), lognormal(rng, 300, sigma=0.2), metric="p95_ttft_ms", stat="p95",
-        better="lower", margin=0.1, confidence=0.95,
-    )  # fmt: skip
+def test_equal_sides_with_the_default_margin_are_called_not_worse():
+    cand, stable = rounds(random.Random(7), 20)
+    result = decide(cand, stable)
     assert result.decision == "not_worse", result.describe()
-    assert result.high <= 1.1
+    assert result.high <= 1.1 and "20 round pairs" in result.describe()
 
 
 def test_a_clearly_slower_candidate_is_caught_as_worse():
-    """50 % slower against a 10 % margin, 200 requests each: p95 intervals are wide, still decided."""
-    rng = random.Random(3)
-    result = non_inferiority(
-        lognormal(rng, 200, scale=1.5), lognormal(rng, 200), metric="p95_ttft_ms", stat="p95", better="lower",
-        margin=0.1, confidence=0.95,
-    )  # fmt: skip
+    cand, stable = rounds(random.Random(3), 10, ratio=1.5)
+    result = decide(cand, stable)
     assert result.decision == "worse", result.describe()
     assert result.low > 1.1
-    assert "worse" in result.describe() and "needed <= 1.100" in result.describe()
+    assert "needed <= 1.100" in result.describe()
 
 
-def test_a_lower_rate_is_worse_and_an_equal_rate_is_not():
-    rng = random.Random(5)
-    slow = non_inferiority(
-        lognormal(rng, 200, scale=50), lognormal(rng, 200, scale=100), metric="mean_stream_output_tok_s",
-        stat="mean", better="higher", margin=0.1, confidence=0.95,
-    )  # fmt: skip
-    assert slow.decision == "worse" and slow.high < 0.9
-    same = non_inferiority(
-        lognormal(rng, 300, scale=100, sigma=0.1), lognormal(rng, 300, scale=100, sigma=0.1),
-        metric="mean_stream_output_tok_s", stat="mean", better="higher", margin=0.1, confidence=0.95,
-    )  # fmt: skip
-    assert same.decision == "not_worse" and same.low >= 0.9
+def test_a_lower_throughput_is_worse_and_an_equal_one_is_not():
+    slow = decide(*rounds(random.Random(5), 10, ratio=0.6), better="higher")
+    assert slow.decision == "worse" and slow.high < 0.9, slow.describe()
+    same = decide(*rounds(random.Random(6), 32, noise=0.1), better="higher")
+    assert same.decision == "not_worse" and same.low >= 0.9, same.describe()
 
 
 def test_exactly_at_the_margin_is_rarely_called_not_worse():
-    """A candidate 10 % slower with a 10 % margin: 'not worse' is the error here; at most ~5 %."""
+    """10 % slower with a 10 % margin: 'not worse' is the error here; at most ~5 % of runs."""
     not_worse = 0
-    for seed in range(100):
-        rng = random.Random(1000 + seed)
-        result = non_inferiority(
-            lognormal(rng, 80, scale=1.1), lognormal(rng, 80), metric="x", stat="median", better="lower",
-            margin=0.1, confidence=0.95, resamples=300, seed=seed,
-        )  # fmt: skip
-        not_worse += result.decision == "not_worse"
-    assert not_worse <= 12, f"{not_worse}/100"
+    for seed in range(400):
+        cand, stable = rounds(random.Random(50_000 + seed), 10, ratio=1.1)
+        not_worse += decide(cand, stable).decision == "not_worse"
+    assert not_worse <= 32, f"{not_worse}/400"
 
 
-def test_heavy_tails_with_few_samples_stay_undecided_rather_than_guess():
-    rng = random.Random(11)
-    result = non_inferiority(
-        pareto(rng, 25), pareto(rng, 25), metric="p95_ttft_ms", stat="p95", better="lower", margin=0.1,
-        confidence=0.95,
-    )  # fmt: skip
-    assert result.decision == "undecided", result.describe()
-
-
-def test_too_few_samples_is_undecided_with_the_reason():
-    result = non_inferiority(
-        [1.0] * 5, [1.0] * 50, metric="p95_ttft_ms", stat="p95", better="lower", margin=0.1, confidence=0.95
-    )
+def test_too_few_pairs_is_undecided_with_the_reason():
+    result = decide([20.0] * 3, [20.0] * 3)
     assert result.decision == "undecided"
-    assert result.note == "5 samples, 20 needed on each side"
-    assert "5 samples" in result.describe()
+    assert result.note == "3 round pairs, 5 needed"
+    assert "3 round pairs" in result.describe()
+
+
+def test_rounds_without_a_value_are_left_out():
+    cand, stable = rounds(random.Random(8), 8)
+    cand[2], stable[5] = None, 0.0
+    result = decide(cand, stable)
+    assert result.pairs == 6
+    kept = sorted(c / s for c, s in zip(cand, stable, strict=True) if c and s)
+    assert result.ratio == pytest.approx((kept[2] + kept[3]) / 2, rel=0.02)  # the median of 6 (log scale)

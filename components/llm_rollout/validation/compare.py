@@ -7,12 +7,14 @@
   stable revision; the candidate must not pass fewer probes than the stable by more than
   ``quality_tolerance`` of the suite. Never text agreement with the old model: a retrained model
   legitimately says other things.
-* Speed: rounds of ``round_requests`` requests at ``concurrency`` alternate between the two (the
-  order flips every round), so that whatever else the machine does hits both alike. From
-  ``min_rounds`` on, each round pair is a look: TTFT, TPOT (per-request) and each stream's output
-  tokens per second are judged with :func:`~llm_rollout.validation.stats.non_inferiority` at the
-  per-look confidence. The rounds stop once every metric is decided (or one is worse); at
-  ``max_rounds`` a metric still undecided makes the verdict inconclusive.
+* Speed: after one warm-up round each, rounds of ``round_requests`` requests at ``concurrency``
+  alternate between the two (the order flips every round), so that whatever else the machine does
+  hits both sides of a round pair alike. Each round gives its TTFT and TPOT statistics and its
+  output throughput; the pairs are judged with
+  :func:`~llm_rollout.validation.stats.paired_non_inferiority` at looks on a doubling schedule
+  from ``min_rounds`` to ``max_rounds`` (Bonferroni over the looks). The rounds stop once every
+  metric is decided (or one is worse); at ``max_rounds`` a metric still undecided makes the
+  verdict inconclusive.
 """
 
 from __future__ import annotations
@@ -29,7 +31,13 @@ from llm_rollout.spec import ComparisonSpec
 from llm_rollout.validation.client import Endpoint, run_load
 from llm_rollout.validation.metrics import RequestRecord, tpot_of
 from llm_rollout.validation.probes import Probe, ProbeResult, check_readiness, run_smoke, run_suite
-from llm_rollout.validation.stats import Comparison, non_inferiority, per_look_confidence
+from llm_rollout.validation.stats import (
+    Comparison,
+    look_schedule,
+    paired_non_inferiority,
+    per_look_confidence,
+    statistic,
+)
 
 LogFn = Callable[[str], None]
 
@@ -76,37 +84,36 @@ class StableComparison:
 
 
 @dataclass
-class _Samples:
-    ttft: list[float] = field(default_factory=list)
-    tpot: list[float] = field(default_factory=list)
-    rate: list[float] = field(default_factory=list)
+class _Rounds:
+    """Per-round values of one side: TTFT and TPOT statistics (ms) and round throughput (tok/s)."""
 
-    def add(self, records: Sequence[RequestRecord]) -> None:
-        for rec in records:
-            if not rec.success:
-                continue
-            self.ttft.append(rec.ttft * 1000.0)
-            tpot = tpot_of(rec)
-            if tpot is not None:
-                self.tpot.append(tpot * 1000.0)
-            if rec.latency > 0 and rec.output_tokens:
-                self.rate.append(rec.output_tokens / rec.latency)
+    ttft: list[float | None] = field(default_factory=list)
+    tpot: list[float | None] = field(default_factory=list)
+    throughput: list[float | None] = field(default_factory=list)
+
+    def add(self, records: Sequence[RequestRecord], duration_s: float, spec: ComparisonSpec) -> None:
+        ok = [r for r in records if r.success]
+        self.ttft.append(statistic([r.ttft * 1000.0 for r in ok], spec.ttft_statistic))
+        tpots = [t * 1000.0 for t in (tpot_of(r) for r in ok) if t is not None]
+        self.tpot.append(statistic(tpots, spec.tpot_statistic))
+        tokens = sum(r.output_tokens for r in ok)
+        self.throughput.append(tokens / duration_s if duration_s > 0 and tokens else None)
 
 
-def judge_speed(cand: _Samples, stable: _Samples, spec: ComparisonSpec, confidence: float) -> list[Comparison]:
-    """The three speed comparisons at ``confidence`` (seeded: the same samples give the same decision)."""
+def judge_speed(cand: _Rounds, stable: _Rounds, spec: ComparisonSpec, confidence: float) -> list[Comparison]:
+    """The three speed comparisons over the round pairs measured so far."""
     return [
-        non_inferiority(
-            cand.ttft, stable.ttft, metric=f"{spec.ttft_statistic}_ttft_ms", stat=spec.ttft_statistic,
-            better="lower", margin=spec.ttft_margin, confidence=confidence,
+        paired_non_inferiority(
+            cand.ttft, stable.ttft, metric=f"{spec.ttft_statistic}_ttft_ms", better="lower",
+            margin=spec.ttft_margin, confidence=confidence, min_pairs=spec.min_rounds,
         ),
-        non_inferiority(
-            cand.tpot, stable.tpot, metric=f"{spec.tpot_statistic}_tpot_ms", stat=spec.tpot_statistic,
-            better="lower", margin=spec.tpot_margin, confidence=confidence,
+        paired_non_inferiority(
+            cand.tpot, stable.tpot, metric=f"{spec.tpot_statistic}_tpot_ms", better="lower",
+            margin=spec.tpot_margin, confidence=confidence, min_pairs=spec.min_rounds,
         ),
-        non_inferiority(
-            cand.rate, stable.rate, metric="mean_stream_output_tok_s", stat="mean", better="higher",
-            margin=spec.throughput_margin, confidence=confidence,
+        paired_non_inferiority(
+            cand.throughput, stable.throughput, metric="output_throughput_tok_s", better="higher",
+            margin=spec.throughput_margin, confidence=confidence, min_pairs=spec.min_rounds,
         ),
     ]  # fmt: skip
 
@@ -182,27 +189,35 @@ async def compare_with_stable(
             f"{q['stable_passed']}/{q['total']} (validation.comparison.quality_tolerance {q['tolerance']:g})"
         )
 
-    looks_planned = spec.max_rounds - min(spec.min_rounds, spec.max_rounds) + 1
-    out.confidence = per_look_confidence(spec.confidence, looks_planned)
-    cand, stab = _Samples(), _Samples()
+    schedule = look_schedule(spec.min_rounds, spec.max_rounds)
+    out.confidence = per_look_confidence(spec.confidence, len(schedule))
+    cand, stab = _Rounds(), _Rounds()
     sides = {"candidate": (c_client, c_ep, cand), "stable": (s_client, s_ep, stab)}
+
+    async def one_round(side: str, round_no: int, keep: bool) -> None:
+        client, ep, rounds = sides[side]
+        lr = await run_load(
+            client, ep, prompts, api=api, output_tokens=output_tokens,  # type: ignore[arg-type]
+            num_requests=spec.round_requests, concurrency=spec.concurrency, max_duration_s=max_duration_s,
+            seed=round_no,
+        )  # fmt: skip
+        if keep:
+            rounds.add(lr.records, lr.duration_s, spec)
+
+    # One warm-up round each (not counted): the first requests after idling are slower on both.
+    await one_round("stable", 0, False)
+    await one_round("candidate", 0, False)
     for round_no in range(1, spec.max_rounds + 1):
         order = ("candidate", "stable") if round_no % 2 else ("stable", "candidate")
         for side in order:
-            client, ep, samples = sides[side]
-            lr = await run_load(
-                client, ep, prompts, api=api, output_tokens=output_tokens,  # type: ignore[arg-type]
-                num_requests=spec.round_requests, concurrency=spec.concurrency, max_duration_s=max_duration_s,
-                seed=round_no,
-            )  # fmt: skip
-            samples.add(lr.records)
+            await one_round(side, round_no, True)
         out.rounds = round_no
-        if round_no < min(spec.min_rounds, spec.max_rounds):
+        if round_no not in schedule:
             continue
         out.looks += 1
         out.speed = judge_speed(cand, stab, spec, out.confidence)
         decided = [c.decision for c in out.speed]
-        log(f"validate: comparison: look {out.looks} after {round_no} rounds: "
+        log(f"validate: comparison: look {out.looks} after {round_no} round pairs: "
             + ", ".join(f"{c.metric} {c.decision}" for c in out.speed))  # fmt: skip
         if "worse" in decided or "undecided" not in decided:
             break

@@ -1,28 +1,33 @@
-"""Is the candidate at least as good as what serves now? Non-inferiority with a stated confidence.
+"""Is the candidate at least as good as what serves now? Paired non-inferiority with a stated confidence.
 
 The question a rollout with a stable revision asks is not "is it faster" but "is it not worse by
-more than a margin", judged on samples measured side by side (interleaved rounds, so that noise
-on the machine hits both alike):
+more than a margin". The two are measured in alternating rounds (one round on each, side by side
+in time), and the *round pair* is the unit of evidence: requests inside one round share the
+machine's state at that moment, so they are not independent samples (treating them as such
+makes equal servers look different), while whatever drifts between rounds hits both sides of a
+pair alike and cancels in their ratio.
 
-* For a latency statistic (lower is better, e.g. p95 TTFT) the candidate/stable ratio of the
-  statistic gets a bootstrap confidence interval (each side resampled on its own, percentile
-  interval). **not worse** when the interval's upper end is <= ``1 + margin``; **worse** when its
-  lower end is > ``1 + margin``; else **undecided** (measure more).
-* For a rate (higher is better, e.g. each stream's output tokens per second) the same with
-  ``1 - margin``: not worse when the lower end >= ``1 - margin``, worse when the upper end is below.
+For each pair the ratio candidate/stable of a per-round statistic (median TTFT, round throughput,
+...) is taken; the *median pair ratio* gets a distribution-free confidence interval from the
+order statistics of the ratios (the sign test: no assumption about their distribution, and a
+round hit by a pause on a busy machine moves it by one rank, not by its size), and:
 
-Each side of the interval is one-sided at ``1 - confidence``; the interval is the central
-``1 - 2 * (1 - confidence)`` one. With sequential looks (stop once the decision is clear, measure
-more while it is not) the error is spread over the looks (Bonferroni): :func:`per_look_confidence`.
-So at equal distributions a false "worse" happens in at most ``1 - confidence`` of runs (the unit
-tests measure it over many seeds), and a candidate exactly at the margin is called "not worse"
-no more often than that.
+* lower is better (latency): **not worse** when the interval's upper end is <= ``1 + margin``,
+  **worse** when its lower end is > ``1 + margin``, else **undecided** (measure more);
+* higher is better (throughput): not worse when the lower end >= ``1 - margin``, worse when the
+  upper end is below it.
+
+Each end is one-sided at ``1 - confidence``. With sequential looks (stop once the decision is
+clear) the error is spread over the looks (Bonferroni, :func:`per_look_confidence`), and looks are
+taken on a doubling schedule (:func:`look_schedule`) so that few looks cover many rounds. So at
+equal distributions a false "worse" happens in at most ``1 - confidence`` of runs - the unit tests
+measure it over many seeds - and a candidate exactly at the margin is called "not worse" no more
+often than that.
 """
 
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -31,8 +36,6 @@ from llm_rollout.validation.metrics import percentile
 
 Decision = Literal["not_worse", "worse", "undecided"]
 Better = Literal["lower", "higher"]
-
-DEFAULT_RESAMPLES = 1000
 
 
 def statistic(values: Sequence[float], name: str) -> float | None:
@@ -55,56 +58,50 @@ def per_look_confidence(confidence: float, looks: int) -> float:
     return 1.0 - (1.0 - confidence) / max(1, looks)
 
 
-def bootstrap_ratio(
-    candidate: Sequence[float],
-    stable: Sequence[float],
-    stat: str,
-    *,
-    confidence: float,
-    resamples: int = DEFAULT_RESAMPLES,
-    seed: int = 0,
-) -> tuple[float | None, float | None, float | None]:
-    """The candidate/stable ratio of ``stat`` with its central bootstrap interval.
+def look_schedule(min_pairs: int, max_pairs: int) -> list[int]:
+    """Pair counts at which to look: ``min_pairs``, doubling, and ``max_pairs`` (e.g. 5, 10, 20, 40)."""
+    first = max(1, min(min_pairs, max_pairs))
+    looks = [first]
+    while looks[-1] * 2 < max_pairs:
+        looks.append(looks[-1] * 2)
+    if looks[-1] != max_pairs:
+        looks.append(max_pairs)
+    return looks
 
-    Each side's interval end is one-sided at ``1 - confidence``.
 
-    Returns:
-        ``(ratio, low, high)``; all None when a side is empty or the stable statistic is 0.
+def order_statistic_bounds(n: int, confidence: float) -> int | None:
+    """The 1-based rank ``k`` whose order statistics ``x(k)`` and ``x(n-k+1)`` bound the median of ``n`` samples.
+
+    Distribution-free (the sign test): ``P(x(k) > median) = P(Binomial(n, 1/2) <= k - 1)``, and
+    ``k`` is the largest rank keeping that at most ``1 - confidence``; None when even ``k = 1``
+    cannot (too few samples for the confidence).
     """
-    point_c, point_s = statistic(candidate, stat), statistic(stable, stat)
-    if point_c is None or not point_s:
-        return None, None, None
-    rng = random.Random(seed)
-    ratios: list[float] = []
-    nc, ns = len(candidate), len(stable)
-    for _ in range(resamples):
-        c = statistic([candidate[rng.randrange(nc)] for _ in range(nc)], stat)
-        s = statistic([stable[rng.randrange(ns)] for _ in range(ns)], stat)
-        if c is not None and s:
-            ratios.append(c / s)
-    ratios.sort()
-    tail = (1.0 - confidence) * 100.0
-    return point_c / point_s, percentile(ratios, tail), percentile(ratios, 100.0 - tail)
+    alpha, cdf, k = 1.0 - confidence, 0.0, None
+    for i in range(n):
+        cdf += math.comb(n, i) / 2.0**n
+        if cdf > alpha:
+            break
+        k = i + 1
+    return k
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """One metric, candidate against stable.
+    """One metric, candidate against stable, over paired rounds.
 
     Attributes:
-        metric: What was compared, e.g. ``p95_ttft_ms`` or ``mean_stream_output_tok_s``.
+        metric: What was compared, e.g. ``median_ttft_ms`` or ``output_throughput_tok_s``.
         better: ``lower`` or ``higher``.
         margin: The tolerated relative loss (0.1 = 10 %).
         confidence: The confidence the decision was taken at (per look).
-        ratio: Candidate statistic / stable statistic.
+        ratio: The median of the pairs' candidate/stable ratios.
         low: Lower end of the ratio's interval.
         high: Upper end.
         decision: ``not_worse``, ``worse`` or ``undecided``.
-        candidate_n: Samples on the candidate.
-        stable_n: Samples on the stable revision.
-        candidate_value: The candidate's statistic.
-        stable_value: The stable revision's statistic.
-        note: Why undecided, when it is for lack of samples.
+        pairs: Round pairs used.
+        candidate_value: The candidate's median of the per-round values.
+        stable_value: The stable revision's median of the per-round values.
+        note: Why undecided, when it is for lack of pairs.
     """
 
     metric: str
@@ -115,8 +112,7 @@ class Comparison:
     low: float | None
     high: float | None
     decision: Decision
-    candidate_n: int
-    stable_n: int
+    pairs: int
     candidate_value: float | None = None
     stable_value: float | None = None
     note: str = ""
@@ -128,14 +124,13 @@ class Comparison:
 
     def describe(self) -> str:
         """One line: the decision, the ratio with its interval and what it was held against."""
-        if self.ratio is None:
-            return f"{self.metric}: {self.decision} ({self.note or 'not measured'})"
+        if self.ratio is None or self.low is None or self.high is None:
+            return f"{self.metric}: {self.decision.replace('_', ' ')} ({self.note or 'not measured'})"
         sign = "<=" if self.better == "lower" else ">="
         return (
             f"{self.metric}: {self.decision.replace('_', ' ')}: candidate/stable {self.ratio:.3f} "
             f"[{self.low:.3f}, {self.high:.3f}] at {self.confidence:.1%} confidence, needed {sign} {self.limit:.3f} "
-            f"(candidate {self.candidate_value:.4g}, stable {self.stable_value:.4g}; "
-            f"n={self.candidate_n}/{self.stable_n})"
+            f"(candidate {self.candidate_value:.4g}, stable {self.stable_value:.4g}; {self.pairs} round pairs)"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -143,52 +138,56 @@ class Comparison:
         return {**asdict(self), "limit": self.limit}
 
 
-def non_inferiority(
+def paired_non_inferiority(
     candidate: Sequence[float],
     stable: Sequence[float],
     *,
     metric: str,
-    stat: str,
     better: Better,
     margin: float,
     confidence: float,
-    min_samples: int = 20,
-    resamples: int = DEFAULT_RESAMPLES,
-    seed: int = 0,
+    min_pairs: int = 5,
 ) -> Comparison:
     """Decides whether the candidate is not worse than the stable by more than ``margin``.
 
     Args:
-        candidate: The candidate's samples (e.g. per-request TTFT).
-        stable: The stable revision's samples, measured interleaved with the candidate's.
+        candidate: The candidate's per-round values (round ``i`` pairs with ``stable[i]``).
+        stable: The stable revision's per-round values, measured alternately with the candidate's.
         metric: The name to report.
-        stat: The statistic compared (``p95``, ``median``, ``mean``).
-        better: ``lower`` (latency) or ``higher`` (rate).
+        better: ``lower`` (latency) or ``higher`` (throughput).
         margin: Tolerated relative loss, e.g. 0.1.
         confidence: One-sided confidence of the decision (per look; see :func:`per_look_confidence`).
-        min_samples: Below this many samples on either side the decision is ``undecided``.
-        resamples: Bootstrap resamples.
-        seed: Seed of the resampling (a decision is reproducible from its samples).
+        min_pairs: Below this many usable pairs the decision is ``undecided``.
 
     Returns:
-        The comparison.
+        The comparison. Pairs where either value is missing or not positive are left out.
     """
-    c_val, s_val = statistic(candidate, stat), statistic(stable, stat)
-    base = {
-        "metric": metric, "better": better, "margin": margin, "confidence": confidence,
-        "candidate_n": len(candidate), "stable_n": len(stable), "candidate_value": c_val, "stable_value": s_val,
+    pairs = [(c, s) for c, s in zip(candidate, stable, strict=False) if c and s and c > 0 and s > 0]
+    c_med = statistic([c for c, _ in pairs], "median")
+    s_med = statistic([s for _, s in pairs], "median")
+    base: dict[str, Any] = {
+        "metric": metric, "better": better, "margin": margin, "confidence": confidence, "pairs": len(pairs),
+        "candidate_value": c_med, "stable_value": s_med,
     }  # fmt: skip
-    if min(len(candidate), len(stable)) < min_samples:
+    if len(pairs) < max(2, min_pairs):
         return Comparison(
             **base, ratio=None, low=None, high=None, decision="undecided",
-            note=f"{min(len(candidate), len(stable))} samples, {min_samples} needed on each side",
+            note=f"{len(pairs)} round pairs, {max(2, min_pairs)} needed",
         )  # fmt: skip
-    ratio, low, high = bootstrap_ratio(candidate, stable, stat, confidence=confidence, resamples=resamples, seed=seed)
-    if ratio is None or low is None or high is None:
-        return Comparison(**base, ratio=None, low=None, high=None, decision="undecided", note="the stable value is 0")
-    limit = 1.0 + margin if better == "lower" else 1.0 - margin
+    logs = sorted(math.log(c / s) for c, s in pairs)
+    n = len(logs)
+    k = order_statistic_bounds(n, confidence)
+    if k is None:
+        return Comparison(
+            **base, ratio=None, low=None, high=None, decision="undecided",
+            note=f"{n} round pairs cannot reach {confidence:.1%} confidence",
+        )  # fmt: skip
+    mid = statistic(logs, "median") or 0.0
+    low, high = logs[k - 1], logs[n - k]
     if better == "lower":
+        limit = math.log1p(margin)
         decision: Decision = "not_worse" if high <= limit else "worse" if low > limit else "undecided"
     else:
+        limit = math.log1p(-margin) if margin < 1 else -math.inf
         decision = "not_worse" if low >= limit else "worse" if high < limit else "undecided"
-    return Comparison(**base, ratio=ratio, low=low, high=high, decision=decision)
+    return Comparison(**base, ratio=math.exp(mid), low=math.exp(low), high=math.exp(high), decision=decision)
