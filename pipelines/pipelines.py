@@ -37,10 +37,25 @@ def _api_key(task: Any, secret: tuple[str, str] | None) -> Any:
     return task
 
 
-def _rollout(c: SimpleNamespace, spec: str, model: Any, secret: tuple[str, str] | None = None) -> None:
-    """register -> deploy -> validate -> promote | rollback, inside the caller's exit handler."""
+def _rollout(
+    c: SimpleNamespace,
+    spec: str,
+    model_uri: Any,
+    model_digest: Any = "",
+    secret: tuple[str, str] | None = None,
+    after: Any = None,
+) -> None:
+    """register -> deploy -> validate -> promote | rollback, inside the caller's exit handler.
+
+    The model reaches deploy-model as its URI (and digest), never as an input artifact: KFP's
+    launcher downloads every input artifact into the step's pod before user code runs
+    (kubeflow/pipelines ``backend/src/v2/component/launcher_v2.go``, ``downloadArtifacts``), and
+    no step after optimize-model reads the model's bytes. ``after`` orders deploy after the task
+    that made or imported the Model artifact, so the run's graph still connects them.
+    """
     register = _no_cache(c.register_runtime(spec=spec)).set_display_name("register-runtime")
-    deploy = _api_key(_no_cache(c.deploy_model(spec=spec, model=model, run_id=RUN_ID)).after(register), secret)
+    deploy = _no_cache(c.deploy_model(spec=spec, model_uri=model_uri, model_digest=model_digest, run_id=RUN_ID))
+    deploy = _api_key(deploy.after(register, *([after] if after is not None else [])), secret)
     validate = _api_key(_no_cache(c.validate_deployment(spec=spec, record=deploy.output)), secret)
     with dsl.If(validate.outputs["verdict"] == "pass", name="verdict-pass"):
         _api_key(
@@ -110,8 +125,9 @@ def deploy_pipeline(
         """
         finalize = _no_cache(c.finalize_rollout(spec=spec, run_id=RUN_ID))
         with dsl.ExitHandler(finalize, name="rollout"):
+            # The importer registers the Model artifact (lineage, the UI); nothing downloads it.
             model = dsl.importer(artifact_uri=model_uri, artifact_class=dsl.Model, reimport=False)
-            _rollout(c, spec, model.output, secret)
+            _rollout(c, spec, model_uri, secret=secret, after=model)
 
     return llm_deploy
 
@@ -161,7 +177,7 @@ def optimize_deploy_pipeline(
             optimize = c.optimize_model(
                 input_model=base.output, scheme=scheme, recipe=recipe, calibration_data=calibration_data
             )
-            _rollout(c, spec, optimize.outputs["optimized_model"], secret)
+            _rollout(c, spec, optimize.outputs["model_uri"], optimize.outputs["model_digest"], secret=secret)
 
     return llm_optimize_deploy
 
