@@ -21,11 +21,19 @@ from llm_rollout.errors import RolloutError
 
 
 def _compile(args: argparse.Namespace) -> int:
+    from llm_rollout_components.resources import ScratchDisk
     from llm_rollout_pipelines.compile import compile_pipelines
 
+    disk = None
+    if args.optimize_disk.lower() != "none":
+        disk = ScratchDisk(args.optimize_disk, args.optimize_disk_mount, args.optimize_storage_class).checked()
     started = time.perf_counter()
     paths = compile_pipelines(
-        args.out, image=args.image, optimize_image=args.optimize_image, api_key_secret=args.api_key_secret
+        args.out,
+        image=args.image,
+        optimize_image=args.optimize_image,
+        api_key_secret=args.api_key_secret,
+        optimize_disk=disk,
     )
     for path in paths:
         print(path)
@@ -52,6 +60,7 @@ def _validate(args: argparse.Namespace, rest: list[str]) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``llm-rollout`` (subcommands and their flags)."""
     from llm_rollout_components.images import DEFAULT_IMAGE, DEFAULT_OPTIMIZE_IMAGE
+    from llm_rollout_components.resources import DEFAULT_OPTIMIZE_DISK, DEFAULT_SCRATCH_MOUNT
 
     parser = argparse.ArgumentParser(
         prog="llm-rollout", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -72,6 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="Kubernetes Secret with the model endpoint's API key (key default api-key): the steps that call "
         "the model get it as $LLM_ROLLOUT_API_KEY (set validation.api_key_env: LLM_ROLLOUT_API_KEY)",
     )
+    p.add_argument(
+        "--optimize-disk",
+        default=DEFAULT_OPTIMIZE_DISK,
+        metavar="SIZE|none",
+        help=f"scratch volume of the optimize step for the downloaded and the compressed model (default "
+        f"{DEFAULT_OPTIMIZE_DISK}, a generic ephemeral volume; 'none': the node's own ephemeral storage)",
+    )
+    p.add_argument(
+        "--optimize-disk-mount",
+        default=DEFAULT_SCRATCH_MOUNT,
+        help="where KFP keeps artifacts of the pipeline root's scheme: /minio (default), /s3, /gcs",
+    )
+    p.add_argument("--optimize-storage-class", help="StorageClass of that volume (default: the cluster's default)")
     p.set_defaults(func=_compile)
 
     p = sub.add_parser("render", help="write the Kubernetes manifests for a spec")

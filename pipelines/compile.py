@@ -7,6 +7,7 @@ from pathlib import Path
 from kfp import compiler
 
 from llm_rollout_components.images import DEFAULT_IMAGE, DEFAULT_OPTIMIZE_IMAGE
+from llm_rollout_components.resources import ScratchDisk
 from llm_rollout_pipelines.pipelines import PIPELINES
 
 
@@ -16,6 +17,7 @@ def compile_pipelines(
     image: str = DEFAULT_IMAGE,
     optimize_image: str = DEFAULT_OPTIMIZE_IMAGE,
     api_key_secret: str | None = None,
+    optimize_disk: ScratchDisk | None = ScratchDisk(),  # noqa: B008 - frozen dataclass
 ) -> list[Path]:
     """Compiles every pipeline into ``out_dir/<pipeline-name>.yaml``.
 
@@ -25,6 +27,7 @@ def compile_pipelines(
         optimize_image: The optimize step's image.
         api_key_secret: ``SECRET[:KEY]`` with the model endpoint's API key (``$LLM_ROLLOUT_API_KEY``
             in the steps that call the model).
+        optimize_disk: The optimize step's scratch disk (None: the node's ephemeral storage).
 
     Returns:
         The written paths.
@@ -35,7 +38,10 @@ def compile_pipelines(
     for name, build in PIPELINES.items():
         path = out / f"{name}.yaml"
         compiler.Compiler().compile(
-            build(image=image, optimize_image=optimize_image, api_key_secret=api_key_secret), str(path)
+            build(
+                image=image, optimize_image=optimize_image, api_key_secret=api_key_secret, optimize_disk=optimize_disk
+            ),
+            str(path),
         )
         paths.append(path)
     return paths

@@ -19,7 +19,7 @@ from llm_rollout_pipelines.pipelines import DEPLOY_PIPELINE, OPTIMIZE_DEPLOY_PIP
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
     out = tmp_path_factory.mktemp("ir")
-    return {p.stem: yaml.safe_load(p.read_text()) for p in compile_pipelines(out)}
+    return {p.stem: next(yaml.safe_load_all(p.read_text())) for p in compile_pipelines(out)}
 
 
 def _dag_tasks(ir):

@@ -184,7 +184,11 @@ def test_schedule_creates_a_recurring_run_with_max_concurrency_1_and_no_catchup(
     assert body["no_catchup"] is True and body["mode"] == "ENABLE"
     assert body["experiment_id"] == "exp-existing"
     assert body["runtime_config"]["parameters"] == {"model_uri": "s3://models/base"}
-    assert body["pipeline_spec"]["pipelineInfo"]["name"] == "llm-optimize-deploy"
+    # A package with a platform spec (the optimize step's scratch volume) goes as both documents.
+    sent = body["pipeline_spec"]
+    assert sent["pipeline_spec"]["pipelineInfo"]["name"] == "llm-optimize-deploy"
+    executors = sent["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert executors["exec-optimize-model"]["genericEphemeralVolume"][0]["size"] == "64Gi"
     assert body["display_name"].startswith("llm-optimize-deploy-schedule-")
     assert body["service_account"] == "llm-rollout"
 

@@ -14,7 +14,7 @@ def compiled(tmp_path_factory):
         main(["compile", "--out", str(out), "--image", "reg.example/c:9.9", "--optimize-image", "reg.example/o:9.9"])
         == 0
     )
-    return {p.stem: yaml.safe_load(p.read_text()) for p in out.glob("*.yaml")}
+    return {p.stem: next(yaml.safe_load_all(p.read_text())) for p in out.glob("*.yaml")}
 
 
 def _executors(ir):
