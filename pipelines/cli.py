@@ -69,11 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compile", help="compile the pipelines to KFP IR YAML")
     p.add_argument("--out", required=True, help="directory for <pipeline-name>.yaml files")
-    p.add_argument("--image", default=DEFAULT_IMAGE, help=f"components' image (default {DEFAULT_IMAGE})")
+    p.add_argument(
+        "--image",
+        help=f"components' image, REPO:TAG or pinned REPO@sha256:DIGEST (default {DEFAULT_IMAGE or 'none: give one'})",
+    )
     p.add_argument(
         "--optimize-image",
-        default=DEFAULT_OPTIMIZE_IMAGE,
-        help=f"optimize step's image (default {DEFAULT_OPTIMIZE_IMAGE})",
+        help=f"optimize step's image, REPO:TAG or REPO@sha256:DIGEST (default {DEFAULT_OPTIMIZE_IMAGE or 'none'})",
     )
     p.add_argument(
         "--api-key-secret",

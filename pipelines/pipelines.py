@@ -12,7 +12,6 @@ from typing import Any
 from kfp import dsl
 
 from llm_rollout_components import build_components
-from llm_rollout_components.images import DEFAULT_IMAGE, DEFAULT_OPTIMIZE_IMAGE
 from llm_rollout_components.resources import (
     DEFAULT_OPTIMIZE_ACCELERATOR_COUNT,
     DEFAULT_OPTIMIZE_ACCELERATOR_TYPE,
@@ -102,8 +101,8 @@ def parse_secret_ref(ref: str | None) -> tuple[str, str] | None:
 
 
 def deploy_pipeline(
-    image: str = DEFAULT_IMAGE,
-    optimize_image: str = DEFAULT_OPTIMIZE_IMAGE,
+    image: str | None = None,
+    optimize_image: str | None = None,
     api_key_secret: str | None = None,
     optimize_disk: ScratchDisk | None = None,
 ):
@@ -145,8 +144,8 @@ def deploy_pipeline(
 
 
 def optimize_deploy_pipeline(
-    image: str = DEFAULT_IMAGE,
-    optimize_image: str = DEFAULT_OPTIMIZE_IMAGE,
+    image: str | None = None,
+    optimize_image: str | None = None,
     api_key_secret: str | None = None,
     optimize_disk: ScratchDisk | None = ScratchDisk(),  # noqa: B008 - frozen dataclass
 ):
