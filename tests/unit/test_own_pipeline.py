@@ -88,3 +88,20 @@ def test_bad_images_are_refused_either_way(kwargs, flag, words):
         with pytest.raises(SpecError) as info:
             make(**kwargs)
         assert info.value.field == flag and words in str(info.value) and "Fix:" in str(info.value)
+
+
+def test_the_readme_example_compiles_as_written(tmp_path):
+    import re
+    from pathlib import Path
+
+    from tests.own_pipeline import train
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Use the components in your own pipeline", 1)[1].split("\n### ", 1)[0]
+    (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    namespace = {"train": train}
+    exec(compile(code.replace("<digest>", "0" * 64), "README.md", "exec"), namespace)
+    compiler.Compiler().compile(namespace["train_and_serve"], str(tmp_path / "readme.yaml"))
+    ir = next(yaml.safe_load_all((tmp_path / "readme.yaml").read_text()))
+    assert artifact_inputs(ir) == {"optimize-model": {"input_model": "train"}}
+    assert {"promote-model", "rollback-model", "finalize-rollout"} <= set(_dag_tasks(ir))
