@@ -109,8 +109,15 @@ def set_optimize_resources(
         raise SpecError("optimize accelerator count", f"{accelerator_count!r} is not a whole number", "write e.g. 1")
     task.set_cpu_request(cpu)
     task.set_memory_request(memory).set_memory_limit(memory)
-    if not constant(accelerator_type) or accelerator_type:
+    use_accelerator = not constant(accelerator_type) or accelerator_type
+    if use_accelerator:
         task.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
+    # kfp 2.17's resource setters do not record the parameters they use as the task's inputs, so
+    # inside an ExitHandler/If group the group never receives them and the run fails with "Parent
+    # pipeline input argument 'pipelinechannel--...' not found" (kfp.local; the same IR on a
+    # cluster). Register them as kfp does for secrets (dsl/pipeline_task.py register_pipeline_channels).
+    used = [cpu, memory, *((accelerator_type, accelerator_count) if use_accelerator else ())]
+    task.register_pipeline_channels([v for v in used if not constant(v)])
     if disk is not None:
         from kfp import kubernetes
 
