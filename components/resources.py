@@ -26,8 +26,8 @@ DEFAULT_OPTIMIZE_ACCELERATOR_TYPE = "nvidia.com/gpu"
 DEFAULT_OPTIMIZE_ACCELERATOR_COUNT = 1
 DEFAULT_OPTIMIZE_CPU = "8"
 DEFAULT_OPTIMIZE_MEMORY = "48Gi"
-DEFAULT_OPTIMIZE_DISK = "64Gi"
-"""Defaults sized for an 8B model (bf16 ~16 GB): see the README's table for 1B and 70B."""
+DEFAULT_OPTIMIZE_DISK = "48Gi"
+"""Defaults sized for an 8B model (:func:`optimize_resources_for`; the README's table has 1B and 70B)."""
 DEFAULT_SCRATCH_MOUNT = "/minio"
 """Where KFP's launcher puts ``minio://`` artifacts (KFP's default pipeline root is ``minio://mlpipeline``)."""
 
@@ -39,7 +39,7 @@ class ScratchDisk:
     """A generic ephemeral volume for the model files of the heavy step.
 
     Attributes:
-        size: Its size, e.g. ``64Gi`` (input model + compressed model + slack).
+        size: Its size, e.g. ``48Gi`` (input model + compressed model + slack).
         mount_path: Where KFP's launcher keeps artifacts of the pipeline root's scheme: ``/minio``
             (``minio://``, KFP's default), ``/s3`` or ``/gcs``.
         storage_class: StorageClass to provision it from; None: the cluster's default.
@@ -56,7 +56,7 @@ class ScratchDisk:
             SpecError: Naming ``field`` and the fix.
         """
         if not _QUANTITY.match(self.size or ""):
-            raise SpecError(field, f"{self.size!r} is not a Kubernetes quantity", "write a size like 64Gi or 500G")
+            raise SpecError(field, f"{self.size!r} is not a Kubernetes quantity", "write a size like 48Gi or 500G")
         if self.mount_path not in ("/minio", "/s3", "/gcs"):
             raise SpecError(
                 f"{field}-mount",
@@ -64,6 +64,45 @@ class ScratchDisk:
                 "use /minio (minio:// pipeline root, KFP's default), /s3 (s3://) or /gcs (gs://)",
             )
         return self
+
+
+def optimize_resources_for(parameters_billion: float) -> dict[str, Any]:
+    """What optimize-model needs for a model of this many parameters (bf16 source, one GPU).
+
+    The rule behind the README's table: bf16 weights take 2 bytes per parameter (llmcompressor's
+    memory guide); CPU memory holds the whole model plus room for calibration activations and
+    saving (2 x weights + 16 GiB); the disk holds the downloaded and the compressed model
+    (2.5 x weights + 10 GiB); sequential onloading needs one GPU at any size. Sizes are rounded up
+    to 16 GiB.
+
+    Args:
+        parameters_billion: The model's size in billions of parameters (e.g. 8 for Llama 3.1 8B).
+
+    Returns:
+        Keyword arguments for :func:`set_optimize_resources`: ``cpu``, ``memory``,
+        ``accelerator_count``, ``disk``.
+
+    Raises:
+        SpecError: A size that is not positive.
+    """
+    import math
+
+    if not parameters_billion or parameters_billion <= 0:
+        raise SpecError(
+            "parameters_billion", f"{parameters_billion!r} is not a model size", "give e.g. 8 for an 8B model"
+        )
+    weights_gb = 2.0 * parameters_billion * 1e9 / 2**30
+
+    def gib(value: float) -> str:
+        return f"{max(16, math.ceil(value / 16) * 16)}Gi"
+
+    cpu = "4" if parameters_billion <= 3 else "8" if parameters_billion <= 14 else "32"
+    return {
+        "cpu": cpu,
+        "memory": gib(2 * weights_gb + 16),
+        "accelerator_count": 1,
+        "disk": ScratchDisk(gib(2.5 * weights_gb + 10)),
+    }
 
 
 def set_optimize_resources(

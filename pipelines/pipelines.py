@@ -195,7 +195,8 @@ def optimize_deploy_pipeline(
             optimize_accelerator_count: GPUs for the optimize step.
             optimize_cpu: CPU request of the optimize step.
             optimize_memory: Memory request and limit of the optimize step (about 2 bytes per
-                parameter plus room: 16Gi for 1B, 48Gi for 8B, 256Gi for 70B).
+                parameter plus room: 32Gi for 1B, 48Gi for 8B, 288Gi for 70B; see
+                ``optimize_resources_for``).
         """
         finalize = _no_cache(c.finalize_rollout(spec=spec, run_id=RUN_ID))
         with dsl.ExitHandler(finalize, name="rollout"):

@@ -188,7 +188,7 @@ def test_schedule_creates_a_recurring_run_with_max_concurrency_1_and_no_catchup(
     sent = body["pipeline_spec"]
     assert sent["pipeline_spec"]["pipelineInfo"]["name"] == "llm-optimize-deploy"
     executors = sent["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert executors["exec-optimize-model"]["genericEphemeralVolume"][0]["size"] == "64Gi"
+    assert executors["exec-optimize-model"]["genericEphemeralVolume"][0]["size"] == "48Gi"
     assert body["display_name"].startswith("llm-optimize-deploy-schedule-")
     assert body["service_account"] == "llm-rollout"
 

@@ -6,7 +6,14 @@ from kfp import compiler, dsl
 
 from llm_rollout.errors import SpecError
 from llm_rollout_components import build_components
-from llm_rollout_components.resources import ScratchDisk, set_optimize_resources
+from llm_rollout_components.resources import (
+    DEFAULT_OPTIMIZE_CPU,
+    DEFAULT_OPTIMIZE_DISK,
+    DEFAULT_OPTIMIZE_MEMORY,
+    ScratchDisk,
+    optimize_resources_for,
+    set_optimize_resources,
+)
 from llm_rollout_pipelines.cli import main
 from llm_rollout_pipelines.pipelines import DEPLOY_PIPELINE, OPTIMIZE_DEPLOY_PIPELINE
 
@@ -45,7 +52,7 @@ def test_optimize_resources_are_pipeline_parameters_with_8b_defaults(compiled):
     assert defaults["optimize_accelerator_count"] == 1
     assert (defaults["optimize_cpu"], defaults["optimize_memory"]) == ("8", "48Gi")
     (volume,) = _k8s(platform, "exec-optimize-model")["genericEphemeralVolume"]
-    assert volume["mountPath"] == "/minio" and volume["size"] == "64Gi" and volume["defaultStorageClass"] is True
+    assert volume["mountPath"] == "/minio" and volume["size"] == "48Gi" and volume["defaultStorageClass"] is True
     # Only the heavy step asks for a GPU; the others are light API clients.
     for name, executor in ir["deploymentSpec"]["executors"].items():
         if name != "exec-optimize-model" and "container" in executor:
@@ -70,7 +77,7 @@ def test_disk_size_mount_and_class_are_set_at_compile_time(tmp_path):
 @pytest.mark.parametrize(
     ("argv", "words"),
     [
-        (["--optimize-disk", "lots"], ["--optimize-disk", "'lots'", "64Gi"]),
+        (["--optimize-disk", "lots"], ["--optimize-disk", "'lots'", "48Gi"]),
         (["--optimize-disk-mount", "/data"], ["--optimize-disk-mount", "/minio"]),
     ],
 )
@@ -147,3 +154,30 @@ def test_resource_parameters_reach_the_step_inside_the_exit_handler(compiled):
     assert {
         f"pipelinechannel--optimize_{k}" for k in ("cpu", "memory", "accelerator_type", "accelerator_count")
     } <= set(group)
+
+
+@pytest.mark.parametrize(("label", "billions"), [("1B", 1.24), ("8B", 8.03), ("70B", 70.6)])
+def test_the_readme_table_is_the_sizing_rule(label, billions):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (row,) = [line for line in readme.splitlines() if line.startswith(f"| {label} (") and f"{billions}B" in line]
+    r = optimize_resources_for(billions)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert (cells[2], cells[3], cells[5]) == (f"`{r['memory']}`", f"`{r['cpu']}`", f"`{r['disk'].size}`")
+    assert cells[4].startswith(f"{r['accelerator_count']} x ")
+
+
+def test_the_defaults_are_the_rule_for_an_8b_model_and_sizes_grow_with_the_model():
+    r = optimize_resources_for(8.03)
+    assert (r["cpu"], r["memory"], r["disk"].size) == (
+        DEFAULT_OPTIMIZE_CPU,
+        DEFAULT_OPTIMIZE_MEMORY,
+        DEFAULT_OPTIMIZE_DISK,
+    )
+    # 405B: 754 GiB of bf16 weights -> 2 x 754 + 16 = 1524 -> 1536Gi; 2.5 x 754 + 10 = 1896 -> 1904Gi.
+    big = optimize_resources_for(405)
+    assert (big["cpu"], big["memory"], big["disk"].size, big["accelerator_count"]) == ("32", "1536Gi", "1904Gi", 1)
+    assert optimize_resources_for(0.1)["disk"].size == "16Gi", "never below 16Gi"
+    with pytest.raises(SpecError, match="parameters_billion"):
+        optimize_resources_for(0)
