@@ -21,11 +21,19 @@ from llm_rollout.errors import RolloutError
 
 
 def _compile(args: argparse.Namespace) -> int:
+    from llm_rollout_components.resources import ScratchDisk
     from llm_rollout_pipelines.compile import compile_pipelines
 
+    disk = None
+    if args.optimize_disk.lower() != "none":
+        disk = ScratchDisk(args.optimize_disk, args.optimize_disk_mount, args.optimize_storage_class).checked()
     started = time.perf_counter()
     paths = compile_pipelines(
-        args.out, image=args.image, optimize_image=args.optimize_image, api_key_secret=args.api_key_secret
+        args.out,
+        image=args.image,
+        optimize_image=args.optimize_image,
+        api_key_secret=args.api_key_secret,
+        optimize_disk=disk,
     )
     for path in paths:
         print(path)
@@ -52,6 +60,7 @@ def _validate(args: argparse.Namespace, rest: list[str]) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``llm-rollout`` (subcommands and their flags)."""
     from llm_rollout_components.images import DEFAULT_IMAGE, DEFAULT_OPTIMIZE_IMAGE
+    from llm_rollout_components.resources import DEFAULT_OPTIMIZE_DISK, DEFAULT_SCRATCH_MOUNT
 
     parser = argparse.ArgumentParser(
         prog="llm-rollout", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -60,11 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compile", help="compile the pipelines to KFP IR YAML")
     p.add_argument("--out", required=True, help="directory for <pipeline-name>.yaml files")
-    p.add_argument("--image", default=DEFAULT_IMAGE, help=f"components' image (default {DEFAULT_IMAGE})")
+    p.add_argument(
+        "--image",
+        help=f"components' image, REPO:TAG or pinned REPO@sha256:DIGEST (default {DEFAULT_IMAGE or 'none: give one'})",
+    )
     p.add_argument(
         "--optimize-image",
-        default=DEFAULT_OPTIMIZE_IMAGE,
-        help=f"optimize step's image (default {DEFAULT_OPTIMIZE_IMAGE})",
+        help=f"optimize step's image, REPO:TAG or REPO@sha256:DIGEST (default {DEFAULT_OPTIMIZE_IMAGE or 'none'})",
     )
     p.add_argument(
         "--api-key-secret",
@@ -72,6 +83,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="Kubernetes Secret with the model endpoint's API key (key default api-key): the steps that call "
         "the model get it as $LLM_ROLLOUT_API_KEY (set validation.api_key_env: LLM_ROLLOUT_API_KEY)",
     )
+    p.add_argument(
+        "--optimize-disk",
+        default=DEFAULT_OPTIMIZE_DISK,
+        metavar="SIZE|none",
+        help=f"scratch volume of the optimize step for the downloaded and the compressed model (default "
+        f"{DEFAULT_OPTIMIZE_DISK}, a generic ephemeral volume; 'none': the node's own ephemeral storage)",
+    )
+    p.add_argument(
+        "--optimize-disk-mount",
+        default=DEFAULT_SCRATCH_MOUNT,
+        help="where KFP keeps artifacts of the pipeline root's scheme: /minio (default), /s3, /gcs",
+    )
+    p.add_argument("--optimize-storage-class", help="StorageClass of that volume (default: the cluster's default)")
     p.set_defaults(func=_compile)
 
     p = sub.add_parser("render", help="write the Kubernetes manifests for a spec")

@@ -1,8 +1,10 @@
-"""Generates each component's README.md from its docstring and its KFP interface.
+"""Generates each component's README.md and compiled ``component.yaml`` (``make docs``).
 
 The docstrings are the one source (Google style: summary, body, ``Args:``, ``Returns:``); types
-and defaults come from the compiled component spec. A test fails when a README drifts:
-regenerate with ``make docs``.
+and defaults come from the compiled component spec. ``component.yaml`` is the component compiled
+by KFP with the default image, for other teams' pipelines
+(``kfp.components.load_component_from_file`` / ``load_component_from_url``). Tests fail when
+either drifts: regenerate with ``make docs``.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from pathlib import Path
 
 from kfp import dsl
 
-from llm_rollout_components import COMPONENT_FUNCTIONS
-from llm_rollout_components.images import DEFAULT_IMAGE
+from llm_rollout_components import COMPONENT_FUNCTIONS, build_components
+from llm_rollout_components.images import DEFAULT_IMAGE, IMAGE_REPOSITORY
 
 COMPONENTS_DIR = Path(__file__).resolve().parent.parent / "components"
 
@@ -53,7 +55,7 @@ def _type_name(spec) -> str:
 def component_readme(kfp_name: str) -> str:
     """The README text of one component."""
     func = COMPONENT_FUNCTIONS[kfp_name]
-    comp = dsl.component(func=func, base_image=DEFAULT_IMAGE, install_kfp_package=False)
+    comp = dsl.component(func=func, base_image=DEFAULT_IMAGE or IMAGE_REPOSITORY, install_kfp_package=False)
     interface = comp.component_spec
     description, args, returns = _sections(func.__doc__ or "")
     summary, _, body = description.partition("\n")
@@ -99,6 +101,36 @@ def write_readmes(components_dir: Path = COMPONENTS_DIR) -> list[Path]:
     return paths
 
 
+def component_spec_texts() -> dict[str, str]:
+    """Every component compiled with the default images: ``{component folder: component.yaml text}``.
+
+    Raises:
+        SpecError: The package version (the default image tag) is unknown.
+    """
+    import tempfile
+
+    from kfp import compiler
+
+    built = build_components()
+    texts = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for func in COMPONENT_FUNCTIONS.values():
+            path = Path(tmp) / f"{func.__name__}.yaml"
+            compiler.Compiler().compile(getattr(built, func.__name__), str(path))
+            texts[Path(inspect.getfile(func)).parent.name] = path.read_text()
+    return texts
+
+
+def write_component_specs(components_dir: Path = COMPONENTS_DIR) -> list[Path]:
+    """Writes every component's ``component.yaml`` and returns the paths."""
+    paths = []
+    for folder, text in component_spec_texts().items():
+        path = components_dir / folder / "component.yaml"
+        path.write_text(text)
+        paths.append(path)
+    return paths
+
+
 if __name__ == "__main__":  # pragma: no cover
-    for p in write_readmes():
+    for p in [*write_readmes(), *write_component_specs()]:
         print(p)

@@ -6,6 +6,12 @@ inside the pipeline, each run's objects are named and labelled from KFP's run-id
 two runs never collide. A schedule is a recurring run of ``llm-optimize-deploy`` with
 ``max_concurrency=1`` and no catch-up by default; its cron expression is checked here, before any
 request, in KFP's own format (6 fields, seconds first; robfig/cron).
+
+Both run the steps as a named Kubernetes service account (default ``llm-rollout``, the one
+``manifests/rbac.yaml`` binds to its Role): without it KFP runs them as the namespace's default
+pipeline runner (``pipeline-runner`` / ``default-editor``), which has none of our rights, or more.
+KFP sends it as the run's ``service_account`` field (``kfp.Client.run_pipeline`` and
+``create_recurring_run``), and the backend puts it into every step pod's ``serviceAccountName``.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from typing import Any
 from llm_rollout.errors import SpecError
 
 DEFAULT_EXPERIMENT = "llm-rollout"
+DEFAULT_SERVICE_ACCOUNT = "llm-rollout"
+"""The account the steps run as; ``manifests/rbac.yaml`` gives it exactly the rights the steps use."""
 SCHEDULED_PIPELINE = "llm-optimize-deploy"
 
 # robfig/cron (KFP's scheduler): seconds minutes hours day-of-month month day-of-week.
@@ -152,6 +160,22 @@ def parse_params(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+def check_service_account(name: str) -> str:
+    """Checks a Kubernetes service account name (DNS-1123 subdomain) before any request is sent.
+
+    Raises:
+        SpecError: An empty or invalid name, naming ``--service-account`` and the fix.
+    """
+    name = (name or "").strip()
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name) or len(name) > 253:
+        raise SpecError(
+            "--service-account",
+            f"{name!r} is not a Kubernetes service account name",
+            f"name the account the steps run as (lowercase letters, digits, '-', '.'), e.g. {DEFAULT_SERVICE_ACCOUNT}",
+        )
+    return name
+
+
 def unique_run_name(prefix: str) -> str:
     """A run name that never collides and has no placeholder syntax: ``<prefix>-<UTC time>-<hex>``."""
     safe = re.sub(r"[^a-z0-9-]+", "-", prefix.lower()).strip("-") or "llm-rollout"
@@ -214,6 +238,7 @@ def submit(
     namespace: str | None = None,
     token: str | None = None,
     ssl_ca_cert: str | None = None,
+    service_account: str = DEFAULT_SERVICE_ACCOUNT,
 ) -> dict[str, Any]:
     """Creates one run of a pipeline on a KFP endpoint.
 
@@ -227,17 +252,32 @@ def submit(
         namespace: KFP namespace (multi-user deployments).
         token: A bearer token for the endpoint.
         ssl_ca_cert: CA bundle of the endpoint.
+        service_account: The Kubernetes service account every step runs as (bind it to the Role
+            of ``manifests/rbac.yaml`` in the run's namespace).
 
     Returns:
-        ``{"run_id", "run_name", "experiment", "pipeline", "package"}``.
+        ``{"run_id", "run_name", "experiment", "pipeline", "package", "service_account"}``.
     """
+    service_account = check_service_account(service_account)
     path, name = pipeline_package(pipeline, package)
     run_name = run_name or unique_run_name(name)
     client = kfp_client(host, namespace=namespace, token=token, ssl_ca_cert=ssl_ca_cert)
     result = client.create_run_from_pipeline_package(
-        path, arguments=dict(params or {}), run_name=run_name, experiment_name=experiment, namespace=namespace
+        path,
+        arguments=dict(params or {}),
+        run_name=run_name,
+        experiment_name=experiment,
+        namespace=namespace,
+        service_account=service_account,
     )
-    return {"run_id": result.run_id, "run_name": run_name, "experiment": experiment, "pipeline": name, "package": path}
+    return {
+        "run_id": result.run_id,
+        "run_name": run_name,
+        "experiment": experiment,
+        "pipeline": name,
+        "package": path,
+        "service_account": service_account,
+    }
 
 
 def schedule(
@@ -254,6 +294,7 @@ def schedule(
     namespace: str | None = None,
     token: str | None = None,
     ssl_ca_cert: str | None = None,
+    service_account: str = DEFAULT_SERVICE_ACCOUNT,
 ) -> dict[str, Any]:
     """Creates a recurring run (retrain-and-redeploy) on a KFP endpoint.
 
@@ -272,14 +313,17 @@ def schedule(
         namespace: KFP namespace (multi-user deployments).
         token: A bearer token for the endpoint.
         ssl_ca_cert: CA bundle of the endpoint.
+        service_account: The Kubernetes service account every step of every run runs as.
 
     Returns:
         ``{"recurring_run_id", "name", "cron", "experiment_id", "max_concurrency", "no_catchup", ...}``.
 
     Raises:
-        SpecError: An invalid cron expression (nothing was sent), or bad pipeline arguments.
+        SpecError: An invalid cron expression or service account (nothing was sent), or bad
+            pipeline arguments.
     """
     cron = validate_cron(cron)
+    service_account = check_service_account(service_account)
     if max_concurrency < 1:
         raise SpecError("--max-concurrency", f"{max_concurrency} is below 1", "give 1 (the default) or more")
     path, pname = pipeline_package(None if package else pipeline, package)
@@ -295,6 +339,7 @@ def schedule(
         params=dict(params or {}),
         pipeline_package_path=path,
         enabled=True,
+        service_account=service_account,
     )
     return {
         "recurring_run_id": rr.recurring_run_id,
@@ -305,6 +350,7 @@ def schedule(
         "no_catchup": no_catchup,
         "pipeline": pname,
         "package": path,
+        "service_account": service_account,
     }
 
 
@@ -319,6 +365,11 @@ def _common(p: Any) -> None:
     p.add_argument("--namespace", help="KFP namespace (multi-user deployments)")
     p.add_argument("--token", help="bearer token for the endpoint (default: none)")
     p.add_argument("--ssl-ca-cert", help="CA bundle of the endpoint")
+    p.add_argument(
+        "--service-account",
+        default=DEFAULT_SERVICE_ACCOUNT,
+        help=f"service account the steps run as (default {DEFAULT_SERVICE_ACCOUNT}, see manifests/rbac.yaml)",
+    )
 
 
 def _submit_cmd(args: Any) -> int:
@@ -333,8 +384,12 @@ def _submit_cmd(args: Any) -> int:
         namespace=args.namespace,
         token=args.token,
         ssl_ca_cert=args.ssl_ca_cert,
+        service_account=args.service_account,
     )
-    print(f"created run {result['run_name']} ({result['run_id']}) of {result['pipeline']} in {result['experiment']}")
+    print(
+        f"created run {result['run_name']} ({result['run_id']}) of {result['pipeline']} in {result['experiment']}, "
+        f"steps as service account {result['service_account']}"
+    )
     return 0
 
 
@@ -353,6 +408,7 @@ def _schedule_cmd(args: Any) -> int:
         namespace=args.namespace,
         token=args.token,
         ssl_ca_cert=args.ssl_ca_cert,
+        service_account=args.service_account,
     )
     print(
         f"created recurring run {result['name']} ({result['recurring_run_id']}): {result['pipeline']} at "

@@ -12,7 +12,14 @@ from typing import Any
 from kfp import dsl
 
 from llm_rollout_components import build_components
-from llm_rollout_components.images import DEFAULT_IMAGE, DEFAULT_OPTIMIZE_IMAGE
+from llm_rollout_components.resources import (
+    DEFAULT_OPTIMIZE_ACCELERATOR_COUNT,
+    DEFAULT_OPTIMIZE_ACCELERATOR_TYPE,
+    DEFAULT_OPTIMIZE_CPU,
+    DEFAULT_OPTIMIZE_MEMORY,
+    ScratchDisk,
+    set_optimize_resources,
+)
 
 DEPLOY_PIPELINE = "llm-deploy"
 OPTIMIZE_DEPLOY_PIPELINE = "llm-optimize-deploy"
@@ -37,10 +44,25 @@ def _api_key(task: Any, secret: tuple[str, str] | None) -> Any:
     return task
 
 
-def _rollout(c: SimpleNamespace, spec: str, model: Any, secret: tuple[str, str] | None = None) -> None:
-    """register -> deploy -> validate -> promote | rollback, inside the caller's exit handler."""
+def _rollout(
+    c: SimpleNamespace,
+    spec: str,
+    model_uri: Any,
+    model_digest: Any = "",
+    secret: tuple[str, str] | None = None,
+    after: Any = None,
+) -> None:
+    """register -> deploy -> validate -> promote | rollback, inside the caller's exit handler.
+
+    The model reaches deploy-model as its URI (and digest), never as an input artifact: KFP's
+    launcher downloads every input artifact into the step's pod before user code runs
+    (kubeflow/pipelines ``backend/src/v2/component/launcher_v2.go``, ``downloadArtifacts``), and
+    no step after optimize-model reads the model's bytes. ``after`` orders deploy after the task
+    that made or imported the Model artifact, so the run's graph still connects them.
+    """
     register = _no_cache(c.register_runtime(spec=spec)).set_display_name("register-runtime")
-    deploy = _api_key(_no_cache(c.deploy_model(spec=spec, model=model, run_id=RUN_ID)).after(register), secret)
+    deploy = _no_cache(c.deploy_model(spec=spec, model_uri=model_uri, model_digest=model_digest, run_id=RUN_ID))
+    deploy = _api_key(deploy.after(register, *([after] if after is not None else [])), secret)
     validate = _api_key(_no_cache(c.validate_deployment(spec=spec, record=deploy.output)), secret)
     with dsl.If(validate.outputs["verdict"] == "pass", name="verdict-pass"):
         _api_key(
@@ -79,13 +101,17 @@ def parse_secret_ref(ref: str | None) -> tuple[str, str] | None:
 
 
 def deploy_pipeline(
-    image: str = DEFAULT_IMAGE, optimize_image: str = DEFAULT_OPTIMIZE_IMAGE, api_key_secret: str | None = None
+    image: str | None = None,
+    optimize_image: str | None = None,
+    api_key_secret: str | None = None,
+    optimize_disk: ScratchDisk | None = None,
 ):
     """Builds the deploy pipeline: an existing model -> register -> deploy -> validate -> promote.
 
     Args:
         image: The components' image.
         optimize_image: Unused here; accepted so both pipeline builders take the same arguments.
+        optimize_disk: Unused here (no step of this pipeline holds the model's files).
         api_key_secret: ``SECRET`` or ``SECRET:KEY`` (key default ``api-key``): the endpoint's API
             key, put into ``$LLM_ROLLOUT_API_KEY`` of the steps that call the model (set
             ``validation.api_key_env: LLM_ROLLOUT_API_KEY`` in the spec).
@@ -110,14 +136,18 @@ def deploy_pipeline(
         """
         finalize = _no_cache(c.finalize_rollout(spec=spec, run_id=RUN_ID))
         with dsl.ExitHandler(finalize, name="rollout"):
+            # The importer registers the Model artifact (lineage, the UI); nothing downloads it.
             model = dsl.importer(artifact_uri=model_uri, artifact_class=dsl.Model, reimport=False)
-            _rollout(c, spec, model.output, secret)
+            _rollout(c, spec, model_uri, secret=secret, after=model)
 
     return llm_deploy
 
 
 def optimize_deploy_pipeline(
-    image: str = DEFAULT_IMAGE, optimize_image: str = DEFAULT_OPTIMIZE_IMAGE, api_key_secret: str | None = None
+    image: str | None = None,
+    optimize_image: str | None = None,
+    api_key_secret: str | None = None,
+    optimize_disk: ScratchDisk | None = ScratchDisk(),  # noqa: B008 - frozen dataclass
 ):
     """Builds the optimize-deploy pipeline: compress with llmcompressor, then the deploy flow.
 
@@ -128,6 +158,8 @@ def optimize_deploy_pipeline(
         image: The components' image.
         optimize_image: The optimize step's image.
         api_key_secret: ``SECRET[:KEY]`` holding the endpoint's API key (see :func:`deploy_pipeline`).
+        optimize_disk: The optimize step's scratch disk for the model files (a generic ephemeral
+            volume; None: the node's own ephemeral storage).
 
     Returns:
         The KFP pipeline.
@@ -145,6 +177,10 @@ def optimize_deploy_pipeline(
         scheme: str = "W8A8",
         recipe: str = "",
         calibration_data: str = "",
+        optimize_accelerator_type: str = DEFAULT_OPTIMIZE_ACCELERATOR_TYPE,
+        optimize_accelerator_count: int = DEFAULT_OPTIMIZE_ACCELERATOR_COUNT,
+        optimize_cpu: str = DEFAULT_OPTIMIZE_CPU,
+        optimize_memory: str = DEFAULT_OPTIMIZE_MEMORY,
     ):
         """Optimizes, deploys, validates and promotes a model.
 
@@ -154,14 +190,28 @@ def optimize_deploy_pipeline(
             scheme: Quantization scheme: W8A8, FP8_DYNAMIC or W4A16.
             recipe: A llmcompressor recipe (YAML) instead of ``scheme``.
             calibration_data: Calibration text file or dataset directory (schemes that calibrate).
+            optimize_accelerator_type: The optimize step's GPU resource name (``nvidia.com/gpu``;
+                empty for none).
+            optimize_accelerator_count: GPUs for the optimize step.
+            optimize_cpu: CPU request of the optimize step.
+            optimize_memory: Memory request and limit of the optimize step (about 2 bytes per
+                parameter plus room: 32Gi for 1B, 48Gi for 8B, 288Gi for 70B; see
+                ``optimize_resources_for``).
         """
         finalize = _no_cache(c.finalize_rollout(spec=spec, run_id=RUN_ID))
         with dsl.ExitHandler(finalize, name="rollout"):
             base = dsl.importer(artifact_uri=model_uri, artifact_class=dsl.Model, reimport=False)
-            optimize = c.optimize_model(
-                input_model=base.output, scheme=scheme, recipe=recipe, calibration_data=calibration_data
+            optimize = set_optimize_resources(
+                c.optimize_model(
+                    input_model=base.output, scheme=scheme, recipe=recipe, calibration_data=calibration_data
+                ),
+                accelerator_type=optimize_accelerator_type,
+                accelerator_count=optimize_accelerator_count,
+                cpu=optimize_cpu,
+                memory=optimize_memory,
+                disk=optimize_disk,
             )
-            _rollout(c, spec, optimize.outputs["optimized_model"], secret)
+            _rollout(c, spec, optimize.outputs["model_uri"], optimize.outputs["model_digest"], secret=secret)
 
     return llm_optimize_deploy
 

@@ -217,7 +217,6 @@ def _scaling_fields(spec: RolloutSpec) -> dict[str, Any]:
 def _predictor(spec: RolloutSpec, member: Member) -> dict[str, Any]:
     pred: dict[str, Any] = {
         "name": member.name,
-        "serviceAccountName": spec.service_account,
         **_scaling_fields(spec),
         "model": {
             "name": "kserve-container",
@@ -227,6 +226,9 @@ def _predictor(spec: RolloutSpec, member: Member) -> dict[str, Any]:
             "resources": _resources(spec),
         },
     }
+    if spec.runtime.service_account:
+        # The serving pods' own account, never the steps' (spec.check_spec refuses that one).
+        pred["serviceAccountName"] = spec.runtime.service_account
     if member.run_id:
         pred["labels"] = {LABEL_RUN_ID: run_label(member.run_id)}
     return pred
@@ -341,6 +343,8 @@ def _workload(spec: RolloutSpec, role: str | None, workload: WorkloadSpec) -> di
         body["replicas"] = workload.replica_count()
     body["parallelism"] = _parallelism(workload)
     body["template"] = {"containers": [_llmd_container(spec, role, workload)]}
+    if spec.runtime.service_account:  # the serving pods' own account, never the steps'
+        body["template"]["serviceAccountName"] = spec.runtime.service_account
     if workload.nodes > 1:
         body["worker"] = {"containers": [_llmd_container(spec, role, workload)]}
     return body

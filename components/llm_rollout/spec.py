@@ -152,6 +152,10 @@ class RuntimeSpec(_Model):
             Leave empty when unknown: the preflight on the node then decides.
         port: Port the server listens on inside the pod.
         runtime_name: Name of the namespaced ServingRuntime; defaults to ``<service>-vllm``.
+        service_account: Service account of the serving pods (``serviceAccountName``). Default none:
+            the namespace's ``default`` account. Set it when the pods need one (e.g. to read the
+            model from object storage with workload identity); it must not be the pipeline steps'
+            account (``service_account``), which may patch and delete InferenceServices.
     """
 
     image: str = DEFAULT_VLLM_IMAGE
@@ -164,6 +168,7 @@ class RuntimeSpec(_Model):
     accelerator: str | None = None
     port: int = Field(8080, ge=1, le=65535)
     runtime_name: str | None = None
+    service_account: str | None = None
 
     @field_validator("extra_args", mode="before")
     @classmethod
@@ -546,7 +551,9 @@ class RolloutSpec(_Model):
         deployment_mode: KServe deployment mode: ``Standard`` (raw Deployments; canary via
             ``spec.canary[]``, KServe >= 0.20) or ``Knative`` (canary via ``canaryTrafficPercent``).
         kserve_version: Oldest KServe version the target cluster runs (decides canary support).
-        service_account: Service account of the serving pods (and of the pipeline steps' RBAC).
+        service_account: Service account the pipeline steps run as (``llm-rollout submit|schedule
+            --service-account``); ``manifests/rbac.yaml`` gives it its Role. The serving pods never
+            use it (``runtime.service_account``).
         model: The model to serve.
         runtime: vLLM runtime knobs.
         resources: Per-replica resources.
@@ -743,12 +750,22 @@ def check_spec(spec: RolloutSpec) -> None:
             f"{spec.namespace!r} is not a valid Kubernetes namespace name",
             "use lowercase letters, digits and '-', at most 63 characters",
         )
-    sa = spec.service_account
-    if not re.match(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", sa) or len(sa) > 253:
+    for field, sa in (
+        ("service_account", spec.service_account),
+        ("runtime.service_account", spec.runtime.service_account),
+    ):
+        if sa is not None and (not re.match(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", sa) or len(sa) > 253):
+            raise SpecError(
+                field,
+                f"{sa!r} is not a valid service account name",
+                "use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit",
+            )
+    if spec.runtime.service_account == spec.service_account:
         raise SpecError(
-            "service_account",
-            f"{sa!r} is not a valid service account name",
-            "use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit",
+            "runtime.service_account",
+            f"{spec.service_account!r} is the pipeline steps' account, which may patch and delete "
+            "InferenceServices; the model server must not run with those rights",
+            "leave runtime.service_account unset (the namespace's default account) or name an account of its own",
         )
 
     # SLO expressions: a typo must fail here, before deploy-model writes a canary, not at validation.

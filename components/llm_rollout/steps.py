@@ -245,8 +245,10 @@ def deploy_step(
 
     Args:
         spec: The rollout spec.
-        model_uri: The model artifact's URI (what KServe's storage initializer fetches).
-        model_path: The artifact's local path (the local platform serves it from there).
+        model_uri: The model artifact's URI (what KServe's storage initializer fetches; on the
+            local platform a local directory, as kfp.local's artifact URIs are).
+        model_path: The model's local directory when it differs from ``model_uri`` (the local
+            platform serves it from there; default: ``model_uri`` when it has no scheme).
         model_metadata: The artifact's metadata (its ``digest`` when step one made it).
         run_id: The pipeline run.
 
@@ -255,6 +257,8 @@ def deploy_step(
     """
     with steplog.step("deploy-model") as out:
         s = coerce_spec(spec)
+        if not model_path and "://" not in model_uri:
+            model_path = model_uri  # kfp.local and the local platform: the URI is the directory
         digest = _digest(model_path, model_metadata, s) if s.platform == "local" else None
         if s.platform == "local":
             from llm_rollout.local import deploy_local

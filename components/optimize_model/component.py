@@ -1,5 +1,7 @@
 """optimize-model: step one, compress a model with llmcompressor."""
 
+from typing import NamedTuple
+
 from kfp import dsl
 
 
@@ -10,8 +12,14 @@ def optimize_model(
     recipe: str = "",
     calibration_data: str = "",
     ignore: list = ["lm_head"],  # noqa: B006 - KFP reads the default from the signature
-):
+) -> NamedTuple("OptimizeOutputs", [("model_uri", str), ("model_digest", str)]):
     """Compresses a model with llmcompressor ``oneshot`` and saves it compressed.
+
+    The compressed model is a KFP Model artifact (lineage, metadata in the UI). Its URI and digest
+    are also returned as parameters: the steps after this one pass them on and never take the
+    artifact itself, because KFP's launcher downloads every input artifact into the step's pod
+    (kubeflow/pipelines ``backend/src/v2/component/launcher_v2.go``, ``downloadArtifacts``) and
+    only the model server needs the bytes (KServe's storage initializer fetches them).
 
     Args:
         input_model: The model to compress (a Hugging Face model directory).
@@ -24,7 +32,13 @@ def optimize_model(
         calibration_data: Local text file or dataset directory for schemes that calibrate; none is
             needed for W8A8 and FP8_DYNAMIC (round-to-nearest).
         ignore: Module names left unquantized.
+
+    Returns:
+        model_uri: Where the compressed model is stored (the artifact's URI), for deploy-model.
+        model_digest: Content digest of the compressed model (recognises a rerun of the stable model).
     """
+    from collections import namedtuple
+
     from llm_rollout.steps import optimize_step
 
     metadata = optimize_step(
@@ -36,3 +50,5 @@ def optimize_model(
         ignore=list(ignore),
     )
     optimized_model.metadata.update(metadata)
+    outputs = namedtuple("OptimizeOutputs", ["model_uri", "model_digest"])
+    return outputs(optimized_model.uri, str(metadata.get("digest") or ""))

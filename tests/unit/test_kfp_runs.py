@@ -125,6 +125,29 @@ def test_submit_creates_the_experiment_and_a_run_with_the_compiled_spec(kfp_serv
     with open(compiled["llm-deploy"]) as fh:
         assert body["pipeline_spec"] == yaml.safe_load(fh)
     assert body["pipeline_spec"]["pipelineInfo"]["name"] == "llm-deploy"
+    # The steps run as our account (manifests/rbac.yaml), not the namespace's pipeline runner.
+    assert body["service_account"] == "llm-rollout" == result["service_account"]
+
+
+def test_submit_runs_the_steps_as_the_named_service_account(kfp_server, compiled, capsys):
+    host, requests, _ = kfp_server
+    argv = ["submit", "--host", host, "--package", compiled["llm-deploy"], "--service-account", "team-a-rollout"]
+    assert cli.main(argv) == 0
+    [run] = _posts(requests, "/apis/v2beta1/runs")
+    assert run["body"]["service_account"] == "team-a-rollout"
+    assert "service account team-a-rollout" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["submit", "schedule"])
+def test_a_bad_service_account_is_refused_before_any_request(kfp_server, compiled, command, capsys):
+    host, requests, _ = kfp_server
+    argv = [command, "--host", host, "--package", compiled["llm-deploy"], "--service-account", "Team_A"]
+    if command == "schedule":
+        argv += ["--cron", "@daily"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--service-account" in err and "'Team_A'" in err and "llm-rollout" in err
+    assert requests == []
 
 
 def test_two_submits_never_share_a_run_name(kfp_server, compiled):
@@ -161,15 +184,23 @@ def test_schedule_creates_a_recurring_run_with_max_concurrency_1_and_no_catchup(
     assert body["no_catchup"] is True and body["mode"] == "ENABLE"
     assert body["experiment_id"] == "exp-existing"
     assert body["runtime_config"]["parameters"] == {"model_uri": "s3://models/base"}
-    assert body["pipeline_spec"]["pipelineInfo"]["name"] == "llm-optimize-deploy"
+    # A package with a platform spec (the optimize step's scratch volume) goes as both documents.
+    sent = body["pipeline_spec"]
+    assert sent["pipeline_spec"]["pipelineInfo"]["name"] == "llm-optimize-deploy"
+    executors = sent["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert executors["exec-optimize-model"]["genericEphemeralVolume"][0]["size"] == "48Gi"
     assert body["display_name"].startswith("llm-optimize-deploy-schedule-")
+    assert body["service_account"] == "llm-rollout"
 
 
 def test_schedule_defaults_to_optimize_deploy_and_can_allow_catchup(kfp_server):
     host, requests, _ = kfp_server
-    result = kfp_runs.schedule(host, cron="@daily", no_catchup=False, max_concurrency=2, experiment="nightly")
+    result = kfp_runs.schedule(
+        host, cron="@daily", no_catchup=False, max_concurrency=2, experiment="nightly", service_account="nightly-sa"
+    )
     assert result["pipeline"] == "llm-optimize-deploy" and result["recurring_run_id"] == "rr-0001"
     [rr] = _posts(requests, "/apis/v2beta1/recurringruns")
+    assert rr["body"]["service_account"] == "nightly-sa"
     assert rr["body"]["no_catchup"] is False and int(rr["body"]["max_concurrency"]) == 2
     assert rr["body"]["trigger"]["cron_schedule"]["cron"] == "@daily"
 

@@ -14,7 +14,7 @@ def compiled(tmp_path_factory):
         main(["compile", "--out", str(out), "--image", "reg.example/c:9.9", "--optimize-image", "reg.example/o:9.9"])
         == 0
     )
-    return {p.stem: yaml.safe_load(p.read_text()) for p in out.glob("*.yaml")}
+    return {p.stem: next(yaml.safe_load_all(p.read_text())) for p in out.glob("*.yaml")}
 
 
 def _executors(ir):
@@ -71,8 +71,9 @@ def test_exit_handler_and_verdict_branch(compiled):
 
 def test_optimize_runs_before_deploy(compiled):
     tasks = _tasks(compiled[OPTIMIZE_DEPLOY_PIPELINE])
-    deploy_inputs = tasks["deploy-model"]["inputs"]["artifacts"]["model"]
-    assert deploy_inputs["taskOutputArtifact"]["producerTask"] == "optimize-model"
+    deploy_inputs = tasks["deploy-model"]["inputs"]["parameters"]["model_uri"]
+    assert deploy_inputs["taskOutputParameter"] == {"producerTask": "optimize-model", "outputParameterKey": "model_uri"}
+    assert "optimize-model" in tasks["deploy-model"]["dependentTasks"]
 
 
 def _platform_executors(path):

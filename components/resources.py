@@ -1,0 +1,172 @@
+"""What the heavy step (optimize-model) asks the cluster for: GPU, CPU, memory and scratch disk.
+
+llmcompressor loads the whole model into CPU memory and moves one decoder layer at a time onto the
+GPU (sequential onloading, llmcompressor's default pipeline), so CPU memory grows with the model
+(2 bytes per parameter in bf16, plus room) and one GPU suffices up to 70B. KFP's launcher
+downloads the input Model into the pod (``/minio/``, ``/s3/``, ``/gcs/`` + the URI's path;
+kubeflow/pipelines ``backend/src/v2/component/launcher_v2.go`` ``LocalPathForURI``) and writes the
+compressed model beside it before uploading it, so the pod also needs disk for both.
+
+GPU, CPU and memory may be pipeline parameters: KFP's driver resolves them per run
+(``backend/src/v2/driver/driver.go``: ``getPodResource`` for CPU and memory; the accelerator's
+``resourceType``/``resourceCount``, with no accelerator when the type resolves to ""). The disk is
+a generic ephemeral volume whose size the driver parses as a constant (``driver/k8s.go``,
+``GetGenericEphemeralVolume``), so it is fixed when the pipeline is compiled.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from llm_rollout.errors import SpecError
+
+DEFAULT_OPTIMIZE_ACCELERATOR_TYPE = "nvidia.com/gpu"
+DEFAULT_OPTIMIZE_ACCELERATOR_COUNT = 1
+DEFAULT_OPTIMIZE_CPU = "8"
+DEFAULT_OPTIMIZE_MEMORY = "48Gi"
+DEFAULT_OPTIMIZE_DISK = "48Gi"
+"""Defaults sized for an 8B model (:func:`optimize_resources_for`; the README's table has 1B and 70B)."""
+DEFAULT_SCRATCH_MOUNT = "/minio"
+"""Where KFP's launcher puts ``minio://`` artifacts (KFP's default pipeline root is ``minio://mlpipeline``)."""
+
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki|k)?$")
+
+
+@dataclass(frozen=True)
+class ScratchDisk:
+    """A generic ephemeral volume for the model files of the heavy step.
+
+    Attributes:
+        size: Its size, e.g. ``48Gi`` (input model + compressed model + slack).
+        mount_path: Where KFP's launcher keeps artifacts of the pipeline root's scheme: ``/minio``
+            (``minio://``, KFP's default), ``/s3`` or ``/gcs``.
+        storage_class: StorageClass to provision it from; None: the cluster's default.
+    """
+
+    size: str = DEFAULT_OPTIMIZE_DISK
+    mount_path: str = DEFAULT_SCRATCH_MOUNT
+    storage_class: str | None = None
+
+    def checked(self, field: str = "--optimize-disk") -> ScratchDisk:
+        """Returns itself after checking the size and mount path.
+
+        Raises:
+            SpecError: Naming ``field`` and the fix.
+        """
+        if not _QUANTITY.match(self.size or ""):
+            raise SpecError(field, f"{self.size!r} is not a Kubernetes quantity", "write a size like 48Gi or 500G")
+        if self.mount_path not in ("/minio", "/s3", "/gcs"):
+            raise SpecError(
+                f"{field}-mount",
+                f"{self.mount_path!r} is not where KFP's launcher keeps artifacts",
+                "use /minio (minio:// pipeline root, KFP's default), /s3 (s3://) or /gcs (gs://)",
+            )
+        return self
+
+
+def optimize_resources_for(parameters_billion: float) -> dict[str, Any]:
+    """What optimize-model needs for a model of this many parameters (bf16 source, one GPU).
+
+    The rule behind the README's table: bf16 weights take 2 bytes per parameter (llmcompressor's
+    memory guide); CPU memory holds the whole model plus room for calibration activations and
+    saving (2 x weights + 16 GiB); the disk holds the downloaded and the compressed model
+    (2.5 x weights + 10 GiB); sequential onloading needs one GPU at any size. Sizes are rounded up
+    to 16 GiB.
+
+    Args:
+        parameters_billion: The model's size in billions of parameters (e.g. 8 for Llama 3.1 8B).
+
+    Returns:
+        Keyword arguments for :func:`set_optimize_resources`: ``cpu``, ``memory``,
+        ``accelerator_count``, ``disk``.
+
+    Raises:
+        SpecError: A size that is not positive.
+    """
+    import math
+
+    if not parameters_billion or parameters_billion <= 0:
+        raise SpecError(
+            "parameters_billion", f"{parameters_billion!r} is not a model size", "give e.g. 8 for an 8B model"
+        )
+    weights_gb = 2.0 * parameters_billion * 1e9 / 2**30
+
+    def gib(value: float) -> str:
+        return f"{max(16, math.ceil(value / 16) * 16)}Gi"
+
+    cpu = "4" if parameters_billion <= 3 else "8" if parameters_billion <= 14 else "32"
+    return {
+        "cpu": cpu,
+        "memory": gib(2 * weights_gb + 16),
+        "accelerator_count": 1,
+        "disk": ScratchDisk(gib(2.5 * weights_gb + 10)),
+    }
+
+
+def set_optimize_resources(
+    task: Any,
+    *,
+    accelerator_type: Any = DEFAULT_OPTIMIZE_ACCELERATOR_TYPE,
+    accelerator_count: Any = DEFAULT_OPTIMIZE_ACCELERATOR_COUNT,
+    cpu: Any = DEFAULT_OPTIMIZE_CPU,
+    memory: Any = DEFAULT_OPTIMIZE_MEMORY,
+    disk: ScratchDisk | None = None,
+) -> Any:
+    """Sets the requests of an optimize-model task (yours or ours).
+
+    Each of ``accelerator_type``, ``accelerator_count``, ``cpu`` and ``memory`` is a constant or a
+    pipeline parameter. Memory is requested and limited alike (a predictable OOM instead of an
+    eviction); CPU is a request only (no throttling).
+
+    Args:
+        task: The ``optimize_model(...)`` task.
+        accelerator_type: The GPU's extended resource name (``nvidia.com/gpu``, ``amd.com/gpu``);
+            ``""`` for none.
+        accelerator_count: GPUs (one is enough up to 70B with sequential onloading).
+        cpu: CPU request.
+        memory: Memory request and limit (about 2 bytes per parameter plus room, see README).
+        disk: Scratch disk for the downloaded and the compressed model; None: the node's own
+            ephemeral storage.
+
+    Returns:
+        The task.
+
+    Raises:
+        SpecError: A constant that is not a valid quantity or count.
+    """
+    from kfp.dsl import pipeline_channel
+
+    def constant(value: Any) -> bool:
+        return not isinstance(value, pipeline_channel.PipelineChannel)
+
+    for name, value in (("cpu", cpu), ("memory", memory)):
+        if constant(value) and not _QUANTITY.match(str(value)):
+            raise SpecError(f"optimize {name}", f"{value!r} is not a Kubernetes quantity", "write e.g. 8 or 48Gi")
+    if constant(accelerator_count) and not str(accelerator_count).isdigit():
+        raise SpecError("optimize accelerator count", f"{accelerator_count!r} is not a whole number", "write e.g. 1")
+    task.set_cpu_request(cpu)
+    task.set_memory_request(memory).set_memory_limit(memory)
+    use_accelerator = not constant(accelerator_type) or accelerator_type
+    if use_accelerator:
+        task.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
+    # kfp 2.17's resource setters do not record the parameters they use as the task's inputs, so
+    # inside an ExitHandler/If group the group never receives them and the run fails with "Parent
+    # pipeline input argument 'pipelinechannel--...' not found" (kfp.local; the same IR on a
+    # cluster). Register them as kfp does for secrets (dsl/pipeline_task.py register_pipeline_channels).
+    used = [cpu, memory, *((accelerator_type, accelerator_count) if use_accelerator else ())]
+    task.register_pipeline_channels([v for v in used if not constant(v)])
+    if disk is not None:
+        from kfp import kubernetes
+
+        disk = disk.checked()
+        kubernetes.add_ephemeral_volume(
+            task,
+            volume_name="model-scratch",
+            mount_path=disk.mount_path,
+            access_modes=["ReadWriteOnce"],
+            size=disk.size,
+            storage_class_name=disk.storage_class,
+        )
+    return task
