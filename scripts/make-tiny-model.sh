@@ -3,11 +3,13 @@
 #
 #   $LLM_ROLLOUT_CACHE/models/tiny-llama            trained by scripts/make_tiny_model.py (~20-60 s)
 #   $LLM_ROLLOUT_CACHE/models/tiny-llama-scrambled  same files, weights permuted and noised
+#   $LLM_ROLLOUT_CACHE/models/tiny-llama-retrained  weights moved by 5 % noise (a good retrain)
+#   $LLM_ROLLOUT_CACHE/models/tiny-llama-deep       same answers, 30 extra no-op layers (slower)
 #
 # The cache root is ${LLM_ROLLOUT_CACHE:-$HOME/.cache/llm-rollout}. It first makes sure the vLLM venv
 # exists (scripts/make-venv.sh vllm: the maker runs with its torch and transformers). A model is
 # rebuilt only when its inputs change: the maker, the corpus and the venv (MODEL/.stamp).
-# The last two lines printed are the two model directories.
+# The last two lines printed are the tiny and scrambled model directories.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -55,6 +57,22 @@ else
     "$py" "$maker" --scramble "$tiny" --out "$scrambled"
     echo "$scrambled_stamp" >"$scrambled/.stamp"
 fi
+
+for variant in retrain deepen; do
+    case $variant in
+    retrain) dir="$models/tiny-llama-retrained" ;;
+    deepen) dir="$models/tiny-llama-deep" ;;
+    esac
+    stamp=$(echo "$variant $tiny_stamp" | sha256sum | cut -d' ' -f1)
+    if up_to_date "$dir" "$stamp"; then
+        echo "==> $variant copy up to date ($dir)"
+    else
+        echo "==> writing the $variant copy into $dir"
+        rm -f "$dir/.stamp"
+        "$py" "$maker" "--$variant" "$tiny" --out "$dir"
+        echo "$stamp" >"$dir/.stamp"
+    fi
+done
 
 echo "$tiny"
 echo "$scrambled"

@@ -17,6 +17,12 @@ can be checked. Nothing may come from a model hub, so this script makes one:
 and serves like the original but gets the probes wrong, which proves that validation notices a
 damaged model. Its ``probes.json`` is the original's (what a correct model answers).
 
+``--retrain SRC --out DST`` writes what a scheduled retrain would produce: every weight moved by
+5 % seeded noise, the same architecture and speed, still passing the probes (a good new model).
+``--deepen SRC --out DST`` writes a measurably slower model that answers exactly like SRC: extra
+decoder layers whose output projections are zero. Both serve the promotion-gate tests: the first
+must be promoted over SRC, the second rolled back for speed.
+
 Everything is seeded and single-order (fixed thread count, deterministic algorithms), so the
 same inputs give the same weights. Runs in the vLLM venv (torch, transformers, tokenizers).
 
@@ -24,6 +30,8 @@ Usage::
 
     python scripts/make_tiny_model.py --out DIR
     python scripts/make_tiny_model.py --scramble SRC --out DST
+    python scripts/make_tiny_model.py --retrain SRC --out DST
+    python scripts/make_tiny_model.py --deepen SRC --out DST
 """
 
 from __future__ import annotations
@@ -408,15 +416,97 @@ def scramble(src: Path, out: Path) -> None:
     log(f"saved to {out}")
 
 
+def _copy_for_variant(src: Path, out: Path) -> Path:
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(".stamp"))
+    return tmp
+
+
+def retrain(src: Path, out: Path, scale: float = 0.05) -> None:
+    """Writes a "retrained" copy of ``src``: same architecture, every weight moved by seeded noise.
+
+    Each floating-point weight is multiplied by ``1 + scale * N(0, 1)`` element-wise: the model
+    a scheduled retrain would produce - close to the old one, not identical, and no faster or
+    slower. It must still pass the probes (it is a *good* new model), else this fails.
+    """
+    from safetensors.torch import load_file, save_file
+
+    set_determinism()
+    probes = json.loads((src / "probes.json").read_text())
+    tmp = _copy_for_variant(src, out)
+    gen = torch.Generator().manual_seed(SEED + 2)
+    for file in sorted(tmp.glob("*.safetensors")):
+        tensors = load_file(file)
+        for name, tensor in tensors.items():
+            if tensor.is_floating_point():
+                noise = torch.randn(tensor.shape, generator=gen, dtype=torch.float32) * scale
+                tensors[name] = (tensor.float() * (1.0 + noise)).to(tensor.dtype).contiguous()
+        save_file(tensors, file, metadata={"format": "pt"})
+    (tmp / "tiny_model.json").write_text(
+        json.dumps({"made_by": "scripts/make_tiny_model.py --retrain", "source": str(src), "scale": scale}, indent=2)
+        + "\n"
+    )
+    wrong = run_probes(tmp, probes)
+    if wrong:
+        raise SystemExit("the retrained copy fails probes:\n  " + "\n  ".join(wrong))
+    publish(tmp, out)
+    log(f"retrained copy (weights x (1 + {scale} N(0,1))) passes {len(probes)}/{len(probes)} probes; saved to {out}")
+
+
+def deepen(src: Path, out: Path, extra_layers: int = 30) -> None:
+    """Writes a slower copy of ``src`` that answers exactly like it: ``extra_layers`` more decoder layers.
+
+    Each added layer copies the last one with its attention output (``o_proj``) and MLP output
+    (``down_proj``) projections zeroed, so it adds nothing to the residual stream: the outputs are
+    the same, the compute per token is ~(2 + extra_layers) / 2 times more. It must pass the probes.
+    """
+    from safetensors.torch import load_file, save_file
+
+    set_determinism()
+    probes = json.loads((src / "probes.json").read_text())
+    tmp = _copy_for_variant(src, out)
+    config = json.loads((tmp / "config.json").read_text())
+    layers = int(config["num_hidden_layers"])
+    files = sorted(tmp.glob("*.safetensors"))
+    if len(files) != 1:
+        raise SystemExit(f"--deepen expects one safetensors file, found {len(files)}")
+    tensors = load_file(files[0])
+    last = f"model.layers.{layers - 1}."
+    template = {name[len(last) :]: t for name, t in tensors.items() if name.startswith(last)}
+    for i in range(layers, layers + extra_layers):
+        for suffix, tensor in template.items():
+            zero = suffix.endswith(("self_attn.o_proj.weight", "mlp.down_proj.weight"))
+            tensors[f"model.layers.{i}.{suffix}"] = (torch.zeros_like(tensor) if zero else tensor.clone()).contiguous()
+    save_file(tensors, files[0], metadata={"format": "pt"})
+    config["num_hidden_layers"] = layers + extra_layers
+    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (tmp / "tiny_model.json").write_text(
+        json.dumps({"made_by": "scripts/make_tiny_model.py --deepen", "source": str(src), "extra_layers": extra_layers},
+                   indent=2) + "\n"
+    )  # fmt: skip
+    wrong = run_probes(tmp, probes)
+    if wrong:
+        raise SystemExit("the deepened copy fails probes:\n  " + "\n  ".join(wrong))
+    publish(tmp, out)
+    log(f"deepened copy ({layers} + {extra_layers} layers, same outputs) passes its probes; saved to {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``--out DIR`` trains; ``--scramble SRC --out DST`` damages a copy."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="output directory (replaced)")
     parser.add_argument("--scramble", type=Path, metavar="SRC", help="write a damaged copy of SRC instead")
+    parser.add_argument("--retrain", type=Path, metavar="SRC", help="write a retrained (noised) copy of SRC")
+    parser.add_argument("--deepen", type=Path, metavar="SRC", help="write a slower, deeper copy of SRC")
     args = parser.parse_args(argv)
     out = args.out.expanduser().absolute()
     if args.scramble:
         scramble(args.scramble.expanduser().absolute(), out)
+    elif args.retrain:
+        retrain(args.retrain.expanduser().absolute(), out)
+    elif args.deepen:
+        deepen(args.deepen.expanduser().absolute(), out)
     else:
         train(out)
     return 0
