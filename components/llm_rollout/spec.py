@@ -28,10 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from llm_rollout.errors import SpecError
 from llm_rollout.names import dns_name
+from llm_rollout.versions import DEFAULT_VLLM_IMAGE
 
 DEFAULT_SERVICE_NAME = "lean-rag-inference"
-DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
-"""Upstream vLLM OpenAI server image; override with ``runtime.image`` (pin a digest in production)."""
 
 # GPU families we know, with their CUDA compute capability. vLLM's e4m3 FP8 KV cache needs 8.9+
 # (Ada Lovelace / Hopper / Blackwell); Ampere cards (A10G 8.6, A100 8.0) must use fp8_e5m2 or auto.
