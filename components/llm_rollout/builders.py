@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shlex
 from dataclasses import dataclass
 from typing import Any
 
@@ -279,6 +280,40 @@ def kv_transfer_config(role: str, connector: str = "NixlConnector") -> str:
     return json.dumps({"kv_connector": connector, "kv_role": role}, separators=(",", ":"))
 
 
+def vllm_additional_args(args: list[str], field: str = "runtime.extra_args") -> str:
+    """The ``VLLM_ADDITIONAL_ARGS`` value that gives vLLM exactly ``args`` through KServe's presets.
+
+    The well-known presets start vLLM with ``eval "exec vllm serve ... ${VLLM_ADDITIONAL_ARGS} $@"``
+    (KServe ``config/llmisvcconfig/config-llm-*template.yaml`` and ``*-worker-data-parallel.yaml``):
+    the value is parsed again as shell code, so word splitting, brace expansion, globbing and quote
+    removal would tear a JSON argument apart. Each argument is therefore shell-quoted on its own
+    (``shlex.quote``), which ``eval`` turns back into exactly that argument.
+
+    Before that, KServe runs the whole merged spec through Go's ``text/template``
+    (``pkg/controller/v1alpha2/llmisvc/config_merge.go``, ``ReplaceVariables``), so an argument
+    holding ``{{`` would be executed as a template action: it is refused here.
+
+    Args:
+        args: The vLLM arguments, one list item per argument.
+        field: Spec field named in the error.
+
+    Returns:
+        The environment variable's value.
+
+    Raises:
+        SpecError: An argument contains ``{{``.
+    """
+    for i, arg in enumerate(args):
+        if "{{" in arg:
+            raise SpecError(
+                field,
+                f"argument {i} ({arg!r}) contains '{{{{', which KServe executes as a Go template action "
+                "when it merges the LLMInferenceService (config_merge.go ReplaceVariables)",
+                "write the value without '{{' (e.g. put a space between the braces of nested JSON)",
+            )
+    return " ".join(shlex.quote(arg) for arg in args)
+
+
 def _llmd_container(spec: RolloutSpec, role: str | None, workload: WorkloadSpec) -> dict[str, Any]:
     sargs = server_args(spec, "llmd", tensor_parallel=workload.tensor)
     extra = list(sargs.args)
@@ -287,7 +322,7 @@ def _llmd_container(spec: RolloutSpec, role: str | None, workload: WorkloadSpec)
         kv_role = "kv_producer" if role == "prefill" else "kv_consumer"
         extra.append("--kv_transfer_config=" + kv_transfer_config(kv_role, spec.llmd.kv_connector))
         env.append({"name": "VLLM_NIXL_SIDE_CHANNEL_HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
-    env.append({"name": "VLLM_ADDITIONAL_ARGS", "value": " ".join(extra)})
+    env.append({"name": "VLLM_ADDITIONAL_ARGS", "value": vllm_additional_args(extra)})
     return {
         "name": "main",
         "env": env,

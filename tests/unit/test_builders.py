@@ -1,6 +1,7 @@
 """Pure builders: the objects they render, checked against the real CRD schemas and the reference."""
 
 import json
+import shlex
 
 import pytest
 import yaml
@@ -134,7 +135,8 @@ def test_llmd_prefill_decode_wiring():
     for env, role in ((decode_env, "kv_consumer"), (prefill_env, "kv_producer")):
         assert env["VLLM_NIXL_SIDE_CHANNEL_HOST"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
         extra = env["VLLM_ADDITIONAL_ARGS"]["value"]
-        cfg = json.loads(extra.split("--kv_transfer_config=", 1)[1].split(" ")[0])
+        (kv_arg,) = [a for a in shlex.split(extra) if a.startswith("--kv_transfer_config=")]
+        cfg = json.loads(kv_arg.split("=", 1)[1])
         assert cfg == {"kv_connector": "NixlConnector", "kv_role": role}
         assert "--tensor-parallel-size" not in extra  # llm-d sets it from parallelism.tensor
     assert body["parallelism"] == {"tensor": 1} and body["prefill"]["parallelism"] == {"tensor": 1}
