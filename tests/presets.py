@@ -29,7 +29,9 @@ from typing import Any
 
 import yaml
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "kserve" / "config" / "llmisvcconfig"
+from tests.schema_check import shared_dir
+
+REFERENCE = shared_dir() / "reference" / "kserve" / "config" / "llmisvcconfig"
 
 PRESETS = {
     # preset file: {role key in our object: path to the container list inside the preset spec}

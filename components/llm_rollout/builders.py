@@ -381,15 +381,38 @@ def _workload(spec: RolloutSpec, role: str | None, workload: WorkloadSpec) -> di
     return body
 
 
-def endpoint_picker_config(spec: RolloutSpec) -> dict[str, Any]:
-    """The inline EndpointPickerConfig of the llm-d scheduler for the spec's profile.
+EPP_API_VERSION = "llm-d.ai/v1alpha1"
+"""The EndpointPickerConfig API of llm-d >= 0.7 (KServe ``scheduler.go`` ``withMigrateLLMDAPIVersion``)."""
 
-    ``prefix-cache``: score pods by prefix-cache locality (RAG prompts sharing long prefixes land
-    where their KV cache already is), queue depth and KV-cache utilisation. ``pd``: the same scoring
-    per role plus a P/D decider that sends prompts with at least ``pd_threshold_tokens`` uncached
-    tokens to a prefill pod first.
+
+def endpoint_picker_config(spec: RolloutSpec) -> dict[str, Any] | None:
+    """The inline EndpointPickerConfig of the llm-d scheduler, or None for KServe's own default.
+
+    ``default`` (nothing customised): no inline config, so KServe's ``schedulerConfigText``
+    (``pkg/controller/v1alpha2/llmisvc/scheduler.go``) picks its llm-d baseline: with a prefill
+    role, P/D for every request (``always-disagg-pd-decider``) with prefix-cache, queue and
+    KV-cache-utilization scoring on prefill and active-request and prefix-cache scoring on decode;
+    without one, a single profile scoring queue, KV-cache utilisation, prefix cache and no-hit LRU.
+
+    The other profiles render today's format (``llm-d.ai/v1alpha1``, as llm-d's
+    ``deploy/config/*.yaml`` and KServe's default configs write it):
+
+    * ``prefix-cache``: score pods by prefix-cache locality (RAG prompts sharing long prefixes land
+      where their KV cache already is), queue depth and KV-cache utilisation.
+    * ``load``: queue depth and KV-cache utilisation only.
+    * ``pd``: the same scoring per role (``prefill-filter`` / ``decode-filter`` profiles), the
+      ``disagg-headers-handler`` and a ``disagg-profile-handler`` whose prefill decider is
+      ``prefix-based-pd-decider`` with ``nonCachedTokens = pd_threshold_tokens`` (llm-d's token
+      estimate of the prompt's uncached part), or ``always-disagg-pd-decider`` when the threshold is
+      unset or 0. The prefix-cache scorer stays in the decode profile: the decider reads the prefix
+      match it records for the decode pod.
+
+    ``prefix-cache-scorer`` takes no parameters: KServe strips every one but
+    ``prefixMatchInfoProducerName`` (``withRemovePrefixCacheScorerParametersV09``).
     """
     sch = spec.llmd.scheduler
+    if sch.profile == "default":
+        return None
     scorers = [
         {"pluginRef": "prefix-cache-scorer", "weight": 3},
         {"pluginRef": "queue-scorer", "weight": 1},
@@ -397,24 +420,22 @@ def endpoint_picker_config(spec: RolloutSpec) -> dict[str, Any]:
     ]
     if sch.profile == "load":
         scorers = scorers[1:]
-    plugins: list[dict[str, Any]] = [
-        {"type": "prefix-cache-scorer", "parameters": {"hashBlockSize": 64, "maxPrefixBlocksToMatch": 256}},
-        {"type": "queue-scorer"},
-        {"type": "kv-cache-utilization-scorer"},
-        {"type": "max-score-picker"},
-    ]
+    plugins: list[dict[str, Any]] = [{"type": s["pluginRef"]} for s in scorers]
+    plugins.append({"type": "max-score-picker"})
     if sch.profile != "pd":
         plugins.append({"type": "single-profile-handler"})
         profiles = [{"name": "default", "plugins": [*scorers, {"pluginRef": "max-score-picker"}]}]
     else:
+        if sch.pd_threshold_tokens:
+            decider = {"type": "prefix-based-pd-decider", "parameters": {"nonCachedTokens": sch.pd_threshold_tokens}}
+        else:
+            decider = {"type": "always-disagg-pd-decider"}
         plugins += [
-            {"type": "prefill-header-handler"},
+            {"type": "disagg-headers-handler"},
             {"type": "prefill-filter"},
             {"type": "decode-filter"},
-            {
-                "type": "pd-profile-handler",
-                "parameters": {"threshold": sch.pd_threshold_tokens, "hashBlockSize": 64},
-            },
+            decider,
+            {"type": "disagg-profile-handler", "parameters": {"deciders": {"prefill": decider["type"]}}},
         ]
         profiles = [
             {
@@ -428,7 +449,7 @@ def endpoint_picker_config(spec: RolloutSpec) -> dict[str, Any]:
             for role in ("prefill", "decode")
         ]
     return {
-        "apiVersion": "inference.networking.x-k8s.io/v1alpha1",
+        "apiVersion": EPP_API_VERSION,
         "kind": "EndpointPickerConfig",
         "plugins": plugins,
         "schedulingProfiles": profiles,
@@ -463,7 +484,9 @@ def _router(spec: RolloutSpec, weight: int | None) -> dict[str, Any]:
         "gateway": {"refs": [{"name": n} for n in ld.gateway_refs]} if ld.gateway_refs else {},
     }
     if ld.scheduler.enabled:
-        router["scheduler"] = {"config": {"inline": endpoint_picker_config(spec)}}
+        inline = endpoint_picker_config(spec)
+        # No config: KServe's controller picks its own default (scheduler.go schedulerConfigText).
+        router["scheduler"] = {} if inline is None else {"config": {"inline": inline}}
     return router
 
 
@@ -623,7 +646,8 @@ def llmd_example_spec(spec: RolloutSpec) -> RolloutSpec:
                     "enabled": True,
                     "decode": {"replicas": 2, "tensor": 1},
                     "prefill": {"replicas": 1, "tensor": 1},
-                    "scheduler": {"enabled": True, "profile": "pd", "pd_threshold_tokens": 256},
+                    # Nothing customised: KServe's own P/D picker config (see endpoint_picker_config).
+                    "scheduler": {"enabled": True},
                 }
             },
         )

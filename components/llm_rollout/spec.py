@@ -260,15 +260,22 @@ class SchedulerSpec(_Model):
 
     Attributes:
         enabled: Deploy the endpoint picker (needed for KV-cache-aware routing and P/D).
-        profile: ``prefix-cache`` (route repeated prefixes to the pod that holds them, for RAG),
-            ``load`` (queue depth and KV-cache utilisation only) or ``pd`` (prefill/decode split).
-        pd_threshold_tokens: With ``pd``: prompts with at least this many uncached tokens get a
-            separate prefill; shorter ones are prefilled on the decode pod.
+        profile: ``default`` (no inline config: KServe's own llm-d baseline, which with a prefill
+            role sends every request through prefill and otherwise scores queue, KV-cache
+            utilisation and prefix cache), ``prefix-cache`` (route repeated prefixes to the pod
+            that holds them, for RAG), ``load`` (queue depth and KV-cache utilisation only) or
+            ``pd`` (prefill/decode split decided by ``pd_threshold_tokens``).
+        pd_threshold_tokens: With ``pd``: the ``nonCachedTokens`` of llm-d's
+            ``prefix-based-pd-decider``. A request gets a separate prefill when its prompt has at
+            least this many tokens not in the decode pod's prefix cache; shorter ones are
+            prefilled on the decode pod. Tokens as llm-d estimates them: prompt characters / 4
+            (``AverageCharactersPerToken``), minus the prefix-cache hit. Unset or 0: every
+            request is disaggregated (``always-disagg-pd-decider``).
     """
 
     enabled: bool = True
-    profile: Literal["prefix-cache", "load", "pd"] = "prefix-cache"
-    pd_threshold_tokens: int = Field(256, ge=0)
+    profile: Literal["default", "prefix-cache", "load", "pd"] = "default"
+    pd_threshold_tokens: int | None = Field(None, ge=0)
 
 
 class LLMDSpec(_Model):
@@ -816,20 +823,42 @@ def check_llmd(spec: RolloutSpec) -> None:
             "profile 'pd' decides between prefill and decode pods, but no prefill role is set",
             "set llmd.prefill, or use profile 'prefix-cache'",
         )
+    threshold = ld.scheduler.pd_threshold_tokens
+    if threshold is not None and ld.scheduler.profile != "pd":
+        raise SpecError(
+            "llmd.scheduler.pd_threshold_tokens",
+            f"is set ({threshold}) but only profile 'pd' reads it (the profile is '{ld.scheduler.profile}')",
+            "set llmd.scheduler.profile to 'pd', or remove pd_threshold_tokens",
+        )
+    if prefill is not None and ld.scheduler.profile not in ("default", "pd"):
+        raise SpecError(
+            "llmd.scheduler.profile",
+            f"a prefill role is set but profile '{ld.scheduler.profile}' has no prefill/decode profiles, "
+            "so no request would ever be sent to the prefill pods",
+            "use profile 'default' (KServe's P/D config) or 'pd', or remove llmd.prefill",
+        )
 
-    # The P/D proof needs prompts the endpoint picker sends through prefill: at least
-    # pd_threshold_tokens uncached tokens (a word is at least one token; a shared prefix is cached).
+    # The P/D proof needs prompts the endpoint picker sends through prefill: llm-d's
+    # prefix-based-pd-decider estimates a prompt's tokens as len(prompt) / 4
+    # (prefix_based_pd_decider.go getUserInputLenInTokens) and disaggregates only at
+    # nonCachedTokens or more. The load's distinct prompts are known here (seeded), so their
+    # estimate is computed exactly; a shared prefix is cached and does not count.
     val = spec.validation
     proving = val.expect_disaggregation or (val.expect_disaggregation is None and "prefill" in val.metrics_urls)
-    threshold = ld.scheduler.pd_threshold_tokens
-    if prefill is not None and proving and ld.scheduler.profile == "pd" and val.load.input_words < threshold:
-        raise SpecError(
-            "validation.load.input_words",
-            f"prompts of {val.load.input_words} words stay under llmd.scheduler.pd_threshold_tokens ({threshold}), "
-            "so the endpoint picker prefills them on decode and the P/D proof would find prefill idle",
-            f"set validation.load.input_words to at least {threshold}, lower pd_threshold_tokens, "
-            "or set validation.expect_disaggregation to false",
-        )
+    if prefill is not None and proving and ld.scheduler.profile == "pd" and threshold:
+        from llm_rollout.validation.client import make_prompts
+
+        shortest = min(len(p) for p in make_prompts(max(val.load.num_prompts, 1), val.load.input_words)) // 4
+        if shortest < threshold:
+            words = -(-val.load.input_words * threshold // max(shortest, 1))
+            raise SpecError(
+                "validation.load.input_words",
+                f"the shortest of the load's prompts ({val.load.input_words} words) is {shortest} tokens as llm-d "
+                f"estimates them (characters / 4), under llmd.scheduler.pd_threshold_tokens ({threshold}), so the "
+                "endpoint picker prefills it on decode and the P/D proof would find prefill idle",
+                f"set validation.load.input_words to about {words} or more, lower pd_threshold_tokens, "
+                "or set validation.expect_disaggregation to false",
+            )
 
 
 def _check_workload(role_name: str, role: WorkloadSpec) -> None:

@@ -141,9 +141,8 @@ def test_llmd_prefill_decode_wiring():
         assert "--tensor-parallel-size" not in extra  # llm-d sets it from parallelism.tensor
     assert body["parallelism"] == {"tensor": 1} and body["prefill"]["parallelism"] == {"tensor": 1}
     assert body["router"]["route"]["group"] == spec.route_group and body["router"]["route"]["weight"] == 100
-    inline = body["router"]["scheduler"]["config"]["inline"]
-    assert inline["kind"] == "EndpointPickerConfig"
-    assert any(p["type"] == "pd-profile-handler" for p in inline["plugins"])
+    # Nothing customised: no inline config, KServe's own P/D picker config applies.
+    assert body["router"]["scheduler"] == {}
     assert body["baseRefs"] == [{"name": spec.llmd.preset_name}]
 
 
@@ -154,8 +153,12 @@ def test_llmd_without_prefill_has_no_kv_transfer_and_prefix_cache_routing():
     assert "VLLM_NIXL_SIDE_CHANNEL_HOST" not in env and "kv_transfer_config" not in env["VLLM_ADDITIONAL_ARGS"]["value"]
     assert "prefill" not in body
     assert "group" not in body["router"]["route"] and "weight" not in body["router"]["route"]
-    plugins = [p["type"] for p in body["router"]["scheduler"]["config"]["inline"]["plugins"]]
-    assert "prefix-cache-scorer" in plugins and "pd-profile-handler" not in plugins
+    assert body["router"]["scheduler"] == {}  # KServe's single-profile default (prefix cache among its scorers)
+    spec = parse_spec({"platform": "kserve", "llmd": {"enabled": True, "scheduler": {"profile": "prefix-cache"}}})
+    inline = b.llm_inference_service(spec, STABLE)["spec"]["router"]["scheduler"]["config"]["inline"]
+    plugins = [p["type"] for p in inline["plugins"]]
+    assert "prefix-cache-scorer" in plugins and "single-profile-handler" in plugins
+    assert "disagg-profile-handler" not in plugins
 
 
 def test_llmd_canary_member_shares_the_route_group():
@@ -255,16 +258,26 @@ def test_llmd_roles_have_their_own_replicas_tensor_parallel_and_gpus():
     assert schema_errors(obj) == [] and llmisvc_webhook_errors(obj) == []
 
 
-def test_pd_scheduler_decides_by_prompt_length_and_scores_prefix_cache_per_role():
+def test_pd_scheduler_decides_by_uncached_tokens_and_scores_prefix_cache_per_role():
     inline = b.llm_inference_service(_pd(), STABLE)["spec"]["router"]["scheduler"]["config"]["inline"]
+    assert inline["apiVersion"] == "llm-d.ai/v1alpha1"
     plugins = {p["type"]: p for p in inline["plugins"]}
-    assert plugins["pd-profile-handler"]["parameters"]["threshold"] == 512
+    assert plugins["prefix-based-pd-decider"]["parameters"] == {"nonCachedTokens": 512}  # tokens, as the spec says
+    assert plugins["disagg-profile-handler"]["parameters"] == {"deciders": {"prefill": "prefix-based-pd-decider"}}
+    assert "disagg-headers-handler" in plugins
     profiles = {p["name"]: [r["pluginRef"] for r in p["plugins"]] for p in inline["schedulingProfiles"]}
     assert set(profiles) == {"prefill", "decode"}
     assert profiles["prefill"][0] == "prefill-filter" and profiles["decode"][0] == "decode-filter"
     assert all("prefix-cache-scorer" in refs and refs[-1] == "max-score-picker" for refs in profiles.values())
     every_ref = {r for refs in profiles.values() for r in refs}
     assert every_ref <= set(plugins)  # every profile references a declared plugin
+
+
+def test_pd_without_a_threshold_disaggregates_every_request():
+    spec = _pd(scheduler={"profile": "pd"})
+    plugins = {p["type"]: p for p in b.endpoint_picker_config(spec)["plugins"]}
+    assert "always-disagg-pd-decider" in plugins and "prefix-based-pd-decider" not in plugins
+    assert plugins["disagg-profile-handler"]["parameters"]["deciders"] == {"prefill": "always-disagg-pd-decider"}
 
 
 def test_load_profile_drops_prefix_cache_scoring():

@@ -222,8 +222,20 @@ BAD_INPUTS = [
             "validation": {"expect_disaggregation": True, "load": {"input_words": 64}},
         },
         "validation.load.input_words",
-        "P/D proof would find prefill idle",
-        "at least 256",
+        "is 84 tokens as llm-d estimates them (characters / 4), under llmd.scheduler.pd_threshold_tokens (256)",
+        "input_words to about 196 or more",
+    ),
+    (
+        {"llmd": {"enabled": True, "scheduler": {"profile": "prefix-cache", "pd_threshold_tokens": 64}}},
+        "llmd.scheduler.pd_threshold_tokens",
+        "only profile 'pd' reads it",
+        "profile to 'pd'",
+    ),
+    (
+        {"llmd": {"enabled": True, "prefill": {}, "scheduler": {"profile": "prefix-cache"}}},
+        "llmd.scheduler.profile",
+        "no request would ever be sent to the prefill pods",
+        "profile 'default'",
     ),
     # Secrets are referenced (runtime.secret_env), never written inline into the manifests.
     (
@@ -312,3 +324,16 @@ def test_member_names_are_stable_and_within_the_cap():
     assert name == member_name("x" * 40, "s3://bucket/model@sha256:abc")
     assert is_dns_label(name, MAX_NAME_LEN)
     assert name != member_name("x" * 40, "s3://bucket/other")
+
+
+def test_the_suggested_prompt_length_reaches_the_pd_threshold():
+    """The fix named by the input_words refusal is enough: those prompts pass the same check."""
+    doc = {
+        "llmd": {"enabled": True, "prefill": {}, "scheduler": {"profile": "pd", "pd_threshold_tokens": 256}},
+        "validation": {"expect_disaggregation": True, "load": {"input_words": 64}},
+    }
+    with pytest.raises(SpecError) as info:
+        parse_spec(doc)
+    words = int(info.value.fix.split("about ", 1)[1].split(" ", 1)[0])
+    doc["validation"]["load"]["input_words"] = words
+    assert parse_spec(doc).validation.load.input_words == words
