@@ -35,7 +35,8 @@ outputs serve, W8A8 through ``CPUInt8ScaledMMLinearKernel``, W4A16 through
 ``CPUWNA16LinearKernel``, FP8_DYNAMIC with FP8 weights upcast on the fly. On CPUs with AMX,
 vLLM's bf16 attention kernel needs the process's AMX permission, which vLLM only requests when it
 compiles (not with ``--enforce-eager``); the local platform requests it for its servers (see
-:mod:`llm_rollout.local`). On GPUs (the cluster), FP8_DYNAMIC needs compute capability 8.9+.
+:mod:`llm_rollout.local`). On GPUs (the cluster), FP8_DYNAMIC computes in FP8 only from compute capability 8.9
+(L4, H100); the GPU preflight refuses it below (:mod:`llm_rollout.gpu`).
 
 A user recipe YAML (``recipe_path``) replaces the scheme; it must hold at least one
 ``<name>_stage: {<group>_modifiers: {Modifier: {...}}}`` entry (llmcompressor silently applies

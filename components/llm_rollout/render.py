@@ -19,9 +19,9 @@ _HEADERS = {
 # The namespaced vLLM ServingRuntime (serving.kserve.io/v1alpha1), rendered from the default spec.
 # Upstream vLLM OpenAI server on port 8080, model at /mnt/models, served under the
 # InferenceService's name. Serving-design defaults: --gpu-memory-utilization=0.9,
-# --kv-cache-dtype=fp8 (needs compute capability 8.9+; the spec refuses it for a declared
-# Ampere GPU), --tensor-parallel-size = GPUs per replica. Probes hit /v1/models; the startup
-# probe allows 30 minutes for large models.
+# --kv-cache-dtype=fp8 (on an A10G/A100 vLLM stores it with the FlashInfer attention backend,
+# which this image ships; the spec refuses it below compute capability 8.0), --tensor-parallel-size
+# = GPUs per replica. Probes hit /v1/models; the startup probe allows 30 minutes for large models.
 """,
     "kserve-inferenceservice.yaml": """\
 # The InferenceService (serving.kserve.io/v1beta1) for a first rollout, rendered from the default

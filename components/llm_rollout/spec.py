@@ -32,8 +32,8 @@ from llm_rollout.versions import DEFAULT_VLLM_IMAGE
 
 DEFAULT_SERVICE_NAME = "lean-rag-inference"
 
-# GPU families we know, with their CUDA compute capability. vLLM's e4m3 FP8 KV cache needs 8.9+
-# (Ada Lovelace / Hopper / Blackwell); Ampere cards (A10G 8.6, A100 8.0) must use fp8_e5m2 or auto.
+# GPU families we know, with their CUDA compute capability. What vLLM serves on each (KV-cache
+# dtype, quantization scheme) is decided in llm_rollout.gpu, from the pinned vLLM's code.
 GPU_COMPUTE_CAPABILITY: dict[str, float] = {
     "nvidia-t4": 7.5,
     "nvidia-a100": 8.0,
@@ -46,7 +46,6 @@ GPU_COMPUTE_CAPABILITY: dict[str, float] = {
     "nvidia-h200": 9.0,
     "nvidia-b200": 10.0,
 }
-FP8_E4M3_MIN_CAPABILITY = 8.9
 KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2", "bfloat16", "float16")
 
 # Model URI schemes per platform. KFP writes artifact URIs as minio://, s3://, gs:// (object
@@ -101,12 +100,16 @@ class ModelSpec(_Model):
         name: The name clients send as ``model`` in OpenAI requests; defaults to the service name.
         digest: Content digest of the artifact, recorded on promotion (optional).
         revision: A short id for this model revision; derived from ``uri`` and ``digest`` when empty.
+        quantization: The optimize-model scheme the model was compressed with (``W8A8``,
+            ``FP8_DYNAMIC``, ``W4A16``), when known; deploy-model also reads it from the Model
+            artifact's metadata. With ``runtime.accelerator`` it is checked against the GPU.
     """
 
     uri: str = ""
     name: str | None = None
     digest: str | None = None
     revision: str | None = None
+    quantization: Literal["W8A8", "FP8_DYNAMIC", "W4A16"] | None = None
 
 
 class SecretKeyRef(_Model):
@@ -127,7 +130,9 @@ class RuntimeSpec(_Model):
     Attributes:
         image: Container image of the vLLM OpenAI server.
         gpu_memory_utilization: ``--gpu-memory-utilization`` (fraction of GPU memory vLLM may use).
-        kv_cache_dtype: ``--kv-cache-dtype``; ``fp8`` needs compute capability 8.9+.
+        kv_cache_dtype: ``--kv-cache-dtype``. ``fp8`` is served from compute capability 8.0: on
+            Ampere (A10G, A100) by the FlashInfer attention backend, which the image must ship; on
+            Hopper by FlashAttention 3 (see :mod:`llm_rollout.gpu`).
         max_model_len: ``--max-model-len``; must fit the KV cache or vLLM refuses to start.
         extra_args: More vLLM flags, one list item per argument (never a shell string).
         env: Extra environment variables for the server container (plain values; names that look
@@ -136,7 +141,8 @@ class RuntimeSpec(_Model):
             ``{VLLM_API_KEY: {name: vllm-api-key, key: token}}`` for the server's API key or
             ``HF_TOKEN`` for gated Hugging Face models. The kubelet resolves them: the manifests
             carry only the reference and the pipeline needs no rights on Secrets (kserve platform).
-        accelerator: GPU family (e.g. ``nvidia-a10g``, ``nvidia-h100``); used to check FP8 support.
+        accelerator: GPU family (e.g. ``nvidia-a10g``, ``nvidia-h100``); the KV-cache dtype and
+            the model's quantization scheme are checked against what vLLM serves on it.
             Leave empty when unknown: the preflight on the node then decides.
         port: Port the server listens on inside the pod.
         runtime_name: Name of the namespaced ServingRuntime; defaults to ``<service>-vllm``.
@@ -511,8 +517,38 @@ class RolloutSpec(_Model):
         return dns_name(self.llmd.route_group or self.service_name, field="llmd.route_group", max_len=63)
 
 
-def _capability_text(family: str) -> str:
-    return f"{family} has compute capability {GPU_COMPUTE_CAPABILITY[family]}"
+def gpu_capability(family: str) -> tuple[int, int]:
+    """The (major, minor) CUDA compute capability of a known GPU family."""
+    value = GPU_COMPUTE_CAPABILITY[family]
+    return int(value), round((value - int(value)) * 10)
+
+
+def check_gpu(spec: RolloutSpec, scheme: str | None = None, field: str = "model.quantization") -> str | None:
+    """The GPU preflight: what vLLM does with the spec's KV-cache dtype and the model's scheme.
+
+    Args:
+        spec: The spec (``runtime.accelerator``, ``runtime.kv_cache_dtype``, ``model.quantization``).
+        scheme: The model's quantization scheme when known from elsewhere (the artifact metadata);
+            defaults to ``model.quantization``.
+        field: Where ``scheme`` came from, for messages.
+
+    Returns:
+        A note naming the attention backend vLLM picks (None without a declared GPU).
+
+    Raises:
+        SpecError: What vLLM cannot serve, or a scheme that loses what it was made for there.
+    """
+    from llm_rollout.gpu import check_kv_cache_dtype, check_scheme
+
+    rt = spec.runtime
+    if rt.accelerator is None:
+        return None
+    cap = gpu_capability(rt.accelerator)
+    note = check_kv_cache_dtype(rt.accelerator, cap, rt.kv_cache_dtype)
+    chosen = scheme or spec.model.quantization
+    if chosen:
+        check_scheme(rt.accelerator, cap, chosen, field if scheme else "model.quantization")
+    return note
 
 
 def check_vllm_args(args: list[str], field: str = "runtime.extra_args") -> None:
@@ -671,14 +707,7 @@ def check_spec(spec: RolloutSpec) -> None:
                 f"unknown GPU family {rt.accelerator!r}",
                 "use one of " + ", ".join(sorted(GPU_COMPUTE_CAPABILITY)) + ", or leave it empty",
             )
-        cap = GPU_COMPUTE_CAPABILITY[rt.accelerator]
-        if rt.kv_cache_dtype in ("fp8", "fp8_e4m3") and cap < FP8_E4M3_MIN_CAPABILITY:
-            raise SpecError(
-                "runtime.kv_cache_dtype",
-                f"--kv-cache-dtype={rt.kv_cache_dtype} (e4m3) needs compute capability "
-                f"{FP8_E4M3_MIN_CAPABILITY}+ (Ada/Hopper), but {_capability_text(rt.accelerator)}",
-                "use 'fp8_e5m2' (FP8 storage that Ampere supports) or 'auto' (model dtype)",
-            )
+        check_gpu(spec)
     if spec.resources.gpus == 0 and spec.platform == "kserve" and not spec.llmd.enabled:
         raise SpecError(
             "resources.gpus",

@@ -32,9 +32,10 @@ def test_legacy_deployment_mode_names_are_accepted():
     assert parse_spec({"deployment_mode": "Serverless"}).deployment_mode == "Knative"
 
 
-def test_fp8_is_fine_on_hopper_and_e5m2_on_ampere():
+def test_fp8_kv_cache_is_fine_on_hopper_and_on_ampere():
     parse_spec({"runtime": {"accelerator": "nvidia-h100", "kv_cache_dtype": "fp8"}})
-    parse_spec({"runtime": {"accelerator": "nvidia-a10g", "kv_cache_dtype": "fp8_e5m2"}})
+    parse_spec({"runtime": {"accelerator": "nvidia-a10g", "kv_cache_dtype": "fp8"}})
+    parse_spec({"runtime": {"accelerator": "nvidia-a100", "kv_cache_dtype": "fp8_e4m3"}})
 
 
 def test_spec_roundtrips_through_json():
@@ -57,16 +58,16 @@ BAD_INPUTS = [
         "resources.gpus",
     ),
     (
-        {"runtime": {"accelerator": "nvidia-a10g", "kv_cache_dtype": "fp8"}},
+        {"runtime": {"accelerator": "nvidia-t4", "kv_cache_dtype": "fp8"}},
         "runtime.kv_cache_dtype",
-        "compute capability 8.9",
-        "fp8_e5m2",
+        "no attention backend for --kv-cache-dtype=fp8 on nvidia-t4 (compute capability 7.5)",
+        "'auto'",
     ),
     (
-        {"runtime": {"accelerator": "nvidia-a100", "kv_cache_dtype": "fp8_e4m3"}},
-        "runtime.kv_cache_dtype",
-        "nvidia-a100 has compute capability 8.0",
-        "'auto'",
+        {"runtime": {"accelerator": "nvidia-a10g"}, "model": {"quantization": "FP8_DYNAMIC"}},
+        "model.quantization",
+        "nvidia-a10g has 8.6, where vLLM loads it as weight-only FP8",
+        "W8A8 (int8 weights and activations",
     ),
     ({"runtime": {"accelerator": "voodoo-9000"}}, "runtime.accelerator", "unknown GPU family", "nvidia-h100"),
     ({"runtime": {"kv_cache_dtype": "int3"}}, "runtime.kv_cache_dtype", "not a KV-cache dtype", "fp8_e5m2"),
