@@ -532,11 +532,19 @@ def llm_inference_service(spec: RolloutSpec, member: Member, weight: int | None 
 def llm_inference_service_config(spec: RolloutSpec) -> dict[str, Any]:
     """The shared ``LLMInferenceServiceConfig`` preset teams reference through ``baseRefs``.
 
-    It carries what every member of a team's P/D deployments shares: the vLLM image and the
-    security context of the ``main`` container. The per-role NIXL wiring lives on the members
-    themselves, because its ``kv_role`` differs between the prefill and decode roles.
+    It carries what every member of a team's P/D deployments shares: the hardening of the ``main``
+    container and, only when ``llmd.image`` is set, its image. By default the image stays the one
+    of KServe's well-known presets (``config/llmisvcconfig/config-llm-*template.yaml``:
+    ``ghcr.io/llm-d/llm-d-cuda``), because those presets also set ``runAsNonRoot: true`` and the
+    routing sidecar's ``--kv-connector=nixlv2``: the image must run as a non-root user and ship
+    NIXL. Upstream ``vllm/vllm-openai`` has no ``USER`` (vLLM ``docker/Dockerfile``, target
+    ``vllm-openai``), so under ``runAsNonRoot`` the kubelet would refuse to start it. The per-role
+    NIXL wiring lives on the members themselves, because its ``kv_role`` differs between the
+    prefill and decode roles.
     """
-    main = {"name": "main", "image": spec.runtime.image, "securityContext": _security_context()}
+    main: dict[str, Any] = {"name": "main", "securityContext": _security_context()}
+    if spec.llmd.image:
+        main["image"] = spec.llmd.image
     body: dict[str, Any] = {"template": {"containers": [main]}}
     if spec.llmd.prefill is not None:
         body["prefill"] = {"template": {"containers": [dict(main)]}}

@@ -36,8 +36,12 @@ _HEADERS = {
 # (see README "When to add llm-d"). Which knob does what:
 #
 #   LLMInferenceServiceConfig   the team-wide preset (llmd.preset_name) that members reference in
-#                               spec.baseRefs: vLLM image and container hardening for both roles,
-#                               so every team shares the same wiring (llmd.use_preset).
+#                               spec.baseRefs: container hardening for both roles, so every team
+#                               shares the same wiring (llmd.use_preset). No image: KServe's
+#                               well-known presets keep theirs (ghcr.io/llm-d/llm-d-cuda), which
+#                               runs as non-root (the presets set runAsNonRoot: true) and ships
+#                               NIXL; llmd.image overrides it with an image that does the same
+#                               (vllm/vllm-openai runs as root and would not start under them).
 #   spec.model.uri              hf://, pvc://, oci:// or s3:// (llm-d's storage initializer takes
 #                               no gs:// and no local path; minio:// is rewritten to s3://).
 #   spec.replicas               decode replicas (llmd.decode.replicas), independent of prefill's.

@@ -300,6 +300,12 @@ class LLMDSpec(_Model):
         use_preset: Reference the shared LLMInferenceServiceConfig preset (``baseRefs``).
         preset_name: Name of that preset.
         kv_connector: KV-transfer connector for P/D (``--kv_transfer_config`` on both roles).
+        image: vLLM image of the llm-d roles. Empty (the default) keeps the image of KServe's
+            well-known presets (``config-llm-*template.yaml``: ``ghcr.io/llm-d/llm-d-cuda``, built
+            to run as non-root, with NIXL for the routing sidecar's ``--kv-connector=nixlv2``).
+            Those presets set ``runAsNonRoot: true``, so an image given here must run as a
+            non-root user and ship NIXL; upstream ``vllm/vllm-openai`` runs as root and would not
+            start under them.
     """
 
     enabled: bool = False
@@ -312,6 +318,7 @@ class LLMDSpec(_Model):
     use_preset: bool = True
     preset_name: str = "llm-rollout-pd-nixl"
     kv_connector: str = "NixlConnector"
+    image: str | None = None
 
 
 class SLOSpec(_Model):

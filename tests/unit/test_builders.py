@@ -345,6 +345,27 @@ def test_preset_is_referenced_through_base_refs_and_carries_the_shared_wiring():
     member = b.llm_inference_service(spec, STABLE, weight=100)
     assert member["spec"]["baseRefs"] == [{"name": preset["metadata"]["name"]}]
     assert preset["metadata"]["namespace"] == member["metadata"]["namespace"]
-    assert preset["spec"]["prefill"]["template"]["containers"][0]["image"] == spec.runtime.image
+    # The image stays the well-known presets' unless llmd.image says otherwise (see below).
+    assert "image" not in preset["spec"]["prefill"]["template"]["containers"][0]
     no_preset = parse_spec({"platform": "kserve", "llmd": {"enabled": True, "use_preset": False}})
     assert "baseRefs" not in b.llm_inference_service(no_preset, STABLE)["spec"]
+
+
+def _pinned_main_containers():
+    from tests import presets as P
+
+    return [(f"{f}:{role}", c) for f in P.PRESETS for role, c in P.preset_containers(f).items()]
+
+
+def test_the_llmd_image_defaults_to_the_presets_which_run_as_non_root():
+    """KServe's presets run vLLM as non-root; our preset keeps their image unless told otherwise."""
+    pinned = _pinned_main_containers()
+    assert pinned and all(c["securityContext"]["runAsNonRoot"] is True for _, c in pinned)
+    assert {c["image"].rsplit(":", 1)[0] for _, c in pinned} == {"ghcr.io/llm-d/llm-d-cuda"}
+    spec = _pd()
+    preset = b.llm_inference_service_config(spec)
+    containers = [preset["spec"]["template"]["containers"][0], preset["spec"]["prefill"]["template"]["containers"][0]]
+    assert all("image" not in c and "runAsNonRoot" not in c["securityContext"] for c in containers)
+    custom = b.llm_inference_service_config(_pd(image="registry.example/team/vllm-nonroot:1"))
+    assert custom["spec"]["template"]["containers"][0]["image"] == "registry.example/team/vllm-nonroot:1"
+    assert schema_errors(preset) == [] and schema_errors(custom) == []
