@@ -32,9 +32,9 @@ def _intended(spec, role: str) -> list[str]:
     return args
 
 
-def _argv(preset: str, role: str, obj: dict, tmp_path, env: dict | None = None) -> list[str]:
+def _argv(preset: str, role: str, obj: dict, tmp_path, env: dict | None = None, tls: bool = False) -> list[str]:
     (main,) = [c for r, c in P.preset_containers(preset).items() if r == role]
-    command = P.rendered_command(main, obj)
+    command = P.rendered_command(main, obj, enable_tls=tls)
     env = P.env_of(P.our_container(obj, role)) if env is None else env
     return P.run_preset(command, env, tmp_path, vllm_version=VLLM_VERSION)
 
@@ -44,14 +44,16 @@ def test_every_pinned_preset_with_a_vllm_command_is_covered():
     assert found == sorted(P.PRESETS)
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
 @pytest.mark.parametrize(("preset", "role"), CASES)
-def test_the_preset_eval_gives_vllm_exactly_our_arguments(preset, role, tmp_path):
+def test_the_preset_eval_gives_vllm_exactly_our_arguments(preset, role, tls, tmp_path):
     spec = parse_spec(P.case_spec(preset))
     obj = b.llm_inference_service(spec, b.default_member(spec, "hf://org/model", "r1"), weight=100)
-    argv = _argv(preset, role, obj, tmp_path)
+    argv = _argv(preset, role, obj, tmp_path, tls=tls)
     intended = _intended(spec, role)
     assert argv[0] == "serve" and argv[1] == "/mnt/models"
     assert argv[-len(intended) :] == intended
+    assert ("--ssl-certfile" in argv) == tls  # the template's GlobalConfig.EnableTLS branch ran
     assert set(P.TRICKY_EXTRA_ARGS) <= set(argv)
 
 
