@@ -497,6 +497,13 @@ class Reconciler:
     def _llmisvc_status(
         self, obj: dict[str, Any], b: Behaviour, phase: str, ready: bool, observed: int
     ) -> dict[str, Any]:
+        """The status KServe's llmisvc controller writes (``controller.go`` ``Reconcile``).
+
+        Every pass, in progress or done, writes ``observedGeneration = metadata.generation``
+        (knative.dev/pkg ``reconciler.PostProcessReconcile``); conditions follow
+        ``llm_inference_service_lifecycle.go`` (Ready from PresetsCombined, WorkloadsReady,
+        RouterReady; the workload and router leaves roll up into those two).
+        """
         meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
         name, ns = meta["name"], meta["namespace"]
         reason, message = ("", "") if ready else self._not_ok(phase, b)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shlex
 from dataclasses import dataclass
 from typing import Any
 
@@ -281,6 +282,40 @@ def kv_transfer_config(role: str, connector: str = "NixlConnector") -> str:
     return json.dumps({"kv_connector": connector, "kv_role": role}, separators=(",", ":"))
 
 
+def vllm_additional_args(args: list[str], field: str = "runtime.extra_args") -> str:
+    """The ``VLLM_ADDITIONAL_ARGS`` value that gives vLLM exactly ``args`` through KServe's presets.
+
+    The well-known presets start vLLM with ``eval "exec vllm serve ... ${VLLM_ADDITIONAL_ARGS} $@"``
+    (KServe ``config/llmisvcconfig/config-llm-*template.yaml`` and ``*-worker-data-parallel.yaml``):
+    the value is parsed again as shell code, so word splitting, brace expansion, globbing and quote
+    removal would tear a JSON argument apart. Each argument is therefore shell-quoted on its own
+    (``shlex.quote``), which ``eval`` turns back into exactly that argument.
+
+    Before that, KServe runs the whole merged spec through Go's ``text/template``
+    (``pkg/controller/v1alpha2/llmisvc/config_merge.go``, ``ReplaceVariables``), so an argument
+    holding ``{{`` would be executed as a template action: it is refused here.
+
+    Args:
+        args: The vLLM arguments, one list item per argument.
+        field: Spec field named in the error.
+
+    Returns:
+        The environment variable's value.
+
+    Raises:
+        SpecError: An argument contains ``{{``.
+    """
+    for i, arg in enumerate(args):
+        if "{{" in arg:
+            raise SpecError(
+                field,
+                f"argument {i} ({arg!r}) contains '{{{{', which KServe executes as a Go template action "
+                "when it merges the LLMInferenceService (config_merge.go ReplaceVariables)",
+                "write the value without '{{' (e.g. put a space between the braces of nested JSON)",
+            )
+    return " ".join(shlex.quote(arg) for arg in args)
+
+
 def _llmd_container(spec: RolloutSpec, role: str | None, workload: WorkloadSpec) -> dict[str, Any]:
     sargs = server_args(spec, "llmd", tensor_parallel=workload.tensor)
     extra = list(sargs.args)
@@ -289,7 +324,7 @@ def _llmd_container(spec: RolloutSpec, role: str | None, workload: WorkloadSpec)
         kv_role = "kv_producer" if role == "prefill" else "kv_consumer"
         extra.append("--kv_transfer_config=" + kv_transfer_config(kv_role, spec.llmd.kv_connector))
         env.append({"name": "VLLM_NIXL_SIDE_CHANNEL_HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
-    env.append({"name": "VLLM_ADDITIONAL_ARGS", "value": " ".join(extra)})
+    env.append({"name": "VLLM_ADDITIONAL_ARGS", "value": vllm_additional_args(extra)})
     return {
         "name": "main",
         "env": env,
@@ -350,15 +385,38 @@ def _workload(spec: RolloutSpec, role: str | None, workload: WorkloadSpec) -> di
     return body
 
 
-def endpoint_picker_config(spec: RolloutSpec) -> dict[str, Any]:
-    """The inline EndpointPickerConfig of the llm-d scheduler for the spec's profile.
+EPP_API_VERSION = "llm-d.ai/v1alpha1"
+"""The EndpointPickerConfig API of llm-d >= 0.7 (KServe ``scheduler.go`` ``withMigrateLLMDAPIVersion``)."""
 
-    ``prefix-cache``: score pods by prefix-cache locality (RAG prompts sharing long prefixes land
-    where their KV cache already is), queue depth and KV-cache utilisation. ``pd``: the same scoring
-    per role plus a P/D decider that sends prompts with at least ``pd_threshold_tokens`` uncached
-    tokens to a prefill pod first.
+
+def endpoint_picker_config(spec: RolloutSpec) -> dict[str, Any] | None:
+    """The inline EndpointPickerConfig of the llm-d scheduler, or None for KServe's own default.
+
+    ``default`` (nothing customised): no inline config, so KServe's ``schedulerConfigText``
+    (``pkg/controller/v1alpha2/llmisvc/scheduler.go``) picks its llm-d baseline: with a prefill
+    role, P/D for every request (``always-disagg-pd-decider``) with prefix-cache, queue and
+    KV-cache-utilization scoring on prefill and active-request and prefix-cache scoring on decode;
+    without one, a single profile scoring queue, KV-cache utilisation, prefix cache and no-hit LRU.
+
+    The other profiles render today's format (``llm-d.ai/v1alpha1``, as llm-d's
+    ``deploy/config/*.yaml`` and KServe's default configs write it):
+
+    * ``prefix-cache``: score pods by prefix-cache locality (RAG prompts sharing long prefixes land
+      where their KV cache already is), queue depth and KV-cache utilisation.
+    * ``load``: queue depth and KV-cache utilisation only.
+    * ``pd``: the same scoring per role (``prefill-filter`` / ``decode-filter`` profiles), the
+      ``disagg-headers-handler`` and a ``disagg-profile-handler`` whose prefill decider is
+      ``prefix-based-pd-decider`` with ``nonCachedTokens = pd_threshold_tokens`` (llm-d's token
+      estimate of the prompt's uncached part), or ``always-disagg-pd-decider`` when the threshold is
+      unset or 0. The prefix-cache scorer stays in the decode profile: the decider reads the prefix
+      match it records for the decode pod.
+
+    ``prefix-cache-scorer`` takes no parameters: KServe strips every one but
+    ``prefixMatchInfoProducerName`` (``withRemovePrefixCacheScorerParametersV09``).
     """
     sch = spec.llmd.scheduler
+    if sch.profile == "default":
+        return None
     scorers = [
         {"pluginRef": "prefix-cache-scorer", "weight": 3},
         {"pluginRef": "queue-scorer", "weight": 1},
@@ -366,24 +424,22 @@ def endpoint_picker_config(spec: RolloutSpec) -> dict[str, Any]:
     ]
     if sch.profile == "load":
         scorers = scorers[1:]
-    plugins: list[dict[str, Any]] = [
-        {"type": "prefix-cache-scorer", "parameters": {"hashBlockSize": 64, "maxPrefixBlocksToMatch": 256}},
-        {"type": "queue-scorer"},
-        {"type": "kv-cache-utilization-scorer"},
-        {"type": "max-score-picker"},
-    ]
+    plugins: list[dict[str, Any]] = [{"type": s["pluginRef"]} for s in scorers]
+    plugins.append({"type": "max-score-picker"})
     if sch.profile != "pd":
         plugins.append({"type": "single-profile-handler"})
         profiles = [{"name": "default", "plugins": [*scorers, {"pluginRef": "max-score-picker"}]}]
     else:
+        if sch.pd_threshold_tokens:
+            decider = {"type": "prefix-based-pd-decider", "parameters": {"nonCachedTokens": sch.pd_threshold_tokens}}
+        else:
+            decider = {"type": "always-disagg-pd-decider"}
         plugins += [
-            {"type": "prefill-header-handler"},
+            {"type": "disagg-headers-handler"},
             {"type": "prefill-filter"},
             {"type": "decode-filter"},
-            {
-                "type": "pd-profile-handler",
-                "parameters": {"threshold": sch.pd_threshold_tokens, "hashBlockSize": 64},
-            },
+            decider,
+            {"type": "disagg-profile-handler", "parameters": {"deciders": {"prefill": decider["type"]}}},
         ]
         profiles = [
             {
@@ -397,7 +453,7 @@ def endpoint_picker_config(spec: RolloutSpec) -> dict[str, Any]:
             for role in ("prefill", "decode")
         ]
     return {
-        "apiVersion": "inference.networking.x-k8s.io/v1alpha1",
+        "apiVersion": EPP_API_VERSION,
         "kind": "EndpointPickerConfig",
         "plugins": plugins,
         "schedulingProfiles": profiles,
@@ -432,7 +488,9 @@ def _router(spec: RolloutSpec, weight: int | None) -> dict[str, Any]:
         "gateway": {"refs": [{"name": n} for n in ld.gateway_refs]} if ld.gateway_refs else {},
     }
     if ld.scheduler.enabled:
-        router["scheduler"] = {"config": {"inline": endpoint_picker_config(spec)}}
+        inline = endpoint_picker_config(spec)
+        # No config: KServe's controller picks its own default (scheduler.go schedulerConfigText).
+        router["scheduler"] = {} if inline is None else {"config": {"inline": inline}}
     return router
 
 
@@ -478,11 +536,19 @@ def llm_inference_service(spec: RolloutSpec, member: Member, weight: int | None 
 def llm_inference_service_config(spec: RolloutSpec) -> dict[str, Any]:
     """The shared ``LLMInferenceServiceConfig`` preset teams reference through ``baseRefs``.
 
-    It carries what every member of a team's P/D deployments shares: the vLLM image and the
-    security context of the ``main`` container. The per-role NIXL wiring lives on the members
-    themselves, because its ``kv_role`` differs between the prefill and decode roles.
+    It carries what every member of a team's P/D deployments shares: the hardening of the ``main``
+    container and, only when ``llmd.image`` is set, its image. By default the image stays the one
+    of KServe's well-known presets (``config/llmisvcconfig/config-llm-*template.yaml``:
+    ``ghcr.io/llm-d/llm-d-cuda``), because those presets also set ``runAsNonRoot: true`` and the
+    routing sidecar's ``--kv-connector=nixlv2``: the image must run as a non-root user and ship
+    NIXL. Upstream ``vllm/vllm-openai`` has no ``USER`` (vLLM ``docker/Dockerfile``, target
+    ``vllm-openai``), so under ``runAsNonRoot`` the kubelet would refuse to start it. The per-role
+    NIXL wiring lives on the members themselves, because its ``kv_role`` differs between the
+    prefill and decode roles.
     """
-    main = {"name": "main", "image": spec.runtime.image, "securityContext": _security_context()}
+    main: dict[str, Any] = {"name": "main", "securityContext": _security_context()}
+    if spec.llmd.image:
+        main["image"] = spec.llmd.image
     body: dict[str, Any] = {"template": {"containers": [main]}}
     if spec.llmd.prefill is not None:
         body["prefill"] = {"template": {"containers": [dict(main)]}}
@@ -592,7 +658,8 @@ def llmd_example_spec(spec: RolloutSpec) -> RolloutSpec:
                     "enabled": True,
                     "decode": {"replicas": 2, "tensor": 1},
                     "prefill": {"replicas": 1, "tensor": 1},
-                    "scheduler": {"enabled": True, "profile": "pd", "pd_threshold_tokens": 256},
+                    # Nothing customised: KServe's own P/D picker config (see endpoint_picker_config).
+                    "scheduler": {"enabled": True},
                 }
             },
         )

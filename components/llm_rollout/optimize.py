@@ -37,7 +37,8 @@ AVX-512 build: on an AVX2-only CPU the local platform refuses it before a server
 (:mod:`llm_rollout.cpu_kernels`). On CPUs with AMX,
 vLLM's bf16 attention kernel needs the process's AMX permission, which vLLM only requests when it
 compiles (not with ``--enforce-eager``); the local platform requests it for its servers (see
-:mod:`llm_rollout.local`). On GPUs (the cluster), FP8_DYNAMIC needs compute capability 8.9+.
+:mod:`llm_rollout.local`). On GPUs (the cluster), FP8_DYNAMIC computes in FP8 only from compute capability 8.9
+(L4, H100); the GPU preflight refuses it below (:mod:`llm_rollout.gpu`).
 
 A user recipe YAML (``recipe_path``) replaces the scheme; it must hold at least one
 ``<name>_stage: {<group>_modifiers: {Modifier: {...}}}`` entry (llmcompressor silently applies

@@ -19,9 +19,9 @@ _HEADERS = {
 # The namespaced vLLM ServingRuntime (serving.kserve.io/v1alpha1), rendered from the default spec.
 # Upstream vLLM OpenAI server on port 8080, model at /mnt/models, served under the
 # InferenceService's name. Serving-design defaults: --gpu-memory-utilization=0.9,
-# --kv-cache-dtype=fp8 (needs compute capability 8.9+; the spec refuses it for a declared
-# Ampere GPU), --tensor-parallel-size = GPUs per replica. Probes hit /v1/models; the startup
-# probe allows 30 minutes for large models.
+# --kv-cache-dtype=fp8 (on an A10G/A100 vLLM stores it with the FlashInfer attention backend,
+# which this image ships; the spec refuses it below compute capability 8.0), --tensor-parallel-size
+# = GPUs per replica. Probes hit /v1/models; the startup probe allows 30 minutes for large models.
 """,
     "kserve-inferenceservice.yaml": """\
 # The InferenceService (serving.kserve.io/v1beta1) for a first rollout, rendered from the default
@@ -32,12 +32,16 @@ _HEADERS = {
     "llm-d-configuration.yaml": """\
 # llm-d disaggregated serving through KServe's LLMInferenceService (serving.kserve.io/v1alpha2):
 # prefill and decode in separate pods, the KV cache moved between them by NIXL, requests placed by
-# the llm-d endpoint picker. Rendered from the default spec with llmd.enabled, a prefill role and
-# scheduler profile 'pd' (see README "When to add llm-d"). Which knob does what:
+# the llm-d endpoint picker. Rendered from the default spec with llmd.enabled and a prefill role
+# (see README "When to add llm-d"). Which knob does what:
 #
 #   LLMInferenceServiceConfig   the team-wide preset (llmd.preset_name) that members reference in
-#                               spec.baseRefs: vLLM image and container hardening for both roles,
-#                               so every team shares the same wiring (llmd.use_preset).
+#                               spec.baseRefs: container hardening for both roles, so every team
+#                               shares the same wiring (llmd.use_preset). No image: KServe's
+#                               well-known presets keep theirs (ghcr.io/llm-d/llm-d-cuda), which
+#                               runs as non-root (the presets set runAsNonRoot: true) and ships
+#                               NIXL; llmd.image overrides it with an image that does the same
+#                               (vllm/vllm-openai runs as root and would not start under them).
 #   spec.model.uri              hf://, pvc://, oci:// or s3:// (llm-d's storage initializer takes
 #                               no gs:// and no local path; minio:// is rewritten to s3://).
 #   spec.replicas               decode replicas (llmd.decode.replicas), independent of prefill's.
@@ -50,21 +54,28 @@ _HEADERS = {
 #                               data/dataLocal (data / dataLocal = pods) or pipeline (= pods).
 #   spec.prefill                the prefill role with its own replicas, parallelism and GPUs. Its
 #                               tensor parallel must not exceed decode's (NIXL cannot map it).
-#   VLLM_ADDITIONAL_ARGS        --kv_transfer_config with NixlConnector on both roles: kv_producer on
-#                               prefill, kv_consumer on decode. KServe does not add it by itself;
-#                               without it P/D silently falls back to decode-only.
+#   VLLM_ADDITIONAL_ARGS        our vLLM flags, each shell-quoted: the presets run
+#                               eval "exec vllm serve ... ${VLLM_ADDITIONAL_ARGS} $@", so an unquoted
+#                               JSON value would be torn apart. On both roles --kv_transfer_config
+#                               with NixlConnector: kv_producer on prefill, kv_consumer on decode.
+#                               KServe does not add it by itself; without it P/D silently falls back
+#                               to decode-only.
 #   VLLM_NIXL_SIDE_CHANNEL_HOST the pod IP (fieldRef status.podIP), where NIXL's side channel listens
 #                               for the peer's KV-transfer handshake.
 #   resources                   GPUs/CPU/memory per pod of each role (nvidia.com/gpu = tensor x
 #                               dataLocal unless llmd.<role>.gpus says otherwise).
-#   router.scheduler            the endpoint picker with an inline EndpointPickerConfig:
-#     prefix-cache-scorer       weight 3: prompts sharing a prefix (RAG context) go to the pod that
-#                               already holds its KV cache (hashBlockSize tokens per hashed block);
-#     queue-scorer, kv-cache-utilization-scorer   weight 1 each: spread the load;
-#     pd-profile-handler        threshold = llmd.scheduler.pd_threshold_tokens: a prompt with at least
-#                               that many uncached tokens is prefilled on a prefill pod first, shorter
-#                               ones are prefilled on decode (not worth a KV transfer);
-#     prefill-/decode-filter    each scheduling profile only picks pods of its role.
+#   router.scheduler {}         the endpoint picker with no inline config: nothing is customised
+#                               (llmd.scheduler.profile 'default'), so KServe's own llm-d baseline
+#                               applies (scheduler.go schedulerConfigText): every request is
+#                               prefilled on a prefill pod (always-disagg-pd-decider); prefill pods
+#                               are scored by prefix cache (3), queue (2) and KV-cache utilisation
+#                               (2), decode pods by active requests (2) and prefix cache (3).
+#                               Profile 'pd' renders an inline llm-d.ai/v1alpha1 config instead:
+#                               disagg-headers-handler, prefill-/decode-filter profiles, and a
+#                               disagg-profile-handler whose prefill decider is prefix-based-pd-decider
+#                               with nonCachedTokens = llmd.scheduler.pd_threshold_tokens (tokens as
+#                               llm-d estimates them, prompt characters / 4, minus the decode pod's
+#                               prefix-cache hit; shorter prompts are prefilled on decode).
 #   router.route.group/weight   stable and canary members share a group (llmd.route_group) and split
 #                               traffic by weight; promotion shifts the weight (e.g. 10 -> 50 -> 100).
 #                               A weight needs a group and the managed route (no http_route_refs).
@@ -73,7 +84,7 @@ _HEADERS = {
 # Validation proves the disaggregation: give validation.metrics_urls roles `prefill` and `decode`
 # (and `epp` for the picker's P/D decisions); the prefill role must have served the prefills and
 # decode must have received their KV by transfer, else the rollout fails ("prefill served nothing:
-# silent decode-only fallback"). Send prompts longer than pd_threshold_tokens when proving it.
+# silent decode-only fallback"). With a pd_threshold_tokens, send prompts above it (the spec checks).
 """,
     "rbac.yaml": """\
 # Least privilege for the pipeline steps: exactly the verbs and resources the library calls (a

@@ -29,13 +29,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from llm_rollout.errors import SpecError
 from llm_rollout.names import dns_name
+from llm_rollout.versions import DEFAULT_VLLM_IMAGE
 
 DEFAULT_SERVICE_NAME = "lean-rag-inference"
-DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
-"""Upstream vLLM OpenAI server image; override with ``runtime.image`` (pin a digest in production)."""
 
-# GPU families we know, with their CUDA compute capability. vLLM's e4m3 FP8 KV cache needs 8.9+
-# (Ada Lovelace / Hopper / Blackwell); Ampere cards (A10G 8.6, A100 8.0) must use fp8_e5m2 or auto.
+# GPU families we know, with their CUDA compute capability. What vLLM serves on each (KV-cache
+# dtype, quantization scheme) is decided in llm_rollout.gpu, from the pinned vLLM's code.
 GPU_COMPUTE_CAPABILITY: dict[str, float] = {
     "nvidia-t4": 7.5,
     "nvidia-a100": 8.0,
@@ -48,7 +47,6 @@ GPU_COMPUTE_CAPABILITY: dict[str, float] = {
     "nvidia-h200": 9.0,
     "nvidia-b200": 10.0,
 }
-FP8_E4M3_MIN_CAPABILITY = 8.9
 KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2", "bfloat16", "float16")
 
 # Model URI schemes per platform. KFP writes artifact URIs as minio://, s3://, gs:// (object
@@ -113,12 +111,16 @@ class ModelSpec(_Model):
         name: The name clients send as ``model`` in OpenAI requests; defaults to the service name.
         digest: Content digest of the artifact, recorded on promotion (optional).
         revision: A short id for this model revision; derived from ``uri`` and ``digest`` when empty.
+        quantization: The optimize-model scheme the model was compressed with (``W8A8``,
+            ``FP8_DYNAMIC``, ``W4A16``), when known; deploy-model also reads it from the Model
+            artifact's metadata. With ``runtime.accelerator`` it is checked against the GPU.
     """
 
     uri: str = ""
     name: str | None = None
     digest: str | None = None
     revision: str | None = None
+    quantization: Literal["W8A8", "FP8_DYNAMIC", "W4A16"] | None = None
 
 
 class SecretKeyRef(_Model):
@@ -139,7 +141,9 @@ class RuntimeSpec(_Model):
     Attributes:
         image: Container image of the vLLM OpenAI server.
         gpu_memory_utilization: ``--gpu-memory-utilization`` (fraction of GPU memory vLLM may use).
-        kv_cache_dtype: ``--kv-cache-dtype``; ``fp8`` needs compute capability 8.9+.
+        kv_cache_dtype: ``--kv-cache-dtype``. ``fp8`` is served from compute capability 8.0: on
+            Ampere (A10G, A100) by the FlashInfer attention backend, which the image must ship; on
+            Hopper by FlashAttention 3 (see :mod:`llm_rollout.gpu`).
         max_model_len: ``--max-model-len``; must fit the KV cache or vLLM refuses to start.
         extra_args: More vLLM flags, one list item per argument (never a shell string).
         env: Extra environment variables for the server container (plain values; names that look
@@ -148,7 +152,8 @@ class RuntimeSpec(_Model):
             ``{VLLM_API_KEY: {name: vllm-api-key, key: token}}`` for the server's API key or
             ``HF_TOKEN`` for gated Hugging Face models. The kubelet resolves them: the manifests
             carry only the reference and the pipeline needs no rights on Secrets (kserve platform).
-        accelerator: GPU family (e.g. ``nvidia-a10g``, ``nvidia-h100``); used to check FP8 support.
+        accelerator: GPU family (e.g. ``nvidia-a10g``, ``nvidia-h100``); the KV-cache dtype and
+            the model's quantization scheme are checked against what vLLM serves on it.
             Leave empty when unknown: the preflight on the node then decides.
         port: Port the server listens on inside the pod.
         runtime_name: Name of the namespaced ServingRuntime; defaults to ``<service>-vllm``.
@@ -277,15 +282,22 @@ class SchedulerSpec(_Model):
 
     Attributes:
         enabled: Deploy the endpoint picker (needed for KV-cache-aware routing and P/D).
-        profile: ``prefix-cache`` (route repeated prefixes to the pod that holds them, for RAG),
-            ``load`` (queue depth and KV-cache utilisation only) or ``pd`` (prefill/decode split).
-        pd_threshold_tokens: With ``pd``: prompts with at least this many uncached tokens get a
-            separate prefill; shorter ones are prefilled on the decode pod.
+        profile: ``default`` (no inline config: KServe's own llm-d baseline, which with a prefill
+            role sends every request through prefill and otherwise scores queue, KV-cache
+            utilisation and prefix cache), ``prefix-cache`` (route repeated prefixes to the pod
+            that holds them, for RAG), ``load`` (queue depth and KV-cache utilisation only) or
+            ``pd`` (prefill/decode split decided by ``pd_threshold_tokens``).
+        pd_threshold_tokens: With ``pd``: the ``nonCachedTokens`` of llm-d's
+            ``prefix-based-pd-decider``. A request gets a separate prefill when its prompt has at
+            least this many tokens not in the decode pod's prefix cache; shorter ones are
+            prefilled on the decode pod. Tokens as llm-d estimates them: prompt characters / 4
+            (``AverageCharactersPerToken``), minus the prefix-cache hit. Unset or 0: every
+            request is disaggregated (``always-disagg-pd-decider``).
     """
 
     enabled: bool = True
-    profile: Literal["prefix-cache", "load", "pd"] = "prefix-cache"
-    pd_threshold_tokens: int = Field(256, ge=0)
+    profile: Literal["default", "prefix-cache", "load", "pd"] = "default"
+    pd_threshold_tokens: int | None = Field(None, ge=0)
 
 
 class LLMDSpec(_Model):
@@ -304,6 +316,12 @@ class LLMDSpec(_Model):
         use_preset: Reference the shared LLMInferenceServiceConfig preset (``baseRefs``).
         preset_name: Name of that preset.
         kv_connector: KV-transfer connector for P/D (``--kv_transfer_config`` on both roles).
+        image: vLLM image of the llm-d roles. Empty (the default) keeps the image of KServe's
+            well-known presets (``config-llm-*template.yaml``: ``ghcr.io/llm-d/llm-d-cuda``, built
+            to run as non-root, with NIXL for the routing sidecar's ``--kv-connector=nixlv2``).
+            Those presets set ``runAsNonRoot: true``, so an image given here must run as a
+            non-root user and ship NIXL; upstream ``vllm/vllm-openai`` runs as root and would not
+            start under them.
     """
 
     enabled: bool = False
@@ -316,6 +334,7 @@ class LLMDSpec(_Model):
     use_preset: bool = True
     preset_name: str = "llm-rollout-pd-nixl"
     kv_connector: str = "NixlConnector"
+    image: str | None = None
 
 
 class SLOSpec(_Model):
@@ -630,8 +649,38 @@ class RolloutSpec(_Model):
         return dns_name(self.llmd.route_group or self.service_name, field="llmd.route_group", max_len=63)
 
 
-def _capability_text(family: str) -> str:
-    return f"{family} has compute capability {GPU_COMPUTE_CAPABILITY[family]}"
+def gpu_capability(family: str) -> tuple[int, int]:
+    """The (major, minor) CUDA compute capability of a known GPU family."""
+    value = GPU_COMPUTE_CAPABILITY[family]
+    return int(value), round((value - int(value)) * 10)
+
+
+def check_gpu(spec: RolloutSpec, scheme: str | None = None, field: str = "model.quantization") -> str | None:
+    """The GPU preflight: what vLLM does with the spec's KV-cache dtype and the model's scheme.
+
+    Args:
+        spec: The spec (``runtime.accelerator``, ``runtime.kv_cache_dtype``, ``model.quantization``).
+        scheme: The model's quantization scheme when known from elsewhere (the artifact metadata);
+            defaults to ``model.quantization``.
+        field: Where ``scheme`` came from, for messages.
+
+    Returns:
+        A note naming the attention backend vLLM picks (None without a declared GPU).
+
+    Raises:
+        SpecError: What vLLM cannot serve, or a scheme that loses what it was made for there.
+    """
+    from llm_rollout.gpu import check_kv_cache_dtype, check_scheme
+
+    rt = spec.runtime
+    if rt.accelerator is None:
+        return None
+    cap = gpu_capability(rt.accelerator)
+    note = check_kv_cache_dtype(rt.accelerator, cap, rt.kv_cache_dtype)
+    chosen = scheme or spec.model.quantization
+    if chosen:
+        check_scheme(rt.accelerator, cap, chosen, field if scheme else "model.quantization")
+    return note
 
 
 def check_vllm_args(args: list[str], field: str = "runtime.extra_args") -> None:
@@ -800,14 +849,7 @@ def check_spec(spec: RolloutSpec) -> None:
                 f"unknown GPU family {rt.accelerator!r}",
                 "use one of " + ", ".join(sorted(GPU_COMPUTE_CAPABILITY)) + ", or leave it empty",
             )
-        cap = GPU_COMPUTE_CAPABILITY[rt.accelerator]
-        if rt.kv_cache_dtype in ("fp8", "fp8_e4m3") and cap < FP8_E4M3_MIN_CAPABILITY:
-            raise SpecError(
-                "runtime.kv_cache_dtype",
-                f"--kv-cache-dtype={rt.kv_cache_dtype} (e4m3) needs compute capability "
-                f"{FP8_E4M3_MIN_CAPABILITY}+ (Ada/Hopper), but {_capability_text(rt.accelerator)}",
-                "use 'fp8_e5m2' (FP8 storage that Ampere supports) or 'auto' (model dtype)",
-            )
+        check_gpu(spec)
     if spec.resources.gpus == 0 and spec.platform == "kserve" and not spec.llmd.enabled:
         raise SpecError(
             "resources.gpus",
@@ -952,20 +994,42 @@ def check_llmd(spec: RolloutSpec) -> None:
             "profile 'pd' decides between prefill and decode pods, but no prefill role is set",
             "set llmd.prefill, or use profile 'prefix-cache'",
         )
+    threshold = ld.scheduler.pd_threshold_tokens
+    if threshold is not None and ld.scheduler.profile != "pd":
+        raise SpecError(
+            "llmd.scheduler.pd_threshold_tokens",
+            f"is set ({threshold}) but only profile 'pd' reads it (the profile is '{ld.scheduler.profile}')",
+            "set llmd.scheduler.profile to 'pd', or remove pd_threshold_tokens",
+        )
+    if prefill is not None and ld.scheduler.profile not in ("default", "pd"):
+        raise SpecError(
+            "llmd.scheduler.profile",
+            f"a prefill role is set but profile '{ld.scheduler.profile}' has no prefill/decode profiles, "
+            "so no request would ever be sent to the prefill pods",
+            "use profile 'default' (KServe's P/D config) or 'pd', or remove llmd.prefill",
+        )
 
-    # The P/D proof needs prompts the endpoint picker sends through prefill: at least
-    # pd_threshold_tokens uncached tokens (a word is at least one token; a shared prefix is cached).
+    # The P/D proof needs prompts the endpoint picker sends through prefill: llm-d's
+    # prefix-based-pd-decider estimates a prompt's tokens as len(prompt) / 4
+    # (prefix_based_pd_decider.go getUserInputLenInTokens) and disaggregates only at
+    # nonCachedTokens or more. The load's distinct prompts are known here (seeded), so their
+    # estimate is computed exactly; a shared prefix is cached and does not count.
     val = spec.validation
     proving = val.expect_disaggregation or (val.expect_disaggregation is None and "prefill" in val.metrics_urls)
-    threshold = ld.scheduler.pd_threshold_tokens
-    if prefill is not None and proving and ld.scheduler.profile == "pd" and val.load.input_words < threshold:
-        raise SpecError(
-            "validation.load.input_words",
-            f"prompts of {val.load.input_words} words stay under llmd.scheduler.pd_threshold_tokens ({threshold}), "
-            "so the endpoint picker prefills them on decode and the P/D proof would find prefill idle",
-            f"set validation.load.input_words to at least {threshold}, lower pd_threshold_tokens, "
-            "or set validation.expect_disaggregation to false",
-        )
+    if prefill is not None and proving and ld.scheduler.profile == "pd" and threshold:
+        from llm_rollout.validation.client import make_prompts
+
+        shortest = min(len(p) for p in make_prompts(max(val.load.num_prompts, 1), val.load.input_words)) // 4
+        if shortest < threshold:
+            words = -(-val.load.input_words * threshold // max(shortest, 1))
+            raise SpecError(
+                "validation.load.input_words",
+                f"the shortest of the load's prompts ({val.load.input_words} words) is {shortest} tokens as llm-d "
+                f"estimates them (characters / 4), under llmd.scheduler.pd_threshold_tokens ({threshold}), so the "
+                "endpoint picker prefills it on decode and the P/D proof would find prefill idle",
+                f"set validation.load.input_words to about {words} or more, lower pd_threshold_tokens, "
+                "or set validation.expect_disaggregation to false",
+            )
 
 
 def _check_workload(role_name: str, role: WorkloadSpec) -> None:

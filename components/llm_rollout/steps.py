@@ -25,7 +25,7 @@ from typing import Any
 from llm_rollout import steplog
 from llm_rollout.errors import SpecError
 from llm_rollout.record import DeploymentRecord
-from llm_rollout.spec import RolloutSpec, coerce_spec
+from llm_rollout.spec import RolloutSpec, check_gpu, coerce_spec
 
 ALREADY_PROMOTED = "already-promoted"
 """Verdict of a run whose model already is the stable revision (nothing new to validate)."""
@@ -259,6 +259,13 @@ def deploy_step(
         s = coerce_spec(spec)
         if not model_path and "://" not in model_uri:
             model_path = model_uri  # kfp.local and the local platform: the URI is the directory
+        if s.platform == "kserve":
+            # GPU preflight before any write: the artifact's scheme (step one) against the GPU.
+            scheme = (model_metadata or {}).get("scheme")
+            known = scheme if scheme in ("W8A8", "FP8_DYNAMIC", "W4A16") else None
+            note = check_gpu(s, known, "model_metadata.scheme")
+            if note:
+                steplog.log(f"deploy-model: {note}")
         digest = _digest(model_path, model_metadata, s) if s.platform == "local" else None
         if s.platform == "local":
             from llm_rollout.local import deploy_local

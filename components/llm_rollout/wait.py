@@ -113,7 +113,15 @@ class Readiness:
 
     @classmethod
     def llm_inference_service(cls, *, prefill: bool = False, min_generation: int | None = None) -> Readiness:
-        """Readiness of an LLMInferenceService (with a prefill workload when ``prefill``)."""
+        """Readiness of an LLMInferenceService (with a prefill workload when ``prefill``).
+
+        Unlike an InferenceService's, an LLMInferenceService's ``status.observedGeneration`` is its
+        own ``metadata.generation``: KServe's llmisvc ``controller.go`` ``Reconcile`` ends every
+        pass with knative.dev/pkg ``reconciler.PostProcessReconcile``, which sets it "regardless of
+        success or failure", after ``PreProcessReconcile`` reset Ready to Unknown for a new
+        generation. So ``min_generation`` (the generation we applied) plus Ready=True is exact:
+        an in-progress write already claims the new generation but is not Ready.
+        """
         required = LLMISVC_REQUIRED + ((LLMISVC_PREFILL,) if prefill else ())
         return cls(LLM_INFERENCE_SERVICES, required, LLMISVC_SUBCONDITIONS, min_generation=min_generation)
 

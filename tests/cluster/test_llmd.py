@@ -50,6 +50,7 @@ def _strip(obj):
             id="pd-autoscaled",
         ),
         pytest.param({"scheduler": {"profile": "load"}, "gateway_refs": ["inference-gw"]}, id="load-named-gateway"),
+        pytest.param({"prefill": {"replicas": 1}}, id="pd-kserve-default-picker"),
     ],
 )
 def test_rendered_llmd_objects_are_accepted_as_rendered(kube_cluster, kube_namespace, llmd):

@@ -219,3 +219,34 @@ def test_probe_endpoint_ready_is_not_serving():
         assert "does not serve 'other'" in str(info.value) and "['chat']" in str(info.value)
     with pytest.raises(DeadlineExceeded, match="ConnectError"):
         probe_endpoint("http://127.0.0.1:9", "chat", timeout=1, interval_s=0.2)
+
+
+def test_llm_inference_service_ready_follows_its_own_generation(kube_cluster, kube_namespace, reconciler):
+    """An LLMInferenceService's observedGeneration is its own generation, written on every reconcile.
+
+    KServe's llmisvc ``controller.go`` ``Reconcile`` wraps each pass in knative.dev/pkg
+    ``reconciler.PreProcessReconcile`` (a new generation resets Ready to Unknown,
+    ``NewObservedGenFailure``) and ``PostProcessReconcile`` (``status.observedGeneration =
+    metadata.generation`` "regardless of success or failure"), then writes the status once. So while
+    a new generation rolls out the controller already claims it with Ready not True: the waiter must
+    wait through that write, and must not take the previous generation's Ready either.
+    """
+    client = kube(kube_cluster)
+    spec = llmd_spec(kube_namespace, model={"uri": "hf://org/tiny"})
+    member = builders.default_member(spec)
+    first = client.apply(builders.llm_inference_service(spec, member, weight=100))
+    gen1 = first["metadata"]["generation"]
+    wait_ready(client, member.name, kube_namespace, Readiness.llm_inference_service(min_generation=gen1), timeout_s=20)
+    reconciler.behave(member.name, ready_after_ms=1500)
+    changed = llmd_spec(kube_namespace, model={"uri": "hf://org/tiny"}, llmd={"decode": {"replicas": 2}})
+    second = client.apply(builders.llm_inference_service(changed, member, weight=100))
+    gen2 = second["metadata"]["generation"]
+    assert gen2 == gen1 + 1
+    applied_at = time.monotonic()
+    ready = wait_ready(
+        client, member.name, kube_namespace, Readiness.llm_inference_service(min_generation=gen2), timeout_s=20
+    )
+    write = reconciler.wait_for_ready_write(member.name, generation=gen2)
+    assert ready["status"]["observedGeneration"] == gen2 and ready["spec"]["replicas"] == 2
+    assert write.sent_at >= applied_at  # it returned on gen2's Ready write, not on the in-progress one
+    assert {c["type"]: c["status"] for c in ready["status"]["conditions"]}["Ready"] == "True"

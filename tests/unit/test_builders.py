@@ -1,6 +1,7 @@
 """Pure builders: the objects they render, checked against the real CRD schemas and the reference."""
 
 import json
+import shlex
 
 import pytest
 import yaml
@@ -134,14 +135,14 @@ def test_llmd_prefill_decode_wiring():
     for env, role in ((decode_env, "kv_consumer"), (prefill_env, "kv_producer")):
         assert env["VLLM_NIXL_SIDE_CHANNEL_HOST"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
         extra = env["VLLM_ADDITIONAL_ARGS"]["value"]
-        cfg = json.loads(extra.split("--kv_transfer_config=", 1)[1].split(" ")[0])
+        (kv_arg,) = [a for a in shlex.split(extra) if a.startswith("--kv_transfer_config=")]
+        cfg = json.loads(kv_arg.split("=", 1)[1])
         assert cfg == {"kv_connector": "NixlConnector", "kv_role": role}
         assert "--tensor-parallel-size" not in extra  # llm-d sets it from parallelism.tensor
     assert body["parallelism"] == {"tensor": 1} and body["prefill"]["parallelism"] == {"tensor": 1}
     assert body["router"]["route"]["group"] == spec.route_group and body["router"]["route"]["weight"] == 100
-    inline = body["router"]["scheduler"]["config"]["inline"]
-    assert inline["kind"] == "EndpointPickerConfig"
-    assert any(p["type"] == "pd-profile-handler" for p in inline["plugins"])
+    # Nothing customised: no inline config, KServe's own P/D picker config applies.
+    assert body["router"]["scheduler"] == {}
     assert body["baseRefs"] == [{"name": spec.llmd.preset_name}]
 
 
@@ -152,8 +153,12 @@ def test_llmd_without_prefill_has_no_kv_transfer_and_prefix_cache_routing():
     assert "VLLM_NIXL_SIDE_CHANNEL_HOST" not in env and "kv_transfer_config" not in env["VLLM_ADDITIONAL_ARGS"]["value"]
     assert "prefill" not in body
     assert "group" not in body["router"]["route"] and "weight" not in body["router"]["route"]
-    plugins = [p["type"] for p in body["router"]["scheduler"]["config"]["inline"]["plugins"]]
-    assert "prefix-cache-scorer" in plugins and "pd-profile-handler" not in plugins
+    assert body["router"]["scheduler"] == {}  # KServe's single-profile default (prefix cache among its scorers)
+    spec = parse_spec({"platform": "kserve", "llmd": {"enabled": True, "scheduler": {"profile": "prefix-cache"}}})
+    inline = b.llm_inference_service(spec, STABLE)["spec"]["router"]["scheduler"]["config"]["inline"]
+    plugins = [p["type"] for p in inline["plugins"]]
+    assert "prefix-cache-scorer" in plugins and "single-profile-handler" in plugins
+    assert "disagg-profile-handler" not in plugins
 
 
 def test_llmd_canary_member_shares_the_route_group():
@@ -253,16 +258,26 @@ def test_llmd_roles_have_their_own_replicas_tensor_parallel_and_gpus():
     assert schema_errors(obj) == [] and llmisvc_webhook_errors(obj) == []
 
 
-def test_pd_scheduler_decides_by_prompt_length_and_scores_prefix_cache_per_role():
+def test_pd_scheduler_decides_by_uncached_tokens_and_scores_prefix_cache_per_role():
     inline = b.llm_inference_service(_pd(), STABLE)["spec"]["router"]["scheduler"]["config"]["inline"]
+    assert inline["apiVersion"] == "llm-d.ai/v1alpha1"
     plugins = {p["type"]: p for p in inline["plugins"]}
-    assert plugins["pd-profile-handler"]["parameters"]["threshold"] == 512
+    assert plugins["prefix-based-pd-decider"]["parameters"] == {"nonCachedTokens": 512}  # tokens, as the spec says
+    assert plugins["disagg-profile-handler"]["parameters"] == {"deciders": {"prefill": "prefix-based-pd-decider"}}
+    assert "disagg-headers-handler" in plugins
     profiles = {p["name"]: [r["pluginRef"] for r in p["plugins"]] for p in inline["schedulingProfiles"]}
     assert set(profiles) == {"prefill", "decode"}
     assert profiles["prefill"][0] == "prefill-filter" and profiles["decode"][0] == "decode-filter"
     assert all("prefix-cache-scorer" in refs and refs[-1] == "max-score-picker" for refs in profiles.values())
     every_ref = {r for refs in profiles.values() for r in refs}
     assert every_ref <= set(plugins)  # every profile references a declared plugin
+
+
+def test_pd_without_a_threshold_disaggregates_every_request():
+    spec = _pd(scheduler={"profile": "pd"})
+    plugins = {p["type"]: p for p in b.endpoint_picker_config(spec)["plugins"]}
+    assert "always-disagg-pd-decider" in plugins and "prefix-based-pd-decider" not in plugins
+    assert plugins["disagg-profile-handler"]["parameters"]["deciders"] == {"prefill": "always-disagg-pd-decider"}
 
 
 def test_load_profile_drops_prefix_cache_scoring():
@@ -330,6 +345,27 @@ def test_preset_is_referenced_through_base_refs_and_carries_the_shared_wiring():
     member = b.llm_inference_service(spec, STABLE, weight=100)
     assert member["spec"]["baseRefs"] == [{"name": preset["metadata"]["name"]}]
     assert preset["metadata"]["namespace"] == member["metadata"]["namespace"]
-    assert preset["spec"]["prefill"]["template"]["containers"][0]["image"] == spec.runtime.image
+    # The image stays the well-known presets' unless llmd.image says otherwise (see below).
+    assert "image" not in preset["spec"]["prefill"]["template"]["containers"][0]
     no_preset = parse_spec({"platform": "kserve", "llmd": {"enabled": True, "use_preset": False}})
     assert "baseRefs" not in b.llm_inference_service(no_preset, STABLE)["spec"]
+
+
+def _pinned_main_containers():
+    from tests import presets as P
+
+    return [(f"{f}:{role}", c) for f in P.PRESETS for role, c in P.preset_containers(f).items()]
+
+
+def test_the_llmd_image_defaults_to_the_presets_which_run_as_non_root():
+    """KServe's presets run vLLM as non-root; our preset keeps their image unless told otherwise."""
+    pinned = _pinned_main_containers()
+    assert pinned and all(c["securityContext"]["runAsNonRoot"] is True for _, c in pinned)
+    assert {c["image"].rsplit(":", 1)[0] for _, c in pinned} == {"ghcr.io/llm-d/llm-d-cuda"}
+    spec = _pd()
+    preset = b.llm_inference_service_config(spec)
+    containers = [preset["spec"]["template"]["containers"][0], preset["spec"]["prefill"]["template"]["containers"][0]]
+    assert all("image" not in c and "runAsNonRoot" not in c["securityContext"] for c in containers)
+    custom = b.llm_inference_service_config(_pd(image="registry.example/team/vllm-nonroot:1"))
+    assert custom["spec"]["template"]["containers"][0]["image"] == "registry.example/team/vllm-nonroot:1"
+    assert schema_errors(preset) == [] and schema_errors(custom) == []

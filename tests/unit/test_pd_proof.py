@@ -4,7 +4,10 @@
 setup of tests/serving/test_pd_proof.py, trimmed to the counters the proof reads: prefill
 (``kv_producer``) and decode (``kv_consumer``) sharing a KV store, before any traffic (``-0``),
 after six requests through prefill then decode (``-1-pd``), and after six more requests sent to
-decode only (``-2-decode-only``). The endpoint picker's counters and older vLLM names are written
+decode only (``-2-decode-only``). ``epp-disagg-*`` and ``epp-pd-deprecated-*`` are the endpoint
+picker's scrapes at the same three points, in the exposition llm-d's Go client writes for
+``pkg/metrics/metrics.go`` (the current ``disagg_decision_total`` and the deprecated
+``pd_decision_total``; a counter with no decision yet is absent). Older vLLM names are written
 out here (their exposition is small).
 """
 
@@ -32,13 +35,14 @@ AFTER_PD = roles("1", "-pd")
 AFTER_FALLBACK = roles("2", "-decode-only")
 
 
-def epp(split: float, decode_only: float, kind: tuple[str, str] = ("prefill-decode", "decode-only")) -> pd.Counters:
-    text = (
-        "# TYPE llm_d_inference_scheduler_pd_decision_total counter\n"
-        f'llm_d_inference_scheduler_pd_decision_total{{decision_type="{kind[0]}"}} {split}\n'
-        f'llm_d_inference_scheduler_pd_decision_total{{decision_type="{kind[1]}"}} {decode_only}\n'
-    )
-    return pd.counters(text)
+def epp(metric: str, step: str) -> pd.Counters:
+    return snap(f"epp-{metric}-{step}")
+
+
+EPP_METRICS = {
+    "disagg": "llm_d_inference_scheduler_disagg_decision_total",
+    "pd-deprecated": "llm_d_inference_scheduler_pd_decision_total",
+}
 
 
 def test_recorded_counters_are_read_by_source():
@@ -80,12 +84,33 @@ def test_too_much_recompute_on_decode_fails_with_the_threshold_named():
     assert "pd_max_decode_recompute_ratio 0.01" in proof.reasons[0]
 
 
-def test_endpoint_picker_counters_explain_the_fallback():
-    before = {**AFTER_PD, "epp": epp(0, 0)}
-    all_decode_only = pd.judge_disaggregation(before, {**AFTER_FALLBACK, "epp": epp(0, 6)})
+@pytest.mark.parametrize("metric", sorted(EPP_METRICS))
+def test_both_decision_counters_are_read(metric):
+    counters = [epp(metric, step) for step in ("0", "1-pd", "2-decode-only")]
+    assert [c.decision_metric for c in counters] == ["", EPP_METRICS[metric], EPP_METRICS[metric]]
+    assert "pd_split" not in counters[0].values  # no decision yet: the counter is not exposed
+    assert (counters[1].values["pd_split"], counters[1].values["pd_decode_only"]) == (6, 0)
+    assert (counters[2].values["pd_split"], counters[2].values["pd_decode_only"]) == (6, 6)
+
+
+def test_the_current_counter_wins_when_a_scrape_holds_both():
+    text = (DATA / "epp-pd-deprecated-1-pd.txt").read_text() + (DATA / "epp-disagg-2-decode-only.txt").read_text()
+    both = pd.counters(text)
+    assert both.decision_metric == EPP_METRICS["disagg"] and both.values["pd_decode_only"] == 6
+
+
+@pytest.mark.parametrize("metric", sorted(EPP_METRICS))
+def test_endpoint_picker_counters_explain_the_fallback(metric):
+    all_decode_only = pd.judge_disaggregation(
+        {**AFTER_PD, "epp": epp(metric, "1-pd")}, {**AFTER_FALLBACK, "epp": epp(metric, "2-decode-only")}
+    )
     assert "0 requests prefill-decode and 6 decode-only" in all_decode_only.reasons[0]
+    assert EPP_METRICS[metric].removeprefix("llm_d_inference_scheduler_") in all_decode_only.reasons[0]
     assert "pd_threshold_tokens" in all_decode_only.reasons[0]
-    lost = pd.judge_disaggregation(before, {**AFTER_FALLBACK, "epp": epp(6, 0, ("split", "combined"))})
+    # The picker chose P/D for six requests (first decisions: the counter appears), yet prefill
+    # stayed idle: the requests were lost between picker and prefill.
+    before, after = {**AFTER_PD, "epp": epp(metric, "0")}, {**AFTER_FALLBACK, "epp": epp(metric, "1-pd")}
+    lost = pd.judge_disaggregation(before, after)
     assert "never reached prefill" in lost.reasons[0]
 
 

@@ -35,9 +35,10 @@ def test_legacy_deployment_mode_names_are_accepted():
     assert parse_spec({"deployment_mode": "Serverless"}).deployment_mode == "Knative"
 
 
-def test_fp8_is_fine_on_hopper_and_e5m2_on_ampere():
+def test_fp8_kv_cache_is_fine_on_hopper_and_on_ampere():
     parse_spec({"runtime": {"accelerator": "nvidia-h100", "kv_cache_dtype": "fp8"}})
-    parse_spec({"runtime": {"accelerator": "nvidia-a10g", "kv_cache_dtype": "fp8_e5m2"}})
+    parse_spec({"runtime": {"accelerator": "nvidia-a10g", "kv_cache_dtype": "fp8"}})
+    parse_spec({"runtime": {"accelerator": "nvidia-a100", "kv_cache_dtype": "fp8_e4m3"}})
 
 
 def test_spec_roundtrips_through_json():
@@ -60,16 +61,16 @@ BAD_INPUTS = [
         "resources.gpus",
     ),
     (
-        {"runtime": {"accelerator": "nvidia-a10g", "kv_cache_dtype": "fp8"}},
+        {"runtime": {"accelerator": "nvidia-t4", "kv_cache_dtype": "fp8"}},
         "runtime.kv_cache_dtype",
-        "compute capability 8.9",
-        "fp8_e5m2",
+        "no attention backend for --kv-cache-dtype=fp8 on nvidia-t4 (compute capability 7.5)",
+        "'auto'",
     ),
     (
-        {"runtime": {"accelerator": "nvidia-a100", "kv_cache_dtype": "fp8_e4m3"}},
-        "runtime.kv_cache_dtype",
-        "nvidia-a100 has compute capability 8.0",
-        "'auto'",
+        {"runtime": {"accelerator": "nvidia-a10g"}, "model": {"quantization": "FP8_DYNAMIC"}},
+        "model.quantization",
+        "nvidia-a10g has 8.6, where vLLM loads it as weight-only FP8",
+        "W8A8 (int8 weights and activations",
     ),
     ({"runtime": {"accelerator": "voodoo-9000"}}, "runtime.accelerator", "unknown GPU family", "nvidia-h100"),
     ({"runtime": {"kv_cache_dtype": "int3"}}, "runtime.kv_cache_dtype", "not a KV-cache dtype", "fp8_e5m2"),
@@ -225,8 +226,20 @@ BAD_INPUTS = [
             "validation": {"expect_disaggregation": True, "load": {"input_words": 64}},
         },
         "validation.load.input_words",
-        "P/D proof would find prefill idle",
-        "at least 256",
+        "is 84 tokens as llm-d estimates them (characters / 4), under llmd.scheduler.pd_threshold_tokens (256)",
+        "input_words to about 196 or more",
+    ),
+    (
+        {"llmd": {"enabled": True, "scheduler": {"profile": "prefix-cache", "pd_threshold_tokens": 64}}},
+        "llmd.scheduler.pd_threshold_tokens",
+        "only profile 'pd' reads it",
+        "profile to 'pd'",
+    ),
+    (
+        {"llmd": {"enabled": True, "prefill": {}, "scheduler": {"profile": "prefix-cache"}}},
+        "llmd.scheduler.profile",
+        "no request would ever be sent to the prefill pods",
+        "profile 'default'",
     ),
     # Secrets are referenced (runtime.secret_env), never written inline into the manifests.
     (
@@ -351,3 +364,16 @@ def test_comparison_statistic_must_be_one_we_compute():
     with pytest.raises(SpecError) as caught:
         parse_spec({"validation": {"comparison": {"ttft_statistic": "max"}}})
     assert "validation.comparison.ttft_statistic" in str(caught.value)
+
+
+def test_the_suggested_prompt_length_reaches_the_pd_threshold():
+    """The fix named by the input_words refusal is enough: those prompts pass the same check."""
+    doc = {
+        "llmd": {"enabled": True, "prefill": {}, "scheduler": {"profile": "pd", "pd_threshold_tokens": 256}},
+        "validation": {"expect_disaggregation": True, "load": {"input_words": 64}},
+    }
+    with pytest.raises(SpecError) as info:
+        parse_spec(doc)
+    words = int(info.value.fix.split("about ", 1)[1].split(" ", 1)[0])
+    doc["validation"]["load"]["input_words"] = words
+    assert parse_spec(doc).validation.load.input_words == words

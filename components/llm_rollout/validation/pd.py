@@ -17,7 +17,8 @@ it; the counters do. From scrapes of the roles' ``/metrics`` taken before and af
    by transfer or from its own prefix cache). Without any KV-transfer counter the check falls back
    to decode's own prompt-token delta, which must be small against prefill's.
 3. **The endpoint picker's decisions** (optional ``epp`` role,
-   ``llm_d_inference_scheduler_pd_decision_total{decision_type}``) explain a failure: all
+   ``llm_d_inference_scheduler_disagg_decision_total{decision_type}``, or the deprecated
+   ``llm_d_inference_scheduler_pd_decision_total`` of the old ``pd-profile-handler``) explain a failure: all
    requests decided decode-only (prompts under the P/D threshold) versus split requests that
    never reached prefill (connector or ports).
 4. **Prefix-cache hits** (:func:`judge_prefix_cache`): on a repeated-prefix (RAG-like) workload
@@ -70,11 +71,17 @@ _COUNTERS: dict[str, tuple[str, ...]] = {
 _BY_SOURCE = ("vllm:prompt_tokens_by_source_total", "vllm:prompt_tokens_by_source")
 _SOURCES = {"local_compute": "computed", "local_cache_hit": "local_cache_hit", "external_kv_transfer": "transferred"}
 _PD_DECISIONS = (
+    # llm-d pkg/metrics/metrics.go SchedulerDisaggDecisionCount, recorded by disagg-profile-handler
+    # (RecordDisaggDecision); docs/metrics.md names it the current counter.
+    "llm_d_inference_scheduler_disagg_decision_total",
+    # SchedulerPDDecisionCount, deprecated, recorded only by the old pd-profile-handler.
     "llm_d_inference_scheduler_pd_decision_total",
-    "llm_d_inference_scheduler_pd_decision",
 )
-_SPLIT = {"prefill-decode", "split", "pd"}
-_DECODE_ONLY = {"decode-only", "combined", "decode"}
+"""The picker's decision counters, newest first: the first one a scrape holds is read."""
+# llm-d pkg/metrics/metrics.go DecisionType* constants (DisaggDecisionType): a decision with a
+# prefill stage versus one that prefilled on the decode pod.
+_SPLIT = {"prefill-decode", "encode-prefill-decode"}
+_DECODE_ONLY = {"decode-only", "encode-decode"}
 
 
 @dataclass
@@ -87,10 +94,13 @@ class Counters:
             ``computed``/``local_cache_hit``/``transferred`` (prompt tokens by source) and, for
             the endpoint picker, ``pd_split``/``pd_decode_only``.
         error: Why the scrape failed ("" when it worked).
+        decision_metric: The endpoint picker's decision counter the scrape held (the current
+            ``..._disagg_decision_total`` or the deprecated ``..._pd_decision_total``), else "".
     """
 
     values: dict[str, float] = field(default_factory=dict)
     error: str = ""
+    decision_metric: str = ""
 
 
 def counters(text: str) -> Counters:
@@ -116,8 +126,10 @@ def counters(text: str) -> Counters:
                 if ours:
                     out[ours] = out.get(ours, 0.0) + value
             break
+    decision_metric = ""
     for name in _PD_DECISIONS:
         if name in series:
+            decision_metric = name
             out["pd_split"] = out["pd_decode_only"] = 0.0
             for labels, value in series[name]:
                 kind = labels.get("decision_type", "")
@@ -126,7 +138,7 @@ def counters(text: str) -> Counters:
                 elif kind in _DECODE_ONLY:
                     out["pd_decode_only"] += value
             break
-    return Counters(out)
+    return Counters(out, decision_metric=decision_metric)
 
 
 async def scrape(client: httpx.AsyncClient, url: str, headers: Mapping[str, str] | None = None) -> Counters:
@@ -228,7 +240,8 @@ def judge_disaggregation(
     picker = ""
     if "pd_split" in epp:
         split, alone = epp["pd_split"], epp.get("pd_decode_only", 0.0)
-        picker = f"; the endpoint picker decided {split:g} requests prefill-decode and {alone:g} decode-only"
+        metric = after[EPP_ROLE].decision_metric.removeprefix("llm_d_inference_scheduler_")
+        picker = f"; the endpoint picker decided {split:g} requests prefill-decode and {alone:g} decode-only ({metric})"
         if split == 0 and alone > 0:
             picker += " (every prompt stayed under pd_threshold_tokens, or the profile is not 'pd')"
         elif split > 0 and prefilled <= 0:
