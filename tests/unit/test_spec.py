@@ -21,7 +21,7 @@ def test_defaults_follow_the_serving_design():
     assert spec.validation.recovery.checks == ["output_throughput_ratio_vs_baseline >= 2"]
     assert spec.validation.recovery.base_url is None  # recovery only against an original served beside it
     comparison = spec.validation.comparison
-    assert (comparison.enabled, comparison.confidence, comparison.ttft_margin) == (True, 0.95, 0.10)
+    assert (comparison.enabled, comparison.confidence, comparison.ttft_margin) == (True, 0.95, 0.20)
     assert spec.replicas is None
 
 

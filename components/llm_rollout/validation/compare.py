@@ -10,7 +10,7 @@
 * Speed: after one warm-up round each, rounds of ``round_requests`` requests at ``concurrency``
   alternate between the two (the order flips every round), so that whatever else the machine does
   hits both sides of a round pair alike. Each round gives its TTFT and TPOT statistics and its
-  output throughput; the pairs are judged with
+  steady-state output throughput (``concurrency`` x tokens / the requests' summed latency); the pairs are judged with
   :func:`~llm_rollout.validation.stats.paired_non_inferiority` at looks on a doubling schedule
   from ``min_rounds`` to ``max_rounds`` (Bonferroni over the looks). The rounds stop once every
   metric is decided (or one is worse); at ``max_rounds`` a metric still undecided makes the
@@ -91,13 +91,15 @@ class _Rounds:
     tpot: list[float | None] = field(default_factory=list)
     throughput: list[float | None] = field(default_factory=list)
 
-    def add(self, records: Sequence[RequestRecord], duration_s: float, spec: ComparisonSpec) -> None:
+    def add(self, records: Sequence[RequestRecord], spec: ComparisonSpec) -> None:
         ok = [r for r in records if r.success]
         self.ttft.append(statistic([r.ttft * 1000.0 for r in ok], spec.ttft_statistic))
         tpots = [t * 1000.0 for t in (tpot_of(r) for r in ok) if t is not None]
         self.tpot.append(statistic(tpots, spec.tpot_statistic))
-        tokens = sum(r.output_tokens for r in ok)
-        self.throughput.append(tokens / duration_s if duration_s > 0 and tokens else None)
+        # Closed-loop steady state: `concurrency` streams, each making tokens at its own rate. The
+        # round's wall time would add its ramp-up and drain, which on short rounds is most of it.
+        tokens, busy = sum(r.output_tokens for r in ok), sum(r.latency for r in ok)
+        self.throughput.append(spec.concurrency * tokens / busy if busy > 0 and tokens else None)
 
 
 def judge_speed(cand: _Rounds, stable: _Rounds, spec: ComparisonSpec, confidence: float) -> list[Comparison]:
@@ -202,7 +204,7 @@ async def compare_with_stable(
             seed=round_no,
         )  # fmt: skip
         if keep:
-            rounds.add(lr.records, lr.duration_s, spec)
+            rounds.add(lr.records, spec)
 
     # One warm-up round each (not counted): the first requests after idling are slower on both.
     await one_round("stable", 0, False)
