@@ -429,8 +429,7 @@ class ComparisonSpec(_Model):
         ttft_margin: Tolerated relative TTFT increase (0.2 = 20 %). The defaults (20 %) are what a
             shared 2-core machine can decide within 32 round pairs; on steady GPU serving tighten
             them (10 % decides there in a few looks).
-        tpot_statistic: The time-per-output-token statistic compared.
-        tpot_margin: Tolerated relative TPOT increase.
+        tpot_margin: Tolerated relative increase of the mean time per output token (token-weighted).
         throughput_margin: Tolerated relative loss of output throughput (tokens/s of a round).
         quality_tolerance: Share of the correctness suite the candidate may pass less than the
             stable (0: it must pass at least every probe the stable passes, by count).
@@ -444,7 +443,6 @@ class ComparisonSpec(_Model):
     confidence: float = Field(0.95, gt=0.5, lt=1)
     ttft_statistic: str = Field("median", pattern=r"^(mean|median|p\d{1,2})$")
     ttft_margin: float = Field(0.20, ge=0)
-    tpot_statistic: str = Field("median", pattern=r"^(mean|median|p\d{1,2})$")
     tpot_margin: float = Field(0.20, ge=0)
     throughput_margin: float = Field(0.20, ge=0, lt=1)
     quality_tolerance: float = Field(0.0, ge=0, le=1)

@@ -29,7 +29,7 @@ import httpx
 from llm_rollout.errors import RolloutError
 from llm_rollout.spec import ComparisonSpec
 from llm_rollout.validation.client import Endpoint, run_load
-from llm_rollout.validation.metrics import RequestRecord, tpot_of
+from llm_rollout.validation.metrics import RequestRecord
 from llm_rollout.validation.probes import Probe, ProbeResult, check_readiness, run_smoke, run_suite
 from llm_rollout.validation.stats import (
     Comparison,
@@ -85,7 +85,7 @@ class StableComparison:
 
 @dataclass
 class _Rounds:
-    """Per-round values of one side: TTFT and TPOT statistics (ms) and round throughput (tok/s)."""
+    """Per-round values of one side: the TTFT statistic and mean TPOT (ms), steady-state throughput (tok/s)."""
 
     ttft: list[float | None] = field(default_factory=list)
     tpot: list[float | None] = field(default_factory=list)
@@ -94,8 +94,11 @@ class _Rounds:
     def add(self, records: Sequence[RequestRecord], spec: ComparisonSpec) -> None:
         ok = [r for r in records if r.success]
         self.ttft.append(statistic([r.ttft * 1000.0 for r in ok], spec.ttft_statistic))
-        tpots = [t * 1000.0 for t in (tpot_of(r) for r in ok) if t is not None]
-        self.tpot.append(statistic(tpots, spec.tpot_statistic))
+        # Token-weighted mean time per output token after the first: a request whose tokens this
+        # client read in one burst (a busy client) adds its time and tokens, not a bogus zero.
+        decode_s = sum(r.latency - r.ttft for r in ok if r.output_tokens > 1)
+        decode_tokens = sum(r.output_tokens - 1 for r in ok if r.output_tokens > 1)
+        self.tpot.append(1000.0 * decode_s / decode_tokens if decode_tokens and decode_s > 0 else None)
         # Closed-loop steady state: `concurrency` streams, each making tokens at its own rate. The
         # round's wall time would add its ramp-up and drain, which on short rounds is most of it.
         tokens, busy = sum(r.output_tokens for r in ok), sum(r.latency for r in ok)
@@ -110,7 +113,7 @@ def judge_speed(cand: _Rounds, stable: _Rounds, spec: ComparisonSpec, confidence
             margin=spec.ttft_margin, confidence=confidence, min_pairs=spec.min_rounds,
         ),
         paired_non_inferiority(
-            cand.tpot, stable.tpot, metric=f"{spec.tpot_statistic}_tpot_ms", better="lower",
+            cand.tpot, stable.tpot, metric="mean_tpot_ms", better="lower",
             margin=spec.tpot_margin, confidence=confidence, min_pairs=spec.min_rounds,
         ),
         paired_non_inferiority(
