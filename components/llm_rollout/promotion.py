@@ -569,9 +569,15 @@ def find_stable_model(spec: RolloutSpec | dict[str, Any] | str, client: KubeClie
             return None
     else:
         pred = ((live or {}).get("spec") or {}).get("predictor") or {}
-        if pred.get("name") != stable["member"]:
+        if _pred_name(spec.service_name, pred) != stable["member"]:
             return None
     return stable
+
+
+def find_stable_record(live: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``llm-rollout.io/stable`` record on a live object ({} when there is none)."""
+    stable = _json_annotation(live, STABLE)
+    return stable if isinstance(stable, dict) else {}
 
 
 def same_model(stable: dict[str, Any] | None, model_uri: str, digest: str | None) -> bool:
@@ -644,7 +650,8 @@ def _canary_entry(live: dict[str, Any], member: str) -> dict[str, Any] | None:
 
 
 def _pred_name(spec_name: str, pred: dict[str, Any]) -> str:
-    return pred.get("name") or f"{spec_name}-predictor"
+    """The member a predictor holds (its name, or the member label of an unnamed one)."""
+    return builders.predictor_member(spec_name, pred)
 
 
 def _wait(
@@ -787,7 +794,7 @@ def _check_isvc_stable(spec: RolloutSpec, rec: DeploymentRecord, live: dict[str,
 
 def _isvc_promoted(spec: RolloutSpec, rec: DeploymentRecord, live: dict[str, Any]) -> bool:
     pred = (live.get("spec") or {}).get("predictor") or {}
-    if pred.get("name") != rec.member:
+    if _pred_name(spec.service_name, pred) != rec.member:
         return False
     if rec.stable is None:
         stable = _json_annotation(live, STABLE) or {}
@@ -821,9 +828,9 @@ def _promote_isvc(
     pred = copy.deepcopy((live.get("spec") or {}).get("predictor") or {})
     if rec.stable is None:
         # First rollout: the revision already takes all traffic; a pass marks it stable.
-        if pred.get("name") != rec.member:
+        if _pred_name(spec.service_name, pred) != rec.member:
             raise PromotionConflict(
-                f"{where}: its predictor is now {pred.get('name')}, not the validated {rec.member}; "
+                f"{where}: its predictor is now {_pred_name(spec.service_name, pred)}, not the validated {rec.member}; "
                 "someone else replaced it. Nothing was changed"
             )
         _check_isvc_stable(spec, rec, live)
@@ -836,7 +843,7 @@ def _promote_isvc(
         }
     knative = spec.deployment_mode == "Knative"
     if knative:
-        if pred.get("name") != rec.member or pred.get("canaryTrafficPercent") is None:
+        if _pred_name(spec.service_name, pred) != rec.member or pred.get("canaryTrafficPercent") is None:
             raise PermanentError(
                 f"{where}: {rec.member} is no longer the canary (rolled back or replaced); nothing to promote. "
                 "Fix: redeploy"
@@ -881,7 +888,9 @@ def _promote_isvc(
         body["predictor"] = final_pred
     else:
         entry = _canary_entry(live, rec.member) or {}
-        final_pred = copy.deepcopy(entry.get("predictor") or {})
+        # predictor.name becomes the canary's (its Deployment and pods stay) and the entry goes;
+        # the stable's scaling fields come back (a canary has fixed replicas).
+        final_pred = builders.promoted_predictor(spec, entry.get("predictor") or {})
         others = [
             e
             for e in (live.get("spec") or {}).get("canary") or []
@@ -1127,13 +1136,13 @@ def _rollback_isvc(spec: RolloutSpec, client: KubeClient, rec: DeploymentRecord,
         return False, f"{rec.member} is already promoted; it is not demoted"
     pred = copy.deepcopy((live.get("spec") or {}).get("predictor") or {})
     if rec.stable is None:
-        if pred.get("name") != rec.member:
+        if _pred_name(spec.service_name, pred) != rec.member:
             return False, f"nothing to roll back: {rec.member} is not the predictor of {spec.service_name}"
         client.delete(INFERENCE_SERVICES, spec.service_name, spec.namespace)
         return True, f"deleted InferenceService {spec.service_name}: its first revision {rec.member} did not pass"
     stable_rev = _labels(live).get(LABEL_REVISION, rec.stable.revision)
     if spec.deployment_mode == "Knative":
-        if pred.get("name") != rec.member:
+        if _pred_name(spec.service_name, pred) != rec.member:
             return False, f"nothing to roll back: {rec.member} is not the canary of {spec.service_name}"
         stable = _json_annotation(live, STABLE) or {}
         if stable.get("member") == rec.stable.member and stable.get("predictor"):
@@ -1259,7 +1268,9 @@ def _records_of_run(spec: RolloutSpec, client: KubeClient, run_id: str) -> list[
                     **base,
                 )
             )
-    if (pred.get("labels") or {}).get(LABEL_RUN_ID) == label and stable_rec.get("member") != pred.get("name"):
+    if (pred.get("labels") or {}).get(LABEL_RUN_ID) == label and stable_rec.get("member") != _pred_name(
+        spec.service_name, pred
+    ):
         knative_canary = pred.get("canaryTrafficPercent") is not None
         stable = None
         if knative_canary and stable_rec.get("member"):
@@ -1279,11 +1290,12 @@ def _records_of_run(spec: RolloutSpec, client: KubeClient, run_id: str) -> list[
         out.append(
             DeploymentRecord(
                 kind="InferenceService",
-                member=pred.get("name", ""),
+                member=_pred_name(spec.service_name, pred),
                 revision=_labels(live).get(LABEL_REVISION, ""),
                 model_uri=(pred.get("model") or {}).get("storageUri", ""),
                 canary=knative_canary,
-                stable=stable or (StableRef(member=pred.get("name", ""), model_uri="") if knative_canary else None),
+                stable=stable
+                or (StableRef(member=_pred_name(spec.service_name, pred), model_uri="") if knative_canary else None),
                 **base,
             )
         )

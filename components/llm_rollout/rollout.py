@@ -24,7 +24,6 @@ no-op) and continues waiting.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import time
@@ -41,7 +40,7 @@ from llm_rollout.kube import (
     KubeClient,
     check_crds,
 )
-from llm_rollout.names import member_name, short_hash
+from llm_rollout.names import isvc_member_name, member_name, predictor_service_name, short_hash
 from llm_rollout.record import DeploymentRecord, StableRef
 from llm_rollout.spec import KSERVE_URI_SCHEMES, LLMD_URI_SCHEMES, RolloutSpec, check_model_uri, coerce_spec
 from llm_rollout.validation.client import resolve_api_key
@@ -174,8 +173,9 @@ def _predictor_url(obj: dict[str, Any]) -> str | None:
 
 
 def canary_address(isvc_name: str, member: str, namespace: str) -> str:
-    """In-cluster address of a Standard-mode canary: KServe names its Service ``<isvc>-<canary>-predictor``."""
-    return f"http://{isvc_name}-{member}-predictor.{namespace}.svc.cluster.local"
+    """In-cluster address of a Standard-mode canary: KServe names its Service ``<isvc>-<canary>-predictor``
+    (``constants.PredictorServiceName``)."""
+    return f"http://{predictor_service_name(isvc_name, member)}.{namespace}.svc.cluster.local"
 
 
 def _canary_url(obj: dict[str, Any], member: str) -> str:
@@ -230,28 +230,49 @@ def _plan_inference_service(spec: RolloutSpec, client: KubeClient, new: Member) 
     plan.object_name = spec.service_name
     live = client.get_or_none(INFERENCE_SERVICES, spec.service_name, spec.namespace)
     live_pred = ((live or {}).get("spec") or {}).get("predictor")
-    if live is None or not live_pred or live_pred.get("name") == new.name:
-        # First rollout, a rerun/resume of it, or this revision already is the stable one.
+    live_member = builders.predictor_member(spec.service_name, live_pred or {})
+    if live is None or not live_pred:
+        # First rollout (or a rerun/resume of it): the stable predictor is unnamed, as upstream's.
         plan.obj = builders.inference_service(spec, new)
+        return plan
+    live_uri = (live_pred.get("model") or {}).get("storageUri") or ""
+    knative_canary = spec.deployment_mode == "Knative" and live_pred.get("canaryTrafficPercent") is not None
+    if live_member == new.name and live_uri == new.model_uri and not knative_canary:
+        # This revision already is the predictor (a rerun of the first rollout, or promoted):
+        # re-applying the live predictor changes nothing.
+        plan.obj = builders.inference_service(spec, new, stable_predictor=live_pred)
         return plan
     labels = (live.get("metadata") or {}).get("labels") or {}
     stable_rev = labels.get(LABEL_REVISION, "")
-    stable_name = live_pred.get("name") or ""
-    stable_uri = (live_pred.get("model") or {}).get("storageUri") or ""
-    stable_member = Member(name=stable_name or "predictor", model_uri=stable_uri, revision=stable_rev)
+    if spec.deployment_mode == "Standard" and live_uri == new.model_uri:
+        raise SpecError(
+            "model.uri",
+            f"the new revision {new.revision} has the same storage URI as the stable predictor {live_member} "
+            f"({live_uri}); KServe refuses to promote it, since predictor.name may change only together with the "
+            "model (inference_service_validation.go validatePredictorNameChange)",
+            "publish the new model under its own URI (a new path or version), then deploy again",
+        )
+    stable_name = live_member
+    if knative_canary and live_member == new.name:
+        # A rerun of this Knative canary: the predictor already holds it; the stable revision is the
+        # one the last promotion recorded (nothing else names it once the predictor was replaced).
+        from llm_rollout import promotion
+
+        recorded = promotion.find_stable_record(live)
+        stable_name, live_uri, stable_rev = recorded.get("member", ""), recorded.get("model_uri", ""), stable_rev
+    stable_member = Member(name=stable_name, model_uri=live_uri, revision=stable_rev)
     plan.stable = StableRef(
-        member=stable_name or f"{spec.service_name}-predictor",
-        model_uri=stable_uri,
+        member=stable_name,
+        model_uri=live_uri,
         revision=stable_rev,
         resource_version=(live.get("metadata") or {}).get("resourceVersion"),
         endpoint_url=_predictor_url(live),
         generation=(live.get("metadata") or {}).get("generation"),
     )
     canary = dataclasses.replace(new, traffic_percent=spec.canary.traffic_percent)
-    obj = builders.inference_service(spec, stable_member, canary)
     if spec.deployment_mode == "Standard":
         # The stable predictor is copied exactly as it is on the server: applying it changes nothing.
-        obj["spec"]["predictor"] = copy.deepcopy(live_pred)
+        obj = builders.inference_service(spec, stable_member, canary, stable_predictor=live_pred)
         others = [
             c.get("predictor", {}).get("name")
             for c in (live.get("spec") or {}).get("canary") or []
@@ -261,6 +282,7 @@ def _plan_inference_service(spec: RolloutSpec, client: KubeClient, new: Member) 
             plan.notes.append(f"replacing leftover canary entries {others} (from an earlier run that did not finish)")
         plan.readiness_kwargs = {"canary": new.name}
     else:
+        obj = builders.inference_service(spec, stable_member, canary)
         plan.readiness_kwargs = {"knative_canary": True}
     obj_labels = obj["metadata"].setdefault("labels", {})
     if stable_rev:
@@ -389,7 +411,8 @@ def deploy(
     api_key = None if dry_run else resolve_api_key(spec.validation.api_key_env, spec.validation.api_key_file)
     storage_uri = to_storage_uri(model_uri if model_uri is not None else spec.model.uri, llmd=llmd)
     rev = revision or spec.model.revision or revision_id(storage_uri, digest)
-    new = Member(name=member_name(spec.service_name, rev), model_uri=storage_uri, revision=rev, run_id=run_id)
+    name = member_name(spec.service_name, rev) if llmd else isvc_member_name(rev)
+    new = Member(name=name, model_uri=storage_uri, revision=rev, run_id=run_id)
 
     check_crds(client, llmd, need_canary=_need_canary_field(spec))
 
