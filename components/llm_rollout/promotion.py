@@ -662,12 +662,22 @@ def _wait(
     )
 
 
-def _isvc_readiness(spec: RolloutSpec, applied: dict[str, Any], canary: str | None = None) -> Readiness:
+def _isvc_readiness(
+    spec: RolloutSpec, applied: dict[str, Any], canary: str | None = None, gone: str | None = None
+) -> Readiness:
+    """What the status must show after a promotion write (see llm_rollout.wait: freshness is read
+    from what the controller writes for this change, not from observedGeneration)."""
     gen = _meta(applied).get("generation")
     if spec.deployment_mode == "Knative":
-        knative = ((applied.get("spec") or {}).get("predictor") or {}).get("canaryTrafficPercent") is not None
-        return Readiness.inference_service(knative_canary=knative, min_generation=gen)
-    return Readiness.inference_service(canary=canary, min_generation=gen)
+        pct = ((applied.get("spec") or {}).get("predictor") or {}).get("canaryTrafficPercent")
+        return Readiness.inference_service(
+            knative_canary=pct is not None, knative_percent=100 if pct is None else int(pct), min_generation=gen
+        )
+    traffic = None
+    if canary:
+        entry = _canary_entry(applied, canary) or {}
+        traffic = int(entry.get("trafficPercent") or 0)
+    return Readiness.inference_service(canary=canary, canary_traffic=traffic, gone_canary=gone, min_generation=gen)
 
 
 def _step_value(rec: DeploymentRecord, percent: int, generation: Any, stable_weight: int | None = None) -> str:
@@ -903,7 +913,9 @@ def _promote_isvc(
     log.info(
         "%s: %s is the predictor now (generation %s)", spec.service_name, rec.member, _meta(applied).get("generation")
     )
-    _wait(client, spec, spec.service_name, _isvc_readiness(spec, applied), timeout_s)
+    _wait(
+        client, spec, spec.service_name, _isvc_readiness(spec, applied, gone=None if knative else rec.member), timeout_s
+    )
     return {
         "action": "promote",
         "message": f"promoted {rec.member} ({rec.model_uri}) in {spec.service_name}; replaced {rec.stable.member}",
@@ -1423,8 +1435,11 @@ def _conditions_summary(obj: dict[str, Any] | None) -> dict[str, Any]:
     ]
     gen = _meta(obj).get("generation")
     observed = ((obj or {}).get("status") or {}).get("observedGeneration")
+    # An InferenceService's observedGeneration is its first child's, not its own (wait.py): no
+    # comparison with its generation there.
+    behind = (obj or {}).get("kind") != "InferenceService" and None not in (observed, gen) and observed < gen
     return {
-        "ready": bool(ready and ready.get("status") == "True") and (observed is None or gen is None or observed >= gen),
+        "ready": bool(ready and ready.get("status") == "True") and not behind,
         "reason": (ready or {}).get("reason", "") if ready else "no Ready condition yet",
         "not_ready": bad,
         "generation": gen,

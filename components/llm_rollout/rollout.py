@@ -222,6 +222,7 @@ class _Plan:
         self.readiness_kwargs: dict[str, Any] = {}
         self.service_url: str | None = None
         self.notes: list[str] = []
+        self.live_generation: int | None = None
 
 
 def _plan_inference_service(spec: RolloutSpec, client: KubeClient, new: Member) -> _Plan:
@@ -280,10 +281,17 @@ def _plan_inference_service(spec: RolloutSpec, client: KubeClient, new: Member) 
         ]
         if others:
             plan.notes.append(f"replacing leftover canary entries {others} (from an earlier run that did not finish)")
-        plan.readiness_kwargs = {"canary": new.name}
+        plan.readiness_kwargs = {"canary": new.name, "canary_traffic": canary.traffic_percent}
     else:
         obj = builders.inference_service(spec, stable_member, canary)
-        plan.readiness_kwargs = {"knative_canary": True}
+        live_pred_status = ((live.get("status") or {}).get("components") or {}).get("predictor") or {}
+        plan.readiness_kwargs = {
+            "knative_canary": True,
+            "knative_percent": canary.traffic_percent,
+            # our write makes a new revision; a status still naming the old one is stale
+            "knative_after": live_pred_status.get("latestCreatedRevision"),
+        }
+        plan.live_generation = (live.get("metadata") or {}).get("generation")
     obj_labels = obj["metadata"].setdefault("labels", {})
     if stable_rev:
         obj_labels[LABEL_REVISION] = stable_rev
@@ -474,7 +482,10 @@ def deploy(
     if llmd:
         readiness = Readiness.llm_inference_service(min_generation=generation, **plan.readiness_kwargs)
     else:
-        readiness = Readiness.inference_service(min_generation=generation, **plan.readiness_kwargs)
+        kwargs = dict(plan.readiness_kwargs)
+        if plan.live_generation is not None and generation == plan.live_generation:
+            kwargs.pop("knative_after", None)  # a rerun changed nothing: no new revision comes
+        readiness = Readiness.inference_service(min_generation=generation, **kwargs)
     remaining = max(1.0, timeout_s - (time.monotonic() - started))
     ready = wait_ready(client, plan.object_name, spec.namespace, readiness, timeout_s=remaining)
 
