@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import heapq
+import itertools
 import json
 import logging
 import queue
@@ -152,6 +153,7 @@ def _with_times(new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
     return new
 
 
+_UIDS = itertools.count(1)
 _SCALING_KEYS = ("minReplicas", "maxReplicas", "scaleTarget", "scaleMetric", "autoScaling", "canaryTrafficPercent")
 
 
@@ -174,6 +176,7 @@ class _Deployment:
     spec: str = ""
     available: bool = False
     rolling: bool = False
+    uid: int = field(default_factory=lambda: next(_UIDS))
     broken: bool = False
 
     @property
@@ -348,6 +351,22 @@ class Reconciler:
         """The behaviour that applies to ``name``."""
         with self._lock:
             return self._per_name.get(name, self._default)
+
+    def deployments_of(self, name: str) -> dict[str, tuple[int, int]]:
+        """Standard mode: the simulated Deployments of InferenceService ``name`` as
+        ``{Deployment name: (uid, generation)}`` (a uid survives as long as the Deployment, i.e. its pods)."""
+        with self._lock:
+            return {
+                n: (d.uid, d.generation)
+                for key, children in self._children.items()
+                if key[2] == name
+                for n, d in children.deployments.items()
+            }
+
+    def knative_services_of(self, name: str) -> list[str]:
+        """Knative mode: the simulated Knative Services of InferenceService ``name``."""
+        with self._lock:
+            return sorted(n for key, children in self._children.items() if key[2] == name for n in children.ksvc)
 
     def autoscale(self, name: str, times: int = 1) -> None:
         """Scales the predictor Deployment of InferenceService ``name`` ``times`` times, as an HPA or
