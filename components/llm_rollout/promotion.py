@@ -75,6 +75,7 @@ from llm_rollout.kube import (
 from llm_rollout.names import dns_name, short_hash
 from llm_rollout.procs import Terminated, sigterm_raises
 from llm_rollout.record import DeploymentRecord, StableRef
+from llm_rollout.rollout import preflight
 from llm_rollout.spec import RolloutSpec, coerce_spec
 from llm_rollout.wait import Readiness, wait_ready
 
@@ -874,6 +875,8 @@ def _promote_isvc(
             "predictor": pred,
         }
 
+    # KServe's webhook judges the promoted object before the first traffic step moves anything.
+    preflight(client, [_isvc_object(spec, rec.revision, _final_isvc_body(spec, rec, live, pred)[0])], step="promote")
     steps = _steps(spec, rec, gate)
     for percent in steps:
         if knative:
@@ -892,23 +895,7 @@ def _promote_isvc(
         _run_gate(spec, client, rec, gate, percent)
         live = client.get(INFERENCE_SERVICES, spec.service_name, spec.namespace)
 
-    if knative:
-        final_pred = {k: v for k, v in pred.items() if k != "canaryTrafficPercent"}
-        body = {k: v for k, v in (live.get("spec") or {}).items() if k != "canary"}
-        body["predictor"] = final_pred
-    else:
-        entry = _canary_entry(live, rec.member) or {}
-        # predictor.name becomes the canary's (its Deployment and pods stay) and the entry goes;
-        # the stable's scaling fields come back (a canary has fixed replicas).
-        final_pred = builders.promoted_predictor(spec, entry.get("predictor") or {})
-        others = [
-            e
-            for e in (live.get("spec") or {}).get("canary") or []
-            if (e.get("predictor") or {}).get("name") != rec.member
-        ]
-        body = {"predictor": final_pred}
-        if others:
-            body["canary"] = others
+    body, final_pred = _final_isvc_body(spec, rec, live, pred)
     applied = client.apply(_isvc_object(spec, rec.revision, body))
     log.info(
         "%s: %s is the predictor now (generation %s)", spec.service_name, rec.member, _meta(applied).get("generation")
@@ -924,6 +911,28 @@ def _promote_isvc(
         "served": {"predictor": final_pred},
         "previous_record": previous_record,
     }
+
+
+def _final_isvc_body(
+    spec: RolloutSpec, rec: DeploymentRecord, live: dict[str, Any], pred: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The InferenceService spec after promotion (and the new predictor)."""
+    if spec.deployment_mode == "Knative":
+        final_pred = {k: v for k, v in pred.items() if k != "canaryTrafficPercent"}
+        body = {k: v for k, v in (live.get("spec") or {}).items() if k != "canary"}
+        body["predictor"] = final_pred
+        return body, final_pred
+    entry = _canary_entry(live, rec.member) or {}
+    # predictor.name becomes the canary's (its Deployment and pods stay) and the entry goes;
+    # the stable's scaling fields come back (a canary has fixed replicas).
+    final_pred = builders.promoted_predictor(spec, entry.get("predictor") or {})
+    others = [
+        e for e in (live.get("spec") or {}).get("canary") or [] if (e.get("predictor") or {}).get("name") != rec.member
+    ]
+    body = {"predictor": final_pred}
+    if others:
+        body["canary"] = others
+    return body, final_pred
 
 
 def _steps(spec: RolloutSpec, rec: DeploymentRecord, gate: Callable[[int], tuple[str, str]] | None) -> list[int]:

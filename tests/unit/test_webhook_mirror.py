@@ -15,6 +15,7 @@ import copy
 from typing import Any
 
 import pytest
+import yaml
 
 from llm_rollout import builders as b
 from llm_rollout.names import MAX_NAME_LEN, is_dns_label, isvc_member_name, predictor_service_name
@@ -579,3 +580,35 @@ def test_the_mirror_is_not_a_rubber_stamp():
     renamed = copy.deepcopy(first)
     renamed["spec"]["predictor"]["name"] = "r9"
     assert "requires a model change" in isvc_webhook_errors(renamed, _with_status(first, "Standard"))[0]
+
+
+@pytest.mark.parametrize("mode", ["Standard", "Knative"])
+def test_render_cli_shows_every_phase_and_each_passes_the_mirror(tmp_path, mode):
+    from llm_rollout_pipelines.cli import main
+
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(
+        yaml.safe_dump({"platform": "kserve", "deployment_mode": mode, "canary": {"traffic_percent": 10}})
+    )
+    seen = {}
+    for phase in ("first", "canary", "promoted"):
+        out = tmp_path / phase
+        args = ["render", "--spec", str(spec_file), "--out", str(out), "--phase", phase]
+        assert main([*args, "--candidate-uri", "s3://models/next"]) == 0
+        (isvc,) = list(yaml.safe_load_all((out / "kserve-inferenceservice.yaml").read_text()))
+        assert schema_errors(isvc) == [] and isvc_webhook_errors(isvc) == [], phase
+        seen[phase] = isvc
+        for doc in yaml.safe_load_all((out / "llm-d-configuration.yaml").read_text()):
+            assert schema_errors(doc) == [], (phase, doc["kind"])
+    first, canary, promoted = (seen[p]["spec"] for p in ("first", "canary", "promoted"))
+    assert isvc_webhook_errors(seen["canary"], _with_status(seen["first"], mode)) == []
+    assert isvc_webhook_errors(seen["promoted"], _with_status(seen["canary"], mode)) == []
+    if mode == "Standard":
+        assert canary["predictor"] == first["predictor"] and canary["canary"][0]["trafficPercent"] == 10
+        assert promoted["predictor"]["name"] == canary["canary"][0]["predictor"]["name"]
+        assert "canary" not in promoted
+    else:
+        assert canary["predictor"]["canaryTrafficPercent"] == 10
+        assert canary["predictor"]["model"]["storageUri"] == "s3://models/next"
+        assert "canaryTrafficPercent" not in promoted["predictor"] and "name" not in promoted["predictor"]
+    assert promoted["predictor"]["model"]["storageUri"] == "s3://models/next"
