@@ -317,6 +317,14 @@ def _plan_inference_service(spec: RolloutSpec, client: KubeClient, new: Member) 
             "model (inference_service_validation.go validatePredictorNameChange)",
             "publish the new model under its own URI (a new path or version), then deploy again",
         )
+    if spec.deployment_mode == "Standard" and live_pred.get("name") and live_pred["name"] == new.name:
+        raise SpecError(
+            "model.revision",
+            f"revision {new.revision} gives the predictor name {new.name}, which the stable predictor already has "
+            f"(with {live_uri}); KServe refuses a canary named like the stable predictor "
+            "(inference_service_validation.go validateCanarySpecs: 'conflicts with stable predictor name')",
+            "give the new model its own revision id (model.revision), or leave it empty to derive one from the URI",
+        )
     stable_name = live_member
     if knative_canary and live_member == new.name:
         # A rerun of this Knative canary: the predictor already holds it; the stable revision is the
