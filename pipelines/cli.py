@@ -46,7 +46,7 @@ def _render(args: argparse.Namespace) -> int:
     from llm_rollout.spec import load_spec
 
     spec = load_spec(args.spec)
-    for path in write_manifests(spec, args.out):
+    for path in write_manifests(spec, args.out, args.phase, args.candidate_uri):
         print(path)
     return 0
 
@@ -101,6 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("render", help="write the Kubernetes manifests for a spec")
     p.add_argument("--spec", help="rollout spec (YAML/JSON); default: the built-in defaults")
     p.add_argument("--out", required=True, help="directory for the manifest files")
+    p.add_argument(
+        "--phase",
+        choices=("first", "canary", "promoted"),
+        default="first",
+        help="the rollout phase to show: first (stable only, default), canary (stable plus the new revision at "
+        "canary.traffic_percent), promoted (after promotion)",
+    )
+    p.add_argument(
+        "--candidate-uri",
+        default="s3://models/REPLACE-ME-CANDIDATE",
+        help="model URI of the new revision in the canary and promoted phases",
+    )
     p.set_defaults(func=_render)
 
     p = sub.add_parser("validate", help="validate an OpenAI-compatible endpoint (see validate --help)", add_help=False)

@@ -9,8 +9,20 @@ with switches for the failure modes a rollout must survive:
 * ``ready`` (default): Ready after ``ready_after_ms``;
 * ``never``: never Ready; the conditions carry ``reason`` (default ``ImagePullBackOff``);
 * ``degrade``: Ready, then after ``degrade_after_ms`` not Ready with ``reason``;
-* ``stale``: writes Ready=True but keeps ``observedGeneration`` at the previous generation (what a
-  lagging controller looks like; a correct waiter must not accept it).
+* ``stale``: a lagging controller: writes Ready=True with the status of the last spec it reconciled
+  (InferenceService) or with ``observedGeneration`` at the previous generation (LLMInferenceService);
+  a correct waiter must not accept it.
+
+InferenceService status follows upstream's controller, not our waiter: the stand-in simulates the
+children KServe would own (Standard: one Deployment per predictor and canary, named
+``constants.PredictorServiceName``; Knative: one Knative Service with revisions) and, like
+``inference_service_status.go``, copies the first child's observedGeneration into the
+InferenceService (kserve#6081), keeps PredictorReady/Ready True through a rolling update of an
+available Deployment (kserve#4626), writes ``canaryStatuses`` exactly as ``components/predictor.go``
+``reconcileCanaryDeployments`` does, and splits Knative traffic as ``ksvc_reconciler.go`` does.
+Standard-mode canary weights move no traffic here, as with upstream's default
+``enableGatewayApi: false`` (only the HTTPRoute reconciler applies them); nothing in the status says
+otherwise.
 
 Switches are global (:meth:`Reconciler.set_default`) or per object name
 (:meth:`Reconciler.behave`). ``url`` points the written URLs at a real endpoint (a local vLLM)
@@ -30,6 +42,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import heapq
+import itertools
+import json
 import logging
 import queue
 import threading
@@ -139,6 +153,145 @@ def _with_times(new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
     return new
 
 
+_UIDS = itertools.count(1)
+_SCALING_KEYS = ("minReplicas", "maxReplicas", "scaleTarget", "scaleMetric", "autoScaling", "canaryTrafficPercent")
+
+
+def predictor_service_name(isvc: str, predictor: str = "") -> str:
+    """``pkg/constants/constants.go`` PredictorServiceName (written out here, not imported: the
+    stand-in must not share the code under test's understanding)."""
+    return f"{isvc}-{predictor}-predictor" if predictor else f"{isvc}-predictor"
+
+
+def _template(pred: dict[str, Any]) -> str:
+    """What goes into a child's pod template (everything but the scaling/traffic fields)."""
+    return json.dumps({k: v for k, v in pred.items() if k not in _SCALING_KEYS}, sort_keys=True)
+
+
+@dataclass
+class _Deployment:
+    """A simulated apps/v1 Deployment: its generation moves only when its own spec does."""
+
+    generation: int = 0
+    spec: str = ""
+    available: bool = False
+    rolling: bool = False
+    uid: int = field(default_factory=lambda: next(_UIDS))
+    broken: bool = False
+
+    @property
+    def ready(self) -> bool:
+        return self.available and not self.broken
+
+
+@dataclass
+class _Ksvc:
+    """A simulated Knative Service with its revisions (``ksvc_reconciler.go``, ``PropagateStatus``)."""
+
+    generation: int = 0
+    template: str = ""
+    traffic_spec: str = ""
+    revisions: int = 0
+    latest_created: str = ""
+    latest_ready: str = ""
+    latest_rolledout: str = ""
+    previous_rolledout: str = ""
+    canary_percent: int | None = None
+    ready: bool = False
+
+    def component_status(self, url: str | None, svc: str, ns: str) -> dict[str, Any]:
+        traffic: list[dict[str, Any]] = []
+        pct = self.canary_percent
+        if pct is not None and self.latest_rolledout:
+            traffic.append(
+                {
+                    "revisionName": self.latest_ready,
+                    "percent": pct,
+                    "latestRevision": True,
+                    "tag": "latest",
+                    "url": url or f"http://latest-{svc}.{ns}.example.com",
+                }
+            )
+            if pct < 100:
+                traffic.append(
+                    {
+                        "revisionName": self.latest_rolledout,
+                        "percent": 100 - pct,
+                        "latestRevision": False,
+                        "tag": "prev",
+                    }
+                )
+        elif self.latest_ready:
+            traffic.append({"revisionName": self.latest_ready, "percent": 100, "latestRevision": True})
+        out: dict[str, Any] = {
+            "latestCreatedRevision": self.latest_created,
+            "latestReadyRevision": self.latest_ready,
+            "traffic": traffic,
+        }
+        if self.latest_rolledout:
+            out["latestRolledoutRevision"] = self.latest_rolledout
+        if self.previous_rolledout:
+            out["previousRolledoutRevision"] = self.previous_rolledout
+        return out
+
+
+@dataclass
+class _Children:
+    """The children KServe's controller would own for one InferenceService."""
+
+    deployments: dict[str, _Deployment] = field(default_factory=dict)
+    ksvc: dict[str, _Ksvc] = field(default_factory=dict)
+    last_spec: dict[str, Any] | None = None
+
+    def reconcile_raw(self, isvc: str, spec: dict[str, Any], phase: str) -> None:
+        """Standard mode: one Deployment per predictor and per canary, named PredictorServiceName;
+        orphans are deleted (``reconcileCanaryDeployments``' cleanup)."""
+        pred = spec.get("predictor") or {}
+        wanted = {predictor_service_name(isvc, pred.get("name") or ""): pred}
+        for c in spec.get("canary") or []:
+            cp = c.get("predictor") or {}
+            wanted[predictor_service_name(isvc, cp.get("name") or "")] = cp
+        for gone in [n for n in self.deployments if n not in wanted]:
+            del self.deployments[gone]
+        for name, p in wanted.items():
+            dep = self.deployments.setdefault(name, _Deployment())
+            body = json.dumps(p, sort_keys=True)
+            if body != dep.spec:
+                dep.spec, dep.generation, dep.rolling, dep.broken = body, dep.generation + 1, True, False
+            if phase == "ready":
+                dep.available, dep.rolling, dep.broken = True, False, False
+            elif phase == "failed" and (dep.rolling or not dep.available):
+                dep.broken = True  # the new pods never come up: Progressing=False (deadline exceeded)
+            elif phase == "degraded":
+                dep.broken = True  # the pods crash after having been up
+
+    def reconcile_knative(self, isvc: str, spec: dict[str, Any], phase: str) -> None:
+        """Knative mode: one Knative Service named after the (unnamed) predictor; a template change
+        is a new revision; traffic as ``ksvc_reconciler.go`` splits it; rollouts tracked as
+        ``PropagateStatus`` does."""
+        pred = spec.get("predictor") or {}
+        ksvc = self.ksvc.setdefault(predictor_service_name(isvc, pred.get("name") or ""), _Ksvc())
+        template = _template(pred)
+        pct = pred.get("canaryTrafficPercent")
+        # ksvc_reconciler.go: a split (latest + the last rolled-out revision) only with a percent
+        traffic_spec = json.dumps([pct, ksvc.latest_rolledout] if pct is not None else None)
+        if template != ksvc.template:
+            ksvc.template = template
+            ksvc.revisions += 1
+            ksvc.latest_created = f"{predictor_service_name(isvc, pred.get('name') or '')}-{ksvc.revisions:05d}"
+            ksvc.generation += 1
+            ksvc.ready = False
+        elif traffic_spec != ksvc.traffic_spec:
+            ksvc.generation += 1
+        ksvc.traffic_spec = traffic_spec
+        ksvc.canary_percent = None if pct is None else int(pct)
+        if phase == "ready":
+            ksvc.latest_ready, ksvc.ready = ksvc.latest_created, True
+        latest_share = 100 if ksvc.canary_percent is None or not ksvc.latest_rolledout else ksvc.canary_percent
+        if ksvc.latest_ready and ksvc.latest_rolledout != ksvc.latest_ready and latest_share == 100:
+            ksvc.previous_rolledout, ksvc.latest_rolledout = ksvc.latest_rolledout, ksvc.latest_ready
+
+
 class Reconciler:
     """Watches KServe objects on an API server and writes their status like KServe's controller.
 
@@ -162,6 +315,7 @@ class Reconciler:
         self._lock = threading.RLock()
         self._objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._seen_gen: dict[tuple[str, str, str], int] = {}
+        self._children: dict[tuple[str, str, str], _Children] = {}
         self._jobs: list[_Job] = []
         self._seq = 0
         self._queue: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
@@ -197,6 +351,37 @@ class Reconciler:
         """The behaviour that applies to ``name``."""
         with self._lock:
             return self._per_name.get(name, self._default)
+
+    def deployments_of(self, name: str) -> dict[str, tuple[int, int]]:
+        """Standard mode: the simulated Deployments of InferenceService ``name`` as
+        ``{Deployment name: (uid, generation)}`` (a uid survives as long as the Deployment, i.e. its pods)."""
+        with self._lock:
+            return {
+                n: (d.uid, d.generation)
+                for key, children in self._children.items()
+                if key[2] == name
+                for n, d in children.deployments.items()
+            }
+
+    def knative_services_of(self, name: str) -> list[str]:
+        """Knative mode: the simulated Knative Services of InferenceService ``name``."""
+        with self._lock:
+            return sorted(n for key, children in self._children.items() if key[2] == name for n in children.ksvc)
+
+    def autoscale(self, name: str, times: int = 1) -> None:
+        """Scales the predictor Deployment of InferenceService ``name`` ``times`` times, as an HPA or
+        KEDA does: each change of ``spec.replicas`` is a new Deployment generation, which KServe
+        copies into the InferenceService's ``status.observedGeneration`` (so it can run ahead of
+        the InferenceService's own generation)."""
+        with self._lock:
+            for key, children in self._children.items():
+                if key[2] != name or children.last_spec is None:
+                    continue
+                pred = children.last_spec.get("predictor") or {}
+                dep = children.deployments.get(predictor_service_name(name, pred.get("name") or ""))
+                if dep is not None:
+                    dep.generation += times
+        self.resync(name)
 
     def resync(self, name: str | None = None) -> None:
         """Re-evaluates known objects (all, or those called ``name``) now."""
@@ -345,6 +530,7 @@ class Reconciler:
         if op == "DELETE":
             self._objects.pop(key, None)
             self._seen_gen.pop(key, None)
+            self._children.pop(key, None)
             return
         self._objects[key] = obj
         gen = int(meta.get("generation") or 0)
@@ -378,7 +564,7 @@ class Reconciler:
             kept = old_status.get("observedGeneration")
             phase, ready, observed = "ready", True, kept if kept is not None else gen - 1
         if kind == "InferenceService":
-            status = self._isvc_status(obj, b, phase, ready, observed)
+            status, ready, observed = self._isvc_status(job.key, obj, b, phase)
             res = INFERENCE_SERVICES
         else:
             status = self._llmisvc_status(obj, b, phase, ready, observed)
@@ -416,31 +602,58 @@ class Reconciler:
             )
         return b.reason, b.message
 
-    def _isvc_status(self, obj: dict[str, Any], b: Behaviour, phase: str, ready: bool, observed: int) -> dict[str, Any]:
+    def _isvc_status(
+        self, key: tuple[str, str, str], obj: dict[str, Any], b: Behaviour, phase: str
+    ) -> tuple[dict[str, Any], bool, int]:
+        """The status KServe's controller writes, from simulated children (see :class:`_Children`).
+
+        Returns ``(status, Ready, observedGeneration)``. ``stale``: the status of the last spec this
+        stand-in reconciled (a lagging controller), Ready=True.
+        """
         meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
         name, ns = meta["name"], meta["namespace"]
         mode = (meta.get("annotations") or {}).get("serving.kserve.io/deploymentMode", "Standard")
-        reason, message = ("", "") if ready else self._not_ok(phase, b)
+        children = self._children.setdefault(key, _Children())
+        if b.mode == "stale" and children.last_spec is not None:
+            spec, phase = children.last_spec, "ready"  # what it saw before: nothing new is reconciled
+        else:
+            children.last_spec = copy.deepcopy(spec)
+            if mode == "Knative":
+                children.reconcile_knative(name, spec, phase)
+            else:
+                children.reconcile_raw(name, spec, phase)
         pred = spec.get("predictor") or {}
-        pred_name = pred.get("name")
-        svc = f"{name}-{pred_name}-predictor" if pred_name else f"{name}-predictor"
+        svc = predictor_service_name(name, pred.get("name") or "")
+        if mode == "Knative":
+            ksvc = children.ksvc.get(svc) or _Ksvc()
+            pred_ready = phase != "failed" and ksvc.ready
+            observed = ksvc.generation  # PropagateStatus: ss.ObservedGeneration = ksvc's
+        else:
+            dep = children.deployments.get(svc) or _Deployment()
+            # PropagateRawStatus: Available=True (old pods) keeps PredictorReady=True through a
+            # rolling update (kserve#4626); a failed rollout (never) ends it.
+            pred_ready = dep.ready
+            observed = dep.generation  # ss.ObservedGeneration = deploymentList[0]'s
+        reason, message = ("", "") if pred_ready else self._not_ok(phase if phase != "ready" else "progress", b)
         internal = f"http://{svc}.{ns}.svc.cluster.local"
         url = b.url or f"http://{name}-{ns}.example.com"
         conditions = [
             _cond("IngressReady", True),
-            _cond("PredictorReady", ready, reason, message),
-            _cond("Ready", ready, reason, message),
+            _cond("PredictorReady", pred_ready, reason, message),
+            _cond("Ready", pred_ready, reason, message),
         ]
-        component: dict[str, Any] = {"url": b.url or internal, "address": {"url": b.url or internal}}
+        component: dict[str, Any] = {}
+        if pred_ready:  # statusSpec.URL is set only when the component is ready
+            component = {"url": b.url or internal, "address": {"url": b.url or internal}}
         model_status: dict[str, Any] = {
             "transitionStatus": "UpToDate"
-            if ready
+            if pred_ready
             else ("InProgress" if phase == "progress" else "BlockedByFailedLoad"),
             "states": {
-                "activeModelState": "Loaded" if ready else "Pending",
-                "targetModelState": "Loaded" if ready else "Loading",
+                "activeModelState": "Loaded" if pred_ready else "Pending",
+                "targetModelState": "Loaded" if pred_ready else "Loading",
             },
-            "copies": {"failedCopies": 0 if ready or phase == "progress" else 1, "totalCopies": 1 if ready else 0},
+            "copies": {"failedCopies": 0 if pred_ready or phase == "progress" else 1, "totalCopies": int(pred_ready)},
         }
         status: dict[str, Any] = {
             "observedGeneration": observed,
@@ -452,47 +665,26 @@ class Reconciler:
             "modelStatus": model_status,
             "components": {"predictor": component},
         }
-        if mode == "Knative" and pred.get("canaryTrafficPercent") is not None:
-            rev = f"{name}-predictor-{observed:05d}"
-            prev = f"{name}-predictor-{max(1, observed - 1):05d}"
-            pct = int(pred["canaryTrafficPercent"])
-            component.update(
-                latestCreatedRevision=rev,
-                latestReadyRevision=rev if ready else prev,
-                traffic=[
-                    {
-                        "revisionName": rev,
-                        "percent": pct,
-                        "latestRevision": True,
-                        "tag": "latest",
-                        "url": b.url or f"http://latest-{name}-predictor.{ns}.example.com",
-                    },
-                    {"revisionName": prev, "percent": 100 - pct, "latestRevision": False, "tag": "prev"},
-                ],
-            )
+        if mode == "Knative":
+            ksvc = children.ksvc.get(svc) or _Ksvc()
+            component.update(ksvc.component_status(b.url, svc, ns))
         canaries = spec.get("canary") or []
-        if canaries:
-            statuses = [
-                {
-                    "name": (c.get("predictor") or {}).get("name", ""),
-                    "ready": ready,
-                    "trafficPercent": int(c.get("trafficPercent") or 0),
-                    "modelStatus": copy.deepcopy(model_status),
-                }
-                for c in canaries
-            ]
+        if canaries and mode == "Standard":
+            # components/predictor.go reconcileCanaryDeployments: {name, ready, trafficPercent}
+            # (ready = the canary Deployment has an available replica); CanaryPredictorReady True
+            # (AllCanariesReady) or False (CanariesNotReady); cleared when there are no canaries.
+            statuses = []
+            for c in canaries:
+                cname = (c.get("predictor") or {}).get("name", "")
+                cdep = children.deployments.get(predictor_service_name(name, cname)) or _Deployment()
+                ok = cdep.ready
+                statuses.append({"name": cname, "ready": ok, "trafficPercent": int(c.get("trafficPercent") or 0)})
             status["canaryStatuses"] = statuses
+            all_ready = all(c["ready"] for c in statuses)
             conditions.insert(
-                0,
-                _cond(
-                    "CanaryPredictorReady",
-                    ready,
-                    "AllCanariesReady" if ready else reason,
-                    "" if ready else message,
-                    severity="Info",
-                ),
+                0, _cond("CanaryPredictorReady", all_ready, "AllCanariesReady" if all_ready else "CanariesNotReady")
             )
-        return status
+        return status, pred_ready, observed
 
     def _llmisvc_status(
         self, obj: dict[str, Any], b: Behaviour, phase: str, ready: bool, observed: int

@@ -1,16 +1,343 @@
-"""Mirror of KServe's LLMInferenceService admission webhook (v1alpha2), for rendered objects.
+"""Mirrors of KServe's admission webhooks (InferenceService v1beta1, LLMInferenceService v1alpha2).
 
 The test API server enforces the CRD schema and its CEL rules, but not KServe's validating
-webhook (a Go program that runs in the controller). These are the webhook's rules that the
-builders could break, transcribed from ``pkg/apis/serving/v1alpha2/llm_inference_service_validation.go``
-(validateRouterCrossFieldConstraints, validateTrafficFields, validateWorkloadParallelism,
-ValidateWorkloadScaling, validateSchedulerConfig). Each problem is returned as
-``<field path>: <the webhook's message>``.
+webhooks (Go code that runs in the controller). These are the webhooks' rules for the fields the
+builders write, ported from the pinned upstream files (``../shared/reference/kserve``) with the
+upstream function named beside each rule; ``tests/unit/test_webhook_mirror.py`` runs upstream's own
+table-driven cases (``inference_service_validation_test.go``) against them.
+
+* :func:`isvc_webhook_errors`: ``pkg/apis/serving/v1beta1/inference_service_validation.go``
+  (ValidateCreate / ValidateUpdate). Like upstream, it stops at the first error and returns
+  ``[<message>]`` (empty when the object would be admitted).
+* :func:`llmisvc_webhook_errors`: ``pkg/apis/serving/v1alpha2/llm_inference_service_validation.go``
+  (validateRouterCrossFieldConstraints, validateTrafficFields, validateWorkloadParallelism,
+  ValidateWorkloadScaling, validateSchedulerConfig); each problem as ``<field path>: <message>``.
 """
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
 from typing import Any
+
+# InferenceService (v1beta1) ---------------------------------------------------------------------
+
+# inference_service_validation.go: IsvcNameFmt / IsvcRegexp
+_ISVC_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# the predictor's implementations (predictor.go GetImplementations); "model" is the ModelSpec
+_FRAMEWORKS = (
+    "sklearn",
+    "xgboost",
+    "tensorflow",
+    "pytorch",
+    "triton",
+    "onnx",
+    "huggingface",
+    "pmml",
+    "lightgbm",
+    "paddle",
+    "model",
+)
+# constants.go AutoscalerAllowedClassList, AutoscalerAllowedHPAMetricsList, AutoscalerAllowedKPAMetricsList
+_AUTOSCALER_CLASSES = ("hpa", "external", "keda", "none")
+_HPA_METRICS = ("cpu", "memory")
+_KPA_METRICS = ("concurrency", "rps")
+_DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
+_AUTOSCALER_CLASS = "serving.kserve.io/autoscalerClass"
+_KNATIVE_CLASS = "autoscaling.knative.dev/class"
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$")
+_SUFFIX = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60, "n": Decimal("1e-9")}
+_SUFFIX.update({"u": Decimal("1e-6"), "m": Decimal("1e-3"), "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12})
+
+
+class _Refused(Exception):
+    pass
+
+
+def _quantity(value: Any) -> Decimal:
+    """A Kubernetes resource.Quantity as a number (for the 1Mi comparison)."""
+    m = _QUANTITY.match(str(value))
+    if not m:
+        raise _Refused(f"quantities must match the regular expression: {value!r}")
+    number, suffix = Decimal(m.group(1)), m.group(2) or ""
+    if suffix[:1] in ("e", "E"):
+        return number * Decimal(10) ** int(suffix[1:])
+    return number * Decimal(_SUFFIX.get(suffix, 1))
+
+
+def _implementations(pred: dict[str, Any]) -> list[str]:
+    found = [k for k in _FRAMEWORKS if pred.get(k) is not None]
+    if not found and pred.get("containers"):
+        found = ["customPredictor"]
+    return found
+
+
+def _storage_uri(pred: dict[str, Any]) -> str | None:
+    """inference_service_validation.go getPredictorStorageURI."""
+    for key in _FRAMEWORKS:
+        impl = pred.get(key)
+        if impl is not None and impl.get("storageUri") is not None:
+            return impl["storageUri"]
+    return None
+
+
+def _validate_replicas(ext: dict[str, Any]) -> None:
+    """component.go ComponentExtensionSpec.Validate: validateContainerConcurrency, validateReplicas
+    (constants.DefaultMinReplicas 1); messages from component.go's known error messages."""
+    if (ext.get("containerConcurrency") or 0) < 0:
+        raise _Refused("Parallelism cannot be less than 0.")
+    min_r = ext.get("minReplicas", 1)
+    max_r = ext.get("maxReplicas", 0)
+    if min_r < 0:
+        raise _Refused("MinReplicas cannot be less than 0.")
+    if max_r < 0:
+        raise _Refused("MaxReplicas cannot be less than 0.")
+    if min_r > max_r and max_r != 0:
+        raise _Refused("MinReplicas cannot be greater than MaxReplicas.")
+
+
+def _validate_scale_target(target: dict[str, Any]) -> None:
+    """inference_service_validation.go validateScaleTarget."""
+    kind = target.get("type")
+    if kind == "Utilization":
+        if target.get("averageUtilization") is None:
+            raise _Refused("the AverageUtilization type should be set")
+        if not 1 <= target["averageUtilization"] <= 100:
+            raise _Refused("the target utilization percentage should be a [1-100] integer")
+    elif kind == "AverageValue" and target.get("averageValue") is None:
+        raise _Refused("the AverageValue type should be set")
+    elif kind == "Value" and target.get("value") is None:
+        raise _Refused("the Value type should be set")
+
+
+def validate_scaling_hpa(ext: dict[str, Any]) -> None:
+    """inference_service_validation.go validateScalingHPACompExtension (+ validateHPAMetrics)."""
+    metric = ext.get("scaleMetric") or "cpu"
+    if metric not in _HPA_METRICS:
+        raise _Refused(f"[{metric}] is not a supported metric")
+    target = ext.get("scaleTarget")
+    if target is not None:
+        # upstream's precedence: (cpu && target < 1) || target > 100
+        if (metric == "cpu" and target < 1) or target > 100:
+            raise _Refused("the target utilization percentage should be a [1-100] integer")
+        if metric == "memory" and target < 1:
+            raise _Refused("the target memory should be greater than 1 MiB")
+    for m in (ext.get("autoScaling") or {}).get("metrics") or []:
+        if m.get("type") == "Resource":
+            if m.get("resource") is None:
+                raise _Refused("metricSpec.Resource is not set for resource metric source type")
+        else:
+            raise _Refused(
+                f"invalid HPA metric source type with value [{m.get('type', '')}],"
+                "valid metric source types are Resource"
+            )
+
+
+def validate_scaling_keda(ext: dict[str, Any]) -> None:
+    """inference_service_validation.go validateScalingKedaCompExtension."""
+    if ext.get("scaleMetric") is not None:
+        raise _Refused("ScaleMetric is not supported for KEDA")
+    for m in (ext.get("autoScaling") or {}).get("metrics") or []:
+        kind = m.get("type")
+        if kind == "Resource":
+            res = m.get("resource")
+            if res is None:
+                raise _Refused("metricSpec.Resource is not set for resource metric source type")
+            target = res.get("target") or {}
+            if res.get("name") == "cpu":
+                if target.get("type") != "Utilization":
+                    raise _Refused("the cpu target value type should be Utilization")
+            elif res.get("name") == "memory":
+                if target.get("type") not in ("AverageValue", "Utilization"):
+                    raise _Refused("the memory target value type should be AverageValue or Utilization")
+                if target.get("type") == "AverageValue" and _quantity(target.get("averageValue", 0)) < 2**20:
+                    raise _Refused("the memory target value should be greater than 1 MiB")
+            else:
+                raise _Refused(f"resource type {res.get('name')} is not supported")
+            _validate_scale_target(target)
+        elif kind in ("External", "PodMetric"):
+            source = m.get("external" if kind == "External" else "podmetric")
+            if source is None:
+                which = ("External", "external") if kind == "External" else ("PodMetric", "pod")
+                raise _Refused(f"metricSpec.{which[0]} is not set for {which[1]} metric source type")
+            if not (source.get("metric") or {}).get("query"):
+                raise _Refused("the query should not be empty")
+            target = source.get("target") or {}
+            # the KEDA reconciler (keda_reconciler.go) reads only Target.Value as the threshold
+            if target.get("value") is None:
+                raise _Refused("the target threshold value should not be empty")
+            _validate_scale_target(target)
+        else:
+            raise _Refused(
+                f"unknown KEDA metric type with value [{kind or ''}].Valid types are Resource,External,PodMetric"
+            )
+
+
+def validate_scaling_kpa(ext: dict[str, Any]) -> None:
+    """inference_service_validation.go validateScalingKPACompExtension (+ validateKPAMetrics)."""
+    if ext.get("deploymentStrategy") is not None:
+        raise _Refused("customizing deploymentStrategy is only supported for raw deployment mode")
+    metric = ext.get("scaleMetric") or "concurrency"
+    if metric not in _KPA_METRICS:
+        raise _Refused(f"[{metric}] is not a supported metric")
+    if ext.get("scaleTarget") is not None and metric == "rps" and ext["scaleTarget"] < 1:
+        raise _Refused("the target for rps should be greater than 1")
+
+
+def _validate_autoscaling(annotations: dict[str, str], ext: dict[str, Any]) -> None:
+    """inference_service_validation.go validateAutoScalingCompExtension."""
+    if annotations.get(_DEPLOYMENT_MODE) == "Standard":
+        cls = annotations.get(_AUTOSCALER_CLASS)
+        if cls == "hpa":
+            validate_scaling_hpa(ext)
+        elif cls == "keda":
+            validate_scaling_keda(ext)
+    elif annotations.get(_KNATIVE_CLASS) == "hpa.autoscaling.knative.dev":
+        validate_scaling_hpa(ext)
+    else:
+        validate_scaling_kpa(ext)
+
+
+def _validate_canaries(annotations: dict[str, str], spec: dict[str, Any]) -> None:
+    """inference_service_validation.go validateCanarySpecs."""
+    canaries = spec.get("canary") or []
+    if not canaries:
+        return
+    if annotations.get(_DEPLOYMENT_MODE) != "Standard":
+        raise _Refused("canary is only supported in Standard deployment mode")
+    stable = spec.get("predictor") or {}
+    if _storage_uri(stable) is None and stable.get("model") is None:
+        raise _Refused(
+            "canary requires a stable predictor with a model (multi-model serving is not supported with canary)"
+        )
+    names: set[str] = set()
+    total = 0
+    for i, entry in enumerate(canaries):
+        pred = entry.get("predictor") or {}
+        name = pred.get("name") or ""
+        if not name:
+            raise _Refused(f"canary[{i}] predictor.name is required")
+        if name in names:
+            raise _Refused(f'canary predictor.name "{name}" is duplicated')
+        names.add(name)
+        if name == (stable.get("name") or ""):
+            raise _Refused(f'canary predictor.name "{name}" conflicts with stable predictor name')
+        pct = entry.get("trafficPercent") or 0
+        if not 0 <= pct <= 100:
+            raise _Refused(f'canary "{name}" trafficPercent must be between 0 and 100, got {pct}')
+        total += pct
+        impls = _implementations(pred)
+        if len(impls) != 1:
+            raise _Refused(f'canary "{name}" predictor: exactly one of [...] must be specified in PredictorSpec')
+        try:
+            _validate_replicas(pred)
+        except _Refused as err:
+            raise _Refused(f'canary "{name}" predictor: {err}') from None
+        if pred.get("workerSpec") is not None:
+            raise _Refused(f'canary "{name}" must not set workerSpec (multi-node is not yet supported for canary)')
+        if (pred.get("maxReplicas") or 0) > 0:
+            raise _Refused(f'canary "{name}" must not set maxReplicas (canary uses fixed replicas)')
+        for key in ("scaleTarget", "scaleMetric", "autoScaling"):
+            if pred.get(key) is not None:
+                raise _Refused(f'canary "{name}" must not set {key} (canary uses fixed replicas)')
+        if pred.get("minReplicas") is not None:
+            stable_min = stable.get("minReplicas", 1)
+            if pred["minReplicas"] > stable_min:
+                raise _Refused(
+                    f'canary "{name}" minReplicas ({pred["minReplicas"]}) must not exceed stable predictor '
+                    f"minReplicas ({stable_min})"
+                )
+    if total > 100:
+        raise _Refused(f"sum of canary trafficPercent values ({total}) must be <= 100")
+
+
+def _validate_blocked_env(name: str, spec: dict[str, Any]) -> None:
+    """inference_service_validation.go validateBlockedEnvVars (PYTHONPATH)."""
+    for comp in ("predictor", "transformer", "explainer"):
+        c = spec.get(comp) or {}
+        containers = [c.get(k) for k in _FRAMEWORKS if c.get(k) is not None]
+        containers += list(c.get("containers") or []) + list(c.get("initContainers") or [])
+        worker = c.get("workerSpec") or {}
+        containers += list(worker.get("containers") or []) + list(worker.get("initContainers") or [])
+        for cont in containers:
+            for env in cont.get("env") or []:
+                if env.get("name") == "PYTHONPATH":  # validation.DefaultBlockedEnvVars
+                    raise _Refused(
+                        f'the InferenceService "{name}" is invalid: environment variable PYTHONPATH is blocked'
+                    )
+
+
+def _validate_predictor_names(spec: dict[str, Any]) -> None:
+    """inference_service_validation.go validatePredictor: no ``name`` on a framework/model spec."""
+    pred = spec.get("predictor") or {}
+    for key in _FRAMEWORKS:
+        if (pred.get(key) or {}).get("name"):
+            raise _Refused("the 'name' field is not allowed in standard predictor")
+
+
+def _validate_update(new: dict[str, Any], old: dict[str, Any]) -> None:
+    """inference_service_validation.go ValidateUpdate: validateDeploymentMode, validatePredictorNameChange."""
+    old_mode = (old.get("status") or {}).get("deploymentMode") or ""
+    if old_mode:
+        # constants.ParseDeploymentMode folds the legacy names
+        parsed = {"RawDeployment": "Standard", "Serverless": "Knative"}.get(old_mode, old_mode)
+        wanted = ((new.get("metadata") or {}).get("annotations") or {}).get(_DEPLOYMENT_MODE)
+        if wanted is not None and wanted != parsed:
+            raise _Refused(f"update rejected: deploymentMode cannot be changed from '{parsed}' to '{wanted}'")
+    new_pred = (new.get("spec") or {}).get("predictor") or {}
+    old_pred = (old.get("spec") or {}).get("predictor") or {}
+    if (new_pred.get("name") or "") != (old_pred.get("name") or "") and _storage_uri(new_pred) == _storage_uri(
+        old_pred
+    ):
+        raise _Refused("predictor.name change requires a model change (e.g. storageUri)")
+
+
+def _validate_isvc(obj: dict[str, Any]) -> None:
+    """inference_service_validation.go validateInferenceService, in upstream's order."""
+    meta = obj.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    spec = obj.get("spec") or {}
+    name = meta.get("name") or ""
+    if not _ISVC_NAME.match(name):  # validateInferenceServiceName
+        raise _Refused(
+            f'the InferenceService "{name}" is invalid: a InferenceService name must consist of lower case '
+            "alphanumeric characters or '-', and must start with alphabetical character. "
+            '(e.g. "my-name" or "abc-123", regex used for validation is \'[a-z]([-a-z0-9]*[a-z0-9])?\')'
+        )
+    cls = annotations.get(_AUTOSCALER_CLASS)  # validateInferenceServiceAutoscaler
+    if cls is not None and cls not in _AUTOSCALER_CLASSES:
+        raise _Refused(f"[{cls}] is not a supported autoscaler class type")
+    _validate_blocked_env(name, spec)
+    _validate_predictor_names(spec)
+    for comp in ("predictor", "transformer", "explainer"):
+        c = spec.get(comp)
+        if c is None:
+            continue
+        if len(_implementations(c)) != 1:  # validateExactlyOneImplementation
+            raise _Refused(f"exactly one of [...] must be specified in {comp.capitalize()}Spec")
+        _validate_replicas(c)  # GetExtensions().Validate()
+        _validate_autoscaling(annotations, c)
+    _validate_canaries(annotations, spec)
+
+
+def isvc_webhook_errors(obj: dict[str, Any], old: dict[str, Any] | None = None) -> list[str]:
+    """KServe's InferenceService webhook verdict on ``obj`` (an update of ``old`` when given).
+
+    Returns:
+        ``[]`` when it would be admitted, else ``[the first error's message]`` (upstream stops there).
+    """
+    if obj.get("kind") != "InferenceService":
+        return []
+    try:
+        if old is not None:
+            _validate_update(obj, old)
+        _validate_isvc(obj)
+    except _Refused as err:
+        return [str(err)]
+    return []
+
+
+# LLMInferenceService (v1alpha2) -----------------------------------------------------------------
 
 
 def _workload_errors(path: str, w: dict[str, Any]) -> list[str]:

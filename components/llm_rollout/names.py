@@ -82,3 +82,39 @@ def member_name(service: str, revision: str) -> str:
     suffix = short_hash(revision, 8)
     head = service[: MAX_NAME_LEN - len(suffix) - 1].rstrip("-")
     return f"{head}-{suffix}"
+
+
+ISVC_MEMBER_MAX_LEN = 12
+"""Longest InferenceService predictor name we give: ``<service (<= 40)>-<name>-predictor`` <= 63."""
+
+_SHORT_MEMBER = re.compile(r"^[a-z]([-a-z0-9]{0,10}[a-z0-9])?$")  # at most ISVC_MEMBER_MAX_LEN
+
+
+def isvc_member_name(revision: str) -> str:
+    """Short predictor name of one InferenceService revision (what upstream's canary e2e calls ``v2``).
+
+    KServe names a named predictor's Deployment and Service ``<isvc>-<name>-predictor``
+    (``pkg/constants/constants.go`` ``PredictorServiceName``); a Kubernetes Service name stops at
+    63 characters, so with a service name of up to :data:`MAX_NAME_LEN` (40) the predictor name
+    may have at most :data:`ISVC_MEMBER_MAX_LEN` (12). A revision id that already is such a name
+    (the default ``r`` + 8 hex digits) is used as it is, anything else becomes ``r`` + a hash of it.
+
+    Args:
+        revision: The revision id.
+
+    Returns:
+        A DNS-1123 label of at most 12 characters, stable for the same revision.
+    """
+    if _SHORT_MEMBER.match(revision):
+        return revision
+    return "r" + short_hash(revision, 8)
+
+
+def predictor_service_name(isvc: str, predictor: str = "") -> str:
+    """The Deployment/Service name KServe gives a predictor.
+
+    Mirrors ``pkg/constants/constants.go`` ``PredictorServiceName``: ``<isvc>-predictor`` for an
+    unnamed predictor, ``<isvc>-<predictor>-predictor`` for a named one (a canary, or a stable
+    predictor after a promotion).
+    """
+    return f"{isvc}-{predictor}-predictor" if predictor else f"{isvc}-predictor"

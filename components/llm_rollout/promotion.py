@@ -75,6 +75,7 @@ from llm_rollout.kube import (
 from llm_rollout.names import dns_name, short_hash
 from llm_rollout.procs import Terminated, sigterm_raises
 from llm_rollout.record import DeploymentRecord, StableRef
+from llm_rollout.rollout import preflight
 from llm_rollout.spec import RolloutSpec, coerce_spec
 from llm_rollout.wait import Readiness, wait_ready
 
@@ -569,9 +570,15 @@ def find_stable_model(spec: RolloutSpec | dict[str, Any] | str, client: KubeClie
             return None
     else:
         pred = ((live or {}).get("spec") or {}).get("predictor") or {}
-        if pred.get("name") != stable["member"]:
+        if _pred_name(spec.service_name, pred) != stable["member"]:
             return None
     return stable
+
+
+def find_stable_record(live: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``llm-rollout.io/stable`` record on a live object ({} when there is none)."""
+    stable = _json_annotation(live, STABLE)
+    return stable if isinstance(stable, dict) else {}
 
 
 def same_model(stable: dict[str, Any] | None, model_uri: str, digest: str | None) -> bool:
@@ -644,7 +651,8 @@ def _canary_entry(live: dict[str, Any], member: str) -> dict[str, Any] | None:
 
 
 def _pred_name(spec_name: str, pred: dict[str, Any]) -> str:
-    return pred.get("name") or f"{spec_name}-predictor"
+    """The member a predictor holds (its name, or the member label of an unnamed one)."""
+    return builders.predictor_member(spec_name, pred)
 
 
 def _wait(
@@ -655,12 +663,22 @@ def _wait(
     )
 
 
-def _isvc_readiness(spec: RolloutSpec, applied: dict[str, Any], canary: str | None = None) -> Readiness:
+def _isvc_readiness(
+    spec: RolloutSpec, applied: dict[str, Any], canary: str | None = None, gone: str | None = None
+) -> Readiness:
+    """What the status must show after a promotion write (see llm_rollout.wait: freshness is read
+    from what the controller writes for this change, not from observedGeneration)."""
     gen = _meta(applied).get("generation")
     if spec.deployment_mode == "Knative":
-        knative = ((applied.get("spec") or {}).get("predictor") or {}).get("canaryTrafficPercent") is not None
-        return Readiness.inference_service(knative_canary=knative, min_generation=gen)
-    return Readiness.inference_service(canary=canary, min_generation=gen)
+        pct = ((applied.get("spec") or {}).get("predictor") or {}).get("canaryTrafficPercent")
+        return Readiness.inference_service(
+            knative_canary=pct is not None, knative_percent=100 if pct is None else int(pct), min_generation=gen
+        )
+    traffic = None
+    if canary:
+        entry = _canary_entry(applied, canary) or {}
+        traffic = int(entry.get("trafficPercent") or 0)
+    return Readiness.inference_service(canary=canary, canary_traffic=traffic, gone_canary=gone, min_generation=gen)
 
 
 def _step_value(rec: DeploymentRecord, percent: int, generation: Any, stable_weight: int | None = None) -> str:
@@ -787,7 +805,7 @@ def _check_isvc_stable(spec: RolloutSpec, rec: DeploymentRecord, live: dict[str,
 
 def _isvc_promoted(spec: RolloutSpec, rec: DeploymentRecord, live: dict[str, Any]) -> bool:
     pred = (live.get("spec") or {}).get("predictor") or {}
-    if pred.get("name") != rec.member:
+    if _pred_name(spec.service_name, pred) != rec.member:
         return False
     if rec.stable is None:
         stable = _json_annotation(live, STABLE) or {}
@@ -821,9 +839,9 @@ def _promote_isvc(
     pred = copy.deepcopy((live.get("spec") or {}).get("predictor") or {})
     if rec.stable is None:
         # First rollout: the revision already takes all traffic; a pass marks it stable.
-        if pred.get("name") != rec.member:
+        if _pred_name(spec.service_name, pred) != rec.member:
             raise PromotionConflict(
-                f"{where}: its predictor is now {pred.get('name')}, not the validated {rec.member}; "
+                f"{where}: its predictor is now {_pred_name(spec.service_name, pred)}, not the validated {rec.member}; "
                 "someone else replaced it. Nothing was changed"
             )
         _check_isvc_stable(spec, rec, live)
@@ -836,7 +854,7 @@ def _promote_isvc(
         }
     knative = spec.deployment_mode == "Knative"
     if knative:
-        if pred.get("name") != rec.member or pred.get("canaryTrafficPercent") is None:
+        if _pred_name(spec.service_name, pred) != rec.member or pred.get("canaryTrafficPercent") is None:
             raise PermanentError(
                 f"{where}: {rec.member} is no longer the canary (rolled back or replaced); nothing to promote. "
                 "Fix: redeploy"
@@ -857,6 +875,8 @@ def _promote_isvc(
             "predictor": pred,
         }
 
+    # KServe's webhook judges the promoted object before the first traffic step moves anything.
+    preflight(client, [_isvc_object(spec, rec.revision, _final_isvc_body(spec, rec, live, pred)[0])], step="promote")
     steps = _steps(spec, rec, gate)
     for percent in steps:
         if knative:
@@ -875,26 +895,14 @@ def _promote_isvc(
         _run_gate(spec, client, rec, gate, percent)
         live = client.get(INFERENCE_SERVICES, spec.service_name, spec.namespace)
 
-    if knative:
-        final_pred = {k: v for k, v in pred.items() if k != "canaryTrafficPercent"}
-        body = {k: v for k, v in (live.get("spec") or {}).items() if k != "canary"}
-        body["predictor"] = final_pred
-    else:
-        entry = _canary_entry(live, rec.member) or {}
-        final_pred = copy.deepcopy(entry.get("predictor") or {})
-        others = [
-            e
-            for e in (live.get("spec") or {}).get("canary") or []
-            if (e.get("predictor") or {}).get("name") != rec.member
-        ]
-        body = {"predictor": final_pred}
-        if others:
-            body["canary"] = others
+    body, final_pred = _final_isvc_body(spec, rec, live, pred)
     applied = client.apply(_isvc_object(spec, rec.revision, body))
     log.info(
         "%s: %s is the predictor now (generation %s)", spec.service_name, rec.member, _meta(applied).get("generation")
     )
-    _wait(client, spec, spec.service_name, _isvc_readiness(spec, applied), timeout_s)
+    _wait(
+        client, spec, spec.service_name, _isvc_readiness(spec, applied, gone=None if knative else rec.member), timeout_s
+    )
     return {
         "action": "promote",
         "message": f"promoted {rec.member} ({rec.model_uri}) in {spec.service_name}; replaced {rec.stable.member}",
@@ -903,6 +911,28 @@ def _promote_isvc(
         "served": {"predictor": final_pred},
         "previous_record": previous_record,
     }
+
+
+def _final_isvc_body(
+    spec: RolloutSpec, rec: DeploymentRecord, live: dict[str, Any], pred: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The InferenceService spec after promotion (and the new predictor)."""
+    if spec.deployment_mode == "Knative":
+        final_pred = {k: v for k, v in pred.items() if k != "canaryTrafficPercent"}
+        body = {k: v for k, v in (live.get("spec") or {}).items() if k != "canary"}
+        body["predictor"] = final_pred
+        return body, final_pred
+    entry = _canary_entry(live, rec.member) or {}
+    # predictor.name becomes the canary's (its Deployment and pods stay) and the entry goes;
+    # the stable's scaling fields come back (a canary has fixed replicas).
+    final_pred = builders.promoted_predictor(spec, entry.get("predictor") or {})
+    others = [
+        e for e in (live.get("spec") or {}).get("canary") or [] if (e.get("predictor") or {}).get("name") != rec.member
+    ]
+    body = {"predictor": final_pred}
+    if others:
+        body["canary"] = others
+    return body, final_pred
 
 
 def _steps(spec: RolloutSpec, rec: DeploymentRecord, gate: Callable[[int], tuple[str, str]] | None) -> list[int]:
@@ -1127,13 +1157,13 @@ def _rollback_isvc(spec: RolloutSpec, client: KubeClient, rec: DeploymentRecord,
         return False, f"{rec.member} is already promoted; it is not demoted"
     pred = copy.deepcopy((live.get("spec") or {}).get("predictor") or {})
     if rec.stable is None:
-        if pred.get("name") != rec.member:
+        if _pred_name(spec.service_name, pred) != rec.member:
             return False, f"nothing to roll back: {rec.member} is not the predictor of {spec.service_name}"
         client.delete(INFERENCE_SERVICES, spec.service_name, spec.namespace)
         return True, f"deleted InferenceService {spec.service_name}: its first revision {rec.member} did not pass"
     stable_rev = _labels(live).get(LABEL_REVISION, rec.stable.revision)
     if spec.deployment_mode == "Knative":
-        if pred.get("name") != rec.member:
+        if _pred_name(spec.service_name, pred) != rec.member:
             return False, f"nothing to roll back: {rec.member} is not the canary of {spec.service_name}"
         stable = _json_annotation(live, STABLE) or {}
         if stable.get("member") == rec.stable.member and stable.get("predictor"):
@@ -1259,7 +1289,9 @@ def _records_of_run(spec: RolloutSpec, client: KubeClient, run_id: str) -> list[
                     **base,
                 )
             )
-    if (pred.get("labels") or {}).get(LABEL_RUN_ID) == label and stable_rec.get("member") != pred.get("name"):
+    if (pred.get("labels") or {}).get(LABEL_RUN_ID) == label and stable_rec.get("member") != _pred_name(
+        spec.service_name, pred
+    ):
         knative_canary = pred.get("canaryTrafficPercent") is not None
         stable = None
         if knative_canary and stable_rec.get("member"):
@@ -1279,11 +1311,12 @@ def _records_of_run(spec: RolloutSpec, client: KubeClient, run_id: str) -> list[
         out.append(
             DeploymentRecord(
                 kind="InferenceService",
-                member=pred.get("name", ""),
+                member=_pred_name(spec.service_name, pred),
                 revision=_labels(live).get(LABEL_REVISION, ""),
                 model_uri=(pred.get("model") or {}).get("storageUri", ""),
                 canary=knative_canary,
-                stable=stable or (StableRef(member=pred.get("name", ""), model_uri="") if knative_canary else None),
+                stable=stable
+                or (StableRef(member=_pred_name(spec.service_name, pred), model_uri="") if knative_canary else None),
                 **base,
             )
         )
@@ -1411,8 +1444,11 @@ def _conditions_summary(obj: dict[str, Any] | None) -> dict[str, Any]:
     ]
     gen = _meta(obj).get("generation")
     observed = ((obj or {}).get("status") or {}).get("observedGeneration")
+    # An InferenceService's observedGeneration is its first child's, not its own (wait.py): no
+    # comparison with its generation there.
+    behind = (obj or {}).get("kind") != "InferenceService" and None not in (observed, gen) and observed < gen
     return {
-        "ready": bool(ready and ready.get("status") == "True") and (observed is None or gen is None or observed >= gen),
+        "ready": bool(ready and ready.get("status") == "True") and not behind,
         "reason": (ready or {}).get("reason", "") if ready else "no Ready condition yet",
         "not_ready": bad,
         "generation": gen,

@@ -11,8 +11,15 @@ from typing import Any
 
 import yaml
 
+from llm_rollout import builders
 from llm_rollout.builders import render_all
 from llm_rollout.spec import RolloutSpec
+
+PHASES = ("first", "canary", "promoted")
+"""Rollout phases ``llm-rollout render --phase`` can show."""
+
+DEFAULT_CANDIDATE_URI = "s3://models/REPLACE-ME-CANDIDATE"
+"""Model URI of the new revision in the ``canary`` and ``promoted`` phases (``--candidate-uri``)."""
 
 _HEADERS = {
     "vllm-runtime.yaml": """\
@@ -104,17 +111,80 @@ def to_yaml(objects: list[dict[str, Any]]) -> str:
     return yaml.dump_all(objects, Dumper=_NoAliasDumper, sort_keys=False, default_flow_style=False, width=100)
 
 
-def render_manifests(spec: RolloutSpec) -> dict[str, str]:
-    """The text of every manifest file for ``spec``, by file name."""
-    return {name: _HEADERS[name] + to_yaml(objs) for name, objs in render_all(spec).items()}
+_PHASE_HEADERS = {
+    "canary": "# Phase 'canary': the objects while a new revision is validated beside the stable one\n"
+    "# (canary.traffic_percent of the traffic; Standard-mode weights need Gateway API, see README).\n",
+    "promoted": "# Phase 'promoted': the objects after the new revision was promoted (it alone serves).\n",
+}
 
 
-def write_manifests(spec: RolloutSpec, out_dir: str | Path) -> list[Path]:
-    """Writes every manifest file into ``out_dir`` and returns the paths."""
+def phase_objects(
+    spec: RolloutSpec, phase: str = "first", candidate_uri: str = DEFAULT_CANDIDATE_URI
+) -> dict[str, list[dict[str, Any]]]:
+    """Every object for ``spec`` as it stands at ``phase`` of a rollout, grouped by manifest file.
+
+    ``first``: the first rollout (stable only; what ``manifests/`` holds). ``canary``: the stable
+    revision plus the new one (``candidate_uri``) at ``canary.traffic_percent``: a ``spec.canary[]``
+    entry (Standard), ``canaryTrafficPercent`` on the predictor (Knative), a second llm-d member in
+    the route group. ``promoted``: after promotion (Standard: the predictor named as the canary was,
+    the entry gone; Knative: the new model without ``canaryTrafficPercent``; llm-d: the new member
+    alone at full weight).
+
+    Raises:
+        ValueError: For an unknown phase.
+    """
+    if phase not in PHASES:
+        raise ValueError(f"unknown phase {phase!r}: use one of {', '.join(PHASES)}")
+    out = render_all(spec)
+    if phase == "first":
+        return out
+    stable = builders.default_member(spec)
+    new = builders.default_member(spec, candidate_uri)
+    new = builders.Member(new.name, new.model_uri, new.revision, traffic_percent=spec.canary.traffic_percent)
+    first = builders.inference_service(spec, stable)
+    canary = builders.inference_service(spec, stable, new, stable_predictor=first["spec"]["predictor"])
+    if phase == "canary":
+        isvc = canary
+    else:
+        isvc = builders.inference_service(spec, new, stable_named=True)
+        if spec.deployment_mode == "Standard":
+            isvc["spec"]["predictor"] = builders.promoted_predictor(spec, canary["spec"]["canary"][0]["predictor"])
+    out["kserve-inferenceservice.yaml"] = [isvc]
+    llmd_spec = builders.llmd_example_spec(spec)
+    llmd_stable = builders.default_member(llmd_spec)
+    llmd_new = builders.default_member(llmd_spec, candidate_uri)
+    preset = out["llm-d-configuration.yaml"][:1]
+    if phase == "canary":
+        pct = min(spec.canary.traffic_percent, 99)
+        weight = round(100 * pct / (100 - pct))
+        members = [
+            builders.llm_inference_service(llmd_spec, llmd_stable, weight=100),
+            builders.llm_inference_service(llmd_spec, llmd_new, weight=weight),
+        ]
+    else:
+        members = [builders.llm_inference_service(llmd_spec, llmd_new, weight=100)]
+    out["llm-d-configuration.yaml"] = preset + members
+    return out
+
+
+def render_manifests(
+    spec: RolloutSpec, phase: str = "first", candidate_uri: str = DEFAULT_CANDIDATE_URI
+) -> dict[str, str]:
+    """The text of every manifest file for ``spec`` at ``phase``, by file name."""
+    return {
+        name: _PHASE_HEADERS.get(phase, "") + _HEADERS[name] + to_yaml(objs)
+        for name, objs in phase_objects(spec, phase, candidate_uri).items()
+    }
+
+
+def write_manifests(
+    spec: RolloutSpec, out_dir: str | Path, phase: str = "first", candidate_uri: str = DEFAULT_CANDIDATE_URI
+) -> list[Path]:
+    """Writes every manifest file for ``phase`` into ``out_dir`` and returns the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, text in render_manifests(spec).items():
+    for name, text in render_manifests(spec, phase, candidate_uri).items():
         path = out / name
         path.write_text(text)
         paths.append(path)

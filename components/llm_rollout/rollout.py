@@ -24,7 +24,6 @@ no-op) and continues waiting.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import time
@@ -38,10 +37,12 @@ from llm_rollout.errors import PermanentError, SpecError
 from llm_rollout.kube import (
     INFERENCE_SERVICES,
     LLM_INFERENCE_SERVICES,
+    ApiError,
+    ForbiddenError,
     KubeClient,
     check_crds,
 )
-from llm_rollout.names import member_name, short_hash
+from llm_rollout.names import isvc_member_name, member_name, predictor_service_name, short_hash
 from llm_rollout.record import DeploymentRecord, StableRef
 from llm_rollout.spec import KSERVE_URI_SCHEMES, LLMD_URI_SCHEMES, RolloutSpec, check_model_uri, coerce_spec
 from llm_rollout.validation.client import resolve_api_key
@@ -159,6 +160,68 @@ def register_runtime(
     return applied
 
 
+# preflight --------------------------------------------------------------------------------------
+
+
+class PreflightRefused(PermanentError):
+    """The cluster refused an object of a step in a server-side dry run; nothing was applied.
+
+    Attributes:
+        step: The step that stopped.
+        kind: The refused object's kind.
+        name: The refused object's name.
+        fields: The field paths the server named (may be empty).
+    """
+
+    def __init__(self, message: str, *, step: str, kind: str, name: str, fields: list[str]) -> None:
+        super().__init__(message)
+        self.step, self.kind, self.name, self.fields = step, kind, name, fields
+
+
+def preflight(client: KubeClient, objects: list[dict[str, Any]], *, step: str) -> None:
+    """Server-side dry run (``dryRun=All``) of every object of a step, before its first write.
+
+    A dry run goes through the cluster's real admission chain (KServe's validating webhooks, the
+    CRD schema and CEL rules, server-side apply ownership) without persisting anything, so KServe's
+    own verdict is known before the step changes anything (not even its lease).
+
+    Args:
+        client: The kube client.
+        objects: What the step is going to apply, in order.
+        step: The step's name, for the message.
+
+    Raises:
+        PreflightRefused: An object was refused; the message carries the server's (the webhook's)
+            message, the fields it named and what to change. Nothing was applied.
+    """
+    for obj in objects:
+        meta = obj.get("metadata") or {}
+        kind, name = obj.get("kind", "object"), f"{meta.get('namespace')}/{meta.get('name')}"
+        try:
+            client.apply(obj, dry_run=True)
+        except ApiError as err:
+            fields = list(getattr(err, "fields", []) or [])
+            text = str(err)
+            if isinstance(err, ForbiddenError) and "admission webhook" in text:
+                # controller-runtime answers a CustomValidator's error with 403 "admission webhook
+                # ... denied the request: <KServe's message>" (inference_service_validation.go)
+                fix = (
+                    "Fix: the message is KServe's admission rule (pkg/apis/serving/v1beta1/"
+                    "inference_service_validation.go or v1alpha2/llm_inference_service_validation.go); change "
+                    "the spec field it names, or check that the cluster runs KServe >= 0.20 (spec.canary), "
+                    "then run the step again"
+                )
+                text = f"{text}. {fix}"
+            raise PreflightRefused(
+                f"{step}: the cluster refused {kind} {name} in a server-side dry run (dryRun=All), so nothing "
+                f"was applied: {text}",
+                step=step,
+                kind=kind,
+                name=name,
+                fields=fields,
+            ) from err
+
+
 # deploy-model ----------------------------------------------------------------------------------
 
 
@@ -174,8 +237,9 @@ def _predictor_url(obj: dict[str, Any]) -> str | None:
 
 
 def canary_address(isvc_name: str, member: str, namespace: str) -> str:
-    """In-cluster address of a Standard-mode canary: KServe names its Service ``<isvc>-<canary>-predictor``."""
-    return f"http://{isvc_name}-{member}-predictor.{namespace}.svc.cluster.local"
+    """In-cluster address of a Standard-mode canary: KServe names its Service ``<isvc>-<canary>-predictor``
+    (``constants.PredictorServiceName``)."""
+    return f"http://{predictor_service_name(isvc_name, member)}.{namespace}.svc.cluster.local"
 
 
 def _canary_url(obj: dict[str, Any], member: str) -> str:
@@ -222,6 +286,7 @@ class _Plan:
         self.readiness_kwargs: dict[str, Any] = {}
         self.service_url: str | None = None
         self.notes: list[str] = []
+        self.live_generation: int | None = None
 
 
 def _plan_inference_service(spec: RolloutSpec, client: KubeClient, new: Member) -> _Plan:
@@ -230,28 +295,57 @@ def _plan_inference_service(spec: RolloutSpec, client: KubeClient, new: Member) 
     plan.object_name = spec.service_name
     live = client.get_or_none(INFERENCE_SERVICES, spec.service_name, spec.namespace)
     live_pred = ((live or {}).get("spec") or {}).get("predictor")
-    if live is None or not live_pred or live_pred.get("name") == new.name:
-        # First rollout, a rerun/resume of it, or this revision already is the stable one.
+    live_member = builders.predictor_member(spec.service_name, live_pred or {})
+    if live is None or not live_pred:
+        # First rollout (or a rerun/resume of it): the stable predictor is unnamed, as upstream's.
         plan.obj = builders.inference_service(spec, new)
+        return plan
+    live_uri = (live_pred.get("model") or {}).get("storageUri") or ""
+    knative_canary = spec.deployment_mode == "Knative" and live_pred.get("canaryTrafficPercent") is not None
+    if live_member == new.name and live_uri == new.model_uri and not knative_canary:
+        # This revision already is the predictor (a rerun of the first rollout, or promoted):
+        # re-applying the live predictor changes nothing.
+        plan.obj = builders.inference_service(spec, new, stable_predictor=live_pred)
         return plan
     labels = (live.get("metadata") or {}).get("labels") or {}
     stable_rev = labels.get(LABEL_REVISION, "")
-    stable_name = live_pred.get("name") or ""
-    stable_uri = (live_pred.get("model") or {}).get("storageUri") or ""
-    stable_member = Member(name=stable_name or "predictor", model_uri=stable_uri, revision=stable_rev)
+    if spec.deployment_mode == "Standard" and live_uri == new.model_uri:
+        raise SpecError(
+            "model.uri",
+            f"the new revision {new.revision} has the same storage URI as the stable predictor {live_member} "
+            f"({live_uri}); KServe refuses to promote it, since predictor.name may change only together with the "
+            "model (inference_service_validation.go validatePredictorNameChange)",
+            "publish the new model under its own URI (a new path or version), then deploy again",
+        )
+    if spec.deployment_mode == "Standard" and live_pred.get("name") and live_pred["name"] == new.name:
+        raise SpecError(
+            "model.revision",
+            f"revision {new.revision} gives the predictor name {new.name}, which the stable predictor already has "
+            f"(with {live_uri}); KServe refuses a canary named like the stable predictor "
+            "(inference_service_validation.go validateCanarySpecs: 'conflicts with stable predictor name')",
+            "give the new model its own revision id (model.revision), or leave it empty to derive one from the URI",
+        )
+    stable_name = live_member
+    if knative_canary and live_member == new.name:
+        # A rerun of this Knative canary: the predictor already holds it; the stable revision is the
+        # one the last promotion recorded (nothing else names it once the predictor was replaced).
+        from llm_rollout import promotion
+
+        recorded = promotion.find_stable_record(live)
+        stable_name, live_uri, stable_rev = recorded.get("member", ""), recorded.get("model_uri", ""), stable_rev
+    stable_member = Member(name=stable_name, model_uri=live_uri, revision=stable_rev)
     plan.stable = StableRef(
-        member=stable_name or f"{spec.service_name}-predictor",
-        model_uri=stable_uri,
+        member=stable_name,
+        model_uri=live_uri,
         revision=stable_rev,
         resource_version=(live.get("metadata") or {}).get("resourceVersion"),
         endpoint_url=_predictor_url(live),
         generation=(live.get("metadata") or {}).get("generation"),
     )
     canary = dataclasses.replace(new, traffic_percent=spec.canary.traffic_percent)
-    obj = builders.inference_service(spec, stable_member, canary)
     if spec.deployment_mode == "Standard":
         # The stable predictor is copied exactly as it is on the server: applying it changes nothing.
-        obj["spec"]["predictor"] = copy.deepcopy(live_pred)
+        obj = builders.inference_service(spec, stable_member, canary, stable_predictor=live_pred)
         others = [
             c.get("predictor", {}).get("name")
             for c in (live.get("spec") or {}).get("canary") or []
@@ -259,9 +353,17 @@ def _plan_inference_service(spec: RolloutSpec, client: KubeClient, new: Member) 
         ]
         if others:
             plan.notes.append(f"replacing leftover canary entries {others} (from an earlier run that did not finish)")
-        plan.readiness_kwargs = {"canary": new.name}
+        plan.readiness_kwargs = {"canary": new.name, "canary_traffic": canary.traffic_percent}
     else:
-        plan.readiness_kwargs = {"knative_canary": True}
+        obj = builders.inference_service(spec, stable_member, canary)
+        live_pred_status = ((live.get("status") or {}).get("components") or {}).get("predictor") or {}
+        plan.readiness_kwargs = {
+            "knative_canary": True,
+            "knative_percent": canary.traffic_percent,
+            # our write makes a new revision; a status still naming the old one is stale
+            "knative_after": live_pred_status.get("latestCreatedRevision"),
+        }
+        plan.live_generation = (live.get("metadata") or {}).get("generation")
     obj_labels = obj["metadata"].setdefault("labels", {})
     if stable_rev:
         obj_labels[LABEL_REVISION] = stable_rev
@@ -375,6 +477,8 @@ def deploy(
         SpecError: Invalid spec or model URI, or an API key this step cannot read (nothing was
             written).
         PermanentError: CRDs missing, conflicts, rejected fields, the object deleted while waiting.
+        PreflightRefused: The cluster (KServe's webhook, the CRD schema, another field manager)
+            refused the object in a server-side dry run; nothing was applied.
         LeaseHeld: Another run is rolling the same service out (after ``lease_wait_s``).
         DeadlineExceeded: Not ready (or not serving) within ``timeout_s``; the message says why.
     """
@@ -389,7 +493,8 @@ def deploy(
     api_key = None if dry_run else resolve_api_key(spec.validation.api_key_env, spec.validation.api_key_file)
     storage_uri = to_storage_uri(model_uri if model_uri is not None else spec.model.uri, llmd=llmd)
     rev = revision or spec.model.revision or revision_id(storage_uri, digest)
-    new = Member(name=member_name(spec.service_name, rev), model_uri=storage_uri, revision=rev, run_id=run_id)
+    name = member_name(spec.service_name, rev) if llmd else isvc_member_name(rev)
+    new = Member(name=name, model_uri=storage_uri, revision=rev, run_id=run_id)
 
     check_crds(client, llmd, need_canary=_need_canary_field(spec))
 
@@ -403,9 +508,10 @@ def deploy(
         stable_model = promotion.find_stable_model(spec, client)
         if promotion.same_model(stable_model, storage_uri, digest):
             return promotion.already_promoted_record(spec, stable_model, run_id=run_id)  # type: ignore[arg-type]
+        first = make_plan()
+        preflight(client, [first.obj], step="deploy-model")
         if run_id:
             # One rollout of a service at a time (promotion.py): taken before the plan is final.
-            first = make_plan()
             lease = promotion.acquire_lease(
                 spec, client, run_id, wait_s=lease_wait_s, first_object=None if first.stable else first.obj
             )
@@ -451,7 +557,10 @@ def deploy(
     if llmd:
         readiness = Readiness.llm_inference_service(min_generation=generation, **plan.readiness_kwargs)
     else:
-        readiness = Readiness.inference_service(min_generation=generation, **plan.readiness_kwargs)
+        kwargs = dict(plan.readiness_kwargs)
+        if plan.live_generation is not None and generation == plan.live_generation:
+            kwargs.pop("knative_after", None)  # a rerun changed nothing: no new revision comes
+        readiness = Readiness.inference_service(min_generation=generation, **kwargs)
     remaining = max(1.0, timeout_s - (time.monotonic() - started))
     ready = wait_ready(client, plan.object_name, spec.namespace, readiness, timeout_s=remaining)
 

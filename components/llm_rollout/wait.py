@@ -8,8 +8,17 @@
 * **bounded**: one overall timeout; on expiry it raises
   :class:`~llm_rollout.errors.DeadlineExceeded` with the last conditions, the likely causes and,
   where the API server serves core/v1, pod states and recent events;
-* **generation-aware**: a status counts only when ``status.observedGeneration >=
-  metadata.generation`` (a Ready=True left over from the previous generation is not accepted);
+* **fresh by upstream's own signals**: a status counts only when it describes what we applied.
+  LLMInferenceService: ``status.observedGeneration >= metadata.generation``. InferenceService: NOT
+  by generation, because ``inference_service_status.go`` copies the first child Deployment's
+  (``PropagateRawStatus``, Standard) or the Knative Service's (``PropagateStatus``, Knative)
+  observedGeneration into it (kserve#6081), and raw mode keeps Ready=True through a rolling
+  update (kserve#4626); comparing it with the InferenceService's generation can hang (spec edits
+  that leave the Deployment alone) or accept a stale Ready. Instead, what upstream does write for
+  the change we made: a Standard canary's entry in ``status.canaryStatuses`` with the
+  ``trafficPercent`` we applied (``components/predictor.go`` ``reconcileCanaryDeployments``), a
+  promoted or rolled-back canary gone from it, a Knative canary's new latest revision with the
+  traffic share we applied (``ksvc_reconciler.go``);
 * **condition-complete**: every condition the controller sets for the features in use must be
   True (see :class:`Readiness`), and no known sub-condition may be False;
 * **quiet**: it logs one line each time the reasons change, not on every event.
@@ -87,7 +96,17 @@ class Readiness:
         canary: Standard-mode canary member (``spec.canary[].predictor.name``) that must be ready.
         knative_canary: Knative-mode canary (``canaryTrafficPercent``): the latest created revision
             must be the latest ready one.
-        min_generation: The generation we applied; an older one is not accepted.
+        min_generation: The generation we applied; an older object (metadata.generation) is not
+            accepted.
+        canary_traffic: Standard canary: the ``trafficPercent`` we applied, which its
+            ``status.canaryStatuses`` entry must show (the controller copies it from the spec).
+        gone_canary: Standard promotion/rollback: this member must no longer be in
+            ``status.canaryStatuses`` (the controller has seen the entry go).
+        knative_percent: Knative: the traffic share the latest revision must have.
+        knative_after: Knative: the latest created revision before our write; the status must name
+            a newer one (our write created a revision).
+        generation_rule: Compare ``status.observedGeneration`` with ``metadata.generation``
+            (LLMInferenceService only; see the module docstring for why not InferenceService).
     """
 
     resource: Resource
@@ -96,10 +115,23 @@ class Readiness:
     canary: str | None = None
     knative_canary: bool = False
     min_generation: int | None = None
+    canary_traffic: int | None = None
+    gone_canary: str | None = None
+    knative_percent: int | None = None
+    knative_after: str | None = None
+    generation_rule: bool = True
 
     @classmethod
     def inference_service(
-        cls, *, canary: str | None = None, knative_canary: bool = False, min_generation: int | None = None
+        cls,
+        *,
+        canary: str | None = None,
+        knative_canary: bool = False,
+        min_generation: int | None = None,
+        canary_traffic: int | None = None,
+        gone_canary: str | None = None,
+        knative_percent: int | None = None,
+        knative_after: str | None = None,
     ) -> Readiness:
         """Readiness of an InferenceService (with a Standard or Knative canary when given)."""
         return cls(
@@ -109,6 +141,11 @@ class Readiness:
             canary=canary,
             knative_canary=knative_canary,
             min_generation=min_generation,
+            canary_traffic=canary_traffic,
+            gone_canary=gone_canary,
+            knative_percent=knative_percent,
+            knative_after=knative_after,
+            generation_rule=False,
         )
 
     @classmethod
@@ -190,7 +227,10 @@ def evaluate(obj: dict[str, Any] | None, readiness: Readiness) -> Verdict:
     blockers = verdict.blockers
     if readiness.min_generation is not None and (gen or 0) < readiness.min_generation:
         blockers.append(f"generation {gen} is older than the applied generation {readiness.min_generation}")
-    if observed is None:
+    if not readiness.generation_rule:
+        if not status:
+            blockers.append("the controller has not written a status yet")
+    elif observed is None:
         blockers.append("the controller has not observed the object yet (no status.observedGeneration)")
     elif gen is not None and observed < gen:
         blockers.append(
@@ -219,6 +259,19 @@ def evaluate(obj: dict[str, Any] | None, readiness: Readiness) -> Verdict:
                 blockers.append(f"canary {readiness.canary} is not in status.canaryStatuses yet")
             elif not mine[0].get("ready"):
                 blockers.append(f"canary {readiness.canary} reports ready=false in status.canaryStatuses")
+            elif readiness.canary_traffic is not None and mine[0].get("trafficPercent") != readiness.canary_traffic:
+                blockers.append(
+                    f"status.canaryStatuses shows canary {readiness.canary} at {mine[0].get('trafficPercent')}%, "
+                    f"not the {readiness.canary_traffic}% we applied (the controller has not caught up)"
+                )
+        else:
+            blockers.append(f"canary {readiness.canary} is not in status.canaryStatuses yet")
+    gone = readiness.gone_canary
+    if gone and any(c.get("name") == gone for c in status.get("canaryStatuses") or []):
+        blockers.append(
+            f"status.canaryStatuses still lists {readiness.gone_canary} (the controller has not seen it leave "
+            "spec.canary yet)"
+        )
     if readiness.knative_canary:
         pred = (status.get("components") or {}).get("predictor") or {}
         created, ready_rev = pred.get("latestCreatedRevision"), pred.get("latestReadyRevision")
@@ -226,6 +279,17 @@ def evaluate(obj: dict[str, Any] | None, readiness: Readiness) -> Verdict:
             blockers.append(
                 f"the new Knative revision {created or '(not created yet)'} is not the latest ready one "
                 f"({ready_rev or 'none'})"
+            )
+        elif readiness.knative_after and created == readiness.knative_after:
+            blockers.append(f"no Knative revision newer than {created} yet (the controller has not caught up)")
+    if readiness.knative_percent is not None:
+        pred = (status.get("components") or {}).get("predictor") or {}
+        latest = [t for t in pred.get("traffic") or [] if t.get("latestRevision")]
+        share = latest[0].get("percent") if latest else None
+        if share != readiness.knative_percent:
+            blockers.append(
+                f"the latest Knative revision has {share if share is not None else 'no'}% of the traffic, "
+                f"not the {readiness.knative_percent}% we applied"
             )
     verdict.ready = not blockers
     return verdict

@@ -35,7 +35,7 @@ def test_5xx_on_writes_and_reads_are_retried_and_the_rollout_completes(
     assert stats.injected_statuses == {503: 5, 500: 2, 504: 1}
     live = kube(kube_cluster).get(INFERENCE_SERVICES, spec.service_name, kube_namespace)
     assert [c["predictor"]["name"] for c in live["spec"]["canary"]] == [record.member]
-    assert live["spec"]["predictor"]["name"] == first.member
+    assert live["spec"]["predictor"]["labels"]["llm-rollout.io/member"] == first.member
 
 
 def test_reset_connections_are_retried(kube_cluster, kube_namespace, reconciler, kube_fault_proxy):

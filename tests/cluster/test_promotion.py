@@ -16,8 +16,8 @@ import time
 import pytest
 
 from llm_rollout import promotion
-from llm_rollout.builders import LABEL_REVISION, LABEL_RUN_ID, STOP_ANNOTATION
-from llm_rollout.errors import PermanentError
+from llm_rollout.builders import LABEL_MEMBER, LABEL_REVISION, LABEL_RUN_ID, STOP_ANNOTATION, promoted_predictor
+from llm_rollout.errors import PermanentError, SpecError
 from llm_rollout.kube import INFERENCE_SERVICES, LLM_INFERENCE_SERVICE_CONFIGS, LLM_INFERENCE_SERVICES
 from llm_rollout.promotion import (
     GateFailed,
@@ -76,7 +76,7 @@ def test_first_rollout_pass_marks_it_stable_and_records_it(kube_cluster, kube_na
     first = _deploy(spec, client, "s3://models/a", "ra", "run-1", artifact_digest="sha256:aaa")
     live = _isvc(client, spec)
     assert promotion.lease_of(live)["holder"] == "run-1"
-    assert live["spec"]["predictor"]["labels"] == {LABEL_RUN_ID: "run-1"}
+    assert live["spec"]["predictor"]["labels"] == {LABEL_MEMBER: first.member, LABEL_RUN_ID: "run-1"}
 
     result = _promote(spec, client, first)
     assert result["action"] == "promote" and "first rollout" in result["message"]
@@ -118,7 +118,7 @@ def test_standard_promote_moves_the_canary_into_the_predictor(kube_cluster, kube
     record = _deploy(spec, client, "s3://models/b", "rb", "run-2", artifact_digest="sha256:bbb")
     before = _isvc(client, spec)
     canary_pred = before["spec"]["canary"][0]["predictor"]
-    assert canary_pred["labels"] == {LABEL_RUN_ID: "run-2"}
+    assert canary_pred["labels"] == {LABEL_MEMBER: record.member, LABEL_RUN_ID: "run-2"}
     assert promotion.lease_of(before)["holder"] == "run-2"
 
     result = _promote(spec, client, record)
@@ -129,8 +129,11 @@ def test_standard_promote_moves_the_canary_into_the_predictor(kube_cluster, kube
         "previous": first.member,
     }
     live = _isvc(client, spec)
-    # The canary's predictor, name included (KServe keeps its Deployment and pods), is the predictor now.
-    assert live["spec"] == {"predictor": canary_pred}
+    # The canary's predictor, name included (KServe keeps its Deployment and pods), is the predictor
+    # now, with the stable's scaling fields back (a canary has fixed replicas).
+    assert live["spec"] == {"predictor": promoted_predictor(spec, canary_pred)}
+    assert live["spec"]["predictor"]["name"] == record.member and "maxReplicas" not in canary_pred
+    assert live["spec"]["predictor"]["maxReplicas"] == stable_pred["maxReplicas"]
     assert live["metadata"]["labels"][LABEL_REVISION] == "rb"
     assert live["status"]["components"]["predictor"]["url"] == record.endpoint_url
     ann = _ann(live)
@@ -205,7 +208,7 @@ def test_stepped_promote_with_a_gate_and_a_gate_failing_midway(kube_cluster, kub
     seen.clear()
     result = _promote(spec, client, record, gate=lambda p: seen.append((p, 0)) or ("pass", f"ok at {p}"))
     assert result["action"] == "promote" and [p for p, _ in seen] == [25, 50, 100]
-    assert _isvc(client, spec)["spec"] == {"predictor": canary_pred}
+    assert _isvc(client, spec)["spec"] == {"predictor": promoted_predictor(spec, canary_pred)}
 
 
 def test_verdict_fail_or_inconclusive_is_refused_and_nothing_changes(kube_cluster, kube_namespace, reconciler):
@@ -266,7 +269,7 @@ def test_api_server_dropping_connections_during_promotion(kube_cluster, kube_nam
     stats = kube_fault_proxy.stats
     assert stats.connections_reset == 3 and stats.injected_statuses == {503: 2, 500: 1}
     live = _isvc(direct, spec)
-    assert live["spec"] == {"predictor": canary_pred}
+    assert live["spec"] == {"predictor": promoted_predictor(spec, canary_pred)}
     assert _ann(live)[promotion.PROMOTED_MEMBER] == record.member and promotion.LEASE_HOLDER not in _ann(live)
     assert _promote(spec, client, record)["action"] == "none"
 
@@ -508,9 +511,12 @@ def test_a_rerun_with_the_stable_model_is_already_promoted(kube_cluster, kube_na
         "previous": None,
     }
     assert rollback(spec, client, again, reason="x", run_id="run-9")["action"] == "none"
-    # Another digest is another model: it rolls out.
-    other = _deploy(spec, client, "minio://models/a", None, "run-10", artifact_digest="sha256:bbb")
-    assert not other.already_promoted and other.canary
+    # Another digest under the same URI is another model, but KServe could never promote it: a
+    # predictor.name change needs a storageUri change (validatePredictorNameChange). Refused before
+    # anything is written.
+    with pytest.raises(SpecError, match="validatePredictorNameChange"):
+        _deploy(spec, client, "minio://models/a", None, "run-10", artifact_digest="sha256:bbb")
+    assert rv(_isvc(client, spec)) == rv(before)
 
 
 _CANCEL_SCRIPT = """

@@ -9,9 +9,10 @@ import time
 
 import pytest
 
+from llm_rollout.builders import LABEL_MEMBER
 from llm_rollout.errors import DeadlineExceeded, SpecError
 from llm_rollout.kube import INFERENCE_SERVICES, LLM_INFERENCE_SERVICES
-from llm_rollout.names import member_name
+from llm_rollout.names import isvc_member_name, member_name, predictor_service_name
 from llm_rollout.promotion import promote
 from llm_rollout.record import DeploymentRecord
 from llm_rollout.rollout import canary_address, deploy, register_runtime
@@ -35,10 +36,12 @@ def test_first_rollout_creates_the_service_and_a_rerun_changes_nothing(kube_clus
     record = _deploy(spec, client, "minio://mlpipeline/v2/artifacts/run-1/model", "r1")
     assert record.kind == "InferenceService" and record.platform == "kserve"
     assert record.model_uri == "s3://mlpipeline/v2/artifacts/run-1/model"
-    assert record.member == member_name(spec.service_name, "r1") and record.revision == "r1"
+    assert record.member == isvc_member_name("r1") == "r1" and record.revision == "r1"
     assert record.canary is False and record.stable is None and record.run_id == "run-1"
     live = client.get(INFERENCE_SERVICES, spec.service_name, kube_namespace)
-    assert live["spec"]["predictor"]["name"] == record.member
+    # Unnamed, as upstream's first predictor (KServe: <isvc>-predictor); our label names the member.
+    assert "name" not in live["spec"]["predictor"]
+    assert live["spec"]["predictor"]["labels"][LABEL_MEMBER] == record.member
     assert live["spec"]["predictor"]["model"]["storageUri"] == record.model_uri
     assert record.endpoint_url == live["status"]["components"]["predictor"]["url"]
     assert record.service_url == live["status"]["url"]
@@ -72,6 +75,7 @@ def test_canary_rollout_leaves_the_stable_predictor_untouched(kube_cluster, kube
     assert record.stable.endpoint_url == first.endpoint_url
     # Validation measures only the new revision: its own Service, not the split service URL.
     assert record.endpoint_url == canary_address(spec.service_name, record.member, kube_namespace)
+    assert record.endpoint_url.startswith(f"http://{predictor_service_name(spec.service_name, record.member)}.")
     assert record.service_url == live["status"]["url"]
     canary_status = live["status"]["canaryStatuses"]
     assert [(c["name"], c["ready"]) for c in canary_status] == [(record.member, True)]
@@ -203,7 +207,7 @@ def test_dry_run_deploy_plans_without_writing(kube_cluster, kube_namespace, reco
     client = kube(kube_cluster)
     spec = make_spec(kube_namespace)
     record = _deploy(spec, client, "s3://models/a", "ra", dry_run=True)
-    assert record.member == member_name(spec.service_name, "ra") and record.endpoint_url == ""
+    assert record.member == isvc_member_name("ra") and record.endpoint_url == ""
     assert objects_in(client, kube_namespace) == EMPTY
 
 

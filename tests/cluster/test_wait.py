@@ -56,28 +56,95 @@ def test_timeout_raises_with_conditions_and_likely_causes(kube_cluster, kube_nam
     assert "pod states and events unavailable" in text
 
 
-def test_ready_from_previous_generation_is_not_accepted(kube_cluster, kube_namespace, reconciler):
+def _canary(spec, percent=10):
+    """The first rollout plus a Standard canary entry (member rb) at ``percent``."""
+    stable = builders.default_member(spec, "s3://models/a", "ra")
+    canary = builders.Member("rb", "s3://models/b", "rb", traffic_percent=percent)
+    return builders.inference_service(spec, stable, canary)
+
+
+def _generation_rule(applied):
+    """The rule this waiter used to apply (and upstream's status breaks): observedGeneration >= generation."""
+    return Readiness(INFERENCE_SERVICES, ("Ready",), min_generation=applied["metadata"]["generation"])
+
+
+def test_a_canary_that_leaves_the_deployment_alone_does_not_hang(kube_cluster, kube_namespace, reconciler):
+    """kserve#6081: status.observedGeneration is the predictor Deployment's; adding a canary entry
+    leaves that Deployment alone, so it stays below the InferenceService's generation for good."""
     client = kube(kube_cluster)
     spec = make_spec(kube_namespace)
-    first = client.apply(_isvc(spec))
+    client.apply(_isvc(spec))
     wait_ready(client, spec.service_name, kube_namespace, Readiness.inference_service(), timeout_s=20)
-    # A lagging controller: Ready=True is written, observedGeneration stays at the old generation.
-    reconciler.behave(spec.service_name, mode="stale")
-    applied_at = time.monotonic()
-    second = client.apply(_isvc(spec, "rb", "s3://models/b"))
-    gen = second["metadata"]["generation"]
-    assert gen == first["metadata"]["generation"] + 1
-    reconciler.wait_for_ready_write(spec.service_name, since=applied_at)
+    applied = client.apply(_canary(spec))
+    readiness = Readiness.inference_service(canary="rb", canary_traffic=10, min_generation=2)
+    ready = wait_ready(client, spec.service_name, kube_namespace, readiness, timeout_s=20)
+    assert [(c["name"], c["ready"], c["trafficPercent"]) for c in ready["status"]["canaryStatuses"]] == [
+        ("rb", True, 10)
+    ]
+    assert ready["metadata"]["generation"] == applied["metadata"]["generation"] == 2
+    assert ready["status"]["observedGeneration"] == 1  # the stable Deployment's, untouched
+    # The generation rule would wait for an observedGeneration of 2 that never comes.
+    with pytest.raises(DeadlineExceeded, match="status is from generation 1"):
+        wait_ready(client, spec.service_name, kube_namespace, _generation_rule(applied), timeout_s=1.5)
+
+
+def test_a_stale_ready_is_not_accepted(kube_cluster, kube_namespace, reconciler):
+    """The other half of kserve#6081: an autoscaled Deployment's generation runs ahead, so a status
+    the controller wrote before our change can claim a newer generation than the one we applied."""
+    client = kube(kube_cluster)
+    spec = make_spec(kube_namespace)
+    client.apply(_isvc(spec))
+    wait_ready(client, spec.service_name, kube_namespace, Readiness.inference_service(), timeout_s=20)
+    reconciler.autoscale(spec.service_name, times=3)  # HPA/KEDA: Deployment generation 1 -> 4
+    reconciler.wait_for_ready_write(spec.service_name, generation=4)
+    reconciler.behave(spec.service_name, mode="stale")  # a lagging controller from here on
+    applied = client.apply(_canary(spec))
     live = client.get(INFERENCE_SERVICES, spec.service_name, kube_namespace)
-    assert live["status"]["observedGeneration"] == gen - 1
+    assert live["status"]["observedGeneration"] == 4 > applied["metadata"]["generation"] == 2
     assert any(c["type"] == "Ready" and c["status"] == "True" for c in live["status"]["conditions"])
+    # The generation rule takes this status, which knows nothing of the canary, as fresh ...
+    stale = wait_ready(client, spec.service_name, kube_namespace, _generation_rule(applied), timeout_s=5)
+    assert "canaryStatuses" not in stale["status"]
+    # ... the waiter does not: the canary we applied is not in the status.
+    readiness = Readiness.inference_service(canary="rb", canary_traffic=10, min_generation=2)
     with pytest.raises(DeadlineExceeded) as info:
-        wait_ready(client, spec.service_name, kube_namespace, Readiness.inference_service(), timeout_s=1.5)
-    assert f"status is from generation {gen - 1}" in str(info.value)
+        wait_ready(client, spec.service_name, kube_namespace, readiness, timeout_s=1.5)
+    assert "canary rb is not in status.canaryStatuses yet" in str(info.value)
     # Once the controller catches up, the same wait succeeds.
     reconciler.behave(spec.service_name, mode="ready")
-    ready = wait_ready(client, spec.service_name, kube_namespace, Readiness.inference_service(), timeout_s=20)
-    assert ready["status"]["observedGeneration"] == gen
+    ready = wait_ready(client, spec.service_name, kube_namespace, readiness, timeout_s=20)
+    assert ready["status"]["canaryStatuses"][0]["trafficPercent"] == 10
+
+
+def test_a_rolling_update_keeps_ready_and_the_waiter_reads_the_canary_share(kube_cluster, kube_namespace, reconciler):
+    """kserve#4626: Ready stays True through a rolling update; a traffic step is fresh only once
+    status.canaryStatuses shows the share we applied."""
+    client = kube(kube_cluster)
+    spec = make_spec(kube_namespace)
+    client.apply(_canary(spec, 10))
+    wait_ready(
+        client,
+        spec.service_name,
+        kube_namespace,
+        Readiness.inference_service(canary="rb", canary_traffic=10),
+        timeout_s=20,
+    )
+    reconciler.set_default(ready_after_ms=800)
+    changed = _isvc(spec, "ra", "s3://models/a-patched")  # the stable predictor rolls
+    changed["spec"]["canary"] = _canary(spec, 50)["spec"]["canary"]
+    applied_at = time.monotonic()
+    client.apply(changed)
+    reconciler.wait_for_ready_write(spec.service_name, since=applied_at, timeout=10)
+    live = client.get(INFERENCE_SERVICES, spec.service_name, kube_namespace)
+    assert any(c["type"] == "Ready" and c["status"] == "True" for c in live["status"]["conditions"])
+    ready = wait_ready(
+        client,
+        spec.service_name,
+        kube_namespace,
+        Readiness.inference_service(canary="rb", canary_traffic=50),
+        timeout_s=20,
+    )
+    assert ready["status"]["canaryStatuses"][0]["trafficPercent"] == 50
 
 
 @pytest.mark.fault

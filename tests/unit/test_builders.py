@@ -13,8 +13,8 @@ from llm_rollout.vllm_args import server_args
 from tests.schema_check import schema_errors, shared_dir
 from tests.webhook_check import llmisvc_webhook_errors
 
-STABLE = b.Member(name="svc-aaaa1111", model_uri="s3://models/v1", revision="v1")
-CANARY = b.Member(name="svc-bbbb2222", model_uri="s3://models/v2", revision="v2", traffic_percent=10)
+STABLE = b.Member(name="v1", model_uri="s3://models/v1", revision="v1")
+CANARY = b.Member(name="v2", model_uri="s3://models/v2", revision="v2", traffic_percent=10)
 
 
 def _container(runtime):
@@ -74,7 +74,10 @@ def test_inference_service_first_rollout():
     isvc = b.inference_service(spec, STABLE)
     assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
     pred = isvc["spec"]["predictor"]
-    assert pred["name"] == STABLE.name
+    assert "name" not in pred  # unnamed, as upstream's: KServe calls it <isvc>-predictor
+    assert pred["labels"][b.LABEL_MEMBER] == STABLE.name
+    assert b.predictor_member(spec.service_name, pred) == STABLE.name
+    assert "name" not in pred["model"]  # validatePredictor refuses a model name
     assert pred["model"]["modelFormat"] == {"name": "vLLM"}
     assert pred["model"]["runtime"] == spec.runtime_name
     assert pred["model"]["storageUri"] == "s3://models/v1"
@@ -90,6 +93,7 @@ def test_standard_mode_canary_is_a_canary_list_entry_beside_the_untouched_predic
     (entry,) = with_canary["spec"]["canary"]
     assert entry["trafficPercent"] == 10
     assert entry["predictor"]["name"] == CANARY.name
+    assert entry["predictor"]["minReplicas"] == 1 and "maxReplicas" not in entry["predictor"]
     assert entry["predictor"]["model"]["storageUri"] == "s3://models/v2"
     assert schema_errors(with_canary) == []
 
@@ -98,6 +102,7 @@ def test_knative_mode_canary_uses_canary_traffic_percent():
     spec = parse_spec({"platform": "kserve", "deployment_mode": "Knative", "canary": {"traffic_percent": 20}})
     isvc = b.inference_service(spec, STABLE, CANARY)
     assert "canary" not in isvc["spec"]
+    assert "name" not in isvc["spec"]["predictor"]  # the Knative Service name comes from it: never changes
     assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 10
     assert isvc["spec"]["predictor"]["model"]["storageUri"] == "s3://models/v2"
     assert isvc["spec"]["predictor"]["scaleMetric"] == "rps"

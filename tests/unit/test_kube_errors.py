@@ -281,11 +281,50 @@ def _isvc(gen, observed, conditions, **status):
 READY = [{"type": "PredictorReady", "status": "True"}, {"type": "Ready", "status": "True"}]
 
 
-def test_ready_from_previous_generation_is_not_accepted():
-    verdict = evaluate(_isvc(2, 1, READY), Readiness.inference_service())
-    assert not verdict.ready
-    assert "generation 1" in verdict.blockers[0]
-    assert evaluate(_isvc(2, 2, READY), Readiness.inference_service()).ready
+CANARY_READY = {"type": "CanaryPredictorReady", "status": "True", "reason": "AllCanariesReady"}
+
+
+def test_isvc_freshness_is_not_read_from_observed_generation():
+    """inference_service_status.go copies the child Deployment's observedGeneration (kserve#6081)."""
+    readiness = Readiness.inference_service(canary="rb", canary_traffic=10, min_generation=2)
+    # hang case: a canary entry leaves the stable Deployment (generation 1) alone
+    fresh = _isvc(2, 1, [*READY, CANARY_READY], canaryStatuses=[{"name": "rb", "ready": True, "trafficPercent": 10}])
+    assert evaluate(fresh, readiness).ready
+    # stale-Ready case: an autoscaled Deployment's generation (5) runs ahead, the status predates our write
+    stale = _isvc(2, 5, READY)
+    verdict = evaluate(stale, readiness)
+    assert not verdict.ready and "canary rb is not in status.canaryStatuses yet" in verdict.blockers
+    # a traffic step the controller has not seen yet
+    behind = _isvc(3, 5, [*READY, CANARY_READY], canaryStatuses=[{"name": "rb", "ready": True, "trafficPercent": 10}])
+    step = Readiness.inference_service(canary="rb", canary_traffic=50, min_generation=3)
+    assert any("not the 50% we applied" in b for b in evaluate(behind, step).blockers)
+    # promotion: the entry must have left status.canaryStatuses
+    gone = Readiness.inference_service(gone_canary="rb", min_generation=4)
+    assert not evaluate(_isvc(4, 5, READY, canaryStatuses=[{"name": "rb", "ready": True}]), gone).ready
+    assert evaluate(_isvc(4, 2, READY), gone).ready
+
+
+def test_knative_freshness_reads_revisions_and_traffic():
+    pred = {
+        "latestCreatedRevision": "svc-predictor-00002",
+        "latestReadyRevision": "svc-predictor-00002",
+        "traffic": [
+            {"revisionName": "svc-predictor-00002", "percent": 20, "latestRevision": True},
+            {"revisionName": "svc-predictor-00001", "percent": 80, "latestRevision": False},
+        ],
+    }
+    obj = _isvc(2, 3, READY, components={"predictor": pred})
+    ok = Readiness.inference_service(knative_canary=True, knative_percent=20, knative_after="svc-predictor-00001")
+    assert evaluate(obj, ok).ready
+    stale = Readiness.inference_service(knative_canary=True, knative_percent=20, knative_after="svc-predictor-00002")
+    assert not evaluate(obj, stale).ready
+    assert not evaluate(obj, Readiness.inference_service(knative_percent=100)).ready
+
+
+def test_llmisvc_keeps_the_generation_rule():
+    obj = _isvc(2, 1, [{"type": t, "status": "True"} for t in ("Ready", "WorkloadsReady", "RouterReady")])
+    verdict = evaluate(obj, Readiness.llm_inference_service())
+    assert not verdict.ready and "generation 1" in verdict.blockers[0]
 
 
 def test_canary_must_be_reported_ready():
