@@ -302,8 +302,9 @@ def run_local(
         model: The model directory.
         spec: The rollout spec (its platform is forced to ``local``).
         out_dir: Where the run's files go.
-        baseline: A baseline model directory to serve and compare against (e.g. the unquantized
-            model); otherwise the stable model when it serves, or ``validation.baseline_url``.
+        baseline: The uncompressed original to serve beside the candidate for the recovery
+            checks (``validation.recovery``). The stable model, when it serves, is compared with
+            the candidate either way (``validation.comparison``).
         keep_serving: Leave the promoted model's server running after the run.
         scheme: Quantization scheme (optimize-deploy).
         recipe: llmcompressor recipe (optimize-deploy).
@@ -456,7 +457,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--model", help="model directory (the optimize step's input for llm-optimize-deploy)")
     p.add_argument("--spec", help="rollout spec file (YAML/JSON); platform is forced to local")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a spec field (dotted)")
-    p.add_argument("--baseline", help="baseline model directory to serve and compare against")
+    p.add_argument("--baseline", help="the uncompressed original to serve beside the candidate (recovery checks)")
     p.add_argument("--scheme", default="W8A8", help="quantization scheme for llm-optimize-deploy (default W8A8)")
     p.add_argument("--recipe", default="", help="llmcompressor recipe YAML instead of --scheme")
     p.add_argument("--calibration-data", default="", help="calibration text file or dataset directory")
