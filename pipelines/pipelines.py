@@ -51,6 +51,7 @@ def _rollout(
     model_digest: Any = "",
     secret: tuple[str, str] | None = None,
     after: Any = None,
+    model_scheme: Any = "",
 ) -> None:
     """register -> deploy -> validate -> promote | rollback, inside the caller's exit handler.
 
@@ -61,7 +62,11 @@ def _rollout(
     that made or imported the Model artifact, so the run's graph still connects them.
     """
     register = _no_cache(c.register_runtime(spec=spec)).set_display_name("register-runtime")
-    deploy = _no_cache(c.deploy_model(spec=spec, model_uri=model_uri, model_digest=model_digest, run_id=RUN_ID))
+    deploy = _no_cache(
+        c.deploy_model(
+            spec=spec, model_uri=model_uri, model_digest=model_digest, model_scheme=model_scheme, run_id=RUN_ID
+        )
+    )
     deploy = _api_key(deploy.after(register, *([after] if after is not None else [])), secret)
     validate = _api_key(_no_cache(c.validate_deployment(spec=spec, record=deploy.output)), secret)
     with dsl.If(validate.outputs["verdict"] == "pass", name="verdict-pass"):
@@ -211,7 +216,14 @@ def optimize_deploy_pipeline(
                 memory=optimize_memory,
                 disk=optimize_disk,
             )
-            _rollout(c, spec, optimize.outputs["model_uri"], optimize.outputs["model_digest"], secret=secret)
+            _rollout(
+                c,
+                spec,
+                optimize.outputs["model_uri"],
+                optimize.outputs["model_digest"],
+                secret=secret,
+                model_scheme=optimize.outputs["model_scheme"],
+            )
 
     return llm_optimize_deploy
 

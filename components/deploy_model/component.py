@@ -1,7 +1,7 @@
 """deploy-model: roll out the model beside (never instead of) what is stable."""
 
 
-def deploy_model(spec: str, model_uri: str, run_id: str, model_digest: str = "") -> str:
+def deploy_model(spec: str, model_uri: str, run_id: str, model_digest: str = "", model_scheme: str = "") -> str:
     """Rolls the model out as a new revision and waits until it is ready and serving.
 
     A first rollout creates the service. When a stable revision already serves, the new model is
@@ -20,6 +20,9 @@ def deploy_model(spec: str, model_uri: str, run_id: str, model_digest: str = "")
         run_id: The pipeline run's id; recorded on the revision so a failed run can be cleaned up.
         model_digest: The model's content digest (optimize-model's ``model_digest``), when known;
             a model whose digest is the stable one's is not rolled out again.
+        model_scheme: The model's quantization scheme (optimize-model's ``model_scheme``), when
+            known: on kserve an FP8_DYNAMIC model for a GPU below compute capability 8.9 is refused
+            before anything is applied.
 
     Returns:
         The deployment record (JSON): what was rolled out, where the new revision answers, and
@@ -27,6 +30,5 @@ def deploy_model(spec: str, model_uri: str, run_id: str, model_digest: str = "")
     """
     from llm_rollout.steps import deploy_step
 
-    return deploy_step(
-        spec, model_uri=model_uri, model_metadata={"digest": model_digest} if model_digest else {}, run_id=run_id
-    )
+    metadata = {k: v for k, v in (("digest", model_digest), ("scheme", model_scheme)) if v}
+    return deploy_step(spec, model_uri=model_uri, model_metadata=metadata, run_id=run_id)

@@ -12,7 +12,7 @@ def optimize_model(
     recipe: str = "",
     calibration_data: str = "",
     ignore: list = ["lm_head"],  # noqa: B006 - KFP reads the default from the signature
-) -> NamedTuple("OptimizeOutputs", [("model_uri", str), ("model_digest", str)]):
+) -> NamedTuple("OptimizeOutputs", [("model_uri", str), ("model_digest", str), ("model_scheme", str)]):
     """Compresses a model with llmcompressor ``oneshot`` and saves it compressed.
 
     The compressed model is a KFP Model artifact (lineage, metadata in the UI). Its URI and digest
@@ -36,6 +36,8 @@ def optimize_model(
     Returns:
         model_uri: Where the compressed model is stored (the artifact's URI), for deploy-model.
         model_digest: Content digest of the compressed model (recognises a rerun of the stable model).
+        model_scheme: The scheme applied (``W8A8``, ``FP8_DYNAMIC``, ``W4A16``; empty for a recipe),
+            for deploy-model's GPU preflight (an FP8_DYNAMIC model on a GPU below 8.9 is refused).
     """
     from collections import namedtuple
 
@@ -50,5 +52,10 @@ def optimize_model(
         ignore=list(ignore),
     )
     optimized_model.metadata.update(metadata)
-    outputs = namedtuple("OptimizeOutputs", ["model_uri", "model_digest"])
-    return outputs(optimized_model.uri, str(metadata.get("digest") or ""))
+    outputs = namedtuple("OptimizeOutputs", ["model_uri", "model_digest", "model_scheme"])
+    scheme_applied = str(metadata.get("scheme") or "")
+    return outputs(
+        optimized_model.uri,
+        str(metadata.get("digest") or ""),
+        "" if scheme_applied == "custom" else scheme_applied,
+    )

@@ -63,9 +63,9 @@ def test_the_model_artifact_stays_visible_and_connects_optimize_to_deploy(compil
     ir = compiled[OPTIMIZE_DEPLOY_PIPELINE]
     outputs = ir["components"]["comp-optimize-model"]["outputDefinitions"]
     assert outputs["artifacts"]["optimized_model"]["artifactType"]["schemaTitle"] == "system.Model"
-    assert set(outputs["parameters"]) == {"model_uri", "model_digest"}
+    assert set(outputs["parameters"]) == {"model_uri", "model_digest", "model_scheme"}
     deploy = _dag_tasks(ir)["deploy-model"]
-    for key in ("model_uri", "model_digest"):
+    for key in ("model_uri", "model_digest", "model_scheme"):  # scheme: deploy's GPU preflight
         source = deploy["inputs"]["parameters"][key]["taskOutputParameter"]
         assert source == {"producerTask": "optimize-model", "outputParameterKey": key}
     assert "optimize-model" in deploy["dependentTasks"]

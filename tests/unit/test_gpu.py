@@ -73,3 +73,14 @@ def test_an_fp8_dynamic_artifact_on_an_a10g_is_refused_before_any_write():
         deploy_step(spec.model_dump_json(), model_uri="s3://bucket/m", model_metadata={"scheme": "FP8_DYNAMIC"})
     assert info.value.field == "model_metadata.scheme"
     assert "W8A8" in info.value.fix and "W4A16" in info.value.fix
+
+
+def test_the_deploy_component_passes_optimize_models_scheme_to_the_preflight():
+    """The pipeline wires optimize-model's ``model_scheme`` into deploy-model (tests/unit/test_artifact_flow.py);
+    the component hands it to the same preflight."""
+    from llm_rollout_components.deploy_model.component import deploy_model
+
+    spec = parse_spec({"platform": "kserve", **A10G})
+    with pytest.raises(SpecError) as info:
+        deploy_model(spec.model_dump_json(), "s3://bucket/m", "run-1", model_scheme="FP8_DYNAMIC")
+    assert info.value.field == "model_metadata.scheme"
