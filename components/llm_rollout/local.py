@@ -86,7 +86,7 @@ from typing import Any
 from llm_rollout.cpu_kernels import RULES, check_scheme, model_scheme, probe_build
 from llm_rollout.errors import DeadlineExceeded, PermanentError, SpecError
 from llm_rollout.local_state import StateDir, now_iso, read_json, write_json_atomic
-from llm_rollout.model_files import check_model_dir, weight_files
+from llm_rollout.model_files import check_model_dir, context_limit, weight_files
 from llm_rollout.names import member_name, short_hash
 from llm_rollout.procs import (
     is_our_process,
@@ -250,6 +250,40 @@ def check_model_runs_here(model_dir: str | Path, *, python: str, field_name: str
     scheme = model_scheme(model_dir)
     if scheme and any(rule.scheme == scheme for rule in RULES):
         check_scheme(scheme, probe_build(python), field_name=field_name, subject=f"the model {model_dir}")
+
+
+DEFAULT_MAX_MODEL_LEN = 4096
+"""The serving design's context cap when the spec leaves ``runtime.max_model_len`` at its default."""
+
+
+def fit_max_model_len(spec: RolloutSpec, model_dir: str | Path) -> RolloutSpec:
+    """``runtime.max_model_len`` fitted to the model before a server starts.
+
+    Left at its default, it becomes the model's own limit capped at :data:`DEFAULT_MAX_MODEL_LEN`
+    (a 256-token model gets 256 instead of vLLM refusing 4096 after a 10-20 s start). Set above the
+    model's limit, it is refused naming the field; vLLM would refuse it too, later.
+
+    Raises:
+        SpecError: ``runtime.max_model_len`` is above the model's context length (read from its
+            config.json the way vLLM reads it; models with RoPE scaling are not judged).
+    """
+    limit, exact = context_limit(model_dir)
+    wanted = spec.runtime.max_model_len
+    if limit is None or wanted is None:
+        return spec
+    if "max_model_len" not in spec.runtime.model_fields_set:
+        fitted = min(limit, DEFAULT_MAX_MODEL_LEN)
+        if fitted != wanted:
+            log.info("runtime.max_model_len: %d (the model's context length, at most %d)", fitted, wanted)
+            return spec.model_copy(update={"runtime": spec.runtime.model_copy(update={"max_model_len": fitted})})
+        return spec
+    if exact and wanted > limit:
+        raise SpecError(
+            "runtime.max_model_len",
+            f"{wanted} is longer than the model's context length {limit} (config.json of {model_dir})",
+            f"set it to {limit} or less, or leave it unset to use the model's own limit",
+        )
+    return spec
 
 
 def local_server_args(spec: RolloutSpec, local_args: list[str] | None = None) -> list[str]:
@@ -699,6 +733,7 @@ def _launch(
     first (:func:`check_model_runs_here`), before any server starts.
     """
     check_model_runs_here(path, python=python, field_name="model_dir")
+    spec = fit_max_model_len(spec, path)
     host = spec.local.host
     if existing and server_healthy(existing):
         wanted = build_server_command(

@@ -157,3 +157,58 @@ def model_digest(model_dir: str | Path) -> str:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
     return f"sha256:{digest.hexdigest()}"
+
+
+CONTEXT_KEYS = (
+    "max_position_embeddings",
+    "n_positions",
+    "max_seq_len",
+    "seq_length",
+    "model_max_length",
+    "max_target_positions",
+    "max_sequence_length",
+    "max_seq_length",
+    "seq_len",
+)
+"""config.json keys that state a model's context length (vLLM 0.32
+``transformers_utils/model_arch_config_convertor.py``, ``derive_max_model_len_and_key``)."""
+
+
+def context_limit(model_dir: str | Path) -> tuple[int | None, bool]:
+    """The longest context the model supports, the way vLLM derives it, and whether it is exact.
+
+    vLLM 0.32 (``derive_max_model_len_and_key``, then ``config/model.py`` ``_get_and_verify_max_len``)
+    takes the smallest of :data:`CONTEXT_KEYS` in ``config.json`` (``model_max_length`` wins when
+    set) and the tokenizer's ``model_max_length``, then scales it by RoPE scaling factors. This reads
+    the same keys; with RoPE scaling in the config the value is a lower bound (``exact`` False):
+    callers may default to it but must not refuse a larger one on its word.
+
+    Args:
+        model_dir: The model directory.
+
+    Returns:
+        ``(limit, exact)``; ``(None, False)`` when the config names no context length.
+    """
+    path = Path(model_dir)
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return None, False
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    values = [int(v) for k in CONTEXT_KEYS if isinstance(v := text.get(k), int | float) and v > 0]
+    limit = int(text["model_max_length"]) if isinstance(text.get("model_max_length"), int) else min(values, default=0)
+    try:
+        tokenizer = json.loads((path / "tokenizer_config.json").read_text())
+        tok_max = tokenizer.get("model_max_length")
+        if isinstance(tok_max, int) and tok_max > 0:
+            limit = min(limit, tok_max) if limit else tok_max
+    except (OSError, ValueError):
+        pass
+    if not limit:
+        return None, False
+    rope = text.get("rope_scaling") or text.get("rope_parameters") or {}
+    entries = [rope] if "rope_type" in rope or "type" in rope or "factor" in rope else list(rope.values())
+    scaled = any(
+        isinstance(e, dict) and e.get("factor") and (e.get("rope_type") or e.get("type")) != "default" for e in entries
+    )
+    return limit, not scaled

@@ -1191,5 +1191,9 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def spec_to_json(spec: RolloutSpec) -> str:
-    """Serialises a spec for a KFP string parameter (round-trips through :func:`parse_spec`)."""
-    return spec.model_dump_json(exclude_none=False)
+    """Serialises a spec for a KFP string parameter (round-trips through :func:`parse_spec`).
+
+    Only the fields that were set are written, so a default stays a default on the other side
+    (e.g. ``runtime.max_model_len`` left unset is fitted to the model; set, it is checked).
+    """
+    return spec.model_dump_json(exclude_unset=True)
