@@ -42,6 +42,9 @@ def _spec(namespace: str, probes, checks: list[str]) -> dict:
             },
             "slo": {"checks": checks, "judge_concurrency": [2], "min_successful_requests": 5},
             "recovery": {"checks": []},
+            # The stand-in serves every revision from one vLLM server; a server compared with itself
+            # says nothing (tests/serving/test_comparison.py and the local retrain loop test it).
+            "comparison": {"enabled": False},
         },
     }
 
