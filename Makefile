@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 export LLM_ROLLOUT_CACHE ?= $(HOME)/.cache/llm-rollout
 PYTEST_ARGS ?=
 
-.PHONY: docs help venv test-apiserver serving-env optimize-env browser test-env test test-unit demo compile render bench lint format clean
+.PHONY: docs help venv test-apiserver serving-env optimize-env browser test-env test test-unit test-fast demo compile render bench lint format clean
 
 help:
 	@sed -n '1,6p' Makefile
@@ -42,10 +42,14 @@ browser:
 test-env: venv test-apiserver serving-env optimize-env browser
 
 test: test-env
-	@$(PY) -m pytest $(PYTEST_ARGS)
+	@$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
 
 test-unit: venv
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+# The inner loop: unit and cluster tiers (no vLLM, no llmcompressor).
+test-fast: venv test-apiserver
+	@$(PY) -m pytest tests/unit tests/cluster -m "not serving and not optimize" --durations=10 $(PYTEST_ARGS)
 
 demo: venv serving-env optimize-env
 	@$(VENV)/bin/llm-rollout run-local --demo

@@ -15,6 +15,36 @@ pytest_plugins = [
     "tests.fixtures.serving",
 ]
 
+KSERVE_CRDS = (
+    "serving.kserve.io_clusterservingruntimes.yaml",
+    "serving.kserve.io_inferenceservices.yaml",
+    "serving.kserve.io_llminferenceserviceconfigs.yaml",
+    "serving.kserve.io_llminferenceservices.yaml",
+    "serving.kserve.io_servingruntimes.yaml",
+)
+"""The KServe 0.20 CRDs every tier checks against (the unit tier's schema checks, the API server)."""
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Fails the whole run once, clearly, when the KServe CRDs are not where the tests look.
+
+    Without them the unit tier's schema checks and the API server have nothing to check against;
+    each test failing on its own with a bare KeyError says nothing about why.
+    """
+    from tests.schema_check import shared_dir
+
+    folder = shared_dir() / "crds" / "kserve"
+    missing = [name for name in KSERVE_CRDS if not (folder / name).is_file()]
+    if missing:
+        pytest.exit(
+            f"setup: the KServe CRDs are missing from {folder} ({', '.join(missing)}). The tests read them "
+            "from the shared/ folder beside the checkout, or from $LLM_ROLLOUT_SHARED (a folder holding "
+            "crds/kserve/). They are KServe v0.20's release CRDs (kserve/kserve, config/crd/full/); copy "
+            "them there or set LLM_ROLLOUT_SHARED.",
+            returncode=4,
+        )
+
+
 FAULT_PROPERTY = "fault_scenario"
 """user_properties key set on the reports of fault tests (travels with the report, e.g. from xdist workers)."""
 
