@@ -48,28 +48,17 @@ else
     echo "==> tiny model ready in $((SECONDS - start)) s"
 fi
 
-scrambled_stamp=$(echo "scrambled $tiny_stamp" | sha256sum | cut -d' ' -f1)
-if up_to_date "$scrambled" "$scrambled_stamp"; then
-    echo "==> scrambled tiny model up to date ($scrambled)"
-else
-    echo "==> writing the scrambled copy into $scrambled"
-    rm -f "$scrambled/.stamp"
-    "$py" "$maker" --scramble "$tiny" --out "$scrambled"
-    echo "$scrambled_stamp" >"$scrambled/.stamp"
-fi
-
-for variant in retrain deepen; do
-    case $variant in
-    retrain) dir="$models/tiny-llama-retrained" ;;
-    deepen) dir="$models/tiny-llama-deep" ;;
-    esac
-    stamp=$(echo "$variant $tiny_stamp" | sha256sum | cut -d' ' -f1)
+# Copies of the tiny model, each rebuilt when the tiny model changes: FLAG STAMP_NAME DIR.
+for variant in "scramble scrambled $scrambled" "retrain retrain $models/tiny-llama-retrained" \
+    "deepen deepen $models/tiny-llama-deep"; do
+    read -r flag stamp_name dir <<<"$variant"
+    stamp=$(echo "$stamp_name $tiny_stamp" | sha256sum | cut -d' ' -f1)
     if up_to_date "$dir" "$stamp"; then
-        echo "==> $variant copy up to date ($dir)"
+        echo "==> $stamp_name copy up to date ($dir)"
     else
-        echo "==> writing the $variant copy into $dir"
+        echo "==> writing the $stamp_name copy into $dir"
         rm -f "$dir/.stamp"
-        "$py" "$maker" "--$variant" "$tiny" --out "$dir"
+        "$py" "$maker" "--$flag" "$tiny" --out "$dir"
         echo "$stamp" >"$dir/.stamp"
     fi
 done
