@@ -132,3 +132,53 @@ def test_simulated_working_splits_almost_never_fail():
         proof = traffic.judge_traffic({"s": 0, "c": 0}, {"s": n - k, "c": k}, canary="c", stable="s", weight=weight)
         fails += proof.verdict == "fail"
     assert fails <= 5  # expected < 2 (ALPHA * 2000)
+
+
+def _record(kind: str = "InferenceService", stable_url: str | None = "http://chat-predictor.ns.svc.cluster.local"):
+    from llm_rollout.record import DeploymentRecord, StableRef
+
+    return DeploymentRecord(
+        platform="kserve",
+        kind=kind,
+        name="chat",
+        namespace="ns",
+        member="v2",
+        revision="v2",
+        model_uri="s3://m/v2",
+        served_model_name="tiny",
+        endpoint_url="http://127.0.0.1:9002",
+        service_url="http://chat-ns.example.com",
+        canary=True,
+        stable=StableRef(member="chat-predictor", endpoint_url=stable_url),
+    )
+
+
+def test_member_metrics_urls_are_the_members_own_addresses_or_the_reason_they_are_unknown(monkeypatch):
+    from llm_rollout.spec import parse_spec
+    from llm_rollout.steps import ADDRESS_MAP_ENV, _member_metrics_urls
+
+    monkeypatch.setenv(ADDRESS_MAP_ENV, "chat-predictor.ns.svc.cluster.local=http://127.0.0.1:9001")
+    standard = parse_spec({"name": "chat", "namespace": "ns", "platform": "kserve"})
+    urls, why = _member_metrics_urls(standard, _record())
+    assert (urls, why) == (
+        {"chat-predictor": "http://127.0.0.1:9001/metrics", "v2": "http://127.0.0.1:9002/metrics"},
+        "",
+    )
+    assert _member_metrics_urls(standard, _record(stable_url=None)) == (
+        {},
+        "the record has no address of its own for the stable and the canary predictor",
+    )
+    knative = parse_spec({"name": "chat", "namespace": "ns", "platform": "kserve", "deployment_mode": "Knative"})
+    assert "Knative splits traffic between revisions itself" in _member_metrics_urls(knative, _record())[1]
+    llmd = parse_spec(
+        {
+            "name": "chat",
+            "namespace": "ns",
+            "platform": "kserve",
+            "llmd": {"enabled": True},
+            "scaling": None,
+            "replicas": 1,
+        }
+    )
+    urls, why = _member_metrics_urls(llmd, _record(kind="LLMInferenceService"))
+    assert not urls and "answer through the gateway" in why
