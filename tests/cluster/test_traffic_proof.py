@@ -175,3 +175,33 @@ def test_with_gateway_api_the_canary_gets_its_share_and_promotion_proceeds(
     out = capsys.readouterr().err
     assert "traffic at 50%: pass" in out and f"{record.member} (canary, weight 50%) served" in out
     assert "traffic at 100%: pass" in out
+
+
+def test_without_member_addresses_the_proof_is_skipped_with_the_reason_and_the_gate_judges_as_before(
+    kube_namespace, vllm_server, tiny_model, capsys
+):
+    from llm_rollout.record import DeploymentRecord, StableRef
+
+    doc = {**_spec(kube_namespace, tiny_model / "probes.json"), "llmd": {"enabled": True}, "scaling": None}
+    spec = make_spec(kube_namespace, NAME, replicas=1, **doc)
+    record = DeploymentRecord(
+        platform="kserve",
+        kind="LLMInferenceService",
+        name=NAME,
+        namespace=kube_namespace,
+        member=f"{NAME}-v2",
+        revision="v2",
+        model_uri="s3://models/tiny/v2",
+        served_model_name="tiny",
+        endpoint_url=vllm_server.base_url,
+        service_url=vllm_server.base_url,
+        canary=True,
+        stable=StableRef(member=f"{NAME}-v1", endpoint_url=vllm_server.base_url),
+    )
+
+    verdict, summary = _traffic_gate(spec, record)(50)
+
+    assert verdict == "pass", summary
+    err = capsys.readouterr().err
+    assert "traffic proof skipped: LLMInferenceService members answer through the gateway" in err
+    assert "traffic proof skipped" in summary

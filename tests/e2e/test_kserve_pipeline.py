@@ -104,8 +104,6 @@ def test_llmd_stepped_promotion_reruns_the_gate_at_each_traffic_step(
     assert second.outcome == "promoted", json.dumps(second.steps, indent=1)
     log = (tmp_path / "r2" / "run.log").read_text()
     assert "gate at 50% traffic" in log and "gate at 100% traffic" in log
-    # llm-d members have no address of their own: the traffic proof says it was skipped, and why.
-    assert "traffic proof skipped: LLMInferenceService members answer through the gateway" in log
     members = client.list(LLM_INFERENCE_SERVICES, kube_namespace)["items"]
     serving = [m for m in members if "serving.kserve.io/stop" not in (m["metadata"].get("annotations") or {})]
     assert [m["spec"]["model"]["uri"] for m in serving] == ["s3://models/tiny/v2"], [m["metadata"] for m in members]
