@@ -22,7 +22,9 @@ available Deployment (kserve#4626), writes ``canaryStatuses`` exactly as ``compo
 ``reconcileCanaryDeployments`` does, and splits Knative traffic as ``ksvc_reconciler.go`` does.
 Standard-mode canary weights move no traffic here, as with upstream's default
 ``enableGatewayApi: false`` (only the HTTPRoute reconciler applies them); nothing in the status says
-otherwise.
+otherwise. :meth:`Reconciler.backends_of` says where the service address sends requests
+(:func:`service_backends`; ``gateway_api = True`` weights them as the HTTPRoute reconciler does), for
+a test's router in front of real servers.
 
 Switches are global (:meth:`Reconciler.set_default`) or per object name
 (:meth:`Reconciler.behave`). ``url`` points the written URLs at a real endpoint (a local vLLM)
@@ -161,6 +163,30 @@ def predictor_service_name(isvc: str, predictor: str = "") -> str:
     """``pkg/constants/constants.go`` PredictorServiceName (written out here, not imported: the
     stand-in must not share the code under test's understanding)."""
     return f"{isvc}-{predictor}-predictor" if predictor else f"{isvc}-predictor"
+
+
+def service_backends(isvc: dict[str, Any], *, gateway_api: bool) -> list[tuple[str, int]]:
+    """Where a Standard-mode InferenceService's address sends requests: ``[(Service, weight), ...]``.
+
+    Without Gateway API (upstream's default ``enableGatewayApi: false``,
+    ``config/configmap/inferenceservice.yaml``) the raw ingress routes the host to the stable
+    predictor's Service only: canary weights are applied nowhere. With it, the HTTPRoute gets
+    weighted backends as ``httproute_reconciler.go`` ``applyCanaryWeights`` builds them: each canary
+    whose ``status.canaryStatuses`` entry is ready gets its ``trafficPercent``, the stable predictor
+    the rest (not-ready canaries are left out).
+    """
+    meta, spec, status = isvc.get("metadata") or {}, isvc.get("spec") or {}, isvc.get("status") or {}
+    name = meta.get("name", "")
+    stable = predictor_service_name(name, (spec.get("predictor") or {}).get("name") or "")
+    if not gateway_api:
+        return [(stable, 100)]
+    ready = {c.get("name"): bool(c.get("ready")) for c in status.get("canaryStatuses") or []}
+    canaries = [
+        (predictor_service_name(name, c["predictor"]["name"]), int(c.get("trafficPercent") or 0))
+        for c in spec.get("canary") or []
+        if ready.get((c.get("predictor") or {}).get("name"))
+    ]
+    return [(stable, 100 - sum(w for _, w in canaries)), *canaries]
 
 
 def _template(pred: dict[str, Any]) -> str:
@@ -325,6 +351,8 @@ class Reconciler:
         self.ready_writes: list[ReadyWrite] = []
         self.errors: list[str] = []
         self._ready_cv = threading.Condition(self._lock)
+        self.gateway_api = False
+        """KServe's ``enableGatewayApi`` (default false): whether canary weights route traffic."""
 
     # Switches ----------------------------------------------------------------------------------
 
@@ -351,6 +379,11 @@ class Reconciler:
         """The behaviour that applies to ``name``."""
         with self._lock:
             return self._per_name.get(name, self._default)
+
+    def backends_of(self, name: str, namespace: str) -> list[tuple[str, int]]:
+        """Where InferenceService ``name``'s address sends requests now (:func:`service_backends`)."""
+        live = self._client().get(INFERENCE_SERVICES, name, namespace)
+        return service_backends(live, gateway_api=self.gateway_api)
 
     def deployments_of(self, name: str) -> dict[str, tuple[int, int]]:
         """Standard mode: the simulated Deployments of InferenceService ``name`` as

@@ -90,6 +90,8 @@ DEFAULT_LEASE_TTL_S = 6 * 3600.0
 HISTORY_LIMIT = 20
 """Entries kept in ``llm-rollout.io/history`` (newest first)."""
 SUMMARY_LIMIT = 500
+GATE_REASON_LIMIT = 900
+"""A failed gate's reason in the rollback record and the error (the traffic proof's cause and fix fit)."""
 
 LEASE_HOLDER = f"{ANNOTATION_PREFIX}lease-holder"
 LEASE_EXPIRES = f"{ANNOTATION_PREFIX}lease-expires"
@@ -957,10 +959,12 @@ def _run_gate(
     log.info("%s: gate at %d%%: %s (%s)", spec.service_name, percent, verdict, _one_line(why, 200))
     if verdict == "pass":
         return
-    reason = f"gate at {percent}% traffic: {verdict}: {_one_line(why, 300)}"
+    # Long enough for the traffic proof's cause and fix (validation/traffic.py), which comes first.
+    reason = f"gate at {percent}% traffic: {verdict}: {_one_line(why, GATE_REASON_LIMIT)}"
     result = _rollback(spec, client, rec, reason=reason, run_id=rec.run_id, restore_stable_weight=restore_stable_weight)
     raise GateFailed(
-        f"promotion of {rec.member} stopped at {percent}% traffic: the gate said {verdict!r} ({_one_line(why, 300)}); "
+        f"promotion of {rec.member} stopped at {percent}% traffic: the gate said {verdict!r} "
+        f"({_one_line(why, GATE_REASON_LIMIT)}); "
         f"rolled back: {result['message']}",
         percent=percent,
         result=result,
