@@ -312,8 +312,20 @@ def deploy_step(
 
 
 def _stable_endpoint(rec: DeploymentRecord) -> str | None:
-    """The stable revision's own endpoint while it serves (what the candidate is compared with)."""
-    return rec.stable.endpoint_url if rec.stable and rec.stable.endpoint_url else None
+    """The stable revision's own endpoint while it serves (what the candidate is compared with).
+
+    Through ``$LLM_ROLLOUT_ADDRESS_MAP`` like every other cluster address (deploy records the
+    stable's address as the cluster reports it).
+    """
+    if not (rec.stable and rec.stable.endpoint_url):
+        return None
+    return _mapped(rec.stable.endpoint_url)
+
+
+def _mapped(url: str) -> str:
+    """``url`` through ``$LLM_ROLLOUT_ADDRESS_MAP`` (unchanged without a map)."""
+    resolve = address_resolver()
+    return resolve(url) if resolve else url
 
 
 def _save_local_validation(s: RolloutSpec, rec: DeploymentRecord, outcome: ValidateOutcome) -> None:
@@ -443,8 +455,7 @@ def _member_metrics_urls(s: RolloutSpec, rec: DeploymentRecord) -> tuple[dict[st
         return {}, "Knative splits traffic between revisions itself and gives the stable revision no address of its own"
     if rec.stable is None or not rec.stable.endpoint_url or not rec.endpoint_url:
         return {}, "the record has no address of its own for the stable and the canary predictor"
-    resolve = address_resolver() or (lambda url: url)
-    urls = {rec.stable.member: resolve(rec.stable.endpoint_url), rec.member: rec.endpoint_url}
+    urls = {rec.stable.member: _mapped(rec.stable.endpoint_url), rec.member: rec.endpoint_url}
     return {m: u.rstrip("/") + "/metrics" for m, u in urls.items()}, ""
 
 
