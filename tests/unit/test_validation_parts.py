@@ -292,6 +292,15 @@ def test_flags_override_the_spec_file(tmp_path):
     assert spec.tls_verify is False
 
 
+def test_baseline_checks_are_recovery_checks(tmp_path):
+    args = build_parser().parse_args(
+        ["--url", "http://h", "--model", "m", "--baseline-check", "output_throughput_ratio_vs_baseline >= 1.5"]
+    )
+    assert spec_from_args(args).recovery.checks == ["output_throughput_ratio_vs_baseline >= 1.5"]
+    stable = build_parser().parse_args(["--url", "http://h", "--model", "m", "--stable-url", "http://s"])
+    assert (stable.stable_url, stable.stable_model) == ("http://s", None)
+
+
 def test_usage_errors_exit_2(tmp_path, capsys):
     assert validate_command(["--model", "m"]) == 2
     assert validate_command(["--url", "http://h", "--model", "m", "--concurrency", "0"]) == 2

@@ -51,10 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model name the endpoint serves")
     p.add_argument("--spec", help="rollout spec (its `validation` section is used) or a validation section alone")
     p.add_argument("--report", metavar="DIR", help="write report.html, validation.json and metrics.json here")
-    p.add_argument("--baseline-url", help="baseline endpoint for token agreement and ratio checks")
-    p.add_argument("--baseline-model", help="model name at the baseline (default: --model)")
+    p.add_argument(
+        "--baseline-url", help="the uncompressed original's endpoint, for the recovery checks (agreement, ratios)"
+    )
+    p.add_argument("--baseline-model", help="model name at the original (default: --model)")
+    p.add_argument("--stable-url", help="the stable revision's endpoint, to compare with (non-inferiority)")
+    p.add_argument("--stable-model", help="model name at the stable revision (default: --model)")
     p.add_argument("--check", action="append", metavar="EXPR", help="SLO check (repeatable; replaces the spec's)")
-    p.add_argument("--baseline-check", action="append", metavar="EXPR", help="baseline check (repeatable)")
+    p.add_argument(
+        "--baseline-check", action="append", metavar="EXPR", help="recovery check against the original (repeatable)"
+    )
     p.add_argument("--judge-concurrency", type=_levels, metavar="LIST", help="levels the checks apply to, e.g. 10,20")
     p.add_argument("--concurrency", type=_levels, metavar="LIST", help="levels to measure, e.g. 1,10,20")
     p.add_argument("--request-rate", type=float, metavar="RPS", help="add a Poisson level at this request rate")
@@ -115,9 +121,10 @@ def spec_from_args(args: argparse.Namespace) -> ValidationSpec:
     ):
         if getattr(args, flag) is not None:
             load[key] = getattr(args, flag)
+    if args.baseline_check is not None:
+        val["recovery"] = {"checks": args.baseline_check}
     for flag, key in (
         ("check", "checks"),
-        ("baseline_check", "baseline_checks"),
         ("judge_concurrency", "judge_concurrency"),
         ("min_successful", "min_successful_requests"),
         ("capacity_max", "capacity_max_concurrency"),
@@ -172,6 +179,8 @@ def validate_command(argv: Sequence[str] | None = None) -> int:
             args.model,
             baseline_url=args.baseline_url,
             baseline_model=args.baseline_model,
+            stable_url=args.stable_url,
+            stable_model=args.stable_model,
             report_dir=args.report,
             suite=args.suite,
         )

@@ -4,7 +4,7 @@ Two comparisons, each with its own evidence (never mixed): *recovery* - a compre
 against its own uncompressed original served beside it (``validation.recovery``: greedy token
 agreement and ratio checks such as 2x output throughput) - and *comparison* - the candidate
 against the stable revision it would replace (``validation.comparison``: the suite's score and
-non-inferiority of TTFT, TPOT and stream throughput measured interleaved,
+non-inferiority of TTFT, TPOT and output throughput measured in interleaved rounds,
 :mod:`llm_rollout.validation.compare`).
 
 :func:`validate` is the one entry point (the KFP step, the standalone ``llm-rollout validate``
@@ -393,7 +393,8 @@ async def validate_async(
             run, endpoint, client, base_ep, base_client, prom_client, checks, base_checks, probes, conc,
             judged_labels, roles, prom_headers,
         )  # fmt: skip
-        # Already failing (readiness, correctness, SLO): the comparison could not change the verdict.
+        # Already failing (readiness, correctness, recovery, the server gone): the comparison could
+        # not change the verdict.
         failing = run.failures or run.server_gone or res.readiness is None
         if stable_ep is not None and stable_client is not None and not failing:
             await _compare(run, endpoint, client, stable_ep, stable_client, probes)
