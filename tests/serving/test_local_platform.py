@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from llm_rollout import local
-from llm_rollout.errors import DeadlineExceeded, PermanentError
+from llm_rollout.errors import DeadlineExceeded, PermanentError, SpecError
 from llm_rollout.local_state import StateDir
 from llm_rollout.record import DeploymentRecord
 from llm_rollout.spec import parse_spec
@@ -229,10 +229,8 @@ def test_not_a_model_is_refused_before_any_server_starts(state_dir, tmp_path, ti
     [
         # Passes our shape check, rejected by vLLM's own argument parser.
         ({"extra_args": ["--max-num-seqs=lots"]}, "invalid int value"),
-        # A valid flag whose value vLLM refuses for this model (max_position_embeddings is smaller).
-        ({"max_model_len": 1_000_000}, "max_model_len"),
     ],
-    ids=["bad-arg-value", "max-model-len-too-big"],
+    ids=["bad-arg-value"],
 )
 def test_vllm_failing_to_start_reports_its_log_and_leaves_no_process(state_dir, tiny_model, runtime, vllm_says):
     spec = make_spec(state_dir, **runtime)
@@ -245,6 +243,16 @@ def test_vllm_failing_to_start_reports_its_log_and_leaves_no_process(state_dir, 
     assert_group_gone(pgid_in(message))
     assert list((state_dir / "servers").glob("*.json")) == []
     assert time.monotonic() - started < 120
+
+
+def test_max_model_len_above_the_models_context_is_refused_before_a_server_starts(state_dir, tiny_model):
+    """vLLM would refuse it only after loading the model; the tiny model's config says 256."""
+    spec = make_spec(state_dir, max_model_len=1_000_000)
+    with pytest.raises(SpecError) as caught:
+        local.deploy_local(spec, model_dir=str(tiny_model), run_id="r")
+    assert caught.value.field == "runtime.max_model_len"
+    assert "context length 256" in str(caught.value)
+    assert not list(state_dir.glob("servers/*.json")) and not list(state_dir.glob("logs/*.log"))
 
 
 def test_register_runtime_uses_vllms_parser(state_dir):
