@@ -201,6 +201,14 @@ async def compare_with_stable(
 
     async def one_round(side: str, round_no: int, keep: bool) -> None:
         client, ep, rounds = sides[side]
+        if keep:
+            # The first requests after the other side ran are slower (measured on vLLM CPU: the side
+            # measured second in a pair was 40-50 % slower whichever it was); a discarded burst of
+            # `concurrency` requests takes that switching cost out of the measured round.
+            await run_load(
+                client, ep, prompts, api=api, output_tokens=output_tokens,  # type: ignore[arg-type]
+                num_requests=spec.concurrency, concurrency=spec.concurrency, max_duration_s=max_duration_s,
+            )  # fmt: skip
         lr = await run_load(
             client, ep, prompts, api=api, output_tokens=output_tokens,  # type: ignore[arg-type]
             num_requests=spec.round_requests, concurrency=spec.concurrency, max_duration_s=max_duration_s,
