@@ -27,7 +27,6 @@ What this module does
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_rollout.errors import PermanentError, SpecError
+from llm_rollout.names import short_hash
 
 CACHE_ENV = "LLM_ROLLOUT_CACHE"
 """Root of the project's cache (venvs, models, this module's probe results)."""
@@ -168,11 +168,14 @@ def _cpu_flags() -> str:
     return ""
 
 
-def _probe_key(python: str) -> str:
+def vllm_builds(python: str) -> list[str]:
+    """The vLLM distributions installed beside ``python`` (their dist-info names): what identifies its build."""
     venv = Path(python).expanduser().parent.parent
-    builds = sorted(p.name for p in venv.glob("lib/python*/site-packages/vllm*.dist-info"))
-    raw = json.dumps([str(Path(python).expanduser()), builds, _cpu_flags()])
-    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+    return sorted(p.name for p in venv.glob("lib/python*/site-packages/vllm*.dist-info"))
+
+
+def _probe_key(python: str) -> str:
+    return short_hash(json.dumps([str(Path(python).expanduser()), vllm_builds(python), _cpu_flags()]), 16)
 
 
 def probe_cache_file(python: str) -> Path:

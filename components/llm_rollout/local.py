@@ -83,7 +83,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from llm_rollout.cpu_kernels import RULES, check_scheme, model_scheme, probe_build
+from llm_rollout.cpu_kernels import RULES, check_scheme, model_scheme, probe_build, vllm_builds
 from llm_rollout.errors import DeadlineExceeded, PermanentError, SpecError
 from llm_rollout.local_state import StateDir, now_iso, read_json, write_json_atomic
 from llm_rollout.model_files import check_model_dir, context_limit, weight_files
@@ -252,15 +252,11 @@ def check_model_runs_here(model_dir: str | Path, *, python: str, field_name: str
         check_scheme(scheme, probe_build(python), field_name=field_name, subject=f"the model {model_dir}")
 
 
-DEFAULT_MAX_MODEL_LEN = 4096
-"""The serving design's context cap when the spec leaves ``runtime.max_model_len`` at its default."""
-
-
 def fit_max_model_len(spec: RolloutSpec, model_dir: str | Path) -> RolloutSpec:
     """``runtime.max_model_len`` fitted to the model before a server starts.
 
-    Left at its default, it becomes the model's own limit capped at :data:`DEFAULT_MAX_MODEL_LEN`
-    (a 256-token model gets 256 instead of vLLM refusing 4096 after a 10-20 s start). Set above the
+    Left at its default (the serving design's 4096), it becomes the model's own limit capped at
+    that default (a 256-token model gets 256 instead of vLLM refusing 4096 after a 10-20 s start). Set above the
     model's limit, it is refused naming the field; vLLM would refuse it too, later.
 
     Raises:
@@ -272,7 +268,7 @@ def fit_max_model_len(spec: RolloutSpec, model_dir: str | Path) -> RolloutSpec:
     if limit is None or wanted is None:
         return spec
     if "max_model_len" not in spec.runtime.model_fields_set:
-        fitted = min(limit, DEFAULT_MAX_MODEL_LEN)
+        fitted = min(limit, wanted)  # wanted is the spec's default here
         if fitted != wanted:
             log.info("runtime.max_model_len: %d (the model's context length, at most %d)", fitted, wanted)
             return spec.model_copy(update={"runtime": spec.runtime.model_copy(update={"max_model_len": fitted})})
@@ -476,10 +472,8 @@ def _revision_for(path: Path, digest: str | None) -> str:
 
 def _args_check_key(python: str, args: list[str], env: dict[str, str]) -> str:
     """Identifies one argument check: the interpreter, the installed vLLM build, the arguments."""
-    venv = Path(python).parent.parent
-    builds = sorted(p.name for p in venv.glob("lib/python*/site-packages/vllm*.dist-info"))
     relevant_env = {k: env.get(k) for k in SERVER_ENV_DEFAULTS}
-    return short_hash(json.dumps([python, builds, args, relevant_env]), 16)
+    return short_hash(json.dumps([python, vllm_builds(python), args, relevant_env]), 16)
 
 
 def register_runtime_local(spec: RolloutSpec, *, local_args: list[str] | None = None) -> dict[str, Any]:

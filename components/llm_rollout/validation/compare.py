@@ -201,21 +201,22 @@ async def compare_with_stable(
 
     async def one_round(side: str, round_no: int, keep: bool) -> None:
         client, ep, rounds = sides[side]
+
+        async def send(count: int) -> list[RequestRecord]:
+            lr = await run_load(
+                client, ep, prompts, api=api, output_tokens=output_tokens,  # type: ignore[arg-type]
+                num_requests=count, concurrency=spec.concurrency, max_duration_s=max_duration_s, seed=round_no,
+            )  # fmt: skip
+            return lr.records
+
         if keep:
             # The first requests after the other side ran are slower (measured on vLLM CPU: the side
             # measured second in a pair was 40-50 % slower whichever it was); a discarded burst of
             # `concurrency` requests takes that switching cost out of the measured round.
-            await run_load(
-                client, ep, prompts, api=api, output_tokens=output_tokens,  # type: ignore[arg-type]
-                num_requests=spec.concurrency, concurrency=spec.concurrency, max_duration_s=max_duration_s,
-            )  # fmt: skip
-        lr = await run_load(
-            client, ep, prompts, api=api, output_tokens=output_tokens,  # type: ignore[arg-type]
-            num_requests=spec.round_requests, concurrency=spec.concurrency, max_duration_s=max_duration_s,
-            seed=round_no,
-        )  # fmt: skip
+            await send(spec.concurrency)
+        records = await send(spec.round_requests)
         if keep:
-            rounds.add(lr.records, spec)
+            rounds.add(records, spec)
 
     # One warm-up round each (not counted): the first requests after idling are slower on both.
     await one_round("stable", 0, False)
