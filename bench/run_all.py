@@ -79,7 +79,7 @@ class PeakMemory:
 def bench_demo() -> dict[str, Any]:
     """Times the demo end to end and per step, with the peak memory of its process tree."""
     out = Path(tempfile.mkdtemp(prefix="llm-rollout-bench-demo-"))
-    cmd = [sys.executable, "-m", "llm_rollout_pipelines.cli", "run-local", "--demo", "--out", str(out / "demo")]
+    cmd = [sys.executable, "-m", "pipelines.cli", "run-local", "--demo", "--out", str(out / "demo")]
     started = time.monotonic()
     with open(out / "demo.log", "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -121,7 +121,7 @@ def bench_compile(repeats: int = 3) -> dict[str, Any]:
         for _ in range(repeats):
             started = time.monotonic()
             subprocess.run(
-                [sys.executable, "-m", "llm_rollout_pipelines.cli", "compile", "--out", tmp],
+                [sys.executable, "-m", "pipelines.cli", "compile", "--out", tmp],
                 cwd=ROOT,
                 check=True,
                 capture_output=True,

@@ -20,14 +20,14 @@ from types import SimpleNamespace
 
 from kfp import dsl
 
-from llm_rollout_components.deploy_model.component import deploy_model
-from llm_rollout_components.finalize_rollout.component import finalize_rollout
-from llm_rollout_components.images import resolve_images
-from llm_rollout_components.optimize_model.component import optimize_model
-from llm_rollout_components.promote_model.component import promote_model
-from llm_rollout_components.register_runtime.component import register_runtime
-from llm_rollout_components.rollback_model.component import rollback_model
-from llm_rollout_components.validate_deployment.component import validate_deployment
+from components.deploy_model.component import deploy_model
+from components.finalize_rollout.component import finalize_rollout
+from components.images import resolve_images
+from components.optimize_model.component import optimize_model
+from components.promote_model.component import promote_model
+from components.register_runtime.component import register_runtime
+from components.rollback_model.component import rollback_model
+from components.validate_deployment.component import validate_deployment
 
 COMPONENT_FUNCTIONS = {
     "optimize-model": optimize_model,
@@ -96,7 +96,7 @@ def load_component_specs(image: str | None = None, optimize_image: str | None = 
 
     from kfp import components
 
-    from llm_rollout_components.images import check_image
+    from components.images import check_image
 
     built = {}
     for name, func in COMPONENT_FUNCTIONS.items():

@@ -21,8 +21,8 @@ from llm_rollout.errors import RolloutError
 
 
 def _compile(args: argparse.Namespace) -> int:
-    from llm_rollout_components.resources import ScratchDisk
-    from llm_rollout_pipelines.compile import compile_pipelines
+    from components.resources import ScratchDisk
+    from pipelines.compile import compile_pipelines
 
     disk = None
     if args.optimize_disk.lower() != "none":
@@ -59,8 +59,8 @@ def _validate(args: argparse.Namespace, rest: list[str]) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``llm-rollout`` (subcommands and their flags)."""
-    from llm_rollout_components.images import DEFAULT_IMAGE, DEFAULT_OPTIMIZE_IMAGE
-    from llm_rollout_components.resources import DEFAULT_OPTIMIZE_DISK, DEFAULT_SCRATCH_MOUNT
+    from components.images import DEFAULT_IMAGE, DEFAULT_OPTIMIZE_IMAGE
+    from components.resources import DEFAULT_OPTIMIZE_DISK, DEFAULT_SCRATCH_MOUNT
 
     parser = argparse.ArgumentParser(
         prog="llm-rollout", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -118,12 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="validate an OpenAI-compatible endpoint (see validate --help)", add_help=False)
     p.set_defaults(func=_validate, passthrough=True)
 
-    from llm_rollout_pipelines.run_local import add_parser as add_run_local
+    from pipelines.run_local import add_parser as add_run_local
 
     add_run_local(sub)
 
-    from llm_rollout_pipelines.kfp_runs import add_parsers as add_kfp_runs
-    from llm_rollout_pipelines.service_cli import add_parsers as add_service
+    from pipelines.kfp_runs import add_parsers as add_kfp_runs
+    from pipelines.service_cli import add_parsers as add_service
 
     add_service(sub)
     add_kfp_runs(sub)

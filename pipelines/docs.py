@@ -15,8 +15,8 @@ from pathlib import Path
 
 from kfp import dsl
 
-from llm_rollout_components import COMPONENT_FUNCTIONS, build_components
-from llm_rollout_components.images import DEFAULT_IMAGE, IMAGE_REPOSITORY
+from components import COMPONENT_FUNCTIONS, build_components
+from components.images import DEFAULT_IMAGE, IMAGE_REPOSITORY
 
 COMPONENTS_DIR = Path(__file__).resolve().parent.parent / "components"
 
@@ -76,7 +76,7 @@ def component_readme(kfp_name: str) -> str:
         "",
         "## Where it runs",
         "",
-        "Thin wrapper: it converts parameters and calls the library (`components/llm_rollout/`).",
+        "Thin wrapper: it converts parameters and calls the library (`src/llm_rollout/`).",
         "Image: "
         + (
             "the optimize image (`containers/Containerfile.optimize`)."

@@ -193,7 +193,7 @@ def pipeline_package(pipeline: str | None, package: str | None, out_dir: str | P
     Raises:
         SpecError: Both or neither given, an unknown pipeline, or a missing package file.
     """
-    from llm_rollout_pipelines.pipelines import PIPELINES
+    from pipelines.pipelines import PIPELINES
 
     if bool(pipeline) == bool(package):
         raise SpecError("--pipeline/--package", "give exactly one of them", "e.g. --pipeline llm-deploy")
@@ -204,7 +204,7 @@ def pipeline_package(pipeline: str | None, package: str | None, out_dir: str | P
         return str(path), path.stem
     if pipeline not in PIPELINES:
         raise SpecError("--pipeline", f"unknown pipeline {pipeline!r}", f"use one of {', '.join(PIPELINES)}")
-    from llm_rollout_pipelines.compile import compile_pipelines
+    from pipelines.compile import compile_pipelines
 
     out = Path(out_dir or tempfile.mkdtemp(prefix="llm-rollout-"))
     for path in compile_pipelines(str(out)):

@@ -11,8 +11,8 @@ from typing import Any
 
 from kfp import dsl
 
-from llm_rollout_components import build_components
-from llm_rollout_components.resources import (
+from components import build_components
+from components.resources import (
     DEFAULT_OPTIMIZE_ACCELERATOR_COUNT,
     DEFAULT_OPTIMIZE_ACCELERATOR_TYPE,
     DEFAULT_OPTIMIZE_CPU,

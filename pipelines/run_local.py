@@ -149,7 +149,7 @@ def _inner_main(args_file: str) -> int:
     """The child process: runs the pipeline with kfp.local (its noisy output goes to run.log)."""
     from kfp import local
 
-    from llm_rollout_pipelines.pipelines import PIPELINES
+    from pipelines.pipelines import PIPELINES
 
     args = json.loads(Path(args_file).read_text())
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=args["pipeline_root"], raise_on_error=False)
@@ -160,7 +160,7 @@ def _inner_main(args_file: str) -> int:
 
 def _compile_and_render(spec: RolloutSpec, out: Path) -> tuple[Path, Path]:
     from llm_rollout.render import write_manifests
-    from llm_rollout_pipelines.compile import compile_pipelines
+    from pipelines.compile import compile_pipelines
 
     pipelines_dir = out / "pipelines"
     compile_pipelines(pipelines_dir)
@@ -216,7 +216,7 @@ def run_pipeline(
     env = dict(os.environ)
     env[RUN_LOG_ENV] = str(run_log)
     env["PYTHONUNBUFFERED"] = "1"
-    cmd = [sys.executable, "-m", "llm_rollout_pipelines.run_local", "--inner", str(args_file)]
+    cmd = [sys.executable, "-m", "pipelines.run_local", "--inner", str(args_file)]
     started = time.monotonic()
     with open(out / "run.log", "w") as log_fh:
         proc = subprocess.Popen(

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 from kfp import dsl
 
-from llm_rollout_components.resources import set_optimize_resources
+from components.resources import set_optimize_resources
 
 RUN_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER
 

@@ -16,7 +16,7 @@ import pytest
 from llm_rollout.builders import ANNOTATION_PREFIX
 from llm_rollout.kube import INFERENCE_SERVICES, KubeClient
 from llm_rollout.spec import parse_spec
-from llm_rollout_pipelines.run_local import run_pipeline
+from pipelines.run_local import run_pipeline
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.serving, pytest.mark.timeout(900)]
 

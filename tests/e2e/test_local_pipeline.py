@@ -22,7 +22,7 @@ import pytest
 
 from llm_rollout.local import status_local
 from llm_rollout.local_state import read_json
-from llm_rollout_pipelines.run_local import demo_spec, run_local
+from pipelines.run_local import demo_spec, run_local
 
 pytestmark = [pytest.mark.e2e, pytest.mark.serving, pytest.mark.optimize, pytest.mark.timeout(1200)]
 
@@ -44,7 +44,7 @@ def demo(tmp_path_factory, tiny_model, scrambled_model, vllm_python):
     out = tmp_path_factory.mktemp("demo") / "demo"
     env = dict(os.environ)
     proc = subprocess.run(
-        [sys.executable, "-m", "llm_rollout_pipelines.cli", "run-local", "--demo", "--out", str(out)],
+        [sys.executable, "-m", "pipelines.cli", "run-local", "--demo", "--out", str(out)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -138,7 +138,7 @@ def test_ctrl_c_mid_validation_stops_every_server_and_changes_no_state(tmp_path,
     state, out = tmp_path / "state", tmp_path / "run"
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(demo_spec(state, tiny_model / "probes.json").model_dump(mode="json")))
-    cmd = [sys.executable, "-m", "llm_rollout_pipelines.cli", "run-local", "--model", str(tiny_model)]
+    cmd = [sys.executable, "-m", "pipelines.cli", "run-local", "--model", str(tiny_model)]
     cmd += ["--spec", str(spec_file), "--out", str(out), "--baseline", str(tiny_model)]
     proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     run_log = out / "run.log"

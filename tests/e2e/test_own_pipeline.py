@@ -20,7 +20,7 @@ import pytest
 from llm_rollout.local import local_session, status_local
 from llm_rollout.spec import spec_to_json
 from llm_rollout.steplog import RUN_LOG_ENV, read_run_log
-from llm_rollout_pipelines.run_local import demo_spec
+from pipelines.run_local import demo_spec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.serving, pytest.mark.optimize, pytest.mark.timeout(1200)]
 
@@ -30,7 +30,7 @@ MODEL_FILES = ("config.json", ".safetensors", "tokenizer.json")
 RUNNER = """
 import json, sys
 from kfp import local
-from llm_rollout_components import build_components
+from components import build_components
 from tests.own_pipeline import train_and_serve_pipeline
 
 args = json.loads(open(sys.argv[1]).read())

@@ -156,7 +156,7 @@ def test_first_rollout_promote_canary_then_rollback_keeps_the_first(state_dir, t
 
 
 def test_rollback_to_previous_restarts_it_then_swaps_back_by_record(state_dir, tiny_model, scrambled_model, capsys):
-    from llm_rollout_pipelines.cli import main
+    from pipelines.cli import main
 
     spec = make_spec(state_dir)
     with pytest.raises(PermanentError, match="nothing is promoted"):

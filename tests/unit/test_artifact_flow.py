@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from llm_rollout_pipelines.compile import compile_pipelines
-from llm_rollout_pipelines.pipelines import DEPLOY_PIPELINE, OPTIMIZE_DEPLOY_PIPELINE
+from pipelines.compile import compile_pipelines
+from pipelines.pipelines import DEPLOY_PIPELINE, OPTIMIZE_DEPLOY_PIPELINE
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ import inspect
 
 import pytest
 
-from llm_rollout_components import COMPONENT_FUNCTIONS
-from llm_rollout_pipelines.docs import COMPONENTS_DIR, component_readme
+from components import COMPONENT_FUNCTIONS
+from pipelines.docs import COMPONENTS_DIR, component_readme
 
 
 @pytest.mark.parametrize("kfp_name", sorted(COMPONENT_FUNCTIONS))

@@ -6,9 +6,9 @@ import importlib.metadata
 import pytest
 import yaml
 
+from components import build_components, images
 from llm_rollout.errors import SpecError
-from llm_rollout_components import build_components, images
-from llm_rollout_pipelines.cli import main
+from pipelines.cli import main
 
 DIGEST = "sha256:" + "ab" * 32
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from llm_rollout.errors import SpecError
-from llm_rollout_pipelines import cli, kfp_runs
+from pipelines import cli, kfp_runs
 
 
 class _KfpHandler(http.server.BaseHTTPRequestHandler):
@@ -91,7 +91,7 @@ def kfp_server() -> Iterator[tuple[str, list[dict[str, Any]], list[dict[str, Any
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory) -> dict[str, str]:
-    from llm_rollout_pipelines.compile import compile_pipelines
+    from pipelines.compile import compile_pipelines
 
     out = tmp_path_factory.mktemp("pipelines")
     return {p.stem: str(p) for p in compile_pipelines(out)}

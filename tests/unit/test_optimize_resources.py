@@ -4,9 +4,8 @@ import pytest
 import yaml
 from kfp import compiler, dsl
 
-from llm_rollout.errors import SpecError
-from llm_rollout_components import build_components
-from llm_rollout_components.resources import (
+from components import build_components
+from components.resources import (
     DEFAULT_OPTIMIZE_CPU,
     DEFAULT_OPTIMIZE_DISK,
     DEFAULT_OPTIMIZE_MEMORY,
@@ -14,8 +13,9 @@ from llm_rollout_components.resources import (
     optimize_resources_for,
     set_optimize_resources,
 )
-from llm_rollout_pipelines.cli import main
-from llm_rollout_pipelines.pipelines import DEPLOY_PIPELINE, OPTIMIZE_DEPLOY_PIPELINE
+from llm_rollout.errors import SpecError
+from pipelines.cli import main
+from pipelines.pipelines import DEPLOY_PIPELINE, OPTIMIZE_DEPLOY_PIPELINE
 
 
 def _docs(path):

@@ -3,8 +3,8 @@
 import pytest
 import yaml
 
-from llm_rollout_pipelines.cli import main
-from llm_rollout_pipelines.pipelines import DEPLOY_PIPELINE, OPTIMIZE_DEPLOY_PIPELINE
+from pipelines.cli import main
+from pipelines.pipelines import DEPLOY_PIPELINE, OPTIMIZE_DEPLOY_PIPELINE
 
 
 @pytest.fixture(scope="module")

@@ -584,7 +584,7 @@ def test_the_mirror_is_not_a_rubber_stamp():
 
 @pytest.mark.parametrize("mode", ["Standard", "Knative"])
 def test_render_cli_shows_every_phase_and_each_passes_the_mirror(tmp_path, mode):
-    from llm_rollout_pipelines.cli import main
+    from pipelines.cli import main
 
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(
