@@ -55,7 +55,7 @@ class ResourceTypeNotServed(NotFoundError):
     """404 without an object in the Status: the resource type is not served (CRD missing/too old).
 
     Right after an API server (re)starts, custom resources are 404 for a few seconds until its CRD
-    informers have synced; :class:`KubeClient` therefore retries this error for
+    informers have synced; :class:`~llm_rollout.kube.client.KubeClient` therefore retries this error for
     ``type_grace_s`` before letting it through.
     """
 
