@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from llm_rollout.errors import SpecError
 from llm_rollout.names import dns_name
+from llm_rollout.slo_expr import parse_checks
 from llm_rollout.versions import DEFAULT_VLLM_IMAGE
 
 DEFAULT_SERVICE_NAME = "lean-rag-inference"
@@ -818,8 +819,6 @@ def check_spec(spec: RolloutSpec) -> None:
         )
 
     # SLO expressions: a typo must fail here, before deploy-model writes a canary, not at validation.
-    from llm_rollout.validation.slo import parse_checks
-
     parse_checks(spec.validation.slo.checks, "validation.slo.checks")
     parse_checks(spec.validation.recovery.checks, "validation.recovery.checks")
 
