@@ -77,6 +77,7 @@ def _rollout(
                 verdict=validate.outputs["verdict"],
                 summary=validate.outputs["summary"],
                 metrics=validate.outputs["key_metrics"],
+                report_uri=validate.outputs["report_uri"],
                 run_id=RUN_ID,
             ).set_caching_options(False),
             secret,

@@ -47,6 +47,7 @@ def train_and_serve_pipeline(c: SimpleNamespace):
                     verdict=val.outputs["verdict"],
                     summary=val.outputs["summary"],
                     metrics=val.outputs["key_metrics"],
+                    report_uri=val.outputs["report_uri"],
                     run_id=RUN_ID,
                 ).set_caching_options(False)
             with dsl.Else(name="verdict-not-pass"):

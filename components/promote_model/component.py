@@ -1,7 +1,9 @@
 """promote-model: give the validated revision production traffic."""
 
 
-def promote_model(spec: str, record: str, verdict: str, summary: str, run_id: str, metrics: str = "") -> str:
+def promote_model(
+    spec: str, record: str, verdict: str, summary: str, run_id: str, metrics: str = "", report_uri: str = ""
+) -> str:
     """Promotes the validated revision to stable and retires the one it replaces.
 
     Refuses unless ``verdict`` is ``pass``. The promotion (model URI, artifact digest, run id,
@@ -16,10 +18,13 @@ def promote_model(spec: str, record: str, verdict: str, summary: str, run_id: st
         run_id: The pipeline run's id, recorded with the promotion.
         metrics: validate-deployment's ``key_metrics`` (JSON), recorded with the promotion so that
             ``llm-rollout status`` shows what the stable revision measured.
+        report_uri: validate-deployment's ``report_uri``, recorded with the promotion.
 
     Returns:
         What happened, one line (e.g. ``promoted lean-rag-inference-1a2b3c4d``).
     """
     from llm_rollout.steps import promote_step
 
-    return promote_step(spec, record, verdict=verdict, summary=summary, metrics=metrics, run_id=run_id)
+    return promote_step(
+        spec, record, verdict=verdict, summary=summary, metrics=metrics, report_uri=report_uri, run_id=run_id
+    )

@@ -260,6 +260,7 @@ def promote_step(
     verdict: str,
     summary: str = "",
     metrics: dict[str, float] | str | None = None,
+    report_uri: str = "",
     run_id: str = "",
 ) -> str:
     """Promotes the validated revision; refuses unless the verdict is ``pass``.
@@ -270,6 +271,7 @@ def promote_step(
         verdict: validate-deployment's verdict.
         summary: validate-deployment's summary (recorded with the promotion).
         metrics: validate-deployment's key metrics (a dict or its JSON), recorded with the promotion.
+        report_uri: Where validate-deployment's report is, recorded with the promotion.
         run_id: The pipeline run.
 
     Returns:
@@ -283,7 +285,7 @@ def promote_step(
         if rec.already_promoted:
             message = f"already promoted: {rec.member} serves this model as the stable revision"
         else:
-            given = Verdict(verdict=verdict, summary=summary, metrics=metrics or {})
+            given = Verdict(verdict=verdict, summary=summary, metrics=metrics or {}, report_path=report_uri)
             message = _platform(s).promote(rec, given, run_id=run_id).message
         out["message"] = message
     steplog.log(message)
