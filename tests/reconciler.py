@@ -111,6 +111,7 @@ class ReadyWrite:
         generation: The generation the status claims to have observed.
         sent_at: ``time.monotonic()`` just before the write was sent.
         done_at: ``time.monotonic()`` when the server had accepted it.
+        resource_version: The object's resourceVersion after the write.
     """
 
     kind: str
@@ -119,6 +120,7 @@ class ReadyWrite:
     generation: int
     sent_at: float
     done_at: float = 0.0
+    resource_version: str = ""
 
 
 @dataclass(order=True)
@@ -666,6 +668,7 @@ class Reconciler:
             if write is not None:
                 with self._ready_cv:
                     write.done_at = time.monotonic()
+                    write.resource_version = ((updated or {}).get("metadata") or {}).get("resourceVersion", "")
                     self._ready_cv.notify_all()
             with self._lock:
                 if job.key in self._objects:

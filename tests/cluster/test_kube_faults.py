@@ -66,10 +66,9 @@ def test_a_server_that_stays_down_ends_in_a_deadline_with_the_last_error(
     client = kube(kube_cluster, via=kube_fault_proxy, retry_deadline_s=2)
     spec = make_spec(kube_namespace)
     kube_fault_proxy.fail_next_requests(10_000, status=503, message="etcd leader changed")
-    started = time.monotonic()
     with pytest.raises(DeadlineExceeded) as info:
         register_runtime(spec, client)
-    assert time.monotonic() - started < 5
+    assert kube_fault_proxy.stats.injected_statuses[503] >= 2, "it retried before the deadline ended it"
     assert "etcd leader changed" in str(info.value) and "503" in str(info.value)
     assert isinstance(info.value.__cause__, ApiTransientError)
 

@@ -10,8 +10,6 @@ reason and what it means (a gateway that is not programmed is a gateway problem,
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from llm_rollout import builders
@@ -126,10 +124,8 @@ def test_gateway_not_ready_is_named_a_gateway_problem(kube_cluster, kube_namespa
         message="Gateway kserve/kserve-ingress-gateway is not Programmed",
     )
     client.apply(obj)
-    started = time.monotonic()
     with pytest.raises(DeadlineExceeded) as info:
         _wait(client, name, kube_namespace)
-    assert time.monotonic() - started < 10
     text = str(info.value)
     # Each condition with its own reason: the workloads are fine, the router is not.
     assert "WorkloadsReady=True" in text and "PrefillWorkloadReady=True" in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 
@@ -36,7 +37,8 @@ def test_returns_as_soon_as_ready(kube_cluster, kube_namespace, reconciler):
     write = reconciler.wait_for_ready_write(spec.service_name)
     assert ready["status"]["observedGeneration"] == 1
     assert any(c["type"] == "Ready" and c["status"] == "True" for c in ready["status"]["conditions"])
-    assert time.monotonic() - write.sent_at < 5
+    # It returned the object the Ready write produced (how soon is bench/bench_wait.py's figure).
+    assert write.resource_version and ready["metadata"]["resourceVersion"] == write.resource_version
 
 
 def test_timeout_raises_with_conditions_and_likely_causes(kube_cluster, kube_namespace, reconciler):
@@ -44,10 +46,8 @@ def test_timeout_raises_with_conditions_and_likely_causes(kube_cluster, kube_nam
     spec = make_spec(kube_namespace)
     reconciler.set_default(mode="never", reason="ImagePullBackOff", message='Back-off pulling image "vllm:x"')
     client.apply(_isvc(spec))
-    started = time.monotonic()
     with pytest.raises(DeadlineExceeded) as info:
         wait_ready(client, spec.service_name, kube_namespace, Readiness.inference_service(), timeout_s=2)
-    assert time.monotonic() - started < 10
     text = str(info.value)
     assert f"InferenceService {kube_namespace}/{spec.service_name} was not ready after 2s" in text
     assert "Ready=False (ImagePullBackOff" in text and "PredictorReady=False" in text
@@ -163,7 +163,7 @@ def test_watch_expiry_relists(kube_cluster, kube_namespace, reconciler, kube_fau
 
 
 @pytest.mark.fault
-def test_watch_cut_reconnects(kube_cluster, kube_namespace, reconciler, kube_fault_proxy):
+def test_watch_cut_reconnects(kube_cluster, kube_namespace, reconciler, kube_fault_proxy, kube_audit):
     client = kube(kube_cluster, via=kube_fault_proxy)
     spec = make_spec(kube_namespace)
     reconciler.set_default(mode="never")
@@ -178,11 +178,15 @@ def test_watch_cut_reconnects(kube_cluster, kube_namespace, reconciler, kube_fau
         except Exception as err:  # reported below
             result["err"] = err
 
+    calls = kube_audit(client)
     thread = threading.Thread(target=waiter)
     thread.start()
-    time.sleep(1.0)
-    assert kube_fault_proxy.drop_connections() >= 1  # cut the running watch
-    time.sleep(0.5)
+    for _ in range(600):  # cut the watch once the waiter has opened it (observed, not timed)
+        if ("watch", "serving.kserve.io", "inferenceservices") in calls:
+            break
+        thread.join(timeout=0.1)
+    assert ("watch", "serving.kserve.io", "inferenceservices") in calls
+    assert kube_fault_proxy.drop_connections() >= 1
     reconciler.set_default(mode="ready")
     thread.join(timeout=40)
     assert "err" not in result, result.get("err")
@@ -240,7 +244,11 @@ def test_ready_then_degraded(kube_cluster, kube_namespace, reconciler):
     ready = wait_ready(client, spec.service_name, kube_namespace, Readiness.inference_service(), timeout_s=20)
     assert ready["status"]["observedGeneration"] == 1
     # Ready was true once; a later wait (e.g. a resumed step) sees the degradation and says why.
-    time.sleep(1.0)
+    for _ in range(600):
+        live = client.get(INFERENCE_SERVICES, spec.service_name, kube_namespace)
+        if any(c["type"] == "Ready" and c["status"] == "False" for c in live["status"].get("conditions", [])):
+            break
+        time.sleep(0.1)
     with pytest.raises(DeadlineExceeded) as info:
         wait_ready(client, spec.service_name, kube_namespace, Readiness.inference_service(), timeout_s=1)
     assert "Ready=False (CrashLoopBackOff" in str(info.value)
@@ -248,17 +256,33 @@ def test_ready_then_degraded(kube_cluster, kube_namespace, reconciler):
 
 
 @pytest.mark.fault
-def test_deleted_while_waiting_fails_at_once(kube_cluster, kube_namespace, reconciler):
+def test_deleted_while_waiting_fails_at_once(kube_cluster, kube_namespace, reconciler, kube_audit):
     client = kube(kube_cluster)
     spec = make_spec(kube_namespace)
     reconciler.set_default(mode="never")
     client.apply(_isvc(spec))
-    timer = threading.Timer(0.5, lambda: client.delete(INFERENCE_SERVICES, spec.service_name, kube_namespace))
-    timer.start()
-    started = time.monotonic()
-    with pytest.raises(PermanentError, match="was deleted while waiting"):
-        wait_ready(client, spec.service_name, kube_namespace, Readiness.inference_service(), timeout_s=30)
-    assert time.monotonic() - started < 10
+    calls = kube_audit(client)
+    outcome: queue.Queue[BaseException | None] = queue.Queue()
+
+    def wait() -> None:
+        try:
+            # An hour's deadline: only the deletion can end this wait before the test's timeout.
+            wait_ready(client, spec.service_name, kube_namespace, Readiness.inference_service(), timeout_s=3600)
+            outcome.put(None)
+        except BaseException as err:  # reported below
+            outcome.put(err)
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    # Delete once the waiter is watching (observed progress, not a timer).
+    for _ in range(600):
+        if ("watch", "serving.kserve.io", "inferenceservices") in calls:
+            break
+        waiter.join(timeout=0.1)
+    assert ("watch", "serving.kserve.io", "inferenceservices") in calls
+    client.delete(INFERENCE_SERVICES, spec.service_name, kube_namespace)
+    err = outcome.get(timeout=120)
+    assert isinstance(err, PermanentError) and "was deleted while waiting" in str(err), err
 
 
 def test_llm_inference_service_with_prefill(kube_cluster, kube_namespace, reconciler):
