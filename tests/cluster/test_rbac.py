@@ -22,16 +22,13 @@ import pytest
 import yaml
 
 from llm_rollout.errors import DeadlineExceeded
+from llm_rollout.kserve.deploy import deploy, register_runtime
+from llm_rollout.kserve.lease import LeaseHeld
+from llm_rollout.kserve.promote import promote
+from llm_rollout.kserve.restore import rollback_to_previous
+from llm_rollout.kserve.rollback import finalize_run, rollback
+from llm_rollout.kserve.status import status
 from llm_rollout.kube import check_crds, crd_requirements
-from llm_rollout.promotion import (
-    LeaseHeld,
-    finalize_run,
-    promote,
-    rollback,
-    rollback_to_previous,
-    status,
-)
-from llm_rollout.rollout import deploy, register_runtime
 from tests.cluster._support import kube, llmd_spec, make_spec
 
 pytestmark = pytest.mark.cluster

@@ -12,7 +12,7 @@
   - llm-d: the new model is a second LLMInferenceService member in the same ``router.route.group``
     with its ``weight``; the stable member object is not written at all.
 
-  It then waits (watch-driven, generation-aware, see :mod:`llm_rollout.wait`), optionally probes the
+  It then waits (watch-driven, generation-aware, see :mod:`llm_rollout.kserve.wait`), optionally probes the
   new revision's endpoint (``GET /v1/models``) and returns the
   :class:`~llm_rollout.record.DeploymentRecord`.
 
@@ -31,9 +31,12 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
-from llm_rollout import builders
-from llm_rollout.builders import LABEL_REVISION, LABEL_SERVICE, Member
 from llm_rollout.errors import PermanentError, SpecError
+from llm_rollout.kserve import builders
+from llm_rollout.kserve.builders import LABEL_REVISION, LABEL_SERVICE, Member
+from llm_rollout.kserve.lease import acquire_lease
+from llm_rollout.kserve.records import already_promoted_record, find_stable_model, find_stable_record, same_model
+from llm_rollout.kserve.wait import Readiness, probe_endpoint, wait_ready
 from llm_rollout.kube import (
     INFERENCE_SERVICES,
     LLM_INFERENCE_SERVICES,
@@ -44,9 +47,8 @@ from llm_rollout.kube import (
 )
 from llm_rollout.names import isvc_member_name, member_name, predictor_service_name, short_hash
 from llm_rollout.record import DeploymentRecord, StableRef
-from llm_rollout.spec import KSERVE_URI_SCHEMES, LLMD_URI_SCHEMES, RolloutSpec, check_model_uri, coerce_spec
+from llm_rollout.spec import KSERVE_URI_SCHEMES, LLMD_URI_SCHEMES, RolloutSpec, check_model_uri
 from llm_rollout.validation.client import resolve_api_key
-from llm_rollout.wait import Readiness, probe_endpoint, wait_ready
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +116,7 @@ def _need_canary_field(spec: RolloutSpec) -> bool:
 
 
 def register_runtime(
-    spec: RolloutSpec | dict[str, Any] | str, client: KubeClient, *, dry_run: bool = False, force: bool = False
+    spec: RolloutSpec, client: KubeClient, *, dry_run: bool = False, force: bool = False
 ) -> dict[str, Any]:
     """Checks the KServe CRDs and applies the vLLM runtime with server-side apply.
 
@@ -124,7 +126,7 @@ def register_runtime(
     entry).
 
     Args:
-        spec: The rollout spec (typed, a dict or JSON).
+        spec: The rollout spec.
         client: The kube client.
         dry_run: Plan only (``dryRun=All``): validated by the server, nothing stored.
         force: Take over fields another field manager owns (only when the user asked).
@@ -136,7 +138,6 @@ def register_runtime(
         SpecError: The spec is invalid or not for the kserve platform.
         PermanentError: CRDs missing/too old, a conflict with another field manager, a rejected field.
     """
-    spec = coerce_spec(spec)
     _require_kserve(spec)
     if spec.llmd.enabled:
         obj = builders.llm_inference_service_config(spec) if spec.llmd.use_preset else None
@@ -329,9 +330,7 @@ def _plan_inference_service(spec: RolloutSpec, client: KubeClient, new: Member) 
     if knative_canary and live_member == new.name:
         # A rerun of this Knative canary: the predictor already holds it; the stable revision is the
         # one the last promotion recorded (nothing else names it once the predictor was replaced).
-        from llm_rollout import promotion
-
-        recorded = promotion.find_stable_record(live)
+        recorded = find_stable_record(live)
         stable_name, live_uri, stable_rev = recorded.get("member", ""), recorded.get("model_uri", ""), stable_rev
     stable_member = Member(name=stable_name, model_uri=live_uri, revision=stable_rev)
     plan.stable = StableRef(
@@ -432,7 +431,7 @@ def _plan_llm_inference_service(spec: RolloutSpec, client: KubeClient, new: Memb
 
 
 def deploy(
-    spec: RolloutSpec | dict[str, Any] | str,
+    spec: RolloutSpec,
     client: KubeClient,
     *,
     model_uri: str | None = None,
@@ -448,7 +447,7 @@ def deploy(
     """Rolls a model revision out on KServe beside the stable one and waits until it serves.
 
     Args:
-        spec: The rollout spec (typed, a dict or JSON).
+        spec: The rollout spec.
         client: The kube client.
         model_uri: The model artifact URI (``minio://``, ``s3://``, ``gs://``, ``pvc://``, ``hf://``,
             ``oci://``); ``spec.model.uri`` when None.
@@ -462,7 +461,7 @@ def deploy(
         resolve_url: Maps a cluster address to one this process can reach (port-forward, ingress);
             applied to the recorded URLs before probing.
         lease_wait_s: How long to wait for another run's rollout of the same service to finish
-            (its lease, see :mod:`llm_rollout.promotion`); 0 fails at once naming the holder.
+            (its lease, see :mod:`llm_rollout.kserve.lease`); 0 fails at once naming the holder.
 
     A model (storage URI and artifact digest) that already is the promoted stable one is not
     rolled out again: the record comes back with ``already_promoted=True`` and nothing is applied.
@@ -483,7 +482,6 @@ def deploy(
         DeadlineExceeded: Not ready (or not serving) within ``timeout_s``; the message says why.
     """
     started = time.monotonic()
-    spec = coerce_spec(spec)
     _require_kserve(spec)
     llmd = spec.llmd.enabled
     digest = artifact_digest or spec.model.digest
@@ -503,16 +501,14 @@ def deploy(
 
     lease = ""
     if not dry_run:
-        from llm_rollout import promotion
-
-        stable_model = promotion.find_stable_model(spec, client)
-        if promotion.same_model(stable_model, storage_uri, digest):
-            return promotion.already_promoted_record(spec, stable_model, run_id=run_id)  # type: ignore[arg-type]
+        stable_model = find_stable_model(spec, client)
+        if same_model(stable_model, storage_uri, digest):
+            return already_promoted_record(spec, stable_model, run_id=run_id)  # type: ignore[arg-type]
         first = make_plan()
         preflight(client, [first.obj], step="deploy-model")
         if run_id:
-            # One rollout of a service at a time (promotion.py): taken before the plan is final.
-            lease = promotion.acquire_lease(
+            # One rollout of a service at a time (lease.py): taken before the plan is final.
+            lease = acquire_lease(
                 spec, client, run_id, wait_s=lease_wait_s, first_object=None if first.stable else first.obj
             )
     plan = make_plan()
@@ -521,7 +517,7 @@ def deploy(
 
     applied = client.apply(plan.obj, dry_run=dry_run)
     if lease == "created":
-        promotion.acquire_lease(spec, client, run_id, rewrite=True)  # its manager keeps only the lease
+        acquire_lease(spec, client, run_id, rewrite=True)  # its manager keeps only the lease
     generation = (applied.get("metadata") or {}).get("generation")
     log.info(
         "%s %s/%s %s: %s revision %s (%s)%s",
