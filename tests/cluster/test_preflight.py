@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 
 from llm_rollout.errors import SpecError
-from llm_rollout.kserve import lease, records
-from llm_rollout.kserve.deploy import PreflightRefused, deploy
+from llm_rollout.kserve import lease
+from llm_rollout.kserve.deploy import deploy
+from llm_rollout.kserve.preflight import PreflightRefused
 from llm_rollout.kserve.promote import promote
+from llm_rollout.kserve.variants import variant_for
 from llm_rollout.kube import INFERENCE_SERVICES
 from tests.cluster._support import kube, make_spec
 
@@ -23,7 +25,7 @@ def test_a_refused_object_leaves_the_cluster_untouched(kube_cluster, kube_namesp
     client = kube(kube_cluster)
     spec = make_spec(kube_namespace, canary={"traffic_percent": 10})
     deploy(spec, client, model_uri="s3://models/a", revision="ra", run_id="run-1", timeout_s=30, probe=False)
-    lease.release_lease(client, records.service_ref(spec), "run-1")
+    lease.release_lease(client, variant_for(spec).ref(), "run-1")
     # Someone else (a person with kubectl, another pipeline) owns spec.canary now.
     other = kube(kube_cluster, field_manager="kubectl-edit")
     theirs = {

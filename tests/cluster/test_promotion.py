@@ -21,9 +21,11 @@ from llm_rollout.kserve.builders import LABEL_MEMBER, LABEL_REVISION, LABEL_RUN_
 from llm_rollout.kserve.deploy import deploy
 from llm_rollout.kserve.lease import LeaseHeld
 from llm_rollout.kserve.platform import KServePlatform
-from llm_rollout.kserve.promote import GateFailed, PromotionConflict, promote
+from llm_rollout.kserve.promote import GateFailed, promote
 from llm_rollout.kserve.restore import rollback_to_previous
 from llm_rollout.kserve.rollback import finalize_run, rollback
+from llm_rollout.kserve.variants import variant_for
+from llm_rollout.kserve.variants.base import PromotionConflict
 from llm_rollout.kube import INFERENCE_SERVICES, LLM_INFERENCE_SERVICE_CONFIGS, LLM_INFERENCE_SERVICES
 from llm_rollout.platform import format_status
 from llm_rollout.spec import RolloutSpec
@@ -155,7 +157,7 @@ def test_standard_promote_moves_the_canary_into_the_predictor(kube_cluster, kube
     ]
     text = format_status(st)
     assert record.member in text and f"previous stable: {first.member}" in text and "p95_ttft_ms 42" in text
-    back = rollback_to_previous(client, spec.service_name, kube_namespace, run_id="manual", timeout_s=30)
+    back = rollback_to_previous(spec, client, run_id="manual", timeout_s=30)
     assert back["member"] == first.member and back["previous"] == record.member
     restored = _isvc(client, spec)
     assert restored["spec"] == {"predictor": stable_pred}
@@ -484,11 +486,12 @@ def test_an_expired_lease_is_taken_over(kube_cluster, kube_namespace, reconciler
     client = kube(kube_cluster)
     spec = make_spec(kube_namespace)
     _stable_isvc(spec, client)
-    assert lease.acquire_lease(spec, client, "run-dead", ttl_s=1) == "taken"
+    # The expiry is written to the second: a 1 s lease may be gone before the next call on a busy machine.
+    assert lease.acquire_lease(variant_for(spec).ref(), client, "run-dead", ttl_s=3) == "taken"
     with pytest.raises(LeaseHeld):
-        lease.acquire_lease(spec, client, "run-2")
-    time.sleep(1.5)
-    assert lease.acquire_lease(spec, client, "run-2") == "taken"
+        lease.acquire_lease(variant_for(spec).ref(), client, "run-2")
+    time.sleep(3.5)
+    assert lease.acquire_lease(variant_for(spec).ref(), client, "run-2") == "taken"
     live = _isvc(client, spec)
     assert lease.lease_of(live)["holder"] == "run-2"
     assert lease.lease_manager("run-2") in _managers(live)

@@ -11,8 +11,9 @@ import pytest
 
 from llm_rollout.errors import DeadlineExceeded, SpecError
 from llm_rollout.kserve.builders import LABEL_MEMBER
-from llm_rollout.kserve.deploy import canary_address, deploy, register_runtime
+from llm_rollout.kserve.deploy import deploy, register_runtime
 from llm_rollout.kserve.promote import promote
+from llm_rollout.kserve.variants.isvc import canary_address
 from llm_rollout.kube import INFERENCE_SERVICES, LLM_INFERENCE_SERVICES
 from llm_rollout.names import isvc_member_name, member_name, predictor_service_name
 from llm_rollout.record import DeploymentRecord

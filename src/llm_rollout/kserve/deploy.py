@@ -24,7 +24,6 @@ no-op) and continues waiting.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -32,21 +31,15 @@ from typing import Any
 from urllib.parse import urlparse
 
 from llm_rollout.errors import PermanentError, SpecError
-from llm_rollout.kserve import builders
-from llm_rollout.kserve.builders import LABEL_REVISION, LABEL_SERVICE, Member
+from llm_rollout.kserve.builders import Member
 from llm_rollout.kserve.lease import acquire_lease
-from llm_rollout.kserve.records import already_promoted_record, find_stable_model, find_stable_record, same_model
-from llm_rollout.kserve.wait import Readiness, probe_endpoint, wait_ready
-from llm_rollout.kube import (
-    INFERENCE_SERVICES,
-    LLM_INFERENCE_SERVICES,
-    ApiError,
-    ForbiddenError,
-    KubeClient,
-    check_crds,
-)
-from llm_rollout.names import isvc_member_name, member_name, predictor_service_name, short_hash
-from llm_rollout.record import DeploymentRecord, StableRef
+from llm_rollout.kserve.preflight import preflight
+from llm_rollout.kserve.records import find_stable_record, same_model
+from llm_rollout.kserve.variants import Variant, variant_for
+from llm_rollout.kserve.wait import probe_endpoint, wait_ready
+from llm_rollout.kube import KubeClient, check_crds
+from llm_rollout.names import short_hash
+from llm_rollout.record import DeploymentRecord
 from llm_rollout.spec import KSERVE_URI_SCHEMES, LLMD_URI_SCHEMES, RolloutSpec, check_model_uri
 from llm_rollout.validation.client import resolve_api_key
 
@@ -54,9 +47,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DEPLOY_TIMEOUT_S = 1800.0
 """Large models take long to download and load; the startup probe of the runtime allows 30 min."""
-
-LLMD_STABLE_WEIGHT = 100
-"""Weight a first llm-d member gets in its route group; a canary's weight is relative to it."""
 
 
 # Inputs ----------------------------------------------------------------------------------------
@@ -108,13 +98,6 @@ def _require_kserve(spec: RolloutSpec) -> None:
         )
 
 
-def _need_canary_field(spec: RolloutSpec) -> bool:
-    return spec.deployment_mode == "Standard" and not spec.llmd.enabled
-
-
-# register-runtime -------------------------------------------------------------------------------
-
-
 def register_runtime(
     spec: RolloutSpec, client: KubeClient, *, dry_run: bool = False, force: bool = False
 ) -> dict[str, Any]:
@@ -139,11 +122,9 @@ def register_runtime(
         PermanentError: CRDs missing/too old, a conflict with another field manager, a rejected field.
     """
     _require_kserve(spec)
-    if spec.llmd.enabled:
-        obj = builders.llm_inference_service_config(spec) if spec.llmd.use_preset else None
-    else:
-        obj = builders.serving_runtime(spec)
-    check_crds(client, spec.llmd.enabled, need_canary=_need_canary_field(spec))
+    variant = variant_for(spec)
+    obj = variant.runtime_object()
+    check_crds(client, variant.llmd, need_canary=variant.need_canary_field())
     if obj is None:
         log.info("llm-d without a preset: no runtime object to register")
         return {}
@@ -164,270 +145,7 @@ def register_runtime(
 # preflight --------------------------------------------------------------------------------------
 
 
-class PreflightRefused(PermanentError):
-    """The cluster refused an object of a step in a server-side dry run; nothing was applied.
-
-    Attributes:
-        step: The step that stopped.
-        kind: The refused object's kind.
-        name: The refused object's name.
-        fields: The field paths the server named (may be empty).
-    """
-
-    def __init__(self, message: str, *, step: str, kind: str, name: str, fields: list[str]) -> None:
-        super().__init__(message)
-        self.step, self.kind, self.name, self.fields = step, kind, name, fields
-
-
-def preflight(client: KubeClient, objects: list[dict[str, Any]], *, step: str) -> None:
-    """Server-side dry run (``dryRun=All``) of every object of a step, before its first write.
-
-    A dry run goes through the cluster's real admission chain (KServe's validating webhooks, the
-    CRD schema and CEL rules, server-side apply ownership) without persisting anything, so KServe's
-    own verdict is known before the step changes anything (not even its lease).
-
-    Args:
-        client: The kube client.
-        objects: What the step is going to apply, in order.
-        step: The step's name, for the message.
-
-    Raises:
-        PreflightRefused: An object was refused; the message carries the server's (the webhook's)
-            message, the fields it named and what to change. Nothing was applied.
-    """
-    for obj in objects:
-        meta = obj.get("metadata") or {}
-        kind, name = obj.get("kind", "object"), f"{meta.get('namespace')}/{meta.get('name')}"
-        try:
-            client.apply(obj, dry_run=True)
-        except ApiError as err:
-            fields = list(getattr(err, "fields", []) or [])
-            text = str(err)
-            if isinstance(err, ForbiddenError) and "admission webhook" in text:
-                # controller-runtime answers a CustomValidator's error with 403 "admission webhook
-                # ... denied the request: <KServe's message>" (inference_service_validation.go)
-                fix = (
-                    "Fix: the message is KServe's admission rule (pkg/apis/serving/v1beta1/"
-                    "inference_service_validation.go or v1alpha2/llm_inference_service_validation.go); change "
-                    "the spec field it names, or check that the cluster runs KServe >= 0.20 (spec.canary), "
-                    "then run the step again"
-                )
-                text = f"{text}. {fix}"
-            raise PreflightRefused(
-                f"{step}: the cluster refused {kind} {name} in a server-side dry run (dryRun=All), so nothing "
-                f"was applied: {text}",
-                step=step,
-                kind=kind,
-                name=name,
-                fields=fields,
-            ) from err
-
-
 # deploy-model ----------------------------------------------------------------------------------
-
-
-def _status_url(obj: dict[str, Any]) -> str | None:
-    status = obj.get("status") or {}
-    return status.get("url") or (status.get("address") or {}).get("url")
-
-
-def _predictor_url(obj: dict[str, Any]) -> str | None:
-    status = obj.get("status") or {}
-    pred = (status.get("components") or {}).get("predictor") or {}
-    return pred.get("url") or pred.get("restUrl") or (pred.get("address") or {}).get("url") or _status_url(obj)
-
-
-def canary_address(isvc_name: str, member: str, namespace: str) -> str:
-    """In-cluster address of a Standard-mode canary: KServe names its Service ``<isvc>-<canary>-predictor``
-    (``constants.PredictorServiceName``)."""
-    return f"http://{predictor_service_name(isvc_name, member)}.{namespace}.svc.cluster.local"
-
-
-def _canary_url(obj: dict[str, Any], member: str) -> str:
-    status = obj.get("status") or {}
-    for entry in status.get("canaryStatuses") or []:
-        if entry.get("name") == member:
-            url = entry.get("url") or (entry.get("address") or {}).get("url")
-            if url:
-                return url
-    meta = obj.get("metadata") or {}
-    return canary_address(meta.get("name", ""), member, meta.get("namespace", ""))
-
-
-def _knative_latest_url(obj: dict[str, Any]) -> str | None:
-    pred = ((obj.get("status") or {}).get("components") or {}).get("predictor") or {}
-    for entry in pred.get("traffic") or []:
-        if entry.get("latestRevision") and entry.get("url"):
-            return entry["url"]
-    return None
-
-
-def _llmisvc_url(obj: dict[str, Any]) -> str | None:
-    status = obj.get("status") or {}
-    if status.get("url"):
-        return status["url"]
-    if (status.get("address") or {}).get("url"):
-        return status["address"]["url"]
-    for addr in status.get("addresses") or []:
-        if addr.get("url"):
-            return addr["url"]
-    return None
-
-
-class _Plan:
-    """What deploy is going to apply and wait for (built completely before any write)."""
-
-    def __init__(self) -> None:
-        self.kind = ""
-        self.obj: dict[str, Any] = {}
-        self.object_name = ""
-        self.canary = False
-        self.stable: StableRef | None = None
-        self.traffic_percent = 0
-        self.readiness_kwargs: dict[str, Any] = {}
-        self.service_url: str | None = None
-        self.notes: list[str] = []
-        self.live_generation: int | None = None
-
-
-def _plan_inference_service(spec: RolloutSpec, client: KubeClient, new: Member) -> _Plan:
-    plan = _Plan()
-    plan.kind = "InferenceService"
-    plan.object_name = spec.service_name
-    live = client.get_or_none(INFERENCE_SERVICES, spec.service_name, spec.namespace)
-    live_pred = ((live or {}).get("spec") or {}).get("predictor")
-    live_member = builders.predictor_member(spec.service_name, live_pred or {})
-    if live is None or not live_pred:
-        # First rollout (or a rerun/resume of it): the stable predictor is unnamed, as upstream's.
-        plan.obj = builders.inference_service(spec, new)
-        return plan
-    live_uri = (live_pred.get("model") or {}).get("storageUri") or ""
-    knative_canary = spec.deployment_mode == "Knative" and live_pred.get("canaryTrafficPercent") is not None
-    if live_member == new.name and live_uri == new.model_uri and not knative_canary:
-        # This revision already is the predictor (a rerun of the first rollout, or promoted):
-        # re-applying the live predictor changes nothing.
-        plan.obj = builders.inference_service(spec, new, stable_predictor=live_pred)
-        return plan
-    labels = (live.get("metadata") or {}).get("labels") or {}
-    stable_rev = labels.get(LABEL_REVISION, "")
-    if spec.deployment_mode == "Standard" and live_uri == new.model_uri:
-        raise SpecError(
-            "model.uri",
-            f"the new revision {new.revision} has the same storage URI as the stable predictor {live_member} "
-            f"({live_uri}); KServe refuses to promote it, since predictor.name may change only together with the "
-            "model (inference_service_validation.go validatePredictorNameChange)",
-            "publish the new model under its own URI (a new path or version), then deploy again",
-        )
-    if spec.deployment_mode == "Standard" and live_pred.get("name") and live_pred["name"] == new.name:
-        raise SpecError(
-            "model.revision",
-            f"revision {new.revision} gives the predictor name {new.name}, which the stable predictor already has "
-            f"(with {live_uri}); KServe refuses a canary named like the stable predictor "
-            "(inference_service_validation.go validateCanarySpecs: 'conflicts with stable predictor name')",
-            "give the new model its own revision id (model.revision), or leave it empty to derive one from the URI",
-        )
-    stable_name = live_member
-    if knative_canary and live_member == new.name:
-        # A rerun of this Knative canary: the predictor already holds it; the stable revision is the
-        # one the last promotion recorded (nothing else names it once the predictor was replaced).
-        recorded = find_stable_record(live)
-        stable_name, live_uri, stable_rev = recorded.get("member", ""), recorded.get("model_uri", ""), stable_rev
-    stable_member = Member(name=stable_name, model_uri=live_uri, revision=stable_rev)
-    plan.stable = StableRef(
-        member=stable_name,
-        model_uri=live_uri,
-        revision=stable_rev,
-        resource_version=(live.get("metadata") or {}).get("resourceVersion"),
-        endpoint_url=_predictor_url(live),
-        generation=(live.get("metadata") or {}).get("generation"),
-    )
-    canary = dataclasses.replace(new, traffic_percent=spec.canary.traffic_percent)
-    if spec.deployment_mode == "Standard":
-        # The stable predictor is copied exactly as it is on the server: applying it changes nothing.
-        obj = builders.inference_service(spec, stable_member, canary, stable_predictor=live_pred)
-        others = [
-            c.get("predictor", {}).get("name")
-            for c in (live.get("spec") or {}).get("canary") or []
-            if c.get("predictor", {}).get("name") != new.name
-        ]
-        if others:
-            plan.notes.append(f"replacing leftover canary entries {others} (from an earlier run that did not finish)")
-        plan.readiness_kwargs = {"canary": new.name, "canary_traffic": canary.traffic_percent}
-    else:
-        obj = builders.inference_service(spec, stable_member, canary)
-        live_pred_status = ((live.get("status") or {}).get("components") or {}).get("predictor") or {}
-        plan.readiness_kwargs = {
-            "knative_canary": True,
-            "knative_percent": canary.traffic_percent,
-            # our write makes a new revision; a status still naming the old one is stale
-            "knative_after": live_pred_status.get("latestCreatedRevision"),
-        }
-        plan.live_generation = (live.get("metadata") or {}).get("generation")
-    obj_labels = obj["metadata"].setdefault("labels", {})
-    if stable_rev:
-        obj_labels[LABEL_REVISION] = stable_rev
-    else:
-        obj_labels.pop(LABEL_REVISION, None)
-    plan.obj = obj
-    plan.canary = True
-    plan.traffic_percent = spec.canary.traffic_percent
-    return plan
-
-
-def _llmd_canary_weight(percent: int, stable_weight: int) -> int:
-    if percent >= 100:
-        raise SpecError(
-            "canary.traffic_percent",
-            "100% for a new llm-d member would need the stable member's weight at 0, but a rollout never "
-            "touches the stable member",
-            "give at most 99 (promotion moves the rest of the traffic after validation)",
-        )
-    return round(stable_weight * percent / (100 - percent))
-
-
-def _plan_llm_inference_service(spec: RolloutSpec, client: KubeClient, new: Member) -> _Plan:
-    plan = _Plan()
-    plan.kind = "LLMInferenceService"
-    plan.object_name = new.name
-    plan.readiness_kwargs = {"prefill": spec.llmd.prefill is not None}
-    members = (
-        client.list(LLM_INFERENCE_SERVICES, spec.namespace, label_selector=f"{LABEL_SERVICE}={spec.service_name}").get(
-            "items"
-        )
-        or []
-    )
-    others = [m for m in members if (m.get("metadata") or {}).get("name") != new.name]
-    # A weight needs a group and the managed route (KServe's webhook refuses it otherwise).
-    grouped = spec.route_group is not None and not spec.llmd.http_route_refs
-    if not others:
-        plan.obj = builders.llm_inference_service(spec, new, weight=LLMD_STABLE_WEIGHT if grouped else None)
-        return plan
-
-    def weight(m: dict[str, Any]) -> int:
-        route = (((m.get("spec") or {}).get("router") or {}).get("route")) or {}
-        return int(route.get("weight") or 0)
-
-    stable = max(others, key=lambda m: (weight(m), (m.get("metadata") or {}).get("creationTimestamp") or ""))
-    if len(others) > 1:
-        plan.notes.append(
-            "more than one other member exists; taking "
-            f"{stable['metadata']['name']} (highest weight) as stable and leaving the others alone"
-        )
-    smeta = stable.get("metadata") or {}
-    plan.stable = StableRef(
-        member=smeta.get("name", ""),
-        model_uri=((stable.get("spec") or {}).get("model") or {}).get("uri", ""),
-        revision=(smeta.get("labels") or {}).get(LABEL_REVISION, ""),
-        resource_version=smeta.get("resourceVersion"),
-        endpoint_url=_llmisvc_url(stable),
-        generation=smeta.get("generation"),
-    )
-    plan.service_url = _llmisvc_url(stable)
-    w = _llmd_canary_weight(spec.canary.traffic_percent, weight(stable) or LLMD_STABLE_WEIGHT) if grouped else None
-    plan.obj = builders.llm_inference_service(spec, new, weight=w)
-    plan.canary = True
-    plan.traffic_percent = spec.canary.traffic_percent
-    return plan
 
 
 def deploy(
@@ -483,41 +201,38 @@ def deploy(
     """
     started = time.monotonic()
     _require_kserve(spec)
-    llmd = spec.llmd.enabled
+    variant = variant_for(spec)
     digest = artifact_digest or spec.model.digest
     # The endpoint's key is read before anything is applied: a key this step cannot see is a
     # configuration error to fix now, not a rollback after the new revision is up. A dry run
     # (planning from a laptop) needs no key.
     api_key = None if dry_run else resolve_api_key(spec.validation.api_key_env, spec.validation.api_key_file)
-    storage_uri = to_storage_uri(model_uri if model_uri is not None else spec.model.uri, llmd=llmd)
+    storage_uri = to_storage_uri(model_uri if model_uri is not None else spec.model.uri, llmd=variant.llmd)
     rev = revision or spec.model.revision or revision_id(storage_uri, digest)
-    name = member_name(spec.service_name, rev) if llmd else isvc_member_name(rev)
-    new = Member(name=name, model_uri=storage_uri, revision=rev, run_id=run_id)
+    new = Member(name=variant.member_name(rev), model_uri=storage_uri, revision=rev, run_id=run_id)
 
-    check_crds(client, llmd, need_canary=_need_canary_field(spec))
+    check_crds(client, variant.llmd, need_canary=variant.need_canary_field())
 
-    def make_plan() -> _Plan:
-        return _plan_llm_inference_service(spec, client, new) if llmd else _plan_inference_service(spec, client, new)
-
+    ref = variant.ref()
     lease = ""
     if not dry_run:
-        stable_model = find_stable_model(spec, client)
+        stable_model = find_stable_model(variant, client)
         if same_model(stable_model, storage_uri, digest):
-            return already_promoted_record(spec, stable_model, run_id=run_id)  # type: ignore[arg-type]
-        first = make_plan()
+            return already_promoted_record(variant, stable_model, run_id=run_id)  # type: ignore[arg-type]
+        first = variant.plan(client, new)
         preflight(client, [first.obj], step="deploy-model")
         if run_id:
             # One rollout of a service at a time (lease.py): taken before the plan is final.
             lease = acquire_lease(
-                spec, client, run_id, wait_s=lease_wait_s, first_object=None if first.stable else first.obj
+                ref, client, run_id, wait_s=lease_wait_s, first_object=None if first.stable else first.obj
             )
-    plan = make_plan()
+    plan = variant.plan(client, new)
     for note in plan.notes:
         log.warning("%s: %s", spec.service_name, note)
 
     applied = client.apply(plan.obj, dry_run=dry_run)
     if lease == "created":
-        acquire_lease(spec, client, run_id, rewrite=True)  # its manager keeps only the lease
+        acquire_lease(ref, client, run_id, rewrite=True)  # its manager keeps only the lease
     generation = (applied.get("metadata") or {}).get("generation")
     log.info(
         "%s %s/%s %s: %s revision %s (%s)%s",
@@ -550,28 +265,11 @@ def deploy(
     if dry_run:
         return record
 
-    if llmd:
-        readiness = Readiness.llm_inference_service(min_generation=generation, **plan.readiness_kwargs)
-    else:
-        kwargs = dict(plan.readiness_kwargs)
-        if plan.live_generation is not None and generation == plan.live_generation:
-            kwargs.pop("knative_after", None)  # a rerun changed nothing: no new revision comes
-        readiness = Readiness.inference_service(min_generation=generation, **kwargs)
+    readiness = variant.readiness(plan, generation)
     remaining = max(1.0, timeout_s - (time.monotonic() - started))
     ready = wait_ready(client, plan.object_name, spec.namespace, readiness, timeout_s=remaining)
 
-    if llmd:
-        endpoint = _llmisvc_url(ready)
-        service_url = plan.service_url or endpoint
-    elif plan.canary and spec.deployment_mode == "Standard":
-        endpoint = _canary_url(ready, new.name)
-        service_url = _status_url(ready)
-    elif plan.canary:
-        endpoint = _knative_latest_url(ready) or _predictor_url(ready)
-        service_url = _status_url(ready)
-    else:
-        endpoint = _predictor_url(ready)
-        service_url = _status_url(ready)
+    endpoint, service_url = variant.addresses(ready, plan, new)
     if not endpoint:
         raise PermanentError(
             f"{plan.kind} {spec.namespace}/{plan.object_name} is Ready but reports no URL or address; "
@@ -594,3 +292,43 @@ def deploy(
     record.generation = (ready.get("metadata") or {}).get("generation", generation)
     log.info("%s revision %s ready at %s", spec.service_name, rev, endpoint)
     return record
+
+
+def find_stable_model(variant: Variant, client: KubeClient) -> dict[str, Any] | None:
+    """The model the service's last promotion made stable while it still serves, or None.
+
+    Returns:
+        The ``llm-rollout.io/stable`` record: ``member``, ``revision``, ``model_uri``,
+        ``artifact_digest``, ``run_id``, ``summary``, ``promoted_at``, ``endpoint_url`` ...
+    """
+    ref = variant.ref()
+    live = client.get_or_none(ref.res, ref.name, ref.namespace)
+    stable = find_stable_record(live)
+    if not stable.get("member") or not variant.stable_serves(client, live, stable):
+        return None
+    return stable
+
+
+def already_promoted_record(variant: Variant, stable: dict[str, Any], *, run_id: str = "") -> DeploymentRecord:
+    """The deployment record of a rerun whose model already is the stable one (nothing applied)."""
+    spec = variant.spec
+    log.info(
+        "%s: %s (%s) already is the promoted model: nothing to roll out",
+        spec.service_name,
+        stable["member"],
+        stable.get("model_uri"),
+    )
+    return DeploymentRecord(
+        platform="kserve",
+        kind=variant.kind,  # type: ignore[arg-type]
+        name=spec.service_name,
+        namespace=spec.namespace,
+        member=stable["member"],
+        revision=stable.get("revision") or "",
+        model_uri=stable.get("model_uri") or "",
+        served_model_name=stable.get("served_model_name") or spec.served_model_name,
+        endpoint_url=stable.get("endpoint_url") or "",
+        run_id=run_id,
+        artifact_digest=stable.get("artifact_digest"),
+        already_promoted=True,
+    )

@@ -19,9 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from llm_rollout.errors import PermanentError, TransientError
-from llm_rollout.kserve.builders import (
-    ANNOTATION_PREFIX,
-)
+from llm_rollout.kserve.builders import ANNOTATION_PREFIX
 from llm_rollout.kserve.records import (
     ServiceRef,
     _annotations,
@@ -33,17 +31,10 @@ from llm_rollout.kserve.records import (
     _parse_iso,
     _skeleton,
     _twin,
-    service_ref,
 )
-from llm_rollout.kube import (
-    INFERENCE_SERVICES,
-    ConflictError,
-    KubeClient,
-    WatchExpired,
-)
+from llm_rollout.kube import ConflictError, KubeClient, WatchExpired
 from llm_rollout.names import short_hash
 from llm_rollout.record import DeploymentRecord
-from llm_rollout.spec import RolloutSpec
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +109,7 @@ def _wait_for_change(client: KubeClient, ref: ServiceRef, live: dict[str, Any], 
 
 
 def acquire_lease(
-    spec: RolloutSpec,
+    ref: ServiceRef,
     client: KubeClient,
     run_id: str,
     *,
@@ -130,7 +121,7 @@ def acquire_lease(
     """Takes (or renews) the service's rollout lease for ``run_id``.
 
     Args:
-        spec: The rollout spec.
+        ref: Where the service keeps its lease (its variant's :meth:`~llm_rollout.kserve.variants.base.Variant.ref`).
         client: The kube client.
         run_id: The run taking it.
         ttl_s: How long the lease lasts without renewal.
@@ -147,7 +138,6 @@ def acquire_lease(
     Raises:
         LeaseHeld: Another run holds an unexpired lease (after ``wait_s``); the message names it.
     """
-    ref = service_ref(spec)
     lm = _twin(client, lease_manager(run_id))
     until = time.monotonic() + max(0.0, wait_s)
     expires = _iso(_now() + timedelta(seconds=ttl_s))
@@ -155,10 +145,9 @@ def acquire_lease(
     while True:
         live = client.get_or_none(ref.res, ref.name, ref.namespace)
         if live is None:
-            if ref.res is INFERENCE_SERVICES and first_object is None:
+            if not ref.lease_creates and first_object is None:
                 return "none"
-            llmd = ref.res is not INFERENCE_SERVICES
-            body = _skeleton(ref) if llmd or first_object is None else copy.deepcopy(first_object)
+            body = _skeleton(ref) if ref.lease_creates or first_object is None else copy.deepcopy(first_object)
             body["metadata"].setdefault("annotations", {}).update(lease_ann)
             try:
                 lm.apply(body)

@@ -22,13 +22,7 @@ from llm_rollout.kserve.restore import rollback_to_previous
 from llm_rollout.kserve.rollback import finalize_run, rollback, rollback_on_termination
 from llm_rollout.kserve.status import status
 from llm_rollout.kube import KubeClient
-from llm_rollout.platform import (
-    ModelRef,
-    Outcome,
-    Status,
-    ValidationTarget,
-    Verdict,
-)
+from llm_rollout.platform import ModelRef, Outcome, Status, ValidationTarget, Verdict
 from llm_rollout.record import DeploymentRecord
 from llm_rollout.spec import RolloutSpec, check_gpu
 
@@ -86,9 +80,13 @@ class KServePlatform:
     def _cancel_rolls_back(self, run_id: str) -> Iterator[None]:
         """SIGTERM (KFP cancelling the run) or Ctrl-C: the run's half-made revision goes, then re-raises.
 
-        KFP cancels a run by deleting its pods: the kubelet sends SIGTERM to the step's container
-        and waits ``terminationGracePeriodSeconds`` (30 s by default) before SIGKILL; Python's
-        default SIGTERM disposition would end the process at once, so the handler is installed here.
+        Cancelling a run deletes its pods: the kubelet sends SIGTERM and waits
+        ``terminationGracePeriodSeconds`` (30 s by default) before SIGKILL, and Argo's emissary
+        executor, PID 1 of the step's container, forwards every signal it gets to the command it
+        runs (argo-workflows ``cmd/argoexec/commands/emissary.go``: ``signal.Notify``, then
+        ``Kill(command.Process.Pid, s)``). Python's default SIGTERM disposition would end the step
+        at once and leave the canary serving until the exit handler runs, so the handler is
+        installed here (:func:`llm_rollout.procs.sigterm_raises`).
         """
         with rollback_on_termination(self.spec, self.client, None, run_id=run_id, catch=KeyboardInterrupt):
             yield
@@ -153,20 +151,16 @@ class KServePlatform:
         result = finalize_run(self.spec, self.client, run_id, state=state, error=error)
         rolled = list(result.get("rolled_back") or [])
         return Outcome(
-            action="finalize" if rolled else "none",
-            message=result.get("message") or "finalized",
-            stopped=rolled,
+            action="finalize" if rolled else "none", message=result.get("message") or "finalized", stopped=rolled
         )
 
     # status / restore --------------------------------------------------------------------------
 
     def status(self) -> Status:
-        return status(self.client, self.spec.service_name, self.spec.namespace)
+        return status(self.spec, self.client)
 
     def restore_previous(self, *, run_id: str, timeout_s: float) -> Outcome:
-        result = rollback_to_previous(
-            self.client, self.spec.service_name, self.spec.namespace, run_id=run_id, timeout_s=timeout_s
-        )
+        result = rollback_to_previous(self.spec, self.client, run_id=run_id, timeout_s=timeout_s)
         return Outcome(
             action="rollback",
             message=result["message"],

@@ -25,22 +25,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from llm_rollout.kserve import builders
-from llm_rollout.kserve.builders import (
-    ANNOTATION_PREFIX,
-    LABEL_SERVICE,
-    MANAGED_BY,
-    STOP_ANNOTATION,
-)
-from llm_rollout.kube import (
-    INFERENCE_SERVICES,
-    LLM_INFERENCE_SERVICE_CONFIGS,
-    LLM_INFERENCE_SERVICES,
-    KubeClient,
-    Resource,
-)
+from llm_rollout.kserve.builders import ANNOTATION_PREFIX, LABEL_SERVICE, MANAGED_BY
+from llm_rollout.kube import KubeClient, Resource
 from llm_rollout.names import dns_name
 from llm_rollout.record import DeploymentRecord
-from llm_rollout.spec import RolloutSpec
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +153,8 @@ class ServiceRef:
         name: The record object's name.
         namespace: Namespace.
         service: The service name.
+        lease_creates: The record object is only a record (llm-d's ``LLMInferenceServiceConfig``):
+            taking the lease creates it. Otherwise it is the serving object, which deploy creates.
     """
 
     kind: str
@@ -172,35 +162,12 @@ class ServiceRef:
     name: str
     namespace: str
     service: str
+    lease_creates: bool = False
 
 
 def record_object_name(service: str) -> str:
     """Name of an llm-d service's record object (an ``LLMInferenceServiceConfig``)."""
     return dns_name(f"{service}-rollout", field="name", max_len=63)
-
-
-def service_ref(spec: RolloutSpec) -> ServiceRef:
-    """Where ``spec``'s service keeps its lease and records."""
-    if spec.llmd.enabled:
-        return ServiceRef(
-            "LLMInferenceService",
-            LLM_INFERENCE_SERVICE_CONFIGS,
-            record_object_name(spec.service_name),
-            spec.namespace,
-            spec.service_name,
-        )
-    return ServiceRef("InferenceService", INFERENCE_SERVICES, spec.service_name, spec.namespace, spec.service_name)
-
-
-def _find_ref(client: KubeClient, name: str, namespace: str) -> tuple[ServiceRef, dict[str, Any]] | None:
-    live = client.get_or_none(INFERENCE_SERVICES, name, namespace)
-    if live is not None:
-        return ServiceRef("InferenceService", INFERENCE_SERVICES, name, namespace, name), live
-    rname = record_object_name(name)
-    live = client.get_or_none(LLM_INFERENCE_SERVICE_CONFIGS, rname, namespace)
-    if live is not None:
-        return ServiceRef("LLMInferenceService", LLM_INFERENCE_SERVICE_CONFIGS, rname, namespace, name), live
-    return None
 
 
 def _skeleton(ref: ServiceRef, live: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -332,29 +299,6 @@ def _record_rollback(client: KubeClient, ref: ServiceRef, rec: DeploymentRecord,
     _write_record(client, ref, {HISTORY: history, LAST_ROLLBACK: _compact(entry)})
 
 
-def find_stable_model(spec: RolloutSpec, client: KubeClient) -> dict[str, Any] | None:
-    """The model the service's last promotion made stable, or None (never promoted).
-
-    Returns:
-        The ``llm-rollout.io/stable`` record: ``member``, ``revision``, ``model_uri``,
-        ``artifact_digest``, ``run_id``, ``summary``, ``promoted_at``, ``endpoint_url`` ...
-    """
-    ref = service_ref(spec)
-    live = client.get_or_none(ref.res, ref.name, ref.namespace)
-    stable = _json_annotation(live, STABLE)
-    if not isinstance(stable, dict) or not stable.get("member"):
-        return None
-    if spec.llmd.enabled:
-        member = client.get_or_none(LLM_INFERENCE_SERVICES, stable["member"], spec.namespace)
-        if member is None or STOP_ANNOTATION in _annotations(member):
-            return None
-    else:
-        pred = ((live or {}).get("spec") or {}).get("predictor") or {}
-        if _pred_name(spec.service_name, pred) != stable["member"]:
-            return None
-    return stable
-
-
 def find_stable_record(live: dict[str, Any] | None) -> dict[str, Any]:
     """The ``llm-rollout.io/stable`` record on a live object ({} when there is none)."""
     stable = _json_annotation(live, STABLE)
@@ -366,30 +310,6 @@ def same_model(stable: dict[str, Any] | None, model_uri: str, digest: str | None
     if not stable:
         return False
     return stable.get("model_uri") == model_uri and (stable.get("artifact_digest") or None) == (digest or None)
-
-
-def already_promoted_record(spec: RolloutSpec, stable: dict[str, Any], *, run_id: str = "") -> DeploymentRecord:
-    """The deployment record of a rerun whose model already is the stable one (nothing applied)."""
-    log.info(
-        "%s: %s (%s) already is the promoted model: nothing to roll out",
-        spec.service_name,
-        stable["member"],
-        stable.get("model_uri"),
-    )
-    return DeploymentRecord(
-        platform="kserve",
-        kind="LLMInferenceService" if spec.llmd.enabled else "InferenceService",
-        name=spec.service_name,
-        namespace=spec.namespace,
-        member=stable["member"],
-        revision=stable.get("revision") or "",
-        model_uri=stable.get("model_uri") or "",
-        served_model_name=stable.get("served_model_name") or spec.served_model_name,
-        endpoint_url=stable.get("endpoint_url") or "",
-        run_id=run_id,
-        artifact_digest=stable.get("artifact_digest"),
-        already_promoted=True,
-    )
 
 
 def _pred_name(spec_name: str, pred: dict[str, Any]) -> str:

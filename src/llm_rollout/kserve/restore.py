@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 from typing import Any
 
 from llm_rollout.errors import PermanentError
-from llm_rollout.kserve import builders
-from llm_rollout.kserve.builders import (
-    LABEL_REVISION,
-)
 from llm_rollout.kserve.lease import LeaseHeld, lease_of
-from llm_rollout.kserve.objects import _llmisvc_from_live, _weight
 from llm_rollout.kserve.records import (
     HISTORY,
     LAST_ROLLBACK,
@@ -25,28 +19,22 @@ from llm_rollout.kserve.records import (
     PROMOTED_RUN_ID,
     PROMOTED_VERDICT,
     STABLE,
-    _annotations,
     _compact,
-    _find_ref,
     _history_with,
     _iso,
     _json_annotation,
-    _labels,
-    _meta,
     _now,
     _write_record,
 )
-from llm_rollout.kserve.wait import Readiness, wait_ready
-from llm_rollout.kube import (
-    LLM_INFERENCE_SERVICES,
-    KubeClient,
-)
+from llm_rollout.kserve.variants import found_variant
+from llm_rollout.kube import KubeClient
+from llm_rollout.spec import RolloutSpec
 
 log = logging.getLogger(__name__)
 
 
 def rollback_to_previous(
-    client: KubeClient, name: str, namespace: str, *, run_id: str = "", timeout_s: float = 900.0
+    spec: RolloutSpec, client: KubeClient, *, run_id: str = "", timeout_s: float = 900.0
 ) -> dict[str, Any]:
     """Puts the previous stable model back (``llm-rollout rollback NAME``).
 
@@ -56,9 +44,8 @@ def rollback_to_previous(
     once the restored one is ready. The records swap, so running it again goes forward again.
 
     Args:
+        spec: The service (``name`` and ``namespace`` are enough: its kind is found on the cluster).
         client: The kube client.
-        name: The service name.
-        namespace: Namespace.
         run_id: Recorded with the rollback (e.g. ``manual-<user>``).
         timeout_s: Bound on waiting for the restored revision.
 
@@ -68,10 +55,12 @@ def rollback_to_previous(
     Raises:
         PermanentError: No such service, no previous stable model recorded, or a run holds the lease.
     """
-    found = _find_ref(client, name, namespace)
-    if found is None:
+    name, namespace = spec.service_name, spec.namespace
+    found = found_variant(client, spec)
+    if found is None or found[1] is None:
         raise PermanentError(f"no InferenceService or llm-d group named {name} in namespace {namespace}")
-    ref, holder = found
+    variant, holder = found
+    ref = variant.ref()
     lease = lease_of(holder)
     if lease and not lease["expired"]:
         raise LeaseHeld(
@@ -87,55 +76,7 @@ def rollback_to_previous(
             f"{name}: no previous stable model is recorded (only promotions by llm-rollout are); "
             "nothing to roll back to"
         )
-    if ref.kind == "InferenceService":
-        pred = prev.get("predictor")
-        if not pred:
-            raise PermanentError(f"{name}: the previous stable record has no predictor to restore")
-        body = {k: v for k, v in (holder.get("spec") or {}).items() if k != "canary"}
-        body["predictor"] = copy.deepcopy(pred)
-        labels = {**_labels(holder), LABEL_REVISION: prev.get("revision") or ""}
-        if not labels[LABEL_REVISION]:
-            labels.pop(LABEL_REVISION)
-        annotations = {k: v for k, v in _annotations(holder).items() if k.startswith("serving.kserve.io/")}
-        obj = {
-            "apiVersion": holder["apiVersion"],
-            "kind": holder["kind"],
-            "metadata": {"name": name, "namespace": namespace, "labels": labels, "annotations": annotations},
-            "spec": body,
-        }
-        applied = client.apply(obj)
-        wait_ready(
-            client,
-            name,
-            namespace,
-            Readiness.inference_service(min_generation=_meta(applied).get("generation")),
-            timeout_s=timeout_s,
-        )
-    else:
-        member_spec = prev.get("member_spec")
-        if not member_spec:
-            raise PermanentError(f"{name}: the previous stable record has no member spec to restore")
-        cur_live = client.get_or_none(LLM_INFERENCE_SERVICES, current.get("member", ""), namespace)
-        weight = _weight(cur_live) or 100
-        body = copy.deepcopy(member_spec)
-        body.setdefault("router", {}).setdefault("route", {})["weight"] = weight
-        obj = {
-            "apiVersion": builders.LLMISVC_API,
-            "kind": "LLMInferenceService",
-            "metadata": {"name": prev["member"], "namespace": namespace, "labels": prev.get("labels") or {}},
-            "spec": body,
-        }
-        applied = client.apply(obj)
-        wait_ready(
-            client,
-            prev["member"],
-            namespace,
-            Readiness.llm_inference_service(prefill="prefill" in body, min_generation=_meta(applied).get("generation")),
-            timeout_s=timeout_s,
-        )
-        if cur_live is not None and current.get("member") != prev["member"]:
-            client.apply(_llmisvc_from_live(cur_live, weight=0))
-            client.delete(LLM_INFERENCE_SERVICES, current["member"], namespace)
+    variant.restore(client, holder, prev, current, timeout_s)
     at = _iso(_now())
     restored = {
         **prev,
