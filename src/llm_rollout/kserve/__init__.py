@@ -17,6 +17,8 @@ the steps reach everything here through it. What lives where:
   ``preflight.py``: the server-side dry run before a step's first write.
 - ``wait.py``: watch-driven, generation-aware readiness of InferenceService / LLMInferenceService,
   and the endpoint probe.
+- ``views.py``: typed read-only views over the live InferenceService, its predictors and the
+  llm-d members (what the variants read, each field once).
 - ``records.py``: the promotion record in annotations on the service object (stable,
   previous-stable, history) and where it lives (:class:`~llm_rollout.kserve.records.ServiceRef`).
 - ``lease.py``: one rollout of a service at a time (a lease per run, its own field manager).

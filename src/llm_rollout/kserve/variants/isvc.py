@@ -14,7 +14,7 @@ from typing import Any
 
 from llm_rollout.errors import PermanentError
 from llm_rollout.kserve import builders
-from llm_rollout.kserve.builders import LABEL_REVISION, LABEL_RUN_ID, Member
+from llm_rollout.kserve.builders import LABEL_REVISION, Member
 from llm_rollout.kserve.lease import PROMOTION_STEP, _set_lease_field, _step_of, _step_value
 from llm_rollout.kserve.preflight import preflight
 from llm_rollout.kserve.records import (
@@ -28,6 +28,7 @@ from llm_rollout.kserve.records import (
     find_stable_record,
 )
 from llm_rollout.kserve.variants.base import Plan, PromotionConflict, RunGate, Variant, conditions_summary
+from llm_rollout.kserve.views import InferenceServiceView, PredictorView
 from llm_rollout.kserve.wait import Readiness, wait_ready
 from llm_rollout.kube import INFERENCE_SERVICES, KubeClient
 from llm_rollout.names import isvc_member_name, predictor_service_name
@@ -39,14 +40,11 @@ log = logging.getLogger(__name__)
 
 
 def _status_url(obj: dict[str, Any]) -> str | None:
-    status = obj.get("status") or {}
-    return status.get("url") or (status.get("address") or {}).get("url")
+    return InferenceServiceView(obj).url
 
 
 def _predictor_url(obj: dict[str, Any]) -> str | None:
-    status = obj.get("status") or {}
-    pred = (status.get("components") or {}).get("predictor") or {}
-    return pred.get("url") or pred.get("restUrl") or (pred.get("address") or {}).get("url") or _status_url(obj)
+    return InferenceServiceView(obj).predictor_url
 
 
 def canary_address(isvc_name: str, member: str, namespace: str) -> str:
@@ -56,22 +54,12 @@ def canary_address(isvc_name: str, member: str, namespace: str) -> str:
 
 
 def _canary_url(obj: dict[str, Any], member: str) -> str:
-    status = obj.get("status") or {}
-    for entry in status.get("canaryStatuses") or []:
-        if entry.get("name") == member:
-            url = entry.get("url") or (entry.get("address") or {}).get("url")
-            if url:
-                return url
-    meta = obj.get("metadata") or {}
-    return canary_address(meta.get("name", ""), member, meta.get("namespace", ""))
+    view = InferenceServiceView(obj)
+    return view.canary_url(member) or canary_address(view.name, member, view.meta.get("namespace", ""))
 
 
 def _knative_latest_url(obj: dict[str, Any]) -> str | None:
-    pred = ((obj.get("status") or {}).get("components") or {}).get("predictor") or {}
-    for entry in pred.get("traffic") or []:
-        if entry.get("latestRevision") and entry.get("url"):
-            return entry["url"]
-    return None
+    return next((t["url"] for t in InferenceServiceView(obj).traffic if t.get("latestRevision") and t.get("url")), None)
 
 
 def _plan(v: InferenceServiceVariant, client: KubeClient, new: Member) -> Plan:
@@ -80,21 +68,21 @@ def _plan(v: InferenceServiceVariant, client: KubeClient, new: Member) -> Plan:
     plan.kind = "InferenceService"
     plan.object_name = spec.service_name
     live = client.get_or_none(INFERENCE_SERVICES, spec.service_name, spec.namespace)
-    live_pred = ((live or {}).get("spec") or {}).get("predictor")
-    live_member = builders.predictor_member(spec.service_name, live_pred or {})
+    view = InferenceServiceView(live)
+    live_pred = view.predictor
+    live_member = builders.predictor_member(spec.service_name, live_pred)
     if live is None or not live_pred:
         # First rollout (or a rerun/resume of it): the stable predictor is unnamed, as upstream's.
         plan.obj = builders.inference_service(spec, new)
         return plan
-    live_uri = (live_pred.get("model") or {}).get("storageUri") or ""
+    live_uri = PredictorView(live_pred).model_uri
     knative_canary = v.canary_in_predictor(live_pred)
     if live_member == new.name and live_uri == new.model_uri and not knative_canary:
         # This revision already is the predictor (a rerun of the first rollout, or promoted):
         # re-applying the live predictor changes nothing.
         plan.obj = builders.inference_service(spec, new, stable_predictor=live_pred)
         return plan
-    labels = (live.get("metadata") or {}).get("labels") or {}
-    stable_rev = labels.get(LABEL_REVISION, "")
+    stable_rev = view.labels.get(LABEL_REVISION, "")
     v.check_new_revision(new, live_member, live_uri, live_pred)
     stable_name = live_member
     if knative_canary and live_member == new.name:
@@ -107,9 +95,9 @@ def _plan(v: InferenceServiceVariant, client: KubeClient, new: Member) -> Plan:
         member=stable_name,
         model_uri=live_uri,
         revision=stable_rev,
-        resource_version=(live.get("metadata") or {}).get("resourceVersion"),
+        resource_version=view.resource_version,
         endpoint_url=_predictor_url(live),
-        generation=(live.get("metadata") or {}).get("generation"),
+        generation=view.generation,
     )
     canary = dataclasses.replace(new, traffic_percent=spec.canary.traffic_percent)
     obj = v.canary_object(plan, live, live_pred, stable_member, canary)
@@ -134,17 +122,14 @@ def _isvc_object(spec: RolloutSpec, revision: str, body: dict[str, Any]) -> dict
 
 
 def _canary_entry(live: dict[str, Any], member: str) -> dict[str, Any] | None:
-    for entry in (live.get("spec") or {}).get("canary") or []:
-        if (entry.get("predictor") or {}).get("name") == member:
-            return entry
-    return None
+    return InferenceServiceView(live).canary_entry(member)
 
 
 def _check_unchanged(v: InferenceServiceVariant, rec: DeploymentRecord, live: dict[str, Any]) -> None:
     """Raises PromotionConflict when the InferenceService changed under us since deploy."""
     spec = v.spec
     where = f"InferenceService {spec.namespace}/{spec.service_name}"
-    pred = (live.get("spec") or {}).get("predictor") or {}
+    pred = InferenceServiceView(live).predictor
     gen = _meta(live).get("generation")
     step = _step_of(live, rec)
     expected_gen = step.get("generation") if step else rec.generation
@@ -159,7 +144,7 @@ def _check_unchanged(v: InferenceServiceVariant, rec: DeploymentRecord, live: di
 
 def _promoted(v: InferenceServiceVariant, rec: DeploymentRecord, live: dict[str, Any]) -> bool:
     spec = v.spec
-    pred = (live.get("spec") or {}).get("predictor") or {}
+    pred = InferenceServiceView(live).predictor
     if _pred_name(spec.service_name, pred) != rec.member:
         return False
     if rec.stable is None:
@@ -189,9 +174,9 @@ def _promote(
             "member": rec.member,
             "previous": rec.stable.member if rec.stable else None,
             "record": True,
-            "served": {"predictor": (live.get("spec") or {}).get("predictor")},
+            "served": {"predictor": InferenceServiceView(live).spec.get("predictor")},
         }
-    pred = copy.deepcopy((live.get("spec") or {}).get("predictor") or {})
+    pred = copy.deepcopy(InferenceServiceView(live).predictor)
     if rec.stable is None:
         # First rollout: the revision already takes all traffic; a pass marks it stable.
         if _pred_name(spec.service_name, pred) != rec.member:
@@ -248,7 +233,7 @@ def _rollback(v: InferenceServiceVariant, client: KubeClient, rec: DeploymentRec
         return False, f"nothing to roll back: InferenceService {spec.service_name} does not exist"
     if (_json_annotation(live, STABLE) or {}).get("member") == rec.member:
         return False, f"{rec.member} is already promoted; it is not demoted"
-    pred = copy.deepcopy((live.get("spec") or {}).get("predictor") or {})
+    pred = copy.deepcopy(InferenceServiceView(live).predictor)
     if rec.stable is None:
         if _pred_name(spec.service_name, pred) != rec.member:
             return False, f"nothing to roll back: {rec.member} is not the predictor of {spec.service_name}"
@@ -294,8 +279,7 @@ class InferenceServiceVariant(Variant):
         return endpoint, _status_url(ready)
 
     def stable_serves(self, client: KubeClient, holder: dict[str, Any] | None, stable: dict[str, Any]) -> bool:
-        pred = ((holder or {}).get("spec") or {}).get("predictor") or {}
-        return _pred_name(self.spec.service_name, pred) == stable["member"]
+        return _pred_name(self.spec.service_name, InferenceServiceView(holder).predictor) == stable["member"]
 
     # promote / rollback
 
@@ -324,31 +308,29 @@ class InferenceServiceVariant(Variant):
         live = client.get_or_none(INFERENCE_SERVICES, spec.service_name, spec.namespace)
         if live is None:
             return out
-        body = live.get("spec") or {}
-        pred = body.get("predictor") or {}
+        view = InferenceServiceView(live)
+        pred = view.predictor
         stable_rec = _json_annotation(live, STABLE) or {}
         pred_ref = StableRef(
             member=_pred_name(spec.service_name, pred),
-            model_uri=(pred.get("model") or {}).get("storageUri", ""),
-            revision=_labels(live).get(LABEL_REVISION, ""),
+            model_uri=PredictorView(pred).model_uri,
+            revision=view.labels.get(LABEL_REVISION, ""),
         )
-        for entry in body.get("canary") or []:
+        for entry in view.canaries:
             cp = entry.get("predictor") or {}
-            if (cp.get("labels") or {}).get(LABEL_RUN_ID) == label:
+            if PredictorView(cp).run_id == label:
                 out.append(
                     DeploymentRecord(
                         kind="InferenceService",
                         member=cp.get("name", ""),
                         revision="",
-                        model_uri=(cp.get("model") or {}).get("storageUri", ""),
+                        model_uri=PredictorView(cp).model_uri,
                         canary=True,
                         stable=pred_ref,
                         **base,
                     )
                 )
-        if (pred.get("labels") or {}).get(LABEL_RUN_ID) == label and stable_rec.get("member") != _pred_name(
-            spec.service_name, pred
-        ):
+        if PredictorView(pred).run_id == label and stable_rec.get("member") != _pred_name(spec.service_name, pred):
             knative_canary = pred.get("canaryTrafficPercent") is not None
             stable = None
             if knative_canary and stable_rec.get("member"):
@@ -363,14 +345,14 @@ class InferenceServiceVariant(Variant):
                     spec.service_name,
                     run_id,
                 )
-            if not knative_canary and body.get("canary"):
+            if not knative_canary and view.canaries:
                 return out  # a stable predictor with canaries is not a first rollout
             out.append(
                 DeploymentRecord(
                     kind="InferenceService",
                     member=_pred_name(spec.service_name, pred),
                     revision=_labels(live).get(LABEL_REVISION, ""),
-                    model_uri=(pred.get("model") or {}).get("storageUri", ""),
+                    model_uri=PredictorView(pred).model_uri,
                     canary=knative_canary,
                     stable=stable
                     or (
@@ -388,18 +370,16 @@ class InferenceServiceVariant(Variant):
     ) -> tuple[list[dict[str, Any]], str | None]:
         assert holder is not None
         name = self.spec.service_name
-        body = holder.get("spec") or {}
-        pred = body.get("predictor") or {}
-        st = holder.get("status") or {}
+        view = InferenceServiceView(holder)
+        pred = view.predictor
         readiness = conditions_summary(holder, own_generation=False)
-        canaries = body.get("canary") or []
-        knative_pct = pred.get("canaryTrafficPercent")
-        canary_status = {c.get("name"): c for c in st.get("canaryStatuses") or []}
+        canaries = view.canaries
+        knative_pct = PredictorView(pred).canary_traffic_percent
+        canary_status = view.canary_statuses
         canary_total = sum(int(c.get("trafficPercent") or 0) for c in canaries)
         revisions: list[dict[str, Any]] = []
         if knative_pct is not None:
-            traffic = ((st.get("components") or {}).get("predictor") or {}).get("traffic") or []
-            prev = next((t for t in traffic if not t.get("latestRevision")), {})
+            prev = next((t for t in view.traffic if not t.get("latestRevision")), {})
             revisions.append(
                 {
                     "member": (stable or {}).get("member") or prev.get("revisionName") or "previous revision",
@@ -415,9 +395,9 @@ class InferenceServiceVariant(Variant):
             {
                 "member": _pred_name(name, pred),
                 "role": "canary" if knative_pct is not None else "stable",
-                "model_uri": (pred.get("model") or {}).get("storageUri", ""),
-                "revision": _labels(holder).get(LABEL_REVISION, "") if knative_pct is None else "",
-                "run_id": (pred.get("labels") or {}).get(LABEL_RUN_ID, ""),
+                "model_uri": PredictorView(pred).model_uri,
+                "revision": view.labels.get(LABEL_REVISION, "") if knative_pct is None else "",
+                "run_id": PredictorView(pred).run_id,
                 "traffic_percent": int(knative_pct) if knative_pct is not None else 100 - canary_total,
                 "ready": readiness["ready"],
                 "reason": readiness["reason"],
@@ -430,15 +410,15 @@ class InferenceServiceVariant(Variant):
                 {
                     "member": cp.get("name", ""),
                     "role": "canary",
-                    "model_uri": (cp.get("model") or {}).get("storageUri", ""),
+                    "model_uri": PredictorView(cp).model_uri,
                     "revision": "",
-                    "run_id": (cp.get("labels") or {}).get(LABEL_RUN_ID, ""),
+                    "run_id": PredictorView(cp).run_id,
                     "traffic_percent": int(entry.get("trafficPercent") or 0),
                     "ready": bool(cs.get("ready")),
                     "reason": "" if cs.get("ready") else "canary not ready",
                 }
             )
-        return revisions, st.get("url")
+        return revisions, view.status.get("url")
 
     def restore(
         self,
@@ -546,4 +526,4 @@ class InferenceServiceVariant(Variant):
 
 
 def _other_canaries(live: dict[str, Any], member: str) -> list[dict[str, Any]]:
-    return [e for e in (live.get("spec") or {}).get("canary") or [] if (e.get("predictor") or {}).get("name") != member]
+    return InferenceServiceView(live).other_canaries(member)

@@ -20,6 +20,7 @@ from llm_rollout.kserve.variants.isvc import (
     _knative_latest_url,
     _predictor_url,
 )
+from llm_rollout.kserve.views import InferenceServiceView, PredictorView
 from llm_rollout.kserve.wait import Readiness
 from llm_rollout.kube import INFERENCE_SERVICES, KubeClient
 from llm_rollout.record import DeploymentRecord
@@ -39,14 +40,14 @@ class KnativeIsvc(InferenceServiceVariant):
         self, plan: Plan, live: dict[str, Any], live_pred: dict[str, Any], stable: Member, canary: Member
     ) -> dict[str, Any]:
         obj = builders.inference_service(self.spec, stable, canary)
-        live_pred_status = ((live.get("status") or {}).get("components") or {}).get("predictor") or {}
+        view = InferenceServiceView(live)
         plan.readiness_kwargs = {
             "knative_canary": True,
             "knative_percent": canary.traffic_percent,
             # our write makes a new revision; a status still naming the old one is stale
-            "knative_after": live_pred_status.get("latestCreatedRevision"),
+            "knative_after": view.predictor_status.get("latestCreatedRevision"),
         }
-        plan.live_generation = (live.get("metadata") or {}).get("generation")
+        plan.live_generation = view.generation
         return obj
 
     def canary_url(self, ready: dict[str, Any], member: str) -> str | None:
@@ -62,8 +63,7 @@ class KnativeIsvc(InferenceServiceVariant):
         return None  # the predictor holds the canary; the stable revision is Knative's previous one
 
     def canary_gone(self, live: dict[str, Any], rec: DeploymentRecord) -> bool:
-        pred = (live.get("spec") or {}).get("predictor") or {}
-        return pred.get("canaryTrafficPercent") is None
+        return PredictorView(InferenceServiceView(live).predictor).canary_traffic_percent is None
 
     def check_still_canary(self, live: dict[str, Any], pred: dict[str, Any], rec: DeploymentRecord, where: str) -> None:
         if _pred_name(self.spec.service_name, pred) != rec.member or pred.get("canaryTrafficPercent") is None:
@@ -88,10 +88,10 @@ class KnativeIsvc(InferenceServiceVariant):
     def promotion_readiness(
         self, applied: dict[str, Any], canary: str | None = None, gone: str | None = None
     ) -> Readiness:
-        pct = ((applied.get("spec") or {}).get("predictor") or {}).get("canaryTrafficPercent")
+        pct = PredictorView(InferenceServiceView(applied).predictor).canary_traffic_percent
         return Readiness.inference_service(
             knative_canary=pct is not None,
-            knative_percent=100 if pct is None else int(pct),
+            knative_percent=100 if pct is None else pct,
             min_generation=_meta(applied).get("generation"),
         )
 

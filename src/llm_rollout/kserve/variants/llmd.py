@@ -35,6 +35,7 @@ from llm_rollout.kserve.records import (
     record_object_name,
 )
 from llm_rollout.kserve.variants.base import Plan, PromotionConflict, RunGate, Variant, conditions_summary
+from llm_rollout.kserve.views import MemberView
 from llm_rollout.kserve.wait import Readiness, wait_ready
 from llm_rollout.kube import LLM_INFERENCE_SERVICE_CONFIGS, LLM_INFERENCE_SERVICES, KubeClient
 from llm_rollout.names import member_name
@@ -49,15 +50,7 @@ LLMD_STABLE_WEIGHT = 100
 
 
 def _llmisvc_url(obj: dict[str, Any]) -> str | None:
-    status = obj.get("status") or {}
-    if status.get("url"):
-        return status["url"]
-    if (status.get("address") or {}).get("url"):
-        return status["address"]["url"]
-    for addr in status.get("addresses") or []:
-        if addr.get("url"):
-            return addr["url"]
-    return None
+    return MemberView(obj).url
 
 
 def _llmd_canary_weight(percent: int, stable_weight: int) -> int:
@@ -83,26 +76,26 @@ def _plan(v: LlmdGroup, client: KubeClient, new: Member) -> Plan:
         )
         or []
     )
-    others = [m for m in members if (m.get("metadata") or {}).get("name") != new.name]
+    others = [m for m in members if MemberView(m).name != new.name]
     # A weight needs a group and the managed route (KServe's webhook refuses it otherwise).
     grouped = spec.route_group is not None and not spec.llmd.http_route_refs
     if not others:
         plan.obj = builders.llm_inference_service(spec, new, weight=LLMD_STABLE_WEIGHT if grouped else None)
         return plan
-    stable = max(others, key=lambda m: (_weight(m), (m.get("metadata") or {}).get("creationTimestamp") or ""))
+    stable = max(others, key=lambda m: (_weight(m), MemberView(m).meta.get("creationTimestamp") or ""))
     if len(others) > 1:
         plan.notes.append(
             "more than one other member exists; taking "
             f"{stable['metadata']['name']} (highest weight) as stable and leaving the others alone"
         )
-    smeta = stable.get("metadata") or {}
+    stable_view = MemberView(stable)
     plan.stable = StableRef(
-        member=smeta.get("name", ""),
-        model_uri=((stable.get("spec") or {}).get("model") or {}).get("uri", ""),
-        revision=(smeta.get("labels") or {}).get(LABEL_REVISION, ""),
-        resource_version=smeta.get("resourceVersion"),
+        member=stable_view.name,
+        model_uri=stable_view.model_uri,
+        revision=stable_view.labels.get(LABEL_REVISION, ""),
+        resource_version=stable_view.resource_version,
         endpoint_url=_llmisvc_url(stable),
-        generation=smeta.get("generation"),
+        generation=stable_view.generation,
     )
     plan.service_url = _llmisvc_url(stable)
     w = _llmd_canary_weight(spec.canary.traffic_percent, _weight(stable) or LLMD_STABLE_WEIGHT) if grouped else None
@@ -128,7 +121,7 @@ def _member_of(rec: DeploymentRecord, traffic: int = 0) -> Member:
 
 
 def _weight(obj: dict[str, Any] | None) -> int:
-    return int(((((obj or {}).get("spec") or {}).get("router") or {}).get("route") or {}).get("weight") or 0)
+    return MemberView(obj).weight
 
 
 def _promote(
@@ -184,7 +177,7 @@ def _promote(
         )
     old_gen = _meta(old).get("generation")
     expected = step.get("stable_generation") if step and step.get("stable_generation") else rec.stable.generation
-    old_uri = ((old.get("spec") or {}).get("model") or {}).get("uri", "")
+    old_uri = MemberView(old).model_uri
     if (expected is not None and old_gen != expected) or (rec.stable.model_uri and old_uri != rec.stable.model_uri):
         raise PromotionConflict(
             f"LLMInferenceService {ns}/{rec.stable.member}: the stable member changed since {rec.member} was "
@@ -359,7 +352,7 @@ class LlmdGroup(Variant):
                     kind="LLMInferenceService",
                     member=mm["name"],
                     revision=_labels(m).get(LABEL_REVISION, ""),
-                    model_uri=((m.get("spec") or {}).get("model") or {}).get("uri", ""),
+                    model_uri=MemberView(m).model_uri,
                     canary=stable is not None,
                     stable=StableRef(member=_meta(stable)["name"], revision=_labels(stable).get(LABEL_REVISION, ""))
                     if stable
@@ -394,7 +387,7 @@ class LlmdGroup(Variant):
                 {
                     "member": mm["name"],
                     "role": "stopped" if stopped else ("stable" if mm["name"] == stable_member else "canary"),
-                    "model_uri": ((m.get("spec") or {}).get("model") or {}).get("uri", ""),
+                    "model_uri": MemberView(m).model_uri,
                     "revision": _labels(m).get(LABEL_REVISION, ""),
                     "run_id": _labels(m).get(LABEL_RUN_ID, ""),
                     "weight": w,
@@ -405,7 +398,7 @@ class LlmdGroup(Variant):
                 }
             )
             if mm["name"] == stable_member:
-                url = ((m.get("status") or {}).get("url")) or url
+                url = MemberView(m).status.get("url") or url
         return revisions, url
 
     def restore(

@@ -25,6 +25,7 @@ from llm_rollout.kserve.variants.isvc import (
     _canary_url,
     _other_canaries,
 )
+from llm_rollout.kserve.views import InferenceServiceView, PredictorView
 from llm_rollout.kserve.wait import Readiness
 from llm_rollout.kube import KubeClient
 from llm_rollout.record import DeploymentRecord
@@ -65,7 +66,7 @@ class StandardIsvc(InferenceServiceVariant):
         obj = builders.inference_service(self.spec, stable, canary, stable_predictor=live_pred)
         others = [
             c.get("predictor", {}).get("name")
-            for c in (live.get("spec") or {}).get("canary") or []
+            for c in InferenceServiceView(live).canaries
             if c.get("predictor", {}).get("name") != canary.name
         ]
         if others:
@@ -89,7 +90,7 @@ class StandardIsvc(InferenceServiceVariant):
         if rec.stable is None:
             return
         name = _pred_name(self.spec.service_name, pred)
-        uri = (pred.get("model") or {}).get("storageUri", "")
+        uri = PredictorView(pred).model_uri
         if name != rec.stable.member or (rec.stable.model_uri and uri != rec.stable.model_uri):
             raise PromotionConflict(
                 f"{where}: the stable predictor is now {name} ({uri}), but {rec.member} was validated against "
