@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kubernetes import client as k8s_client
 
-from llm_rollout import builders
+from llm_rollout.kserve import builders
+from llm_rollout.kserve.wait import Readiness, evaluate, wait_ready
 from llm_rollout.kube import INFERENCE_SERVICES, KubeClient
 from llm_rollout.spec import parse_spec
-from llm_rollout.wait import Readiness, evaluate, wait_ready
 from tests.fixtures.cluster import TestCluster, locate_binaries
 from tests.reconciler import Behaviour, Reconciler
 

@@ -28,7 +28,7 @@ a test's router in front of real servers.
 
 Switches are global (:meth:`Reconciler.set_default`) or per object name
 (:meth:`Reconciler.behave`). ``url`` points the written URLs at a real endpoint (a local vLLM)
-for tests that need traffic. The status shapes follow KServe's own (see ``llm_rollout.wait`` for
+for tests that need traffic. The status shapes follow KServe's own (see ``llm_rollout.kserve.wait`` for
 the sources): ``PredictorReady``/``IngressReady``/``Ready``, ``CanaryPredictorReady`` (reason
 ``AllCanariesReady``) with ``status.canaryStatuses``; for LLMInferenceService ``PresetsCombined``,
 ``MainWorkloadReady``, ``PrefillWorkloadReady``, ``WorkloadsReady``, ``HTTPRoutesReady``,

@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
-from llm_rollout import builders
-from llm_rollout.builders import render_all
+from llm_rollout.kserve import builders
+from llm_rollout.kserve.builders import render_all
 from llm_rollout.spec import RolloutSpec
 
 PHASES = ("first", "canary", "promoted")

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from llm_rollout.errors import DeadlineExceeded
+from llm_rollout.kserve.deploy import deploy, register_runtime
 from llm_rollout.kube import INFERENCE_SERVICES, ApiTransientError
-from llm_rollout.rollout import deploy, register_runtime
 from tests.cluster._support import kube, make_spec
 
 pytestmark = [pytest.mark.cluster, pytest.mark.fault]

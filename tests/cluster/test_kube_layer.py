@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llm_rollout import builders
 from llm_rollout.errors import PermanentError, SpecError
+from llm_rollout.kserve import builders
 from llm_rollout.kserve.crds import check_crds
+from llm_rollout.kserve.deploy import register_runtime
+from llm_rollout.kserve.wait import Readiness, cluster_context
 from llm_rollout.kube import (
     CRDS,
     INFERENCE_SERVICES,
@@ -21,8 +23,7 @@ from llm_rollout.kube import (
     InvalidError,
     NotFoundError,
 )
-from llm_rollout.rollout import register_runtime
-from llm_rollout.wait import Readiness, cluster_context
+from llm_rollout.spec import parse_spec
 from tests.cluster._support import kube, llmd_spec, make_spec, objects_in, rv
 from tests.fixtures.cluster import TestCluster, kserve_crd_paths
 
@@ -195,5 +196,5 @@ def test_spec_for_another_platform_is_refused_before_any_call(bare_cluster, kube
     client = kube(bare_cluster)
     calls = kube_audit(client)
     with pytest.raises(SpecError, match="platform"):
-        register_runtime({"name": "x", "namespace": "team-a", "platform": "local"}, client)
+        register_runtime(parse_spec({"name": "x", "namespace": "team-a", "platform": "local"}), client)
     assert calls == set()

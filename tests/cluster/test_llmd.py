@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import pytest
 
-from llm_rollout import builders
 from llm_rollout.errors import DeadlineExceeded, PermanentError
+from llm_rollout.kserve import builders
+from llm_rollout.kserve.wait import Readiness, wait_ready
 from llm_rollout.kube import LLM_INFERENCE_SERVICES
-from llm_rollout.wait import Readiness, wait_ready
 from tests.cluster._support import kube, llmd_spec
 from tests.webhook_check import llmisvc_webhook_errors
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from llm_rollout import promotion
 from llm_rollout.errors import SpecError
+from llm_rollout.kserve import lease
+from llm_rollout.kserve.deploy import deploy
+from llm_rollout.kserve.preflight import PreflightRefused
+from llm_rollout.kserve.promote import promote
+from llm_rollout.kserve.variants import variant_for
 from llm_rollout.kube import INFERENCE_SERVICES
-from llm_rollout.rollout import PreflightRefused, deploy
 from tests.cluster._support import kube, make_spec
 
 pytestmark = pytest.mark.cluster
@@ -22,7 +25,7 @@ def test_a_refused_object_leaves_the_cluster_untouched(kube_cluster, kube_namesp
     client = kube(kube_cluster)
     spec = make_spec(kube_namespace, canary={"traffic_percent": 10})
     deploy(spec, client, model_uri="s3://models/a", revision="ra", run_id="run-1", timeout_s=30, probe=False)
-    promotion.release_lease(client, promotion.service_ref(spec), "run-1")
+    lease.release_lease(client, variant_for(spec).ref(), "run-1")
     # Someone else (a person with kubectl, another pipeline) owns spec.canary now.
     other = kube(kube_cluster, field_manager="kubectl-edit")
     theirs = {
@@ -58,7 +61,7 @@ def test_a_refused_object_leaves_the_cluster_untouched(kube_cluster, kube_namesp
     assert after["metadata"]["generation"] == before["metadata"]["generation"] and after["spec"] == before["spec"]
     assert after["metadata"].get("annotations") == before["metadata"].get("annotations")
     assert _ours(after) == _ours(before)
-    assert promotion.lease_of(after) is None
+    assert lease.lease_of(after) is None
     assert [c["predictor"]["name"] for c in after["spec"]["canary"]] == ["manual"]
 
 
@@ -68,9 +71,9 @@ def test_a_canary_named_like_the_stable_predictor_is_refused_before_any_write(ku
     client = kube(kube_cluster)
     spec = make_spec(kube_namespace, canary={"traffic_percent": 10})
     first = deploy(spec, client, model_uri="s3://models/a", revision="v1", run_id="run-1", timeout_s=30, probe=False)
-    promotion.promote(spec, client, first, verdict="pass", summary="ok", run_id="run-1", timeout_s=30)
+    promote(spec, client, first, verdict="pass", summary="ok", run_id="run-1", timeout_s=30)
     second = deploy(spec, client, model_uri="s3://models/b", revision="v2", run_id="run-2", timeout_s=30, probe=False)
-    promotion.promote(spec, client, second, verdict="pass", summary="ok", run_id="run-2", timeout_s=30)
+    promote(spec, client, second, verdict="pass", summary="ok", run_id="run-2", timeout_s=30)
     before = client.get(INFERENCE_SERVICES, spec.service_name, kube_namespace)
     assert before["spec"]["predictor"]["name"] == "v2"
     with pytest.raises(SpecError, match="conflicts with stable predictor name") as info:

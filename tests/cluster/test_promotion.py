@@ -15,22 +15,19 @@ import time
 
 import pytest
 
-from llm_rollout import promotion
-from llm_rollout.builders import LABEL_MEMBER, LABEL_REVISION, LABEL_RUN_ID, STOP_ANNOTATION, promoted_predictor
 from llm_rollout.errors import PermanentError, SpecError
+from llm_rollout.kserve import lease, records
+from llm_rollout.kserve.builders import LABEL_MEMBER, LABEL_REVISION, LABEL_RUN_ID, STOP_ANNOTATION, promoted_predictor
+from llm_rollout.kserve.deploy import deploy
+from llm_rollout.kserve.lease import LeaseHeld
 from llm_rollout.kserve.platform import KServePlatform
+from llm_rollout.kserve.promote import GateFailed, promote
+from llm_rollout.kserve.restore import rollback_to_previous
+from llm_rollout.kserve.rollback import finalize_run, rollback
+from llm_rollout.kserve.variants import variant_for
+from llm_rollout.kserve.variants.base import PromotionConflict
 from llm_rollout.kube import INFERENCE_SERVICES, LLM_INFERENCE_SERVICE_CONFIGS, LLM_INFERENCE_SERVICES
 from llm_rollout.platform import format_status
-from llm_rollout.promotion import (
-    GateFailed,
-    LeaseHeld,
-    PromotionConflict,
-    finalize_run,
-    promote,
-    rollback,
-    rollback_to_previous,
-)
-from llm_rollout.rollout import deploy
 from llm_rollout.spec import RolloutSpec
 from tests.cluster._support import kube, llmd_spec, make_spec, objects_in, rv
 
@@ -81,7 +78,7 @@ def test_first_rollout_pass_marks_it_stable_and_records_it(kube_cluster, kube_na
     spec = make_spec(kube_namespace)
     first = _deploy(spec, client, "s3://models/a", "ra", "run-1", artifact_digest="sha256:aaa")
     live = _isvc(client, spec)
-    assert promotion.lease_of(live)["holder"] == "run-1"
+    assert lease.lease_of(live)["holder"] == "run-1"
     assert live["spec"]["predictor"]["labels"] == {LABEL_MEMBER: first.member, LABEL_RUN_ID: "run-1"}
 
     result = _promote(spec, client, first)
@@ -89,17 +86,17 @@ def test_first_rollout_pass_marks_it_stable_and_records_it(kube_cluster, kube_na
     after = _isvc(client, spec)
     assert after["spec"] == live["spec"] and after["metadata"]["generation"] == live["metadata"]["generation"]
     ann = _ann(after)
-    assert ann[promotion.PROMOTED_MEMBER] == first.member
-    assert ann[promotion.PROMOTED_MODEL_URI] == "s3://models/a"
-    assert ann[promotion.PROMOTED_DIGEST] == "sha256:aaa"
-    assert ann[promotion.PROMOTED_RUN_ID] == "run-1"
-    assert ann[promotion.PROMOTED_VERDICT] == "pass: p95_ttft_ms 42 <= 100"
-    assert ann[promotion.PROMOTED_AT].endswith("Z")
-    assert promotion.LEASE_HOLDER not in ann and promotion.PREVIOUS_STABLE not in ann
-    history = json.loads(ann[promotion.HISTORY])
+    assert ann[records.PROMOTED_MEMBER] == first.member
+    assert ann[records.PROMOTED_MODEL_URI] == "s3://models/a"
+    assert ann[records.PROMOTED_DIGEST] == "sha256:aaa"
+    assert ann[records.PROMOTED_RUN_ID] == "run-1"
+    assert ann[records.PROMOTED_VERDICT] == "pass: p95_ttft_ms 42 <= 100"
+    assert ann[records.PROMOTED_AT].endswith("Z")
+    assert lease.LEASE_HOLDER not in ann and records.PREVIOUS_STABLE not in ann
+    history = json.loads(ann[records.HISTORY])
     assert [(h["action"], h["member"], h["run_id"]) for h in history] == [("promote", first.member, "run-1")]
     # The lease's field manager owns nothing any more; the spec is ours alone.
-    assert "llm-rollout" in _managers(after) and promotion.RECORD_MANAGER in _managers(after)
+    assert "llm-rollout" in _managers(after) and records.RECORD_MANAGER in _managers(after)
 
     again = _promote(spec, client, first)
     assert again["action"] == "none" and again["message"].startswith("already promoted")
@@ -125,7 +122,7 @@ def test_standard_promote_moves_the_canary_into_the_predictor(kube_cluster, kube
     before = _isvc(client, spec)
     canary_pred = before["spec"]["canary"][0]["predictor"]
     assert canary_pred["labels"] == {LABEL_MEMBER: record.member, LABEL_RUN_ID: "run-2"}
-    assert promotion.lease_of(before)["holder"] == "run-2"
+    assert lease.lease_of(before)["holder"] == "run-2"
 
     result = _promote(spec, client, record)
     assert result == {
@@ -143,12 +140,12 @@ def test_standard_promote_moves_the_canary_into_the_predictor(kube_cluster, kube
     assert live["metadata"]["labels"][LABEL_REVISION] == "rb"
     assert live["status"]["components"]["predictor"]["url"] == record.endpoint_url
     ann = _ann(live)
-    assert ann[promotion.PROMOTED_MEMBER] == record.member and ann[promotion.PROMOTED_DIGEST] == "sha256:bbb"
-    previous = json.loads(ann[promotion.PREVIOUS_STABLE])
+    assert ann[records.PROMOTED_MEMBER] == record.member and ann[records.PROMOTED_DIGEST] == "sha256:bbb"
+    previous = json.loads(ann[records.PREVIOUS_STABLE])
     assert previous["member"] == first.member and previous["model_uri"] == "s3://models/a"
     assert previous["predictor"] == stable_pred
-    assert [h["member"] for h in json.loads(ann[promotion.HISTORY])] == [record.member, first.member]
-    assert promotion.LEASE_HOLDER not in ann and promotion.PROMOTION_STEP not in ann
+    assert [h["member"] for h in json.loads(ann[records.HISTORY])] == [record.member, first.member]
+    assert lease.LEASE_HOLDER not in ann and lease.PROMOTION_STEP not in ann
 
     assert _promote(spec, client, record)["action"] == "none"
     assert rv(_isvc(client, spec)) == rv(live)
@@ -160,13 +157,13 @@ def test_standard_promote_moves_the_canary_into_the_predictor(kube_cluster, kube
     ]
     text = format_status(st)
     assert record.member in text and f"previous stable: {first.member}" in text and "p95_ttft_ms 42" in text
-    back = rollback_to_previous(client, spec.service_name, kube_namespace, run_id="manual", timeout_s=30)
+    back = rollback_to_previous(spec, client, run_id="manual", timeout_s=30)
     assert back["member"] == first.member and back["previous"] == record.member
     restored = _isvc(client, spec)
     assert restored["spec"] == {"predictor": stable_pred}
     assert restored["metadata"]["labels"][LABEL_REVISION] == "ra"
-    assert _ann(restored)[promotion.PROMOTED_MEMBER] == first.member
-    assert json.loads(_ann(restored)[promotion.PREVIOUS_STABLE])["member"] == record.member
+    assert _ann(restored)[records.PROMOTED_MEMBER] == first.member
+    assert json.loads(_ann(restored)[records.PREVIOUS_STABLE])["member"] == record.member
 
 
 def test_standard_rollback_leaves_the_stable_predictor_exactly_as_it_was(kube_cluster, kube_namespace, reconciler):
@@ -181,8 +178,8 @@ def test_standard_rollback_leaves_the_stable_predictor_exactly_as_it_was(kube_cl
     live = _isvc(client, spec)
     assert live["spec"] == stable["spec"] and live["metadata"]["labels"] == stable["metadata"]["labels"]
     ann = _ann(live)
-    assert json.loads(ann[promotion.LAST_ROLLBACK])["reason"] == "verdict fail: error_rate 0.2 > 0"
-    assert ann[promotion.PROMOTED_MEMBER] == first.member and promotion.LEASE_HOLDER not in ann
+    assert json.loads(ann[records.LAST_ROLLBACK])["reason"] == "verdict fail: error_rate 0.2 > 0"
+    assert ann[records.PROMOTED_MEMBER] == first.member and lease.LEASE_HOLDER not in ann
     assert rollback(spec, client, record, reason="again", run_id="run-2")["action"] == "none"
     assert rv(_isvc(client, spec)) == rv(live)
 
@@ -206,8 +203,8 @@ def test_stepped_promote_with_a_gate_and_a_gate_failing_midway(kube_cluster, kub
     assert info.value.percent == 50 and "p95_ttft_ms 180" in str(info.value)
     assert seen == [(25, 25), (50, 50)]
     live = _isvc(client, spec)
-    assert live["spec"] == stable["spec"] and promotion.LEASE_HOLDER not in _ann(live)
-    assert "gate at 50% traffic" in json.loads(_ann(live)[promotion.LAST_ROLLBACK])["reason"]
+    assert live["spec"] == stable["spec"] and lease.LEASE_HOLDER not in _ann(live)
+    assert "gate at 50% traffic" in json.loads(_ann(live)[records.LAST_ROLLBACK])["reason"]
 
     record = _deploy(spec, client, "s3://models/c", "rc", "run-3")
     canary_pred = _isvc(client, spec)["spec"]["canary"][0]["predictor"]
@@ -276,7 +273,7 @@ def test_api_server_dropping_connections_during_promotion(kube_cluster, kube_nam
     assert stats.connections_reset == 3 and stats.injected_statuses == {503: 2, 500: 1}
     live = _isvc(direct, spec)
     assert live["spec"] == {"predictor": promoted_predictor(spec, canary_pred)}
-    assert _ann(live)[promotion.PROMOTED_MEMBER] == record.member and promotion.LEASE_HOLDER not in _ann(live)
+    assert _ann(live)[records.PROMOTED_MEMBER] == record.member and lease.LEASE_HOLDER not in _ann(live)
     assert _promote(spec, client, record)["action"] == "none"
 
 
@@ -304,7 +301,7 @@ def test_knative_promote_and_rollback(kube_cluster, kube_namespace, reconciler):
     live = _isvc(client, spec)
     assert live["spec"]["predictor"] == {k: v for k, v in canary.items() if k != "canaryTrafficPercent"}
     assert live["metadata"]["labels"][LABEL_REVISION] == "rc"
-    assert json.loads(_ann(live)[promotion.PREVIOUS_STABLE])["predictor"] == stable_pred
+    assert json.loads(_ann(live)[records.PREVIOUS_STABLE])["predictor"] == stable_pred
 
 
 # llm-d -------------------------------------------------------------------------------------------------
@@ -328,8 +325,8 @@ def test_llmd_stepped_promotion_shifts_weights_then_deletes_the_old_member(kube_
     client = kube(kube_cluster)
     spec = llmd_spec(kube_namespace, canary={"traffic_percent": 10, "steps": [10, 50, 100]})
     first = _llmd_stable(spec, client)
-    holder = client.get(LLM_INFERENCE_SERVICE_CONFIGS, promotion.record_object_name("chat"), kube_namespace)
-    assert _ann(holder)[promotion.PROMOTED_MEMBER] == first.member and holder.get("spec") is None
+    holder = client.get(LLM_INFERENCE_SERVICE_CONFIGS, records.record_object_name("chat"), kube_namespace)
+    assert _ann(holder)[records.PROMOTED_MEMBER] == first.member and holder.get("spec") is None
     record = _deploy(spec, client, "hf://org/model-b", "rb", "run-2")
     assert _weight(_member(client, kube_namespace, record.member)) == 11  # 11 / (100 + 11) = 10 %
     weights: list[tuple[int, int, int]] = []
@@ -346,9 +343,9 @@ def test_llmd_stepped_promotion_shifts_weights_then_deletes_the_old_member(kube_
     assert objects_in(client, kube_namespace)["llminferenceservices"] == [record.member]
     new = _member(client, kube_namespace, record.member)
     assert _weight(new) == 100 and new["spec"]["model"]["uri"] == "hf://org/model-b"
-    ann = _ann(client.get(LLM_INFERENCE_SERVICE_CONFIGS, promotion.record_object_name("chat"), kube_namespace))
-    assert ann[promotion.PROMOTED_MEMBER] == record.member and promotion.LEASE_HOLDER not in ann
-    previous = json.loads(ann[promotion.PREVIOUS_STABLE])
+    ann = _ann(client.get(LLM_INFERENCE_SERVICE_CONFIGS, records.record_object_name("chat"), kube_namespace))
+    assert ann[records.PROMOTED_MEMBER] == record.member and lease.LEASE_HOLDER not in ann
+    previous = json.loads(ann[records.PREVIOUS_STABLE])
     assert previous["member"] == first.member and previous["member_spec"]["model"]["uri"] == "hf://org/model-a"
     assert _promote(spec, client, record)["action"] == "none"
 
@@ -409,8 +406,8 @@ def test_llmd_first_rollout_fail_removes_the_member(kube_cluster, kube_namespace
     first = _deploy(spec, client, "hf://org/model-a", "ra", "run-1")
     assert rollback(spec, client, first, reason="fail", run_id="run-1")["action"] == "rollback"
     assert objects_in(client, kube_namespace)["llminferenceservices"] == []
-    holder = client.get(LLM_INFERENCE_SERVICE_CONFIGS, promotion.record_object_name("chat"), kube_namespace)
-    assert promotion.LEASE_HOLDER not in _ann(holder)
+    holder = client.get(LLM_INFERENCE_SERVICE_CONFIGS, records.record_object_name("chat"), kube_namespace)
+    assert lease.LEASE_HOLDER not in _ann(holder)
 
 
 # Lease, reruns, cancellation ----------------------------------------------------------------------------
@@ -439,7 +436,7 @@ def test_a_second_concurrent_rollout_fails_naming_the_holder_or_waits(kube_clust
         timer.join()
     live = _isvc(client, spec)
     assert [c["predictor"]["name"] for c in live["spec"]["canary"]] == [third.member]
-    assert promotion.lease_of(live)["holder"] == "run-3"
+    assert lease.lease_of(live)["holder"] == "run-3"
 
 
 def test_llmd_first_rollouts_racing_one_proceeds_the_other_fails_or_waits(kube_cluster, kube_namespace, reconciler):
@@ -481,22 +478,23 @@ def test_llmd_first_rollouts_racing_one_proceeds_the_other_fails_or_waits(kube_c
     finally:
         timer.join()
     assert objects_in(client, kube_namespace)["llminferenceservices"] == [second.member]
-    holder = client.get(LLM_INFERENCE_SERVICE_CONFIGS, promotion.record_object_name("chat"), kube_namespace)
-    assert promotion.lease_of(holder)["holder"] == loser_run
+    holder = client.get(LLM_INFERENCE_SERVICE_CONFIGS, records.record_object_name("chat"), kube_namespace)
+    assert lease.lease_of(holder)["holder"] == loser_run
 
 
 def test_an_expired_lease_is_taken_over(kube_cluster, kube_namespace, reconciler):
     client = kube(kube_cluster)
     spec = make_spec(kube_namespace)
     _stable_isvc(spec, client)
-    assert promotion.acquire_lease(spec, client, "run-dead", ttl_s=1) == "taken"
+    # The expiry is written to the second: a 1 s lease may be gone before the next call on a busy machine.
+    assert lease.acquire_lease(variant_for(spec).ref(), client, "run-dead", ttl_s=3) == "taken"
     with pytest.raises(LeaseHeld):
-        promotion.acquire_lease(spec, client, "run-2")
-    time.sleep(1.5)
-    assert promotion.acquire_lease(spec, client, "run-2") == "taken"
+        lease.acquire_lease(variant_for(spec).ref(), client, "run-2")
+    time.sleep(3.5)
+    assert lease.acquire_lease(variant_for(spec).ref(), client, "run-2") == "taken"
     live = _isvc(client, spec)
-    assert promotion.lease_of(live)["holder"] == "run-2"
-    assert promotion.lease_manager("run-2") in _managers(live)
+    assert lease.lease_of(live)["holder"] == "run-2"
+    assert lease.lease_manager("run-2") in _managers(live)
 
 
 def test_a_rerun_with_the_stable_model_is_already_promoted(kube_cluster, kube_namespace, reconciler):
@@ -562,8 +560,8 @@ def test_sigterm_during_deploy_rolls_back_in_process(kube_cluster, kube_namespac
     assert proc.wait(timeout=60) != 0
     live = _isvc(client, spec)
     assert live["spec"] == stable["spec"] and live["metadata"]["labels"] == stable["metadata"]["labels"]
-    assert promotion.LEASE_HOLDER not in _ann(live)
-    assert "SIGTERM" in json.loads(_ann(live)[promotion.LAST_ROLLBACK])["reason"]
+    assert lease.LEASE_HOLDER not in _ann(live)
+    assert "SIGTERM" in json.loads(_ann(live)[records.LAST_ROLLBACK])["reason"]
 
 
 def test_finalize_run_after_a_killed_step(kube_cluster, kube_namespace, reconciler):
@@ -575,14 +573,14 @@ def test_finalize_run_after_a_killed_step(kube_cluster, kube_namespace, reconcil
     proc = _start_deploy(kube_cluster, spec, client, _CANCEL_SCRIPT)
     proc.kill()  # preempted: no handler runs, no outputs written
     proc.wait()
-    assert promotion.lease_of(_isvc(client, spec))["holder"] == "run-2"
+    assert lease.lease_of(_isvc(client, spec))["holder"] == "run-2"
 
     result = finalize_run(spec, client, "run-2", state="FAILED", error="deploy-model: pod deleted")
     assert result["action"] == "rollback" and result["lease_released"] is True
     assert len(result["rolled_back"]) == 1
     live = _isvc(client, spec)
-    assert live["spec"] == stable["spec"] and promotion.LEASE_HOLDER not in _ann(live)
-    assert _ann(live)[promotion.PROMOTED_MEMBER] == first.member
+    assert live["spec"] == stable["spec"] and lease.LEASE_HOLDER not in _ann(live)
+    assert _ann(live)[records.PROMOTED_MEMBER] == first.member
     again = finalize_run(spec, client, "run-2", state="FAILED")
     assert again["action"] == "none" and rv(_isvc(client, spec)) == rv(live)
     # A promoted run's revision is left alone by its own exit handler.

@@ -23,15 +23,12 @@ import yaml
 
 from llm_rollout.errors import DeadlineExceeded
 from llm_rollout.kserve.crds import check_crds, crd_requirements
-from llm_rollout.promotion import (
-    LeaseHeld,
-    finalize_run,
-    promote,
-    rollback,
-    rollback_to_previous,
-    status,
-)
-from llm_rollout.rollout import deploy, register_runtime
+from llm_rollout.kserve.deploy import deploy, register_runtime
+from llm_rollout.kserve.lease import LeaseHeld
+from llm_rollout.kserve.promote import promote
+from llm_rollout.kserve.restore import rollback_to_previous
+from llm_rollout.kserve.rollback import finalize_run, rollback
+from llm_rollout.kserve.status import status
 from tests.cluster._support import kube, llmd_spec, make_spec
 from tests.fixtures.kube_audit import rbac_request
 
@@ -105,13 +102,13 @@ def _exercise_inference_service(proxy, namespace, reconciler, client) -> None:
     first = dep("s3://models/a", "ra", "run-1")
     promote(spec, client, first, verdict="pass", summary="ok", run_id="run-1")
     second = dep("s3://models/b", "rb", "run-2")
-    status(client, spec.service_name, namespace)
+    status(spec, client)
     with pytest.raises(LeaseHeld):  # a second run waits on the lease (a watch), then gives up
         dep("s3://models/c", "rc", "run-3", lease_wait_s=1.5)
     rollback(spec, client, second, reason="validation failed", run_id="run-2")
     third = dep("s3://models/c", "rc", "run-3")
     promote(spec, client, third, verdict="pass", summary="ok", run_id="run-3")
-    rollback_to_previous(client, spec.service_name, namespace, run_id="manual", timeout_s=30)
+    rollback_to_previous(spec, client, run_id="manual", timeout_s=30)
     dep("s3://models/d", "rd", "run-4")
     finalize_run(spec, client, "run-4", state="FAILED", error="validate-deployment failed")
 
@@ -148,8 +145,8 @@ def _exercise_llmd(namespace, client) -> None:
     with pytest.raises(LeaseHeld):
         dep("hf://org/c", "rc", "run-3", lease_wait_s=1.5)
     promote(spec, client, second, verdict="pass", summary="ok", run_id="run-2")  # deletes the old member
-    status(client, spec.service_name, namespace)
-    rollback_to_previous(client, spec.service_name, namespace, run_id="manual", timeout_s=30)
+    status(spec, client)
+    rollback_to_previous(spec, client, run_id="manual", timeout_s=30)
     third = dep("hf://org/c", "rc", "run-3")
     rollback(spec, client, third, reason="validation failed", run_id="run-3")
     dep("hf://org/d", "rd", "run-4")

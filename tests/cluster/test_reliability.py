@@ -29,7 +29,9 @@ from typing import Any
 import pytest
 from kubernetes.config import kube_config
 
-from llm_rollout import promotion, steps
+from llm_rollout import steps
+from llm_rollout.errors import PermanentError
+from llm_rollout.kserve import lease, records
 from llm_rollout.kube import INFERENCE_SERVICES, KubeClient, condition
 from llm_rollout.spec import deep_merge
 from tests.fixtures.serving import start_vllm
@@ -126,9 +128,9 @@ def end_state(client: KubeClient, namespace: str, *, timeout_s: float = 20) -> s
     predictor = live["spec"]["predictor"]
     assert not live["spec"].get("canary"), f"half state: a canary is left: {live['spec']['canary']}"
     assert predictor.get("canaryTrafficPercent") in (None, 0), f"half state: {predictor['canaryTrafficPercent']}%"
-    assert promotion.LEASE_HOLDER not in ann, f"half state: the lease is still held by {ann[promotion.LEASE_HOLDER]}"
+    assert lease.LEASE_HOLDER not in ann, f"half state: the lease is still held by {ann[lease.LEASE_HOLDER]}"
     uri = predictor["model"]["storageUri"]
-    assert ann.get(promotion.PROMOTED_MODEL_URI) == uri, "the promotion record disagrees with the spec"
+    assert ann.get(records.PROMOTED_MODEL_URI) == uri, "the promotion record disagrees with the spec"
     assert settled, f"not Ready for generation {live['metadata']['generation']}: {live.get('status')}"
     assert uri in (OLD_URI, NEW_URI), uri
     return "old" if uri == OLD_URI else "new"
@@ -290,7 +292,7 @@ def test_vllm_killed_mid_validation_fails_the_gate_and_rolls_back(kserve_run, ku
             killer.join()
     assert outcome.verdict != "pass"
     assert "stopped answering" in outcome.summary or "error_rate" in outcome.summary, outcome.summary
-    with pytest.raises(promotion.PermanentError):  # the gate: a failed verdict is never promoted
+    with pytest.raises(PermanentError):  # the gate: a failed verdict is never promoted
         steps.promote_step(slow, record, verdict=outcome.verdict, summary=outcome.summary, run_id="run-1")
     steps.rollback_step(slow, record, reason=outcome.summary, run_id="run-1")
     steps.finalize_step(slow, run_id="run-1", state="FAILED")

@@ -9,13 +9,15 @@ import time
 
 import pytest
 
-from llm_rollout.builders import LABEL_MEMBER
 from llm_rollout.errors import DeadlineExceeded, SpecError
+from llm_rollout.kserve.builders import LABEL_MEMBER
+from llm_rollout.kserve.deploy import deploy, register_runtime
+from llm_rollout.kserve.promote import promote
+from llm_rollout.kserve.variants.isvc import canary_address
 from llm_rollout.kube import INFERENCE_SERVICES, LLM_INFERENCE_SERVICES
 from llm_rollout.names import isvc_member_name, member_name, predictor_service_name
-from llm_rollout.promotion import promote
 from llm_rollout.record import DeploymentRecord
-from llm_rollout.rollout import canary_address, deploy, register_runtime
+from llm_rollout.spec import parse_spec
 from tests.cluster._support import kube, llmd_spec, make_spec, models_server, objects_in, rv
 
 pytestmark = pytest.mark.cluster
@@ -144,11 +146,12 @@ def test_resume_after_the_step_was_killed_mid_wait(kube_cluster, kube_namespace,
     promote(spec, client, first, verdict="pass", summary="", run_id="run-1")  # run-1 is done (its lease released)
     reconciler.behave(spec.service_name, mode="never", reason="Progressing", message="pulling the model")
     script = (
-        "import json, sys\n"
+        "import sys\n"
         "from llm_rollout.kube import KubeClient\n"
-        "from llm_rollout.rollout import deploy\n"
+        "from llm_rollout.kserve.deploy import deploy\n"
+        "from llm_rollout.spec import coerce_spec\n"
         "client = KubeClient.from_kubeconfig(sys.argv[1])\n"
-        "deploy(json.loads(sys.argv[2]), client, model_uri='s3://models/b', revision='rb', run_id='run-2',\n"
+        "deploy(coerce_spec(sys.argv[2]), client, model_uri='s3://models/b', revision='rb', run_id='run-2',\n"
         "       timeout_s=300, probe=False)\n"
     )
     proc = subprocess.Popen(
@@ -188,7 +191,14 @@ def test_nothing_is_written_when_the_input_is_invalid(kube_cluster, kube_namespa
     assert "s3://" in str(info.value) and "pvc://" in str(info.value)
     with pytest.raises(SpecError, match="kv_cache_dtype"):
         register_runtime(
-            {"name": "chat", "namespace": kube_namespace, "platform": "kserve", "runtime": {"kv_cache_dtype": "fp9"}},
+            parse_spec(
+                {
+                    "name": "chat",
+                    "namespace": kube_namespace,
+                    "platform": "kserve",
+                    "runtime": {"kv_cache_dtype": "fp9"},
+                }
+            ),
             client,
         )
     with pytest.raises(SpecError, match=r"model\.uri"):

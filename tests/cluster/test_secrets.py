@@ -27,10 +27,11 @@ import yaml
 from kubernetes import client as k8s_client
 from kubernetes.config import kube_config
 
-from llm_rollout import builders, steps
+from llm_rollout import steps
 from llm_rollout.errors import DeadlineExceeded, PermanentError
+from llm_rollout.kserve import builders
+from llm_rollout.kserve.deploy import register_runtime
 from llm_rollout.kube import INFERENCE_SERVICES, SERVING_RUNTIMES, KubeClient
-from llm_rollout.rollout import register_runtime
 from llm_rollout.spec import deep_merge, parse_spec
 from tests.serving.flaky_proxy import FlakyProxy
 

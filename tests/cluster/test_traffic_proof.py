@@ -16,12 +16,11 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from llm_rollout import promotion
 from llm_rollout.kserve.addresses import ADDRESS_MAP_ENV, address_resolver
+from llm_rollout.kserve.deploy import deploy
 from llm_rollout.kserve.gate import traffic_gate
+from llm_rollout.kserve.promote import GateFailed, promote
 from llm_rollout.kube import INFERENCE_SERVICES
-from llm_rollout.promotion import GateFailed
-from llm_rollout.rollout import deploy
 from llm_rollout.validation.traffic import requests_finished
 from tests.cluster._support import kube, make_spec
 from tests.fixtures.serving import start_vllm
@@ -126,7 +125,7 @@ def rollout(kube_cluster, kube_namespace, reconciler, vllm_server, canary_server
         spec = make_spec(kube_namespace, NAME, **_spec(kube_namespace, tiny_model / "probes.json"))
         client = kube(kube_cluster)
         first = deploy(spec, client, model_uri="s3://models/tiny/v1", run_id="run-1", resolve_url=address_resolver())
-        promotion.promote(spec, client, first, verdict="pass", summary="ok", run_id="run-1")
+        promote(spec, client, first, verdict="pass", summary="ok", run_id="run-1")
         record = deploy(spec, client, model_uri="s3://models/tiny/v2", run_id="run-2", resolve_url=address_resolver())
         assert record.canary and record.stable is not None
         assert record.service_url == router.url
@@ -142,9 +141,7 @@ def test_without_gateway_api_the_first_step_fails_with_the_gateway_api_message_a
     assert not reconciler.gateway_api  # upstream's default
 
     with pytest.raises(GateFailed) as failed:
-        promotion.promote(
-            spec, client, record, verdict="pass", summary="ok", run_id="run-2", gate=traffic_gate(spec, record)
-        )
+        promote(spec, client, record, verdict="pass", summary="ok", run_id="run-2", gate=traffic_gate(spec, record))
 
     message = str(failed.value)
     assert failed.value.percent == 50
@@ -165,7 +162,7 @@ def test_with_gateway_api_the_canary_gets_its_share_and_promotion_proceeds(
     reconciler.gateway_api = True
     canary_before = _count(canary_server.base_url)
 
-    result = promotion.promote(
+    result = promote(
         spec, client, record, verdict="pass", summary="ok", run_id="run-2", gate=traffic_gate(spec, record)
     )
 

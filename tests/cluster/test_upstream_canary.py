@@ -17,9 +17,10 @@ import time
 
 import pytest
 
+from llm_rollout.kserve.deploy import deploy
+from llm_rollout.kserve.promote import promote
+from llm_rollout.kserve.rollback import rollback
 from llm_rollout.kube import INFERENCE_SERVICES
-from llm_rollout.promotion import promote, rollback
-from llm_rollout.rollout import deploy
 from tests.cluster._support import kube, make_spec
 
 pytestmark = pytest.mark.cluster

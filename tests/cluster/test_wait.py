@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from llm_rollout import builders
 from llm_rollout.errors import DeadlineExceeded, PermanentError
+from llm_rollout.kserve import builders
+from llm_rollout.kserve.wait import Readiness, probe_endpoint, wait_ready
 from llm_rollout.kube import INFERENCE_SERVICES, LLM_INFERENCE_SERVICES
-from llm_rollout.wait import Readiness, probe_endpoint, wait_ready
 from tests.cluster._support import kube, llmd_spec, make_spec, models_server
 
 pytestmark = pytest.mark.cluster
@@ -149,7 +149,7 @@ def test_a_rolling_update_keeps_ready_and_the_waiter_reads_the_canary_share(kube
 
 @pytest.mark.fault
 def test_watch_expiry_relists(kube_cluster, kube_namespace, reconciler, kube_fault_proxy, caplog):
-    caplog.set_level(logging.INFO, logger="llm_rollout.wait")
+    caplog.set_level(logging.INFO, logger="llm_rollout.kserve.wait")
     client = kube(kube_cluster, via=kube_fault_proxy)
     spec = make_spec(kube_namespace)
     reconciler.set_default(ready_after_ms=1500)
@@ -195,7 +195,7 @@ def test_watch_cut_reconnects(kube_cluster, kube_namespace, reconciler, kube_fau
 
 
 def test_logs_only_when_the_reasons_change(kube_cluster, kube_namespace, reconciler, caplog):
-    caplog.set_level(logging.INFO, logger="llm_rollout.wait")
+    caplog.set_level(logging.INFO, logger="llm_rollout.kserve.wait")
     client = kube(kube_cluster)
     spec = make_spec(kube_namespace)
     reconciler.set_default(mode="never")

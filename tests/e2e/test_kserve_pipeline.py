@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from llm_rollout.builders import ANNOTATION_PREFIX
+from llm_rollout.kserve.builders import ANNOTATION_PREFIX
 from llm_rollout.kube import INFERENCE_SERVICES, KubeClient
 from llm_rollout.spec import parse_spec
 from pipelines.run_local import run_pipeline

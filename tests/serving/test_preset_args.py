@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from llm_rollout import builders as b
+from llm_rollout.kserve import builders as b
 from llm_rollout.spec import parse_spec
 from llm_rollout.versions import VLLM_VERSION
 from tests import presets as P

@@ -6,8 +6,8 @@ import shlex
 import pytest
 import yaml
 
-from llm_rollout import builders as b
 from llm_rollout.errors import SpecError
+from llm_rollout.kserve import builders as b
 from llm_rollout.spec import parse_spec
 from llm_rollout.vllm_args import server_args
 from tests.schema_check import schema_errors, shared_dir

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from llm_rollout import builders as b
+from llm_rollout.kserve import builders as b
 from llm_rollout.spec import parse_spec
 from tests.schema_check import shared_dir
 

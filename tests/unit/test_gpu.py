@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from llm_rollout import builders as b
 from llm_rollout import gpu
 from llm_rollout.errors import SpecError
+from llm_rollout.kserve import builders as b
 from llm_rollout.spec import check_gpu, parse_spec
 from llm_rollout.steps import deploy_step
 from llm_rollout.vllm_args import server_args

@@ -13,6 +13,8 @@ import urllib3
 from kubernetes.client.rest import ApiException
 
 from llm_rollout.errors import DeadlineExceeded, PermanentError, SpecError, TransientError
+from llm_rollout.kserve.deploy import to_storage_uri
+from llm_rollout.kserve.wait import Readiness, evaluate, likely_causes
 from llm_rollout.kube import (
     ApiTransientError,
     ConflictError,
@@ -26,8 +28,6 @@ from llm_rollout.kube import (
     resource_for,
     retry,
 )
-from llm_rollout.rollout import to_storage_uri
-from llm_rollout.wait import Readiness, evaluate, likely_causes
 
 TARGET = Target("apply", "ServingRuntime", "rt", "team-a", "servingruntimes")
 

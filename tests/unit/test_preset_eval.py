@@ -14,7 +14,7 @@ import shlex
 
 import pytest
 
-from llm_rollout import builders as b
+from llm_rollout.kserve import builders as b
 from llm_rollout.spec import parse_spec
 from llm_rollout.versions import VLLM_VERSION
 from llm_rollout.vllm_args import server_args

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from llm_rollout import builders
+from llm_rollout.kserve import builders
 from llm_rollout.spec import parse_spec
 
 README = Path(__file__).resolve().parents[2] / "README.md"

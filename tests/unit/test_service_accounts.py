@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from llm_rollout import builders as b
 from llm_rollout.errors import SpecError
+from llm_rollout.kserve import builders as b
 from llm_rollout.spec import parse_spec
 from tests.schema_check import schema_errors
 

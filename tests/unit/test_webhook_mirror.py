@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from llm_rollout import builders as b
+from llm_rollout.kserve import builders as b
 from llm_rollout.names import MAX_NAME_LEN, is_dns_label, isvc_member_name, predictor_service_name
 from llm_rollout.spec import parse_spec
 from tests.schema_check import schema_errors

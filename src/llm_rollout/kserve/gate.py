@@ -13,7 +13,7 @@ own addresses are unknown the proof is skipped, and the log says why.
 from __future__ import annotations
 
 from llm_rollout import steplog
-from llm_rollout.kserve.addresses import mapped
+from llm_rollout.kserve.variants import variant_for
 from llm_rollout.platform import Gate
 from llm_rollout.record import DeploymentRecord
 from llm_rollout.spec import RolloutSpec
@@ -26,18 +26,9 @@ def _summary(reasons: list[str]) -> str:
 def member_metrics_urls(spec: RolloutSpec, rec: DeploymentRecord) -> tuple[dict[str, str], str]:
     """Each member's own vLLM ``/metrics`` (stable and canary), or why they are unknown.
 
-    Only a Standard-mode InferenceService has them: the stable predictor's address
-    (``status.components.predictor``) and the canary's (``<isvc>-<canary>-predictor``) are their own
-    Services (kserve ``constants.PredictorServiceName``), vLLM serving ``/metrics`` beside the API.
+    Only a Standard-mode InferenceService has them (its variant says where, the others why not).
     """
-    if rec.kind != "InferenceService":
-        return {}, f"{rec.kind} members answer through the gateway, not through an address of their own"
-    if spec.deployment_mode != "Standard":
-        return {}, "Knative splits traffic between revisions itself and gives the stable revision no address of its own"
-    if rec.stable is None or not rec.stable.endpoint_url or not rec.endpoint_url:
-        return {}, "the record has no address of its own for the stable and the canary predictor"
-    urls = {rec.stable.member: mapped(rec.stable.endpoint_url), rec.member: rec.endpoint_url}
-    return {m: u.rstrip("/") + "/metrics" for m, u in urls.items()}, ""
+    return variant_for(spec).member_metrics_urls(rec)
 
 
 def traffic_gate(spec: RolloutSpec, rec: DeploymentRecord) -> Gate:
@@ -77,6 +68,6 @@ def traffic_gate(spec: RolloutSpec, rec: DeploymentRecord) -> Gate:
         steplog.log(f"promote-model: traffic at {percent}%: {proof.verdict}: {proof.message}")
         if proof.verdict == "fail":
             return "fail", _summary([proof.message, *reasons])
-        return result.verdict, f"{_summary(reasons)}\ntraffic {proof.verdict}: {proof.message}"
+        return (result.verdict, f"{_summary(reasons)}\ntraffic {proof.verdict}: {proof.message}")
 
     return gate

@@ -12,22 +12,17 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from typing import Any
 
 from llm_rollout import steplog
 from llm_rollout.kserve.addresses import address_resolver, mapped
+from llm_rollout.kserve.deploy import deploy, register_runtime
 from llm_rollout.kserve.gate import traffic_gate
+from llm_rollout.kserve.promote import promote
+from llm_rollout.kserve.restore import rollback_to_previous
+from llm_rollout.kserve.rollback import finalize_run, rollback, rollback_on_termination
+from llm_rollout.kserve.status import status
 from llm_rollout.kube import KubeClient
-from llm_rollout.platform import (
-    HistoryEntry,
-    ModelRef,
-    Outcome,
-    RevisionStatus,
-    StableRecord,
-    Status,
-    ValidationTarget,
-    Verdict,
-)
+from llm_rollout.platform import ModelRef, Outcome, Status, ValidationTarget, Verdict
 from llm_rollout.record import DeploymentRecord
 from llm_rollout.spec import RolloutSpec, check_gpu
 
@@ -61,15 +56,11 @@ class KServePlatform:
     # register / deploy -------------------------------------------------------------------------
 
     def register(self) -> str:
-        from llm_rollout.rollout import register_runtime
-
         applied = register_runtime(self.spec, self.client)
         return (applied.get("metadata") or {}).get("name") or self.spec.runtime_name
 
     def deploy(self, model: ModelRef, *, run_id: str) -> DeploymentRecord:
         """Checks the GPU, then rolls ``model`` out; SIGTERM or Ctrl-C takes the half-made revision away."""
-        from llm_rollout.rollout import deploy
-
         # GPU preflight before any write: the artifact's scheme (step one) against the GPU.
         scheme = model.scheme if model.scheme in KNOWN_SCHEMES else None
         note = check_gpu(self.spec, scheme, "model_metadata.scheme")
@@ -89,12 +80,14 @@ class KServePlatform:
     def _cancel_rolls_back(self, run_id: str) -> Iterator[None]:
         """SIGTERM (KFP cancelling the run) or Ctrl-C: the run's half-made revision goes, then re-raises.
 
-        KFP cancels a run by deleting its pods: the kubelet sends SIGTERM to the step's container
-        and waits ``terminationGracePeriodSeconds`` (30 s by default) before SIGKILL; Python's
-        default SIGTERM disposition would end the process at once, so the handler is installed here.
+        Cancelling a run deletes its pods: the kubelet sends SIGTERM and waits
+        ``terminationGracePeriodSeconds`` (30 s by default) before SIGKILL, and Argo's emissary
+        executor, PID 1 of the step's container, forwards every signal it gets to the command it
+        runs (argo-workflows ``cmd/argoexec/commands/emissary.go``: ``signal.Notify``, then
+        ``Kill(command.Process.Pid, s)``). Python's default SIGTERM disposition would end the step
+        at once and leave the canary serving until the exit handler runs, so the handler is
+        installed here (:func:`llm_rollout.procs.sigterm_raises`).
         """
-        from llm_rollout.promotion import rollback_on_termination
-
         with rollback_on_termination(self.spec, self.client, None, run_id=run_id, catch=KeyboardInterrupt):
             yield
 
@@ -109,8 +102,6 @@ class KServePlatform:
 
         @contextlib.contextmanager
         def guard() -> Iterator[None]:
-            from llm_rollout.promotion import rollback_on_termination
-
             with rollback_on_termination(self.spec, self.client, record):
                 yield
 
@@ -125,8 +116,6 @@ class KServePlatform:
     # promote / rollback / finalize -------------------------------------------------------------
 
     def promote(self, record: DeploymentRecord, verdict: Verdict, *, run_id: str) -> Outcome:
-        from llm_rollout.promotion import promote
-
         gate = traffic_gate(self.spec, record) if self.spec.canary.steps else None
         result = promote(
             self.spec,
@@ -148,8 +137,6 @@ class KServePlatform:
         )
 
     def rollback(self, record: DeploymentRecord, *, reason: str, run_id: str) -> Outcome:
-        from llm_rollout.promotion import rollback
-
         result = rollback(self.spec, self.client, record, reason=reason, run_id=run_id)
         action = "rollback" if result.get("action") == "rollback" else "none"
         return Outcome(
@@ -161,29 +148,19 @@ class KServePlatform:
         )
 
     def finalize(self, *, run_id: str, state: str, error: str) -> Outcome:
-        from llm_rollout.promotion import finalize_run
-
         result = finalize_run(self.spec, self.client, run_id, state=state, error=error)
         rolled = list(result.get("rolled_back") or [])
         return Outcome(
-            action="finalize" if rolled else "none",
-            message=result.get("message") or "finalized",
-            stopped=rolled,
+            action="finalize" if rolled else "none", message=result.get("message") or "finalized", stopped=rolled
         )
 
     # status / restore --------------------------------------------------------------------------
 
     def status(self) -> Status:
-        from llm_rollout.promotion import status
-
-        return _typed_status(status(self.client, self.spec.service_name, self.spec.namespace))
+        return status(self.spec, self.client)
 
     def restore_previous(self, *, run_id: str, timeout_s: float) -> Outcome:
-        from llm_rollout.promotion import rollback_to_previous
-
-        result = rollback_to_previous(
-            self.client, self.spec.service_name, self.spec.namespace, run_id=run_id, timeout_s=timeout_s
-        )
+        result = rollback_to_previous(self.spec, self.client, run_id=run_id, timeout_s=timeout_s)
         return Outcome(
             action="rollback",
             message=result["message"],
@@ -191,24 +168,3 @@ class KServePlatform:
             stable=result.get("member"),
             stopped=[result["previous"]] if result.get("previous") else [],
         )
-
-
-def _typed_status(d: dict[str, Any]) -> Status:
-    fields = set(RevisionStatus.model_fields)
-    revisions = [RevisionStatus(**{k: v for k, v in r.items() if k in fields}) for r in d.get("revisions") or []]
-    history = [HistoryEntry.model_validate(h) for h in d.get("history") or [] if isinstance(h, dict)]
-    stable, previous = (d.get(k) for k in ("stable", "previous_stable"))
-    return Status(
-        platform="kserve",
-        kind=d["kind"],
-        name=d["name"],
-        namespace=d["namespace"],
-        url=d.get("url"),
-        revisions=revisions,
-        stable=StableRecord.model_validate(stable) if isinstance(stable, dict) and stable.get("member") else None,
-        previous_stable=StableRecord.model_validate(previous)
-        if isinstance(previous, dict) and previous.get("member")
-        else None,
-        history=history,
-        lease=d.get("lease"),
-    )

@@ -392,7 +392,7 @@ class KubeClient:
         """Opens a watch from ``resource_version``; iterate the result for events.
 
         The server ends the watch after ``timeout_s``; the caller re-watches from the last
-        resourceVersion it saw (see :mod:`llm_rollout.wait`). Errors are not retried here: opening
+        resourceVersion it saw (see :mod:`llm_rollout.kserve.wait`). Errors are not retried here: opening
         and reading raise the mapped errors (:class:`WatchExpired` for 410).
 
         Args:

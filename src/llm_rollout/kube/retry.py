@@ -4,7 +4,7 @@
 an expired watch: see :mod:`llm_rollout.kube.errors`) and raises
 :class:`~llm_rollout.errors.DeadlineExceeded` carrying the last error when the deadline runs out; a
 permanent error propagates at once. Every public call of :class:`~llm_rollout.kube.client.KubeClient`
-already runs under it; :mod:`llm_rollout.wait` uses :func:`backoff_delays` between re-watches.
+already runs under it; :mod:`llm_rollout.kserve.wait` uses :func:`backoff_delays` between re-watches.
 """
 
 from __future__ import annotations

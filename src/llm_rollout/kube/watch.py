@@ -2,7 +2,7 @@
 
 :meth:`llm_rollout.kube.client.KubeClient.watch` opens the request and returns a
 :class:`WatchStream`; re-watching from the last resourceVersion (and re-listing after a
-:class:`~llm_rollout.kube.errors.WatchExpired`) is the caller's loop, see :mod:`llm_rollout.wait`.
+:class:`~llm_rollout.kube.errors.WatchExpired`) is the caller's loop, see :mod:`llm_rollout.kserve.wait`.
 :func:`condition` reads one status condition of an object a watch (or a read) delivered.
 """
 

@@ -1,0 +1,134 @@
+"""The RBAC the steps need, and :func:`render_all`: every object of a spec, for ``manifests/`` (``make render``)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from llm_rollout.kserve.builders.common import GROUP, _labels, _meta, default_member
+from llm_rollout.kserve.builders.isvc import inference_service, serving_runtime
+from llm_rollout.kserve.builders.llmd import llm_inference_service, llm_inference_service_config
+from llm_rollout.spec import RolloutSpec
+
+RBAC_RULES: list[dict[str, Any]] = [
+    {
+        "apiGroups": [GROUP],
+        "resources": ["servingruntimes"],
+        # register-runtime only applies it (server-side apply); nothing reads it back
+        "verbs": ["patch"],
+    },
+    {
+        "apiGroups": [GROUP],
+        "resources": ["inferenceservices", "llminferenceservices"],
+        "verbs": ["get", "list", "watch", "patch", "delete"],
+    },
+    {
+        "apiGroups": [GROUP],
+        "resources": ["llminferenceserviceconfigs"],
+        # patch: the preset and each llm-d service's record object (kserve/records.py); watch: waiting for its lease
+        "verbs": ["get", "watch", "patch"],
+    },
+    # listed only to explain a deploy that timed out (wait.cluster_context); optional, the message
+    # says so when they are not readable
+    {"apiGroups": [""], "resources": ["pods", "events"], "verbs": ["list"]},
+]
+"""Role rules for the pipeline steps (namespaced; nothing cluster-wide)."""
+
+
+CRD_READER_RULES: list[dict[str, Any]] = [
+    {
+        "apiGroups": ["apiextensions.k8s.io"],
+        "resources": ["customresourcedefinitions"],
+        "resourceNames": [
+            "inferenceservices.serving.kserve.io",
+            "servingruntimes.serving.kserve.io",
+            "llminferenceservices.serving.kserve.io",
+        ],
+        "verbs": ["get"],
+    }
+]
+"""The one cluster-scoped read: the CRD version preflight, limited by name to KServe's CRDs."""
+
+
+def rbac(spec: RolloutSpec) -> list[dict[str, Any]]:
+    """ServiceAccount, Role and RoleBinding for the pipeline steps (least privilege).
+
+    The Role grants only the verbs and resources the library calls, in one namespace. The CRD
+    preflight reads three named CRDs; that read is a ClusterRole limited by ``resourceNames``,
+    bound per namespace with a RoleBinding would not reach cluster-scoped objects, so it is bound
+    with a ClusterRoleBinding and grants ``get`` on those three names only.
+    """
+    name = spec.service_account
+    sa = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(spec, name)}
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _meta(spec, name),
+        "rules": copy.deepcopy(RBAC_RULES),
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _meta(spec, name),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": spec.namespace}],
+    }
+    crd_name = f"{name}-kserve-crd-reader"
+    crd_role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": crd_name, "labels": _labels(spec)},
+        "rules": copy.deepcopy(CRD_READER_RULES),
+    }
+    crd_binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": f"{crd_name}-{spec.namespace}", "labels": _labels(spec)},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": crd_name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": spec.namespace}],
+    }
+    return [sa, role, binding, crd_role, crd_binding]
+
+
+def llmd_example_spec(spec: RolloutSpec) -> RolloutSpec:
+    """The spec with a realistic P/D setup switched on (what ``manifests/llm-d-configuration.yaml`` shows)."""
+    from llm_rollout.spec import deep_merge, parse_spec
+
+    data = spec.model_dump(mode="json")
+    if not data["llmd"]["enabled"]:
+        data = deep_merge(
+            data,
+            {
+                "llmd": {
+                    "enabled": True,
+                    "decode": {"replicas": 2, "tensor": 1},
+                    "prefill": {"replicas": 1, "tensor": 1},
+                    # Nothing customised: KServe's own P/D picker config (see endpoint_picker_config).
+                    "scheduler": {"enabled": True},
+                }
+            },
+        )
+        if data.get("scaling") is not None:
+            data["scaling"] = None
+    return parse_spec(data)
+
+
+def render_all(spec: RolloutSpec) -> dict[str, list[dict[str, Any]]]:
+    """Every object for ``spec``, grouped by the manifest file it belongs in.
+
+    Returns:
+        ``{file name: [objects]}`` for ``vllm-runtime.yaml``, ``kserve-inferenceservice.yaml``,
+        ``llm-d-configuration.yaml`` and ``rbac.yaml``.
+    """
+    stable = default_member(spec)
+    llmd_spec = llmd_example_spec(spec)
+    llmd_member = default_member(llmd_spec)
+    return {
+        "vllm-runtime.yaml": [serving_runtime(spec)],
+        "kserve-inferenceservice.yaml": [inference_service(spec, stable)],
+        "llm-d-configuration.yaml": [
+            llm_inference_service_config(llmd_spec),
+            llm_inference_service(llmd_spec, llmd_member, weight=100),
+        ],
+        "rbac.yaml": rbac(spec),
+    }

@@ -1,0 +1,67 @@
+"""Server-side dry run of a step's objects before its first write (KServe's own verdict first)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llm_rollout.errors import PermanentError
+from llm_rollout.kube import ApiError, ForbiddenError, KubeClient
+
+
+class PreflightRefused(PermanentError):
+    """The cluster refused an object of a step in a server-side dry run; nothing was applied.
+
+    Attributes:
+        step: The step that stopped.
+        kind: The refused object's kind.
+        name: The refused object's name.
+        fields: The field paths the server named (may be empty).
+    """
+
+    def __init__(self, message: str, *, step: str, kind: str, name: str, fields: list[str]) -> None:
+        super().__init__(message)
+        self.step, self.kind, self.name, self.fields = step, kind, name, fields
+
+
+def preflight(client: KubeClient, objects: list[dict[str, Any]], *, step: str) -> None:
+    """Server-side dry run (``dryRun=All``) of every object of a step, before its first write.
+
+    A dry run goes through the cluster's real admission chain (KServe's validating webhooks, the
+    CRD schema and CEL rules, server-side apply ownership) without persisting anything, so KServe's
+    own verdict is known before the step changes anything (not even its lease).
+
+    Args:
+        client: The kube client.
+        objects: What the step is going to apply, in order.
+        step: The step's name, for the message.
+
+    Raises:
+        PreflightRefused: An object was refused; the message carries the server's (the webhook's)
+            message, the fields it named and what to change. Nothing was applied.
+    """
+    for obj in objects:
+        meta = obj.get("metadata") or {}
+        kind, name = (obj.get("kind", "object"), f"{meta.get('namespace')}/{meta.get('name')}")
+        try:
+            client.apply(obj, dry_run=True)
+        except ApiError as err:
+            fields = list(getattr(err, "fields", []) or [])
+            text = str(err)
+            if isinstance(err, ForbiddenError) and "admission webhook" in text:
+                # controller-runtime answers a CustomValidator's error with 403 "admission webhook
+                # ... denied the request: <KServe's message>" (inference_service_validation.go)
+                fix = (
+                    "Fix: the message is KServe's admission rule (pkg/apis/serving/v1beta1/"
+                    "inference_service_validation.go or v1alpha2/llm_inference_service_validation.go); change "
+                    "the spec field it names, or check that the cluster runs KServe >= 0.20 (spec.canary), "
+                    "then run the step again"
+                )
+                text = f"{text}. {fix}"
+            raise PreflightRefused(
+                f"{step}: the cluster refused {kind} {name} in a server-side dry run (dryRun=All), so nothing "
+                f"was applied: {text}",
+                step=step,
+                kind=kind,
+                name=name,
+                fields=fields,
+            ) from err

@@ -1,0 +1,154 @@
+"""Promotion on the ``kserve`` platform (verdict ``pass`` only).
+
+InferenceService, Standard mode: the canary entry's predictor (name included, so KServe keeps its
+Deployment and pods) becomes ``spec.predictor`` and the canary entry goes. Knative mode:
+``canaryTrafficPercent`` is removed. LLMInferenceService group: the new member's weight is raised
+(in the steps of ``canary.steps``, with the gate re-run at each, :mod:`llm_rollout.kserve.gate`),
+the old member's weight goes to 0, then the old member is deleted (or stopped with
+``serving.kserve.io/stop``). A first rollout is just marked stable. The promotion is recorded
+(:mod:`llm_rollout.kserve.records`) and the run's lease released (:mod:`llm_rollout.kserve.lease`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from llm_rollout.errors import PermanentError
+from llm_rollout.kserve.lease import release_lease
+from llm_rollout.kserve.records import _one_line, _record_promotion
+from llm_rollout.kserve.rollback import _rollback
+from llm_rollout.kserve.variants import variant_for
+from llm_rollout.kube import KubeClient
+from llm_rollout.record import DeploymentRecord
+from llm_rollout.spec import RolloutSpec
+
+log = logging.getLogger(__name__)
+
+GATE_REASON_LIMIT = 900
+"""A failed gate's reason in the rollback record and the error (the traffic proof's cause and fix fit)."""
+
+
+class GateFailed(PermanentError):
+    """A stepped promotion's gate did not pass; the new revision was rolled back.
+
+    Attributes:
+        percent: The traffic step at which the gate failed.
+        result: What :func:`rollback` returned.
+    """
+
+    def __init__(self, message: str, *, percent: int, result: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.percent = percent
+        self.result = result
+
+
+def _refuse(rec: DeploymentRecord, verdict: str, summary: str) -> PermanentError:
+    why = f" ({_one_line(summary, 300)})" if summary else ""
+    return PermanentError(
+        f"refusing to promote {rec.member}: the validation verdict is {verdict!r}, not 'pass'{why}. "
+        "Fix: roll it back (the rollback-model step does; or `llm-rollout rollback`), then fix the model, "
+        "the runtime or the SLO and run again"
+    )
+
+
+def promote(
+    spec: RolloutSpec,
+    client: KubeClient,
+    record: DeploymentRecord,
+    *,
+    verdict: str,
+    summary: str,
+    run_id: str,
+    metrics: dict[str, Any] | None = None,
+    gate: Callable[[int], tuple[str, str]] | None = None,
+    retire: str = "delete",
+    timeout_s: float | None = None,
+) -> dict[str, Any]:
+    """Promotes the validated revision of ``record`` to stable and retires the one it replaces.
+
+    Refuses unless ``verdict`` is ``pass``. Before writing anything it checks that the stable
+    revision is still what deploy saw (predictor/member, model, generation): if someone else changed
+    it meanwhile it raises :class:`PromotionConflict` and forces nothing. With ``canary.steps`` (or a
+    ``gate``) traffic moves in steps; after each, ``gate(percent)`` must return ``("pass", ...)``,
+    otherwise the new revision is rolled back and :class:`GateFailed` is raised. Promoting again is
+    a no-op. The promotion is recorded on the service, and the run's lease is released.
+
+    Args:
+        spec: The rollout spec.
+        client: The kube client.
+        record: The deployment record from deploy.
+        verdict: The validation verdict; only ``pass`` promotes.
+        summary: Why the verdict was reached (recorded).
+        run_id: The run that promotes (recorded).
+        metrics: Key metrics of the validation (a few scalars are recorded).
+        gate: Re-runs the validation at a traffic step: ``gate(percent) -> (verdict, summary)``.
+        retire: ``delete`` the old llm-d member, or ``stop`` it (``serving.kserve.io/stop``).
+        timeout_s: Bound of each readiness wait; ``validation.readiness_timeout_s`` when None.
+
+    Returns:
+        ``{"action": "promote" | "none", "message": one line, "member", "previous"}``.
+
+    Raises:
+        PermanentError: The verdict is not ``pass``, or the new revision is gone.
+        PromotionConflict: The stable revision was changed by someone else since deploy.
+        GateFailed: A stepped promotion's gate did not pass (rolled back).
+    """
+    rec = record
+    if verdict != "pass":
+        raise _refuse(rec, verdict, summary)
+    if rec.already_promoted:
+        return {"action": "none", "message": "already promoted", "member": rec.member, "previous": None}
+    if retire not in ("delete", "stop"):
+        raise PermanentError(f"retire must be 'delete' or 'stop', not {retire!r}")
+    variant = variant_for(spec)
+    ref = variant.ref()
+
+    def run_gate(percent: int, restore_stable_weight: int | None = None) -> None:
+        _run_gate(spec, client, rec, gate, percent, restore_stable_weight)
+
+    result = variant.promote(client, rec, ref, gate=gate, run_gate=run_gate, retire=retire, timeout_s=timeout_s)
+    if result["action"] == "promote" or result.get("record"):
+        _record_promotion(
+            client,
+            ref,
+            rec,
+            run_id=run_id,
+            summary=summary,
+            metrics=metrics,
+            served=result.pop("served", {}),
+            previous=result.pop("previous_record", None),
+        )
+    result.pop("record", None)
+    result.pop("served", None)
+    result.pop("previous_record", None)
+    release_lease(client, ref, rec.run_id or run_id)
+    log.info("%s: %s", spec.service_name, result["message"])
+    return result
+
+
+def _run_gate(
+    spec: RolloutSpec,
+    client: KubeClient,
+    rec: DeploymentRecord,
+    gate: Callable[[int], tuple[str, str]] | None,
+    percent: int,
+    restore_stable_weight: int | None = None,
+) -> None:
+    if gate is None:
+        return
+    verdict, why = gate(percent)
+    log.info("%s: gate at %d%%: %s (%s)", spec.service_name, percent, verdict, _one_line(why, 200))
+    if verdict == "pass":
+        return
+    # Long enough for the traffic proof's cause and fix (validation/traffic.py), which comes first.
+    reason = f"gate at {percent}% traffic: {verdict}: {_one_line(why, GATE_REASON_LIMIT)}"
+    result = _rollback(spec, client, rec, reason=reason, run_id=rec.run_id, restore_stable_weight=restore_stable_weight)
+    raise GateFailed(
+        f"promotion of {rec.member} stopped at {percent}% traffic: the gate said {verdict!r} "
+        f"({_one_line(why, GATE_REASON_LIMIT)}); "
+        f"rolled back: {result['message']}",
+        percent=percent,
+        result=result,
+    )

@@ -1,0 +1,185 @@
+"""The interface every serving variant implements, and what deploy plans with it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from llm_rollout.errors import PermanentError
+from llm_rollout.kserve.builders import Member
+from llm_rollout.kserve.records import ServiceRef, _meta
+from llm_rollout.kserve.wait import Readiness, wait_ready
+from llm_rollout.kube import KubeClient, condition
+from llm_rollout.platform import Gate
+from llm_rollout.record import DeploymentRecord, StableRef
+from llm_rollout.spec import RolloutSpec
+
+RunGate = Callable[..., None]
+"""``run_gate(percent, restore_stable_weight=None)``: re-runs the gate at a traffic step; on a failed
+gate it rolls the new revision back and raises :class:`~llm_rollout.kserve.promote.GateFailed`."""
+
+
+class PromotionConflict(PermanentError):
+    """The objects changed since deploy (someone else edited the stable revision): nothing was forced."""
+
+
+def conditions_summary(obj: dict[str, Any] | None, *, own_generation: bool = True) -> dict[str, Any]:
+    """An object's readiness as ``llm-rollout status`` shows it (Ready, why not, the failing conditions).
+
+    Args:
+        obj: The live object.
+        own_generation: Its ``status.observedGeneration`` is its own (compared with its generation).
+            An InferenceService's is its first child's, not its own (:mod:`llm_rollout.kserve.wait`).
+    """
+    conds = ((obj or {}).get("status") or {}).get("conditions") or []
+    ready = condition(obj, "Ready")
+    bad = [
+        {"type": c.get("type"), "reason": c.get("reason", ""), "message": c.get("message", "")}
+        for c in conds
+        if c.get("status") != "True" and c.get("severity") != "Info"
+    ]
+    gen = _meta(obj).get("generation")
+    observed = ((obj or {}).get("status") or {}).get("observedGeneration")
+    behind = own_generation and None not in (observed, gen) and observed < gen
+    return {
+        "ready": bool(ready and ready.get("status") == "True") and not behind,
+        "reason": (ready or {}).get("reason", "") if ready else "no Ready condition yet",
+        "not_ready": bad,
+        "generation": gen,
+        "observed_generation": observed,
+    }
+
+
+class Plan:
+    """What deploy is going to apply and wait for (built completely before any write)."""
+
+    def __init__(self) -> None:
+        self.kind = ""
+        self.obj: dict[str, Any] = {}
+        self.object_name = ""
+        self.canary = False
+        self.stable: StableRef | None = None
+        self.traffic_percent = 0
+        self.readiness_kwargs: dict[str, Any] = {}
+        self.service_url: str | None = None
+        self.notes: list[str] = []
+        self.live_generation: int | None = None
+
+
+class Variant:
+    """One way of serving on KServe; chosen once (:func:`llm_rollout.kserve.variants.variant_for`).
+
+    Args:
+        spec: The rollout spec.
+    """
+
+    kind: ClassVar[str]
+    """The serving objects' kind (what the deployment record says)."""
+    llmd: ClassVar[bool] = False
+    """Served by llm-d (its URI schemes and CRDs)."""
+
+    def __init__(self, spec: RolloutSpec) -> None:
+        self.spec = spec
+
+    # where the lease and the promotion record live
+    def ref(self) -> ServiceRef:
+        raise NotImplementedError
+
+    # register-runtime
+    def runtime_object(self) -> dict[str, Any] | None:
+        """The runtime object register-runtime applies (None: nothing to register)."""
+        raise NotImplementedError
+
+    def need_canary_field(self) -> bool:
+        """The InferenceService CRD must have ``spec.canary`` (KServe >= 0.20)."""
+        return False
+
+    # deploy-model
+    def member_name(self, revision: str) -> str:
+        raise NotImplementedError
+
+    def plan(self, client: KubeClient, new: Member) -> Plan:
+        """What deploy applies for ``new`` beside what serves now."""
+        raise NotImplementedError
+
+    def readiness(self, plan: Plan, generation: int | None) -> Readiness:
+        """What the status must show once ``plan`` is applied (``generation`` is the applied one)."""
+        raise NotImplementedError
+
+    def addresses(self, ready: dict[str, Any], plan: Plan, new: Member) -> tuple[str | None, str | None]:
+        """The new revision's own address and the service's, from the ready object."""
+        raise NotImplementedError
+
+    def stable_serves(self, client: KubeClient, holder: dict[str, Any] | None, stable: dict[str, Any]) -> bool:
+        """The recorded stable model still serves (a rerun of it deploys nothing)."""
+        raise NotImplementedError
+
+    # promote-model / rollback-model / finalize-rollout
+    def promote(
+        self,
+        client: KubeClient,
+        rec: DeploymentRecord,
+        ref: ServiceRef,
+        *,
+        gate: Gate | None,
+        run_gate: RunGate,
+        retire: str,
+        timeout_s: float | None,
+    ) -> dict[str, Any]:
+        """Makes ``rec`` stable; returns ``action``, ``message``, ``member``, ``previous``, and for the
+        record: ``served`` (what restores it), ``previous_record``, ``record`` (record a rerun)."""
+        raise NotImplementedError
+
+    def rollback(
+        self, client: KubeClient, rec: DeploymentRecord, ref: ServiceRef, restore_stable_weight: int | None
+    ) -> tuple[bool, str]:
+        """Takes ``rec`` away; the stable revision's object is not written. Returns (done, message)."""
+        raise NotImplementedError
+
+    def revisions_of_run(self, client: KubeClient, run_id: str, base: dict[str, Any]) -> list[DeploymentRecord]:
+        """What ``run_id`` deployed and did not promote (found by its run-id label)."""
+        raise NotImplementedError
+
+    def without_record(self, client: KubeClient, rec: DeploymentRecord) -> bool:
+        """Takes away a revision of a dead run that no rollback can restore from; True when it did."""
+        return False
+
+    def member_metrics_urls(self, rec: DeploymentRecord) -> tuple[dict[str, str], str]:
+        """Each member's own vLLM ``/metrics`` (stable and canary), or why they are unknown."""
+        raise NotImplementedError
+
+    # llm-rollout status / rollback NAME
+    def status_rows(
+        self, client: KubeClient, holder: dict[str, Any] | None, stable: dict[str, Any] | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """The revisions as ``llm-rollout status`` shows them, and the service's address."""
+        raise NotImplementedError
+
+    def restore(
+        self,
+        client: KubeClient,
+        holder: dict[str, Any],
+        previous: dict[str, Any],
+        current: dict[str, Any],
+        timeout_s: float,
+    ) -> None:
+        """Serves ``previous`` (a stable record) again and retires ``current``."""
+        raise NotImplementedError
+
+    # shared helpers
+    def wait(self, client: KubeClient, name: str, readiness: Readiness, timeout_s: float | None) -> dict[str, Any]:
+        """Waits for ``name`` (bounded by ``timeout_s`` or ``validation.readiness_timeout_s``)."""
+        return wait_ready(
+            client,
+            name,
+            self.spec.namespace,
+            readiness,
+            timeout_s=timeout_s or self.spec.validation.readiness_timeout_s,
+        )
+
+    def traffic_steps(self, rec: DeploymentRecord, gate: Gate | None) -> list[int]:
+        """Traffic steps before the final switch: ``canary.steps`` above the current share (with 100)."""
+        steps = [p for p in self.spec.canary.steps if p > rec.traffic_percent]
+        if gate is not None and not steps:
+            steps = [100]
+        return steps
