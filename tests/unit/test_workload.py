@@ -117,15 +117,15 @@ def test_a_bad_file_is_refused_naming_the_line_field_and_fix(tmp_path, lines, wh
 def test_unreadable_empty_and_oversized_files_are_refused(tmp_path):
     with pytest.raises(SpecError, match=r"workload.path: cannot read .*missing.jsonl.*check the path"):
         load_file(str(tmp_path / "missing.jsonl"))
-    with pytest.raises(SpecError, match="holds no request"):
+    with pytest.raises(SpecError, match=r"holds no request"):
         load_file(write(tmp_path, "", "  "))
-    with pytest.raises(SpecError, match="more than 2 requests.*sample fewer"):
+    with pytest.raises(SpecError, match=r"more than 2 requests.*sample fewer"):
         load_file(write(tmp_path, *[json.dumps({"prompt": "a", "max_tokens": 1})] * 3), max_requests=2)
-    with pytest.raises(SpecError, match="no shipped sample 'nope'.*support-rag"):
+    with pytest.raises(SpecError, match=r"no shipped sample 'nope'.*support-rag"):
         load_file("sample:nope")
     bad = tmp_path / "latin1.jsonl"
     bad.write_bytes(b'{"prompt": "caf\xe9", "max_tokens": 1}\n')
-    with pytest.raises(SpecError, match="not UTF-8"):
+    with pytest.raises(SpecError, match=r"not UTF-8"):
         load_file(str(bad))
 
 
