@@ -195,3 +195,23 @@ def test_spec_fields_of_the_workload():
     with pytest.raises(SpecError) as err:
         load({"dataset": "random"}, shared_prefix_words=8)
     assert err.value.field == "validation.load.shared_prefix_words" and "prefix_repetition" in err.value.fix
+
+
+def test_validate_refuses_a_bad_workload_before_any_request(tmp_path):
+    from llm_rollout.validation import validate
+
+    def spec(path, **slo):
+        doc = {"load": {"workload": {"dataset": "custom", "path": path}}, "slo": slo}
+        return parse_spec({"validation": doc}).validation
+
+    lines: list[str] = []
+    bad = write(tmp_path, json.dumps({"prompt": "a", "max_tokens": 2}), '{"prompt": 3, "max_tokens": 2}')
+    # Port 9 (discard) on loopback: nothing answers there, and nothing may be tried before the check.
+    with pytest.raises(SpecError, match=r"line 2\): prompt"):
+        validate(spec(bad), "http://127.0.0.1:9", "m", log=lines.append)
+    assert lines == []
+    flat = tmp_path / "flat.jsonl"
+    flat.write_text("".join(json.dumps({"prompt": "a", "max_tokens": 2, "timestamp": 0}) + "\n" for _ in range(3)))
+    with pytest.raises(SpecError) as err:
+        validate(spec(str(flat), capacity_max_request_rate=5), "http://127.0.0.1:9", "m", log=lines.append)
+    assert err.value.field == "validation.slo.capacity_max_request_rate" and lines == []

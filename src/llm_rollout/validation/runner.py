@@ -40,7 +40,7 @@ from typing import Any
 
 import httpx
 
-from llm_rollout.errors import RolloutError, TransientError
+from llm_rollout.errors import RolloutError, SpecError, TransientError
 from llm_rollout.spec import ValidationSpec
 from llm_rollout.steplog import log as default_log
 from llm_rollout.validation import pd
@@ -370,6 +370,12 @@ async def validate_async(
         probes += list(suite)
     api_key = resolve_api_key(spec.api_key_env, spec.api_key_file)
     run.workload = workload = build_workload(spec.load)
+    if workload.timed and workload.trace_rate is None and spec.slo.capacity_max_request_rate:
+        raise SpecError(
+            "validation.slo.capacity_max_request_rate",
+            "the workload file's timestamps span no time, so its replay cannot be made faster or slower",
+            "spread the timestamps over the recorded period, or drop them to search concurrency only",
+        )
     run.sizing = sizing
     res.workload = {
         "name": workload.name,
