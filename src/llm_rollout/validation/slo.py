@@ -481,7 +481,7 @@ class LadderResult:
     Attributes:
         low: Highest index that met the checks on every measurement (-1: none).
         high: Highest index not settled as failing (the interval's top).
-        measurements: Verdicts per index.
+        measurements: Verdicts per index, in the order the search first looked at each.
         settled: Finished within the budget.
     """
 
@@ -521,6 +521,7 @@ async def ladder_search(
         The settled indexes and every verdict.
     """
     runs: dict[int, list[bool]] = {i: [ok] for i, ok in (known or {}).items()}
+    looked: list[int] = []
     budget = max_measurements
 
     class _Spent(Exception):
@@ -536,6 +537,8 @@ async def ladder_search(
         return ok
 
     async def met(i: int) -> bool:
+        if i not in looked:
+            looked.append(i)
         seen = runs.get(i, [])
         while len(seen) < repeats and all(seen):
             await measure(i)
@@ -543,6 +546,8 @@ async def ladder_search(
         return len(seen) >= repeats and all(seen)
 
     async def missed(i: int) -> bool:
+        if i not in looked:
+            looked.append(i)
         seen = runs.get(i, [])
         while len(seen) < repeats and not any(seen):
             await measure(i)
@@ -588,7 +593,7 @@ async def ladder_search(
         # What is settled so far: the lowest rung known missed bounds the interval from above.
         missed_rungs = [i for i, seen in runs.items() if len(seen) >= repeats and not any(seen) and i > low]
         top = min(missed_rungs) - 1 if missed_rungs else last
-    verdicts = {i: ["pass" if ok else "fail" for ok in seen] for i, seen in runs.items()}
+    verdicts = {i: ["pass" if ok else "fail" for ok in runs[i]] for i in looked if i in runs}
     return LadderResult(low, max(top, low), verdicts, settled)  # type: ignore[arg-type]
 
 
@@ -635,22 +640,18 @@ async def capacity_search(
         raise ValueError(f"capacity search needs low <= high, got {low} > {high}")
     own = [c for c in checks if not c.baseline]
     values = list(range(low, high + 1))
-    order: list[int] = []
 
     def ok(concurrency: int, metrics: Mapping[str, MetricValue]) -> bool:
         verdict, _ = judge_level(f"c{concurrency}", metrics, own, min_successful=min_successful)
         return verdict == "pass"
 
     async def passes(i: int) -> bool:
-        if values[i] not in order:
-            order.append(values[i])
         return ok(values[i], await measure(values[i]))
 
     first = {c - low: ok(c, m) for c, m in (known or {}).items() if low <= c <= high}
     found = await ladder_search(passes, len(values), repeats=repeats, max_measurements=max_measurements, known=first)
     seen = {values[i]: v for i, v in found.measurements.items()}
-    tried_order = [c for c in order] + [c for c in sorted(seen) if c not in order]
-    tried = {c: _decision(seen[c]) for c in tried_order if c in seen}
+    tried = {c: _decision(v) for c, v in seen.items()}
     cap = values[found.low] if found.low >= 0 else 0
     top = values[found.high] if found.high >= 0 else 0
     return CapacityResult(
@@ -697,17 +698,14 @@ async def rate_capacity_search(
     """
     own = [c for c in checks if not c.baseline]
     values = rate_ladder(max_rate, steps)
-    order: list[float] = []
 
     async def passes(i: int) -> bool:
-        if values[i] not in order:
-            order.append(values[i])
         verdict, _ = judge_level(f"rate{values[i]:g}", await measure(values[i]), own, min_successful=min_successful)
         return verdict == "pass"
 
     found = await ladder_search(passes, len(values), repeats=repeats, max_measurements=max_measurements)
     seen = {values[i]: v for i, v in found.measurements.items()}
-    tried = {r: _decision(seen[r]) for r in order if r in seen}
+    tried = {r: _decision(v) for r, v in seen.items()}
     cap = values[found.low] if found.low >= 0 else 0.0
     top = values[found.high] if found.high >= 0 else 0.0
     return RateCapacityResult(
