@@ -72,3 +72,17 @@ def test_a_peak_without_a_capacity_search_is_refused_at_parse_time():
     with pytest.raises(SpecError) as err:
         parse_spec({"scaling": {"expected_peak_rps": 0}})
     assert err.value.field == "scaling.expected_peak_rps"
+
+
+def test_llm_rollout_validate_takes_the_peak_from_the_spec_and_the_capacity_from_flags(tmp_path):
+    from llm_rollout.validation.cli import build_parser, rollout_spec_from_args
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("scaling: {expected_peak_rps: 30, max_replicas: 4}\nresources: {gpus: 2}\n")
+    args = build_parser().parse_args(
+        ["--url", "http://h", "--model", "m", "--spec", str(spec), "--capacity-max-rate", "12", "--workload", "w.jsonl"]
+    )
+    rollout = rollout_spec_from_args(args)
+    assert sizing_input(rollout) == SizingInput(30, 4, 2, "scaling")
+    assert rollout.validation.slo.capacity_max_request_rate == 12
+    assert rollout.validation.load.workload.path == "w.jsonl"
