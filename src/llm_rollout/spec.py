@@ -422,7 +422,13 @@ class LoadWorkloadSpec(_Model):
             "random": {"input_len", "output_len", "range_ratio", "prefix_len"},
             "prefix_repetition": {"prefix_len", "suffix_len", "num_prefixes", "output_len"},
         }[self.dataset]
-        stray = sorted(self.model_fields_set - allowed - {"dataset"})
+        # A field left at its default is not "given" (a dumped spec carries every field, e.g. as JSON).
+        fields = type(self).model_fields
+        stray = sorted(
+            name
+            for name in fields
+            if name not in allowed and name != "dataset" and getattr(self, name) != fields[name].default
+        )
         if stray:
             raise SpecError(
                 f"validation.load.workload.{stray[0]}",

@@ -192,6 +192,10 @@ def test_spec_fields_of_the_workload():
         with pytest.raises(SpecError) as err:
             load(bad)
         assert err.value.field == field, err.value
+    # A dumped spec (every field, as the steps pass it on as JSON) parses back to the same.
+    for workload in ({"dataset": "custom", "path": "x.jsonl"}, {"dataset": "random", "range_ratio": 0.3}):
+        spec = parse_spec({"validation": {"load": {"workload": workload}}})
+        assert parse_spec(json.loads(spec.model_dump_json())) == spec
     with pytest.raises(SpecError) as err:
         load({"dataset": "random"}, shared_prefix_words=8)
     assert err.value.field == "validation.load.shared_prefix_words" and "prefix_repetition" in err.value.fix
