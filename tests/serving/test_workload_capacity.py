@@ -11,6 +11,7 @@ the two searches' intervals (and what the search itself promises), never a laten
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -111,3 +112,38 @@ def test_the_capacity_search_gives_the_same_answer_within_its_interval_twice(two
         if cap.settled and cap.high < 5:
             assert cap.measurements[cap.high + 1] == ["fail"] * 3, "the interval ends below a value that always failed"
     assert max(first.low, second.low) <= min(first.high, second.high), (first, second)
+
+
+def test_on_the_local_platform_the_shipped_sample_drives_the_validate_step(tiny_model, tmp_path):
+    """The product path: register, deploy and validate steps on the local platform, the sample as the load."""
+    from llm_rollout import local, steps
+
+    state = tmp_path / "state"
+    spec = parse_spec(
+        {
+            "name": "workload-svc",
+            "platform": "local",
+            "runtime": {"max_model_len": 256},
+            "local": {"state_dir": str(state), "startup_timeout_s": 240},
+            "validation": {
+                "readiness_timeout_s": 60,
+                "load": {"workload": {"dataset": "custom", "path": "sample:support-rag"}, "max_duration_s": 60},
+                "slo": {"checks": HEALTHY_CHECKS, "min_successful_requests": 10},
+            },
+        }
+    ).model_dump_json()
+    try:
+        steps.register_runtime_step(spec)
+        record = steps.deploy_step(spec, model_uri=str(tiny_model), model_path=str(tiny_model), run_id="wl-1")
+        verdict = steps.validate_step(
+            spec, record, report_path=str(tmp_path / "report.html"), results_path=str(tmp_path / "results.json")
+        )
+    finally:
+        local.cleanup_local(str(state))
+    assert verdict.verdict == "pass", verdict.summary
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["workload"]["name"] == "custom" and results["workload"]["timed"]
+    judged = [lv for lv in results["levels"] if lv["judged"]]
+    assert [lv["label"] for lv in judged] == ["replay"]
+    assert judged[0]["metrics"]["successful_requests"] == results["workload"]["requests"] == 28
+    assert "support-rag" in (tmp_path / "report.html").read_text()

@@ -84,6 +84,7 @@ def test_sizing_table_and_its_failure():
     assert "scaling.max_replicas" in ok and '<span class="fail">fail</span>' in ok
     assert "Fix: raise scaling.max_replicas to 5" in ok
     page = render_html(result())
+    assert '<p class="muted" id="workload">Load: custom (&lt;script&gt;' in page
     assert 'id="capacity"' in page and "within [2, 3]" in page and "within [2, 3] (steps of 1 req/s)" in page
 
 

@@ -503,6 +503,9 @@ def render_html(result: Mapping[str, Any]) -> str:
         f"{e(verdict.upper())}</span> "
         f'<span class="muted">started {e(result.get("started_at"))}, {e(fmt(result.get("seconds"), 3))} s</span></p>',
     ]
+    workload = (result.get("workload") or {}).get("description")
+    if workload:
+        out.append(f'<p class="muted" id="workload">Load: {e(workload)}</p>')
     reasons = result.get("reasons") or []
     if reasons:
         out.append(
