@@ -217,6 +217,11 @@ class ScalingSpec(_Model):
         metric: ``request-rate`` (requests/s per replica), ``concurrency``, ``cpu`` or ``memory``.
         target: Target value of the metric per replica.
         prometheus_url: Prometheus address KEDA queries for request-rate scaling in Standard mode.
+        expected_peak_rps: The peak request rate (requests/s) the service must carry. With a
+            measured capacity per replica (``validation.slo.capacity_max_concurrency`` or
+            ``capacity_max_request_rate``), validation sizes the service (replicas =
+            ceil(peak / capacity), GPUs = replicas x GPUs per replica) and fails when
+            ``max_replicas`` cannot carry the peak.
     """
 
     min_replicas: int = Field(1, ge=0)
@@ -224,6 +229,7 @@ class ScalingSpec(_Model):
     metric: Literal["request-rate", "concurrency", "cpu", "memory"] = "request-rate"
     target: int = Field(10, ge=1)
     prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
+    expected_peak_rps: float | None = Field(None, gt=0)
 
 
 class CanarySpec(_Model):
@@ -348,12 +354,94 @@ class SLOSpec(_Model):
         min_successful_requests: Below this many successful requests a level is inconclusive.
         capacity_max_concurrency: When set, also search (by bisection between 1 and this) for the
             highest concurrency that still meets ``checks`` ("concurrent requests per replica").
+        capacity_max_request_rate: When set, also search the highest open-loop request rate
+            (requests/s) that still meets ``checks``, on a ladder of ``capacity_rate_steps`` rates
+            up to this one: Poisson arrivals, or a timed workload file replayed faster or slower.
+        capacity_rate_steps: Rungs of that ladder (its resolution is the maximum / steps).
+        capacity_repeats: Measurements that settle a value near the boundary: a value is *met*
+            only when every one of them meets the checks and *missed* only when none does; mixed
+            values lie inside the reported interval. 1 is a plain bisection.
+        capacity_max_measurements: Upper bound on each search's measurements (each at most
+            ``load.max_duration_s``); when it runs out the interval reported is what was settled.
     """
 
     checks: list[str] = Field(default_factory=lambda: ["p95_ttft_ms <= 100", "error_rate == 0"])
     judge_concurrency: list[int] = Field(default_factory=lambda: [10, 20])
     min_successful_requests: int = Field(10, ge=1)
     capacity_max_concurrency: int | None = Field(None, ge=1)
+    capacity_max_request_rate: float | None = Field(None, gt=0)
+    capacity_rate_steps: int = Field(16, ge=2, le=1024)
+    capacity_repeats: int = Field(3, ge=1, le=10)
+    capacity_max_measurements: int = Field(40, ge=2, le=1000)
+
+
+class LoadWorkloadSpec(_Model):
+    """What the load phase sends, besides the generated prompts (``validation.load.workload``).
+
+    The datasets and their parameters are those of ``vllm bench serve`` (vLLM 0.32,
+    ``vllm/benchmarks/datasets/datasets.py``; see :mod:`llm_rollout.validation.workload`):
+
+    Attributes:
+        dataset: ``custom`` (a JSONL file of requests: ``--dataset-name custom``), ``random``
+            (lengths from a range: ``--dataset-name random``) or ``prefix_repetition`` (shared
+            prefixes, RAG-like: ``--dataset-name prefix_repetition``).
+        path: ``custom``: the JSONL file (``--dataset-path``), or ``sample:support-rag`` for the
+            shipped sample. One request per line: ``prompt`` or ``messages``, ``max_tokens``,
+            optionally ``timestamp`` (arrival, seconds from the start; on every line or none).
+        time_scale: ``custom``: multiplier from the file's timestamps to seconds
+            (``--timed-trace-sec-multiplier``; 0.001 for milliseconds).
+        input_len: ``random``: mean prompt length in words (``--random-input-len``; default
+            ``load.input_words``).
+        output_len: ``random``/``prefix_repetition``: mean output tokens (``--random-output-len``,
+            ``--prefix-repetition-output-len``; default ``load.output_tokens``).
+        range_ratio: ``random``: lengths vary uniformly by this share around the means
+            (``--random-range-ratio``, in [0, 1)).
+        prefix_len: ``random``: words of one fixed prefix (``--random-prefix-len``, default 0);
+            ``prefix_repetition``: words of each shared prefix (``--prefix-repetition-prefix-len``,
+            default ``load.input_words``).
+        suffix_len: ``prefix_repetition``: words after the prefix (``--prefix-repetition-suffix-len``,
+            default ``load.input_words / 4``).
+        num_prefixes: ``prefix_repetition``: distinct prefixes (``--prefix-repetition-num-prefixes``,
+            default 10); ``load.num_prompts`` must be at least this.
+    """
+
+    dataset: Literal["custom", "random", "prefix_repetition"]
+    path: str | None = None
+    time_scale: float = Field(1.0, gt=0)
+    input_len: int | None = Field(None, ge=1)
+    output_len: int | None = Field(None, ge=1)
+    range_ratio: float = Field(0.0, ge=0, lt=1)
+    prefix_len: int | None = Field(None, ge=0)
+    suffix_len: int | None = Field(None, ge=1)
+    num_prefixes: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _fields_of_the_dataset(self) -> LoadWorkloadSpec:
+        allowed = {
+            "custom": {"path", "time_scale"},
+            "random": {"input_len", "output_len", "range_ratio", "prefix_len"},
+            "prefix_repetition": {"prefix_len", "suffix_len", "num_prefixes", "output_len"},
+        }[self.dataset]
+        # A field left at its default is not "given" (a dumped spec carries every field, e.g. as JSON).
+        fields = type(self).model_fields
+        stray = sorted(
+            name
+            for name in fields
+            if name not in allowed and name != "dataset" and getattr(self, name) != fields[name].default
+        )
+        if stray:
+            raise SpecError(
+                f"validation.load.workload.{stray[0]}",
+                f"does not apply to dataset {self.dataset!r} (it takes {', '.join(sorted(allowed))})",
+                "remove it or choose the dataset it belongs to",
+            )
+        if self.dataset == "custom" and not self.path:
+            raise SpecError(
+                "validation.load.workload.path",
+                "dataset 'custom' needs a JSONL file",
+                "set path to the file (or sample:support-rag for the shipped sample)",
+            )
+        return self
 
 
 class LoadSpec(_Model):
@@ -371,6 +459,10 @@ class LoadSpec(_Model):
         shared_prefix_words: Words of one shared prefix put in front of every prompt (a RAG-like
             workload: the same retrieved context, different questions); 0 = fully distinct
             prompts. When set, validation also checks that prefix-cache hits rise.
+        workload: Send a workload file or a ``vllm bench serve`` shape instead of the generated
+            prompts (:class:`LoadWorkloadSpec`). A file with timestamps is replayed open loop at
+            its arrival times (one level, ``replay``, judged); otherwise every concurrency level
+            draws its requests from the workload in turn.
     """
 
     concurrency: list[int] = Field(default_factory=lambda: [1, 10, 20])
@@ -382,6 +474,17 @@ class LoadSpec(_Model):
     endpoint: Literal["completions", "chat"] = "completions"
     warmup_requests: int = Field(2, ge=0)
     shared_prefix_words: int = Field(0, ge=0)
+    workload: LoadWorkloadSpec | None = None
+
+    @model_validator(mode="after")
+    def _workload_or_shared_prefix(self) -> LoadSpec:
+        if self.workload is not None and self.shared_prefix_words:
+            raise SpecError(
+                "validation.load.shared_prefix_words",
+                "applies to the generated prompts, not to validation.load.workload",
+                "use workload.dataset: prefix_repetition (or random with prefix_len) instead",
+            )
+        return self
 
 
 class RecoverySpec(_Model):
@@ -786,6 +889,26 @@ def check_model_uri(uri: str, platform: str, *, llmd: bool = False, field: str =
         )
 
 
+def _check_sizing(spec: RolloutSpec) -> None:
+    """A stated peak needs a measured capacity to size from (the sizing itself runs in validation)."""
+    slo = spec.validation.slo
+    peaks = [("scaling", spec.scaling)] + [
+        (f"llmd.{name}.scaling", role.scaling)
+        for name, role in (("decode", spec.llmd.decode), ("prefill", spec.llmd.prefill))
+        if role is not None
+    ]
+    for where, scaling in peaks:
+        if scaling is None or scaling.expected_peak_rps is None:
+            continue
+        if slo.capacity_max_concurrency is None and slo.capacity_max_request_rate is None:
+            raise SpecError(
+                f"{where}.expected_peak_rps",
+                "sizing needs the capacity per replica, and no capacity search is configured",
+                "set validation.slo.capacity_max_concurrency (and/or capacity_max_request_rate) above the "
+                "load one replica should carry",
+            )
+
+
 def check_spec(spec: RolloutSpec) -> None:
     """Cross-field checks that pydantic's per-field validation cannot express.
 
@@ -794,6 +917,7 @@ def check_spec(spec: RolloutSpec) -> None:
     """
     # Names must be DNS-safe (dns_name raises when they cannot be made so).
     _ = spec.service_name, spec.runtime_name
+    _check_sizing(spec)
     if not re.match(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", spec.namespace) or len(spec.namespace) > 63:
         raise SpecError(
             "namespace",
@@ -1015,7 +1139,7 @@ def check_llmd(spec: RolloutSpec) -> None:
     # estimate is computed exactly; a shared prefix is cached and does not count.
     val = spec.validation
     proving = val.expect_disaggregation or (val.expect_disaggregation is None and "prefill" in val.metrics_urls)
-    if prefill is not None and proving and ld.scheduler.profile == "pd" and threshold:
+    if prefill is not None and proving and ld.scheduler.profile == "pd" and threshold and val.load.workload is None:
         from llm_rollout.validation.client import make_prompts
 
         shortest = min(len(p) for p in make_prompts(max(val.load.num_prompts, 1), val.load.input_words)) // 4

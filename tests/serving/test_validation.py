@@ -454,6 +454,7 @@ def test_poisson_rate_level_and_capacity_search(vllm_server):
             "checks": ["error_rate == 0", "p95_ttft_ms <= 100000"],
             "judge_concurrency": [1],
             "capacity_max_concurrency": 4,
+            "capacity_repeats": 1,
         },
     )
     result = validate(spec, vllm_server.base_url, "tiny")
@@ -473,7 +474,12 @@ def test_poisson_rate_level_and_capacity_search(vllm_server):
 
     impossible = small_spec(
         load={"concurrency": [1], "num_prompts": 12},
-        slo={"checks": ["p95_ttft_ms <= 0.001"], "judge_concurrency": [1], "capacity_max_concurrency": 8},
+        slo={
+            "checks": ["p95_ttft_ms <= 0.001"],
+            "judge_concurrency": [1],
+            "capacity_max_concurrency": 8,
+            "capacity_repeats": 1,
+        },
     )
     result = validate(impossible, vllm_server.base_url, "tiny")
     assert result.capacity.max_concurrency == 0 and result.capacity.tried == {1: "fail"}

@@ -1,6 +1,7 @@
 """SLO checks: strict parsing with a caret under the problem, the verdict rules, the capacity search."""
 
 import asyncio
+import random
 import subprocess
 import sys
 
@@ -10,7 +11,14 @@ from llm_rollout.errors import SpecError
 from llm_rollout.slo_expr import KNOWN_METRICS, RATIO_METRICS, SLOExpressionError, parse_check, parse_checks
 from llm_rollout.spec import parse_spec
 from llm_rollout.validation.metrics import RequestRecord, calculate_metrics
-from llm_rollout.validation.slo import capacity_search, goodput_limits, judge, judge_level
+from llm_rollout.validation.slo import (
+    capacity_search,
+    goodput_limits,
+    judge,
+    judge_level,
+    rate_capacity_search,
+    rate_ladder,
+)
 
 # Parsing ----------------------------------------------------------------------------------------
 
@@ -260,3 +268,90 @@ def test_capacity_search_edges():
     assert result.max_concurrency == 5 and 1 not in measured and 16 not in measured
     with pytest.raises(ValueError):
         asyncio.run(capacity_search(lambda c: None, CHECKS, min_successful=1, low=5, high=2))
+
+
+def run_noisy(sharp: int, top: int, *, high: int, repeats: int, seed: int, budget: int = 1000):
+    """A server that meets the SLO up to ``sharp``, misses it above ``top``, and is a coin toss between."""
+    rng = random.Random(seed)
+    measured: list[int] = []
+
+    async def measure(concurrency: int):
+        measured.append(concurrency)
+        ok = concurrency <= sharp or (concurrency <= top and rng.random() < 0.5)
+        return level(20, ttft=0.05 if ok else 0.2)
+
+    result = asyncio.run(
+        capacity_search(measure, CHECKS, min_successful=10, high=high, repeats=repeats, max_measurements=budget)
+    )
+    return result, measured
+
+
+def test_a_sharp_boundary_is_settled_exactly_and_confirmed_by_repeats():
+    result, measured = run_capacity_repeats(capacity=9, high=32, repeats=3)
+    assert (result.max_concurrency, result.low, result.high) == (9, 9, 9)
+    assert result.settled and not result.bounded
+    assert measured.count(9) == 3 and measured.count(10) == 3, "both sides of the boundary repeated"
+    assert result.tried[9] == "pass" and result.tried[10] == "fail"
+    assert result.measurements[9] == ["pass"] * 3
+
+
+def run_capacity_repeats(capacity: int, high: int, repeats: int):
+    measured: list[int] = []
+
+    async def measure(concurrency: int):
+        measured.append(concurrency)
+        return level(20, ttft=0.05 if concurrency <= capacity else 0.2)
+
+    result = asyncio.run(capacity_search(measure, CHECKS, min_successful=10, high=high, repeats=repeats))
+    return result, measured
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_noisy_boundary_gives_an_interval_that_holds_it(seed):
+    sharp, top = 10, 16
+    result, measured = run_noisy(sharp, top, high=40, repeats=3, seed=seed)
+    # Met on every measurement: not in the always-failing zone. Settled missing: not in the always-passing one.
+    assert result.low <= top
+    assert result.high >= sharp
+    assert result.low <= result.high
+    for c, seen in result.measurements.items():
+        assert len(seen) <= 3
+        if c <= sharp:
+            assert set(seen) == {"pass"}
+        if c > top:
+            assert set(seen) == {"fail"}
+    assert len(measured) <= 3 * 2 * 7, "two bisections of at most log2(40) + 1 rungs, each rung at most 3 times"
+
+
+def test_two_noisy_searches_agree_within_their_intervals():
+    a, _ = run_noisy(10, 13, high=40, repeats=3, seed=1)
+    b, _ = run_noisy(10, 13, high=40, repeats=3, seed=2)
+    assert max(a.low, b.low) <= min(a.high, b.high), (a, b)
+
+
+def test_the_search_stops_at_its_measurement_budget():
+    result, measured = run_noisy(10, 16, high=40, repeats=3, seed=0, budget=5)
+    assert len(measured) == 5 and not result.settled
+    assert result.low <= result.high
+
+
+def test_rate_search_walks_the_ladder():
+    async def measure(rate: float):
+        return level(20, ttft=0.05 if rate <= 7.5 else 0.2)
+
+    assert rate_ladder(10, 4) == [2.5, 5.0, 7.5, 10.0]
+    result = asyncio.run(rate_capacity_search(measure, CHECKS, min_successful=10, max_rate=10, steps=8, repeats=2))
+    assert (result.max_request_rate, result.low, result.high, result.step) == (7.5, 7.5, 7.5, 1.25)
+    assert result.tried[7.5] == "pass" and result.tried[8.75] == "fail" and not result.bounded
+    none = asyncio.run(
+        rate_capacity_search(lambda r: _async(level(20, ttft=0.2)), CHECKS, min_successful=10, max_rate=4, steps=4)
+    )
+    assert none.max_request_rate == 0.0 and none.high == 0.0
+    every = asyncio.run(
+        rate_capacity_search(lambda r: _async(level(20)), CHECKS, min_successful=10, max_rate=4, steps=4)
+    )
+    assert every.max_request_rate == 4.0 and every.bounded
+
+
+async def _async(value):
+    return value

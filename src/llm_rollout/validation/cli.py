@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from llm_rollout.errors import RolloutError, SpecError
-from llm_rollout.spec import ValidationSpec, deep_merge, parse_spec, read_mapping
+from llm_rollout.spec import RolloutSpec, ValidationSpec, deep_merge, parse_spec, read_mapping
+from llm_rollout.validation.sizing import sizing_input
 
 EXIT_CODES = {"pass": 0, "fail": 1, "inconclusive": 2}
 USAGE_ERROR = 2
@@ -68,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--endpoint", choices=["completions", "chat"], help="API used by the load")
     p.add_argument("--min-successful", type=int, metavar="N", help="successful requests needed to judge a level")
     p.add_argument("--capacity-max", type=int, metavar="N", help="also bisect for the highest passing concurrency")
+    p.add_argument(
+        "--capacity-max-rate", type=float, metavar="RPS", help="also search the highest passing request rate"
+    )
+    p.add_argument("--workload", metavar="FILE", help="JSONL requests to send (prompt|messages, max_tokens, timestamp)")
     p.add_argument("--suite", metavar="FILE", help="correctness suite (YAML/JSON)")
     p.add_argument("--no-smoke", action="store_true", help="skip the built-in smoke suite")
     p.add_argument("--readiness-timeout", type=float, metavar="S", help="deadline for readiness")
@@ -96,6 +101,15 @@ def spec_from_args(args: argparse.Namespace) -> ValidationSpec:
     Raises:
         SpecError: The file or a flag value is invalid (the message names the field).
     """
+    return rollout_spec_from_args(args).validation
+
+
+def rollout_spec_from_args(args: argparse.Namespace) -> RolloutSpec:
+    """The whole rollout spec behind :func:`spec_from_args` (its ``scaling`` sizes the service).
+
+    Raises:
+        SpecError: The file or a flag value is invalid (the message names the field).
+    """
     load: dict[str, Any] = {}
     slo: dict[str, Any] = {}
     val: dict[str, Any] = {}
@@ -117,6 +131,7 @@ def spec_from_args(args: argparse.Namespace) -> ValidationSpec:
         ("judge_concurrency", "judge_concurrency"),
         ("min_successful", "min_successful_requests"),
         ("capacity_max", "capacity_max_concurrency"),
+        ("capacity_max_rate", "capacity_max_request_rate"),
     ):
         if getattr(args, flag) is not None:
             slo[key] = getattr(args, flag)
@@ -141,7 +156,12 @@ def spec_from_args(args: argparse.Namespace) -> ValidationSpec:
     if slo:
         val["slo"] = slo
     doc = deep_merge(_spec_document(args.spec), {"validation": val})
-    return parse_spec(doc).validation
+    if args.workload:  # replaces the spec's workload whole (its fields belong to its dataset)
+        doc.setdefault("validation", {}).setdefault("load", {})["workload"] = {
+            "dataset": "custom",
+            "path": args.workload,
+        }
+    return parse_spec(doc)
 
 
 def validate_command(argv: Sequence[str] | None = None) -> int:
@@ -161,7 +181,8 @@ def validate_command(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a usage error (2)
         return int(exc.code or 0)
     try:
-        spec = spec_from_args(args)
+        rollout = rollout_spec_from_args(args)
+        spec = rollout.validation
         result = validate(
             spec,
             args.url,
@@ -172,6 +193,7 @@ def validate_command(argv: Sequence[str] | None = None) -> int:
             stable_model=args.stable_model,
             report_dir=args.report,
             suite=args.suite,
+            sizing=sizing_input(rollout),
         )
     except SpecError as err:
         print(f"llm-rollout validate: error: {err}", file=sys.stderr)

@@ -506,6 +506,9 @@ async def run_load(
     ignore_eos: bool = True,
     seed: int = 0,
     on_record: Callable[[RequestRecord], None] | None = None,
+    bodies: Sequence[tuple[Api, bytes]] | None = None,
+    arrivals: Sequence[float] | None = None,
+    label: str | None = None,
 ) -> LoadResult:
     """Runs one load level.
 
@@ -529,18 +532,31 @@ async def run_load(
         ignore_eos: Generate exactly ``output_tokens`` (vLLM extension).
         seed: Seed of the arrival process.
         on_record: Called with each finished record (e.g. to stop early when the server is gone).
+        bodies: Prepared requests (API and encoded body, e.g. a workload file's), used
+            round-robin instead of ``prompts``/``output_tokens``.
+        arrivals: Open loop at these send times (s from the start, one per request, ascending)
+            instead of Poisson arrivals: a recorded trace replayed (``request_rate`` is then only
+            the level's nominal rate).
+        label: The level's key (default :func:`level_label`).
 
     Returns:
         The level's records and duration.
     """
-    if request_rate is None and not concurrency:
+    if request_rate is None and not concurrency and arrivals is None:
         raise ValueError("a closed-loop level needs a concurrency >= 1")
-    label = level_label(concurrency, request_rate)
+    if arrivals is not None:
+        num_requests = min(num_requests, len(arrivals))
+    label = label or level_label(concurrency, request_rate)
     records: list[RequestRecord] = []
-    payloads = [
-        json.dumps(build_payload(api, endpoint.model, p, output_tokens, ignore_eos=ignore_eos)).encode()
-        for p in prompts
-    ]
+    if bodies is not None:
+        apis = [a for a, _ in bodies]
+        payloads = [b for _, b in bodies]
+    else:
+        apis = [api] * len(prompts)
+        payloads = [
+            json.dumps(build_payload(api, endpoint.model, p, output_tokens, ignore_eos=ignore_eos)).encode()
+            for p in prompts
+        ]
     started_at = time.time()
     t0 = time.perf_counter()
     deadline = t0 + max_duration_s
@@ -554,7 +570,7 @@ async def run_load(
         rec = RequestRecord()
         records.append(rec)
         try:
-            await stream_request(client, endpoint, api, payloads[index % len(payloads)], rec)
+            await stream_request(client, endpoint, apis[index % len(apis)], payloads[index % len(payloads)], rec)
             task = asyncio.current_task()
             if task is not None and task.cancelling():  # a cancellation some library swallowed
                 raise asyncio.CancelledError
@@ -571,7 +587,7 @@ async def run_load(
             on_record(rec)
 
     truncated = False
-    if request_rate is None:
+    if request_rate is None and arrivals is None:
         next_index = 0
 
         async def worker() -> None:
@@ -597,10 +613,12 @@ async def run_load(
                 await one(index)
 
         async def launcher() -> None:
-            arrival = time.perf_counter()
+            start = arrival = time.perf_counter()
             for index in range(num_requests):
-                if index:
-                    arrival += rng.expovariate(request_rate)
+                if arrivals is not None:
+                    arrival = start + arrivals[index]
+                elif index:
+                    arrival += rng.expovariate(request_rate or 1.0)
                 delay = arrival - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)

@@ -71,7 +71,10 @@ def kfp_metrics(result: Mapping[str, Any]) -> dict[str, float]:
 
     Returns:
         ``verdict_pass`` (1/0), ``readiness_s``, ``correctness_passed``/``_total``,
-        ``token_agreement_ratio``, ``capacity_max_concurrency``, ``vs_stable_not_worse`` and
+        ``token_agreement_ratio``, ``capacity_max_concurrency`` (and ``_low``/``_high``, its
+        interval), ``capacity_max_request_rate_req_s`` (and ``capacity_max_request_rate_{low,high}_req_s``),
+        ``sizing_{capacity_per_replica_req_s,expected_peak_req_s,replicas_needed,gpus_needed,fits}``,
+        ``vs_stable_not_worse`` and
         ``vs_stable_<metric>_{ratio,low,high}`` (the comparison with the stable), ``<level>_<metric>`` for
         :data:`KFP_LEVEL_METRICS`, ``baseline_<level>_<metric>`` for the baseline's throughput and
         TTFT, ``<level>_<check metric>`` for each judged ratio, and ``server_<name>`` (the single
@@ -92,6 +95,22 @@ def kfp_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     capacity = result.get("capacity")
     if capacity:
         out["capacity_max_concurrency"] = float(capacity["max_concurrency"])
+        for end in ("low", "high"):
+            if capacity.get(end) is not None:
+                out[f"capacity_max_concurrency_{end}"] = float(capacity[end])
+    rate_capacity = result.get("rate_capacity")
+    if rate_capacity:
+        out["capacity_max_request_rate_req_s"] = float(rate_capacity["max_request_rate"])
+        for end in ("low", "high"):
+            if rate_capacity.get(end) is not None:
+                out[f"capacity_max_request_rate_{end}_req_s"] = float(rate_capacity[end])
+    sizing = result.get("sizing")
+    if sizing:
+        out["sizing_capacity_per_replica_req_s"] = float(sizing["capacity_rps"])
+        out["sizing_expected_peak_req_s"] = float(sizing["expected_peak_rps"])
+        out["sizing_replicas_needed"] = float(sizing["replicas_needed"])
+        out["sizing_gpus_needed"] = float(sizing["gpus_needed"])
+        out["sizing_fits"] = 1.0 if sizing.get("fits") else 0.0
     comparison = result.get("comparison")
     if comparison:
         out["vs_stable_not_worse"] = 1.0 if comparison.get("decision") == "not_worse" else 0.0
@@ -148,6 +167,8 @@ def line_chart(
     width: int = 540,
     height: int = 260,
     markers: bool = True,
+    hlines: Mapping[str, float] | None = None,
+    vlines: Mapping[str, float] | None = None,
 ) -> str:
     """An inline SVG line chart (no scripts; every text escaped).
 
@@ -160,6 +181,9 @@ def line_chart(
         width: Width in px.
         height: Height in px.
         markers: Draw a dot at each point.
+        hlines: Labelled horizontal reference lines at these y values (e.g. an SLO threshold).
+        vlines: Labelled vertical reference lines at these x values (numeric x only; e.g. the
+            capacity point).
 
     Returns:
         The ``<svg>`` element.
@@ -167,6 +191,10 @@ def line_chart(
     left, right, top, bottom = 64, 130, 28, 40
     pw, ph = width - left - right, height - top - bottom
     ys = [v for vals in series.values() for v in vals if v is not None and math.isfinite(v)]
+    hlines = {k: v for k, v in (hlines or {}).items() if math.isfinite(v)}
+    vlines = {k: v for k, v in (vlines or {}).items() if math.isfinite(v)} if x_values is not None else {}
+    if ys:
+        ys += list(hlines.values())
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
         f'aria-label="{e(title)}" class="chart">',
@@ -182,7 +210,7 @@ def line_chart(
         xs = [left + (i + 0.5) * pw / n for i in range(len(x_labels))]
         x_ticks = list(zip(xs, x_labels, strict=True))
     else:
-        lo, hi = min(x_values), max(x_values)
+        lo, hi = min([*x_values, *vlines.values()]), max([*x_values, *vlines.values()])
         ticks = _nice_ticks(lo, hi)
         lo, hi = ticks[0], ticks[-1]
         xs = [left + (x - lo) / (hi - lo) * pw for x in x_values]
@@ -198,6 +226,21 @@ def line_chart(
         parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{e(fmt(t, 3))}</text>')
     for x, label in x_ticks:
         parts.append(f'<text x="{x:.1f}" y="{top + ph + 16}" text-anchor="middle">{e(label)}</text>')
+    for name, value in hlines.items():
+        y = sy(value)
+        parts.append(
+            f'<line class="hline" x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#b3261e" '
+            'stroke-dasharray="6 4"/>'
+        )
+        parts.append(f'<text x="{left + pw - 4}" y="{y - 4:.1f}" text-anchor="end" fill="#b3261e">{e(name)}</text>')
+    if x_values is not None:
+        for name, value in vlines.items():
+            x = left + (value - lo) / (hi - lo) * pw
+            parts.append(
+                f'<line class="vline" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + ph}" stroke="#1b7f3b" '
+                'stroke-dasharray="3 3"/>'
+            )
+            parts.append(f'<text x="{x + 4:.1f}" y="{top + 12}" fill="#1b7f3b">{e(name)}</text>')
     if y_label:
         parts.append(
             f'<text transform="translate(14 {top + ph / 2}) rotate(-90)" text-anchor="middle">{e(y_label)}</text>'
@@ -326,6 +369,116 @@ REPORT_METRIC_ROWS: tuple[str, ...] = (
 )
 
 
+def _slo_curve_metrics(result: Mapping[str, Any]) -> list[tuple[str, dict[str, float]]]:
+    """The metrics the absolute SLO judges (latency and throughput) with their thresholds, by metric."""
+    from llm_rollout.errors import SpecError
+    from llm_rollout.validation.slo import ERROR_METRICS, parse_checks
+
+    texts = (((result.get("spec") or {}).get("slo") or {}).get("checks")) or []
+    try:
+        checks = parse_checks(texts, "validation.slo.checks")
+    except SpecError:
+        checks = []
+    out: dict[str, dict[str, float]] = {}
+    for c in checks:
+        if c.baseline or c.metric in ERROR_METRICS:
+            continue
+        out.setdefault(c.metric, {})[f"SLO {c.op} {fmt(c.threshold)}"] = c.threshold
+    return list(out.items())[:4] or [("p95_ttft_ms", {})]
+
+
+def _curve(points: Iterable[tuple[float, float | None]]) -> tuple[list[float], list[float | None]]:
+    """Mean y per x, sorted by x (repeated measurements at one load become one point)."""
+    by_x: dict[float, list[float]] = {}
+    for x, y in points:
+        if y is not None and math.isfinite(y):
+            by_x.setdefault(x, []).append(y)
+    xs = sorted(by_x)
+    return xs, [sum(by_x[x]) / len(by_x[x]) for x in xs]
+
+
+def capacity_section(result: Mapping[str, Any]) -> list[str]:
+    """Latency against load for the workload, with the SLO line and the capacity marked, and the sizing.
+
+    One chart per judged metric (a latency or throughput check of ``validation.slo.checks``) and per
+    kind of load: concurrency (every closed-loop level measured, the load phase's and the capacity
+    search's; repeats averaged) and request rate (the open-loop levels). Then the sizing table when
+    ``scaling.expected_peak_rps`` was given.
+
+    Args:
+        result: ``ValidationResult.to_dict()``.
+
+    Returns:
+        HTML fragments (empty when there is nothing to draw).
+    """
+    levels = result.get("levels") or []
+    capacity = result.get("capacity") or {}
+    rate_capacity = result.get("rate_capacity") or {}
+    sizing = result.get("sizing")
+    workload = (result.get("workload") or {}).get("description") or "generated prompts"
+    closed = [lv for lv in levels if lv.get("request_rate") is None and lv.get("concurrency")]
+    opened = [lv for lv in levels if lv.get("request_rate") is not None]
+    if not (capacity or rate_capacity or sizing) or not (closed or opened):
+        return []
+    out = [f'<h2 id="capacity">Capacity per replica: {e(workload)}</h2>', '<div class="charts">']
+    for metric, lines in _slo_curve_metrics(result):
+        for kind, lvs, key, mark in (
+            ("concurrency", closed, "concurrency", capacity.get("max_concurrency") if capacity else None),
+            (
+                "request rate (req/s)",
+                opened,
+                "request_rate",
+                rate_capacity.get("max_request_rate") if rate_capacity else None,
+            ),
+        ):
+            if len(lvs) < 1:
+                continue
+            xs, ys = _curve((float(lv[key]), lv["metrics"].get(metric)) for lv in lvs)
+            if not xs:
+                continue
+            unit = " req/s" if key == "request_rate" else ""
+            marks = {f"capacity {fmt(mark)}{unit}": float(mark)} if mark else {}
+            out.append(
+                line_chart(
+                    f"{metric} against {kind}",
+                    [fmt(x) for x in xs],
+                    {metric: ys},
+                    x_values=xs,
+                    y_label=metric.rsplit("_", 1)[-1],
+                    hlines=lines,
+                    vlines=marks,
+                )
+            )
+    out.append("</div>")
+    if sizing:
+        low, high = sizing.get("replicas_range") or (None, None)
+        out.append('<h2 id="sizing">Sizing</h2>')
+        out.append(
+            _table(
+                ["quantity", "value"],
+                [
+                    ["expected peak (req/s)", sizing.get("expected_peak_rps")],
+                    ["capacity per replica (req/s)", sizing.get("capacity_rps")],
+                    [
+                        "capacity interval (req/s)",
+                        f"[{fmt(sizing.get('capacity_rps_low'))}, {fmt(sizing.get('capacity_rps_high'))}]",
+                    ],
+                    ["replicas needed", sizing.get("replicas_needed")],
+                    ["replicas the interval allows", f"{fmt(low)} .. {fmt(high)}"],
+                    ["GPUs per replica", sizing.get("gpus_per_replica")],
+                    ["GPUs needed", sizing.get("gpus_needed")],
+                    [f"{sizing.get('field')}.max_replicas", sizing.get("max_replicas")],
+                    ["carries the peak", _status("pass" if sizing.get("fits") else "fail")],
+                ],
+                numeric=[False, True],
+            )
+        )
+        out.append(f'<p class="muted">{e(sizing.get("source"))}</p>')
+        if sizing.get("reason"):
+            out.append(f'<p class="mono">{e(sizing["reason"])}</p>')
+    return out
+
+
 def render_html(result: Mapping[str, Any]) -> str:
     """The self-contained HTML report.
 
@@ -350,6 +503,9 @@ def render_html(result: Mapping[str, Any]) -> str:
         f"{e(verdict.upper())}</span> "
         f'<span class="muted">started {e(result.get("started_at"))}, {e(fmt(result.get("seconds"), 3))} s</span></p>',
     ]
+    workload = (result.get("workload") or {}).get("description")
+    if workload:
+        out.append(f'<p class="muted" id="workload">Load: {e(workload)}</p>')
     reasons = result.get("reasons") or []
     if reasons:
         out.append(
@@ -389,10 +545,25 @@ def render_html(result: Mapping[str, Any]) -> str:
     if capacity:
         tried = ", ".join(f"c{k}: {v}" for k, v in capacity.get("tried", {}).items())
         bound = " (the upper bound; capacity may be higher)" if capacity.get("bounded") else ""
+        interval = ""
+        if capacity.get("high") is not None:
+            interval = f", within [{capacity.get('low')}, {capacity.get('high')}]"
+            if not capacity.get("settled", True):
+                interval += " (the measurement budget ran out)"
         out.append(
-            f"<p>Capacity: highest concurrency meeting the SLO = <b>{e(capacity['max_concurrency'])}</b>{e(bound)}. "
-            f"Tried {e(tried)}.</p>"
+            f"<p>Capacity: highest concurrency meeting the SLO = <b>{e(capacity['max_concurrency'])}</b>{e(bound)}"
+            f"{e(interval)}. Tried {e(tried)}.</p>"
         )
+    rate_capacity = result.get("rate_capacity")
+    if rate_capacity:
+        tried = ", ".join(f"{k} req/s: {v}" for k, v in rate_capacity.get("tried", {}).items())
+        bound = " (the upper bound; capacity may be higher)" if rate_capacity.get("bounded") else ""
+        out.append(
+            f"<p>Capacity: highest request rate meeting the SLO = <b>{e(fmt(rate_capacity['max_request_rate']))} "
+            f"req/s</b>{e(bound)}, within [{e(fmt(rate_capacity.get('low')))}, {e(fmt(rate_capacity.get('high')))}] "
+            f"(steps of {e(fmt(rate_capacity.get('step')))} req/s). Tried {e(tried)}.</p>"
+        )
+    out.extend(capacity_section(result))
 
     if levels:
         out.append("<h2>Load levels</h2>")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -39,7 +40,7 @@ from typing import Any
 
 import httpx
 
-from llm_rollout.errors import RolloutError, TransientError
+from llm_rollout.errors import RolloutError, SpecError, TransientError
 from llm_rollout.spec import ValidationSpec
 from llm_rollout.steplog import log as default_log
 from llm_rollout.validation import pd
@@ -70,21 +71,27 @@ from llm_rollout.validation.probes import (
 )
 from llm_rollout.validation.prom import Sampler, Snapshot, scrape, server_view
 from llm_rollout.validation.report import kfp_metrics, write_reports
+from llm_rollout.validation.sizing import Sizing, SizingInput, size
 from llm_rollout.validation.slo import (
     CapacityResult,
     Check,
     Judgement,
+    RateCapacityResult,
     Verdict,
     capacity_search,
     goodput_limits,
     judge,
     parse_checks,
+    rate_capacity_search,
 )
+from llm_rollout.validation.workload import Workload, build_workload
 
 LogFn = Callable[[str], None]
 MAX_ERROR_KINDS = 10
 """Distinct error texts kept per level (with their counts)."""
 AGREEMENT_MAX_TOKENS = 32
+REPLAY_LABEL = "replay"
+"""The level of a timed workload replayed at its recorded arrival times."""
 
 
 @dataclass
@@ -171,6 +178,11 @@ class ValidationResult:
         server: Server view per metrics role.
         judgement: Per-check results and per-level verdicts.
         capacity: The capacity search's outcome, when it ran.
+        rate_capacity: The open-loop (request rate) capacity search's outcome, when it ran.
+        sizing: Replicas and GPUs for ``scaling.expected_peak_rps``, when a peak was given and a
+            capacity measured.
+        workload: What the load sent (:meth:`~llm_rollout.validation.workload.Workload.describe`
+            and its kind).
         comparison: The comparison with the stable revision, when one was given.
         pd: The llm-d proofs from the roles' metrics, when they ran: ``disaggregation`` and
             ``prefix_cache`` (each :meth:`~llm_rollout.validation.pd.Proof.to_dict`).
@@ -196,6 +208,9 @@ class ValidationResult:
     server: dict[str, dict[str, Any]] = field(default_factory=dict)
     judgement: Judgement | None = None
     capacity: CapacityResult | None = None
+    rate_capacity: RateCapacityResult | None = None
+    sizing: Sizing | None = None
+    workload: dict[str, Any] = field(default_factory=dict)
     comparison: StableComparison | None = None
     pd: dict[str, Any] = field(default_factory=dict)
     phases: list[Phase] = field(default_factory=list)
@@ -252,6 +267,9 @@ class ValidationResult:
             "server": self.server,
             "judgement": self.judgement.to_dict() if self.judgement else None,
             "capacity": vars(self.capacity) if self.capacity else None,
+            "rate_capacity": vars(self.rate_capacity) if self.rate_capacity else None,
+            "sizing": self.sizing.to_dict() if self.sizing else None,
+            "workload": self.workload,
             "comparison": self.comparison.to_dict() if self.comparison else None,
             "pd": self.pd,
             "metrics": self.metrics,
@@ -295,6 +313,8 @@ class _Run:
         self.inconclusive: list[str] = []
         self.result = ValidationResult("inconclusive", [], {}, {}, url, model, spec=spec)
         self.server_gone = False
+        self.workload: Workload | None = None
+        self.sizing: SizingInput | None = None
 
     def phase(self, name: str, status: str, started: float, detail: str = "") -> None:
         seconds = time.monotonic() - started
@@ -326,6 +346,7 @@ async def validate_async(
     suite: str | Path | Sequence[Probe] | None = None,
     metrics_urls: Mapping[str, str] | None = None,
     log: LogFn | None = None,
+    sizing: SizingInput | None = None,
 ) -> ValidationResult:
     """The async form of :func:`validate` (same arguments and result)."""
     log = default_log if log is None else log
@@ -348,6 +369,22 @@ async def validate_async(
     elif suite:
         probes += list(suite)
     api_key = resolve_api_key(spec.api_key_env, spec.api_key_file)
+    run.workload = workload = build_workload(spec.load)
+    if workload.timed and workload.trace_rate is None and spec.slo.capacity_max_request_rate:
+        raise SpecError(
+            "validation.slo.capacity_max_request_rate",
+            "the workload file's timestamps span no time, so its replay cannot be made faster or slower",
+            "spread the timestamps over the recorded period, or drop them to search concurrency only",
+        )
+    run.sizing = sizing
+    res.workload = {
+        "name": workload.name,
+        "source": workload.source,
+        "requests": len(workload.requests),
+        "timed": workload.timed,
+        "trace_rate_req_s": workload.trace_rate,
+        "description": workload.describe(),
+    }
     endpoint = Endpoint(url, model, api_key, spec.tls_verify, spec.ca_bundle)
     base_ep = (
         Endpoint(baseline_url, baseline_model or model, api_key, spec.tls_verify, spec.ca_bundle)
@@ -362,14 +399,19 @@ async def validate_async(
     load = spec.load
     conc = sorted({*load.concurrency, *spec.slo.judge_concurrency})
     judged_labels = {f"c{c}" for c in spec.slo.judge_concurrency}
+    if workload.timed:
+        # A recorded trace is replayed at its arrival times (open loop): that level is judged,
+        # instead of the closed-loop levels.
+        conc, judged_labels = [], {REPLAY_LABEL}
     pool = max([*conc, spec.slo.capacity_max_concurrency or 1, 1])
-    if load.request_rate is not None:
+    if load.request_rate is not None or workload.timed or spec.slo.capacity_max_request_rate:
         pool = max(pool, OPEN_LOOP_MAX_STREAMS)
+    level_names = [f"c{c}" for c in conc] + sorted(judged_labels - {f"c{c}" for c in conc})
     roles = dict(metrics_urls or spec.metrics_urls or {"server": endpoint.base_url + "/metrics"})
     log(
-        f"validate: {model} at {endpoint.base_url}: levels {', '.join(f'c{c}' for c in conc)}"
+        f"validate: {model} at {endpoint.base_url}: levels {', '.join(level_names)}"
         + (f" + rate {load.request_rate:g}/s" if load.request_rate else "")
-        + f", {load.num_prompts} requests each, {len(checks)} SLO checks"
+        + f", {load.num_prompts} requests each, {len(checks)} SLO checks; workload {workload.describe()}"
         + (f", recovery against {base_ep.model} at {base_ep.base_url}" if base_ep else "")
         + (f", compared with the stable revision at {stable_ep.base_url}" if stable_ep else "")
     )
@@ -500,24 +542,43 @@ async def _run_phases(
     # Load --------------------------------------------------------------------------------------
     t = time.monotonic()
     limits = goodput_limits(checks)
-    prompts = make_prompts(max(load.num_prompts, 1), load.input_words)
-    if load.shared_prefix_words:
-        # One "retrieved context" in front of every question: what prefix-aware routing is for.
-        shared = make_prompts(1, load.shared_prefix_words, seed=1)[0].split(" ", 1)[-1]
-        prompts = [f"{shared} {p}" for p in prompts]
+    workload = run.workload
+    assert workload is not None
+    prompts = [r.prompt or "" for r in workload.requests]
+    encoded: dict[str, list[tuple[Any, bytes]]] = {}
 
-    async def measure(ep: Endpoint, cl: httpx.AsyncClient, concurrency: int | None, rate: float | None) -> LevelResult:
+    def bodies(ep: Endpoint) -> list[tuple[Any, bytes]]:
+        """The workload's requests for one endpoint's model name, encoded once."""
+        if ep.model not in encoded:
+            encoded[ep.model] = [
+                (r.api(load.endpoint), json.dumps(r.payload(load.endpoint, ep.model)).encode())
+                for r in workload.requests
+            ]
+        return encoded[ep.model]
+
+    async def measure(
+        ep: Endpoint, cl: httpx.AsyncClient, concurrency: int | None, rate: float | None, *, replay: bool = False
+    ) -> LevelResult:
+        replayed = replay and workload.timed
+        label = None
+        if replayed:
+            label = REPLAY_LABEL if rate is None else f"{REPLAY_LABEL}_{level_label(None, rate)}"
         lr: LoadResult = await run_load(
             cl,
             ep,
             prompts,
             api=load.endpoint,
             output_tokens=load.output_tokens,
-            num_requests=load.num_prompts,
+            num_requests=len(workload.requests) if replayed else load.num_prompts,
             concurrency=concurrency,
-            request_rate=rate,
+            request_rate=(rate or workload.trace_rate) if replayed else rate,
             max_duration_s=load.max_duration_s,
+            bodies=bodies(ep),
+            arrivals=workload.arrivals(rate) if replayed else None,
+            label=label,
         )
+        if replayed:
+            concurrency, rate = None, lr.request_rate
         metrics = calculate_metrics(lr.records, lr.duration_s, limits)
         return LevelResult(
             lr.label,
@@ -540,6 +601,7 @@ async def _run_phases(
             num_requests=load.warmup_requests,
             concurrency=min(load.warmup_requests, max(conc, default=1)),
             max_duration_s=load.max_duration_s,
+            bodies=bodies(endpoint),
         )
 
     async def scrape_all() -> dict[str, Snapshot]:
@@ -558,13 +620,23 @@ async def _run_phases(
     if load.request_rate is not None:
         plan.append((None, load.request_rate))
         judged_labels.add(f"rate{load.request_rate:g}".replace(".", "_"))
+    if workload.timed:
+        plan.insert(0, (None, None))
     try:
         for concurrency, rate in plan:
-            log(
-                f"validate: load {level_label(concurrency, rate)}: starting, {load.num_prompts} requests"
-                f" of {load.output_tokens} tokens, at most {load.max_duration_s:g} s"
-            )
-            lv = await measure(endpoint, client, concurrency, rate)
+            replay = workload.timed and concurrency is None and rate is None
+            if replay:
+                log(
+                    f"validate: load {REPLAY_LABEL}: starting, {len(workload.requests)} requests at their recorded "
+                    f"times over {workload.span_s:.1f} s, at most {load.max_duration_s:g} s"
+                )
+            else:
+                log(
+                    f"validate: load {level_label(concurrency, rate)}: starting, {load.num_prompts} requests"
+                    f" of {workload.describe() if load.workload else f'{load.output_tokens} tokens'}, "
+                    f"at most {load.max_duration_s:g} s"
+                )
+            lv = await measure(endpoint, client, concurrency, rate, replay=replay)
             lv.judged = lv.label in judged_labels
             res.levels.append(lv)
             log(f"validate: {_level_line(lv)}")
@@ -595,7 +667,10 @@ async def _run_phases(
         for lv in res.levels:
             if not lv.judged:
                 continue
-            blv = await measure(base_ep, base_client, lv.concurrency, lv.request_rate)
+            replay = lv.label == REPLAY_LABEL
+            blv = await measure(
+                base_ep, base_client, lv.concurrency, None if replay else lv.request_rate, replay=replay
+            )
             blv.purpose = "baseline"
             res.baseline_levels.append(blv)
             log(f"validate: baseline {_level_line(blv)}")
@@ -620,9 +695,87 @@ async def _run_phases(
             min_successful=spec.slo.min_successful_requests,
             high=cap_max,
             known={c: m for c, m in known.items() if c <= cap_max},
+            repeats=spec.slo.capacity_repeats,
+            max_measurements=spec.slo.capacity_max_measurements,
         )
-        bound = " (the upper bound)" if res.capacity.bounded else ""
-        run.phase("capacity", "ok", t, f"highest concurrency meeting the SLO: {res.capacity.max_concurrency}{bound}")
+        cap = res.capacity
+        bound = " (the upper bound)" if cap.bounded else ""
+        within = f", within [{cap.low}, {cap.high}]" + ("" if cap.settled else " (measurement budget spent)")
+        run.phase("capacity", "ok", t, f"highest concurrency meeting the SLO: {cap.max_concurrency}{bound}{within}")
+
+    # Capacity in request rate (open loop) ------------------------------------------------------
+    rate_max = spec.slo.capacity_max_request_rate
+    if rate_max and not run.server_gone:
+        t = time.monotonic()
+
+        async def measure_rate(rate: float) -> Mapping[str, Any]:
+            lv = await measure(endpoint, client, None, rate, replay=workload.timed)
+            lv.purpose, lv.judged = "capacity", False
+            res.levels.append(lv)
+            log(f"validate: capacity {_level_line(lv)}")
+            return lv.metrics
+
+        res.rate_capacity = await rate_capacity_search(
+            measure_rate,
+            checks,
+            min_successful=spec.slo.min_successful_requests,
+            max_rate=rate_max,
+            steps=spec.slo.capacity_rate_steps,
+            repeats=spec.slo.capacity_repeats,
+            max_measurements=spec.slo.capacity_max_measurements,
+        )
+        rc = res.rate_capacity
+        bound = " (the upper bound)" if rc.bounded else ""
+        how = "the recorded trace rescaled" if workload.timed else "Poisson arrivals"
+        run.phase(
+            "rate capacity",
+            "ok",
+            t,
+            f"highest request rate meeting the SLO ({how}): {rc.max_request_rate:g} req/s{bound}, "
+            f"within [{rc.low:g}, {rc.high:g}]" + ("" if rc.settled else " (measurement budget spent)"),
+        )
+
+    # Sizing ------------------------------------------------------------------------------------
+    if run.sizing is not None and (res.capacity is not None or res.rate_capacity is not None):
+        _size(run)
+
+
+def _size(run: _Run) -> None:
+    """Replicas and GPUs for the stated peak from the measured capacity; a peak too high fails."""
+    res, inp = run.result, run.sizing
+    assert inp is not None
+    t = time.monotonic()
+    rc, cap = res.rate_capacity, res.capacity
+    if rc is not None:
+        point, low, high = rc.max_request_rate, rc.low, rc.high
+        source = f"open-loop search: {rc.max_request_rate:g} req/s met the SLO on every measurement"
+    else:
+        assert cap is not None
+        closed = [lv for lv in res.levels if lv.request_rate is None and lv.concurrency is not None]
+
+        def throughput(concurrency: int, pick: Callable[[list[float]], float]) -> float:
+            values = [
+                float(lv.metrics.get("request_throughput_req_s") or 0.0)
+                for lv in closed
+                if lv.concurrency == concurrency
+            ]
+            return pick(values) if values else 0.0
+
+        point = throughput(cap.max_concurrency, min) if cap.max_concurrency else 0.0
+        low, high = point, max(point, throughput(cap.high, max)) if cap.high else point
+        source = (
+            f"closed loop: the request throughput at concurrency {cap.max_concurrency}, the highest that met "
+            "the SLO on every measurement (lowest of its measurements)"
+        )
+    res.sizing = size(inp, point, low=low, high=high, source=source)
+    sz = res.sizing
+    if not sz.fits and sz.reason:
+        run.failures.append(sz.reason)
+    detail = (
+        f"peak {sz.expected_peak_rps:g} req/s / {sz.capacity_rps:.3g} req/s per replica = {sz.replicas_needed} "
+        f"replicas, {sz.gpus_needed} GPUs; {sz.field}.max_replicas {sz.max_replicas}"
+    )
+    run.phase("sizing", "ok" if sz.fits else "fail", t, detail)
 
 
 async def _compare(
@@ -729,6 +882,7 @@ def validate(
     suite: str | Path | Sequence[Probe] | None = None,
     metrics_urls: Mapping[str, str] | None = None,
     log: LogFn | None = None,
+    sizing: SizingInput | None = None,
 ) -> ValidationResult:
     """Validates one OpenAI-compatible endpoint (a new model revision) against the spec.
 
@@ -755,6 +909,9 @@ def validate(
         metrics_urls: Prometheus endpoints by role (default ``spec.metrics_urls``, else
             ``<url>/metrics`` as role ``server``).
         log: Progress callback (default: ``[llm-rollout]`` lines on stderr).
+        sizing: The rollout spec's peak and bounds
+            (:func:`~llm_rollout.validation.sizing.sizing_input`): with a capacity search, the
+            replicas and GPUs the peak needs, and a failure when ``max_replicas`` is too low.
 
     Returns:
         The result: ``verdict``, ``reasons``, ``metrics``, ``report_paths`` and every detail.
@@ -782,5 +939,6 @@ def validate(
             suite=suite,
             metrics_urls=metrics_urls,
             log=log,
+            sizing=sizing,
         )
     )

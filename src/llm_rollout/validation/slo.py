@@ -225,17 +225,188 @@ def judge(
 
 @dataclass
 class CapacityResult:
-    """Outcome of the capacity search.
+    """Outcome of the capacity search (concurrency).
+
+    The search settles values near the boundary by repeating them (see :func:`ladder_search`):
+    ``max_concurrency`` (= ``low``) met the checks on every measurement, ``high`` is the highest
+    value not settled as missing them; the capacity lies in ``[low, high]``.
 
     Attributes:
-        max_concurrency: Highest concurrency that met every check (0 when even the lowest failed).
-        tried: Verdict of every concurrency measured, in the order tried.
+        max_concurrency: Highest concurrency that met every check on every measurement (0 when
+            even the lowest did not).
+        tried: Decision per concurrency measured, in the order first tried: ``pass`` (met on every
+            measurement), ``fail`` (missed on every one), ``inconclusive`` (mixed).
         bounded: True when the upper bound itself passed (the real capacity may be higher).
+        low: The interval's low end (= ``max_concurrency``).
+        high: The interval's high end: the highest concurrency not settled as failing.
+        measurements: Every measurement's verdict per concurrency.
+        settled: The search ended with both ends settled, within its measurement budget.
     """
 
     max_concurrency: int
     tried: dict[int, Verdict] = field(default_factory=dict)
     bounded: bool = False
+    low: int = 0
+    high: int = 0
+    measurements: dict[int, list[Verdict]] = field(default_factory=dict)
+    settled: bool = True
+
+
+@dataclass
+class RateCapacityResult:
+    """Outcome of the request-rate capacity search (open loop), like :class:`CapacityResult`.
+
+    Attributes:
+        max_request_rate: Highest rate (requests/s) that met every check on every measurement
+            (0.0 when even the lowest rung did not).
+        low: The interval's low end (= ``max_request_rate``).
+        high: The highest rate not settled as failing.
+        step: The ladder's resolution (requests/s).
+        tried: Decision per rate, in the order first tried.
+        measurements: Every measurement's verdict per rate.
+        bounded: The ladder's top rate passed (the real capacity may be higher).
+        settled: Both ends settled within the budget.
+    """
+
+    max_request_rate: float
+    low: float = 0.0
+    high: float = 0.0
+    step: float = 0.0
+    tried: dict[float, Verdict] = field(default_factory=dict)
+    measurements: dict[float, list[Verdict]] = field(default_factory=dict)
+    bounded: bool = False
+    settled: bool = True
+
+
+@dataclass
+class LadderResult:
+    """Indexes into the ladder that :func:`ladder_search` settled.
+
+    Attributes:
+        low: Highest index that met the checks on every measurement (-1: none).
+        high: Highest index not settled as failing (the interval's top).
+        measurements: Verdicts per index, in the order the search first looked at each.
+        settled: Finished within the budget.
+    """
+
+    low: int
+    high: int
+    measurements: dict[int, list[Verdict]]
+    settled: bool
+
+
+async def ladder_search(
+    passes: Callable[[int], Awaitable[bool]],
+    size: int,
+    *,
+    repeats: int,
+    max_measurements: int,
+    known: Mapping[int, bool] | None = None,
+) -> LadderResult:
+    """The highest rung of a ladder (load that grows with the index) that meets the SLO, with an interval.
+
+    Measurements near the boundary are noisy, so a rung is *met* only when ``repeats``
+    measurements all pass and *missed* only when ``repeats`` all fail; a mixed rung is neither.
+    Two bisections run over the same cache of measurements: one for the highest met rung
+    (``low``; a failing measurement stops a rung's repeats at once), one for the lowest missed
+    rung above it (a passing one stops them); the capacity lies between ``low`` and the missed
+    rung less one (``high``). With ``repeats=1`` this is a plain bisection. At most
+    ``max_measurements`` new measurements are made; when they run out, the interval holds what
+    was settled (``settled`` False).
+
+    Args:
+        passes: Measures rung ``i`` once; True when every check is met.
+        size: Rungs (indexes 0 .. size-1).
+        repeats: Measurements that settle a rung.
+        max_measurements: Budget of new measurements.
+        known: One measurement per rung already made (counted as its first).
+
+    Returns:
+        The settled indexes and every verdict.
+    """
+    runs: dict[int, list[bool]] = {i: [ok] for i, ok in (known or {}).items()}
+    looked: list[int] = []
+    budget = max_measurements
+
+    class _Spent(Exception):
+        pass
+
+    async def measure(i: int) -> bool:
+        nonlocal budget
+        if budget <= 0:
+            raise _Spent
+        budget -= 1
+        ok = await passes(i)
+        runs.setdefault(i, []).append(ok)
+        return ok
+
+    async def met(i: int) -> bool:
+        if i not in looked:
+            looked.append(i)
+        seen = runs.get(i, [])
+        while len(seen) < repeats and all(seen):
+            await measure(i)
+            seen = runs[i]
+        return len(seen) >= repeats and all(seen)
+
+    async def missed(i: int) -> bool:
+        if i not in looked:
+            looked.append(i)
+        seen = runs.get(i, [])
+        while len(seen) < repeats and not any(seen):
+            await measure(i)
+            seen = runs[i]
+        return len(seen) >= repeats and not any(seen)
+
+    last = size - 1
+    low, top, settled = -1, last, True
+    try:
+        # The highest met rung: bisect between a met rung and one that is not.
+        if await met(0):
+            low = 0
+            if await met(last):
+                low = last
+            else:
+                bad = last
+                while bad - low > 1:
+                    mid = (low + bad) // 2
+                    if await met(mid):
+                        low = mid
+                    else:
+                        bad = mid
+        # The lowest missed rung above it: bisect between a rung not missed and a missed one.
+        if low < last:
+            lo = low
+            hi = None
+            # Start from the lowest rung already seen failing (the first bisection's bracket).
+            for i in [*sorted(i for i, seen in runs.items() if i > low and not any(seen)), last]:
+                if await missed(i):
+                    hi = i
+                    break
+                lo = max(lo, i)
+            if hi is not None:
+                while hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    if await missed(mid):
+                        hi = mid
+                    else:
+                        lo = mid
+                top = hi - 1
+    except _Spent:
+        settled = False
+        # What is settled so far: the lowest rung known missed bounds the interval from above.
+        missed_rungs = [i for i, seen in runs.items() if len(seen) >= repeats and not any(seen) and i > low]
+        top = min(missed_rungs) - 1 if missed_rungs else last
+    verdicts = {i: ["pass" if ok else "fail" for ok in runs[i]] for i in looked if i in runs}
+    return LadderResult(low, max(top, low), verdicts, settled)  # type: ignore[arg-type]
+
+
+def _decision(seen: Sequence[Verdict]) -> Verdict:
+    if all(v == "pass" for v in seen):
+        return "pass"
+    if all(v == "fail" for v in seen):
+        return "fail"
+    return "inconclusive"
 
 
 async def capacity_search(
@@ -246,11 +417,15 @@ async def capacity_search(
     low: int = 1,
     high: int,
     known: Mapping[int, Mapping[str, MetricValue]] | None = None,
+    repeats: int = 1,
+    max_measurements: int = 1000,
 ) -> CapacityResult:
-    """Bisects for the highest concurrency meeting every (non-baseline) check.
+    """Searches for the highest concurrency meeting every (non-baseline) check, with an interval.
 
-    Assumes the checks get harder to meet as concurrency grows (latency rises with load). A level
-    passes only when :func:`judge_level` says ``pass``; inconclusive counts as not passing.
+    Assumes the checks get harder to meet as concurrency grows (latency rises with load). A
+    measurement passes only when :func:`judge_level` says ``pass``; inconclusive counts as not
+    passing. Near the boundary each concurrency is measured up to ``repeats`` times
+    (:func:`ladder_search`); ``repeats=1`` is a plain bisection.
 
     Args:
         measure: Runs the load at one concurrency and returns its aggregates.
@@ -258,33 +433,92 @@ async def capacity_search(
         min_successful: Successful requests needed to judge.
         low: Lowest concurrency considered.
         high: Highest concurrency considered.
-        known: Aggregates already measured, by concurrency (not measured again).
+        known: Aggregates already measured, by concurrency (their first measurement).
+        repeats: Measurements that settle a concurrency.
+        max_measurements: Budget of new measurements.
 
     Returns:
-        The highest passing concurrency and what was tried.
+        The highest concurrency met on every measurement, the interval and what was tried.
     """
     if high < low:
         raise ValueError(f"capacity search needs low <= high, got {low} > {high}")
     own = [c for c in checks if not c.baseline]
-    cache: dict[int, Mapping[str, MetricValue]] = dict(known or {})
-    tried: dict[int, Verdict] = {}
+    values = list(range(low, high + 1))
 
-    async def passes(concurrency: int) -> bool:
-        if concurrency not in cache:
-            cache[concurrency] = await measure(concurrency)
-        verdict, _ = judge_level(f"c{concurrency}", cache[concurrency], own, min_successful=min_successful)
-        tried[concurrency] = verdict
+    def ok(concurrency: int, metrics: Mapping[str, MetricValue]) -> bool:
+        verdict, _ = judge_level(f"c{concurrency}", metrics, own, min_successful=min_successful)
         return verdict == "pass"
 
-    if not await passes(low):
-        return CapacityResult(0, tried)
-    if await passes(high):
-        return CapacityResult(high, tried, bounded=True)
-    good, bad = low, high
-    while bad - good > 1:
-        mid = (good + bad) // 2
-        if await passes(mid):
-            good = mid
-        else:
-            bad = mid
-    return CapacityResult(good, tried)
+    async def passes(i: int) -> bool:
+        return ok(values[i], await measure(values[i]))
+
+    first = {c - low: ok(c, m) for c, m in (known or {}).items() if low <= c <= high}
+    found = await ladder_search(passes, len(values), repeats=repeats, max_measurements=max_measurements, known=first)
+    seen = {values[i]: v for i, v in found.measurements.items()}
+    tried = {c: _decision(v) for c, v in seen.items()}
+    cap = values[found.low] if found.low >= 0 else 0
+    top = values[found.high] if found.high >= 0 else 0
+    return CapacityResult(
+        cap,
+        tried,
+        bounded=found.low == len(values) - 1,
+        low=cap,
+        high=top,
+        measurements={c: seen[c] for c in tried},
+        settled=found.settled,
+    )
+
+
+def rate_ladder(max_rate: float, steps: int) -> list[float]:
+    """The rates a rate search tries: ``max_rate * k / steps`` for k = 1 .. steps (rounded to 1e-6)."""
+    return [round(max_rate * k / steps, 6) for k in range(1, steps + 1)]
+
+
+async def rate_capacity_search(
+    measure: Callable[[float], Awaitable[Mapping[str, MetricValue]]],
+    checks: Sequence[Check],
+    *,
+    min_successful: int,
+    max_rate: float,
+    steps: int,
+    repeats: int = 1,
+    max_measurements: int = 1000,
+) -> RateCapacityResult:
+    """Searches for the highest open-loop request rate meeting every (non-baseline) check.
+
+    The same search as :func:`capacity_search` over the ladder :func:`rate_ladder`.
+
+    Args:
+        measure: Runs the load at one request rate (requests/s) and returns its aggregates.
+        checks: The checks (baseline checks are ignored here).
+        min_successful: Successful requests needed to judge.
+        max_rate: The ladder's top rate.
+        steps: Rungs.
+        repeats: Measurements that settle a rate.
+        max_measurements: Budget of new measurements.
+
+    Returns:
+        The highest rate met on every measurement, its interval and what was tried.
+    """
+    own = [c for c in checks if not c.baseline]
+    values = rate_ladder(max_rate, steps)
+
+    async def passes(i: int) -> bool:
+        verdict, _ = judge_level(f"rate{values[i]:g}", await measure(values[i]), own, min_successful=min_successful)
+        return verdict == "pass"
+
+    found = await ladder_search(passes, len(values), repeats=repeats, max_measurements=max_measurements)
+    seen = {values[i]: v for i, v in found.measurements.items()}
+    tried = {r: _decision(v) for r, v in seen.items()}
+    cap = values[found.low] if found.low >= 0 else 0.0
+    top = values[found.high] if found.high >= 0 else 0.0
+    return RateCapacityResult(
+        cap,
+        low=cap,
+        high=top,
+        step=values[0],
+        tried=tried,
+        measurements={r: seen[r] for r in tried},
+        bounded=found.low == len(values) - 1,
+        settled=found.settled,
+    )
