@@ -27,7 +27,16 @@ from llm_rollout.spec import RolloutSpec, coerce_spec
 ALREADY_PROMOTED = "already-promoted"
 """Verdict of a run whose model already is the stable revision (nothing new to validate)."""
 
-KEY_METRICS = ("p95_ttft_ms", "p95_tpot_ms", "output_throughput_tok_s", "error_rate", "token_agreement", "ratio")
+KEY_METRICS = (
+    "p95_ttft_ms",
+    "p95_tpot_ms",
+    "output_throughput_tok_s",
+    "error_rate",
+    "token_agreement",
+    "ratio",
+    "capacity_max",
+    "sizing_",
+)
 """Metric name fragments shown in summaries (the full set goes to the KFP Metrics artifact)."""
 
 
@@ -205,6 +214,7 @@ def validate_step(
         The verdict, the summary and the flat metrics.
     """
     from llm_rollout.validation import validate
+    from llm_rollout.validation.sizing import sizing_input
 
     with steplog.step("validate-deployment") as out:
         s, rec = _parse(spec, record)
@@ -224,6 +234,7 @@ def validate_step(
                 stable_url=target.stable_url,
                 report_dir=tmp,
                 metrics_urls=s.validation.metrics_urls or target.metrics_urls or None,
+                sizing=sizing_input(s),
             )
             for src_key, dest in (("html", report_path), ("json", results_path)):
                 src = result.report_paths.get(src_key)
