@@ -55,7 +55,7 @@ def run(rollouts: int, poll_s: float, ready_after_ms: int, verbose: bool = False
         cluster.start()
         try:
             namespace = "bench"
-            client = KubeClient(k8s_client.ApiClient(cluster.configuration()), audit=False)
+            client = KubeClient(k8s_client.ApiClient(cluster.configuration()))
             stand_in = Reconciler(
                 cluster.configuration(), default=Behaviour(ready_after_ms=ready_after_ms), namespace=namespace
             )

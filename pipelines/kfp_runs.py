@@ -372,19 +372,15 @@ def _common(p: Any) -> None:
     )
 
 
+def _run_options(args: Any) -> dict[str, Any]:
+    """What ``submit`` and ``schedule`` take alike from their command lines."""
+    keys = ("package", "experiment", "namespace", "token", "ssl_ca_cert", "service_account")
+    return {"params": parse_params(args.param), **{key: getattr(args, key) for key in keys}}
+
+
 def _submit_cmd(args: Any) -> int:
-    params = parse_params(args.param)
     result = submit(
-        args.host,
-        pipeline=None if args.package else args.pipeline,
-        package=args.package,
-        params=params,
-        experiment=args.experiment,
-        run_name=args.run_name,
-        namespace=args.namespace,
-        token=args.token,
-        ssl_ca_cert=args.ssl_ca_cert,
-        service_account=args.service_account,
+        args.host, pipeline=None if args.package else args.pipeline, run_name=args.run_name, **_run_options(args)
     )
     print(
         f"created run {result['run_name']} ({result['run_id']}) of {result['pipeline']} in {result['experiment']}, "
@@ -399,16 +395,10 @@ def _schedule_cmd(args: Any) -> int:
         args.host,
         cron=cron,
         pipeline=args.pipeline,
-        package=args.package,
-        params=parse_params(args.param),
-        experiment=args.experiment,
         name=args.name,
         max_concurrency=args.max_concurrency,
         no_catchup=args.no_catchup,
-        namespace=args.namespace,
-        token=args.token,
-        ssl_ca_cert=args.ssl_ca_cert,
-        service_account=args.service_account,
+        **_run_options(args),
     )
     print(
         f"created recurring run {result['name']} ({result['recurring_run_id']}): {result['pipeline']} at "

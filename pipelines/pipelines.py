@@ -76,6 +76,7 @@ def _rollout(
                 record=deploy.output,
                 verdict=validate.outputs["verdict"],
                 summary=validate.outputs["summary"],
+                metrics=validate.outputs["key_metrics"],
                 run_id=RUN_ID,
             ).set_caching_options(False),
             secret,

@@ -1,79 +1,53 @@
-"""``llm-rollout status NAME`` and ``llm-rollout rollback NAME``, for kserve and the local platform."""
+"""``llm-rollout status NAME`` and ``llm-rollout rollback NAME``, for kserve and the local platform.
+
+Both go through :func:`llm_rollout.platform.platform_for`: ``status`` prints
+:meth:`~llm_rollout.platform.Platform.status` with the one formatter
+(:func:`llm_rollout.platform.format_status`, or its JSON with ``--json``), ``rollback`` calls
+:meth:`~llm_rollout.platform.Platform.restore_previous`.
+"""
 
 from __future__ import annotations
 
-import json
+import os
 from typing import Any
 
 from llm_rollout.errors import SpecError
+from llm_rollout.platform import Platform, format_status, platform_for
+from llm_rollout.spec import RolloutSpec
+
+STATE_DIR_ENV = "LLM_ROLLOUT_STATE_DIR"
+"""The local state directory when ``--state-dir`` is not given (else the spec's default)."""
 
 
-def _kserve_client(args: Any):
-    from llm_rollout.kube import KubeClient
+def _platform(args: Any) -> Platform:
+    """The platform the command line names, for the service ``args.name``."""
+    if args.platform == "kserve":
+        from llm_rollout.kube import KubeClient
 
-    return KubeClient.from_environment(args.kubeconfig)
-
-
-def format_local_status(d: dict[str, Any]) -> str:
-    """Renders :func:`llm_rollout.local.status_local` for a terminal."""
-    lines = [f"local platform, state in {d['state_dir']}: service {d.get('service') or '(none yet)'}"]
-    stable = d.get("stable")
-    if stable:
-        running = "running" if stable.get("running") else "not running"
-        lines.append(
-            f"stable: {stable['member']} ({stable.get('model_uri')}) at {stable.get('endpoint_url')}, {running}; "
-            f"promoted {stable.get('promoted_at')} by run {stable.get('run_id')}: {stable.get('summary') or 'pass'}"
-        )
-    else:
-        lines.append("stable: nothing promoted yet")
-    previous = d.get("previous")
-    if previous:
-        lines.append(f"previous (what rollback restores): {previous['member']} ({previous.get('model_uri')})")
-    for s in d.get("servers") or []:
-        lines.append(f"server {s.get('member')}: {s.get('role')}, {'alive' if s.get('alive') else 'stopped'}")
-    history = d.get("history") or []
-    if history:
-        lines.append("last promotions and rollbacks:")
-        for h in history[:10]:
-            why = h.get("summary") if h.get("action") == "promote" else h.get("reason")
-            lines.append(f"  {h.get('at', '')} {h.get('action', ''):9} {h.get('member', '')}: {why or ''}".rstrip())
-    return "\n".join(lines)
+        spec = RolloutSpec(name=args.name, namespace=args.namespace, platform="kserve")
+        return platform_for(spec, client=KubeClient.from_environment(args.kubeconfig))
+    state_dir = args.state_dir or os.environ.get(STATE_DIR_ENV)
+    local = {"state_dir": state_dir} if state_dir else {}
+    return platform_for(RolloutSpec(name=args.name, namespace=args.namespace, platform="local", local=local))
 
 
 def _status_cmd(args: Any) -> int:
-    if args.platform == "local":
-        from llm_rollout.local import status_local
-
-        d = status_local(args.state_dir)
-        print(json.dumps(d, indent=2, default=str) if args.json else format_local_status(d))
-        return 0
-    from llm_rollout.promotion import format_status, status
-
-    d = status(_kserve_client(args), args.name, args.namespace)
-    print(json.dumps(d, indent=2, default=str) if args.json else format_status(d))
+    status = _platform(args).status()
+    print(status.model_dump_json(indent=2) if args.json else format_status(status))
     return 0
 
 
 def _rollback_cmd(args: Any) -> int:
+    platform = _platform(args)
     if args.platform == "local":
-        from llm_rollout.local import rollback_to_previous_local, status_local
-
-        service = status_local(args.state_dir).get("service")
-        if service and service != args.name:
+        service = platform.status().name
+        if service != platform.spec.service_name:
             raise SpecError(
                 "--state-dir",
                 f"the state directory {args.state_dir or '(default)'} belongs to service {service}, not {args.name}",
                 f"pass the state directory of {args.name} (its spec's local.state_dir)",
             )
-        result = rollback_to_previous_local(args.state_dir, run_id=args.run_id, timeout_s=args.timeout)
-        print(result["message"])
-        return 0
-    from llm_rollout.promotion import rollback_to_previous
-
-    result = rollback_to_previous(
-        _kserve_client(args), args.name, args.namespace, run_id=args.run_id, timeout_s=args.timeout
-    )
-    print(result["message"])
+    print(platform.restore_previous(run_id=args.run_id, timeout_s=args.timeout).message)
     return 0
 
 

@@ -11,6 +11,7 @@ import pytest
 
 pytest_plugins = [
     "tests.fixtures.cluster",
+    "tests.fixtures.kube_audit",
     "tests.fixtures.reconciler",
     "tests.fixtures.serving",
 ]

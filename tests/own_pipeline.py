@@ -46,6 +46,7 @@ def train_and_serve_pipeline(c: SimpleNamespace):
                     record=dep.output,
                     verdict=val.outputs["verdict"],
                     summary=val.outputs["summary"],
+                    metrics=val.outputs["key_metrics"],
                     run_id=RUN_ID,
                 ).set_caching_options(False)
             with dsl.Else(name="verdict-not-pass"):

@@ -57,7 +57,16 @@ from typing import Any, Literal
 from kubernetes import client as k8s_client
 
 from llm_rollout.errors import RolloutError
-from llm_rollout.kube import INFERENCE_SERVICES, LLM_INFERENCE_SERVICES, KubeClient, Resource, WatchExpired
+from llm_rollout.kube import (
+    INFERENCE_SERVICES,
+    LLM_INFERENCE_SERVICES,
+    KubeClient,
+    Resource,
+    Target,
+    WatchExpired,
+    map_error,
+    retry,
+)
 
 log = logging.getLogger("tests.reconciler")
 
@@ -318,6 +327,49 @@ class _Children:
             ksvc.previous_rolledout, ksvc.latest_rolledout = ksvc.latest_rolledout, ksvc.latest_ready
 
 
+def patch_status(
+    client: KubeClient, res: Resource, name: str, namespace: str, status: dict[str, Any]
+) -> dict[str, Any]:
+    """Merge-patches the ``status`` subresource, as a controller does (the library itself never writes status).
+
+    Goes through the ``kubernetes`` client's ``CustomObjectsApi`` on ``client``'s connection, with
+    the library's error mapping and retry of transient errors, so a stand-in write fails the way
+    the library's own calls do.
+
+    Args:
+        client: The stand-in's client (its connection, field manager and retry deadline are used).
+        res: The resource.
+        name: Object name.
+        namespace: Namespace.
+        status: The status fields to set (``None`` values delete keys; lists are replaced).
+
+    Returns:
+        The object after the patch.
+    """
+    api = k8s_client.CustomObjectsApi(client.api_client)
+    target = Target("patch", res.kind, name, namespace, res.plural + "/status")
+
+    def once() -> dict[str, Any]:
+        try:
+            return api.patch_namespaced_custom_object_status(
+                res.group,
+                res.version,
+                namespace,
+                res.plural,
+                name,
+                {"status": status},
+                field_manager=client.field_manager,
+                _request_timeout=client.request_timeout_s,
+            )
+        except BaseException as err:  # mapped once, re-raised
+            mapped = map_error(err, target)
+            if mapped is err:
+                raise
+            raise mapped from err
+
+    return retry(once, deadline_s=client.retry_deadline_s, what=f"patch status of {target.describe()}")
+
+
 class Reconciler:
     """Watches KServe objects on an API server and writes their status like KServe's controller.
 
@@ -487,7 +539,6 @@ class Reconciler:
         return KubeClient(
             k8s_client.ApiClient(self._configuration),
             field_manager=FIELD_MANAGER,
-            audit=False,
             retry_deadline_s=10,
             request_timeout_s=10,
         )
@@ -611,7 +662,7 @@ class Reconciler:
                 write = ReadyWrite(kind, job.key[1], job.key[2], observed, time.monotonic())
                 with self._lock:
                     self.ready_writes.append(write)
-            updated = kube.patch_status(res, job.key[2], job.key[1], patch)
+            updated = patch_status(kube, res, job.key[2], job.key[1], patch)
             if write is not None:
                 with self._ready_cv:
                     write.done_at = time.monotonic()

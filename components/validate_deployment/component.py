@@ -11,7 +11,7 @@ def validate_deployment(
     metrics: dsl.Output[dsl.Metrics],
     report: dsl.Output[dsl.HTML],
     results: dsl.Output[dsl.Artifact],
-) -> NamedTuple("ValidationOutputs", [("verdict", str), ("summary", str)]):
+) -> NamedTuple("ValidationOutputs", [("verdict", str), ("summary", str), ("key_metrics", str)]):
     """Validates the new revision: readiness, correctness, latency and throughput against the SLO.
 
     Only the new revision's own address is measured. The verdict is ``pass``, ``fail`` or
@@ -27,13 +27,16 @@ def validate_deployment(
     Returns:
         verdict: ``pass``, ``fail`` or ``inconclusive``.
         summary: One line per failed check with its measured value, or why the verdict was reached.
+        key_metrics: The few headline metrics as JSON (p95 TTFT/TPOT, throughput, error rate, the
+            comparisons' ratios), recorded with the promotion by promote-model.
     """
+    import json
     from collections import namedtuple
 
-    from llm_rollout.steps import validate_step
+    from llm_rollout.steps import key_metrics, validate_step
 
     outcome = validate_step(spec, record, report_path=report.path, results_path=results.path)
     for key, value in outcome.metrics.items():
         metrics.log_metric(key, value)
-    outputs = namedtuple("ValidationOutputs", ["verdict", "summary"])
-    return outputs(outcome.verdict, outcome.summary)
+    outputs = namedtuple("ValidationOutputs", ["verdict", "summary", "key_metrics"])
+    return outputs(outcome.verdict, outcome.summary, json.dumps(key_metrics(outcome.metrics)))

@@ -110,7 +110,8 @@ class HistoryEntry(BaseModel):
     """One promotion or rollback, newest first in :attr:`Status.history`.
 
     Attributes:
-        action: ``promote`` or ``rollback``.
+        action: ``promote``, ``rollback``, or ``rollback-to-previous`` (the local platform's
+            ``llm-rollout rollback``: ``member`` is the model restored, ``previous`` the one it replaced).
         member: The revision promoted or rolled back.
         previous: For a promotion, the stable revision it replaced.
         stable: For a rollback, the stable revision that stayed (or was restored).
@@ -120,7 +121,7 @@ class HistoryEntry(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    action: Literal["promote", "rollback"]
+    action: Literal["promote", "rollback", "rollback-to-previous"]
     at: str = ""
     member: str | None = None
     revision: str | None = None
@@ -164,7 +165,8 @@ class RevisionStatus(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     member: str
-    role: Literal["stable", "canary", "candidate", "stopped"]
+    role: Literal["stable", "canary", "candidate", "baseline", "stopped"]
+    """``baseline``: a local server validation compares against (``run-local --baseline``)."""
     model_uri: str = ""
     revision: str = ""
     run_id: str = ""

@@ -1398,6 +1398,7 @@ def rollback_on_termination(
     record: DeploymentRecord | str | dict[str, Any] | None,
     *,
     run_id: str = "",
+    catch: type[KeyboardInterrupt] = Terminated,
 ) -> Iterator[None]:
     """Within the block, SIGTERM (a cancelled run) rolls the new revision back, then re-raises.
 
@@ -1410,6 +1411,8 @@ def rollback_on_termination(
         client: The kube client.
         record: The deployment record, or None while deploy runs in the block.
         run_id: The run (needed when ``record`` is None).
+        catch: What triggers the rollback: :class:`Terminated` (SIGTERM), or
+            :class:`KeyboardInterrupt` for Ctrl-C as well.
 
     Raises:
         Terminated: After the rollback (a :class:`KeyboardInterrupt`).
@@ -1418,17 +1421,18 @@ def rollback_on_termination(
     try:
         with sigterm_raises():
             yield
-    except Terminated:
+    except catch as stopped:
+        why = "SIGTERM" if isinstance(stopped, Terminated) else "interrupted"
         in_main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, signal.SIG_IGN) if in_main else None
         try:
             if record:
                 rec = DeploymentRecord.coerce(record)
-                rollback(spec, client, rec, reason="run cancelled (SIGTERM)", run_id=run_id or rec.run_id)
+                rollback(spec, client, rec, reason=f"run cancelled ({why})", run_id=run_id or rec.run_id)
             elif run_id:
-                finalize_run(spec, client, run_id, state="CANCELLED", error="SIGTERM")
+                finalize_run(spec, client, run_id, state="CANCELLED", error=why)
         except RolloutError as err:
-            log.error("rollback after SIGTERM failed: %s (the exit handler retries it)", err)
+            log.error("rollback after %s failed: %s (the exit handler retries it)", why, err)
         finally:
             if in_main:
                 signal.signal(signal.SIGTERM, previous)
@@ -1585,55 +1589,6 @@ def status(client: KubeClient, name: str, namespace: str) -> dict[str, Any]:
     return out
 
 
-def format_status(d: dict[str, Any]) -> str:
-    """Renders :func:`status` for a terminal."""
-    lines = [f"{d['kind']} {d['namespace']}/{d['name']}" + (f"  {d['url']}" if d.get("url") else "")]
-    lease = d.get("lease")
-    if lease:
-        state = "expired" if lease.get("expired") else "until " + lease.get("expires", "")
-        lines.append(f"rollout in progress: run {lease['holder']} ({state})")
-    lines.append("")
-    lines.append(f"{'ROLE':8} {'MEMBER':40} {'TRAFFIC':>7}  {'READY':5}  MODEL")
-    for r in d.get("revisions") or []:
-        ready = "yes" if r.get("ready") else "no"
-        lines.append(
-            f"{r['role']:8} {r['member']:40} {str(r.get('traffic_percent', '')) + '%':>7}  {ready:5}  "
-            + r.get("model_uri", "")
-        )
-        if not r.get("ready") and r.get("reason"):
-            lines.append(f"{'':8} not ready: {r['reason']}")
-        for c in r.get("not_ready") or []:
-            if c.get("reason") or c.get("message"):
-                lines.append(f"{'':8}   {c['type']}: {c.get('reason', '')} {c.get('message', '')}".rstrip())
-    stable = d.get("stable")
-    lines.append("")
-    if stable:
-        lines.append(
-            f"stable: {stable.get('member')} ({stable.get('model_uri')}"
-            + (f", digest {stable['artifact_digest']}" if stable.get("artifact_digest") else "")
-            + f"), promoted {stable.get('promoted_at')} by run {stable.get('run_id')}: "
-            + (stable.get("summary") or "pass")
-        )
-    else:
-        lines.append("stable: never promoted by llm-rollout")
-    prev = d.get("previous_stable")
-    if prev:
-        lines.append(
-            f"previous stable: {prev.get('member')} ({prev.get('model_uri')}) - `llm-rollout rollback` restores it"
-        )
-    history = d.get("history") or []
-    if history:
-        lines.append("")
-        lines.append("last promotions and rollbacks:")
-        for h in history[:10]:
-            why = h.get("summary") if h.get("action") == "promote" else h.get("reason")
-            lines.append(
-                f"  {h.get('at', ''):20} {h.get('action', ''):9} {h.get('member', ''):40} run {h.get('run_id', '')}"
-                + (f": {why}" if why else "")
-            )
-    return "\n".join(lines)
-
-
 def rollback_to_previous(
     client: KubeClient, name: str, namespace: str, *, run_id: str = "", timeout_s: float = 900.0
 ) -> dict[str, Any]:
@@ -1771,7 +1726,6 @@ __all__ = [
     "acquire_lease",
     "finalize_run",
     "find_stable_model",
-    "format_status",
     "promote",
     "release_lease",
     "rollback",

@@ -34,13 +34,13 @@ from urllib.parse import urlparse
 from llm_rollout import builders
 from llm_rollout.builders import LABEL_REVISION, LABEL_SERVICE, Member
 from llm_rollout.errors import PermanentError, SpecError
+from llm_rollout.kserve.crds import check_crds
 from llm_rollout.kube import (
     INFERENCE_SERVICES,
     LLM_INFERENCE_SERVICES,
     ApiError,
     ForbiddenError,
     KubeClient,
-    check_crds,
 )
 from llm_rollout.names import isvc_member_name, member_name, predictor_service_name, short_hash
 from llm_rollout.record import DeploymentRecord, StableRef

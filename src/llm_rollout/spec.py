@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from llm_rollout.errors import SpecError
 from llm_rollout.names import dns_name
+from llm_rollout.slo_expr import parse_checks
 from llm_rollout.versions import DEFAULT_VLLM_IMAGE
 
 DEFAULT_SERVICE_NAME = "lean-rag-inference"
@@ -827,8 +828,6 @@ def check_spec(spec: RolloutSpec) -> None:
         )
 
     # SLO expressions: a typo must fail here, before deploy-model writes a canary, not at validation.
-    from llm_rollout.validation.slo import parse_checks
-
     parse_checks(spec.validation.slo.checks, "validation.slo.checks")
     parse_checks(spec.validation.recovery.checks, "validation.recovery.checks")
 
@@ -1159,6 +1158,24 @@ def coerce_spec(spec: RolloutSpec | dict[str, Any] | str) -> RolloutSpec:
     return parse_spec(spec)  # type: ignore[arg-type]
 
 
+def read_mapping(path: str, field: str) -> dict[str, Any]:
+    """The YAML (or JSON) mapping in the file ``path``; ``{}`` for an empty file.
+
+    Raises:
+        SpecError: Named ``field``: the file cannot be read, is not YAML, or is not a mapping.
+    """
+    try:
+        loaded = yaml.safe_load(Path(path).expanduser().read_text())
+    except OSError as err:
+        raise SpecError(field, f"cannot read {path}: {err.strerror}", "check the path") from None
+    except yaml.YAMLError as err:
+        raise SpecError(field, f"{path} is not valid YAML/JSON: {err}", "fix the syntax") from None
+    data = loaded or {}
+    if not isinstance(data, dict):
+        raise SpecError(field, f"{path} holds a {type(data).__name__}, not a mapping", "write a YAML mapping")
+    return data
+
+
 def load_spec(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RolloutSpec:
     """Loads a spec from a YAML/JSON file, applies overrides and validates it.
 
@@ -1172,17 +1189,7 @@ def load_spec(path: str | Path | None = None, overrides: dict[str, Any] | None =
     Raises:
         SpecError: When the file cannot be read/parsed or the result is invalid.
     """
-    data: dict[str, Any] = {}
-    if path:
-        try:
-            loaded = yaml.safe_load(Path(path).expanduser().read_text())
-        except OSError as err:
-            raise SpecError("spec", f"cannot read {path}: {err.strerror}", "check the path") from None
-        except yaml.YAMLError as err:
-            raise SpecError("spec", f"{path} is not valid YAML: {err}", "fix the syntax") from None
-        data = loaded or {}
-        if not isinstance(data, dict):
-            raise SpecError("spec", f"{path} holds a {type(data).__name__}, not a mapping", "write a YAML mapping")
+    data = read_mapping(path, "spec") if path else {}
     if overrides:
         data = deep_merge(data, overrides)
     return parse_spec(data)

@@ -179,7 +179,7 @@ def steps_env(monkeypatch):
 @pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
 def test_bad_input_is_refused_with_field_and_fix_and_nothing_is_written(case, kube_cluster, kube_namespace, steps_env):
     steps_env(kube_cluster)
-    client = KubeClient(kube_cluster.api_client(), audit=False)
+    client = KubeClient(kube_cluster.api_client())
     for step in case.steps:
         with pytest.raises(SpecError) as info:
             _run_step(step, case, kube_namespace)
@@ -292,7 +292,7 @@ def test_crd_situation_is_refused_with_what_is_missing_and_nothing_is_written(
         assert not isinstance(info.value, SpecError)
         assert all(p in message for p in problems), message
         assert "Fix: " in message and fix in message, message
-    client = KubeClient(cluster.api_client(), audit=False, type_grace_s=0)
+    client = KubeClient(cluster.api_client(), type_grace_s=0)
     objects = kserve_objects(client, namespace)
     assert all(names == [] for names in objects.values()), objects
     if cluster_name == "old_kserve":
@@ -308,5 +308,5 @@ def test_a_knative_spec_is_fine_on_the_old_kserve(old_kserve, steps_env):
     steps_env(old_kserve)
     text = json.dumps({"name": "chat", "namespace": "team-b", "platform": "kserve", "deployment_mode": "Knative"})
     assert register_runtime_step(text) == "chat-vllm"
-    client = KubeClient(old_kserve.api_client(), audit=False)
+    client = KubeClient(old_kserve.api_client())
     assert kserve_objects(client, "team-b")["servingruntimes.v1alpha1"] == ["chat-vllm"]

@@ -18,22 +18,28 @@ import pytest
 from llm_rollout import promotion
 from llm_rollout.builders import LABEL_MEMBER, LABEL_REVISION, LABEL_RUN_ID, STOP_ANNOTATION, promoted_predictor
 from llm_rollout.errors import PermanentError, SpecError
+from llm_rollout.kserve.platform import KServePlatform
 from llm_rollout.kube import INFERENCE_SERVICES, LLM_INFERENCE_SERVICE_CONFIGS, LLM_INFERENCE_SERVICES
+from llm_rollout.platform import format_status
 from llm_rollout.promotion import (
     GateFailed,
     LeaseHeld,
     PromotionConflict,
     finalize_run,
-    format_status,
     promote,
     rollback,
     rollback_to_previous,
-    status,
 )
 from llm_rollout.rollout import deploy
+from llm_rollout.spec import RolloutSpec
 from tests.cluster._support import kube, llmd_spec, make_spec, objects_in, rv
 
 pytestmark = pytest.mark.cluster
+
+
+def status(client, name, namespace):
+    """``llm-rollout status NAME``: the platform finds the service's kind on the cluster."""
+    return KServePlatform(RolloutSpec(name=name, namespace=namespace, platform="kserve"), client).status()
 
 
 def _deploy(spec, client, uri, revision, run_id, **kwargs):
@@ -149,7 +155,7 @@ def test_standard_promote_moves_the_canary_into_the_predictor(kube_cluster, kube
 
     # `llm-rollout status` shows it; `llm-rollout rollback` puts the previous model back.
     st = status(client, spec.service_name, kube_namespace)
-    assert [(r["role"], r["member"], r["traffic_percent"], r["ready"]) for r in st["revisions"]] == [
+    assert [(r.role, r.member, r.traffic_percent, r.ready) for r in st.revisions] == [
         ("stable", record.member, 100, True)
     ]
     text = format_status(st)
@@ -347,7 +353,7 @@ def test_llmd_stepped_promotion_shifts_weights_then_deletes_the_old_member(kube_
     assert _promote(spec, client, record)["action"] == "none"
 
     st = status(client, "chat", kube_namespace)
-    assert [(r["role"], r["member"], r["traffic_percent"]) for r in st["revisions"]] == [("stable", record.member, 100)]
+    assert [(r.role, r.member, r.traffic_percent) for r in st.revisions] == [("stable", record.member, 100)]
 
 
 def test_llmd_gate_failing_midway_rolls_back_and_the_stable_member_is_never_written(
@@ -519,15 +525,14 @@ def test_a_rerun_with_the_stable_model_is_already_promoted(kube_cluster, kube_na
     assert rv(_isvc(client, spec)) == rv(before)
 
 
+# The product path: deploy-model's step function, as the component runs it in the step's pod.
+# KFP cancels a run by deleting the pod: the kubelet sends SIGTERM and waits
+# terminationGracePeriodSeconds; nothing in the script installs a handler, the platform must.
 _CANCEL_SCRIPT = """
-import json, sys
-from llm_rollout.kube import KubeClient
-from llm_rollout.promotion import rollback_on_termination
-from llm_rollout.rollout import deploy
-spec = json.loads(sys.argv[2])
-client = KubeClient.from_kubeconfig(sys.argv[1])
-with rollback_on_termination(spec, client, None, run_id="run-2"):
-    deploy(spec, client, model_uri="s3://models/b", revision="rb", run_id="run-2", timeout_s=300, probe=False)
+import os, sys
+os.environ["KUBECONFIG"] = sys.argv[1]
+from llm_rollout.steps import deploy_step
+deploy_step(sys.argv[2], model_uri="s3://models/b", run_id="run-2")
 """
 
 

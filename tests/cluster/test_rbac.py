@@ -6,7 +6,8 @@ rollback, finalize_run, status, rollback_to_previous, and a second run waiting o
 against the real test API server with one client. Two independent records are compared with the
 Role and ClusterRole rules of the rendered ``manifests/rbac.yaml``:
 
-* the kube layer's audit hook (``(verb, group, resource)`` of every call, :attr:`KubeClient.audit`);
+* the audit of the client's calls (``(verb, group, resource)`` of every request it sends, the
+  ``kube_audit`` fixture of :mod:`tests.fixtures.kube_audit`);
 * the requests on the wire, seen by a pass-through proxy in front of the server (method and path,
   turned into the verb RBAC checks), which also proves that nothing but the by-name CRD reads
   leaves the namespace.
@@ -16,13 +17,12 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
 
 from llm_rollout.errors import DeadlineExceeded
-from llm_rollout.kube import check_crds, crd_requirements
+from llm_rollout.kserve.crds import check_crds, crd_requirements
 from llm_rollout.promotion import (
     LeaseHeld,
     finalize_run,
@@ -33,6 +33,7 @@ from llm_rollout.promotion import (
 )
 from llm_rollout.rollout import deploy, register_runtime
 from tests.cluster._support import kube, llmd_spec, make_spec
+from tests.fixtures.kube_audit import rbac_request
 
 pytestmark = pytest.mark.cluster
 
@@ -56,26 +57,7 @@ class WireLog:
         """``(verb, group, resource, namespace)`` of each request, as the API server's authorizer sees it."""
         out = set()
         for method, target in self.requests:
-            url = urlsplit(target)
-            parts = url.path.strip("/").split("/")
-            if parts[0] == "api":  # /api/v1/...
-                group, rest = "", parts[2:]
-            else:  # /apis/<group>/<version>/...
-                group, rest = parts[1], parts[3:]
-            namespace = None
-            if rest[:1] == ["namespaces"] and len(rest) > 2:
-                namespace, rest = rest[1], rest[2:]
-            resource, name = rest[0], (rest[1] if len(rest) > 1 else None)
-            if len(rest) > 2:
-                resource += "/" + rest[2]
-            query = parse_qs(url.query)
-            verb = {
-                "GET": "get" if name else ("watch" if query.get("watch") == ["true"] else "list"),
-                "PATCH": "patch",
-                "DELETE": "delete" if name else "deletecollection",
-                "POST": "create",
-                "PUT": "update",
-            }[method]
+            verb, group, resource, namespace, name = rbac_request(method, target)
             out.add((verb, group, resource, namespace if namespace is not None else f"<cluster>/{name or '*'}"))
         return out
 
@@ -174,10 +156,13 @@ def _exercise_llmd(namespace, client) -> None:
     finalize_run(spec, client, "run-4", state="CANCELLED")
 
 
-def test_the_library_uses_exactly_what_rbac_yaml_grants(kube_cluster, kube_namespace, reconciler, kube_fault_proxy):
+def test_the_library_uses_exactly_what_rbac_yaml_grants(
+    kube_cluster, kube_namespace, reconciler, kube_fault_proxy, kube_audit
+):
     wire = WireLog()
     kube_fault_proxy.fail_next_requests(10**9, match=wire)  # never matches: records, forwards everything
     client = kube(kube_cluster, via=kube_fault_proxy)
+    audit = kube_audit(client)
 
     _exercise_inference_service(kube_fault_proxy, kube_namespace, reconciler, client)
     _exercise_llmd(kube_namespace, client)
@@ -186,15 +171,15 @@ def test_the_library_uses_exactly_what_rbac_yaml_grants(kube_cluster, kube_names
     crd_names = {r.name for llmd in (False, True) for r in crd_requirements(need_llmd=llmd)}
     assert cluster_wide == {("get", CRD_GROUP, "customresourcedefinitions", name) for name in crd_names}
 
-    # The audit hook: exactly the Role's grants plus the one documented cluster-wide read.
-    used = set(client.audit)
+    # The audit: exactly the Role's grants plus the one documented cluster-wide read.
+    used = set(audit)
     assert used - {("get", CRD_GROUP, "customresourcedefinitions")} == role, (
         f"used but not granted: {sorted(used - role - {('get', CRD_GROUP, 'customresourcedefinitions')})}; "
         f"granted but never used: {sorted(role - used)}"
     )
     assert ("get", CRD_GROUP, "customresourcedefinitions") in used
 
-    # The wire agrees with the hook, and nothing but the CRD reads by name left the namespace.
+    # The wire agrees with the audit, and nothing but the CRD reads by name left the namespace.
     calls = wire.calls()
     assert {(v, g, r) for v, g, r, _ns in calls} == used
     outside = {c for c in calls if c[3] != kube_namespace}

@@ -154,7 +154,7 @@ def kserve_run(kube_cluster, kube_namespace, reconciler, vllm_server, monkeypatc
     steps.register_runtime_step(spec)
     first = steps.deploy_step(spec, model_uri=OLD_URI, run_id="run-0")
     steps.promote_step(spec, first, verdict="pass", summary="initial", run_id="run-0")
-    client = KubeClient(kube_cluster.api_client(), audit=False)
+    client = KubeClient(kube_cluster.api_client())
     assert end_state(client, kube_namespace) == "old"
     return {"spec": spec, "client": client, "stable": stable_predictor(client, kube_namespace)}
 

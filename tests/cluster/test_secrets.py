@@ -91,7 +91,7 @@ def test_builders_reference_secrets_and_never_inline_them(kube_cluster, kube_nam
         # No plain value of anything that looks like a credential.
         assert not [e for e in container["env"] if "value" in e and any(w in e["name"] for w in ("KEY", "TOKEN"))]
     # The real API server takes the reference as the builder writes it (the schema has valueFrom).
-    applied = register_runtime(spec, KubeClient(kube_cluster.api_client(), audit=False))
+    applied = register_runtime(spec, KubeClient(kube_cluster.api_client()))
     live_env = {e["name"]: e for e in applied["spec"]["containers"][0]["env"]}
     assert live_env["VLLM_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "chat-vllm-api-key", "key": "token"}
     # Inline secrets are refused before anything is built.
@@ -156,7 +156,7 @@ def test_a_planted_api_key_appears_in_no_log_or_output(
         spec3 = _spec(kube_namespace, validation=text_on)
         v3 = steps.validate_step(spec3, rec2)
         control = capfd.readouterr()
-    client = KubeClient(kube_cluster.api_client(), audit=False)
+    client = KubeClient(kube_cluster.api_client())
     on_server = [
         json.dumps(client.get(INFERENCE_SERVICES, "chat", kube_namespace)),
         json.dumps(client.get(SERVING_RUNTIMES, "chat-vllm", kube_namespace)),
@@ -191,7 +191,7 @@ def test_the_kube_layers_token_is_not_in_its_errors(kube_cluster, kube_fault_pro
     configuration = kube_cluster.configuration(via=kube_fault_proxy)
     configuration.api_key = {"authorization": token}
     configuration.api_key_prefix = {"authorization": "Bearer"}
-    client = KubeClient(k8s_client.ApiClient(configuration), retry_deadline_s=1.5, audit=False)
+    client = KubeClient(k8s_client.ApiClient(configuration), retry_deadline_s=1.5)
     caplog.set_level(logging.DEBUG)
     spec = parse_spec({"name": "chat", "namespace": kube_namespace, "platform": "kserve"})
     errors = []

@@ -395,17 +395,15 @@ def test_proxy_failures_can_target_one_kind_of_request(kube_cluster, kube_fault_
 def test_proxy_delays_new_connections(kube_cluster, kube_fault_proxy, kube_namespace):
     kube_fault_proxy.delay_connections(400)
     with kube_cluster.api_client(via=kube_fault_proxy) as api:
-        started = time.monotonic()
         with pytest.raises(ApiException):
             get_isvc(api, kube_namespace, "missing")
-        first = time.monotonic() - started
-        started = time.monotonic()
+        # The first request's connection was held back before a byte was forwarded ...
+        assert kube_fault_proxy.stats.connections_delayed == 1
         with pytest.raises(ApiException):
             get_isvc(api, kube_namespace, "missing")
-        second = time.monotonic() - started
-    assert first >= 0.4
-    assert second < 0.4  # the pooled connection is not delayed again
-    assert kube_fault_proxy.stats.connections_delayed == 1
+    # ... and the second reused that pooled connection: no new connection, no second delay.
+    stats = kube_fault_proxy.stats
+    assert stats.connections == 1 and stats.connections_delayed == 1 and stats.requests_forwarded == 2
 
 
 def test_proxy_drop_connections_cuts_a_watch(kube_cluster, kube_fault_proxy, kube_namespace):
@@ -435,12 +433,12 @@ def test_proxy_drop_connections_cuts_a_watch(kube_cluster, kube_fault_proxy, kub
     assert events.get(timeout=30) == ("event", "ADDED")
     assert kube_fault_proxy.open_connections == 1
 
-    started = time.monotonic()
     assert kube_fault_proxy.drop_connections() == 1
-    kind, _detail = events.get(timeout=10)
-    assert kind in ("end", "error")  # the watch stopped long before its 60 s timeout
-    assert time.monotonic() - started < 10
-    watcher.join(timeout=10)
+    # The watch ends because its connection was cut, not by its 60 s timeout: the next thing it
+    # reports is its end (the wait's bound only catches a hang).
+    kind, _detail = events.get(timeout=45)
+    assert kind in ("end", "error")
+    watcher.join(timeout=30)
     assert kube_fault_proxy.stats.connections_dropped == 1
 
 

@@ -17,10 +17,11 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 
 from llm_rollout import promotion
+from llm_rollout.kserve.addresses import ADDRESS_MAP_ENV, address_resolver
+from llm_rollout.kserve.gate import traffic_gate
 from llm_rollout.kube import INFERENCE_SERVICES
 from llm_rollout.promotion import GateFailed
 from llm_rollout.rollout import deploy
-from llm_rollout.steps import ADDRESS_MAP_ENV, _traffic_gate, address_resolver
 from llm_rollout.validation.traffic import requests_finished
 from tests.cluster._support import kube, make_spec
 from tests.fixtures.serving import start_vllm
@@ -142,7 +143,7 @@ def test_without_gateway_api_the_first_step_fails_with_the_gateway_api_message_a
 
     with pytest.raises(GateFailed) as failed:
         promotion.promote(
-            spec, client, record, verdict="pass", summary="ok", run_id="run-2", gate=_traffic_gate(spec, record)
+            spec, client, record, verdict="pass", summary="ok", run_id="run-2", gate=traffic_gate(spec, record)
         )
 
     message = str(failed.value)
@@ -165,7 +166,7 @@ def test_with_gateway_api_the_canary_gets_its_share_and_promotion_proceeds(
     canary_before = _count(canary_server.base_url)
 
     result = promotion.promote(
-        spec, client, record, verdict="pass", summary="ok", run_id="run-2", gate=_traffic_gate(spec, record)
+        spec, client, record, verdict="pass", summary="ok", run_id="run-2", gate=traffic_gate(spec, record)
     )
 
     assert result["action"] == "promote"
@@ -199,7 +200,7 @@ def test_without_member_addresses_the_proof_is_skipped_with_the_reason_and_the_g
         stable=StableRef(member=f"{NAME}-v1", endpoint_url=vllm_server.base_url),
     )
 
-    verdict, summary = _traffic_gate(spec, record)(50)
+    verdict, summary = traffic_gate(spec, record)(50)
 
     assert verdict == "pass", summary
     err = capsys.readouterr().err

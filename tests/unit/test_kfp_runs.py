@@ -1,7 +1,12 @@
 """``llm-rollout submit`` / ``schedule`` against a local HTTP server that checks what kfp.Client sends.
 
 The KFP API server cannot run here; this one answers the KFP v2beta1 REST calls the client makes
-(healthz, experiment lookup and creation, run and recurring-run creation) and records every request.
+(healthz, experiment lookup and creation, run and recurring-run creation), records every request,
+and checks each request body against KFP's own API models (the ``kfp-server-api`` package that
+``kfp`` depends on, generated from the server's swagger): a field the server does not know, a
+value of the wrong type or an enum value it does not accept is answered with HTTP 400, as the
+server's JSON decoder (``protojson``, unknown fields refused) would. Ids come from the server, so
+the tests compare what the client returns with what the server issued.
 """
 
 from __future__ import annotations
@@ -9,20 +14,68 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import uuid
 from collections.abc import Iterator
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlparse
 
+import kfp_server_api
 import pytest
 import yaml
 
 from llm_rollout.errors import SpecError
 from pipelines import cli, kfp_runs
 
+_SCALARS = {"str": str, "bool": bool, "int": int, "float": (int, float), "datetime": str, "object": object}
+
+_INT64 = {("V2beta1RecurringRun", "max_concurrency"), ("V2beta1PeriodicSchedule", "interval_second")}
+"""Fields the swagger types ``string`` / ``format: int64`` (kfp-server-api generates ``str``):
+proto3's JSON mapping, which the server decodes with, accepts a number or a decimal string there
+(backend/api/v2beta1/swagger/recurring_run.swagger.json)."""
+
+
+def model_errors(value: Any, type_name: str, where: str = "") -> list[str]:
+    """What in ``value`` the kfp-server-api model ``type_name`` does not accept ([] when all of it).
+
+    Walks the generated model's ``openapi_types`` / ``attribute_map`` (JSON names) recursively;
+    enum models (no fields, upper-case constants) accept only their constants.
+    """
+    if value is None:
+        return []
+    if type_name.startswith("list["):
+        if not isinstance(value, list):
+            return [f"{where}: expected a list, got {type(value).__name__}"]
+        inner = type_name[5:-1]
+        return [e for i, v in enumerate(value) for e in model_errors(v, inner, f"{where}[{i}]")]
+    if type_name.startswith("dict("):
+        if not isinstance(value, dict):
+            return [f"{where}: expected an object, got {type(value).__name__}"]
+        inner = type_name[5:-1].split(", ", 1)[1]
+        return [e for k, v in value.items() for e in model_errors(v, inner, f"{where}.{k}")]
+    if type_name in _SCALARS:
+        ok = isinstance(value, _SCALARS[type_name]) and not (type_name == "int" and isinstance(value, bool))
+        return [] if ok else [f"{where}: expected {type_name}, got {value!r}"]
+    model = getattr(kfp_server_api, type_name)
+    if not model.openapi_types:  # an enum
+        allowed = [n for n in dir(model) if n.isupper()]
+        return [] if value in allowed else [f"{where}: {value!r} is not one of {allowed}"]
+    if not isinstance(value, dict):
+        return [f"{where}: expected a {type_name} object, got {type(value).__name__}"]
+    fields = {json_name: model.openapi_types[attr] for attr, json_name in model.attribute_map.items()}
+    errors = [f"{where}.{k}: unknown field of {type_name}" for k in value if k not in fields]
+    for key, item in value.items():
+        if (type_name, key) in _INT64:
+            if not (isinstance(item, int) or str(item).lstrip("-").isdigit()):
+                errors.append(f"{where}.{key}: expected an int64 (number or decimal string), got {item!r}")
+        elif key in fields:
+            errors += model_errors(item, fields[key], f"{where}.{key}")
+    return errors
+
 
 class _KfpHandler(http.server.BaseHTTPRequestHandler):
     requests: ClassVar[list[dict[str, Any]]]
     experiments: ClassVar[list[dict[str, Any]]]
+    issued: ClassVar[list[str]]
 
     def _reply(self, status: int, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
@@ -45,6 +98,10 @@ class _KfpHandler(http.server.BaseHTTPRequestHandler):
         self.requests.append(entry)
         return entry
 
+    def _new_id(self, prefix: str) -> str:
+        self.issued.append(f"{prefix}-{uuid.uuid4().hex[:12]}")
+        return self.issued[-1]
+
     def do_GET(self) -> None:
         req = self._record()
         if req["path"] == "/apis/v2beta1/healthz":
@@ -59,34 +116,78 @@ class _KfpHandler(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         req = self._record()
         body = req["body"] or {}
-        if req["path"] == "/apis/v2beta1/experiments":
-            exp = {"experiment_id": f"exp-{len(self.experiments) + 1}", "display_name": body["display_name"]}
+        model = {
+            "/apis/v2beta1/experiments": "V2beta1Experiment",
+            "/apis/v2beta1/runs": "V2beta1Run",
+            "/apis/v2beta1/recurringruns": "V2beta1RecurringRun",
+        }.get(req["path"])
+        if model is None:
+            self._reply(404, {"error": f"unexpected POST {req['path']}"})
+            return
+        errors = model_errors(body, model, model)
+        req["errors"] = errors
+        if errors:
+            self._reply(400, {"error": "; ".join(errors), "code": 3})
+        elif model == "V2beta1Experiment":
+            exp = {**body, "experiment_id": self._new_id("exp")}
             self.experiments.append(exp)
             self._reply(200, exp)
-        elif req["path"] == "/apis/v2beta1/runs":
-            self._reply(200, {**body, "run_id": "run-0001", "state": "PENDING"})
-        elif req["path"] == "/apis/v2beta1/recurringruns":
-            self._reply(200, {**body, "recurring_run_id": "rr-0001", "status": "ENABLED"})
+        elif model == "V2beta1Run":
+            self._reply(200, {**body, "run_id": self._new_id("run"), "state": "PENDING"})
         else:
-            self._reply(404, {"error": f"unexpected POST {req['path']}"})
+            self._reply(200, {**body, "recurring_run_id": self._new_id("rr"), "status": "ENABLED"})
 
     def log_message(self, *args: Any) -> None:
         pass
 
 
+class KfpServer:
+    """The fake server's address and what it saw and issued."""
+
+    def __init__(self, host: str, requests: list, experiments: list, issued: list) -> None:
+        self.host, self.requests, self.experiments, self.issued = host, requests, experiments, issued
+
+    def __iter__(self):  # host, requests, experiments
+        return iter((self.host, self.requests, self.experiments))
+
+
 @pytest.fixture
-def kfp_server() -> Iterator[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]]:
+def kfp_server() -> Iterator[KfpServer]:
     requests: list[dict[str, Any]] = []
     experiments: list[dict[str, Any]] = [{"experiment_id": "exp-existing", "display_name": "nightly"}]
-    handler = type("Handler", (_KfpHandler,), {"requests": requests, "experiments": experiments})
+    issued: list[str] = []
+    attrs = {"requests": requests, "experiments": experiments, "issued": issued}
+    handler = type("Handler", (_KfpHandler,), attrs)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", requests, experiments
+        yield KfpServer(f"http://127.0.0.1:{server.server_address[1]}", requests, experiments, issued)
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_model_check_refuses_what_the_kfp_server_would():
+    good = {"display_name": "r", "runtime_config": {"parameters": {"a": "b"}}, "pipeline_spec": {"x": 1}}
+    assert model_errors(good, "V2beta1Run") == []
+    assert model_errors({**good, "serviceAccount": "sa"}, "V2beta1Run") == [
+        ".serviceAccount: unknown field of V2beta1Run"
+    ]
+    assert model_errors({"runtime_config": {"params": {}}}, "V2beta1Run") == [
+        ".runtime_config.params: unknown field of V2beta1RuntimeConfig"
+    ]
+    assert model_errors({"mode": "ON"}, "V2beta1RecurringRun") == [
+        ".mode: 'ON' is not one of ['DISABLE', 'ENABLE', 'MODE_UNSPECIFIED']"
+    ]
+    assert model_errors({"max_concurrency": 2}, "V2beta1RecurringRun") == []
+    assert model_errors({"max_concurrency": "two"}, "V2beta1RecurringRun") == [
+        ".max_concurrency: expected an int64 (number or decimal string), got 'two'"
+    ]
+    assert model_errors({"no_catchup": "yes"}, "V2beta1RecurringRun") == [".no_catchup: expected bool, got 'yes'"]
+    assert model_errors({"trigger": {"cron_schedule": {"cron": 5}}}, "V2beta1RecurringRun") == [
+        ".trigger.cron_schedule.cron: expected str, got 5"
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +199,11 @@ def compiled(tmp_path_factory) -> dict[str, str]:
 
 
 def _posts(requests, path):
-    return [r for r in requests if r["method"] == "POST" and r["path"] == path]
+    """The POSTs to ``path``; each body was accepted by KFP's API model (or the test fails here)."""
+    posts = [r for r in requests if r["method"] == "POST" and r["path"] == path]
+    for r in posts:
+        assert r["errors"] == [], r["errors"]
+    return posts
 
 
 def test_submit_creates_the_experiment_and_a_run_with_the_compiled_spec(kfp_server, compiled):
@@ -109,7 +214,8 @@ def test_submit_creates_the_experiment_and_a_run_with_the_compiled_spec(kfp_serv
         params={"model_uri": "s3://models/llama", "spec": '{"platform": "kserve"}'},
         experiment="llm-rollout",
     )
-    assert result["run_id"] == "run-0001" and result["pipeline"] == "llm-deploy"
+    [run_id] = [i for i in kfp_server.issued if i.startswith("run-")]
+    assert result["run_id"] == run_id and result["pipeline"] == "llm-deploy"
     assert result["run_name"].startswith("llm-deploy-") and "{{" not in result["run_name"]
     lookups = [r for r in requests if r["method"] == "GET" and r["path"] == "/apis/v2beta1/experiments"]
     assert json.loads(lookups[0]["query"]["filter"][0])["predicates"][0]["stringValue"] == "llm-rollout"
@@ -198,7 +304,8 @@ def test_schedule_defaults_to_optimize_deploy_and_can_allow_catchup(kfp_server):
     result = kfp_runs.schedule(
         host, cron="@daily", no_catchup=False, max_concurrency=2, experiment="nightly", service_account="nightly-sa"
     )
-    assert result["pipeline"] == "llm-optimize-deploy" and result["recurring_run_id"] == "rr-0001"
+    assert result["pipeline"] == "llm-optimize-deploy"
+    assert [result["recurring_run_id"]] == [i for i in kfp_server.issued if i.startswith("rr-")]
     [rr] = _posts(requests, "/apis/v2beta1/recurringruns")
     assert rr["body"]["service_account"] == "nightly-sa"
     assert rr["body"]["no_catchup"] is False and int(rr["body"]["max_concurrency"]) == 2

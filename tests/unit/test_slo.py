@@ -1,23 +1,16 @@
 """SLO checks: strict parsing with a caret under the problem, the verdict rules, the capacity search."""
 
 import asyncio
+import subprocess
+import sys
 
 import pytest
 
 from llm_rollout.errors import SpecError
+from llm_rollout.slo_expr import KNOWN_METRICS, RATIO_METRICS, SLOExpressionError, parse_check, parse_checks
 from llm_rollout.spec import parse_spec
 from llm_rollout.validation.metrics import RequestRecord, calculate_metrics
-from llm_rollout.validation.slo import (
-    KNOWN_METRICS,
-    RATIO_METRICS,
-    SLOExpressionError,
-    capacity_search,
-    goodput_limits,
-    judge,
-    judge_level,
-    parse_check,
-    parse_checks,
-)
+from llm_rollout.validation.slo import capacity_search, goodput_limits, judge, judge_level
 
 # Parsing ----------------------------------------------------------------------------------------
 
@@ -97,6 +90,25 @@ def test_spec_defaults_parse():
     validation = parse_spec({}).validation
     assert [c.metric for c in parse_checks(validation.slo.checks)] == ["p95_ttft_ms", "error_rate"]
     assert parse_checks(validation.recovery.checks)[0].baseline
+
+
+def test_the_spec_checks_slo_expressions_without_the_validation_package():
+    """The parser sits below the spec: loading a spec checks its SLO expressions, and imports no validation."""
+    code = """
+import sys
+from llm_rollout.slo_expr import SLOExpressionError
+from llm_rollout.spec import parse_spec
+
+parse_spec({"validation": {"slo": {"checks": ["p95_ttft_ms <= 100", "error_rate == 0"]}}})
+try:
+    parse_spec({"validation": {"slo": {"checks": ["p95_ttft_ms <= 100ms"]}}})
+except SLOExpressionError as err:
+    print("refused:", str(err).splitlines()[0])
+print("imported:", sorted(m for m in sys.modules if m.startswith("llm_rollout.validation")))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "refused: validation.slo.checks[0]: unexpected text after the number" in out
+    assert "imported: []" in out
 
 
 def test_every_ratio_metric_divides_a_known_metric():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from llm_rollout.errors import PermanentError, SpecError
+from llm_rollout.kserve.addresses import address_resolver
 from llm_rollout.record import DeploymentRecord
 from llm_rollout.spec import coerce_spec
-from llm_rollout.steps import address_resolver
 
 
 def test_address_map_rewrites_matching_hosts_and_keeps_the_path():

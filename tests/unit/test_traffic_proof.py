@@ -154,22 +154,23 @@ def _record(kind: str = "InferenceService", stable_url: str | None = "http://cha
 
 
 def test_member_metrics_urls_are_the_members_own_addresses_or_the_reason_they_are_unknown(monkeypatch):
+    from llm_rollout.kserve.addresses import ADDRESS_MAP_ENV
+    from llm_rollout.kserve.gate import member_metrics_urls
     from llm_rollout.spec import parse_spec
-    from llm_rollout.steps import ADDRESS_MAP_ENV, _member_metrics_urls
 
     monkeypatch.setenv(ADDRESS_MAP_ENV, "chat-predictor.ns.svc.cluster.local=http://127.0.0.1:9001")
     standard = parse_spec({"name": "chat", "namespace": "ns", "platform": "kserve"})
-    urls, why = _member_metrics_urls(standard, _record())
+    urls, why = member_metrics_urls(standard, _record())
     assert (urls, why) == (
         {"chat-predictor": "http://127.0.0.1:9001/metrics", "v2": "http://127.0.0.1:9002/metrics"},
         "",
     )
-    assert _member_metrics_urls(standard, _record(stable_url=None)) == (
+    assert member_metrics_urls(standard, _record(stable_url=None)) == (
         {},
         "the record has no address of its own for the stable and the canary predictor",
     )
     knative = parse_spec({"name": "chat", "namespace": "ns", "platform": "kserve", "deployment_mode": "Knative"})
-    assert "Knative splits traffic between revisions itself" in _member_metrics_urls(knative, _record())[1]
+    assert "Knative splits traffic between revisions itself" in member_metrics_urls(knative, _record())[1]
     llmd = parse_spec(
         {
             "name": "chat",
@@ -180,5 +181,5 @@ def test_member_metrics_urls_are_the_members_own_addresses_or_the_reason_they_ar
             "replicas": 1,
         }
     )
-    urls, why = _member_metrics_urls(llmd, _record(kind="LLMInferenceService"))
+    urls, why = member_metrics_urls(llmd, _record(kind="LLMInferenceService"))
     assert not urls and "answer through the gateway" in why

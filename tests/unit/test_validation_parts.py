@@ -179,9 +179,9 @@ vllm:time_to_first_token_seconds_count{engine="0",model_name="tiny"} 3.0
 """
 
 
-def test_v1_names_are_read_and_deltas_taken():
-    before = reduce(parse_prometheus(V1_BEFORE))
-    after_text = (
+def v1_after_load() -> str:
+    """V1_BEFORE after 100 prompt tokens, 50 prefix-cache hits in 100 queries and 10 requests."""
+    return (
         V1_BEFORE.replace('"tiny"} 24.0', '"tiny"} 124.0')
         .replace(
             'prefix_cache_hits_total{engine="0",model_name="tiny"} 10.0',
@@ -195,7 +195,11 @@ def test_v1_names_are_read_and_deltas_taken():
         .replace('seconds_sum{engine="0",model_name="tiny"} 0.3', 'seconds_sum{engine="0",model_name="tiny"} 1.3')
         .replace('seconds_count{engine="0",model_name="tiny"} 3.0', 'seconds_count{engine="0",model_name="tiny"} 13.0')
     )
-    after = reduce(parse_prometheus(after_text))
+
+
+def test_v1_names_are_read_and_deltas_taken():
+    before = reduce(parse_prometheus(V1_BEFORE))
+    after = reduce(parse_prometheus(v1_after_load()))
     view = server_view(before, after, {"kv_cache_usage_ratio": 0.4})
     assert view["prompt_tokens"] == 100.0
     assert view["prefix_cache_hit_ratio"] == pytest.approx(0.5)
@@ -275,6 +279,22 @@ def test_kfp_metrics_are_flat_numbers_with_units():
     assert m["c1_p95_ttft_ms"] == 12.5
     assert m["correctness_total"] == 1.0
     assert all(isinstance(v, float) for v in m.values())
+
+
+def test_server_metrics_carry_one_server_prefix():
+    """The run summary's key metrics come from these names: ``server_<name>``, never ``server_server_<name>``."""
+    before = reduce(parse_prometheus(V1_BEFORE))
+    after = reduce(parse_prometheus(v1_after_load()))
+    view = server_view(before, after)
+    single = kfp_metrics({**result_with_text("x"), "server": {"server": view}})
+    assert single["server_prefix_cache_hit_ratio"] == pytest.approx(0.5)
+    assert single["server_ttft_mean_ms"] == pytest.approx(100.0)
+    roles = kfp_metrics({**result_with_text("x"), "server": {"prefill": view, "decode": view}})
+    assert roles["server_decode_ttft_mean_ms"] == roles["server_prefill_ttft_mean_ms"] == pytest.approx(100.0)
+    assert roles["server_decode_prefix_cache_hit_ratio"] == pytest.approx(0.5)
+    for metrics in (single, roles):
+        doubled = [k for k in metrics if k.count("server_") > 1]
+        assert not doubled, doubled
 
 
 # Command line -----------------------------------------------------------------------------------

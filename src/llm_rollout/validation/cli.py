@@ -11,13 +11,10 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import yaml
-
 from llm_rollout.errors import RolloutError, SpecError
-from llm_rollout.spec import ValidationSpec, deep_merge, parse_spec
+from llm_rollout.spec import ValidationSpec, deep_merge, parse_spec, read_mapping
 
 EXIT_CODES = {"pass": 0, "fail": 1, "inconclusive": 2}
 USAGE_ERROR = 2
@@ -87,15 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _spec_document(path: str | None) -> dict[str, Any]:
     if not path:
         return {}
-    try:
-        data = yaml.safe_load(Path(path).expanduser().read_text())
-    except OSError as err:
-        raise SpecError("--spec", f"cannot read {path}: {err.strerror}", "check the path") from None
-    except yaml.YAMLError as err:
-        raise SpecError("--spec", f"{path} is not valid YAML/JSON: {err}", "fix the syntax") from None
-    data = data or {}
-    if not isinstance(data, dict):
-        raise SpecError("--spec", f"{path} holds a {type(data).__name__}, not a mapping", "write a YAML mapping")
+    data = read_mapping(path, "--spec")
     if data and set(data) <= set(ValidationSpec.model_fields):
         return {"validation": data}  # a validation section alone
     return data

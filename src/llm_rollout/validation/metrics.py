@@ -36,12 +36,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-PERCENTILES: tuple[int, ...] = (50, 90, 95, 99)
-"""Percentiles reported for every latency series (plus mean, median and std)."""
-
-LATENCY_SERIES: tuple[str, ...] = ("ttft", "tpot", "itl", "e2el")
-"""Latency series, in vLLM's names: time to first token, time per output token, inter-token
-latency, end-to-end latency."""
+from llm_rollout.slo_expr import METRIC_UNITS as METRIC_UNITS
+from llm_rollout.slo_expr import PERCENTILES
 
 GOODPUT_SERIES: tuple[str, ...] = ("ttft", "tpot", "e2el")
 """Series that can carry a per-request limit for goodput (vLLM's ``--goodput`` keys)."""
@@ -266,27 +262,3 @@ def calculate_metrics(
         for stat, value in describe(sample).items():
             out[f"{stat}_{name}_ms"] = value
     return out
-
-
-METRIC_UNITS: dict[str, str] = {
-    "successful_requests": "requests",
-    "failed_requests": "requests",
-    "incomplete_requests": "requests",
-    "sent_requests": "requests",
-    "error_rate": "fraction",
-    "duration_s": "s",
-    "total_input_tokens": "tokens",
-    "total_output_tokens": "tokens",
-    "request_throughput_req_s": "req/s",
-    "output_throughput_tok_s": "tok/s",
-    "total_token_throughput_tok_s": "tok/s",
-    "goodput_req_s": "req/s",
-    "peak_output_throughput_tok_s": "tok/s",
-    "peak_concurrent_requests": "requests",
-    **{
-        f"{stat}_{name}_ms": "ms"
-        for name in LATENCY_SERIES
-        for stat in ("mean", "median", "std", *(f"p{p}" for p in PERCENTILES))
-    },
-}
-"""Every name :func:`calculate_metrics` returns, with its unit (also the SLO metric catalogue)."""

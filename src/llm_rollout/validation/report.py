@@ -169,8 +169,9 @@ def kfp_metrics(result: Mapping[str, Any]) -> dict[str, float]:
         :func:`gate_questions` (1 yes, 0 no, -1 inconclusive), ``vs_stable_not_worse``, ``vs_stable_blocks`` and
         ``vs_stable_<metric>_{ratio,low,high}`` (the comparison with the stable), ``<level>_<metric>`` for
         :data:`KFP_LEVEL_METRICS`, ``baseline_<level>_<metric>`` for the baseline's throughput and
-        TTFT, ``<level>_<check metric>`` for each judged ratio, and ``server_<role>_<name>`` for
-        the server view. None values are left out.
+        TTFT, ``<level>_<check metric>`` for each judged ratio, and ``server_<name>`` (the single
+        server) or ``server_<role>_<name>`` (each role of an llm-d service) for the server view.
+        None values are left out.
     """
     out: dict[str, float] = {"verdict_pass": 1.0 if result.get("verdict") == "pass" else 0.0}
     readiness = result.get("readiness") or {}
@@ -211,9 +212,12 @@ def kfp_metrics(result: Mapping[str, Any]) -> dict[str, float]:
         if check["metric"].endswith("_ratio_vs_baseline") and check.get("measured") is not None:
             out[f"{check['level']}_{check['metric']}"] = float(check["measured"])
     for role, view in (result.get("server") or {}).items():
+        # One "server_" prefix: the default role is itself named "server", and some view names
+        # (server_ttft_mean_ms) already start with it.
+        prefix = "server_" if role == "server" else f"server_{role}_"
         for name, value in view.items():
             if isinstance(value, int | float) and not isinstance(value, bool):
-                out[f"server_{role}_{name}"] = float(value)
+                out[prefix + name.removeprefix("server_")] = float(value)
     return {k: v for k, v in out.items() if math.isfinite(v)}
 
 
