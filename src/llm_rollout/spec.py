@@ -424,6 +424,10 @@ class ComparisonSpec(_Model):
         enabled: Compare with the stable revision when one serves.
         concurrency: Concurrent streams in each round.
         round_requests: Requests per round and side.
+        output_tokens: ``max_tokens`` of each round's requests (with ``ignore_eos``). Longer than
+            the load phase's default on purpose: a stream must last long enough for its
+            inter-token gaps to be measured on a busy client (a 16-token stream on the tiny model
+            lasts ~30 ms and often arrives in one read, leaving no TPOT to compare).
         min_blocks: Blocks before the first look (looks then double: 6, 12, 24). The sign test
             needs 6 for a decision at 95 % spread over 3 looks.
         max_blocks: Blocks at most (the bound of the sequential test).
@@ -447,6 +451,7 @@ class ComparisonSpec(_Model):
     enabled: bool = True
     concurrency: int = Field(4, ge=1)
     round_requests: int = Field(16, ge=1)
+    output_tokens: int = Field(32, ge=2)
     min_blocks: int = Field(6, ge=2)
     max_blocks: int = Field(24, ge=2)
     settle_s: float = Field(1.2, ge=0, le=60)

@@ -223,7 +223,7 @@ def test_blocks_decide_equal_sides_not_worse_and_a_slower_side_worse_with_defaul
     assert sum(r.decision == "worse" for r in equal) <= 15  # 5 % of 300
     assert not_worse >= 285, f"only {not_worse}/300 decided not worse"
     slower = [
-        sequential_blocks(*measured_blocks(random.Random(90_000 + seed), 24, ratio=2.0, spikes=0.05)) for seed in range(300)
+        sequential_blocks(*measured_blocks(random.Random(90_000 + s), 24, ratio=2.0, spikes=0.05)) for s in range(300)
     ]
     assert all(r.decision == "worse" for r in slower), [r.describe() for r in slower if r.decision != "worse"][:3]
     assert sum(r.pairs == 6 for r in slower) >= 150  # most at the first look (measured 185/300)

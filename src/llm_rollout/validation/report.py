@@ -19,7 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from llm_rollout.validation.slo import RATIO_SUFFIX
+from llm_rollout.slo_expr import RATIO_SUFFIX
+from llm_rollout.validation.stats import pct
 
 KFP_LEVEL_METRICS: tuple[str, ...] = (
     "successful_requests",
@@ -129,7 +130,7 @@ def gate_questions(result: Mapping[str, Any]) -> list[dict[str, Any]]:
             sign = "<=" if c.get("better") == "lower" else ">="
             evidence.append(
                 f"{c.get('metric')}: candidate/stable {c['ratio']:.3f} [{c['low']:.3f}, {c['high']:.3f}] at "
-                f"{c.get('confidence', 0):.1%}, needed {sign} {c.get('limit', 0):.3f}: "
+                f"{pct(c.get('confidence', 0))}, needed {sign} {c.get('limit', 0):.3f}: "
                 + str(c.get("decision", "")).replace("_", " ")
             )  # fmt: skip
         decision = {"not_worse": "non-inferior", "worse": "inferior"}.get(comparison.get("decision"), "inconclusive")

@@ -40,6 +40,7 @@ from typing import Any
 import httpx
 
 from llm_rollout.errors import RolloutError, TransientError
+from llm_rollout.slo_expr import RATIO_SUFFIX
 from llm_rollout.spec import ValidationSpec
 from llm_rollout.steplog import log as default_log
 from llm_rollout.validation import pd
@@ -682,7 +683,7 @@ async def _compare(
         chat=load.endpoint == "chat",
         prompts=make_prompts(max(spec.comparison.round_requests, 1), load.input_words, seed=2),
         api=load.endpoint,
-        output_tokens=load.output_tokens,
+        output_tokens=spec.comparison.output_tokens,
         readiness_timeout_s=spec.readiness_timeout_s,
         max_duration_s=load.max_duration_s,
         log=run.log,
@@ -742,7 +743,8 @@ def _finish(run: _Run, started: float, checks: list[Check], judged_labels: set[s
         missing_levels=missing,
     )
     res.verdict = res.judgement.verdict
-    res.reasons = list(res.judgement.reasons)
+    # A recovery check's reason names its question (the run summary says which question failed).
+    res.reasons = [f"recovery: {r}" if RATIO_SUFFIX in r else r for r in res.judgement.reasons]
     res.seconds = round(time.monotonic() - started, 3)
     res.metrics = kfp_metrics(res.to_dict())
 

@@ -58,6 +58,11 @@ def statistic(values: Sequence[float], name: str) -> float | None:
     return percentile(sorted(values), p)
 
 
+def pct(confidence: float) -> str:
+    """A confidence as a percentage with the digits that matter (``95%``, ``98.33%``, ``99.95%``)."""
+    return f"{round(confidence * 100, 2):g}%"
+
+
 def per_look_confidence(confidence: float, looks: int) -> float:
     """The confidence each of ``looks`` sequential looks must use so that all together keep ``confidence``."""
     return 1.0 - (1.0 - confidence) / max(1, looks)
@@ -152,7 +157,7 @@ class Comparison:
         sign = "<=" if self.better == "lower" else ">="
         return (
             f"{self.metric}: {self.decision.replace('_', ' ')}: candidate/stable {self.ratio:.3f} "
-            f"[{self.low:.3f}, {self.high:.3f}] at {self.confidence:.1%} confidence, needed {sign} {self.limit:.3f} "
+            f"[{self.low:.3f}, {self.high:.3f}] at {pct(self.confidence)} confidence, needed {sign} {self.limit:.3f} "
             f"(candidate {self.candidate_value:.4g}, stable {self.stable_value:.4g}; {self.pairs} {self.unit})"
         )
 
@@ -206,7 +211,7 @@ def paired_non_inferiority(
     if k is None:
         return Comparison(
             **base, ratio=None, low=None, high=None, decision="undecided",
-            note=f"{n} {unit} cannot reach {confidence:.1%} confidence",
+            note=f"{n} {unit} cannot reach {pct(confidence)} confidence",
         )  # fmt: skip
     mid = statistic(logs, "median") or 0.0
     low, high = logs[k - 1], logs[n - k]
