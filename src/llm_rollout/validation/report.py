@@ -125,7 +125,8 @@ def gate_questions(result: Mapping[str, Any]) -> list[dict[str, Any]]:
             )
         for c in comparison.get("speed") or []:
             if c.get("ratio") is None:
-                evidence.append(f"{c.get('metric')}: undecided ({c.get('note') or 'not measured'})")
+                decision = str(c.get("decision", "undecided")).replace("_", " ")
+                evidence.append(f"{c.get('metric')}: {decision} ({c.get('note') or 'not measured'})")
                 continue
             sign = "<=" if c.get("better") == "lower" else ">="
             evidence.append(

@@ -39,7 +39,10 @@ from typing import Any, Literal
 
 from llm_rollout.validation.metrics import percentile
 
-Decision = Literal["not_worse", "worse", "undecided"]
+Decision = Literal["not_worse", "worse", "undecided", "unmeasured"]
+"""``unmeasured``: the instrument could not see the metric in most blocks (set by the measurement,
+:func:`~llm_rollout.validation.compare.judge_speed`, never by the statistics); it is neither evidence
+for nor against the candidate and is reported as such."""
 Better = Literal["lower", "higher"]
 
 
@@ -123,7 +126,7 @@ class Comparison:
         ratio: The median of the units' candidate/stable ratios.
         low: Lower end of the ratio's interval.
         high: Upper end.
-        decision: ``not_worse``, ``worse`` or ``undecided``.
+        decision: ``not_worse``, ``worse``, ``undecided`` or ``unmeasured``.
         pairs: Units (blocks) used.
         candidate_value: The candidate's median of the per-unit values.
         stable_value: The stable revision's median of the per-unit values.
