@@ -257,8 +257,9 @@ class _Conn(asyncio.Protocol):
         self.method = method
         self.state = "head"
         assert self.transport is not None
-        self._ack_now()
         self.transport.write(wire)
+        # After the write: sending data puts the socket back into delayed-ACK ("pingpong") mode.
+        self._ack_now()
 
     async def wait(self, timeout: float | None) -> None:
         """Waits for the next parser event (not ``asyncio.wait_for``: it can swallow a cancellation)."""
