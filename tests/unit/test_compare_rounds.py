@@ -47,3 +47,66 @@ def test_tpot_is_unmeasured_when_most_blocks_had_none_and_the_rest_still_decides
     ttft, tpot, throughput = judge_speed(cand, stable, spec, 0.9833)
     assert tpot.decision == "unmeasured" and "0/6 blocks had token gaps" in tpot.note
     assert ttft.decision == "not_worse" and throughput.decision == "not_worse"
+
+
+def test_the_gate_questions_stand_side_by_side_in_the_metrics_and_the_report():
+    """Recovery kept, comparison inferior, SLO met: each answered with its own evidence."""
+    from llm_rollout.validation.report import gate_questions, kfp_metrics, render_html
+
+    result = {
+        "verdict": "fail",
+        "endpoint": {"url": "http://c", "model": "m"},
+        "baseline": {"url": "http://base", "model": "m"},
+        "agreement": {"agreement": 0.95},
+        "spec": {"recovery": {"min_token_agreement": 0.9}},
+        "judgement": {
+            "results": [
+                {"level": "c4", "check": "output_throughput_ratio_vs_baseline >= 2", "status": "pass",
+                 "metric": "output_throughput_ratio_vs_baseline", "measured": 2.4},
+                {"level": "c4", "check": "error_rate == 0", "status": "pass", "metric": "error_rate", "measured": 0},
+            ]
+        },
+        "comparison": {
+            "stable_url": "http://stable", "decision": "worse", "blocks": 6,
+            "quality": {"candidate_passed": 5, "stable_passed": 5, "total": 5},
+            "speed": [
+                {"metric": "median_ttft_ms", "better": "lower", "ratio": 3.1, "low": 2.5, "high": 3.9,
+                 "confidence": 0.98333, "limit": 1.2, "decision": "worse"},
+                {"metric": "mean_tpot_ms", "better": "lower", "ratio": None, "low": None, "high": None,
+                 "decision": "unmeasured", "note": "only 0/6 blocks had token gaps"},
+            ],
+        },
+    }  # fmt: skip
+    questions = {q["key"]: q for q in gate_questions(result)}
+    assert [questions[k]["decision"] for k in ("recovery", "comparison", "slo")] == ["kept", "inferior", "met"]
+    assert questions["recovery"]["evidence"][0] == "greedy token agreement 0.950 (needed >= 0.9)"
+    assert questions["comparison"]["evidence"][1] == (
+        "median_ttft_ms: candidate/stable 3.100 [2.500, 3.900] at 98.33%, needed <= 1.200: worse"
+    )
+    assert questions["comparison"]["evidence"][2] == "mean_tpot_ms: unmeasured (only 0/6 blocks had token gaps)"
+    metrics = kfp_metrics(result)
+    assert (metrics["recovery_ok"], metrics["comparison_ok"], metrics["slo_ok"]) == (1.0, 0.0, 1.0)
+    assert metrics["vs_stable_median_ttft_ms_low"] == 2.5 and metrics["vs_stable_blocks"] == 6
+    page = render_html(result)
+    assert page.index("Did compression keep the model?") < page.index("Is it at least as good as what serves now?")
+    assert "[2.500, 3.900]" in page
+
+
+def test_the_summary_first_names_the_question_that_failed():
+    from llm_rollout.validation.compare import StableComparison
+    from llm_rollout.validation.runner import ValidationResult
+    from llm_rollout.validation.slo import CheckResult, Judgement
+
+    comparison = StableComparison(stable_url="http://stable", failures=["comparison: median_ttft_ms: worse: ..."])
+    judgement = Judgement(
+        verdict="fail",
+        results=[CheckResult(level="c4", check="error_rate == 0", metric="error_rate", measured=0, status="pass")],
+    )
+    result = ValidationResult(
+        verdict="fail", reasons=list(comparison.failures), metrics={}, report_paths={}, url="http://c", model="m",
+        judgement=judgement, comparison=comparison,
+    )  # fmt: skip
+    assert result.summary.splitlines() == [
+        "fail: comparison with the stable revision: inferior (slo: met)",
+        "comparison: median_ttft_ms: worse: ...",
+    ]
