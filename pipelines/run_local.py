@@ -418,8 +418,7 @@ def _demo_questions(summary: RunSummary) -> list[str]:
     from llm_rollout.validation.report import gate_questions
 
     validate = summary.step("validate-deployment") or {}
-    report = validate.get("report")
-    path = Path(report).with_name("validation.json") if report else None
+    path = Path(validate["results"]) if validate.get("results") else None  # the full results JSON
     if path is None or not path.is_file():
         return []
     lines = []
