@@ -60,6 +60,9 @@ class StableComparison:
         blocks: Counterbalanced blocks (candidate, stable, stable, candidate) measured.
         looks: Looks taken.
         confidence: The per-look confidence used.
+        per_round: Each side's per-round values in the order measured (``{"candidate": {"ttft":
+            [...], "tpot": [...], "throughput": [...]}, "stable": {...}}``; rounds ``2b`` and
+            ``2b + 1`` of a side form block ``b``), the evidence behind the intervals.
         failures: Reasons the candidate is worse (the verdict fails).
         inconclusive: Reasons it could not be decided.
         seconds: Time the comparison took.
@@ -72,6 +75,7 @@ class StableComparison:
     blocks: int = 0
     looks: int = 0
     confidence: float = 0.0
+    per_round: dict[str, dict[str, list[float | None]]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     inconclusive: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -86,7 +90,7 @@ class StableComparison:
         return {
             "stable_url": self.stable_url, "decision": self.decision, "quality": self.quality,
             "speed": [c.to_dict() for c in self.speed], "rounds": self.rounds, "blocks": self.blocks,
-            "looks": self.looks,
+            "looks": self.looks, "per_round": self.per_round,
             "confidence": self.confidence, "failures": self.failures, "inconclusive": self.inconclusive,
             "seconds": self.seconds,
         }  # fmt: skip
@@ -290,6 +294,8 @@ async def compare_with_stable(
             + ", ".join(f"{c.metric} {c.decision.replace('_', ' ')} {_interval(c)}" for c in out.speed))  # fmt: skip
         if "worse" in decided or "undecided" not in decided:
             break
+    sides_rounds = (("candidate", cand), ("stable", stab))
+    out.per_round = {name: {"ttft": r.ttft, "tpot": r.tpot, "throughput": r.throughput} for name, r in sides_rounds}
     for comp in out.speed:
         if comp.decision == "worse":
             out.failures.append(f"comparison: {comp.describe()}")
