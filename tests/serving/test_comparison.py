@@ -33,7 +33,7 @@ def test_a_retrained_model_is_never_called_worse_than_the_stable(retrained_model
     assert comparison is not None and comparison.stable_url == vllm_server.base_url
     assert comparison.quality["ok"] and comparison.quality["total"] == comparison.quality["stable_passed"]
     assert comparison.blocks >= 6 and comparison.rounds == 2 * comparison.blocks and comparison.speed
-    assert all(c.decision in ("not_worse", "undecided") for c in comparison.speed), [
+    assert all(c.decision in ("not_worse", "undecided", "unmeasured") for c in comparison.speed), [
         c.describe() for c in comparison.speed
     ]
     assert not comparison.failures
