@@ -296,11 +296,14 @@ async def compare_with_stable(
             break
     sides_rounds = (("candidate", cand), ("stable", stab))
     out.per_round = {name: {"ttft": r.ttft, "tpot": r.tpot, "throughput": r.throughput} for name, r in sides_rounds}
+    any_worse = any(c.decision == "worse" for c in out.speed)
     for comp in out.speed:
         if comp.decision == "worse":
             out.failures.append(f"comparison: {comp.describe()}")
-        elif comp.decision == "undecided":
+        elif comp.decision == "undecided" and not any_worse:
             out.inconclusive.append(f"comparison: {comp.describe()} after {out.blocks} blocks (max_blocks)")
+        elif comp.decision == "undecided":  # the rounds stopped because another metric is worse
+            log(f"validate: comparison: {comp.describe()} (not measured further: another metric is worse)")
         elif comp.decision == "unmeasured":
             log(f"validate: comparison: {comp.describe()} (left out of the decision)")
     out.seconds = round(time.monotonic() - started, 3)
