@@ -46,6 +46,8 @@ STEPS = {
 CACHE = Path(os.environ.get("LLM_ROLLOUT_CACHE", "~/.cache/llm-rollout")).expanduser()
 TINY_MODEL = CACHE / "models" / "tiny-llama"
 SCRAMBLED_MODEL = CACHE / "models" / "tiny-llama-scrambled"
+RETRAINED_MODEL = CACHE / "models" / "tiny-llama-retrained"
+DEEP_MODEL = CACHE / "models" / "tiny-llama-deep"
 
 DEMO_SPEC: dict[str, Any] = {
     "name": "lean-rag-inference",
@@ -371,25 +373,83 @@ def demo_spec(state_dir: str | Path, probes: str | Path) -> RolloutSpec:
     return parse_spec(doc)
 
 
-def run_demo(out_dir: str | Path = "build/demo", *, keep_serving: bool = False) -> int:
-    """``make demo``: optimize-deploy twice on the tiny model, a promotion then a rollback.
+@dataclass(frozen=True)
+class DemoRun:
+    """One run of the demo's story.
 
-    Run 1 compresses the tiny model (W8A8), serves it, validates it against the unquantized model
-    (served as the baseline) and promotes it. Run 2 feeds a scrambled copy through the same
-    pipeline: validation fails and the rollback leaves run 1's model promoted.
+    Attributes:
+        label: ``run 1`` ...
+        pipeline: ``llm-optimize-deploy`` or ``llm-deploy``.
+        model: The model directory fed to it.
+        expect: The outcome the story needs.
+        what: One line for the user.
+        recovery: Serve the uncompressed original beside it (only for the compressing run).
+    """
+
+    label: str
+    pipeline: str
+    model: Path
+    expect: str
+    what: str
+    recovery: bool = False
+
+
+DEMO_RUNS: tuple[DemoRun, ...] = (
+    DemoRun(
+        "run 1", "llm-optimize-deploy", TINY_MODEL, "promoted",
+        "the tiny model compressed to W8A8; recovery against its uncompressed original", recovery=True,
+    ),
+    DemoRun(
+        "run 2", "llm-deploy", RETRAINED_MODEL, "promoted",
+        "a retrained copy (weights moved by 5 % noise): compared with the stable run 1 serves",
+    ),
+    DemoRun(
+        "run 3", "llm-deploy", DEEP_MODEL, "rolled back",
+        "a regressed copy (same answers, 30 extra layers, slower): the comparison must catch it",
+    ),
+    DemoRun("run 4", "llm-deploy", RETRAINED_MODEL, "already promoted", "run 2's model again (a scheduled rerun)"),
+)  # fmt: skip
+"""``make demo``'s story: compression kept the model, a retrain replaces it, a regression is
+rolled back, a rerun of what serves is a no-op."""
+
+
+def _demo_questions(summary: RunSummary) -> list[str]:
+    """The gate's questions of a run as the report answers them (from its ``validation.json``)."""
+    from llm_rollout.validation.report import gate_questions
+
+    validate = summary.step("validate-deployment") or {}
+    path = Path(validate["results"]) if validate.get("results") else None  # the full results JSON
+    if path is None or not path.is_file():
+        return []
+    lines = []
+    for q in gate_questions(json.loads(path.read_text())):
+        lines.append(f"  {q['question']}: {q['decision'].upper()}")
+        lines.extend(f"      {line}" for line in q["evidence"])
+    return lines
+
+
+def run_demo(out_dir: str | Path = "build/demo", *, keep_serving: bool = False) -> int:
+    """``make demo``: the rollout story in four runs on the tiny model (:data:`DEMO_RUNS`).
+
+    Run 1 compresses the tiny model (W8A8), validates it against the uncompressed model served
+    beside it (recovery: token agreement and speed) and promotes it. Run 2 deploys a retrained
+    copy: compared with run 1's model, which keeps serving (the suite's score, non-inferiority of
+    TTFT, TPOT and throughput), it is promoted. Run 3 deploys a slower copy: the comparison calls
+    it inferior and it is rolled back, run 2's model still serving. Run 4 feeds run 2's model
+    again: already promoted, nothing deployed.
 
     Args:
-        out_dir: The demo's directory (emptied first; holds the state, both runs, the reports).
+        out_dir: The demo's directory (emptied first; holds the state, every run, the reports).
         keep_serving: Leave the promoted model's server running at the end.
 
     Returns:
-        0 when both runs ended as expected, else 1.
+        0 when every run ended as the story needs, else 1.
     """
-    from llm_rollout.local import local_session, start_baseline_local, status_local
+    from llm_rollout.local import local_session, start_baseline_local, status_local, stop_server
 
-    for path, how in ((TINY_MODEL, "make serving-env"), (SCRAMBLED_MODEL, "make serving-env")):
+    for path in {r.model for r in DEMO_RUNS}:
         if not (path / "config.json").is_file():
-            raise PermanentError(f"the demo needs the tiny model at {path}; create it with `{how}`")
+            raise PermanentError(f"the demo needs the tiny models at {path}; create them with `make serving-env`")
     out = Path(out_dir).resolve()
     if out.exists():
         shutil.rmtree(out)
@@ -399,35 +459,43 @@ def run_demo(out_dir: str | Path = "build/demo", *, keep_serving: bool = False) 
     os.environ["LLM_ROLLOUT_STATE_DIR"] = str(state_dir)
     started = time.monotonic()
     pipelines_dir, manifests_dir = _compile_and_render(spec, out)
-    _print(f"== demo: the whole pipeline twice on this machine (everything under {out})")
+    _print(f"== demo: the rollout story in {len(DEMO_RUNS)} runs on this machine (everything under {out})")
     _print(f"   compiled pipelines: {pipelines_dir}    kserve manifests for this spec: {manifests_dir}")
-    runs = [
-        ("run 1", TINY_MODEL, "promoted", "the tiny model, compressed to W8A8: must pass and be promoted"),
-        ("run 2", SCRAMBLED_MODEL, "rolled back", "a scrambled copy: must fail validation and be rolled back"),
-    ]
     summaries: list[RunSummary] = []
     with local_session(str(state_dir), keep_serving=keep_serving):
-        _print("== baseline: serving the unquantized tiny model for comparison")
-        base = start_baseline_local(spec, model_dir=str(TINY_MODEL), run_id="demo")
-        spec = _with_baseline(spec, base)
-        for label, model, _, what in runs:
-            _print(f"\n== {label}: llm-optimize-deploy with {what}")
-            summary = run_pipeline("llm-optimize-deploy", str(model), spec, out_dir=out / label.replace(" ", "-"))
+        for run in DEMO_RUNS:
+            _print(f"\n== {run.label}: {run.pipeline} with {run.what} (expected: {run.expect})")
+            base = None
+            if run.recovery:
+                _print("   serving the uncompressed tiny model beside it, for the recovery question")
+                base = start_baseline_local(spec, model_dir=str(TINY_MODEL), run_id="demo")
+            try:
+                summary = run_pipeline(
+                    run.pipeline, str(run.model), _with_baseline(spec, base) if base else spec,
+                    out_dir=out / run.label.replace(" ", "-"),
+                )  # fmt: skip
+            finally:
+                if base:
+                    stop_server(base)  # its CPU is the next runs' to measure with
             _print(format_summary(summary))
+            questions = _demo_questions(summary)
+            if questions:
+                _print("  the gate's questions:")
+                _print("\n".join(questions))
             summaries.append(summary)
     status = status_local(str(state_dir))
-    _print("\n== local state after both runs")
+    _print(f"\n== local state after {len(DEMO_RUNS)} runs")
     stable = status.get("stable") or {}
     _print(f"  promoted model: {stable.get('member')} ({stable.get('model_uri')}), verdict {stable.get('verdict')}")
     for entry in status.get("history", []):
         why = str(entry.get("reason") or entry.get("summary") or "").splitlines()
         _print(f"  {entry.get('at')}  {entry['action']:<9} {entry.get('member')}  {why[0][:90] if why else ''}")
     _print(f"  state file: {state_dir / 'state.json'}")
-    ok = all(s.outcome == want for s, (_, _, want, _) in zip(summaries, runs, strict=True))
+    ok = all(s.outcome == r.expect for s, r in zip(summaries, DEMO_RUNS, strict=True))
     _print(
         f"\n== demo {'finished as expected' if ok else 'did NOT end as expected'} "
         f"in {time.monotonic() - started:.0f} s: "
-        + "; ".join(f"{label} {s.outcome}" for s, (label, *_) in zip(summaries, runs, strict=True))
+        + "; ".join(f"{r.label} {s.outcome}" for s, r in zip(summaries, DEMO_RUNS, strict=True))
     )
     (out / "demo-summary.json").write_text(
         json.dumps(
@@ -435,8 +503,9 @@ def run_demo(out_dir: str | Path = "build/demo", *, keep_serving: bool = False) 
                 "ok": ok,
                 "seconds": time.monotonic() - started,
                 "runs": [
-                    {"label": r[0], "outcome": s.outcome, "steps": s.steps}
-                    for s, r in zip(summaries, runs, strict=True)
+                    {"label": r.label, "pipeline": r.pipeline, "model": str(r.model), "outcome": s.outcome}
+                    | {"steps": s.steps}
+                    for s, r in zip(summaries, DEMO_RUNS, strict=True)
                 ],
                 "status": status,
             },
@@ -450,7 +519,11 @@ def run_demo(out_dir: str | Path = "build/demo", *, keep_serving: bool = False) 
 def add_parser(sub: Any) -> None:
     """Adds ``run-local`` to the ``llm-rollout`` subcommands."""
     p = sub.add_parser("run-local", help="run a pipeline on this machine (kfp.local + vLLM), or --demo")
-    p.add_argument("--demo", action="store_true", help="the demo: a promotion, then a rollback (make demo)")
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="the demo: compressed, then retrained, promoted; a regression rolled back; a rerun a no-op (make demo)",
+    )
     p.add_argument(
         "--pipeline", default="llm-deploy", choices=sorted(STEPS), help="which pipeline (default llm-deploy)"
     )

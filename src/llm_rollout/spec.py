@@ -511,13 +511,14 @@ class RecoverySpec(_Model):
 class ComparisonSpec(_Model):
     """Is the candidate at least as good as what serves now? (every rollout with a stable revision).
 
-    The stable revision and the candidate are measured in alternating rounds at one concurrency,
-    so that noise on the machine hits both sides of a round pair alike, and judged for
-    non-inferiority over the round pairs (a distribution-free interval of the median pair ratio,
+    The stable revision and the candidate are measured in counterbalanced blocks of four rounds
+    (candidate, stable, stable, candidate) at one concurrency, so that noise on the machine and
+    the cost of being measured right after the other side hit both alike, and judged for
+    non-inferiority over the blocks (a distribution-free interval of the median block ratio,
     :mod:`llm_rollout.validation.stats`): the candidate passes a metric when it is not worse than
     the stable by more than the margin at the stated confidence, fails it when it is worse by more
-    than the margin at that confidence, and more rounds are measured while neither holds, up to
-    ``max_rounds`` (then the verdict is inconclusive). Tail latency is the absolute SLO's job
+    than the margin at that confidence, and more blocks are measured while neither holds, up to
+    ``max_blocks`` (then the verdict is inconclusive). Tail latency is the absolute SLO's job
     (``slo.checks``); the comparison uses per-round medians by default, which a round of 16
     requests measures well. Never text agreement: a retrained model legitimately says other
     things; its quality is the correctness suite's score.
@@ -526,12 +527,23 @@ class ComparisonSpec(_Model):
         enabled: Compare with the stable revision when one serves.
         concurrency: Concurrent streams in each round.
         round_requests: Requests per round and side.
-        min_rounds: Round pairs before the first look (looks then double: 8, 16, 32).
-        max_rounds: Round pairs at most (the bound of the sequential test).
+        output_tokens: ``max_tokens`` of each round's requests (with ``ignore_eos``). Longer than
+            the load phase's default on purpose: a stream must last long enough for its
+            inter-token gaps to be measured on a busy client (a 16-token stream on the tiny model
+            lasts ~30 ms and often arrives in one read, leaving no TPOT to compare).
+        min_blocks: Blocks before the first look (looks then double: 6, 12, 24). The sign test
+            needs 6 for a decision at 95 % spread over 3 looks.
+        max_blocks: Blocks at most (the bound of the sequential test).
+        settle_s: Pause before each round that follows the other side's, so that the other
+            server is idle while this one is measured. vLLM's workers busy-poll their shared
+            memory queue for 1 s after their last step (``SpinCondition``, busy_loop_s=1, in
+            vllm/distributed/device_communicators/shm_broadcast.py): on shared CPUs that poll
+            took half a core from the side measured next. 0 turns it off (servers on separate
+            machines).
         confidence: One-sided confidence of every decision, kept over all looks (Bonferroni).
         ttft_statistic: The per-round TTFT statistic compared (``median``, ``mean``, ``p<NN>``).
         ttft_margin: Tolerated relative TTFT increase (0.2 = 20 %). The defaults (20 %) are what a
-            shared 2-core machine can decide within 32 round pairs; on steady GPU serving tighten
+            shared 2-core machine can decide within 24 blocks; on steady GPU serving tighten
             them (10 % decides there in a few looks).
         tpot_margin: Tolerated relative increase of the mean time per output token (token-weighted).
         throughput_margin: Tolerated relative loss of output throughput (tokens/s of a round).
@@ -542,8 +554,10 @@ class ComparisonSpec(_Model):
     enabled: bool = True
     concurrency: int = Field(4, ge=1)
     round_requests: int = Field(16, ge=1)
-    min_rounds: int = Field(8, ge=2)
-    max_rounds: int = Field(32, ge=2)
+    output_tokens: int = Field(32, ge=2)
+    min_blocks: int = Field(6, ge=2)
+    max_blocks: int = Field(24, ge=2)
+    settle_s: float = Field(1.2, ge=0, le=60)
     confidence: float = Field(0.95, gt=0.5, lt=1)
     ttft_statistic: str = Field("median", pattern=r"^(mean|median|p\d{1,2})$")
     ttft_margin: float = Field(0.20, ge=0)
@@ -552,9 +566,9 @@ class ComparisonSpec(_Model):
     quality_tolerance: float = Field(0.0, ge=0, le=1)
 
     @model_validator(mode="after")
-    def _rounds_in_order(self) -> ComparisonSpec:
-        if self.min_rounds > self.max_rounds:
-            raise ValueError(f"min_rounds {self.min_rounds} is above max_rounds {self.max_rounds}")
+    def _blocks_in_order(self) -> ComparisonSpec:
+        if self.min_blocks > self.max_blocks:
+            raise ValueError(f"min_blocks {self.min_blocks} is above max_blocks {self.max_blocks}")
         return self
 
 

@@ -179,11 +179,6 @@ def deploy_step(
 # validate-deployment ----------------------------------------------------------------------------
 
 
-def summary_of(reasons: list[str]) -> str:
-    """A verdict's summary line(s): one reason per line, or that every check passed."""
-    return "\n".join(reasons) or "every check passed"
-
-
 def _write(path: str, text: str) -> None:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -243,7 +238,7 @@ def validate_step(
                     shutil.copyfile(src, dest)
         verdict = Verdict(
             verdict=result.verdict,
-            summary=summary_of(result.reasons),
+            summary=result.summary,
             metrics=dict(result.metrics),
             report_path=report_path,
         )

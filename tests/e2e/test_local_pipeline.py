@@ -1,8 +1,10 @@
 """End to end: the real pipelines under kfp.local with the local platform (real vLLM, real llmcompressor).
 
 ``test_demo`` runs exactly what ``make demo`` runs (``llm-rollout run-local --demo``): optimize-deploy
-on the tiny model is promoted, then optimize-deploy on a scrambled copy fails validation and is
-rolled back, leaving exactly one promoted model with its history. ``test_rerun_*`` is the scheduled
+on the tiny model is promoted (recovery against its uncompressed original), a retrained copy is
+promoted over it (the comparison with the stable revision), a slower copy is rolled back by that
+comparison, and a rerun of the promoted model is "already promoted", leaving exactly one promoted
+model with its history. ``test_rerun_*`` is the scheduled
 retrain-and-redeploy case: a run whose model is already the stable one ends as "already promoted"
 without starting a server.
 """
@@ -24,7 +26,7 @@ from llm_rollout.local import status_local
 from llm_rollout.local_state import read_json
 from pipelines.run_local import demo_spec, run_local
 
-pytestmark = [pytest.mark.e2e, pytest.mark.serving, pytest.mark.optimize, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.e2e, pytest.mark.serving, pytest.mark.optimize, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,7 +42,7 @@ def _processes_in(directory: Path) -> list[psutil.Process]:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory, tiny_model, scrambled_model, vllm_python):
+def demo(tmp_path_factory, tiny_model, retrained_model, deep_model, vllm_python):
     out = tmp_path_factory.mktemp("demo") / "demo"
     env = dict(os.environ)
     proc = subprocess.run(
@@ -49,51 +51,58 @@ def demo(tmp_path_factory, tiny_model, scrambled_model, vllm_python):
         env=env,
         capture_output=True,
         text=True,
-        timeout=1100,
+        timeout=1700,
     )
     return proc, out
 
 
-def test_demo_promotes_then_rolls_back(demo):
+def test_demo_tells_the_story_in_four_runs(demo):
     proc, out = demo
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-4000:]
     summary = json.loads((out / "demo-summary.json").read_text())
     assert summary["ok"] is True
-    assert [r["outcome"] for r in summary["runs"]] == ["promoted", "rolled back"]
-    run1, run2 = ({s["step"]: s for s in r["steps"]} for r in summary["runs"])
+    assert [r["outcome"] for r in summary["runs"]] == ["promoted", "promoted", "rolled back", "already promoted"]
+    compressed, retrained, deep, rerun = ({s["step"]: s for s in r["steps"]} for r in summary["runs"])
     # optimize-model and register-runtime do not depend on each other: kfp.local may run either first.
-    first_two = {"optimize-model", "register-runtime"}
-    for run, decision in zip(summary["runs"], ("promote-model", "rollback-model"), strict=True):
-        order = [s["step"] for s in run["steps"]]
-        assert set(order[:2]) == first_two
-        assert order[2:] == ["deploy-model", "validate-deployment", decision, "finalize-rollout"]
+    order = [s["step"] for s in summary["runs"][0]["steps"]]
+    assert set(order[:2]) == {"optimize-model", "register-runtime"}
+    assert order[2:] == ["deploy-model", "validate-deployment", "promote-model", "finalize-rollout"]
     assert all(s["status"] == "succeeded" for r in summary["runs"] for s in r["steps"])
-    assert run1["validate-deployment"]["verdict"] == "pass"
-    assert run2["validate-deployment"]["verdict"] == "fail"
-    assert "token agreement" in run2["validate-deployment"]["summary"]
-    # The printed summary shows each step, the verdict and where things are.
-    for text in ("optimize-model", "verdict: fail", "compiled pipelines", "kserve manifests", "state file"):
-        assert text in proc.stdout
+    # Run 1 answers the recovery question (no stable yet); run 2 the comparison (no recovery base).
+    assert compressed["validate-deployment"]["recovery_base"] and not compressed["validate-deployment"]["stable"]
+    assert retrained["validate-deployment"]["stable"] and not retrained["validate-deployment"]["recovery_base"]
+    assert retrained["validate-deployment"]["verdict"] == "pass"
+    assert deep["validate-deployment"]["verdict"] == "fail"
+    assert "comparison: " in deep["validate-deployment"]["summary"]
+    assert "worse" in deep["validate-deployment"]["summary"]
+    assert rerun["deploy-model"]["already_promoted"] is True
+    # The printed story shows each question with its answer, and where things are.
+    for text in (
+        "optimize-model", "Did compression keep the model?", "KEPT", "Is it at least as good as what serves now?",
+        "NON-INFERIOR", "INFERIOR", "verdict: fail", "compiled pipelines", "kserve manifests", "state file",
+    ):  # fmt: skip
+        assert text in proc.stdout, text
 
 
 def test_demo_state_has_exactly_one_promoted_model_with_history(demo):
     _, out = demo
     status = status_local(str(out / "state"))
     summary = json.loads((out / "demo-summary.json").read_text())
-    run1, run2 = ({s["step"]: s for s in r["steps"]} for r in summary["runs"])
+    compressed, retrained, deep, _ = ({s["step"]: s for s in r["steps"]} for r in summary["runs"])
     stable = status["stable"]
-    assert stable["member"] == run1["deploy-model"]["member"]
+    assert stable["member"] == retrained["deploy-model"]["member"]
     assert stable["verdict"] == "pass"
     assert stable["metrics"], "the promotion keeps the validation's metrics"
     assert Path(stable["report_path"]).is_file()
     history = status["history"]
     assert [(h["action"], h["member"]) for h in history] == [
-        ("rollback", run2["deploy-model"]["member"]),
-        ("promote", run1["deploy-model"]["member"]),
+        ("rollback", deep["deploy-model"]["member"]),
+        ("promote", retrained["deploy-model"]["member"]),
+        ("promote", compressed["deploy-model"]["member"]),
     ]
-    assert "token agreement" in history[0]["reason"]
-    # W8A8: the promoted model is the compressed one, with step one's metadata in the record.
-    config = read_json(Path(stable["model_uri"]) / "config.json")
+    assert "comparison" in history[0]["reason"]
+    # W8A8: run 1 promoted the compressed model, with step one's metadata in the record.
+    config = read_json(Path(history[2]["model_uri"]) / "config.json")
     assert "quantization_config" in config
 
 

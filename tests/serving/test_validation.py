@@ -442,7 +442,7 @@ def test_baseline_ratio_checks_against_a_real_baseline(vllm_server, tmp_path):
     assert "baseline" in statuses["output_throughput_ratio_vs_baseline >= 0.05"].note
     assert result.verdict == "fail"
     assert len(result.reasons) == 1
-    assert result.reasons[0].startswith("c2: goodput_ratio_vs_baseline >= 100 failed: measured ")
+    assert result.reasons[0].startswith("recovery: c2: goodput_ratio_vs_baseline >= 100 failed: measured ")
     assert result.metrics["c2_output_throughput_ratio_vs_baseline"] > 0.05
     assert "baseline_c2_output_throughput_tok_s" in result.metrics
 

@@ -19,6 +19,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from llm_rollout.slo_expr import RATIO_SUFFIX
+from llm_rollout.validation.stats import pct
+
 KFP_LEVEL_METRICS: tuple[str, ...] = (
     "successful_requests",
     "failed_requests",
@@ -60,6 +63,99 @@ def fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+# The gate's questions ---------------------------------------------------------------------------
+
+QUESTION_RECOVERY = "Did compression keep the model? (against its uncompressed original)"
+QUESTION_COMPARISON = "Is it at least as good as what serves now? (against the stable revision)"
+QUESTION_SLO = "Does it meet the SLO? (absolute thresholds)"
+
+
+def gate_questions(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The gate's questions side by side: what each compared, its evidence and its answer.
+
+    Args:
+        result: ``ValidationResult.to_dict()``.
+
+    Returns:
+        One entry per question asked (recovery only with an original served beside the candidate,
+        comparison only with a stable revision, the SLO always): ``{"key", "question", "against",
+        "decision", "ok", "evidence"}``. ``decision`` is ``kept``/``lost``/``inconclusive``
+        (recovery), ``non-inferior``/``inferior``/``inconclusive`` (comparison), ``met``/``missed``/
+        ``inconclusive`` (SLO); ``ok`` is True, False or None (inconclusive); ``evidence`` lines
+        carry the measured values, intervals and what was needed.
+    """
+    out: list[dict[str, Any]] = []
+    results = ((result.get("judgement") or {}).get("results")) or []
+    ratio_checks = [r for r in results if str(r.get("metric", "")).endswith(RATIO_SUFFIX)]
+    baseline = result.get("baseline")
+    if baseline:
+        evidence: list[str] = []
+        failed, unknown = False, False
+        agreement = (result.get("agreement") or {}).get("agreement")
+        need = ((result.get("spec") or {}).get("recovery") or {}).get("min_token_agreement")
+        if agreement is None:
+            unknown = True
+            evidence.append("greedy token agreement: not measured")
+        else:
+            ok = need is None or agreement >= need
+            failed |= not ok
+            needed = f" (needed >= {need:g})" if need is not None else ""
+            evidence.append(f"greedy token agreement {agreement:.3f}{needed}")
+        for r in ratio_checks:
+            measured = r.get("measured")
+            evidence.append(
+                f"{r.get('level')}: {r.get('check')}: " + ("not measured" if measured is None else f"{measured:.3f}")
+                + f" ({r.get('status')})"
+            )  # fmt: skip
+            failed |= r.get("status") == "fail"
+            unknown |= r.get("status") == "not_judged"
+        decision = "lost" if failed else "inconclusive" if unknown else "kept"
+        out.append({
+            "key": "recovery", "question": QUESTION_RECOVERY, "against": baseline.get("url"), "decision": decision,
+            "ok": False if failed else None if unknown else True, "evidence": evidence,
+        })  # fmt: skip
+    comparison = result.get("comparison")
+    if comparison:
+        evidence = []
+        q = comparison.get("quality") or {}
+        if q:
+            evidence.append(
+                f"quality: correctness suite passed by the candidate {q.get('candidate_passed')}/{q.get('total')}, "
+                f"by the stable {q.get('stable_passed')}/{q.get('total')}"
+            )
+        for c in comparison.get("speed") or []:
+            if c.get("ratio") is None:
+                decision = str(c.get("decision", "undecided")).replace("_", " ")
+                evidence.append(f"{c.get('metric')}: {decision} ({c.get('note') or 'not measured'})")
+                continue
+            sign = "<=" if c.get("better") == "lower" else ">="
+            evidence.append(
+                f"{c.get('metric')}: candidate/stable {c['ratio']:.3f} [{c['low']:.3f}, {c['high']:.3f}] at "
+                f"{pct(c.get('confidence', 0))}, needed {sign} {c.get('limit', 0):.3f}: "
+                + str(c.get("decision", "")).replace("_", " ")
+            )  # fmt: skip
+        decision = {"not_worse": "non-inferior", "worse": "inferior"}.get(comparison.get("decision"), "inconclusive")
+        out.append({
+            "key": "comparison", "question": QUESTION_COMPARISON, "against": comparison.get("stable_url"),
+            "decision": decision, "ok": {"non-inferior": True, "inferior": False}.get(decision), "evidence": evidence,
+        })  # fmt: skip
+    slo = [r for r in results if not str(r.get("metric", "")).endswith(RATIO_SUFFIX)]
+    if slo:
+        failed = [r for r in slo if r.get("status") == "fail"]
+        unknown = [r for r in slo if r.get("status") == "not_judged"]
+        evidence = [
+            f"{r.get('level')}: {r.get('check')}: "
+            + ("not measured" if r.get("measured") is None else f"{r['measured']:.4g}") + f" ({r.get('status')})"
+            for r in (failed or unknown or slo)
+        ]  # fmt: skip
+        decision = "missed" if failed else "inconclusive" if unknown else "met"
+        out.append({
+            "key": "slo", "question": QUESTION_SLO, "against": "slo.checks", "decision": decision,
+            "ok": False if failed else None if unknown else True, "evidence": evidence,
+        })  # fmt: skip
+    return out
+
+
 # KFP metrics ------------------------------------------------------------------------------------
 
 
@@ -74,7 +170,8 @@ def kfp_metrics(result: Mapping[str, Any]) -> dict[str, float]:
         ``token_agreement_ratio``, ``capacity_max_concurrency`` (and ``_low``/``_high``, its
         interval), ``capacity_max_request_rate_req_s`` (and ``capacity_max_request_rate_{low,high}_req_s``),
         ``sizing_{capacity_per_replica_req_s,expected_peak_req_s,replicas_needed,gpus_needed,fits}``,
-        ``vs_stable_not_worse`` and
+        ``<question>_ok`` per question of :func:`gate_questions` (1 yes, 0 no, -1 inconclusive),
+        ``vs_stable_not_worse``, ``vs_stable_blocks`` and
         ``vs_stable_<metric>_{ratio,low,high}`` (the comparison with the stable), ``<level>_<metric>`` for
         :data:`KFP_LEVEL_METRICS`, ``baseline_<level>_<metric>`` for the baseline's throughput and
         TTFT, ``<level>_<check metric>`` for each judged ratio, and ``server_<name>`` (the single
@@ -111,9 +208,13 @@ def kfp_metrics(result: Mapping[str, Any]) -> dict[str, float]:
         out["sizing_replicas_needed"] = float(sizing["replicas_needed"])
         out["sizing_gpus_needed"] = float(sizing["gpus_needed"])
         out["sizing_fits"] = 1.0 if sizing.get("fits") else 0.0
+    for question in gate_questions(result):
+        # 1 yes, 0 no, -1 inconclusive: "recovery_ok", "comparison_ok", "slo_ok".
+        out[f"{question['key']}_ok"] = {True: 1.0, False: 0.0, None: -1.0}[question["ok"]]
     comparison = result.get("comparison")
     if comparison:
         out["vs_stable_not_worse"] = 1.0 if comparison.get("decision") == "not_worse" else 0.0
+        out["vs_stable_blocks"] = float(comparison.get("blocks") or 0)
         for c in comparison.get("speed") or []:
             for key in ("ratio", "low", "high"):
                 if c.get(key) is not None:
@@ -514,6 +615,28 @@ def render_html(result: Mapping[str, Any]) -> str:
     else:
         out.append("<p>Every check passed.</p>")
 
+    questions = gate_questions(result)
+    if questions:
+        # Each question with its own evidence, side by side: never one mixed list of checks.
+        status = {True: "pass", False: "fail", None: "inconclusive"}
+        out.append('<h2>The gate\'s questions</h2><div id="questions">')
+        out.append(
+            _table(
+                ["question", "against", "answer", "evidence"],
+                (
+                    [
+                        q["question"],
+                        _mono(q["against"]),
+                        ("html", f'<span class="{status[q["ok"]]}">{e(q["decision"])}</span>'),
+                        ("html", "<br>".join(f'<span class="mono">{e(line)}</span>' for line in q["evidence"])),
+                    ]
+                    for q in questions
+                ),
+                numeric=[False, False, False, False],
+            )
+        )
+        out.append("</div>")
+
     phases = result.get("phases") or []
     if phases:
         out.append("<h2>Phases</h2>")
@@ -638,9 +761,10 @@ def render_html(result: Mapping[str, Any]) -> str:
                 f"{e(q.get('stable_passed'))}/{e(q.get('total'))} (tolerance {e(fmt(q.get('tolerance')))}).</p>"
             )
         out.append(
-            f'<p class="muted">{e(comparison.get("rounds"))} interleaved rounds per side, {e(comparison.get("looks"))} '
-            f"looks; each decision at {e(fmt(comparison.get('confidence')))} confidence (bootstrap interval of "
-            "candidate/stable).</p>"
+            f'<p class="muted">{e(comparison.get("blocks"))} blocks of 4 rounds (candidate, stable, stable, '
+            f"candidate; {e(comparison.get('rounds'))} rounds per side), {e(comparison.get('looks'))} looks; each "
+            f"decision at {e(fmt(comparison.get('confidence')))} confidence (sign-test interval of the median block "
+            "ratio candidate/stable).</p>"
         )
         out.append(
             _table(

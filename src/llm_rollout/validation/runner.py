@@ -41,6 +41,7 @@ from typing import Any
 import httpx
 
 from llm_rollout.errors import RolloutError, SpecError, TransientError
+from llm_rollout.slo_expr import RATIO_SUFFIX
 from llm_rollout.spec import ValidationSpec
 from llm_rollout.steplog import log as default_log
 from llm_rollout.validation import pd
@@ -70,7 +71,7 @@ from llm_rollout.validation.probes import (
     token_agreement,
 )
 from llm_rollout.validation.prom import Sampler, Snapshot, scrape, server_view
-from llm_rollout.validation.report import kfp_metrics, write_reports
+from llm_rollout.validation.report import gate_questions, kfp_metrics, write_reports
 from llm_rollout.validation.sizing import Sizing, SizingInput, size
 from llm_rollout.validation.slo import (
     CapacityResult,
@@ -155,6 +156,13 @@ class Phase:
     detail: str = ""
 
 
+_QUESTION_NAMES = {
+    "recovery": "recovery against the original",
+    "comparison": "comparison with the stable revision",
+    "slo": "slo",
+}
+
+
 @dataclass
 class ValidationResult:
     """Everything a validation found.
@@ -224,10 +232,33 @@ class ValidationResult:
         return self.verdict == "pass"
 
     @property
+    def questions(self) -> list[dict[str, Any]]:
+        """The gate's questions with their answers (:func:`~llm_rollout.validation.report.gate_questions`)."""
+        return gate_questions({
+            "baseline": {"url": self.baseline_url, "model": self.baseline_model} if self.baseline_url else None,
+            "agreement": vars(self.agreement) if self.agreement else None,
+            "spec": self.spec.model_dump(mode="json") if self.spec is not None else None,
+            "judgement": self.judgement.to_dict() if self.judgement else None,
+            "comparison": self.comparison.to_dict() if self.comparison else None,
+        })  # fmt: skip
+
+    @property
     def summary(self) -> str:
-        """One line per reason, or a one-line pass summary (the step's ``summary`` output)."""
+        """The step's ``summary`` output: which question failed, then one line per reason; or one pass line.
+
+        The first line answers each question asked, e.g. ``fail: comparison with the stable
+        revision: inferior (recovery: not asked; slo: met)``.
+        """
         if self.reasons:
-            return "\n".join(self.reasons)
+            questions = self.questions
+            failed = [q for q in questions if q["ok"] is False] or [q for q in questions if q["ok"] is None]
+            others = [q for q in questions if q not in failed]
+            head = f"{self.verdict}: " + (
+                "; ".join(f"{_QUESTION_NAMES[q['key']]}: {q['decision']}" for q in failed) or "validation"
+            )
+            if others:
+                head += " (" + "; ".join(f"{_QUESTION_NAMES[q['key']]}: {q['decision']}" for q in others) + ")"
+            return "\n".join([head, *self.reasons])
         return f"pass: every check met at {', '.join(lv.label for lv in self.levels if lv.judged) or 'no level'}"
 
     @property
@@ -792,7 +823,8 @@ async def _compare(
     run.log(
         f"validate: comparison with the stable revision at {stable_ep.base_url}: rounds of "
         f"{spec.comparison.round_requests} requests at concurrency {spec.comparison.concurrency}, "
-        f"{spec.comparison.min_rounds}-{spec.comparison.max_rounds} rounds"
+        f"blocks of 4 rounds (candidate, stable, stable, candidate), {spec.comparison.min_blocks}-"
+        f"{spec.comparison.max_blocks} blocks"
     )
     result = await compare_with_stable(
         spec.comparison,
@@ -804,7 +836,7 @@ async def _compare(
         chat=load.endpoint == "chat",
         prompts=make_prompts(max(spec.comparison.round_requests, 1), load.input_words, seed=2),
         api=load.endpoint,
-        output_tokens=load.output_tokens,
+        output_tokens=spec.comparison.output_tokens,
         readiness_timeout_s=spec.readiness_timeout_s,
         max_duration_s=load.max_duration_s,
         log=run.log,
@@ -813,7 +845,7 @@ async def _compare(
     run.failures.extend(result.failures)
     run.inconclusive.extend(result.inconclusive)
     status = {"worse": "fail", "undecided": "inconclusive"}.get(result.decision, "ok")
-    detail = f"{result.decision.replace('_', ' ')} after {result.rounds} rounds"
+    detail = f"{result.decision.replace('_', ' ')} after {result.blocks} blocks"
     run.phase("comparison", status, t, detail)
 
 
@@ -864,7 +896,8 @@ def _finish(run: _Run, started: float, checks: list[Check], judged_labels: set[s
         missing_levels=missing,
     )
     res.verdict = res.judgement.verdict
-    res.reasons = list(res.judgement.reasons)
+    # A recovery check's reason names its question (the run summary says which question failed).
+    res.reasons = [f"recovery: {r}" if RATIO_SUFFIX in r else r for r in res.judgement.reasons]
     res.seconds = round(time.monotonic() - started, 3)
     res.metrics = kfp_metrics(res.to_dict())
 

@@ -1,28 +1,33 @@
 """Is the candidate at least as good as what serves now? Paired non-inferiority with a stated confidence.
 
 The question a rollout with a stable revision asks is not "is it faster" but "is it not worse by
-more than a margin". The two are measured in alternating rounds (one round on each, side by side
-in time), and the *round pair* is the unit of evidence: requests inside one round share the
-machine's state at that moment, so they are not independent samples (treating them as such
-makes equal servers look different), while whatever drifts between rounds hits both sides of a
-pair alike and cancels in their ratio.
+more than a margin". The two are measured in rounds, and the unit of evidence is a
+*counterbalanced block* of four rounds, candidate - stable - stable - candidate (ABBA): requests
+inside one round share the machine's state at that moment, so they are not independent samples
+(treating them as such makes equal servers look different), while whatever drifts during a block
+hits both sides alike and cancels in the block's ratio ``(c1 + c2) / (s1 + s2)`` of a per-round
+statistic (median TTFT, round throughput, ...) - a linear drift exactly, and so does any cost of
+being measured right after the other side (each side has one round in each position). Pairs of
+rounds cannot cancel that: measured on vLLM CPU, the side measured second in a pair was 40-50 %
+slower whichever it was, so the pair ratios split into two clusters and the interval spanned both.
 
-For each pair the ratio candidate/stable of a per-round statistic (median TTFT, round throughput,
-...) is taken; the *median pair ratio* gets a distribution-free confidence interval from the
-order statistics of the ratios (the sign test: no assumption about their distribution, and a
-round hit by a pause on a busy machine moves it by one rank, not by its size), and:
+The *median block ratio* gets a distribution-free confidence interval from the order statistics of
+the block ratios (the sign test: no assumption about their distribution, and a block hit by a
+pause on a busy machine moves it by one rank, not by its size). Three outcomes per metric:
 
-* lower is better (latency): **not worse** when the interval's upper end is <= ``1 + margin``,
-  **worse** when its lower end is > ``1 + margin``, else **undecided** (measure more);
+* lower is better (latency): **not worse** (non-inferior) when the interval's upper end is
+  <= ``1 + margin``, **worse** (inferior) when the whole interval lies beyond it (its lower end
+  > ``1 + margin``), else **undecided** (measure more; inconclusive at the bound);
 * higher is better (throughput): not worse when the lower end >= ``1 - margin``, worse when the
   upper end is below it.
 
 Each end is one-sided at ``1 - confidence``. With sequential looks (stop once the decision is
 clear) the error is spread over the looks (Bonferroni, :func:`per_look_confidence`), and looks are
-taken on a doubling schedule (:func:`look_schedule`) so that few looks cover many rounds. So at
+taken on a doubling schedule (:func:`look_schedule`) so that few looks cover many blocks. So at
 equal distributions a false "worse" happens in at most ``1 - confidence`` of runs - the unit tests
 measure it over many seeds - and a candidate exactly at the margin is called "not worse" no more
-often than that.
+often than that. The sign test needs at least 6 blocks for one end at 98.33 % (3 looks at 95 %):
+``P(all 6 on one side) = 1/64``.
 """
 
 from __future__ import annotations
@@ -34,7 +39,10 @@ from typing import Any, Literal
 
 from llm_rollout.validation.metrics import percentile
 
-Decision = Literal["not_worse", "worse", "undecided"]
+Decision = Literal["not_worse", "worse", "undecided", "unmeasured"]
+"""``unmeasured``: the instrument could not see the metric in most blocks (set by the measurement,
+:func:`~llm_rollout.validation.compare.judge_speed`, never by the statistics); it is neither evidence
+for nor against the candidate and is reported as such."""
 Better = Literal["lower", "higher"]
 
 
@@ -53,6 +61,11 @@ def statistic(values: Sequence[float], name: str) -> float | None:
     return percentile(sorted(values), p)
 
 
+def pct(confidence: float) -> str:
+    """A confidence as a percentage with the digits that matter (``95%``, ``98.33%``, ``99.95%``)."""
+    return f"{round(confidence * 100, 2):g}%"
+
+
 def per_look_confidence(confidence: float, looks: int) -> float:
     """The confidence each of ``looks`` sequential looks must use so that all together keep ``confidence``."""
     return 1.0 - (1.0 - confidence) / max(1, looks)
@@ -67,6 +80,22 @@ def look_schedule(min_pairs: int, max_pairs: int) -> list[int]:
     if looks[-1] != max_pairs:
         looks.append(max_pairs)
     return looks
+
+
+def block_sums(values: Sequence[float | None]) -> list[float | None]:
+    """One side's per-round values summed per counterbalanced block (rounds ``2b`` and ``2b + 1``).
+
+    Args:
+        values: The side's per-round values in the order measured; an unfinished block is left out.
+
+    Returns:
+        Per block the sum of its two rounds, None when either round has no value.
+    """
+    out: list[float | None] = []
+    for b in range(len(values) // 2):
+        first, second = values[2 * b], values[2 * b + 1]
+        out.append(first + second if first and second and first > 0 and second > 0 else None)
+    return out
 
 
 def order_statistic_bounds(n: int, confidence: float) -> int | None:
@@ -87,21 +116,22 @@ def order_statistic_bounds(n: int, confidence: float) -> int | None:
 
 @dataclass(frozen=True)
 class Comparison:
-    """One metric, candidate against stable, over paired rounds.
+    """One metric, candidate against stable, over counterbalanced blocks (or any paired units).
 
     Attributes:
         metric: What was compared, e.g. ``median_ttft_ms`` or ``output_throughput_tok_s``.
         better: ``lower`` or ``higher``.
         margin: The tolerated relative loss (0.1 = 10 %).
         confidence: The confidence the decision was taken at (per look).
-        ratio: The median of the pairs' candidate/stable ratios.
+        ratio: The median of the units' candidate/stable ratios.
         low: Lower end of the ratio's interval.
         high: Upper end.
-        decision: ``not_worse``, ``worse`` or ``undecided``.
-        pairs: Round pairs used.
-        candidate_value: The candidate's median of the per-round values.
-        stable_value: The stable revision's median of the per-round values.
-        note: Why undecided, when it is for lack of pairs.
+        decision: ``not_worse``, ``worse``, ``undecided`` or ``unmeasured``.
+        pairs: Units (blocks) used.
+        candidate_value: The candidate's median of the per-unit values.
+        stable_value: The stable revision's median of the per-unit values.
+        note: Why undecided, when it is for lack of units.
+        unit: What one unit is, for the messages (``blocks``, ``round pairs``).
     """
 
     metric: str
@@ -116,6 +146,7 @@ class Comparison:
     candidate_value: float | None = None
     stable_value: float | None = None
     note: str = ""
+    unit: str = "blocks"
 
     @property
     def limit(self) -> float:
@@ -129,8 +160,8 @@ class Comparison:
         sign = "<=" if self.better == "lower" else ">="
         return (
             f"{self.metric}: {self.decision.replace('_', ' ')}: candidate/stable {self.ratio:.3f} "
-            f"[{self.low:.3f}, {self.high:.3f}] at {self.confidence:.1%} confidence, needed {sign} {self.limit:.3f} "
-            f"(candidate {self.candidate_value:.4g}, stable {self.stable_value:.4g}; {self.pairs} round pairs)"
+            f"[{self.low:.3f}, {self.high:.3f}] at {pct(self.confidence)} confidence, needed {sign} {self.limit:.3f} "
+            f"(candidate {self.candidate_value:.4g}, stable {self.stable_value:.4g}; {self.pairs} {self.unit})"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -146,18 +177,21 @@ def paired_non_inferiority(
     better: Better,
     margin: float,
     confidence: float,
-    min_pairs: int = 5,
+    min_pairs: int = 6,
+    unit: str = "blocks",
 ) -> Comparison:
     """Decides whether the candidate is not worse than the stable by more than ``margin``.
 
     Args:
-        candidate: The candidate's per-round values (round ``i`` pairs with ``stable[i]``).
-        stable: The stable revision's per-round values, measured alternately with the candidate's.
+        candidate: The candidate's per-unit values (unit ``i`` pairs with ``stable[i]``; for blocks
+            :func:`block_sums` of its rounds).
+        stable: The stable revision's per-unit values, measured interleaved with the candidate's.
         metric: The name to report.
         better: ``lower`` (latency) or ``higher`` (throughput).
         margin: Tolerated relative loss, e.g. 0.1.
         confidence: One-sided confidence of the decision (per look; see :func:`per_look_confidence`).
-        min_pairs: Below this many usable pairs the decision is ``undecided``.
+        min_pairs: Below this many usable units the decision is ``undecided``.
+        unit: What one unit is, for the messages.
 
     Returns:
         The comparison. Pairs where either value is missing or not positive are left out.
@@ -167,12 +201,12 @@ def paired_non_inferiority(
     s_med = statistic([s for _, s in pairs], "median")
     base: dict[str, Any] = {
         "metric": metric, "better": better, "margin": margin, "confidence": confidence, "pairs": len(pairs),
-        "candidate_value": c_med, "stable_value": s_med,
+        "candidate_value": c_med, "stable_value": s_med, "unit": unit,
     }  # fmt: skip
     if len(pairs) < max(2, min_pairs):
         return Comparison(
             **base, ratio=None, low=None, high=None, decision="undecided",
-            note=f"{len(pairs)} round pairs, {max(2, min_pairs)} needed",
+            note=f"{len(pairs)} {unit}, {max(2, min_pairs)} needed",
         )  # fmt: skip
     logs = sorted(math.log(c / s) for c, s in pairs)
     n = len(logs)
@@ -180,7 +214,7 @@ def paired_non_inferiority(
     if k is None:
         return Comparison(
             **base, ratio=None, low=None, high=None, decision="undecided",
-            note=f"{n} round pairs cannot reach {confidence:.1%} confidence",
+            note=f"{n} {unit} cannot reach {pct(confidence)} confidence",
         )  # fmt: skip
     mid = statistic(logs, "median") or 0.0
     low, high = logs[k - 1], logs[n - k]

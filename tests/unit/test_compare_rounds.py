@@ -1,0 +1,112 @@
+"""What one comparison round measures (llm_rollout.validation.compare), from request records.
+
+The records are built as the load client writes them; expected values are literals.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from llm_rollout.spec import ComparisonSpec
+from llm_rollout.validation.compare import MIN_TOKEN_GAP_S, _Rounds, judge_speed
+from llm_rollout.validation.metrics import RequestRecord
+
+
+def record(ttft: float, gap: float, tokens: int = 5) -> RequestRecord:
+    """A successful stream: first token after ``ttft`` s, then ``tokens - 1`` gaps of ``gap`` s."""
+    return RequestRecord(
+        success=True, ttft=ttft, latency=ttft + gap * (tokens - 1), itl=[gap] * (tokens - 1), output_tokens=tokens
+    )
+
+
+def test_a_round_gives_median_ttft_token_weighted_tpot_and_the_median_requests_throughput():
+    rounds = _Rounds()
+    rounds.add([record(0.010, 0.002), record(0.020, 0.002), record(0.030, 0.004)], ComparisonSpec(concurrency=4))
+    assert rounds.ttft == [pytest.approx(20.0)]
+    assert rounds.tpot == [pytest.approx(1000 * (0.008 + 0.008 + 0.016) / 12)]
+    # Median of tokens / latency: 5/0.018, 5/0.028, 5/0.046 -> 5/0.028, times 4 streams.
+    assert rounds.throughput == [pytest.approx(4 * 5 / 0.028)]
+
+
+def test_streams_that_arrived_in_one_piece_give_no_tpot_instead_of_zero():
+    burst = MIN_TOKEN_GAP_S / 10  # parse time between events of one read
+    rounds = _Rounds()
+    rounds.add([record(0.05, burst), record(0.05, burst), record(0.01, 0.002)], ComparisonSpec())
+    assert rounds.tpot == [None]  # 1 of 3 streamed: not this round's TPOT
+    rounds.add([record(0.05, burst), record(0.01, 0.002), record(0.01, 0.004)], ComparisonSpec())
+    assert rounds.tpot[1] == pytest.approx(1000 * (0.008 + 0.016) / 8)  # the two streamed ones
+
+
+def test_tpot_is_unmeasured_when_most_blocks_had_none_and_the_rest_still_decides():
+    spec = ComparisonSpec()
+    cand, stable = _Rounds(), _Rounds()
+    burst = MIN_TOKEN_GAP_S / 10
+    for _ in range(2 * spec.min_blocks):  # two rounds per side and block
+        for side in (cand, stable):
+            side.add([record(0.02, burst)] * 4, spec)
+    ttft, tpot, throughput = judge_speed(cand, stable, spec, 0.9833)
+    assert tpot.decision == "unmeasured" and "0/6 blocks had token gaps" in tpot.note
+    assert ttft.decision == "not_worse" and throughput.decision == "not_worse"
+
+
+def test_the_gate_questions_stand_side_by_side_in_the_metrics_and_the_report():
+    """Recovery kept, comparison inferior, SLO met: each answered with its own evidence."""
+    from llm_rollout.validation.report import gate_questions, kfp_metrics, render_html
+
+    result = {
+        "verdict": "fail",
+        "endpoint": {"url": "http://c", "model": "m"},
+        "baseline": {"url": "http://base", "model": "m"},
+        "agreement": {"agreement": 0.95},
+        "spec": {"recovery": {"min_token_agreement": 0.9}},
+        "judgement": {
+            "results": [
+                {"level": "c4", "check": "output_throughput_ratio_vs_baseline >= 2", "status": "pass",
+                 "metric": "output_throughput_ratio_vs_baseline", "measured": 2.4},
+                {"level": "c4", "check": "error_rate == 0", "status": "pass", "metric": "error_rate", "measured": 0},
+            ]
+        },
+        "comparison": {
+            "stable_url": "http://stable", "decision": "worse", "blocks": 6,
+            "quality": {"candidate_passed": 5, "stable_passed": 5, "total": 5},
+            "speed": [
+                {"metric": "median_ttft_ms", "better": "lower", "ratio": 3.1, "low": 2.5, "high": 3.9,
+                 "confidence": 0.98333, "limit": 1.2, "decision": "worse"},
+                {"metric": "mean_tpot_ms", "better": "lower", "ratio": None, "low": None, "high": None,
+                 "decision": "unmeasured", "note": "only 0/6 blocks had token gaps"},
+            ],
+        },
+    }  # fmt: skip
+    questions = {q["key"]: q for q in gate_questions(result)}
+    assert [questions[k]["decision"] for k in ("recovery", "comparison", "slo")] == ["kept", "inferior", "met"]
+    assert questions["recovery"]["evidence"][0] == "greedy token agreement 0.950 (needed >= 0.9)"
+    assert questions["comparison"]["evidence"][1] == (
+        "median_ttft_ms: candidate/stable 3.100 [2.500, 3.900] at 98.33%, needed <= 1.200: worse"
+    )
+    assert questions["comparison"]["evidence"][2] == "mean_tpot_ms: unmeasured (only 0/6 blocks had token gaps)"
+    metrics = kfp_metrics(result)
+    assert (metrics["recovery_ok"], metrics["comparison_ok"], metrics["slo_ok"]) == (1.0, 0.0, 1.0)
+    assert metrics["vs_stable_median_ttft_ms_low"] == 2.5 and metrics["vs_stable_blocks"] == 6
+    page = render_html(result)
+    assert page.index("Did compression keep the model?") < page.index("Is it at least as good as what serves now?")
+    assert "[2.500, 3.900]" in page
+
+
+def test_the_summary_first_names_the_question_that_failed():
+    from llm_rollout.validation.compare import StableComparison
+    from llm_rollout.validation.runner import ValidationResult
+    from llm_rollout.validation.slo import CheckResult, Judgement
+
+    comparison = StableComparison(stable_url="http://stable", failures=["comparison: median_ttft_ms: worse: ..."])
+    judgement = Judgement(
+        verdict="fail",
+        results=[CheckResult(level="c4", check="error_rate == 0", metric="error_rate", measured=0, status="pass")],
+    )
+    result = ValidationResult(
+        verdict="fail", reasons=list(comparison.failures), metrics={}, report_paths={}, url="http://c", model="m",
+        judgement=judgement, comparison=comparison,
+    )  # fmt: skip
+    assert result.summary.splitlines() == [
+        "fail: comparison with the stable revision: inferior (slo: met)",
+        "comparison: median_ttft_ms: worse: ...",
+    ]
