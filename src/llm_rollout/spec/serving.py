@@ -1,0 +1,275 @@
+"""What serves: the model, the vLLM runtime, resources, scaling, canary, llm-d roles and the
+local platform's section of the spec.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from llm_rollout.errors import SpecError
+from llm_rollout.spec.base import _Model
+from llm_rollout.versions import DEFAULT_VLLM_IMAGE
+
+
+class ModelSpec(_Model):
+    """Which model to serve.
+
+    Attributes:
+        uri: The model location: a KFP Model artifact URI (``minio://``, ``s3://``, ``gs://``),
+            ``pvc://``, ``hf://``, ``oci://``, or a local directory (``local`` platform only).
+        name: The name clients send as ``model`` in OpenAI requests; defaults to the service name.
+        digest: Content digest of the artifact, recorded on promotion (optional).
+        revision: A short id for this model revision; derived from ``uri`` and ``digest`` when empty.
+        quantization: The optimize-model scheme the model was compressed with (``W8A8``,
+            ``FP8_DYNAMIC``, ``W4A16``), when known; deploy-model also reads it from the Model
+            artifact's metadata. With ``runtime.accelerator`` it is checked against the GPU.
+    """
+
+    uri: str = ""
+    name: str | None = None
+    digest: str | None = None
+    revision: str | None = None
+    quantization: Literal["W8A8", "FP8_DYNAMIC", "W4A16"] | None = None
+
+
+class SecretKeyRef(_Model):
+    """A key of a Kubernetes Secret in the service's namespace (the value never enters the spec).
+
+    Attributes:
+        name: The Secret's name.
+        key: The key inside it.
+    """
+
+    name: str
+    key: str
+
+
+class RuntimeSpec(_Model):
+    """vLLM OpenAI server knobs, shared by the ServingRuntime, llm-d workloads and the local server.
+
+    Attributes:
+        image: Container image of the vLLM OpenAI server.
+        gpu_memory_utilization: ``--gpu-memory-utilization`` (fraction of GPU memory vLLM may use).
+        kv_cache_dtype: ``--kv-cache-dtype``. ``fp8`` is served from compute capability 8.0: on
+            Ampere (A10G, A100) by the FlashInfer attention backend, which the image must ship; on
+            Hopper by FlashAttention 3 (see :mod:`llm_rollout.gpu`).
+        max_model_len: ``--max-model-len``; must fit the KV cache or vLLM refuses to start.
+        extra_args: More vLLM flags, one list item per argument (never a shell string).
+        env: Extra environment variables for the server container (plain values; names that look
+            like secrets, e.g. ``HF_TOKEN`` or ``*_API_KEY``, are refused: use ``secret_env``).
+        secret_env: Environment variables taken from Secrets (``valueFrom.secretKeyRef``), e.g.
+            ``{VLLM_API_KEY: {name: vllm-api-key, key: token}}`` for the server's API key or
+            ``HF_TOKEN`` for gated Hugging Face models. The kubelet resolves them: the manifests
+            carry only the reference and the pipeline needs no rights on Secrets (kserve platform).
+        accelerator: GPU family (e.g. ``nvidia-a10g``, ``nvidia-h100``); the KV-cache dtype and
+            the model's quantization scheme are checked against what vLLM serves on it.
+            Leave empty when unknown: the preflight on the node then decides.
+        port: Port the server listens on inside the pod.
+        runtime_name: Name of the namespaced ServingRuntime; defaults to ``<service>-vllm``.
+        service_account: Service account of the serving pods (``serviceAccountName``). Default none:
+            the namespace's ``default`` account. Set it when the pods need one (e.g. to read the
+            model from object storage with workload identity); it must not be the pipeline steps'
+            account (``service_account``), which may patch and delete InferenceServices.
+    """
+
+    image: str = DEFAULT_VLLM_IMAGE
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
+    kv_cache_dtype: str = "fp8"
+    max_model_len: int | None = Field(4096, ge=16)
+    extra_args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    secret_env: dict[str, SecretKeyRef] = Field(default_factory=dict)
+    accelerator: str | None = None
+    port: int = Field(8080, ge=1, le=65535)
+    runtime_name: str | None = None
+    service_account: str | None = None
+
+    @field_validator("extra_args", mode="before")
+    @classmethod
+    def _args_are_a_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            raise SpecError(
+                "runtime.extra_args",
+                "a shell string was given; arguments are passed as a list, never through a shell",
+                f"write one list item per argument, e.g. {json.dumps(value.split())}",
+            )
+        return value
+
+
+class ResourcesSpec(_Model):
+    """Per-replica resources (defaults: one A10G-class GPU, 16-32 GiB, 4-8 CPUs).
+
+    Attributes:
+        gpus: GPUs per replica; also the tensor-parallel size.
+        gpu_resource: Extended resource name of the GPU.
+        cpu_request: CPU request.
+        cpu_limit: CPU limit.
+        memory_request: Memory request.
+        memory_limit: Memory limit.
+    """
+
+    gpus: int = Field(1, ge=0, le=64)
+    gpu_resource: str = "nvidia.com/gpu"
+    cpu_request: str = "4"
+    cpu_limit: str = "8"
+    memory_request: str = "16Gi"
+    memory_limit: str = "32Gi"
+
+
+class ScalingSpec(_Model):
+    """Autoscaling between ``min_replicas`` and ``max_replicas`` on a metric.
+
+    Attributes:
+        min_replicas: Lower bound (0 allows scale to zero in Knative mode only).
+        max_replicas: Upper bound.
+        metric: ``request-rate`` (requests/s per replica), ``concurrency``, ``cpu`` or ``memory``.
+        target: Target value of the metric per replica.
+        prometheus_url: Prometheus address KEDA queries for request-rate scaling in Standard mode.
+        expected_peak_rps: The peak request rate (requests/s) the service must carry. With a
+            measured capacity per replica (``validation.slo.capacity_max_concurrency`` or
+            ``capacity_max_request_rate``), validation sizes the service (replicas =
+            ceil(peak / capacity), GPUs = replicas x GPUs per replica) and fails when
+            ``max_replicas`` cannot carry the peak.
+    """
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(10, ge=1)
+    metric: Literal["request-rate", "concurrency", "cpu", "memory"] = "request-rate"
+    target: int = Field(10, ge=1)
+    prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
+    expected_peak_rps: float | None = Field(None, gt=0)
+
+
+class CanarySpec(_Model):
+    """How a new revision meets traffic when a stable one already serves.
+
+    Attributes:
+        traffic_percent: Share of traffic the new revision gets while it is validated
+            (0 = dark launch: only the validator talks to it).
+        steps: Stepped promotion, e.g. ``[10, 50, 100]``; the gate is re-run at each step.
+    """
+
+    traffic_percent: int = 0
+    steps: list[int] = Field(default_factory=list)
+
+
+class WorkloadSpec(_Model):
+    """One llm-d role (decode or prefill), rendered as an LLMInferenceService workload.
+
+    Attributes:
+        replicas: Fixed replica count (``replicas``); 1 when neither this nor ``scaling`` is set.
+            Exclusive with ``scaling``.
+        scaling: Autoscaling of this role alone (``scaling`` with a direct KEDA trigger), so that
+            prefill and decode scale independently. Exclusive with ``replicas``.
+        tensor: Tensor-parallel size (``parallelism.tensor``); GPUs per pod unless ``gpus`` says more.
+            A prefill role's must not exceed decode's (NIXL cannot map a wider prefill).
+        data: Data-parallel size across all pods of a replica (``parallelism.data``, multi-node).
+        data_local: Data-parallel ranks per pod (``parallelism.dataLocal``); set with ``data``.
+        pipeline: Pipeline-parallel size (``parallelism.pipeline``): one pipeline stage per pod
+            (multi-node, instead of ``data``).
+        gpus: GPUs per pod; defaults to ``tensor * data_local``.
+        nodes: Pods per replica; more than 1 means a leader plus ``worker`` pods (multi-node), and
+            needs ``data``/``data_local`` (``data / data_local == nodes``) or ``pipeline == nodes``.
+    """
+
+    replicas: int | None = Field(None, ge=0)
+    scaling: ScalingSpec | None = None
+    tensor: int = Field(1, ge=1)
+    data: int | None = Field(None, ge=1)
+    data_local: int | None = Field(None, ge=1)
+    pipeline: int | None = Field(None, ge=1)
+    gpus: int | None = Field(None, ge=0)
+    nodes: int = Field(1, ge=1)
+
+    def gpus_per_pod(self) -> int:
+        """GPUs requested by each pod of this role."""
+        if self.gpus is not None:
+            return self.gpus
+        return self.tensor * (self.data_local or 1)
+
+    def replica_count(self) -> int:
+        """The fixed replica count (1 unless set); meaningless when ``scaling`` is set."""
+        return 1 if self.replicas is None else self.replicas
+
+
+class SchedulerSpec(_Model):
+    """The llm-d endpoint picker (inference scheduler).
+
+    Attributes:
+        enabled: Deploy the endpoint picker (needed for KV-cache-aware routing and P/D).
+        profile: ``default`` (no inline config: KServe's own llm-d baseline, which with a prefill
+            role sends every request through prefill and otherwise scores queue, KV-cache
+            utilisation and prefix cache), ``prefix-cache`` (route repeated prefixes to the pod
+            that holds them, for RAG), ``load`` (queue depth and KV-cache utilisation only) or
+            ``pd`` (prefill/decode split decided by ``pd_threshold_tokens``).
+        pd_threshold_tokens: With ``pd``: the ``nonCachedTokens`` of llm-d's
+            ``prefix-based-pd-decider``. A request gets a separate prefill when its prompt has at
+            least this many tokens not in the decode pod's prefix cache; shorter ones are
+            prefilled on the decode pod. Tokens as llm-d estimates them: prompt characters / 4
+            (``AverageCharactersPerToken``), minus the prefix-cache hit. Unset or 0: every
+            request is disaggregated (``always-disagg-pd-decider``).
+    """
+
+    enabled: bool = True
+    profile: Literal["default", "prefix-cache", "load", "pd"] = "default"
+    pd_threshold_tokens: int | None = Field(None, ge=0)
+
+
+class LLMDSpec(_Model):
+    """llm-d disaggregated serving through KServe's LLMInferenceService.
+
+    Attributes:
+        enabled: Roll out an LLMInferenceService instead of an InferenceService.
+        decode: The decode role (the main workload).
+        prefill: The prefill role; set it to disaggregate prefill from decode.
+        scheduler: The endpoint picker.
+        route_group: Traffic-splitting group (``router.route.group``) shared by the stable and
+            canary members; defaults to the service name. ``""`` means no group: the member
+            takes no ``weight`` either, so no canary traffic can be split to it.
+        gateway_refs: Gateways to attach to; empty uses KServe's default gateway.
+        http_route_refs: Existing HTTPRoutes to use instead of a managed one (no traffic splitting).
+        use_preset: Reference the shared LLMInferenceServiceConfig preset (``baseRefs``).
+        preset_name: Name of that preset.
+        kv_connector: KV-transfer connector for P/D (``--kv_transfer_config`` on both roles).
+        image: vLLM image of the llm-d roles. Empty (the default) keeps the image of KServe's
+            well-known presets (``config-llm-*template.yaml``: ``ghcr.io/llm-d/llm-d-cuda``, built
+            to run as non-root, with NIXL for the routing sidecar's ``--kv-connector=nixlv2``).
+            Those presets set ``runAsNonRoot: true``, so an image given here must run as a
+            non-root user and ship NIXL; upstream ``vllm/vllm-openai`` runs as root and would not
+            start under them.
+    """
+
+    enabled: bool = False
+    decode: WorkloadSpec = Field(default_factory=WorkloadSpec)
+    prefill: WorkloadSpec | None = None
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
+    route_group: str | None = None
+    gateway_refs: list[str] = Field(default_factory=list)
+    http_route_refs: list[str] = Field(default_factory=list)
+    use_preset: bool = True
+    preset_name: str = "llm-rollout-pd-nixl"
+    kv_connector: str = "NixlConnector"
+    image: str | None = None
+
+
+class LocalSpec(_Model):
+    """The ``local`` platform (a vLLM process on this machine, no cluster).
+
+    Attributes:
+        state_dir: Where promotions and their history are recorded.
+        vllm_python: Python interpreter that has vLLM; defaults to the project's cached venv.
+        host: Address the local servers bind to.
+        device: vLLM device (``cpu`` here).
+        keep_serving: Leave the promoted server running after the run.
+        startup_timeout_s: How long a local server may take to become healthy.
+    """
+
+    state_dir: str = "~/.local/state/llm-rollout"
+    vllm_python: str | None = None
+    host: str = "127.0.0.1"
+    device: str = "cpu"
+    keep_serving: bool = False
+    startup_timeout_s: float = Field(300.0, gt=0)
