@@ -94,7 +94,7 @@ def test_the_gate_questions_stand_side_by_side_in_the_metrics_and_the_report():
 
 def test_the_summary_first_names_the_question_that_failed():
     from llm_rollout.validation.compare import StableComparison
-    from llm_rollout.validation.runner import ValidationResult
+    from llm_rollout.validation.result import ValidationResult
     from llm_rollout.validation.slo import CheckResult, Judgement
 
     comparison = StableComparison(stable_url="http://stable", failures=["comparison: median_ttft_ms: worse: ..."])

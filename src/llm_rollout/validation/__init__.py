@@ -6,10 +6,12 @@ No kfp import here: the KFP step, the ``llm-rollout validate`` command and the t
 Modules: :mod:`.client` (streamed load generator), :mod:`.metrics` (``vllm bench serve``
 definitions), :mod:`.slo` (checks, verdict, capacity search), :mod:`.probes` (readiness,
 correctness, baseline agreement), :mod:`.prom` (the server's ``/metrics``), :mod:`.report`
-(KFP metrics, HTML, JSON), :mod:`.runner` (the phases) and :mod:`.cli` (the command).
+(KFP metrics, HTML, JSON), :mod:`.runner` (the entry point),
+:mod:`.phases` (the phases), :mod:`.result` (what a validation found) and :mod:`.cli` (the command).
 """
 
-from llm_rollout.validation.runner import LevelResult, ValidationResult, validate, validate_async
+from llm_rollout.validation.result import LevelResult, ValidationResult
+from llm_rollout.validation.runner import validate, validate_async
 from llm_rollout.validation.slo import Check, SLOExpressionError, parse_check, parse_checks
 
 __all__ = [
