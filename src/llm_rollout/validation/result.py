@@ -15,9 +15,9 @@ from llm_rollout.spec import ValidationSpec
 from llm_rollout.validation.compare import StableComparison
 from llm_rollout.validation.metrics import RequestRecord
 from llm_rollout.validation.probes import Agreement, ProbeResult, Readiness
-from llm_rollout.validation.report import gate_questions
 from llm_rollout.validation.sizing import Sizing
 from llm_rollout.validation.slo import CapacityResult, Judgement, RateCapacityResult, Verdict
+from llm_rollout.validation.summary import gate_questions
 
 
 @dataclass
@@ -97,7 +97,7 @@ class ValidationResult:
         reasons: Why: every failed check with its measured value, every outside failure, every
             inconclusive level (empty on pass). Free of prompts and completions unless
             ``log_text``.
-        metrics: Flat KFP metrics (unit in the name; see :func:`~llm_rollout.validation.report.kfp_metrics`).
+        metrics: Flat KFP metrics (unit in the name; see :func:`~llm_rollout.validation.summary.kfp_metrics`).
         report_paths: ``{"html", "json", "metrics"}`` paths when a report directory was given.
         url: The endpoint validated.
         model: The model name used.
@@ -158,7 +158,7 @@ class ValidationResult:
 
     @property
     def questions(self) -> list[dict[str, Any]]:
-        """The gate's questions with their answers (:func:`~llm_rollout.validation.report.gate_questions`)."""
+        """The gate's questions with their answers (:func:`~llm_rollout.validation.summary.gate_questions`)."""
         return gate_questions({
             "baseline": {"url": self.baseline_url, "model": self.baseline_model} if self.baseline_url else None,
             "agreement": vars(self.agreement) if self.agreement else None,

@@ -47,10 +47,11 @@ from llm_rollout.steplog import log as default_log
 from llm_rollout.validation.client import OPEN_LOOP_MAX_STREAMS, Endpoint, make_client, resolve_api_key
 from llm_rollout.validation.phases import REPLAY_LABEL, LogFn, Run, compare_stable, run_phases
 from llm_rollout.validation.probes import Probe, load_suite
-from llm_rollout.validation.report import kfp_metrics, write_reports
+from llm_rollout.validation.report import write_reports
 from llm_rollout.validation.result import ValidationResult
 from llm_rollout.validation.sizing import SizingInput
 from llm_rollout.validation.slo import Check, judge, parse_checks
+from llm_rollout.validation.summary import kfp_metrics
 from llm_rollout.validation.workload import build_workload
 
 
