@@ -22,19 +22,13 @@ import httpx
 from llm_rollout.errors import RolloutError, TransientError
 from llm_rollout.spec import ValidationSpec
 from llm_rollout.validation import pd
-from llm_rollout.validation.client import Endpoint, LoadResult, level_label, make_prompts, run_load
+from llm_rollout.validation.client import Endpoint
 from llm_rollout.validation.compare import compare_with_stable
+from llm_rollout.validation.load import LoadResult, level_label, make_prompts, run_load
 from llm_rollout.validation.metrics import RequestRecord, calculate_metrics
-from llm_rollout.validation.probes import (
-    SMOKE_PROMPTS,
-    Probe,
-    check_readiness,
-    list_models,
-    run_smoke,
-    run_suite,
-    token_agreement,
-)
+from llm_rollout.validation.probes import SMOKE_PROMPTS, Probe, run_smoke, run_suite, token_agreement
 from llm_rollout.validation.prom import Sampler, Snapshot, scrape, server_view
+from llm_rollout.validation.readiness import check_readiness, list_models
 from llm_rollout.validation.result import LevelResult, Phase, ValidationResult
 from llm_rollout.validation.sizing import SizingInput, size
 from llm_rollout.validation.slo import Check, capacity_search, goodput_limits, rate_capacity_search

@@ -14,7 +14,8 @@ from typing import Any
 from llm_rollout.spec import ValidationSpec
 from llm_rollout.validation.compare import StableComparison
 from llm_rollout.validation.metrics import RequestRecord
-from llm_rollout.validation.probes import Agreement, ProbeResult, Readiness
+from llm_rollout.validation.probes import Agreement, ProbeResult
+from llm_rollout.validation.readiness import Readiness
 from llm_rollout.validation.sizing import Sizing
 from llm_rollout.validation.slo import CapacityResult, Judgement, RateCapacityResult, Verdict
 from llm_rollout.validation.summary import gate_questions
