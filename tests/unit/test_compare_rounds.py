@@ -51,7 +51,8 @@ def test_tpot_is_unmeasured_when_most_blocks_had_none_and_the_rest_still_decides
 
 def test_the_gate_questions_stand_side_by_side_in_the_metrics_and_the_report():
     """Recovery kept, comparison inferior, SLO met: each answered with its own evidence."""
-    from llm_rollout.validation.report import gate_questions, kfp_metrics, render_html
+    from llm_rollout.validation.report import render_html
+    from llm_rollout.validation.summary import gate_questions, kfp_metrics
 
     result = {
         "verdict": "fail",
@@ -94,7 +95,7 @@ def test_the_gate_questions_stand_side_by_side_in_the_metrics_and_the_report():
 
 def test_the_summary_first_names_the_question_that_failed():
     from llm_rollout.validation.compare import StableComparison
-    from llm_rollout.validation.runner import ValidationResult
+    from llm_rollout.validation.result import ValidationResult
     from llm_rollout.validation.slo import CheckResult, Judgement
 
     comparison = StableComparison(stable_url="http://stable", failures=["comparison: median_ttft_ms: worse: ..."])

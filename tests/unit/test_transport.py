@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from llm_rollout.validation.client import Endpoint, build_payload, make_client, run_load, stream_request
+from llm_rollout.validation.client import Endpoint, build_payload, make_client, stream_request
+from llm_rollout.validation.load import run_load
 from llm_rollout.validation.transport import LeanTransport
 
 Script = list[bytes | float | str]

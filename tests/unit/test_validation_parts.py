@@ -7,10 +7,12 @@ import pytest
 
 from llm_rollout.errors import SpecError
 from llm_rollout.validation.cli import build_parser, spec_from_args, validate_command
-from llm_rollout.validation.client import Endpoint, build_payload, level_label, make_prompts, resolve_api_key
+from llm_rollout.validation.client import Endpoint, build_payload, resolve_api_key
+from llm_rollout.validation.load import level_label, make_prompts
 from llm_rollout.validation.probes import Probe, compare_tokens, evaluate, load_suite, parse_probe
 from llm_rollout.validation.prom import parse_prometheus, reduce, server_view
-from llm_rollout.validation.report import kfp_metrics, render_html
+from llm_rollout.validation.report import render_html
+from llm_rollout.validation.summary import kfp_metrics
 
 # Suites and expectations ------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import pytest
 
 from llm_rollout.errors import SpecError
 from llm_rollout.spec import LoadSpec, parse_spec
-from llm_rollout.validation.client import make_prompts
+from llm_rollout.validation.load import make_prompts
 from llm_rollout.validation.workload import (
     SAMPLES,
     build_workload,

@@ -416,7 +416,7 @@ def check_llmd(spec: RolloutSpec) -> None:
     val = spec.validation
     proving = val.expect_disaggregation or (val.expect_disaggregation is None and "prefill" in val.metrics_urls)
     if prefill is not None and proving and ld.scheduler.profile == "pd" and threshold and val.load.workload is None:
-        from llm_rollout.validation.client import make_prompts
+        from llm_rollout.validation.load import make_prompts
 
         shortest = min(len(p) for p in make_prompts(max(val.load.num_prompts, 1), val.load.input_words)) // 4
         if shortest < threshold:

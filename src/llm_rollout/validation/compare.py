@@ -33,9 +33,11 @@ import httpx
 
 from llm_rollout.errors import RolloutError
 from llm_rollout.spec import ComparisonSpec
-from llm_rollout.validation.client import Endpoint, run_load
+from llm_rollout.validation.client import Endpoint
+from llm_rollout.validation.load import run_load
 from llm_rollout.validation.metrics import RequestRecord
-from llm_rollout.validation.probes import Probe, ProbeResult, check_readiness, run_smoke, run_suite
+from llm_rollout.validation.probes import Probe, ProbeResult, run_smoke, run_suite
+from llm_rollout.validation.readiness import check_readiness
 from llm_rollout.validation.stats import (
     Comparison,
     block_sums,

@@ -45,7 +45,8 @@ from typing import Any
 
 from llm_rollout.errors import SpecError
 from llm_rollout.spec import LoadSpec, LoadWorkloadSpec
-from llm_rollout.validation.client import _WORDS, Api, build_payload, make_prompts
+from llm_rollout.validation.client import Api, build_payload
+from llm_rollout.validation.load import _WORDS, make_prompts
 
 MAX_REQUESTS = 100_000
 """Lines a workload file may hold."""

@@ -1,0 +1,211 @@
+"""What a validation answered, for machines: the gate's questions and the flat KFP metrics.
+
+:func:`gate_questions` puts the gate's three questions side by side (recovery against the
+uncompressed original, comparison with the stable revision, the SLO), each with its evidence and
+its answer; :func:`kfp_metrics` flattens the result into KFP's ``Metrics`` artifact. Both work on
+the result's plain data (``ValidationResult.to_dict()``); :mod:`llm_rollout.validation.report`
+shows the same in the HTML report.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from llm_rollout.slo_expr import RATIO_SUFFIX
+from llm_rollout.validation.stats import pct
+
+KFP_LEVEL_METRICS: tuple[str, ...] = (
+    "successful_requests",
+    "failed_requests",
+    "error_rate",
+    "request_throughput_req_s",
+    "output_throughput_tok_s",
+    "goodput_req_s",
+    *(
+        f"{stat}_{series}_ms"
+        for series in ("ttft", "tpot", "itl", "e2el")
+        for stat in ("mean", "p50", "p90", "p95", "p99")
+    ),
+)
+"""Per-level metrics copied into the KFP ``Metrics`` artifact as ``<level>_<metric>``."""
+
+
+# The gate's questions ---------------------------------------------------------------------------
+
+QUESTION_RECOVERY = "Did compression keep the model? (against its uncompressed original)"
+QUESTION_COMPARISON = "Is it at least as good as what serves now? (against the stable revision)"
+QUESTION_SLO = "Does it meet the SLO? (absolute thresholds)"
+
+
+def gate_questions(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The gate's questions side by side: what each compared, its evidence and its answer.
+
+    Args:
+        result: ``ValidationResult.to_dict()``.
+
+    Returns:
+        One entry per question asked (recovery only with an original served beside the candidate,
+        comparison only with a stable revision, the SLO always): ``{"key", "question", "against",
+        "decision", "ok", "evidence"}``. ``decision`` is ``kept``/``lost``/``inconclusive``
+        (recovery), ``non-inferior``/``inferior``/``inconclusive`` (comparison), ``met``/``missed``/
+        ``inconclusive`` (SLO); ``ok`` is True, False or None (inconclusive); ``evidence`` lines
+        carry the measured values, intervals and what was needed.
+    """
+    out: list[dict[str, Any]] = []
+    results = ((result.get("judgement") or {}).get("results")) or []
+    ratio_checks = [r for r in results if str(r.get("metric", "")).endswith(RATIO_SUFFIX)]
+    baseline = result.get("baseline")
+    if baseline:
+        evidence: list[str] = []
+        failed, unknown = False, False
+        agreement = (result.get("agreement") or {}).get("agreement")
+        need = ((result.get("spec") or {}).get("recovery") or {}).get("min_token_agreement")
+        if agreement is None:
+            unknown = True
+            evidence.append("greedy token agreement: not measured")
+        else:
+            ok = need is None or agreement >= need
+            failed |= not ok
+            needed = f" (needed >= {need:g})" if need is not None else ""
+            evidence.append(f"greedy token agreement {agreement:.3f}{needed}")
+        for r in ratio_checks:
+            measured = r.get("measured")
+            evidence.append(
+                f"{r.get('level')}: {r.get('check')}: " + ("not measured" if measured is None else f"{measured:.3f}")
+                + f" ({r.get('status')})"
+            )  # fmt: skip
+            failed |= r.get("status") == "fail"
+            unknown |= r.get("status") == "not_judged"
+        decision = "lost" if failed else "inconclusive" if unknown else "kept"
+        out.append({
+            "key": "recovery", "question": QUESTION_RECOVERY, "against": baseline.get("url"), "decision": decision,
+            "ok": False if failed else None if unknown else True, "evidence": evidence,
+        })  # fmt: skip
+    comparison = result.get("comparison")
+    if comparison:
+        evidence = []
+        q = comparison.get("quality") or {}
+        if q:
+            evidence.append(
+                f"quality: correctness suite passed by the candidate {q.get('candidate_passed')}/{q.get('total')}, "
+                f"by the stable {q.get('stable_passed')}/{q.get('total')}"
+            )
+        for c in comparison.get("speed") or []:
+            if c.get("ratio") is None:
+                decision = str(c.get("decision", "undecided")).replace("_", " ")
+                evidence.append(f"{c.get('metric')}: {decision} ({c.get('note') or 'not measured'})")
+                continue
+            sign = "<=" if c.get("better") == "lower" else ">="
+            evidence.append(
+                f"{c.get('metric')}: candidate/stable {c['ratio']:.3f} [{c['low']:.3f}, {c['high']:.3f}] at "
+                f"{pct(c.get('confidence', 0))}, needed {sign} {c.get('limit', 0):.3f}: "
+                + str(c.get("decision", "")).replace("_", " ")
+            )  # fmt: skip
+        decision = {"not_worse": "non-inferior", "worse": "inferior"}.get(comparison.get("decision"), "inconclusive")
+        out.append({
+            "key": "comparison", "question": QUESTION_COMPARISON, "against": comparison.get("stable_url"),
+            "decision": decision, "ok": {"non-inferior": True, "inferior": False}.get(decision), "evidence": evidence,
+        })  # fmt: skip
+    slo = [r for r in results if not str(r.get("metric", "")).endswith(RATIO_SUFFIX)]
+    if slo:
+        failed = [r for r in slo if r.get("status") == "fail"]
+        unknown = [r for r in slo if r.get("status") == "not_judged"]
+        evidence = [
+            f"{r.get('level')}: {r.get('check')}: "
+            + ("not measured" if r.get("measured") is None else f"{r['measured']:.4g}") + f" ({r.get('status')})"
+            for r in (failed or unknown or slo)
+        ]  # fmt: skip
+        decision = "missed" if failed else "inconclusive" if unknown else "met"
+        out.append({
+            "key": "slo", "question": QUESTION_SLO, "against": "slo.checks", "decision": decision,
+            "ok": False if failed else None if unknown else True, "evidence": evidence,
+        })  # fmt: skip
+    return out
+
+
+# KFP metrics ------------------------------------------------------------------------------------
+
+
+def kfp_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    """The flat metrics for KFP's ``Metrics`` artifact (unit in every name, numbers only).
+
+    Args:
+        result: ``ValidationResult.to_dict()``.
+
+    Returns:
+        ``verdict_pass`` (1/0), ``readiness_s``, ``correctness_passed``/``_total``,
+        ``token_agreement_ratio``, ``capacity_max_concurrency`` (and ``_low``/``_high``, its
+        interval), ``capacity_max_request_rate_req_s`` (and ``capacity_max_request_rate_{low,high}_req_s``),
+        ``sizing_{capacity_per_replica_req_s,expected_peak_req_s,replicas_needed,gpus_needed,fits}``,
+        ``<question>_ok`` per question of :func:`gate_questions` (1 yes, 0 no, -1 inconclusive),
+        ``vs_stable_not_worse``, ``vs_stable_blocks`` and
+        ``vs_stable_<metric>_{ratio,low,high}`` (the comparison with the stable), ``<level>_<metric>`` for
+        :data:`KFP_LEVEL_METRICS`, ``baseline_<level>_<metric>`` for the baseline's throughput and
+        TTFT, ``<level>_<check metric>`` for each judged ratio, and ``server_<name>`` (the single
+        server) or ``server_<role>_<name>`` (each role of an llm-d service) for the server view.
+        None values are left out.
+    """
+    out: dict[str, float] = {"verdict_pass": 1.0 if result.get("verdict") == "pass" else 0.0}
+    readiness = result.get("readiness") or {}
+    if readiness.get("seconds") is not None:
+        out["readiness_s"] = float(readiness["seconds"])
+    probes = result.get("correctness") or []
+    if probes:
+        out["correctness_passed"] = float(sum(1 for p in probes if p.get("passed")))
+        out["correctness_total"] = float(len(probes))
+    agreement = (result.get("agreement") or {}).get("agreement")
+    if agreement is not None:
+        out["token_agreement_ratio"] = float(agreement)
+    capacity = result.get("capacity")
+    if capacity:
+        out["capacity_max_concurrency"] = float(capacity["max_concurrency"])
+        for end in ("low", "high"):
+            if capacity.get(end) is not None:
+                out[f"capacity_max_concurrency_{end}"] = float(capacity[end])
+    rate_capacity = result.get("rate_capacity")
+    if rate_capacity:
+        out["capacity_max_request_rate_req_s"] = float(rate_capacity["max_request_rate"])
+        for end in ("low", "high"):
+            if rate_capacity.get(end) is not None:
+                out[f"capacity_max_request_rate_{end}_req_s"] = float(rate_capacity[end])
+    sizing = result.get("sizing")
+    if sizing:
+        out["sizing_capacity_per_replica_req_s"] = float(sizing["capacity_rps"])
+        out["sizing_expected_peak_req_s"] = float(sizing["expected_peak_rps"])
+        out["sizing_replicas_needed"] = float(sizing["replicas_needed"])
+        out["sizing_gpus_needed"] = float(sizing["gpus_needed"])
+        out["sizing_fits"] = 1.0 if sizing.get("fits") else 0.0
+    for question in gate_questions(result):
+        # 1 yes, 0 no, -1 inconclusive: "recovery_ok", "comparison_ok", "slo_ok".
+        out[f"{question['key']}_ok"] = {True: 1.0, False: 0.0, None: -1.0}[question["ok"]]
+    comparison = result.get("comparison")
+    if comparison:
+        out["vs_stable_not_worse"] = 1.0 if comparison.get("decision") == "not_worse" else 0.0
+        out["vs_stable_blocks"] = float(comparison.get("blocks") or 0)
+        for c in comparison.get("speed") or []:
+            for key in ("ratio", "low", "high"):
+                if c.get(key) is not None:
+                    out[f"vs_stable_{c['metric']}_{key}"] = float(c[key])
+    for level in result.get("levels") or []:
+        for name in KFP_LEVEL_METRICS:
+            value = level["metrics"].get(name)
+            if value is not None:
+                out[f"{level['label']}_{name}"] = float(value)
+    for level in result.get("baseline_levels") or []:
+        for name in ("output_throughput_tok_s", "request_throughput_req_s", "p50_ttft_ms", "p95_ttft_ms"):
+            value = level["metrics"].get(name)
+            if value is not None:
+                out[f"baseline_{level['label']}_{name}"] = float(value)
+    for check in (result.get("judgement") or {}).get("results") or []:
+        if check["metric"].endswith("_ratio_vs_baseline") and check.get("measured") is not None:
+            out[f"{check['level']}_{check['metric']}"] = float(check["measured"])
+    for role, view in (result.get("server") or {}).items():
+        # One "server_" prefix: the default role is itself named "server", and some view names
+        # (server_ttft_mean_ms) already start with it.
+        prefix = "server_" if role == "server" else f"server_{role}_"
+        for name, value in view.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                out[prefix + name.removeprefix("server_")] = float(value)
+    return {k: v for k, v in out.items() if math.isfinite(v)}
