@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llm_rollout.envs import cache_root
 from llm_rollout.errors import PermanentError, SpecError
+from llm_rollout.local.state import ServerRecord
 from llm_rollout.spec import RolloutSpec, deep_merge, load_spec, parse_spec, spec_to_json
 from llm_rollout.steplog import RUN_LOG_ENV, read_run_log
 
@@ -43,7 +45,7 @@ STEPS = {
 }
 """The steps of each pipeline in order (promote and rollback are alternatives), then finalize."""
 
-CACHE = Path(os.environ.get("LLM_ROLLOUT_CACHE", "~/.cache/llm-rollout")).expanduser()
+CACHE = cache_root()
 TINY_MODEL = CACHE / "models" / "tiny-llama"
 SCRAMBLED_MODEL = CACHE / "models" / "tiny-llama-scrambled"
 
@@ -183,7 +185,7 @@ def run_pipeline(
 ) -> RunSummary:
     """Runs one pipeline under kfp.local in a child process and reads back its run log.
 
-    The caller owns the servers' lifetime (:func:`llm_rollout.local.local_session`).
+    The caller owns the servers' lifetime (:func:`llm_rollout.local.session.local_session`).
 
     Args:
         pipeline: ``llm-deploy`` or ``llm-optimize-deploy``.
@@ -313,7 +315,7 @@ def run_local(
     Returns:
         The run's summary (also printed).
     """
-    from llm_rollout.local import local_session, start_baseline_local
+    from llm_rollout.local.session import local_session, start_baseline
 
     if spec.platform != "local":
         spec = spec.model_copy(update={"platform": "local"})
@@ -329,7 +331,7 @@ def run_local(
     _print(f"== {pipeline} on this machine: model {model}")
     with local_session(spec.local.state_dir, keep_serving=keep_serving):
         if baseline:
-            base = start_baseline_local(spec, model_dir=baseline, run_id=out.name)
+            base = start_baseline(spec, model_dir=baseline, run_id=out.name)
             spec = _with_baseline(spec, base)
         summary = run_pipeline(
             pipeline, model, spec, out_dir=out, scheme=scheme, recipe=recipe, calibration_data=calibration_data
@@ -346,16 +348,16 @@ def run_local(
 def _check_scheme_runs_here(scheme: str, spec: RolloutSpec) -> None:
     """Refuses ``--scheme`` up front when the local vLLM build has no kernel for it (before optimize)."""
     from llm_rollout.cpu_kernels import check_scheme, probe_build
-    from llm_rollout.local import vllm_python
+    from llm_rollout.local.server import vllm_python
 
     check_scheme(scheme, probe_build(vllm_python(spec)), field_name="--scheme", subject="the requested scheme")
 
 
-def _with_baseline(spec: RolloutSpec, base: dict[str, Any]) -> RolloutSpec:
+def _with_baseline(spec: RolloutSpec, base: ServerRecord) -> RolloutSpec:
     validation = spec.validation.model_copy(
         update={
             "recovery": spec.validation.recovery.model_copy(
-                update={"base_url": base["endpoint_url"], "base_model": base["served_model_name"]}
+                update={"base_url": base.endpoint_url, "base_model": base.served_model_name}
             )
         }
     )
@@ -385,7 +387,8 @@ def run_demo(out_dir: str | Path = "build/demo", *, keep_serving: bool = False) 
     Returns:
         0 when both runs ended as expected, else 1.
     """
-    from llm_rollout.local import local_session, start_baseline_local, status_local
+    from llm_rollout.local.platform import LocalPlatform
+    from llm_rollout.local.session import local_session, start_baseline
 
     for path, how in ((TINY_MODEL, "make serving-env"), (SCRAMBLED_MODEL, "make serving-env")):
         if not (path / "config.json").is_file():
@@ -408,20 +411,21 @@ def run_demo(out_dir: str | Path = "build/demo", *, keep_serving: bool = False) 
     summaries: list[RunSummary] = []
     with local_session(str(state_dir), keep_serving=keep_serving):
         _print("== baseline: serving the unquantized tiny model for comparison")
-        base = start_baseline_local(spec, model_dir=str(TINY_MODEL), run_id="demo")
+        base = start_baseline(spec, model_dir=str(TINY_MODEL), run_id="demo")
         spec = _with_baseline(spec, base)
         for label, model, _, what in runs:
             _print(f"\n== {label}: llm-optimize-deploy with {what}")
             summary = run_pipeline("llm-optimize-deploy", str(model), spec, out_dir=out / label.replace(" ", "-"))
             _print(format_summary(summary))
             summaries.append(summary)
-    status = status_local(str(state_dir))
+    status = LocalPlatform(spec).status()
     _print("\n== local state after both runs")
-    stable = status.get("stable") or {}
-    _print(f"  promoted model: {stable.get('member')} ({stable.get('model_uri')}), verdict {stable.get('verdict')}")
-    for entry in status.get("history", []):
-        why = str(entry.get("reason") or entry.get("summary") or "").splitlines()
-        _print(f"  {entry.get('at')}  {entry['action']:<9} {entry.get('member')}  {why[0][:90] if why else ''}")
+    stable = status.stable
+    if stable:
+        _print(f"  promoted model: {stable.member} ({stable.model_uri}), verdict {stable.verdict}")
+    for entry in status.history:
+        why = str(entry.reason or entry.summary or "").splitlines()
+        _print(f"  {entry.at}  {entry.action:<9} {entry.member}  {why[0][:90] if why else ''}")
     _print(f"  state file: {state_dir / 'state.json'}")
     ok = all(s.outcome == want for s, (_, _, want, _) in zip(summaries, runs, strict=True))
     _print(
@@ -438,7 +442,7 @@ def run_demo(out_dir: str | Path = "build/demo", *, keep_serving: bool = False) 
                     {"label": r[0], "outcome": s.outcome, "steps": s.steps}
                     for s, r in zip(summaries, runs, strict=True)
                 ],
-                "status": status,
+                "status": status.model_dump(mode="json"),
             },
             indent=2,
             default=str,
