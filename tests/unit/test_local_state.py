@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from llm_rollout.errors import PermanentError
+from llm_rollout.errors import PermanentError, SpecError
 from llm_rollout.local.platform import LocalPlatform
 from llm_rollout.local.state import StateDir
 from llm_rollout.platform import Verdict, format_status
@@ -128,6 +128,11 @@ def test_restore_with_nothing_serving_swaps_the_records_and_back(old_state):
         "manual",
     )
     platform.restore_previous(run_id="manual", timeout_s=60)
+    assert StateDir(state_dir).read_state().stable_member == second
+    # Another service's state directory is refused, naming the field.
+    with pytest.raises(SpecError) as err:
+        LocalPlatform(_spec(state_dir, name="other-svc")).restore_previous(run_id="manual", timeout_s=60)
+    assert err.value.field == "local.state_dir" and "belongs to service tiny-svc" in str(err.value)
     assert StateDir(state_dir).read_state().stable_member == second
 
 

@@ -197,10 +197,9 @@ class LocalPlatform:
                      member)  # fmt: skip
         else:
             log.info("first rollout of %s: no stable model yet", service)
-        info = server.launch(
-            spec, state, python=python, path=path, member=member, revision=revision, run_id=run_id,
-            port=port, local_args=local_args, role="candidate", existing=existing,
-        )  # fmt: skip
+        plan = server.Launch(spec=spec, state=state, python=python, path=path, member=member, revision=revision,
+                             run_id=run_id, local_args=local_args, role="candidate")  # fmt: skip
+        info = server.launch(plan, port=port, existing=existing)
         stable_ref = None
         if stable is not None:
             stable_ref = StableRef(
@@ -454,6 +453,7 @@ class LocalPlatform:
             timeout_s: Bound on the restored server's startup.
 
         Raises:
+            SpecError: The state directory belongs to another service.
             PermanentError: Nothing promoted, no previous model recorded (or recorded by an older
                 version without its spec), its directory gone, a candidate of a run still running,
                 the state changed while the restored server started, or vLLM failed to start.
@@ -461,6 +461,12 @@ class LocalPlatform:
         state = self.state
         with state.lock():
             st = state.read_state()
+            if st.service and st.service != self.spec.service_name:
+                raise SpecError(
+                    "local.state_dir",
+                    f"the state directory {state.root} belongs to service {st.service}, not {self.spec.service_name}",
+                    f"pass the state directory of {self.spec.service_name} (its spec's local.state_dir)",
+                )
             current, prev = st.stable, st.previous_stable
             if current is None:
                 raise PermanentError(f"nothing is promoted in {state.state_file}; nothing to roll back")
@@ -487,11 +493,10 @@ class LocalPlatform:
             spec = parse_spec(launch["spec"])
             spec = spec.model_copy(update={"local": spec.local.model_copy(update={"startup_timeout_s": timeout_s})})
             log.info("rollback: starting the previous model %s (%s) beside %s", prev.member, path, current.member)
-            info = server.launch(
-                spec, state, python=server.vllm_python(spec), path=path, member=prev.member, revision=prev.revision,
-                run_id=prev.run_id, port=0, local_args=launch.get("local_args"), role="stable",
-                existing=state.read_server(prev.member),
-            )  # fmt: skip
+            plan = server.Launch(spec=spec, state=state, python=server.vllm_python(spec), path=path, member=prev.member,
+                                 revision=prev.revision, run_id=prev.run_id, local_args=launch.get("local_args"),
+                                 role="stable")  # fmt: skip
+            info = server.launch(plan, port=0, existing=state.read_server(prev.member))
         stopped = False
         with state.lock():
             st = state.read_state()

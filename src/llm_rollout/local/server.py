@@ -56,6 +56,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from llm_rollout import envs
@@ -385,26 +386,11 @@ def _wait_ready(proc: subprocess.Popen, info: ServerRecord, *, timeout_s: float,
     return False, "timeout"
 
 
-def launch(
-    spec: RolloutSpec,
-    state: StateDir,
-    *,
-    python: str,
-    path: Path,
-    member: str,
-    revision: str,
-    run_id: str,
-    port: int,
-    local_args: list[str] | None,
-    role: str,
-    existing: ServerRecord | None,
-) -> ServerRecord:
-    """Reuses the member's healthy server when it runs the same command, else starts one (port retries).
+@dataclass(frozen=True)
+class Launch:
+    """What starting one local server takes (besides the port).
 
-    A model whose quantization scheme the local vLLM CPU build has no kernel for is refused
-    first (:func:`check_model_runs_here`), before any server starts.
-
-    Args:
+    Attributes:
         spec: The rollout spec the server runs with.
         state: The state directory (``servers/``, ``logs/``).
         python: The vLLM interpreter.
@@ -412,9 +398,35 @@ def launch(
         member: The server's id.
         revision: The model revision's short id.
         run_id: The pipeline run.
-        port: Listen port; 0 picks a free one (and another if it is taken meanwhile).
         local_args: Local-only vLLM arguments (default :data:`LOCAL_VLLM_ARGS`).
         role: ``candidate``, ``stable`` or ``baseline``.
+    """
+
+    spec: RolloutSpec
+    state: StateDir
+    python: str
+    path: Path
+    member: str
+    revision: str
+    run_id: str
+    local_args: list[str] | None
+    role: str
+
+    @property
+    def marker(self) -> str:
+        """The value of ``LLM_ROLLOUT_SERVER`` in the server's environment."""
+        return f"{self.state.root}#{self.member}"
+
+
+def launch(plan: Launch, *, port: int, existing: ServerRecord | None) -> ServerRecord:
+    """Reuses the member's healthy server when it runs the same command, else starts one (port retries).
+
+    A model whose quantization scheme the local vLLM CPU build has no kernel for is refused
+    first (:func:`check_model_runs_here`), before any server starts.
+
+    Args:
+        plan: The server to start.
+        port: Listen port; 0 picks a free one (and another if it is taken meanwhile).
         existing: The member's server record, if one is recorded.
 
     Returns:
@@ -424,8 +436,10 @@ def launch(
         PermanentError: A fixed port in use, or vLLM failed to start (its log's end included).
         DeadlineExceeded: Not ready within ``spec.local.startup_timeout_s`` (it was stopped).
     """
+    state, python, path, member, local_args = plan.state, plan.python, plan.path, plan.member, plan.local_args
     check_model_runs_here(path, python=python, field_name="model_dir")
-    spec = fit_max_model_len(spec, path)
+    spec = fit_max_model_len(plan.spec, path)
+    plan = replace(plan, spec=spec)
     host = spec.local.host
     if existing is not None and server_healthy(existing):
         wanted = build_server_command(
@@ -447,10 +461,7 @@ def launch(
     attempts = 1 if port else 3
     for attempt in range(1, attempts + 1):
         chosen = int(port) if port else free_port(host)
-        info = _start_and_wait(
-            spec, state, python=python, path=path, member=member, revision=revision, run_id=run_id, port=chosen,
-            marker=f"{state.root}#{member}", local_args=local_args, warn=attempt == 1, auto_port=not port, role=role,
-        )  # fmt: skip
+        info = _start_and_wait(plan, port=chosen, warn=attempt == 1, auto_port=not port)
         if info is not None:
             state.prune_logs()
             return info
@@ -458,25 +469,12 @@ def launch(
     raise PermanentError(f"vLLM could not bind a free port on {host} after {attempts} attempts")
 
 
-def _start_and_wait(
-    spec: RolloutSpec,
-    state: StateDir,
-    *,
-    python: str,
-    path: Path,
-    member: str,
-    revision: str,
-    run_id: str,
-    port: int,
-    marker: str,
-    local_args: list[str] | None,
-    warn: bool,
-    auto_port: bool,
-    role: str,
-) -> ServerRecord | None:
+def _start_and_wait(plan: Launch, *, port: int, warn: bool, auto_port: bool) -> ServerRecord | None:
     """Starts one server and waits; returns its record, or None when its port was taken."""
+    spec, state, python, path = plan.spec, plan.state, plan.python, plan.path
+    member, local_args = plan.member, plan.local_args
     cmd = build_server_command(spec, python=python, model_path=str(path), port=port, local_args=local_args, warn=warn)
-    env = server_env(spec, site_root=state.root, marker=marker)
+    env = server_env(spec, site_root=state.root, marker=plan.marker)
     log_path = state.log_file(member)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     endpoint = f"http://{_endpoint_host(spec.local.host)}:{port}"
@@ -497,19 +495,19 @@ def _start_and_wait(
     info = ServerRecord(
         member=member,
         service=spec.service_name,
-        role=role,
+        role=plan.role,
         status="starting",
         pid=proc.pid,
         pgid=proc.pid,
         start_time=proc_start_time(proc.pid),
-        marker=marker,
+        marker=plan.marker,
         host=spec.local.host,
         port=port,
         endpoint_url=endpoint,
         model_uri=str(path),
-        revision=revision,
+        revision=plan.revision,
         served_model_name=spec.served_model_name,
-        run_id=run_id,
+        run_id=plan.run_id,
         command=cmd,
         log=str(log_path),
         started_at=now_iso(),

@@ -61,10 +61,9 @@ def start_baseline(
     revision = server.revision_for(path, None)
     member = member_name(f"{spec.service_name}-base", f"{revision}@{run_id}" if run_id else revision)
     log.info("baseline: %s serves %s", member, path)
-    return server.launch(
-        spec, state, python=python, path=path, member=member, revision=revision, run_id=run_id, port=port,
-        local_args=local_args, role="baseline", existing=state.read_server(member),
-    )  # fmt: skip
+    plan = server.Launch(spec=spec, state=state, python=python, path=path, member=member, revision=revision,
+                         run_id=run_id, local_args=local_args, role="baseline")  # fmt: skip
+    return server.launch(plan, port=port, existing=state.read_server(member))
 
 
 def cleanup(state_dir: str | Path | None = None, *, keep_serving: bool = False) -> list[str]:
