@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llm_rollout.envs import cache_root
 from llm_rollout.errors import PermanentError, SpecError
+from llm_rollout.local.state import ServerRecord
 from llm_rollout.spec import RolloutSpec, deep_merge, load_spec, parse_spec, spec_to_json
 from llm_rollout.steplog import RUN_LOG_ENV, read_run_log
 
@@ -43,7 +45,7 @@ STEPS = {
 }
 """The steps of each pipeline in order (promote and rollback are alternatives), then finalize."""
 
-CACHE = Path(os.environ.get("LLM_ROLLOUT_CACHE", "~/.cache/llm-rollout")).expanduser()
+CACHE = cache_root()
 TINY_MODEL = CACHE / "models" / "tiny-llama"
 SCRAMBLED_MODEL = CACHE / "models" / "tiny-llama-scrambled"
 RETRAINED_MODEL = CACHE / "models" / "tiny-llama-retrained"
@@ -190,7 +192,7 @@ def run_pipeline(
 ) -> RunSummary:
     """Runs one pipeline under kfp.local in a child process and reads back its run log.
 
-    The caller owns the servers' lifetime (:func:`llm_rollout.local.local_session`).
+    The caller owns the servers' lifetime (:func:`llm_rollout.local.session.local_session`).
 
     Args:
         pipeline: ``llm-deploy`` or ``llm-optimize-deploy``.
@@ -320,7 +322,7 @@ def run_local(
     Returns:
         The run's summary (also printed).
     """
-    from llm_rollout.local import local_session, start_baseline_local
+    from llm_rollout.local.session import local_session, start_baseline
 
     if spec.platform != "local":
         spec = spec.model_copy(update={"platform": "local"})
@@ -336,7 +338,7 @@ def run_local(
     _print(f"== {pipeline} on this machine: model {model}")
     with local_session(spec.local.state_dir, keep_serving=keep_serving):
         if baseline:
-            base = start_baseline_local(spec, model_dir=baseline, run_id=out.name)
+            base = start_baseline(spec, model_dir=baseline, run_id=out.name)
             spec = _with_baseline(spec, base)
         summary = run_pipeline(
             pipeline, model, spec, out_dir=out, scheme=scheme, recipe=recipe, calibration_data=calibration_data
@@ -353,16 +355,16 @@ def run_local(
 def _check_scheme_runs_here(scheme: str, spec: RolloutSpec) -> None:
     """Refuses ``--scheme`` up front when the local vLLM build has no kernel for it (before optimize)."""
     from llm_rollout.cpu_kernels import check_scheme, probe_build
-    from llm_rollout.local import vllm_python
+    from llm_rollout.local.server import vllm_python
 
     check_scheme(scheme, probe_build(vllm_python(spec)), field_name="--scheme", subject="the requested scheme")
 
 
-def _with_baseline(spec: RolloutSpec, base: dict[str, Any]) -> RolloutSpec:
+def _with_baseline(spec: RolloutSpec, base: ServerRecord) -> RolloutSpec:
     validation = spec.validation.model_copy(
         update={
             "recovery": spec.validation.recovery.model_copy(
-                update={"base_url": base["endpoint_url"], "base_model": base["served_model_name"]}
+                update={"base_url": base.endpoint_url, "base_model": base.served_model_name}
             )
         }
     )
@@ -450,7 +452,9 @@ def run_demo(out_dir: str | Path = "build/demo", *, keep_serving: bool = False) 
     Returns:
         0 when every run ended as the story needs, else 1.
     """
-    from llm_rollout.local import local_session, start_baseline_local, status_local, stop_server
+    from llm_rollout.local.platform import LocalPlatform
+    from llm_rollout.local.server import stop_server
+    from llm_rollout.local.session import local_session, start_baseline
 
     for path in {r.model for r in DEMO_RUNS}:
         if not (path / "config.json").is_file():
@@ -473,7 +477,7 @@ def run_demo(out_dir: str | Path = "build/demo", *, keep_serving: bool = False) 
             base = None
             if run.recovery:
                 _print("   serving the uncompressed tiny model beside it, for the recovery question")
-                base = start_baseline_local(spec, model_dir=str(TINY_MODEL), run_id="demo")
+                base = start_baseline(spec, model_dir=str(TINY_MODEL), run_id="demo")
             try:
                 summary = run_pipeline(
                     run.pipeline, str(run.model), _with_baseline(spec, base) if base else spec,
@@ -488,13 +492,14 @@ def run_demo(out_dir: str | Path = "build/demo", *, keep_serving: bool = False) 
                 _print("  the gate's questions:")
                 _print("\n".join(questions))
             summaries.append(summary)
-    status = status_local(str(state_dir))
+    status = LocalPlatform(spec).status()
     _print(f"\n== local state after {len(DEMO_RUNS)} runs")
-    stable = status.get("stable") or {}
-    _print(f"  promoted model: {stable.get('member')} ({stable.get('model_uri')}), verdict {stable.get('verdict')}")
-    for entry in status.get("history", []):
-        why = str(entry.get("reason") or entry.get("summary") or "").splitlines()
-        _print(f"  {entry.get('at')}  {entry['action']:<9} {entry.get('member')}  {why[0][:90] if why else ''}")
+    stable = status.stable
+    if stable:
+        _print(f"  promoted model: {stable.member} ({stable.model_uri}), verdict {stable.verdict}")
+    for entry in status.history:
+        why = str(entry.reason or entry.summary or "").splitlines()
+        _print(f"  {entry.at}  {entry.action:<9} {entry.member}  {why[0][:90] if why else ''}")
     _print(f"  state file: {state_dir / 'state.json'}")
     ok = all(s.outcome == r.expect for s, r in zip(summaries, DEMO_RUNS, strict=True))
     _print(
@@ -512,7 +517,7 @@ def run_demo(out_dir: str | Path = "build/demo", *, keep_serving: bool = False) 
                     | {"steps": s.steps}
                     for s, r in zip(summaries, DEMO_RUNS, strict=True)
                 ],
-                "status": status,
+                "status": status.model_dump(mode="json"),
             },
             indent=2,
             default=str,

@@ -11,12 +11,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from llm_rollout.errors import SpecError
+from llm_rollout.local.state import STATE_DIR_ENV
 from llm_rollout.platform import Platform, format_status, platform_for
 from llm_rollout.spec import RolloutSpec
-
-STATE_DIR_ENV = "LLM_ROLLOUT_STATE_DIR"
-"""The local state directory when ``--state-dir`` is not given (else the spec's default)."""
 
 
 def _platform(args: Any) -> Platform:
@@ -26,7 +23,7 @@ def _platform(args: Any) -> Platform:
 
         spec = RolloutSpec(name=args.name, namespace=args.namespace, platform="kserve")
         return platform_for(spec, client=KubeClient.from_environment(args.kubeconfig))
-    state_dir = args.state_dir or os.environ.get(STATE_DIR_ENV)
+    state_dir = args.state_dir or os.environ.get(STATE_DIR_ENV)  # else the spec's default
     local = {"state_dir": state_dir} if state_dir else {}
     return platform_for(RolloutSpec(name=args.name, namespace=args.namespace, platform="local", local=local))
 
@@ -38,16 +35,7 @@ def _status_cmd(args: Any) -> int:
 
 
 def _rollback_cmd(args: Any) -> int:
-    platform = _platform(args)
-    if args.platform == "local":
-        service = platform.status().name
-        if service != platform.spec.service_name:
-            raise SpecError(
-                "--state-dir",
-                f"the state directory {args.state_dir or '(default)'} belongs to service {service}, not {args.name}",
-                f"pass the state directory of {args.name} (its spec's local.state_dir)",
-            )
-    print(platform.restore_previous(run_id=args.run_id, timeout_s=args.timeout).message)
+    print(_platform(args).restore_previous(run_id=args.run_id, timeout_s=args.timeout).message)
     return 0
 
 

@@ -35,16 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llm_rollout.envs import cache_root
 from llm_rollout.errors import PermanentError, SpecError
 from llm_rollout.names import short_hash
-
-CACHE_ENV = "LLM_ROLLOUT_CACHE"
-"""Root of the project's cache (venvs, models, this module's probe results)."""
-
-
-def cache_root() -> Path:
-    """``$LLM_ROLLOUT_CACHE``, else ``~/.cache/llm-rollout`` (the Makefile's default too)."""
-    return Path(os.environ.get(CACHE_ENV) or "~/.cache/llm-rollout").expanduser()
 
 
 @dataclass(frozen=True)

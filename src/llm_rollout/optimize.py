@@ -37,7 +37,7 @@ AVX-512 build: on an AVX2-only CPU the local platform refuses it before a server
 (:mod:`llm_rollout.cpu_kernels`). On CPUs with AMX,
 vLLM's bf16 attention kernel needs the process's AMX permission, which vLLM only requests when it
 compiles (not with ``--enforce-eager``); the local platform requests it for its servers (see
-:mod:`llm_rollout.local`). On GPUs (the cluster), FP8_DYNAMIC computes in FP8 only from compute capability 8.9
+:mod:`llm_rollout.local.server`). On GPUs (the cluster), FP8_DYNAMIC computes in FP8 only from compute capability 8.9
 (L4, H100); the GPU preflight refuses it below (:mod:`llm_rollout.gpu`).
 
 A user recipe YAML (``recipe_path``) replaces the scheme; it must hold at least one
@@ -60,6 +60,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from llm_rollout.envs import optimize_python
 from llm_rollout.errors import PermanentError, RolloutError, SpecError
 from llm_rollout.model_files import check_model_dir, local_path, quantization_summary, weights_bytes
 
@@ -75,12 +76,6 @@ GPTQ_WITH_CALIBRATION = ("W8A8", "W4A16")
 
 METADATA_FILE = "optimization.json"
 """Written into the output directory: the metadata of the run that made it."""
-
-PYTHON_ENV = "LLM_ROLLOUT_OPTIMIZE_PYTHON"
-"""Environment variable naming the interpreter that has llmcompressor."""
-
-DEFAULT_PYTHON = "~/.cache/llm-rollout/venvs/optimize/bin/python"
-"""The optimize venv that ``scripts/make-venv.sh optimize`` builds."""
 
 DEFAULT_IGNORE = ("lm_head",)
 
@@ -479,23 +474,6 @@ def optimize(
 def llmcompressor_importable() -> bool:
     """Tells whether llmcompressor can be imported in this interpreter (without importing it)."""
     return importlib.util.find_spec("llmcompressor") is not None
-
-
-def optimize_python(python: str | None = None) -> str:
-    """The interpreter that has llmcompressor: ``python``, ``$LLM_ROLLOUT_OPTIMIZE_PYTHON`` or the venv.
-
-    Raises:
-        PermanentError: When it does not exist, naming how to build it.
-    """
-    chosen = python or os.environ.get(PYTHON_ENV) or DEFAULT_PYTHON
-    path = Path(chosen).expanduser()
-    if not (path.is_file() and os.access(path, os.X_OK)):
-        raise PermanentError(
-            f"no llmcompressor environment: {path} does not exist. Build it with "
-            f"`make optimize-env` (scripts/make-venv.sh optimize), or point {PYTHON_ENV} at a Python "
-            "that has llmcompressor 0.14"
-        )
-    return str(path)
 
 
 def package_root() -> str:

@@ -1,4 +1,8 @@
-"""Process-group helpers for the child processes the library starts (vLLM servers, optimize runs).
+"""Process helpers for the child processes the library and the tests start (vLLM, optimize, API server).
+
+The one place for stopping a process group (:func:`stop_group`), finding a free port
+(:func:`free_port`) and reading the end of a child's log (:func:`log_tail`); the test fixtures
+use these too.
 
 Every long-lived child is started in its own session (``start_new_session=True``), so it leads its
 own process group whose id equals its pid. vLLM forks helpers (the engine core, its worker, a
@@ -15,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -22,6 +27,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+LOOPBACK = "127.0.0.1"
+LOG_TAIL_LINES = 30
+"""Lines of a child's log shown in an error message."""
 
 
 class Terminated(KeyboardInterrupt):
@@ -126,7 +135,7 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-def stop_group(pgid: int, *, grace_s: float = 20.0, proc: subprocess.Popen | None = None) -> bool:
+def stop_group(pgid: int, *, grace_s: float = 20.0, proc: subprocess.Popen | None = None, kill: bool = False) -> bool:
     """Stops process group ``pgid``: SIGTERM, then SIGKILL after ``grace_s``; waits until it is gone.
 
     Args:
@@ -134,22 +143,23 @@ def stop_group(pgid: int, *, grace_s: float = 20.0, proc: subprocess.Popen | Non
         grace_s: How long the group may take to shut down cleanly before it is killed.
         proc: The leader's :class:`subprocess.Popen` when this process started it; it is reaped
             so that no zombie is left behind.
+        kill: SIGKILL at once (a crash) instead of SIGTERM first.
 
     Returns:
         True when nothing of the group is left.
     """
-    if group_alive(pgid):
+    if group_alive(pgid) and not kill:
         _signal_group(pgid, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline and group_alive(pgid):
             _reap(proc)
             time.sleep(0.1)
-        if group_alive(pgid):
-            _signal_group(pgid, signal.SIGKILL)
-            deadline = time.monotonic() + 10.0
-            while time.monotonic() < deadline and group_alive(pgid):
-                _reap(proc)
-                time.sleep(0.1)
+    if group_alive(pgid):
+        _signal_group(pgid, signal.SIGKILL)
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and group_alive(pgid):
+            _reap(proc)
+            time.sleep(0.1)
     _reap(proc, block=True)
     # Zombies (already dead children of a dead leader) are reaped by init; wait briefly so that
     # os.killpg(pgid, 0) also reports the group gone.
@@ -199,3 +209,44 @@ def sigterm_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+# Ports and logs ----------------------------------------------------------------------------------
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port on ``host`` that nothing listens on right now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Tells whether something listens on ``host:port`` (a bind with SO_REUSEADDR fails)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def log_tail(path: str | Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last ``lines`` non-empty lines of a log file (progress-bar noise folded), or ``(no log)``."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 256 * 1024))
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return "(no log)"
+    out = []
+    for raw in text.splitlines():
+        line = raw.rsplit("\r", 1)[-1].rstrip()
+        if line:
+            out.append(line[:600])
+    return "\n".join(out[-lines:])

@@ -22,13 +22,20 @@ from pathlib import Path
 import psutil
 import pytest
 
-from llm_rollout.local import status_local
-from llm_rollout.local_state import read_json
+from llm_rollout.local.platform import LocalPlatform
+from llm_rollout.local.state import read_json
+from llm_rollout.platform import Status
+from llm_rollout.spec import parse_spec
 from pipelines.run_local import demo_spec, run_local
 
 pytestmark = [pytest.mark.e2e, pytest.mark.serving, pytest.mark.optimize, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def status_of(state_dir: Path) -> Status:
+    """The local platform's status of the state directory ``state_dir``."""
+    return LocalPlatform(parse_spec({"platform": "local", "local": {"state_dir": str(state_dir)}})).status()
 
 
 def _processes_in(directory: Path) -> list[psutil.Process]:
@@ -113,32 +120,31 @@ def test_demo_tells_the_story_in_four_runs(demo):
 
 def test_demo_state_has_exactly_one_promoted_model_with_history(demo):
     _, out = demo
-    status = status_local(str(out / "state"))
+    status = status_of(out / "state")
     summary, (compressed, retrained, deep, rerun) = _runs(out)
     promoted = retrained
     if _retrain_undecided(retrained):
         promoted = rerun if summary["runs"][3]["outcome"] == "promoted" else compressed
-    stable = status["stable"]
-    assert stable["member"] == promoted["deploy-model"]["member"]
-    assert stable["verdict"] == "pass"
-    assert stable["metrics"], "the promotion keeps the validation's metrics"
-    assert Path(stable["report_path"]).is_file()
-    history = [(h["action"], h["member"]) for h in status["history"]]
+    stable = status.stable
+    assert stable is not None and stable.member == promoted["deploy-model"]["member"]
+    assert stable.verdict == "pass"
+    assert stable.metrics, "the promotion keeps the validation's metrics"
+    assert Path(stable.report_path).is_file()
+    history = [(h.action, h.member) for h in status.history]
     assert ("rollback", deep["deploy-model"]["member"]) in history
     assert history[-1] == ("promote", compressed["deploy-model"]["member"])
     assert next(m for action, m in history if action == "promote") == promoted["deploy-model"]["member"]
-    rollback = next(h for h in status["history"] if h["member"] == deep["deploy-model"]["member"])
-    assert "comparison" in rollback["reason"]
+    rollback = next(h for h in status.history if h.member == deep["deploy-model"]["member"])
+    assert "comparison" in (rollback.reason or "")
     # W8A8: run 1 promoted the compressed model, with step one's metadata in the record.
-    first = next(h for h in status["history"] if h["member"] == compressed["deploy-model"]["member"])
-    config = read_json(Path(first["model_uri"]) / "config.json")
+    first = next(h for h in status.history if h.member == compressed["deploy-model"]["member"])
+    config = read_json(Path(first.model_uri or "") / "config.json")
     assert "quantization_config" in config
 
 
 def test_demo_leaves_nothing_running(demo):
     _, out = demo
-    status = status_local(str(out / "state"))
-    assert status["servers"] == []
+    assert status_of(out / "state").revisions == []
     assert _processes_in(out) == []
 
 
@@ -155,18 +161,18 @@ def test_rerun_with_the_stable_model_ends_as_already_promoted(tmp_path, tiny_mod
     spec = demo_spec(state, tiny_model / "probes.json")
     first = run_local(pipeline="llm-deploy", model=str(tiny_model), spec=spec, out_dir=tmp_path / "run-1")
     assert first.outcome == "promoted", first.steps
-    promoted = status_local(str(state))["stable"]
+    promoted = status_of(state).stable
     server_logs = sorted((state / "logs").iterdir())
 
     second = run_local(pipeline="llm-deploy", model=str(tiny_model), spec=spec, out_dir=tmp_path / "run-2")
     assert second.outcome == "already promoted", second.steps
     deploy = second.step("deploy-model")
-    assert deploy["already_promoted"] is True and deploy["member"] == promoted["member"]
+    assert deploy["already_promoted"] is True and deploy["member"] == promoted.member
     assert sorted((state / "logs").iterdir()) == server_logs, "no server was started"
     assert second.step("rollback-model")["message"].startswith("already promoted")
-    after = status_local(str(state))
-    assert after["stable"] == promoted
-    assert [h["action"] for h in after["history"]] == ["promote"]
+    after = status_of(state)
+    assert after.stable == promoted
+    assert [h.action for h in after.history] == ["promote"]
     assert _processes_in(state) == []
 
 
@@ -197,6 +203,6 @@ def test_ctrl_c_mid_validation_stops_every_server_and_changes_no_state(tmp_path,
     assert _processes_in(state) == []
     for server in servers:
         assert not psutil.pid_exists(server["pid"]) or psutil.Process(server["pid"]).status() == psutil.STATUS_ZOMBIE
-    after = status_local(str(state))
-    assert after["stable"] is None and after["servers"] == []
-    assert after["history"] == [], "state unchanged: nothing promoted, nothing recorded"
+    after = status_of(state)
+    assert after.stable is None and after.revisions == []
+    assert after.history == [], "state unchanged: nothing promoted, nothing recorded"

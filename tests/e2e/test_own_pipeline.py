@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from llm_rollout.local import local_session, status_local
+from llm_rollout.local.platform import LocalPlatform
+from llm_rollout.local.session import local_session
 from llm_rollout.spec import spec_to_json
 from llm_rollout.steplog import RUN_LOG_ENV, read_run_log
 from pipelines.run_local import demo_spec
@@ -82,7 +83,7 @@ def test_own_pipeline_promotes_and_the_deploy_step_never_holds_the_model(tmp_pat
     assert _model_files(work) == [], "the steps' working directory never holds model files"
 
     # The promoted server serves the optimize step's Model artifact where it lies (no copy).
-    stable = status_local(str(state))["stable"]
-    assert stable["member"] == steps["deploy-model"]["member"] and stable["verdict"] == "pass"
-    assert Path(stable["model_uri"]) == run_dir / "optimize-model" / "optimized_model"
-    assert "quantization_config" in json.loads((Path(stable["model_uri"]) / "config.json").read_text())
+    stable = LocalPlatform(spec).status().stable
+    assert stable.member == steps["deploy-model"]["member"] and stable.verdict == "pass"
+    assert Path(stable.model_uri) == run_dir / "optimize-model" / "optimized_model"
+    assert "quantization_config" in json.loads((Path(stable.model_uri) / "config.json").read_text())

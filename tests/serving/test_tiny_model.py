@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from llm_rollout.procs import LOG_TAIL_LINES
 from tests.fixtures.serving import VllmServer, VllmStartError, group_alive, load_probes, start_vllm
 
 pytestmark = [pytest.mark.serving, pytest.mark.timeout(600)]
@@ -89,7 +90,7 @@ def test_server_that_cannot_start_reports_its_log_and_leaves_nothing(tmp_path, t
         pytest.fail("a server started for a directory without a model")
     message = str(err.value)
     assert "exited with code" in message
-    assert f"last 40 lines of {log}" in message
+    assert f"last {LOG_TAIL_LINES} lines of {log}" in message
     assert "no-such-architecture" in message  # vLLM's own complaint, from the log tail
     assert not group_alive(err.value.pgid)
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from llm_rollout.errors import SpecError
-from llm_rollout.local import fit_max_model_len
+from llm_rollout.local.server import fit_max_model_len
 from llm_rollout.model_files import context_limit
 from llm_rollout.spec import coerce_spec, parse_spec, spec_to_json
 
