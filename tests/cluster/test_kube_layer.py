@@ -13,7 +13,8 @@ from llm_rollout.errors import PermanentError, SpecError
 from llm_rollout.kserve import builders
 from llm_rollout.kserve.crds import check_crds
 from llm_rollout.kserve.deploy import register_runtime
-from llm_rollout.kserve.wait import Readiness, cluster_context
+from llm_rollout.kserve.diagnose import cluster_context
+from llm_rollout.kserve.wait import Readiness
 from llm_rollout.kube import (
     CRDS,
     INFERENCE_SERVICES,

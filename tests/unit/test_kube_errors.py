@@ -14,7 +14,8 @@ from kubernetes.client.rest import ApiException
 
 from llm_rollout.errors import DeadlineExceeded, PermanentError, SpecError, TransientError
 from llm_rollout.kserve.deploy import to_storage_uri
-from llm_rollout.kserve.wait import Readiness, evaluate, likely_causes
+from llm_rollout.kserve.diagnose import likely_causes
+from llm_rollout.kserve.wait import Readiness, evaluate
 from llm_rollout.kube import (
     ApiTransientError,
     ConflictError,

@@ -16,7 +16,7 @@ the steps reach everything here through it. What lives where:
   dry run, apply, wait, probe) -> :class:`~llm_rollout.record.DeploymentRecord`;
   ``preflight.py``: the server-side dry run before a step's first write.
 - ``wait.py``: watch-driven, generation-aware readiness of InferenceService / LLMInferenceService,
-  and the endpoint probe.
+  and the endpoint probe; ``diagnose.py``: why it is not ready (likely causes, pods, events).
 - ``views.py``: typed read-only views over the live InferenceService, its predictors and the
   llm-d members (what the variants read, each field once).
 - ``records.py``: the promotion record in annotations on the service object (stable,

@@ -28,7 +28,7 @@ RBAC_RULES: list[dict[str, Any]] = [
         # patch: the preset and each llm-d service's record object (kserve/records.py); watch: waiting for its lease
         "verbs": ["get", "watch", "patch"],
     },
-    # listed only to explain a deploy that timed out (wait.cluster_context); optional, the message
+    # listed only to explain a deploy that timed out (diagnose.cluster_context); optional, the message
     # says so when they are not readable
     {"apiGroups": [""], "resources": ["pods", "events"], "verbs": ["list"]},
 ]
