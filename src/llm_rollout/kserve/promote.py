@@ -20,6 +20,7 @@ from llm_rollout.kserve.lease import release_lease
 from llm_rollout.kserve.records import _one_line, _record_promotion
 from llm_rollout.kserve.rollback import _rollback
 from llm_rollout.kserve.variants import variant_for
+from llm_rollout.kserve.variants.base import PromoteSteps
 from llm_rollout.kube import KubeClient
 from llm_rollout.record import DeploymentRecord
 from llm_rollout.spec import RolloutSpec
@@ -108,7 +109,7 @@ def promote(
     def run_gate(percent: int, restore_stable_weight: int | None = None) -> None:
         _run_gate(spec, client, rec, gate, percent, restore_stable_weight)
 
-    result = variant.promote(client, rec, ref, gate=gate, run_gate=run_gate, retire=retire, timeout_s=timeout_s)
+    result = variant.promote(client, rec, ref, PromoteSteps(gate, run_gate, retire, timeout_s))
     if result["action"] == "promote" or result.get("record"):
         _record_promotion(
             client,

@@ -37,6 +37,7 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -207,22 +208,11 @@ def _finish(run: Run, started: float, checks: list[Check], judged_labels: set[st
     res.metrics = kfp_metrics(res.to_dict())
 
 
-def validate(
-    spec: ValidationSpec,
-    url: str,
-    model: str,
-    *,
-    baseline_url: str | None = None,
-    baseline_model: str | None = None,
-    stable_url: str | None = None,
-    stable_model: str | None = None,
-    report_dir: str | Path | None = None,
-    suite: str | Path | Sequence[Probe] | None = None,
-    metrics_urls: Mapping[str, str] | None = None,
-    log: LogFn | None = None,
-    sizing: SizingInput | None = None,
-) -> ValidationResult:
+def validate(*args: Any, **kwargs: Any) -> ValidationResult:
     """Validates one OpenAI-compatible endpoint (a new model revision) against the spec.
+
+    Takes :func:`validate_async`'s arguments (``spec, url, model`` and the keywords below) and runs
+    it to completion.
 
     Phases: readiness (model listed, one streamed completion, within
     ``spec.readiness_timeout_s``), correctness (smoke suite, ``spec.suite_file`` and ``suite``),
@@ -264,19 +254,4 @@ def validate(
         pass
     else:
         raise RuntimeError("validate() was called inside a running event loop; await validate_async() instead")
-    return asyncio.run(
-        validate_async(
-            spec,
-            url,
-            model,
-            baseline_url=baseline_url,
-            baseline_model=baseline_model,
-            stable_url=stable_url,
-            stable_model=stable_model,
-            report_dir=report_dir,
-            suite=suite,
-            metrics_urls=metrics_urls,
-            log=log,
-            sizing=sizing,
-        )
-    )
+    return asyncio.run(validate_async(*args, **kwargs))

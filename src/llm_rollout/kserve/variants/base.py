@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from llm_rollout.errors import PermanentError
@@ -15,6 +16,28 @@ from llm_rollout.record import DeploymentRecord, StableRef
 from llm_rollout.spec import RolloutSpec
 
 RunGate = Callable[..., None]
+
+Doc = dict[str, Any]
+"""A Kubernetes object or a promotion record as the API returns it."""
+
+
+@dataclass(frozen=True)
+class PromoteSteps:
+    """How promote-model moves traffic to the new revision.
+
+    Attributes:
+        gate: The stepped-promotion gate (``canary.steps``), or None.
+        run_gate: Runs ``gate`` at one traffic step (rolls back and raises when it fails).
+        retire: What happens to the superseded revision: ``delete`` or ``stop``.
+        timeout_s: Bound on each wait (default: ``validation.readiness_timeout_s``).
+    """
+
+    gate: Gate | None
+    run_gate: RunGate
+    retire: str
+    timeout_s: float | None
+
+
 """``run_gate(percent, restore_stable_weight=None)``: re-runs the gate at a traffic step; on a failed
 gate it rolls the new revision back and raises :class:`~llm_rollout.kserve.promote.GateFailed`."""
 
@@ -115,17 +138,7 @@ class Variant:
         raise NotImplementedError
 
     # promote-model / rollback-model / finalize-rollout
-    def promote(
-        self,
-        client: KubeClient,
-        rec: DeploymentRecord,
-        ref: ServiceRef,
-        *,
-        gate: Gate | None,
-        run_gate: RunGate,
-        retire: str,
-        timeout_s: float | None,
-    ) -> dict[str, Any]:
+    def promote(self, client: KubeClient, rec: DeploymentRecord, ref: ServiceRef, steps: PromoteSteps) -> Doc:
         """Makes ``rec`` stable; returns ``action``, ``message``, ``member``, ``previous``, and for the
         record: ``served`` (what restores it), ``previous_record``, ``record`` (record a rerun)."""
         raise NotImplementedError
@@ -155,14 +168,7 @@ class Variant:
         """The revisions as ``llm-rollout status`` shows them, and the service's address."""
         raise NotImplementedError
 
-    def restore(
-        self,
-        client: KubeClient,
-        holder: dict[str, Any],
-        previous: dict[str, Any],
-        current: dict[str, Any],
-        timeout_s: float,
-    ) -> None:
+    def restore(self, client: KubeClient, holder: Doc, previous: Doc, current: Doc, timeout_s: float) -> None:
         """Serves ``previous`` (a stable record) again and retires ``current``."""
         raise NotImplementedError
 

@@ -27,7 +27,15 @@ from llm_rollout.kserve.records import (
     _pred_name,
     find_stable_record,
 )
-from llm_rollout.kserve.variants.base import Plan, PromotionConflict, RunGate, Variant, conditions_summary
+from llm_rollout.kserve.variants.base import (
+    Doc,
+    Plan,
+    PromoteSteps,
+    PromotionConflict,
+    RunGate,
+    Variant,
+    conditions_summary,
+)
 from llm_rollout.kserve.views import InferenceServiceView, PredictorView
 from llm_rollout.kserve.wait import Readiness, wait_ready
 from llm_rollout.kube import INFERENCE_SERVICES, KubeClient
@@ -283,18 +291,8 @@ class InferenceServiceVariant(Variant):
 
     # promote / rollback
 
-    def promote(
-        self,
-        client: KubeClient,
-        rec: DeploymentRecord,
-        ref: ServiceRef,
-        *,
-        gate: Gate | None,
-        run_gate: RunGate,
-        retire: str,
-        timeout_s: float | None,
-    ) -> dict[str, Any]:
-        return _promote(self, client, rec, ref, gate, run_gate, timeout_s)
+    def promote(self, client: KubeClient, rec: DeploymentRecord, ref: ServiceRef, steps: PromoteSteps) -> Doc:
+        return _promote(self, client, rec, ref, steps.gate, steps.run_gate, steps.timeout_s)
 
     def rollback(
         self, client: KubeClient, rec: DeploymentRecord, ref: ServiceRef, restore_stable_weight: int | None
@@ -420,14 +418,7 @@ class InferenceServiceVariant(Variant):
             )
         return revisions, view.status.get("url")
 
-    def restore(
-        self,
-        client: KubeClient,
-        holder: dict[str, Any],
-        previous: dict[str, Any],
-        current: dict[str, Any],
-        timeout_s: float,
-    ) -> None:
+    def restore(self, client: KubeClient, holder: Doc, previous: Doc, current: Doc, timeout_s: float) -> None:
         name, namespace = self.spec.service_name, self.spec.namespace
         pred = previous.get("predictor")
         if not pred:

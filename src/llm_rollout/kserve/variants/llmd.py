@@ -34,7 +34,15 @@ from llm_rollout.kserve.records import (
     _meta,
     record_object_name,
 )
-from llm_rollout.kserve.variants.base import Plan, PromotionConflict, RunGate, Variant, conditions_summary
+from llm_rollout.kserve.variants.base import (
+    Doc,
+    Plan,
+    PromoteSteps,
+    PromotionConflict,
+    RunGate,
+    Variant,
+    conditions_summary,
+)
 from llm_rollout.kserve.views import MemberView
 from llm_rollout.kserve.wait import Readiness, wait_ready
 from llm_rollout.kube import LLM_INFERENCE_SERVICE_CONFIGS, LLM_INFERENCE_SERVICES, KubeClient
@@ -315,18 +323,8 @@ class LlmdGroup(Variant):
 
     # promote / rollback
 
-    def promote(
-        self,
-        client: KubeClient,
-        rec: DeploymentRecord,
-        ref: ServiceRef,
-        *,
-        gate: Gate | None,
-        run_gate: RunGate,
-        retire: str,
-        timeout_s: float | None,
-    ) -> dict[str, Any]:
-        return _promote(self, client, rec, ref, gate, run_gate, retire, timeout_s)
+    def promote(self, client: KubeClient, rec: DeploymentRecord, ref: ServiceRef, steps: PromoteSteps) -> Doc:
+        return _promote(self, client, rec, ref, steps.gate, steps.run_gate, steps.retire, steps.timeout_s)
 
     def rollback(
         self, client: KubeClient, rec: DeploymentRecord, ref: ServiceRef, restore_stable_weight: int | None
@@ -401,14 +399,7 @@ class LlmdGroup(Variant):
                 url = MemberView(m).status.get("url") or url
         return revisions, url
 
-    def restore(
-        self,
-        client: KubeClient,
-        holder: dict[str, Any],
-        previous: dict[str, Any],
-        current: dict[str, Any],
-        timeout_s: float,
-    ) -> None:
+    def restore(self, client: KubeClient, holder: Doc, previous: Doc, current: Doc, timeout_s: float) -> None:
         name, namespace = self.spec.service_name, self.spec.namespace
         member_spec = previous.get("member_spec")
         if not member_spec:
