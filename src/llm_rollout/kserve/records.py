@@ -233,13 +233,17 @@ def _record_promotion(
     current = _json_annotation(live, STABLE)
     if isinstance(current, dict) and current.get("member") == rec.member:
         return  # recorded already (a rerun)
-    stable = {
+    # What both the stable record and its history entry say about the promoted revision.
+    promoted = {
         "member": rec.member,
         "revision": rec.revision,
         "model_uri": rec.model_uri,
         "artifact_digest": rec.artifact_digest,
         "run_id": rec.run_id or run_id,
         "verdict": "pass",
+    }
+    stable = {
+        **promoted,
         "summary": _one_line(summary),
         "promoted_at": at,
         "endpoint_url": rec.endpoint_url,
@@ -253,12 +257,7 @@ def _record_promotion(
     entry = {
         "action": "promote",
         "at": at,
-        "member": rec.member,
-        "revision": rec.revision,
-        "model_uri": rec.model_uri,
-        "artifact_digest": rec.artifact_digest,
-        "run_id": rec.run_id or run_id,
-        "verdict": "pass",
+        **promoted,
         "summary": _one_line(summary, 200),
         "previous": (prev or {}).get("member"),
     }

@@ -314,19 +314,21 @@ async def run_phases(
 
     # Capacity search ---------------------------------------------------------------------------
     cap_max = spec.slo.capacity_max_concurrency
+
+    async def capacity_level(concurrency: int | None, rate: float | None, **options: Any) -> Mapping[str, Any]:
+        """One measurement of the capacity searches (kept in the report, never judged)."""
+        lv = await measure(endpoint, client, concurrency, rate, **options)
+        lv.purpose, lv.judged = "capacity", False
+        res.levels.append(lv)
+        log(f"validate: capacity {_level_line(lv)}")
+        return lv.metrics
+
     if cap_max and not run.server_gone:
         t = time.monotonic()
         known = {lv.concurrency: lv.metrics for lv in res.levels if lv.request_rate is None and lv.concurrency}
 
-        async def measure_capacity(concurrency: int) -> Mapping[str, Any]:
-            lv = await measure(endpoint, client, concurrency, None)
-            lv.purpose, lv.judged = "capacity", False
-            res.levels.append(lv)
-            log(f"validate: capacity {_level_line(lv)}")
-            return lv.metrics
-
         res.capacity = await capacity_search(
-            measure_capacity,
+            lambda concurrency: capacity_level(concurrency, None),
             checks,
             min_successful=spec.slo.min_successful_requests,
             high=cap_max,
@@ -344,15 +346,8 @@ async def run_phases(
     if rate_max and not run.server_gone:
         t = time.monotonic()
 
-        async def measure_rate(rate: float) -> Mapping[str, Any]:
-            lv = await measure(endpoint, client, None, rate, replay=workload.timed)
-            lv.purpose, lv.judged = "capacity", False
-            res.levels.append(lv)
-            log(f"validate: capacity {_level_line(lv)}")
-            return lv.metrics
-
         res.rate_capacity = await rate_capacity_search(
-            measure_rate,
+            lambda rate: capacity_level(None, rate, replay=workload.timed),
             checks,
             min_successful=spec.slo.min_successful_requests,
             max_rate=rate_max,

@@ -320,22 +320,9 @@ def render_html(result: Mapping[str, Any]) -> str:
             return [lv["metrics"].get(name) for lv in levels]
 
         out.append('<div class="charts">')
-        out.append(
-            line_chart(
-                "TTFT percentiles by level",
-                labels,
-                {p: col(f"{p}_ttft_ms") for p in ("p50", "p90", "p95", "p99")},
-                y_label="ms",
-            )
-        )
-        out.append(
-            line_chart(
-                "E2E latency percentiles by level",
-                labels,
-                {p: col(f"{p}_e2el_ms") for p in ("p50", "p90", "p95", "p99")},
-                y_label="ms",
-            )
-        )
+        for title, series in (("TTFT percentiles by level", "ttft"), ("E2E latency percentiles by level", "e2el")):
+            percentiles = {p: col(f"{p}_{series}_ms") for p in ("p50", "p90", "p95", "p99")}
+            out.append(line_chart(title, labels, percentiles, y_label="ms"))
         out.append(
             line_chart(
                 "Decode latency by level",
