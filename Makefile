@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 export LLM_ROLLOUT_CACHE ?= $(HOME)/.cache/llm-rollout
 PYTEST_ARGS ?=
 
-.PHONY: docs help venv test-apiserver serving-env optimize-env browser test-env test test-unit test-fast demo compile render bench lint format clean
+.PHONY: docs help venv test-apiserver serving-env optimize-env browser test-env test test-unit test-fast stress demo compile render bench lint format clean
 
 help:
 	@sed -n '1,6p' Makefile
@@ -50,6 +50,10 @@ test-unit: venv
 # The inner loop: unit and cluster tiers (no vLLM, no llmcompressor).
 test-fast: venv test-apiserver
 	@$(PY) -m pytest tests/unit tests/cluster -m "not serving and not optimize" --durations=10 $(PYTEST_ARGS)
+
+# The timing-sensitive tiers three times in a row beside busy processes (what a loaded CI machine does).
+stress: venv test-apiserver serving-env
+	@bash scripts/stress-tests.sh 3 $$(nproc) tests/unit tests/cluster tests/serving/test_validation.py
 
 demo: venv serving-env optimize-env
 	@$(VENV)/bin/llm-rollout run-local --demo
