@@ -1,24 +1,21 @@
-"""The bad-input catalogue: every input the project knows to be wrong, refused with field and fix, nothing written.
+"""The bad inputs only a server can refuse: the CRD-version situations, refused with what is missing and the fix.
 
-One table for the pipeline's kserve steps (``register_runtime_step`` and ``deploy_step`` from
+The pipeline's kserve steps (``register_runtime_step`` and ``deploy_step`` from
 :mod:`llm_rollout.steps`, driven exactly as the KFP components drive them: the spec as JSON, the
-cluster from ``KUBECONFIG``) against the real test API server:
+cluster from ``KUBECONFIG``), each situation on its own real test API server: KServe's CRDs
+missing, an InferenceService CRD without ``spec.canary`` (KServe < 0.20) for a Standard-mode
+canary, no LLMInferenceService ``v1alpha2`` when llm-d is on. Each asserts that the error names the
+problem and its fix and that nothing was written: every KServe kind the server serves, listed in
+the namespace, is empty.
 
-* every row of the unit tier's ``BAD_INPUTS`` (spec fields, URIs, SLO expressions, names, vLLM
-  flag combinations), plus the inputs that only the steps see (the model artifact URI, the spec
-  text itself);
-* the CRD-version situations, each on its own API server: KServe's CRDs missing, an
-  InferenceService CRD without ``spec.canary`` (KServe < 0.20) for a Standard-mode canary, no
-  LLMInferenceService ``v1alpha2`` when llm-d is on.
-
-Each row asserts that the error names the problem and its fix and that nothing was written: every
-KServe kind the server serves, listed in the namespace, is empty.
+Every other bad input (the spec's fields, the model URI, the spec text) is refused while parsing,
+before any request: ``tests/unit/test_step_bad_inputs.py`` proves that with the steps pointed at a
+closed port, where a request would have ended in a connection error.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,104 +28,11 @@ from llm_rollout.kube import CRDS, KSERVE_GROUP, KubeClient, Resource, ResourceT
 from llm_rollout.spec import deep_merge
 from llm_rollout.steps import deploy_step, register_runtime_step
 from tests.fixtures.cluster import TestCluster, kserve_crd_paths, require_binaries
-from tests.unit.test_spec import BAD_INPUTS
 
 pytestmark = pytest.mark.cluster
 
 GOOD_URI = "s3://models/chat"
 RUN_ID = "bad-input-run"
-
-
-@dataclass(frozen=True)
-class Case:
-    """One bad input.
-
-    Attributes:
-        doc: Overrides merged into a valid kserve spec (``None``: ``raw`` is the spec text).
-        field: The field the error must name (for a CRD situation: words naming the CRD).
-        problem: Words of the problem.
-        fix: Words of the fix.
-        model_uri: The model artifact URI deploy-model gets.
-        raw: The spec text itself, when the text is what is wrong.
-        steps: Which steps get the input.
-    """
-
-    doc: dict[str, Any] | None
-    field: str
-    problem: str
-    fix: str
-    model_uri: str = GOOD_URI
-    raw: str | None = None
-    steps: tuple[str, ...] = ("register", "deploy")
-
-
-SPEC_CASES = [Case(doc, field, problem, fix) for doc, field, problem, fix in BAD_INPUTS]
-
-# What the unit table cannot hold: inputs only the steps see, and more known mistakes.
-STEP_CASES = [
-    # The model artifact URI (a KFP artifact's .uri) handed to deploy-model.
-    Case({}, "model.uri", "cannot load ftp://", "s3://", model_uri="ftp://files.example.com/m", steps=("deploy",)),
-    Case({}, "model.uri", "no model URI was given", "pvc://", model_uri="", steps=("deploy",)),
-    Case({}, "model.uri", "a local path", "PVC", model_uri="/data/models/m", steps=("deploy",)),
-    Case({}, "model.uri", "names no bucket", "s3://bucket/path", model_uri="s3:///key-only", steps=("deploy",)),
-    Case({}, "model.uri", "names no claim", "pvc://claim-name/path", model_uri="pvc://", steps=("deploy",)),
-    Case({}, "model.uri", "but no repository", "hf://org/repo", model_uri="hf://meta-llama", steps=("deploy",)),
-    Case(
-        {"llmd": {"enabled": True}, "scaling": None, "replicas": 1},
-        "model.uri",
-        "llm-d's storage initializer cannot load gs://",
-        "hf://",
-        model_uri="gs://bucket/m",
-        steps=("deploy",),
-    ),
-    # The endpoint's API key: a variable the step cannot see is found before anything is applied.
-    Case(
-        {"validation": {"api_key_env": "LLM_ROLLOUT_TEST_UNSET_KEY"}},
-        "validation.api_key_env",
-        "LLM_ROLLOUT_TEST_UNSET_KEY is not set or empty",
-        "export LLM_ROLLOUT_TEST_UNSET_KEY",
-        steps=("deploy",),
-    ),
-    # The spec text itself (KFP passes it as a JSON string parameter).
-    Case(None, "spec", "is not JSON", "pass the spec as JSON", raw="{name: chat"),
-    Case(None, "spec", "expected a mapping, got list", "YAML mapping", raw='["chat"]'),
-    # Names and flag combinations beyond the unit table.
-    Case({"runtime": {"runtime_name": "---"}}, "runtime.runtime_name", "no letters or digits", "lowercase"),
-    Case(
-        {"runtime": {"extra_args": ["--max-model-len", "512"]}},
-        "runtime.extra_args[0]",
-        "--max-model-len is set by the spec field 'runtime.max_model_len'",
-        "set 'runtime.max_model_len' instead",
-    ),
-    Case(
-        {"runtime": {"extra_args": ["--served-model-name=x"]}},
-        "runtime.extra_args[0]",
-        "set by the spec field 'model.name'",
-        "model.name",
-    ),
-    Case({"runtime": {"extra_args": ["--model", "/m"]}}, "runtime.extra_args[0]", "'model.uri'", "model.uri"),
-    Case({"deployment_mode": "Bogus"}, "deployment_mode", "'Bogus' is not allowed", "'Standard' or 'Knative'"),
-    Case({"canary": {"traffic_percent": "ten"}}, "canary.traffic_percent", "'ten' is invalid", "integer"),
-    Case(
-        {"kserve_version": "zero.twenty", "canary": {"traffic_percent": 5}}, "kserve_version", "not a version", "0.20"
-    ),
-    Case(
-        {"validation": {"slo": {"checks": [""]}}}, "validation.slo.checks[0]", "empty SLO check", "p95_ttft_ms <= 100"
-    ),
-]
-
-CASES = SPEC_CASES + STEP_CASES
-
-
-def _case_id(case: Case) -> str:
-    return f"{case.field}:{case.problem}"[:80]
-
-
-def _spec_text(case: Case, namespace: str) -> str:
-    if case.raw is not None:
-        return case.raw
-    base = {"name": "chat", "namespace": namespace, "platform": "kserve"}
-    return json.dumps(deep_merge(base, case.doc or {}))
 
 
 def kserve_objects(client: KubeClient, namespace: str) -> dict[str, list[str]]:
@@ -155,14 +59,6 @@ def kserve_objects(client: KubeClient, namespace: str) -> dict[str, list[str]]:
     return out
 
 
-def _run_step(step: str, case: Case, namespace: str) -> None:
-    text = _spec_text(case, namespace)
-    if step == "register":
-        register_runtime_step(text)
-    else:
-        deploy_step(text, model_uri=case.model_uri, run_id=RUN_ID)
-
-
 @pytest.fixture
 def steps_env(monkeypatch):
     """Point the steps at a cluster the way a KFP pod outside the cluster would: KUBECONFIG."""
@@ -174,23 +70,6 @@ def steps_env(monkeypatch):
         monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(cluster.kubeconfig_path))
 
     return use
-
-
-@pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
-def test_bad_input_is_refused_with_field_and_fix_and_nothing_is_written(case, kube_cluster, kube_namespace, steps_env):
-    steps_env(kube_cluster)
-    client = KubeClient(kube_cluster.api_client())
-    for step in case.steps:
-        with pytest.raises(SpecError) as info:
-            _run_step(step, case, kube_namespace)
-        err = info.value
-        assert err.field == case.field, f"{step}: {err}"
-        assert case.problem in err.problem, f"{step}: {err}"
-        assert case.fix in err.fix, f"{step}: {err}"
-        assert str(err).startswith(f"{case.field}: ") and "Fix: " in str(err), str(err)
-    objects = kserve_objects(client, kube_namespace)
-    assert set(objects) >= {"servingruntimes.v1alpha1", "inferenceservices.v1beta1", "llminferenceservices.v1alpha2"}
-    assert all(names == [] for names in objects.values()), objects
 
 
 # CRD-version situations: each on its own API server -------------------------------------------

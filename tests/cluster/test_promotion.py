@@ -17,7 +17,7 @@ import pytest
 
 from llm_rollout.errors import PermanentError, SpecError
 from llm_rollout.kserve import lease, records
-from llm_rollout.kserve.builders import LABEL_MEMBER, LABEL_REVISION, LABEL_RUN_ID, STOP_ANNOTATION, promoted_predictor
+from llm_rollout.kserve.builders import LABEL_MEMBER, LABEL_REVISION, LABEL_RUN_ID, STOP_ANNOTATION
 from llm_rollout.kserve.deploy import deploy
 from llm_rollout.kserve.lease import LeaseHeld
 from llm_rollout.kserve.platform import KServePlatform
@@ -61,6 +61,33 @@ def _ann(obj):
 
 def _managers(obj):
     return sorted({m["manager"] for m in obj["metadata"].get("managedFields") or [] if not m.get("subresource")})
+
+
+def _promoted(canary_pred, member, namespace):
+    """The predictor a promoted canary entry of a default spec (``make_spec``, service ``chat``) must be.
+
+    Written out, not built with the library: upstream's raw-deployment canary promotion (KServe
+    ``test/e2e/predictor/test_canary_raw_deployment.py``) sets ``predictor.name`` to the canary's
+    name and drops the entry, so the predictor is the canary entry (name, model, labels ...) with
+    the default spec's stable scaling back (1 to 10 replicas, KEDA on 10 requests/s) in place of
+    the canary's fixed ``minReplicas``; the KEDA query selects the promoted predictor's own Service,
+    ``<isvc>-<predictor name>-predictor`` (KServe ``pkg/constants/constants.go`` ``PredictorServiceName``).
+    """
+    query = f'sum(rate(vllm:request_success_total{{namespace="{namespace}",service="chat-{member}-predictor"}}[1m]))'
+    keda = {
+        "backend": "prometheus",
+        "serverAddress": "http://prometheus-operated.monitoring.svc:9090",
+        "query": query,
+    }
+    return {
+        **{k: v for k, v in canary_pred.items() if k != "minReplicas"},
+        "name": member,
+        "minReplicas": 1,
+        "maxReplicas": 10,
+        "autoScaling": {
+            "metrics": [{"type": "External", "external": {"metric": keda, "target": {"type": "Value", "value": "10"}}}]
+        },
+    }
 
 
 def _stable_isvc(spec, client, uri="s3://models/a", rev="ra", run_id="run-1"):
@@ -134,8 +161,8 @@ def test_standard_promote_moves_the_canary_into_the_predictor(kube_cluster, kube
     live = _isvc(client, spec)
     # The canary's predictor, name included (KServe keeps its Deployment and pods), is the predictor
     # now, with the stable's scaling fields back (a canary has fixed replicas).
-    assert live["spec"] == {"predictor": promoted_predictor(spec, canary_pred)}
-    assert live["spec"]["predictor"]["name"] == record.member and "maxReplicas" not in canary_pred
+    assert record.member == "rb" and "maxReplicas" not in canary_pred
+    assert live["spec"] == {"predictor": _promoted(canary_pred, "rb", kube_namespace)}
     assert live["spec"]["predictor"]["maxReplicas"] == stable_pred["maxReplicas"]
     assert live["metadata"]["labels"][LABEL_REVISION] == "rb"
     assert live["status"]["components"]["predictor"]["url"] == record.endpoint_url
@@ -211,7 +238,7 @@ def test_stepped_promote_with_a_gate_and_a_gate_failing_midway(kube_cluster, kub
     seen.clear()
     result = _promote(spec, client, record, gate=lambda p: seen.append((p, 0)) or ("pass", f"ok at {p}"))
     assert result["action"] == "promote" and [p for p, _ in seen] == [25, 50, 100]
-    assert _isvc(client, spec)["spec"] == {"predictor": promoted_predictor(spec, canary_pred)}
+    assert _isvc(client, spec)["spec"] == {"predictor": _promoted(canary_pred, "rc", kube_namespace)}
 
 
 def test_verdict_fail_or_inconclusive_is_refused_and_nothing_changes(kube_cluster, kube_namespace, reconciler):
@@ -272,7 +299,7 @@ def test_api_server_dropping_connections_during_promotion(kube_cluster, kube_nam
     stats = kube_fault_proxy.stats
     assert stats.connections_reset == 3 and stats.injected_statuses == {503: 2, 500: 1}
     live = _isvc(direct, spec)
-    assert live["spec"] == {"predictor": promoted_predictor(spec, canary_pred)}
+    assert live["spec"] == {"predictor": _promoted(canary_pred, "rb", kube_namespace)}
     assert _ann(live)[records.PROMOTED_MEMBER] == record.member and lease.LEASE_HOLDER not in _ann(live)
     assert _promote(spec, client, record)["action"] == "none"
 

@@ -13,9 +13,7 @@ from llm_rollout.errors import DeadlineExceeded, SpecError
 from llm_rollout.kserve.builders import LABEL_MEMBER
 from llm_rollout.kserve.deploy import deploy, register_runtime
 from llm_rollout.kserve.promote import promote
-from llm_rollout.kserve.variants.isvc import canary_address
 from llm_rollout.kube import INFERENCE_SERVICES, LLM_INFERENCE_SERVICES
-from llm_rollout.names import isvc_member_name, member_name, predictor_service_name
 from llm_rollout.record import DeploymentRecord
 from llm_rollout.spec import parse_spec
 from tests.cluster._support import kube, llmd_spec, make_spec, models_server, objects_in, rv
@@ -38,7 +36,8 @@ def test_first_rollout_creates_the_service_and_a_rerun_changes_nothing(kube_clus
     record = _deploy(spec, client, "minio://mlpipeline/v2/artifacts/run-1/model", "r1")
     assert record.kind == "InferenceService" and record.platform == "kserve"
     assert record.model_uri == "s3://mlpipeline/v2/artifacts/run-1/model"
-    assert record.member == isvc_member_name("r1") == "r1" and record.revision == "r1"
+    # A revision id that is a short DNS label is the predictor name as it is.
+    assert record.member == "r1" and record.revision == "r1"
     assert record.canary is False and record.stable is None and record.run_id == "run-1"
     live = client.get(INFERENCE_SERVICES, spec.service_name, kube_namespace)
     # Unnamed, as upstream's first predictor (KServe: <isvc>-predictor); our label names the member.
@@ -76,8 +75,10 @@ def test_canary_rollout_leaves_the_stable_predictor_untouched(kube_cluster, kube
     assert record.stable.revision == "ra" and record.stable.resource_version == rv(stable_before)
     assert record.stable.endpoint_url == first.endpoint_url
     # Validation measures only the new revision: its own Service, not the split service URL.
-    assert record.endpoint_url == canary_address(spec.service_name, record.member, kube_namespace)
-    assert record.endpoint_url.startswith(f"http://{predictor_service_name(spec.service_name, record.member)}.")
+    # KServe names a named predictor's Service <isvc>-<predictor name>-predictor
+    # (pkg/constants/constants.go PredictorServiceName): isvc "chat", canary predictor "rb".
+    assert record.member == "rb"
+    assert record.endpoint_url == f"http://chat-rb-predictor.{kube_namespace}.svc.cluster.local"
     assert record.service_url == live["status"]["url"]
     canary_status = live["status"]["canaryStatuses"]
     assert [(c["name"], c["ready"]) for c in canary_status] == [(record.member, True)]
@@ -121,7 +122,8 @@ def test_llmd_canary_is_a_second_member_and_the_stable_object_is_not_written(kub
     assert stable_before["spec"]["router"]["route"]["weight"] == 100
 
     record = _deploy(spec, client, "hf://org/model-b", "rb")
-    assert record.member == member_name(spec.service_name, "rb") != first.member
+    # <service>-<first 8 hex digits of sha256(revision)>: sha256("ra"), sha256("rb") start 37e7702e, 64f23261.
+    assert (first.member, record.member) == ("chat-37e7702e", "chat-64f23261")
     stable_after = client.get(LLM_INFERENCE_SERVICES, first.member, kube_namespace)
     assert rv(stable_after) == rv(stable_before)
     canary = client.get(LLM_INFERENCE_SERVICES, record.member, kube_namespace)
@@ -218,7 +220,7 @@ def test_dry_run_deploy_plans_without_writing(kube_cluster, kube_namespace, reco
     client = kube(kube_cluster)
     spec = make_spec(kube_namespace)
     record = _deploy(spec, client, "s3://models/a", "ra", dry_run=True)
-    assert record.member == isvc_member_name("ra") and record.endpoint_url == ""
+    assert record.member == "ra" and record.endpoint_url == ""
     assert objects_in(client, kube_namespace) == EMPTY
 
 

@@ -118,11 +118,35 @@ def test_peak_output_rate_buckets_tokens_per_second():
     assert active == 2
 
 
-def test_every_returned_name_has_a_unit_entry():
+# vLLM bench serve's latency names (vllm/benchmarks/serve.py): <stat>_<metric>_ms.
+LATENCY_NAMES = {
+    f"{stat}_{metric}_ms"
+    for metric in ("ttft", "tpot", "itl", "e2el")
+    for stat in ("mean", "median", "std", "p50", "p90", "p95", "p99")
+}
+COUNT_NAMES = {
+    "successful_requests": "requests",
+    "failed_requests": "requests",
+    "incomplete_requests": "requests",
+    "sent_requests": "requests",
+    "peak_concurrent_requests": "requests",
+    "total_input_tokens": "tokens",
+    "total_output_tokens": "tokens",
+    "error_rate": "fraction",
+    "duration_s": "s",
+    "request_throughput_req_s": "req/s",
+    "goodput_req_s": "req/s",
+    "output_throughput_tok_s": "tok/s",
+    "total_token_throughput_tok_s": "tok/s",
+    "peak_output_throughput_tok_s": "tok/s",
+}
+
+
+def test_every_returned_name_has_its_unit():
     m = calculate_metrics([ok(0.1, 0.5, 5)], 1.0)
-    assert set(m) == set(METRIC_UNITS)
-    for name in m:
-        assert name in METRIC_UNITS
+    assert set(m) == LATENCY_NAMES | set(COUNT_NAMES)
+    units = {**COUNT_NAMES, **dict.fromkeys(LATENCY_NAMES, "ms")}
+    assert units == METRIC_UNITS
     assert all(math.isfinite(v) for v in m.values() if v is not None)
 
 

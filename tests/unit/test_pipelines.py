@@ -22,7 +22,7 @@ def _executors(ir):
 
 
 def test_one_file_per_pipeline_named_after_it(compiled):
-    assert set(compiled) == {DEPLOY_PIPELINE, OPTIMIZE_DEPLOY_PIPELINE}
+    assert set(compiled) == {"llm-deploy", "llm-optimize-deploy"} == {DEPLOY_PIPELINE, OPTIMIZE_DEPLOY_PIPELINE}
     for name, ir in compiled.items():
         assert ir["pipelineInfo"]["name"] == name
 
@@ -48,25 +48,42 @@ def _tasks(ir):
     return tasks
 
 
+CLUSTER_STEPS = {"register-runtime", "deploy-model", "validate-deployment", "promote-model", "rollback-model"}
+
+
 def test_cluster_steps_never_use_the_cache(compiled):
-    for ir in compiled.values():
-        for name, task in _tasks(ir).items():
-            if any(s in name for s in ("register", "deploy", "validate", "promote", "rollback", "finalize")):
-                assert task.get("cachingOptions", {}).get("enableCache") in (False, None), name
-                assert task.get("cachingOptions") == {}, name
+    # KFP writes a task without caching as `cachingOptions: {}` (enableCache false is proto3's
+    # default, left out) and a cached one as `{enableCache: true}`.
+    for name, ir in compiled.items():
+        tasks = _tasks(ir)
+        assert CLUSTER_STEPS | {"finalize-rollout"} <= set(tasks), name
+        for step in CLUSTER_STEPS | {"finalize-rollout"}:
+            assert tasks[step]["cachingOptions"] == {}, (name, step)
+        # The control: the model import and the optimization (same input, same output) stay cached.
+        cached = {t for t, task in tasks.items() if task.get("cachingOptions", {}).get("enableCache")}
+        assert cached == ({"importer", "optimize-model"} if name == "llm-optimize-deploy" else {"importer"}), name
+
+
+def _branch_of(ir, task):
+    """The name of the (condition) task whose component's DAG holds ``task``."""
+    components = ir["components"]
+    return next(
+        name
+        for name, t in _tasks(ir).items()
+        if task in components.get(t["componentRef"]["name"], {}).get("dag", {}).get("tasks", {})
+    )
 
 
 def test_exit_handler_and_verdict_branch(compiled):
+    verdict = "inputs.parameter_values['pipelinechannel--validate-deployment-verdict']"
     for ir in compiled.values():
         tasks = _tasks(ir)
-        finalize = tasks["finalize-rollout"]
-        assert finalize["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
-        conditions = [
-            t["triggerPolicy"]["condition"] for t in tasks.values() if t.get("triggerPolicy", {}).get("condition")
-        ]
-        assert any("verdict" in c and "'pass'" in c for c in conditions)
-        assert any("!(" in c or "!=" in c for c in conditions)  # the Else branch
-        assert {"promote-model", "rollback-model"} <= set(tasks)
+        assert tasks["finalize-rollout"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+        # promote-model runs when the verdict is 'pass', rollback-model in the Else branch.
+        promote_if = tasks[_branch_of(ir, "promote-model")]["triggerPolicy"]["condition"]
+        rollback_if = tasks[_branch_of(ir, "rollback-model")]["triggerPolicy"]["condition"]
+        assert promote_if == f"{verdict} == 'pass'"
+        assert rollback_if == f"!({verdict} == 'pass')"
 
 
 def test_optimize_runs_before_deploy(compiled):
