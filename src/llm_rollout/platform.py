@@ -29,6 +29,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llm_rollout.autoscaling import describe as describe_autoscaling
 from llm_rollout.record import DeploymentRecord
 from llm_rollout.spec import RolloutSpec
 
@@ -104,6 +105,8 @@ class StableRecord(BaseModel):
     promoted_at: str = ""
     metrics: dict[str, Any] = Field(default_factory=dict)
     report_path: str = ""
+    autoscaling: dict[str, Any] | None = None
+    """The evidence behind a ``scaling.target: auto`` target (:mod:`llm_rollout.autoscaling`)."""
 
 
 class HistoryEntry(BaseModel):
@@ -222,6 +225,8 @@ def format_status(status: Status) -> str:
             f"stable: {stable.member} ({stable.model_uri}{digest}), promoted {stable.promoted_at} "
             f"by run {stable.run_id}: {stable.summary or 'pass'}"
         )
+        if stable.autoscaling:
+            lines.append(describe_autoscaling(stable.autoscaling))
     else:
         lines.append("stable: never promoted by llm-rollout")
     prev = status.previous_stable
