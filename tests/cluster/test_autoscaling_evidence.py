@@ -12,6 +12,7 @@ from llm_rollout.kserve import records
 from llm_rollout.kserve.deploy import deploy
 from llm_rollout.kserve.platform import KServePlatform
 from llm_rollout.kserve.promote import promote
+from llm_rollout.kserve.restore import rollback_to_previous
 from llm_rollout.kube import INFERENCE_SERVICES
 from llm_rollout.platform import format_status
 from llm_rollout.spec import RolloutSpec
@@ -106,6 +107,13 @@ def test_standard_promotion_writes_the_measured_keda_threshold_and_gates_a_capac
     assert _keda_target(live) == "8"
     assert (_evidence(live)["capacity"], _evidence(live)["run_id"]) == (10.0, "run-2")
     assert "target 8 per replica = capacity 10 [9, 11]" in _status_text(client, spec)
+
+    # `llm-rollout rollback` puts the previous revision back with its own target and evidence.
+    rollback_to_previous(spec, client, run_id="manual", timeout_s=30)
+    live = _isvc(client, spec)
+    assert live["spec"]["predictor"]["model"]["storageUri"] == "s3://models/a"
+    assert _keda_target(live) == "12" and _evidence(live)["capacity"] == 15.0
+    assert "target 12 per replica = capacity 15" in _status_text(client, spec)
 
 
 def test_knative_promotion_writes_the_measured_concurrency_target(kube_cluster, kube_namespace, reconciler):
