@@ -29,6 +29,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llm_rollout.autoscaling import describe as describe_autoscaling
 from llm_rollout.record import DeploymentRecord
 from llm_rollout.spec import RolloutSpec
 
@@ -87,7 +88,8 @@ class StableRecord(BaseModel):
 
     On kserve it is the ``llm-rollout.io/stable`` annotation (JSON); on the local platform the
     ``stable`` entry of ``state.json``. ``extra`` keeps what one platform needs to restore it
-    (a predictor body, an llm-d member spec, a local server's launch arguments).
+    (a predictor body, an llm-d member spec, a local server's launch arguments) and on kserve
+    ``autoscaling``, the evidence behind a ``scaling.target: auto`` target.
     """
 
     model_config = ConfigDict(extra="allow")
@@ -222,6 +224,10 @@ def format_status(status: Status) -> str:
             f"stable: {stable.member} ({stable.model_uri}{digest}), promoted {stable.promoted_at} "
             f"by run {stable.run_id}: {stable.summary or 'pass'}"
         )
+        # kserve keeps the evidence of a ``scaling.target: auto`` target in the record's extra fields.
+        evidence = (stable.model_extra or {}).get("autoscaling")
+        if isinstance(evidence, dict):
+            lines.append(describe_autoscaling(evidence))
     else:
         lines.append("stable: never promoted by llm-rollout")
     prev = status.previous_stable

@@ -15,9 +15,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from llm_rollout.autoscaling import autoscaling_evidence, check_capacity_drop, with_target
 from llm_rollout.errors import PermanentError
 from llm_rollout.kserve.lease import release_lease
-from llm_rollout.kserve.records import _one_line, _record_promotion
+from llm_rollout.kserve.records import _one_line, _record_promotion, find_stable_record
 from llm_rollout.kserve.rollback import _rollback
 from llm_rollout.kserve.variants import variant_for
 from llm_rollout.kserve.variants.base import PromoteSteps
@@ -76,6 +77,13 @@ def promote(
     otherwise the new revision is rolled back and :class:`GateFailed` is raised. Promoting again is
     a no-op. The promotion is recorded on the service, and the run's lease is released.
 
+    With ``scaling.target: auto`` (InferenceService, Standard or Knative mode) the per-replica
+    target comes from the capacity in ``metrics`` times ``scaling.safety_factor``
+    (:func:`llm_rollout.autoscaling.autoscaling_evidence`): the promoted predictor's autoscaling is
+    applied with it and the evidence recorded (``llm-rollout.io/autoscaling`` and the stable record).
+    A capacity more than ``scaling.max_capacity_drop`` below the stable's recorded one is refused
+    before anything is written, unless ``scaling.accept_capacity_drop``.
+
     Args:
         spec: The rollout spec.
         client: The kube client.
@@ -92,7 +100,8 @@ def promote(
         ``{"action": "promote" | "none", "message": one line, "member", "previous"}``.
 
     Raises:
-        PermanentError: The verdict is not ``pass``, or the new revision is gone.
+        PermanentError: The verdict is not ``pass``, the new revision is gone, or (``target: auto``)
+            no capacity was measured or it dropped beyond ``scaling.max_capacity_drop``.
         PromotionConflict: The stable revision was changed by someone else since deploy.
         GateFailed: A stepped promotion's gate did not pass (rolled back).
     """
@@ -103,6 +112,14 @@ def promote(
         return {"action": "none", "message": "already promoted", "member": rec.member, "previous": None}
     if retire not in ("delete", "stop"):
         raise PermanentError(f"retire must be 'delete' or 'stop', not {retire!r}")
+    evidence = None if spec.llmd.enabled else autoscaling_evidence(spec.scaling, metrics, rec.run_id or run_id)
+    if evidence is not None and spec.scaling is not None:
+        where = variant_for(spec).ref()
+        live = client.get_or_none(where.res, where.name, where.namespace)
+        stable_evidence = find_stable_record(live).get("autoscaling")
+        check_capacity_drop(spec.scaling, evidence, stable_evidence if isinstance(stable_evidence, dict) else None)
+        # The builders render the measured target from here on (promotion's own writes included).
+        spec = spec.model_copy(update={"scaling": with_target(spec.scaling, evidence["target"])})
     variant = variant_for(spec)
     ref = variant.ref()
 
@@ -110,7 +127,12 @@ def promote(
         _run_gate(spec, client, rec, gate, percent, restore_stable_weight)
 
     result = variant.promote(client, rec, ref, PromoteSteps(gate, run_gate, retire, timeout_s))
-    if result["action"] == "promote" or result.get("record"):
+    recorded = result["action"] == "promote" or bool(result.get("record"))
+    if evidence is not None and recorded:
+        served = variant.apply_scaling(client)
+        if served is not None:
+            result["served"] = served
+    if recorded:
         _record_promotion(
             client,
             ref,
@@ -120,6 +142,7 @@ def promote(
             metrics=metrics,
             served=result.pop("served", {}),
             previous=result.pop("previous_record", None),
+            autoscaling=evidence,
         )
     result.pop("record", None)
     result.pop("served", None)

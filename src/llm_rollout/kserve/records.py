@@ -76,6 +76,11 @@ HISTORY = f"{ANNOTATION_PREFIX}history"
 LAST_ROLLBACK = f"{ANNOTATION_PREFIX}last-rollback"
 
 
+AUTOSCALING = f"{ANNOTATION_PREFIX}autoscaling"
+"""The evidence behind a ``scaling.target: auto`` target (JSON: metric, target, capacity, low, high,
+safety_factor, source, run_id), written at promotion (:mod:`llm_rollout.autoscaling`)."""
+
+
 RECORD_KEYS = (
     PROMOTED_MEMBER,
     PROMOTED_REVISION,
@@ -88,6 +93,7 @@ RECORD_KEYS = (
     PREVIOUS_STABLE,
     HISTORY,
     LAST_ROLLBACK,
+    AUTOSCALING,
 )
 
 
@@ -225,6 +231,7 @@ def _record_promotion(
     metrics: dict[str, Any] | None,
     served: dict[str, Any],
     previous: dict[str, Any] | None,
+    autoscaling: dict[str, Any] | None = None,
 ) -> None:
     live = client.get_or_none(ref.res, ref.name, ref.namespace)
     if live is None:
@@ -253,6 +260,8 @@ def _record_promotion(
     if metrics:
         small = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
         stable["metrics"] = dict(list(small.items())[:20])
+    if autoscaling:
+        stable["autoscaling"] = autoscaling
     prev = current if isinstance(current, dict) else previous
     entry = {
         "action": "promote",
@@ -271,6 +280,8 @@ def _record_promotion(
         PROMOTED_AT: at,
         STABLE: _compact(stable),
         PREVIOUS_STABLE: _compact(prev) if prev else None,
+        # The annotation describes the stable's target: gone when it was not set from evidence.
+        AUTOSCALING: _compact(autoscaling) if autoscaling else None,
     }
     history = _history_with(live, entry)
     if history is not None:

@@ -8,6 +8,7 @@ from typing import Any
 from llm_rollout.errors import PermanentError
 from llm_rollout.kserve.lease import LeaseHeld, lease_of
 from llm_rollout.kserve.records import (
+    AUTOSCALING,
     HISTORY,
     LAST_ROLLBACK,
     PREVIOUS_STABLE,
@@ -107,6 +108,8 @@ def rollback_to_previous(
         STABLE: _compact(restored),
         PREVIOUS_STABLE: _compact(current) if current else None,
         LAST_ROLLBACK: _compact(entry),
+        # The restored predictor carries its own target; the evidence annotation follows it.
+        AUTOSCALING: _compact(prev["autoscaling"]) if isinstance(prev.get("autoscaling"), dict) else None,
     }
     if history is not None:
         updates[HISTORY] = history

@@ -27,6 +27,7 @@ from llm_rollout.spec.serving import WorkloadSpec
 
 if TYPE_CHECKING:
     from llm_rollout.spec import RolloutSpec
+    from llm_rollout.spec.validation import SLOSpec
 
 
 def gpu_capability(family: str) -> tuple[int, int]:
@@ -174,6 +175,16 @@ def _check_sizing(spec: RolloutSpec) -> None:
         if role is not None
     ]
     for where, scaling in peaks:
+        if scaling is not None and scaling.target == "auto":
+            if spec.llmd.enabled or where != "scaling":
+                raise SpecError(
+                    f"{where}.target",
+                    "'auto' is set from evidence at promotion of an InferenceService only; llm-d per-role "
+                    "targets from evidence are not supported yet",
+                    "give the llm-d role's scaling.target a number (e.g. the capacity_max_* the report measured "
+                    "times 0.8)",
+                )
+            _check_auto_target(where, scaling.metric, slo)
         if scaling is None or scaling.expected_peak_rps is None:
             continue
         if slo.capacity_max_concurrency is None and slo.capacity_max_request_rate is None:
@@ -183,6 +194,23 @@ def _check_sizing(spec: RolloutSpec) -> None:
                 "set validation.slo.capacity_max_concurrency (and/or capacity_max_request_rate) above the "
                 "load one replica should carry",
             )
+
+
+def _check_auto_target(where: str, metric: str, slo: SLOSpec) -> None:
+    """``target: auto`` needs a metric a capacity is measured in, and the search that measures it."""
+    if metric in ("cpu", "memory"):
+        raise SpecError(
+            f"{where}.target",
+            f"'auto' sets the target from the measured capacity in requests, which says nothing about {metric}",
+            f"give a {metric} utilization number, or use metric 'request-rate' or 'concurrency' with 'auto'",
+        )
+    if slo.capacity_max_concurrency is None and slo.capacity_max_request_rate is None:
+        raise SpecError(
+            f"{where}.target",
+            "'auto' sets the target from the measured capacity per replica, and no capacity search is configured",
+            "set validation.slo.capacity_max_concurrency (concurrency) or capacity_max_request_rate "
+            "(request-rate) above the load one replica should carry, or give a number",
+        )
 
 
 def check_spec(spec: RolloutSpec) -> None:

@@ -126,7 +126,16 @@ class ScalingSpec(_Model):
         min_replicas: Lower bound (0 allows scale to zero in Knative mode only).
         max_replicas: Upper bound.
         metric: ``request-rate`` (requests/s per replica), ``concurrency``, ``cpu`` or ``memory``.
-        target: Target value of the metric per replica.
+        target: Target value of the metric per replica, or ``auto``: promotion sets it from the
+            measured capacity per replica (request-rate: ``capacity_max_request_rate``, else the
+            sizing's req/s capacity; concurrency: ``capacity_max_concurrency``) times
+            ``safety_factor``, and records the evidence on the service. Until evidence exists
+            (deploy, before any promotion) ``auto`` renders the static default, 10.
+        safety_factor: Share of the measured capacity used as the ``auto`` target (0-1].
+        max_capacity_drop: With ``auto``: the largest drop (a share, 0-1) of the measured capacity
+            against the stable's recorded capacity that promotion still accepts.
+        accept_capacity_drop: Promote anyway when the capacity dropped by more than
+            ``max_capacity_drop`` (the new target follows the lower capacity).
         prometheus_url: Prometheus address KEDA queries for request-rate scaling in Standard mode.
         expected_peak_rps: The peak request rate (requests/s) the service must carry. With a
             measured capacity per replica (``validation.slo.capacity_max_concurrency`` or
@@ -138,9 +147,27 @@ class ScalingSpec(_Model):
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(10, ge=1)
     metric: Literal["request-rate", "concurrency", "cpu", "memory"] = "request-rate"
-    target: int = Field(10, ge=1)
+    target: int | Literal["auto"] = 10
+    safety_factor: float = Field(0.8, gt=0, le=1)
+    max_capacity_drop: float = Field(0.2, ge=0, le=1)
+    accept_capacity_drop: bool = False
     prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
     expected_peak_rps: float | None = Field(None, gt=0)
+
+    @field_validator("target")
+    @classmethod
+    def _target_positive(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("target must be at least 1, or 'auto' (set from the measured capacity at promotion)")
+        return v
+
+    def static_target(self) -> int:
+        """The target rendered without evidence: the number given, or the default 10 for ``auto``."""
+        return AUTO_DEFAULT_TARGET if self.target == "auto" else int(self.target)
+
+
+AUTO_DEFAULT_TARGET = 10
+"""What ``scaling.target: auto`` renders until a promotion measured the capacity."""
 
 
 class CanarySpec(_Model):

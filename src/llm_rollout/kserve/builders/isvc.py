@@ -86,7 +86,7 @@ def _scaling_fields(spec: RolloutSpec, predictor_name: str = "") -> dict[str, An
     out: dict[str, Any] = {"minReplicas": sc.min_replicas, "maxReplicas": sc.max_replicas}
     if spec.deployment_mode == "Knative":
         metric = {"request-rate": "rps", "concurrency": "concurrency"}.get(sc.metric, sc.metric)
-        out.update({"scaleMetric": metric, "scaleTarget": sc.target})
+        out.update({"scaleMetric": metric, "scaleTarget": sc.static_target()})
         return out
     if sc.metric in ("cpu", "memory"):
         out["autoScaling"] = {
@@ -95,7 +95,7 @@ def _scaling_fields(spec: RolloutSpec, predictor_name: str = "") -> dict[str, An
                     "type": "Resource",
                     "resource": {
                         "name": sc.metric,
-                        "target": {"type": "Utilization", "averageUtilization": sc.target},
+                        "target": {"type": "Utilization", "averageUtilization": sc.static_target()},
                     },
                 }
             ]
@@ -115,7 +115,7 @@ def _scaling_fields(spec: RolloutSpec, predictor_name: str = "") -> dict[str, An
                     "metric": {"backend": "prometheus", "serverAddress": sc.prometheus_url, "query": query},
                     # inference_service_validation.go validateScalingKedaCompExtension requires
                     # external.target.value, and keda_reconciler.go reads only Target.Value (threshold).
-                    "target": {"type": "Value", "value": str(sc.target)},
+                    "target": {"type": "Value", "value": str(sc.static_target())},
                 },
             }
         ]

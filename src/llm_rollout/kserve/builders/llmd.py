@@ -102,7 +102,7 @@ def _workload_scaling(spec: RolloutSpec, role: str, workload: WorkloadSpec) -> d
         trigger: dict[str, Any] = {
             "type": sc.metric,
             "metricType": "Utilization",
-            "metadata": {"value": str(sc.target)},
+            "metadata": {"value": str(sc.static_target())},
         }
     else:
         # vLLM labels its series with model_name; KServe labels llm-d pods llm-d.ai/role
@@ -115,7 +115,7 @@ def _workload_scaling(spec: RolloutSpec, role: str, workload: WorkloadSpec) -> d
         }[sc.metric] % selector
         trigger = {
             "type": "prometheus",
-            "metadata": {"serverAddress": sc.prometheus_url, "query": query, "threshold": str(sc.target)},
+            "metadata": {"serverAddress": sc.prometheus_url, "query": query, "threshold": str(sc.static_target())},
         }
     return {"minReplicas": sc.min_replicas, "maxReplicas": sc.max_replicas, "keda": {"triggers": [trigger]}}
 

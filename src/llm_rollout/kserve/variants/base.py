@@ -143,6 +143,11 @@ class Variant:
         record: ``served`` (what restores it), ``previous_record``, ``record`` (record a rerun)."""
         raise NotImplementedError
 
+    def apply_scaling(self, client: KubeClient) -> dict[str, Any] | None:
+        """Re-applies the stable's autoscaling as ``self.spec`` renders it (``scaling.target: auto``
+        resolved from evidence); returns what now serves (for the record), None when not supported."""
+        return None
+
     def rollback(
         self, client: KubeClient, rec: DeploymentRecord, ref: ServiceRef, restore_stable_weight: int | None
     ) -> tuple[bool, str]:

@@ -299,6 +299,21 @@ class InferenceServiceVariant(Variant):
     ) -> tuple[bool, str]:
         return _rollback(self, client, rec)
 
+    def apply_scaling(self, client: KubeClient) -> dict[str, Any] | None:
+        # The promoted predictor keeps what was validated and gets the spec's scaling fields
+        # (builders.promoted_predictor); a first rollout and a Knative promotion never rebuilt them.
+        spec = self.spec
+        live = client.get(INFERENCE_SERVICES, spec.service_name, spec.namespace)
+        pred = InferenceServiceView(live).predictor
+        new = builders.promoted_predictor(spec, pred)
+        if new == pred:
+            return {"predictor": pred}
+        body = copy.deepcopy(InferenceServiceView(live).spec)
+        body["predictor"] = new
+        client.apply(self.isvc_object(_labels(live).get(LABEL_REVISION, ""), body))
+        log.info("%s: autoscaling re-applied with the measured target", spec.service_name)
+        return {"predictor": new}
+
     def revisions_of_run(self, client: KubeClient, run_id: str, base: dict[str, Any]) -> list[DeploymentRecord]:
         spec = self.spec
         label = builders.run_label(run_id)
