@@ -65,11 +65,21 @@ def test_first_rollout_is_promoted_then_a_failing_model_is_rolled_back(
     monkeypatch.setenv("LLM_ROLLOUT_ADDRESS_MAP", f"*.{kube_namespace}.svc.cluster.local={vllm_server.base_url}")
     client = KubeClient.from_kubeconfig(str(kubeconfig))
 
-    good = parse_spec(_spec(kube_namespace, tiny_model / "probes.json", ["p99_e2el_ms <= 30000", "error_rate == 0"]))
+    doc = _spec(kube_namespace, tiny_model / "probes.json", ["p99_e2el_ms <= 30000", "error_rate == 0"])
+    # Autoscaling from evidence: the promoted revision's KEDA threshold is the measured capacity
+    # (requests/s per replica at the highest concurrency meeting the SLO) times the safety factor.
+    doc["scaling"] = {"target": "auto", "expected_peak_rps": 1}
+    doc["validation"]["slo"].update({"capacity_max_concurrency": 2, "capacity_repeats": 1})
+    good = parse_spec(doc)
     first = run_pipeline("llm-deploy", "s3://models/tiny-llama/v1", good, out_dir=tmp_path / "run-1", quiet=True)
     assert first.outcome == "promoted", json.dumps(first.steps, indent=1)
     assert first.verdict == "pass"
     isvc = client.get(INFERENCE_SERVICES, NAME, kube_namespace)
+    evidence = json.loads(isvc["metadata"]["annotations"]["llm-rollout.io/autoscaling"])
+    assert evidence["metric"] == "request-rate" and evidence["run_id"]
+    assert evidence["target"] == max(1, int(evidence["capacity"] * evidence["safety_factor"]))
+    keda = isvc["spec"]["predictor"]["autoScaling"]["metrics"][0]["external"]["target"]["value"]
+    assert keda == str(evidence["target"]), "the measured target is on the object, not the static default"
     predictor = isvc["spec"]["predictor"]
     assert predictor["model"]["storageUri"] == "s3://models/tiny-llama/v1"
     assert not isvc["spec"].get("canary")

@@ -116,7 +116,8 @@ def test_the_capacity_search_gives_the_same_answer_within_its_interval_twice(two
 
 def test_on_the_local_platform_the_shipped_sample_drives_the_validate_step(tiny_model, tmp_path):
     """The product path: register, deploy and validate steps on the local platform, the sample as the load."""
-    from llm_rollout import local, steps
+    from llm_rollout import steps
+    from llm_rollout.local.session import cleanup
 
     state = tmp_path / "state"
     spec = parse_spec(
@@ -139,7 +140,7 @@ def test_on_the_local_platform_the_shipped_sample_drives_the_validate_step(tiny_
             spec, record, report_path=str(tmp_path / "report.html"), results_path=str(tmp_path / "results.json")
         )
     finally:
-        local.cleanup_local(str(state))
+        cleanup(str(state))
     assert verdict.verdict == "pass", verdict.summary
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["workload"]["name"] == "custom" and results["workload"]["timed"]
