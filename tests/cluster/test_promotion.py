@@ -629,3 +629,31 @@ def test_finalize_run_llmd_and_first_rollout(kube_cluster, kube_namespace, recon
     _deploy(isvc_spec, client, "s3://models/x", "rx", "run-5")
     assert finalize_run(isvc_spec, client, "run-5", state="CANCELLED")["action"] == "rollback"
     assert objects_in(client, kube_namespace)["inferenceservices"] == []
+
+
+def test_the_status_and_rollback_commands_on_kserve(kube_cluster, kube_namespace, reconciler, tmp_path, capsys):
+    """``llm-rollout status NAME`` / ``llm-rollout rollback NAME`` as a user types them (--kubeconfig)."""
+    from pipelines.cli import main
+
+    client = kube(kube_cluster)
+    spec = make_spec(kube_namespace, canary={"traffic_percent": 10})
+    first = _stable_isvc(spec, client)
+    second = _deploy(spec, client, "s3://models/b", "rb", "run-2")
+    _promote(spec, client, second)
+    config = str(kube_cluster.write_kubeconfig(tmp_path / "kubeconfig"))
+    where = ["chat", "-n", kube_namespace, "--kubeconfig", config]
+
+    assert main(["status", *where]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"InferenceService {kube_namespace}/chat")
+    assert "stable    rb" in out and "s3://models/b" in out and f"previous stable: {first.member}" in out
+    assert main(["status", *where, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["stable"]["member"] == "rb" and data["previous_stable"]["member"] == first.member
+
+    assert main(["rollback", *where, "--run-id", "manual-test", "--timeout", "60"]) == 0
+    assert "rb" in capsys.readouterr().out
+    live = _isvc(client, spec)
+    assert live["spec"]["predictor"]["model"]["storageUri"] == "s3://models/a"
+    assert _ann(live)[records.PROMOTED_MEMBER] == first.member
+    assert main(["status", "missing", "-n", kube_namespace, "--kubeconfig", config]) != 0
