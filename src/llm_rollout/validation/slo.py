@@ -358,6 +358,16 @@ async def ladder_search(
             seen = runs[i]
         return len(seen) >= repeats and not any(seen)
 
+    async def bisect(good: int, bad: int, holds) -> tuple[int, int]:
+        """Narrows ``good < bad`` (``holds`` true at good, false at bad) until they are adjacent."""
+        while bad - good > 1:
+            mid = (good + bad) // 2
+            if await holds(mid):
+                good = mid
+            else:
+                bad = mid
+        return good, bad
+
     last = size - 1
     low, top, settled = -1, last, True
     try:
@@ -367,13 +377,7 @@ async def ladder_search(
             if await met(last):
                 low = last
             else:
-                bad = last
-                while bad - low > 1:
-                    mid = (low + bad) // 2
-                    if await met(mid):
-                        low = mid
-                    else:
-                        bad = mid
+                low, _ = await bisect(low, last, met)
         # The lowest missed rung above it: bisect between a rung not missed and a missed one.
         if low < last:
             lo = low
@@ -385,12 +389,11 @@ async def ladder_search(
                     break
                 lo = max(lo, i)
             if hi is not None:
-                while hi - lo > 1:
-                    mid = (lo + hi) // 2
-                    if await missed(mid):
-                        hi = mid
-                    else:
-                        lo = mid
+
+                async def not_missed(i: int) -> bool:
+                    return not await missed(i)
+
+                _, hi = await bisect(lo, hi, not_missed)
                 top = hi - 1
     except _Spent:
         settled = False
