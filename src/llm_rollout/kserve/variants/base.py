@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -89,7 +90,7 @@ class Plan:
         self.live_generation: int | None = None
 
 
-class Variant:
+class Variant(ABC):
     """One way of serving on KServe; chosen once (:func:`llm_rollout.kserve.variants.variant_for`).
 
     Args:
@@ -105,77 +106,77 @@ class Variant:
         self.spec = spec
 
     # where the lease and the promotion record live
-    def ref(self) -> ServiceRef:
-        raise NotImplementedError
+    @abstractmethod
+    def ref(self) -> ServiceRef: ...
 
     # register-runtime
+    @abstractmethod
     def runtime_object(self) -> dict[str, Any] | None:
         """The runtime object register-runtime applies (None: nothing to register)."""
-        raise NotImplementedError
 
     def need_canary_field(self) -> bool:
         """The InferenceService CRD must have ``spec.canary`` (KServe >= 0.20)."""
         return False
 
     # deploy-model
-    def member_name(self, revision: str) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def member_name(self, revision: str) -> str: ...
 
+    @abstractmethod
     def plan(self, client: KubeClient, new: Member) -> Plan:
         """What deploy applies for ``new`` beside what serves now."""
-        raise NotImplementedError
 
+    @abstractmethod
     def readiness(self, plan: Plan, generation: int | None) -> Readiness:
         """What the status must show once ``plan`` is applied (``generation`` is the applied one)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def addresses(self, ready: dict[str, Any], plan: Plan, new: Member) -> tuple[str | None, str | None]:
         """The new revision's own address and the service's, from the ready object."""
-        raise NotImplementedError
 
+    @abstractmethod
     def stable_serves(self, client: KubeClient, holder: dict[str, Any] | None, stable: dict[str, Any]) -> bool:
         """The recorded stable model still serves (a rerun of it deploys nothing)."""
-        raise NotImplementedError
 
     # promote-model / rollback-model / finalize-rollout
+    @abstractmethod
     def promote(self, client: KubeClient, rec: DeploymentRecord, ref: ServiceRef, steps: PromoteSteps) -> Doc:
         """Makes ``rec`` stable; returns ``action``, ``message``, ``member``, ``previous``, and for the
         record: ``served`` (what restores it), ``previous_record``, ``record`` (record a rerun)."""
-        raise NotImplementedError
 
     def apply_scaling(self, client: KubeClient) -> dict[str, Any] | None:
         """Re-applies the stable's autoscaling as ``self.spec`` renders it (``scaling.target: auto``
         resolved from evidence); returns what now serves (for the record), None when not supported."""
         return None
 
+    @abstractmethod
     def rollback(
         self, client: KubeClient, rec: DeploymentRecord, ref: ServiceRef, restore_stable_weight: int | None
     ) -> tuple[bool, str]:
         """Takes ``rec`` away; the stable revision's object is not written. Returns (done, message)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def revisions_of_run(self, client: KubeClient, run_id: str, base: dict[str, Any]) -> list[DeploymentRecord]:
         """What ``run_id`` deployed and did not promote (found by its run-id label)."""
-        raise NotImplementedError
 
     def without_record(self, client: KubeClient, rec: DeploymentRecord) -> bool:
         """Takes away a revision of a dead run that no rollback can restore from; True when it did."""
         return False
 
+    @abstractmethod
     def member_metrics_urls(self, rec: DeploymentRecord) -> tuple[dict[str, str], str]:
         """Each member's own vLLM ``/metrics`` (stable and canary), or why they are unknown."""
-        raise NotImplementedError
 
     # llm-rollout status / rollback NAME
+    @abstractmethod
     def status_rows(
         self, client: KubeClient, holder: dict[str, Any] | None, stable: dict[str, Any] | None
     ) -> tuple[list[dict[str, Any]], str | None]:
         """The revisions as ``llm-rollout status`` shows them, and the service's address."""
-        raise NotImplementedError
 
+    @abstractmethod
     def restore(self, client: KubeClient, holder: Doc, previous: Doc, current: Doc, timeout_s: float) -> None:
         """Serves ``previous`` (a stable record) again and retires ``current``."""
-        raise NotImplementedError
 
     # shared helpers
     def wait(self, client: KubeClient, name: str, readiness: Readiness, timeout_s: float | None) -> dict[str, Any]:
