@@ -274,7 +274,6 @@ def test_not_a_model_is_refused_before_any_server_starts(state_dir, tmp_path, ti
 )
 def test_vllm_failing_to_start_reports_its_log_and_leaves_no_process(state_dir, tiny_model, runtime, vllm_says):
     spec = make_spec(state_dir, **runtime)
-    started = time.monotonic()
     with pytest.raises(PermanentError) as caught:
         LocalPlatform(spec).deploy(model(tiny_model), run_id="r")
     message = str(caught.value)
@@ -282,7 +281,6 @@ def test_vllm_failing_to_start_reports_its_log_and_leaves_no_process(state_dir, 
     assert vllm_says in message.lower() or vllm_says in message
     assert_group_gone(pgid_in(message))
     assert list((state_dir / "servers").glob("*.json")) == []
-    assert time.monotonic() - started < 120
 
 
 def test_max_model_len_above_the_models_context_is_refused_before_a_server_starts(state_dir, tiny_model):

@@ -348,9 +348,9 @@ def test_the_time_bound_marks_requests_incomplete():
     assert res.truncated
     assert len(res.records) == 2
     assert all(r.incomplete and not r.success for r in res.records)
-    # The bound ended the level, not the server (which holds each stream for 30 s); no tighter
-    # timing is asserted, the machine may be busy.
-    assert 0.2 <= res.duration_s < 15
+    # The bound ended the level (truncated), not the server (which holds each stream for 30 s); only
+    # the lower end is timing, which a busy machine can only lengthen.
+    assert res.duration_s >= 0.2
 
 
 def test_a_stream_read_only_after_the_bound_is_incomplete_even_when_whole():
