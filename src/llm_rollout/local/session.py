@@ -46,7 +46,7 @@ def start_baseline(
         model_dir: The baseline model directory.
         run_id: The pipeline run (part of the member name).
         port: Listen port; 0 picks a free one.
-        local_args: Local-only vLLM arguments (default ``--enforce-eager``).
+        local_args: Local-only vLLM arguments (default :data:`~llm_rollout.local.server.LOCAL_VLLM_ARGS`).
 
     Returns:
         Its server record: pass ``endpoint_url`` / ``served_model_name`` as the validation baseline.
