@@ -203,16 +203,18 @@ class ComparisonSpec(_Model):
             needs 6 for a decision at 95 % spread over 3 looks.
         max_blocks: Blocks at most (the bound of the sequential test).
         settle_s: Pause before each round that follows the other side's, so that the other
-            server is idle while this one is measured. vLLM's workers busy-poll their shared
-            memory queue for 1 s after their last step (``SpinCondition``, busy_loop_s=1, in
-            vllm/distributed/device_communicators/shm_broadcast.py): on shared CPUs that poll
-            took half a core from the side measured next. 0 turns it off (servers on separate
-            machines).
+            server is idle while this one is measured. vLLM's multiprocess workers busy-poll
+            their shared memory queue for 1 s after their last step (``SpinCondition``,
+            busy_loop_s=1, in vllm/distributed/device_communicators/shm_broadcast.py): where
+            both servers share a few CPUs and run that executor, ~1.2 s keeps the poll off the
+            side measured next. 0 (the default): the servers have their own CPUs (pods in a
+            cluster), or run one engine process each (the local platform's
+            ``--distributed-executor-backend=uni``).
         confidence: One-sided confidence of every decision, kept over all looks (Bonferroni).
         ttft_statistic: The per-round TTFT statistic compared (``median``, ``mean``, ``p<NN>``).
-        ttft_margin: Tolerated relative TTFT increase (0.2 = 20 %). The defaults (20 %) are what a
-            shared 2-core machine can decide within 24 blocks; on steady GPU serving tighten
-            them (10 % decides there in a few looks).
+        ttft_margin: Tolerated relative TTFT increase (0.2 = 20 %). With the defaults, the tiny
+            model served twice on a shared 2-core machine is decided "not worse" at the first
+            look (6 blocks); on steady GPU serving 10 % decides in a few looks too.
         tpot_margin: Tolerated relative increase of the mean time per output token (token-weighted).
         throughput_margin: Tolerated relative loss of output throughput (tokens/s of a round).
         quality_tolerance: Share of the correctness suite the candidate may pass less than the
@@ -225,7 +227,7 @@ class ComparisonSpec(_Model):
     output_tokens: int = Field(32, ge=2)
     min_blocks: int = Field(6, ge=2)
     max_blocks: int = Field(24, ge=2)
-    settle_s: float = Field(1.2, ge=0, le=60)
+    settle_s: float = Field(0.0, ge=0, le=60)
     confidence: float = Field(0.95, gt=0.5, lt=1)
     ttft_statistic: str = Field("median", pattern=r"^(mean|median|p\d{1,2})$")
     ttft_margin: float = Field(0.20, ge=0)

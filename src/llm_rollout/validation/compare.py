@@ -10,9 +10,9 @@
 * Speed: after one warm-up round each, rounds of ``round_requests`` requests at ``concurrency``
   run in counterbalanced blocks - candidate, stable, stable, candidate - so that whatever else the
   machine does, and any cost of following the other side, hits both alike. Before a round that
-  follows the other side's, the comparison waits ``settle_s`` (vLLM's workers busy-poll for 1 s
-  after their last step; on shared CPUs that poll slowed the side measured next by 40-50 %), then
-  sends a discarded burst of ``concurrency`` requests (the server's own wake-up). Each round gives
+  follows the other side's, the comparison waits ``settle_s`` when set (vLLM's multiprocess
+  workers busy-poll for 1 s after their last step; on shared CPUs that poll slowed the side
+  measured next by 40-50 %), then sends a discarded burst of ``concurrency`` requests (the server's own wake-up). Each round gives
   its TTFT and TPOT statistics and its steady-state output throughput (``concurrency`` x the
   median request's tokens / end-to-end latency); the blocks are judged with
   :func:`~llm_rollout.validation.stats.paired_non_inferiority` at looks on a doubling schedule
