@@ -12,9 +12,9 @@
   machine does, and any cost of following the other side, hits both alike. Before a round that
   follows the other side's, the comparison waits ``settle_s`` when set (vLLM's multiprocess
   workers busy-poll for 1 s after their last step; on shared CPUs that poll slowed the side
-  measured next by 40-50 %), then sends a discarded burst of ``concurrency`` requests (the server's own wake-up). Each round gives
-  its TTFT and TPOT statistics and its steady-state output throughput (``concurrency`` x the
-  median request's tokens / end-to-end latency); the blocks are judged with
+  measured next by 40-50 %), then sends a discarded burst of ``concurrency`` requests (the
+  server's own wake-up). Each round gives its TTFT and TPOT statistics and its steady-state
+  output throughput (``concurrency`` x the median request's tokens / end-to-end latency); the blocks are judged with
   :func:`~llm_rollout.validation.stats.paired_non_inferiority` at looks on a doubling schedule
   from ``min_blocks`` to ``max_blocks`` (Bonferroni over the looks). The blocks stop once every
   metric is decided (or one is worse); at ``max_blocks`` a metric still undecided makes the
