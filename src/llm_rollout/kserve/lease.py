@@ -125,7 +125,8 @@ def acquire_lease(
         client: The kube client.
         run_id: The run taking it.
         ttl_s: How long the lease lasts without renewal.
-        wait_s: How long to wait for another run's lease to be released or to expire.
+        wait_s: How long to wait for another run's lease to be released or to expire, from the
+            first read that finds it held (a slow API server does not eat the wait; 0: no wait).
         first_object: For an InferenceService that does not exist yet: the object to create,
             with the lease (the caller applies it again with its own field manager, then calls
             this again with ``rewrite=True`` so the lease's manager keeps only the lease fields).
@@ -139,7 +140,7 @@ def acquire_lease(
         LeaseHeld: Another run holds an unexpired lease (after ``wait_s``); the message names it.
     """
     lm = _twin(client, lease_manager(run_id))
-    until = time.monotonic() + max(0.0, wait_s)
+    until: float | None = None  # the wait starts when another run's lease is first seen, not before our first read
     expires = _iso(_now() + timedelta(seconds=ttl_s))
     lease_ann = {LEASE_HOLDER: run_id, LEASE_EXPIRES: expires}
     while True:
@@ -166,6 +167,8 @@ def acquire_lease(
             lm.apply(body)
             return "renewed"
         if lease and not lease["expired"]:
+            if until is None:
+                until = time.monotonic() + max(0.0, wait_s)
             if time.monotonic() >= until:
                 raise LeaseHeld(
                     f"{ref.kind} {ref.namespace}/{ref.service} is being rolled out by run {lease['holder']} "
