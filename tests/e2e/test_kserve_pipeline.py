@@ -122,7 +122,11 @@ def test_retrain_is_compared_with_the_stable_and_promoted_a_rerun_is_a_no_op_a_f
     good = parse_spec(_spec(kube_namespace, probes, ["p99_e2el_ms <= 30000", "error_rate == 0"]))
     retrain_uri = "s3://models/tiny-llama/v2-retrained"
     second = run_pipeline("llm-deploy", retrain_uri, good, out_dir=tmp_path / "run-2", quiet=True)
-    assert second.outcome == "promoted", json.dumps(second.steps, indent=1)
+    log = (tmp_path / "run-2" / "run.log").read_text()
+    # Each look's intervals: what to read when the comparison could not decide (a CPU hog beside
+    # the test widens them; nothing here loosens the default settings).
+    looks = re.findall(r"validate: comparison: look \d+ after \d+ blocks: .*", log)
+    assert second.outcome == "promoted", "\n".join([*looks, json.dumps(second.steps, indent=1)])
     assert second.verdict == "pass"
     deploy = second.step("deploy-model")
     assert deploy["canary"] is True and deploy["endpoint_url"] == b, deploy
@@ -136,8 +140,6 @@ def test_retrain_is_compared_with_the_stable_and_promoted_a_rerun_is_a_no_op_a_f
     assert all(c["decision"] == "not_worse" for c in comparison["speed"]), comparison["speed"]
     q = comparison["quality"]
     assert q["candidate_passed"] >= q["stable_passed"], q
-    log = (tmp_path / "run-2" / "run.log").read_text()
-    looks = re.findall(r"validate: comparison: look \d+ after \d+ blocks: .*", log)
     assert looks and "undecided" not in looks[-1], looks
     # Both servers really were measured (vLLM's own counters, not our report).
     assert _finished_requests(b) >= comparison["blocks"] * 2 * good.validation.comparison.round_requests
