@@ -1,15 +1,24 @@
 """End to end on the kserve platform: the real pipeline under kfp.local against the real test API server.
 
 Every step runs as kfp.local runs it (a subprocess per step, ``$KUBECONFIG`` pointing at the test
-cluster). The KServe controller stand-in publishes a real vLLM server (the tiny model) as the
-revisions' address, so validation measures real completions and latencies. Run 1 is a first
-rollout that passes and becomes stable; run 2 is a new model with an SLO it cannot meet: it is
-rolled back and the stable InferenceService's spec is exactly what run 1 left.
+cluster). The KServe controller stand-in writes the addresses upstream's controller writes (the
+predictors' in-cluster Services); ``$LLM_ROLLOUT_ADDRESS_MAP`` points each Service at the real vLLM
+server playing its pods, as a ``kubectl port-forward`` per Service would, so validation measures real
+completions and latencies on the server of each revision.
+
+The retrain-and-redeploy loop with the default comparison settings: run 1 promotes the tiny model
+(served by server A); run 2 rolls out a retrained copy (weights moved by 5 % noise, served by
+server B) as a canary, compares it with the stable revision on A and promotes it; a rerun of the same
+model URI is "already promoted"; run 4 is a model with an SLO it cannot meet: it is rolled back and
+the stable InferenceService's spec is exactly what run 2 left.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +26,7 @@ from llm_rollout.kserve.builders import ANNOTATION_PREFIX
 from llm_rollout.kube import INFERENCE_SERVICES, KubeClient
 from llm_rollout.spec import parse_spec
 from pipelines.run_local import run_pipeline
+from tests.fixtures.serving import start_vllm
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.serving, pytest.mark.timeout(900)]
 
@@ -28,7 +38,7 @@ def _spec(namespace: str, probes, checks: list[str]) -> dict:
         "name": NAME,
         "namespace": namespace,
         "platform": "kserve",
-        "model": {"name": "tiny"},  # what the stand-in's vLLM serves
+        "model": {"name": "tiny"},  # what both vLLM servers serve
         "runtime": {"max_model_len": 256},
         "validation": {
             "readiness_timeout_s": 60,
@@ -42,11 +52,21 @@ def _spec(namespace: str, probes, checks: list[str]) -> dict:
             },
             "slo": {"checks": checks, "judge_concurrency": [2], "min_successful_requests": 5},
             "recovery": {"checks": []},
-            # The stand-in serves every revision from one vLLM server; a server compared with itself
-            # says nothing (tests/serving/test_comparison.py and the local retrain loop test it).
-            "comparison": {"enabled": False},
+            # validation.comparison: the defaults (the comparison with the stable revision is on).
         },
     }
+
+
+def _address_map(namespace: str, pairs: list[tuple[str, str]]) -> str:
+    """``$LLM_ROLLOUT_ADDRESS_MAP`` sending predictor Service ``<NAME>-<predictor>`` of ``namespace`` to a URL."""
+    return ",".join(f"{NAME}-{svc}.{namespace}.svc.cluster.local={url}" for svc, url in pairs)
+
+
+def _finished_requests(base_url: str) -> float:
+    """vLLM's own count of finished requests (``vllm:request_success_total``, every label) on a server."""
+    with urllib.request.urlopen(f"{base_url}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return sum(float(m.group(1)) for m in re.finditer(r"^vllm:request_success_total\{[^}]*\} (\S+)$", text, re.M))
 
 
 @pytest.fixture
@@ -56,47 +76,107 @@ def kubeconfig(kube_cluster, tmp_path, monkeypatch):
     return path
 
 
-def test_first_rollout_is_promoted_then_a_failing_model_is_rolled_back(
-    kubeconfig, kube_namespace, reconciler, vllm_server, tiny_model, tmp_path, monkeypatch
-):
-    reconciler.behave(NAME, url=vllm_server.base_url)
-    # KServe reports no address for a Standard-mode canary: its in-cluster Service name is derived
-    # (<isvc>-<member>-predictor). Outside a cluster, the address map points it at the real vLLM.
-    monkeypatch.setenv("LLM_ROLLOUT_ADDRESS_MAP", f"*.{kube_namespace}.svc.cluster.local={vllm_server.base_url}")
-    client = KubeClient.from_kubeconfig(str(kubeconfig))
+@pytest.fixture
+def retrained_server(retrained_model, vllm_python, tmp_path):
+    """Server B: the retrained copy, under the same served name as server A (``vllm_server``)."""
+    with start_vllm(retrained_model, "tiny", log_path=tmp_path / "vllm-retrained.log") as server:
+        yield server
 
-    doc = _spec(kube_namespace, tiny_model / "probes.json", ["p99_e2el_ms <= 30000", "error_rate == 0"])
+
+def test_retrain_is_compared_with_the_stable_and_promoted_a_rerun_is_a_no_op_a_failing_model_rolled_back(
+    kubeconfig, kube_namespace, reconciler, vllm_server, retrained_server, tiny_model, tmp_path, monkeypatch
+):
+    a, b = vllm_server.base_url, retrained_server.base_url
+    client = KubeClient.from_kubeconfig(str(kubeconfig))
+    probes = tiny_model / "probes.json"
+
+    # Run 1: the first rollout's predictor is unnamed: Service <isvc>-predictor (kserve
+    # constants.PredictorServiceName), played by server A. Any named predictor (a canary,
+    # <isvc>-<canary>-predictor) is server B's.
+    monkeypatch.setenv("LLM_ROLLOUT_ADDRESS_MAP", _address_map(kube_namespace, [("predictor", a), ("*-predictor", b)]))
+    doc = _spec(kube_namespace, probes, ["p99_e2el_ms <= 30000", "error_rate == 0"])
     # Autoscaling from evidence: the promoted revision's KEDA threshold is the measured capacity
     # (requests/s per replica at the highest concurrency meeting the SLO) times the safety factor.
     doc["scaling"] = {"target": "auto", "expected_peak_rps": 1}
     doc["validation"]["slo"].update({"capacity_max_concurrency": 2, "capacity_repeats": 1})
-    good = parse_spec(doc)
-    first = run_pipeline("llm-deploy", "s3://models/tiny-llama/v1", good, out_dir=tmp_path / "run-1", quiet=True)
+    tiny = parse_spec(doc)
+    first = run_pipeline("llm-deploy", "s3://models/tiny-llama/v1", tiny, out_dir=tmp_path / "run-1", quiet=True)
     assert first.outcome == "promoted", json.dumps(first.steps, indent=1)
     assert first.verdict == "pass"
+    assert first.step("deploy-model")["endpoint_url"] == a
+    assert not first.step("validate-deployment")["stable"], "a first rollout has no stable revision to compare with"
     isvc = client.get(INFERENCE_SERVICES, NAME, kube_namespace)
     evidence = json.loads(isvc["metadata"]["annotations"]["llm-rollout.io/autoscaling"])
     assert evidence["metric"] == "request-rate" and evidence["run_id"]
     assert evidence["target"] == max(1, int(evidence["capacity"] * evidence["safety_factor"]))
     keda = isvc["spec"]["predictor"]["autoScaling"]["metrics"][0]["external"]["target"]["value"]
     assert keda == str(evidence["target"]), "the measured target is on the object, not the static default"
-    predictor = isvc["spec"]["predictor"]
-    assert predictor["model"]["storageUri"] == "s3://models/tiny-llama/v1"
+    assert isvc["spec"]["predictor"]["model"]["storageUri"] == "s3://models/tiny-llama/v1"
     assert not isvc["spec"].get("canary")
     annotations = isvc["metadata"]["annotations"]
     assert any(k.startswith(ANNOTATION_PREFIX) and "s3://models/tiny-llama/v1" in v for k, v in annotations.items())
-    stable_spec = isvc["spec"]
+    assert _finished_requests(b) == 0, "server B played no revision in run 1"
 
-    impossible = parse_spec(_spec(kube_namespace, tiny_model / "probes.json", ["p50_ttft_ms <= 0.001"]))
-    second = run_pipeline("llm-deploy", "s3://models/tiny-llama/v2", impossible, out_dir=tmp_path / "run-2", quiet=True)
-    assert second.outcome == "rolled back", json.dumps(second.steps, indent=1)
-    assert second.verdict == "fail"
-    assert "p50_ttft_ms" in second.step("validate-deployment")["summary"]
+    # Run 2: the retrained model, a canary on server B, compared with the stable revision on A.
+    a_before = _finished_requests(a)
+    good = parse_spec(_spec(kube_namespace, probes, ["p99_e2el_ms <= 30000", "error_rate == 0"]))
+    retrain_uri = "s3://models/tiny-llama/v2-retrained"
+    second = run_pipeline("llm-deploy", retrain_uri, good, out_dir=tmp_path / "run-2", quiet=True)
+    log = (tmp_path / "run-2" / "run.log").read_text()
+    # Each look's intervals: what to read when the comparison could not decide (a CPU hog beside
+    # the test widens them; nothing here loosens the default settings).
+    looks = re.findall(r"validate: comparison: look \d+ after \d+ blocks: .*", log)
+    assert second.outcome == "promoted", "\n".join([*looks, json.dumps(second.steps, indent=1)])
+    assert second.verdict == "pass"
     deploy = second.step("deploy-model")
-    assert deploy["canary"] is True
+    assert deploy["canary"] is True and deploy["endpoint_url"] == b, deploy
+    validate = second.step("validate-deployment")
+    assert validate["stable"] == a, validate
+    results = json.loads(Path(validate["results"]).read_text())
+    assert results["endpoint"]["url"] == b
+    comparison = results["comparison"]
+    assert comparison["stable_url"] == a and comparison["decision"] == "not_worse", json.dumps(comparison, indent=1)
+    assert {c["metric"] for c in comparison["speed"]} == {"median_ttft_ms", "mean_tpot_ms", "output_throughput_tok_s"}
+    assert all(c["decision"] == "not_worse" for c in comparison["speed"]), comparison["speed"]
+    q = comparison["quality"]
+    assert q["candidate_passed"] >= q["stable_passed"], q
+    assert looks and "undecided" not in looks[-1], looks
+    # Both servers really were measured (vLLM's own counters, not our report).
+    assert _finished_requests(b) >= comparison["blocks"] * 2 * good.validation.comparison.round_requests
+    assert _finished_requests(a) - a_before >= comparison["blocks"] * 2 * good.validation.comparison.round_requests
+    promoted = client.get(INFERENCE_SERVICES, NAME, kube_namespace)
+    assert promoted["spec"]["predictor"]["model"]["storageUri"] == retrain_uri
+    assert not promoted["spec"].get("canary"), "the promotion leaves no canary"
+    promoted_spec = promoted["spec"]
+
+    # Run 3: a rerun of the promoted model changes nothing.
+    rerun = run_pipeline("llm-deploy", retrain_uri, good, out_dir=tmp_path / "run-3", quiet=True)
+    assert rerun.outcome == "already promoted", json.dumps(rerun.steps, indent=1)
+    assert client.get(INFERENCE_SERVICES, NAME, kube_namespace)["spec"] == promoted_spec
+
+    # Run 4: the promoted predictor (named after run 2's member) is now server B's; the new canary
+    # is played by server A. An SLO nothing meets: rolled back, the stable spec untouched.
+    member = deploy["member"]
+    monkeypatch.setenv(
+        "LLM_ROLLOUT_ADDRESS_MAP",
+        _address_map(kube_namespace, [(f"{member}-predictor", b), ("*-predictor", a)]),
+    )
+    doc = _spec(kube_namespace, probes, ["p50_ttft_ms <= 0.001"])
+    # This run is about the SLO: its comparison with the stable (B) gets one look, which bounds the
+    # test's runtime on a busy machine; whatever it decides, the SLO alone rolls the model back.
+    doc["validation"]["comparison"] = {"max_blocks": 6}
+    impossible = parse_spec(doc)
+    fourth = run_pipeline("llm-deploy", "s3://models/tiny-llama/v3", impossible, out_dir=tmp_path / "run-4", quiet=True)
+    assert fourth.outcome == "rolled back", json.dumps(fourth.steps, indent=1)
+    assert fourth.verdict == "fail"
+    summary = fourth.step("validate-deployment")["summary"]
+    assert "slo: missed" in summary and "p50_ttft_ms" in summary, summary
+    assert fourth.step("validate-deployment")["stable"] == b
+    assert fourth.step("deploy-model")["canary"] is True
+    assert fourth.step("deploy-model")["endpoint_url"] == a
     after = client.get(INFERENCE_SERVICES, NAME, kube_namespace)
-    assert after["spec"] == stable_spec, "the stable revision is exactly as run 1 left it: no canary, same predictor"
-    assert after["spec"]["predictor"]["model"]["storageUri"] == "s3://models/tiny-llama/v1"
+    assert after["spec"] == promoted_spec, "the stable revision is exactly as run 2 left it: no canary, same predictor"
+    assert after["spec"]["predictor"]["model"]["storageUri"] == retrain_uri
 
 
 def test_llmd_stepped_promotion_reruns_the_gate_at_each_traffic_step(
