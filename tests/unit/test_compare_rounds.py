@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from llm_rollout.spec import ComparisonSpec
-from llm_rollout.validation.compare import MIN_TOKEN_GAP_S, _Rounds, judge_speed
+from llm_rollout.validation.compare import MIN_TOKEN_GAP_S, _Rounds, compare_with_stable, judge_speed
 from llm_rollout.validation.metrics import RequestRecord
 
 
@@ -111,3 +111,27 @@ def test_the_summary_first_names_the_question_that_failed():
         "fail: comparison with the stable revision: inferior (slo: met)",
         "comparison: median_ttft_ms: worse: ...",
     ]
+
+
+def test_one_server_reached_as_both_sides_is_never_compared_with_itself():
+    """Both addresses mapped to one server: inconclusive with the fix, before any request is sent."""
+    import asyncio
+
+    import httpx
+
+    from llm_rollout.validation.client import Endpoint
+
+    async def compare():
+        # Port 9 (discard) on loopback: any request would fail with a connection error, not this reason.
+        async with httpx.AsyncClient() as client:
+            same = Endpoint("http://127.0.0.1:9/v1", "tiny")
+            return await compare_with_stable(
+                ComparisonSpec(), candidate=(client, same), stable=(client, Endpoint("http://127.0.0.1:9", "tiny")),
+                candidate_suite=[], probes=[], smoke=False, chat=False, prompts=["p"], api="completions",
+                output_tokens=8, readiness_timeout_s=1, max_duration_s=1, log=lambda _line: None,
+            )  # fmt: skip
+
+    out = asyncio.run(compare())
+    assert out.decision == "undecided" and out.blocks == 0 and not out.quality
+    assert "both reached at http://127.0.0.1:9" in out.inconclusive[0]
+    assert "LLM_ROLLOUT_ADDRESS_MAP" in out.inconclusive[0]

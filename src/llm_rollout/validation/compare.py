@@ -232,6 +232,16 @@ async def compare_with_stable(
     started = time.monotonic()
     (c_client, c_ep), (s_client, s_ep) = candidate, stable
     out = StableComparison(stable_url=s_ep.base_url)
+    if s_ep.base_url == c_ep.base_url:
+        # One server measured as both sides is "not worse" than itself whatever it serves: that
+        # would promote anything. Seen when one LLM_ROLLOUT_ADDRESS_MAP pattern matches both Services.
+        out.inconclusive.append(
+            f"comparison: the candidate and the stable revision are both reached at {c_ep.base_url}, so the "
+            "comparison would measure one server against itself. Fix: give the stable's and the canary's "
+            "Services their own LLM_ROLLOUT_ADDRESS_MAP entries (the more specific pattern first), or set "
+            "validation.comparison.enabled: false"
+        )
+        return out
     try:
         await check_readiness(s_client, s_ep, timeout_s=readiness_timeout_s, api=api)  # type: ignore[arg-type]
     except RolloutError as err:
