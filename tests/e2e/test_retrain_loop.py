@@ -1,0 +1,83 @@
+"""The scheduled retrain-and-redeploy loop on the local platform, as a user runs it.
+
+The default validation spec with only the absolute SLO relaxed to CPU figures: the tiny model is
+promoted and keeps serving; a retrained copy (same size and speed, 5 % weight noise) is promoted
+over it; a scrambled copy is rolled back for its answers; a deeper copy (the same answers,
+several times slower) is rolled back for its speed by the comparison with the stable revision;
+a rerun with the promoted model is "already promoted". No recovery base is served: the stable is
+the model being replaced, never a "baseline" to agree with.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from llm_rollout.local.platform import LocalPlatform
+from llm_rollout.local.session import cleanup
+from llm_rollout.spec import parse_spec
+from pipelines.run_local import run_local
+
+pytestmark = [pytest.mark.e2e, pytest.mark.serving, pytest.mark.timeout(1500)]
+
+
+def status_of(state):
+    return LocalPlatform(parse_spec({"platform": "local", "local": {"state_dir": str(state)}})).status()
+
+
+def loop_spec(state, probes) -> object:
+    return parse_spec(
+        {
+            "name": "tiny-loop",
+            "platform": "local",
+            "runtime": {"max_model_len": 256},
+            "local": {"state_dir": str(state)},
+            "validation": {
+                "suite_file": str(probes),
+                # The serving design's GPU SLO made CPU-sized; everything else is the default.
+                "slo": {"checks": ["p95_ttft_ms <= 3000", "error_rate == 0"], "judge_concurrency": [10]},
+                "load": {"concurrency": [1, 10], "num_prompts": 30, "output_tokens": 16, "input_words": 16},
+            },
+        }
+    )
+
+
+def test_retrain_loop_promotes_a_good_model_and_rolls_back_bad_and_slow_ones(
+    tmp_path, tiny_model, retrained_model, scrambled_model, deep_model, vllm_python, monkeypatch
+):
+    state = tmp_path / "state"
+    monkeypatch.setenv("LLM_ROLLOUT_STATE_DIR", str(state))
+    spec = loop_spec(state, tiny_model / "probes.json")
+
+    def run(model, label):
+        return run_local(
+            pipeline="llm-deploy", model=str(model), spec=spec, out_dir=tmp_path / label, keep_serving=True
+        )
+
+    try:
+        first = run(tiny_model, "1-first")
+        assert first.outcome == "promoted", first.steps
+
+        retrained = run(retrained_model, "2-retrained")
+        assert retrained.outcome == "promoted", retrained.step("validate-deployment")
+        validate = retrained.step("validate-deployment")
+        assert validate["stable"] and validate["recovery_base"] is None
+        assert "token agreement" not in validate["summary"]
+        promoted = status_of(state).stable
+        assert promoted is not None and promoted.model_uri == str(retrained_model)
+
+        scrambled = run(scrambled_model, "3-scrambled")
+        assert scrambled.outcome == "rolled back", scrambled.steps
+        assert "correctness" in scrambled.step("validate-deployment")["summary"]
+
+        deep = run(deep_model, "4-deep")
+        assert deep.outcome == "rolled back", deep.steps
+        summary = deep.step("validate-deployment")["summary"]
+        assert "comparison: " in summary and "worse" in summary, summary
+        assert status_of(state).stable.member == promoted.member
+
+        again = run(retrained_model, "5-rerun")
+        assert again.outcome == "already promoted", again.steps
+        history = [h.action for h in status_of(state).history]
+        assert history.count("promote") == 2, history
+    finally:
+        cleanup(state)
