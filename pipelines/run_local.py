@@ -77,11 +77,8 @@ DEMO_SPEC: dict[str, Any] = {
         # W8A8 on a 2-core CPU is not faster than bf16 (no int8 GEMM win at this size): the
         # recovery keeps the agreement check and asks only that speed is not lost badly.
         "recovery": {"min_token_agreement": 0.9, "checks": ["output_throughput_ratio_vs_baseline >= 0.3"]},
-        # The comparison with the stable revision, CPU-sized like the SLO: both vLLM servers share
-        # the same two cores (vLLM CPU pins each server's worker to core 0), so at concurrency 4 a
-        # round's median TTFT jumps between scheduler steps (9, 37, 68, 150 ms ...). One request
-        # at a time, more blocks and a 50 % TTFT margin let it decide here; a GPU keeps the defaults.
-        "comparison": {"concurrency": 1, "round_requests": 8, "ttft_margin": 0.5, "max_blocks": 36},
+        # The comparison with the stable revision keeps its defaults: the local servers run one
+        # engine process each (llm_rollout.local.server), which measures steadily enough here.
     },
 }
 """The demo's spec: the tiny model on CPU, its probes as the correctness suite."""
