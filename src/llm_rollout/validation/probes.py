@@ -42,7 +42,6 @@ import yaml
 
 from llm_rollout.errors import PermanentError, SpecError, TransientError
 from llm_rollout.validation.client import Api, Endpoint, build_payload, post_json, stream_request
-from llm_rollout.validation.metrics import RequestRecord
 
 FINISH_REASONS = ("stop", "length")
 DEFAULT_PROBE_MAX_TOKENS = 32
@@ -523,10 +522,3 @@ async def token_agreement(
         )
     value = same_total / positions_total if positions_total else None
     return Agreement(value, rows)
-
-
-def record_summary(rec: RequestRecord) -> str:
-    """A one-line summary of a request for logs (never the text)."""
-    if rec.success:
-        return f"ok ttft={rec.ttft * 1000:.1f} ms, {rec.output_tokens} tokens in {rec.latency * 1000:.1f} ms"
-    return f"failed: {rec.error}"
