@@ -43,7 +43,7 @@ BOUNDARIES = ("register", "deploy", "validate", "promote")
 
 TINY_VALIDATION = {
     # The stand-in points the stable and the new revision at one vLLM server: comparing a server
-    # with itself says nothing (tests/serving/test_comparison.py tests the comparison).
+    # with itself says nothing (tests/e2e/test_retrain_loop.py tests the comparison).
     "comparison": {"enabled": False},
     "readiness_timeout_s": 60,
     "load": {

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,7 @@ from llm_rollout.kserve.builders import ANNOTATION_PREFIX
 from llm_rollout.kube import INFERENCE_SERVICES, KubeClient
 from llm_rollout.spec import parse_spec
 from pipelines.run_local import run_pipeline
-from tests.fixtures.serving import start_vllm
+from tests.fixtures.serving import finished_requests, start_vllm
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.serving, pytest.mark.timeout(900)]
 
@@ -60,13 +59,6 @@ def _spec(namespace: str, probes, checks: list[str]) -> dict:
 def _address_map(namespace: str, pairs: list[tuple[str, str]]) -> str:
     """``$LLM_ROLLOUT_ADDRESS_MAP`` sending predictor Service ``<NAME>-<predictor>`` of ``namespace`` to a URL."""
     return ",".join(f"{NAME}-{svc}.{namespace}.svc.cluster.local={url}" for svc, url in pairs)
-
-
-def _finished_requests(base_url: str) -> float:
-    """vLLM's own count of finished requests (``vllm:request_success_total``, every label) on a server."""
-    with urllib.request.urlopen(f"{base_url}/metrics", timeout=10) as resp:
-        text = resp.read().decode()
-    return sum(float(m.group(1)) for m in re.finditer(r"^vllm:request_success_total\{[^}]*\} (\S+)$", text, re.M))
 
 
 @pytest.fixture
@@ -115,10 +107,10 @@ def test_retrain_is_compared_with_the_stable_and_promoted_a_rerun_is_a_no_op_a_f
     assert not isvc["spec"].get("canary")
     annotations = isvc["metadata"]["annotations"]
     assert any(k.startswith(ANNOTATION_PREFIX) and "s3://models/tiny-llama/v1" in v for k, v in annotations.items())
-    assert _finished_requests(b) == 0, "server B played no revision in run 1"
+    assert finished_requests(b) == 0, "server B played no revision in run 1"
 
     # Run 2: the retrained model, a canary on server B, compared with the stable revision on A.
-    a_before = _finished_requests(a)
+    a_before = finished_requests(a)
     good = parse_spec(_spec(kube_namespace, probes, ["p99_e2el_ms <= 30000", "error_rate == 0"]))
     retrain_uri = "s3://models/tiny-llama/v2-retrained"
     second = run_pipeline("llm-deploy", retrain_uri, good, out_dir=tmp_path / "run-2", quiet=True)
@@ -142,8 +134,8 @@ def test_retrain_is_compared_with_the_stable_and_promoted_a_rerun_is_a_no_op_a_f
     assert q["candidate_passed"] >= q["stable_passed"], q
     assert looks and "undecided" not in looks[-1], looks
     # Both servers really were measured (vLLM's own counters, not our report).
-    assert _finished_requests(b) >= comparison["blocks"] * 2 * good.validation.comparison.round_requests
-    assert _finished_requests(a) - a_before >= comparison["blocks"] * 2 * good.validation.comparison.round_requests
+    assert finished_requests(b) >= comparison["blocks"] * 2 * good.validation.comparison.round_requests
+    assert finished_requests(a) - a_before >= comparison["blocks"] * 2 * good.validation.comparison.round_requests
     promoted = client.get(INFERENCE_SERVICES, NAME, kube_namespace)
     assert promoted["spec"]["predictor"]["model"]["storageUri"] == retrain_uri
     assert not promoted["spec"].get("canary"), "the promotion leaves no canary"

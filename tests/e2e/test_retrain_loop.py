@@ -3,12 +3,17 @@
 The default validation spec with only the absolute SLO relaxed to CPU figures: the tiny model is
 promoted and keeps serving; a retrained copy (same size and speed, 5 % weight noise) is promoted
 over it; a scrambled copy is rolled back for its answers; a deeper copy (the same answers,
-several times slower) is rolled back for its speed by the comparison with the stable revision;
-a rerun with the promoted model is "already promoted". No recovery base is served: the stable is
-the model being replaced, never a "baseline" to agree with.
+several times slower) is rolled back for its speed by the comparison with the stable revision
+(its answers all pass: only speed failed); a rerun with the promoted model is "already promoted".
+No recovery base is served: the stable is the model being replaced, never a "baseline" to agree
+with. This is also the comparison's test against real servers (a retrained copy never called
+worse, a slower one caught with the evidence), on the user's path rather than beside it.
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 
@@ -62,6 +67,20 @@ def test_retrain_loop_promotes_a_good_model_and_rolls_back_bad_and_slow_ones(
         validate = retrained.step("validate-deployment")
         assert validate["stable"] and validate["recovery_base"] is None
         assert "token agreement" not in validate["summary"]
+        # The comparison decided (not skipped): the suite scored alike on both, every speed metric
+        # not worse, on blocks of candidate/stable rounds; the report and the Metrics carry it.
+        results = json.loads(Path(validate["results"]).read_text())
+        comparison = results["comparison"]
+        assert comparison["stable_url"] == validate["stable"] and comparison["decision"] == "not_worse", comparison
+        assert comparison["quality"]["ok"] and comparison["quality"]["stable_passed"] == comparison["quality"]["total"]
+        assert comparison["blocks"] >= 6 and comparison["rounds"] == 2 * comparison["blocks"]
+        assert {c["metric"]: c["decision"] for c in comparison["speed"]} == {
+            "median_ttft_ms": "not_worse", "mean_tpot_ms": "not_worse", "output_throughput_tok_s": "not_worse",
+        }  # fmt: skip
+        # No recovery question: the stable is another model, never a "baseline" to agree with.
+        assert results["agreement"] is None and not results["baseline_levels"]
+        assert results["metrics"]["vs_stable_not_worse"] == 1.0
+        assert "Against the stable revision" in Path(validate["report"]).read_text()
         promoted = status_of(state).stable
         assert promoted is not None and promoted.model_uri == str(retrained_model)
 
@@ -72,7 +91,12 @@ def test_retrain_loop_promotes_a_good_model_and_rolls_back_bad_and_slow_ones(
         deep = run(deep_model, "4-deep")
         assert deep.outcome == "rolled back", deep.steps
         summary = deep.step("validate-deployment")["summary"]
-        assert "comparison: " in summary and "worse" in summary, summary
+        assert "comparison: " in summary and "worse: candidate/stable" in summary, summary
+        assert "confidence" in summary and "blocks" in summary, summary
+        deep_results = json.loads(Path(deep.step("validate-deployment")["results"]).read_text())
+        # The deeper copy answers exactly like the tiny one: only its speed failed.
+        assert all(p["passed"] for p in deep_results["correctness"]), deep_results["correctness"]
+        assert "worse" in {c["decision"] for c in deep_results["comparison"]["speed"]}
         assert status_of(state).stable.member == promoted.member
 
         again = run(retrained_model, "5-rerun")

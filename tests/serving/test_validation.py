@@ -11,6 +11,7 @@ import asyncio
 import json
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import pytest
 from llm_rollout.spec import ValidationSpec, parse_spec
 from llm_rollout.validation import SLOExpressionError, validate
 from llm_rollout.validation.cli import validate_command
-from tests.fixtures.serving import free_port, start_vllm
+from tests.fixtures.serving import finished_requests, free_port, start_vllm
 from tests.serving.flaky_proxy import FlakyProxy
 
 pytest_plugins = ["tests.fixtures.serving"]
@@ -350,9 +351,18 @@ def test_server_killed_during_load_fails_and_still_writes_the_report(tiny_model,
             server.kill()
             killed.set()
 
+        def kill_after_progress(before: float) -> None:
+            # Mid-level by observed progress, not by a timer: the server itself has finished 8 more
+            # requests (on a busy machine 1.5 s could pass before the first one). Bounded: a hang
+            # kills it anyway and the assertions below say what was missing.
+            deadline = time.monotonic() + 120
+            while finished_requests(server.base_url) < before + 8 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            kill()
+
         def log(line: str) -> None:
             if line.startswith("validate: load c4: starting"):
-                threading.Timer(1.5, kill).start()  # mid-level
+                threading.Thread(target=kill_after_progress, args=(finished_requests(server.base_url),)).start()
 
         result = validate(spec, server.base_url, "victim", report_dir=tmp_path / "report", log=log)
         assert killed.is_set()

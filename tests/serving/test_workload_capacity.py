@@ -88,7 +88,7 @@ def two_slot_server(deep_model, vllm_python, tmp_path_factory):
 
 def test_the_capacity_search_gives_the_same_answer_within_its_interval_twice(two_slot_server):
     url = two_slot_server.base_url
-    load = {"concurrency": [1], "num_prompts": 10, "input_words": 12, "output_tokens": 80, "warmup_requests": 2}
+    load = {"concurrency": [1], "num_prompts": 10, "input_words": 12, "output_tokens": 48, "warmup_requests": 2}
     calibration = validate(
         spec_of(load=load, slo={"checks": ["error_rate == 0"], "judge_concurrency": [1]}), url, "tiny-deep"
     )
