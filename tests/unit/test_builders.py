@@ -377,7 +377,9 @@ def test_the_llmd_image_defaults_to_the_presets_which_run_as_non_root():
 
 
 def test_local_servers_run_one_engine_process_unless_the_user_says_otherwise():
-    from llm_rollout.local.server import SERVER_ENV_DEFAULTS, local_server_args
+    from llm_rollout.local.server import SERVER_ENV_DEFAULTS, local_server_args, without_options
+
+    assert without_options(["--a", "1", "--b=2", "--c"], ["--a=3", "--no-c"]) == ["--b=2"]
 
     plain = parse_spec({"runtime": {"max_model_len": 256}})
     assert local_server_args(plain) == ["--enforce-eager", "--distributed-executor-backend=uni"]

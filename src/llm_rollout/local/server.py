@@ -70,6 +70,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -214,6 +215,22 @@ def fit_max_model_len(spec: RolloutSpec, model_dir: str | Path) -> RolloutSpec:
     return spec
 
 
+def without_options(args: Sequence[str], given: Sequence[str]) -> list[str]:
+    """``args`` minus every option ``given`` sets, each with its values (``--no-X`` counts as ``--X``).
+
+    ``without_options(["--a", "1", "--b=2", "--c"], ["--a=3", "--no-c"])`` is ``["--b=2"]``.
+    """
+    present = {a.split("=", 1)[0].replace("--no-", "--", 1) for a in given if a.startswith("--")}
+    out: list[str] = []
+    dropping = False
+    for arg in args:
+        if arg.startswith("--"):
+            dropping = arg.split("=", 1)[0] in present
+        if not dropping:
+            out.append(arg)
+    return out
+
+
 def local_server_args(spec: RolloutSpec, local_args: list[str] | None = None) -> list[str]:
     """The local-only vLLM arguments: ``local_args``, else :data:`LOCAL_VLLM_ARGS`, minus repeats.
 
@@ -221,16 +238,7 @@ def local_server_args(spec: RolloutSpec, local_args: list[str] | None = None) ->
     (``--distributed-executor-backend mp`` there replaces ``--distributed-executor-backend=uni``;
     ``--no-enforce-eager`` replaces ``--enforce-eager``).
     """
-    wanted = list(LOCAL_VLLM_ARGS if local_args is None else local_args)
-    present = {a.split("=", 1)[0].replace("--no-", "--", 1) for a in spec.runtime.extra_args if a.startswith("--")}
-    out: list[str] = []
-    dropping = False
-    for arg in wanted:
-        if arg.startswith("--"):
-            dropping = arg.split("=", 1)[0] in present
-        if not dropping:
-            out.append(arg)
-    return out
+    return without_options(LOCAL_VLLM_ARGS if local_args is None else local_args, spec.runtime.extra_args)
 
 
 def build_server_command(

@@ -473,39 +473,32 @@ class InferenceServiceVariant(Variant):
     @abstractmethod
     def canary_in_predictor(self, live_pred: dict[str, Any]) -> bool:
         """The live predictor is itself a canary (Knative) rather than the stable revision."""
-        ...
 
     @abstractmethod
     def check_new_revision(self, new: Member, live_member: str, live_uri: str, live_pred: dict[str, Any]) -> None:
         """Refuses a new revision KServe would refuse to promote (nothing written yet)."""
-        ...
 
     @abstractmethod
     def canary_object(
         self, plan: Plan, live: dict[str, Any], live_pred: dict[str, Any], stable: Member, canary: Member
     ) -> dict[str, Any]:
         """The InferenceService with ``canary`` beside ``stable``; fills the plan's readiness."""
-        ...
 
     @abstractmethod
     def canary_url(self, ready: dict[str, Any], member: str) -> str | None:
         """The canary's own address once ready."""
-        ...
 
     @abstractmethod
     def check_stable_predictor(self, rec: DeploymentRecord, pred: dict[str, Any], where: str) -> None:
         """Raises PromotionConflict when the stable predictor is not the one ``rec`` was validated against."""
-        ...
 
     @abstractmethod
     def canary_gone(self, live: dict[str, Any], rec: DeploymentRecord) -> bool:
         """``rec`` no longer is a canary of the live object (promoted, when it is the predictor)."""
-        ...
 
     @abstractmethod
     def check_still_canary(self, live: dict[str, Any], pred: dict[str, Any], rec: DeploymentRecord, where: str) -> None:
         """Raises when ``rec`` is no longer the canary (rolled back or replaced)."""
-        ...
 
     def previous_record(
         self, live: dict[str, Any], rec: DeploymentRecord, pred: dict[str, Any]
@@ -518,14 +511,12 @@ class InferenceServiceVariant(Variant):
         self, live: dict[str, Any], pred: dict[str, Any], rec: DeploymentRecord, percent: int
     ) -> dict[str, Any]:
         """The InferenceService spec with ``percent`` of the traffic on ``rec``."""
-        ...
 
     @abstractmethod
     def final_body(
         self, rec: DeploymentRecord, live: dict[str, Any], pred: dict[str, Any]
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """The InferenceService spec after promotion (and the new predictor)."""
-        ...
 
     @abstractmethod
     def promotion_readiness(
@@ -533,14 +524,12 @@ class InferenceServiceVariant(Variant):
     ) -> Readiness:
         """What the status must show after a promotion write (freshness is read from what the controller
         writes for this change, not from observedGeneration: see :mod:`llm_rollout.kserve.wait`)."""
-        ...
 
     @abstractmethod
     def remove_canary(
         self, client: KubeClient, live: dict[str, Any], pred: dict[str, Any], rec: DeploymentRecord, stable_rev: str
     ) -> tuple[bool, str]:
         """Takes the canary ``rec`` away; the stable predictor serves all traffic again."""
-        ...
 
 
 def _other_canaries(live: dict[str, Any], member: str) -> list[dict[str, Any]]:
