@@ -113,6 +113,33 @@ def test_the_summary_first_names_the_question_that_failed():
     ]
 
 
+def test_a_wrong_answer_is_named_as_the_failed_question_not_as_validation():
+    """A scrambled model: the suite failed (no comparison was run), the SLO met."""
+    from llm_rollout.validation.probes import ProbeResult
+    from llm_rollout.validation.result import ValidationResult
+    from llm_rollout.validation.slo import CheckResult, Judgement
+    from llm_rollout.validation.summary import kfp_metrics
+
+    probes = [
+        ProbeResult(
+            name="probes.json[0]", source="probes.json", passed=False, failures=["exact: expected 'a', got 'b'"]
+        ),
+        ProbeResult(name="probes.json[1]", source="probes.json", passed=True),
+    ]
+    judgement = Judgement(
+        verdict="pass",
+        results=[CheckResult(level="c2", check="error_rate == 0", metric="error_rate", measured=0, status="pass")],
+    )
+    result = ValidationResult(
+        verdict="fail", reasons=["correctness: probes.json[0] failed (exact)"], metrics={}, report_paths={},
+        url="http://c", model="m", judgement=judgement, correctness=probes,
+    )  # fmt: skip
+    assert result.summary.splitlines()[0] == "fail: correctness suite: failed (slo: met)"
+    correctness = result.questions[0]
+    assert correctness["evidence"] == ["1/2 probes passed", "probes.json[0] failed (exact)"]
+    assert kfp_metrics({"correctness": [p.to_dict() for p in probes]})["correctness_ok"] == 0.0
+
+
 def test_one_server_reached_as_both_sides_is_never_compared_with_itself():
     """Both addresses mapped to one server: inconclusive with the fix, before any request is sent."""
     import asyncio

@@ -147,8 +147,8 @@ class ProbeResult:
         return sorted({line.split(":", 1)[0] for line in self.failures})
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON data."""
-        return asdict(self)
+        """Plain JSON data (with ``failed_checks``)."""
+        return {**asdict(self), "failed_checks": self.failed_checks()}
 
 
 # Suites -----------------------------------------------------------------------------------------

@@ -83,6 +83,7 @@ class Phase:
 
 
 _QUESTION_NAMES = {
+    "correctness": "correctness suite",
     "recovery": "recovery against the original",
     "comparison": "comparison with the stable revision",
     "slo": "slo",
@@ -161,6 +162,7 @@ class ValidationResult:
     def questions(self) -> list[dict[str, Any]]:
         """The gate's questions with their answers (:func:`~llm_rollout.validation.summary.gate_questions`)."""
         return gate_questions({
+            "correctness": [p.to_dict() for p in self.correctness],
             "baseline": {"url": self.baseline_url, "model": self.baseline_model} if self.baseline_url else None,
             "agreement": vars(self.agreement) if self.agreement else None,
             "spec": self.spec.model_dump(mode="json") if self.spec is not None else None,

@@ -1,8 +1,8 @@
 """What a validation answered, for machines: the gate's questions and the flat KFP metrics.
 
-:func:`gate_questions` puts the gate's three questions side by side (recovery against the
-uncompressed original, comparison with the stable revision, the SLO), each with its evidence and
-its answer; :func:`kfp_metrics` flattens the result into KFP's ``Metrics`` artifact. Both work on
+:func:`gate_questions` puts the gate's questions side by side (the correctness suite, recovery
+against the uncompressed original, comparison with the stable revision, the SLO), each with its
+evidence and its answer; :func:`kfp_metrics` flattens the result into KFP's ``Metrics`` artifact. Both work on
 the result's plain data (``ValidationResult.to_dict()``); :mod:`llm_rollout.validation.report`
 shows the same in the HTML report.
 """
@@ -34,6 +34,7 @@ KFP_LEVEL_METRICS: tuple[str, ...] = (
 
 # The gate's questions ---------------------------------------------------------------------------
 
+QUESTION_CORRECTNESS = "Does it answer the correctness suite? (the suite's expected answers)"
 QUESTION_RECOVERY = "Did compression keep the model? (against its uncompressed original)"
 QUESTION_COMPARISON = "Is it at least as good as what serves now? (against the stable revision)"
 QUESTION_SLO = "Does it meet the SLO? (absolute thresholds)"
@@ -46,14 +47,27 @@ def gate_questions(result: Mapping[str, Any]) -> list[dict[str, Any]]:
         result: ``ValidationResult.to_dict()``.
 
     Returns:
-        One entry per question asked (recovery only with an original served beside the candidate,
-        comparison only with a stable revision, the SLO always): ``{"key", "question", "against",
-        "decision", "ok", "evidence"}``. ``decision`` is ``kept``/``lost``/``inconclusive``
+        One entry per question asked (the suite when its probes ran, recovery only with an
+        original served beside the candidate, comparison only with a stable revision, the SLO
+        always): ``{"key", "question", "against", "decision", "ok", "evidence"}``. ``decision`` is
+        ``passed``/``failed`` (correctness), ``kept``/``lost``/``inconclusive``
         (recovery), ``non-inferior``/``inferior``/``inconclusive`` (comparison), ``met``/``missed``/
         ``inconclusive`` (SLO); ``ok`` is True, False or None (inconclusive); ``evidence`` lines
         carry the measured values, intervals and what was needed.
     """
     out: list[dict[str, Any]] = []
+    probes = result.get("correctness") or []
+    if probes:
+        # Asked of every candidate: a wrong answer fails the gate before any comparison is run.
+        wrong = [p for p in probes if not p.get("passed")]
+        evidence = [f"{len(probes) - len(wrong)}/{len(probes)} probes passed"]
+        evidence += [f"{p.get('name')} failed ({', '.join(p.get('failed_checks') or [])})" for p in wrong[:5]]
+        if len(wrong) > 5:
+            evidence.append(f"... and {len(wrong) - 5} more")
+        out.append({
+            "key": "correctness", "question": QUESTION_CORRECTNESS, "against": "the suite's expected answers",
+            "decision": "failed" if wrong else "passed", "ok": not wrong, "evidence": evidence,
+        })  # fmt: skip
     results = ((result.get("judgement") or {}).get("results")) or []
     ratio_checks = [r for r in results if str(r.get("metric", "")).endswith(RATIO_SUFFIX)]
     baseline = result.get("baseline")
@@ -178,7 +192,7 @@ def kfp_metrics(result: Mapping[str, Any]) -> dict[str, float]:
         out["sizing_gpus_needed"] = float(sizing["gpus_needed"])
         out["sizing_fits"] = 1.0 if sizing.get("fits") else 0.0
     for question in gate_questions(result):
-        # 1 yes, 0 no, -1 inconclusive: "recovery_ok", "comparison_ok", "slo_ok".
+        # 1 yes, 0 no, -1 inconclusive: "correctness_ok", "recovery_ok", "comparison_ok", "slo_ok".
         out[f"{question['key']}_ok"] = {True: 1.0, False: 0.0, None: -1.0}[question["ok"]]
     comparison = result.get("comparison")
     if comparison:
