@@ -9,14 +9,19 @@ completions and latencies on the server of each revision.
 The retrain-and-redeploy loop with the default comparison settings: run 1 promotes the tiny model
 (served by server A); run 2 rolls out a retrained copy (weights moved by 5 % noise, served by
 server B) as a canary, compares it with the stable revision on A and promotes it; a rerun of the same
-model URI is "already promoted"; run 4 is a model with an SLO it cannot meet: it is rolled back and
-the stable InferenceService's spec is exactly what run 2 left.
+model URI is "already promoted". Then two bad models, each a canary against the retrained stable on
+B and each rolled back with the stable InferenceService's spec exactly as run 2 left it: a scrambled
+copy (server C: wrong answers, caught by the suite; it is also held to an SLO nothing meets) and a
+deeper copy (server D: the same answers, several times slower, caught by the comparison with the
+stable).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -75,8 +80,17 @@ def retrained_server(retrained_model, vllm_python, tmp_path):
         yield server
 
 
-def test_retrain_is_compared_with_the_stable_and_promoted_a_rerun_is_a_no_op_a_failing_model_rolled_back(
-    kubeconfig, kube_namespace, reconciler, vllm_server, retrained_server, tiny_model, tmp_path, monkeypatch
+def test_retrain_is_compared_with_the_stable_and_promoted_a_rerun_is_a_no_op_bad_and_slow_models_rolled_back(
+    kubeconfig,
+    kube_namespace,
+    reconciler,
+    vllm_server,
+    retrained_server,
+    tiny_model,
+    scrambled_model,
+    deep_model,
+    tmp_path,
+    monkeypatch,
 ):
     a, b = vllm_server.base_url, retrained_server.base_url
     client = KubeClient.from_kubeconfig(str(kubeconfig))
@@ -146,28 +160,65 @@ def test_retrain_is_compared_with_the_stable_and_promoted_a_rerun_is_a_no_op_a_f
     assert rerun.outcome == "already promoted", json.dumps(rerun.steps, indent=1)
     assert client.get(INFERENCE_SERVICES, NAME, kube_namespace)["spec"] == promoted_spec
 
-    # Run 4: the promoted predictor (named after run 2's member) is now server B's; the new canary
-    # is played by server A. An SLO nothing meets: rolled back, the stable spec untouched.
+    # From here the promoted predictor (named after run 2's member) is server B's; each new canary
+    # is played by the server of the model under test. Every bad model is rolled back and leaves
+    # the stable spec untouched.
     member = deploy["member"]
-    monkeypatch.setenv(
-        "LLM_ROLLOUT_ADDRESS_MAP",
-        _address_map(kube_namespace, [(f"{member}-predictor", b), ("*-predictor", a)]),
-    )
+
+    def canary_on(url: str) -> None:
+        monkeypatch.setenv(
+            "LLM_ROLLOUT_ADDRESS_MAP",
+            _address_map(kube_namespace, [(f"{member}-predictor", b), ("*-predictor", url)]),
+        )
+
+    def rolled_back(run, canary_url: str) -> dict:
+        assert run.outcome == "rolled back", json.dumps(run.steps, indent=1)
+        assert run.verdict == "fail"
+        assert run.step("deploy-model")["canary"] is True
+        assert run.step("deploy-model")["endpoint_url"] == canary_url
+        assert run.step("validate-deployment")["stable"] == b
+        after = client.get(INFERENCE_SERVICES, NAME, kube_namespace)
+        assert after["spec"] == promoted_spec, "the stable revision is exactly as run 2 left it: no canary"
+        return run.step("validate-deployment")
+
+    # Run 4: a scrambled copy (server C) answers the suite wrongly; it is also held to an SLO
+    # nothing meets, and the summary names both failed questions. Server D (run 5's deep copy)
+    # starts meanwhile: this run's failures do not depend on timing.
     doc = _spec(kube_namespace, probes, ["p50_ttft_ms <= 0.001"])
-    # This run is about the SLO: its comparison with the stable (B) gets one look, which bounds the
-    # test's runtime on a busy machine; whatever it decides, the SLO alone rolls the model back.
-    doc["validation"]["comparison"] = {"max_blocks": 6}
-    impossible = parse_spec(doc)
-    fourth = run_pipeline("llm-deploy", "s3://models/tiny-llama/v3", impossible, out_dir=tmp_path / "run-4", quiet=True)
-    assert fourth.outcome == "rolled back", json.dumps(fourth.steps, indent=1)
-    assert fourth.verdict == "fail"
-    summary = fourth.step("validate-deployment")["summary"]
-    assert "slo: missed" in summary and "p50_ttft_ms" in summary, summary
-    assert fourth.step("validate-deployment")["stable"] == b
-    assert fourth.step("deploy-model")["canary"] is True
-    assert fourth.step("deploy-model")["endpoint_url"] == a
+    with contextlib.ExitStack() as servers, ThreadPoolExecutor(1) as pool:
+        deep_server = pool.submit(
+            servers.enter_context, start_vllm(deep_model, "tiny", log_path=tmp_path / "vllm-deep.log")
+        )
+        with start_vllm(scrambled_model, "tiny", log_path=tmp_path / "vllm-scrambled.log") as c:
+            canary_on(c.base_url)
+            scrambled = run_pipeline(
+                "llm-deploy",
+                "s3://models/tiny-llama/v3-scrambled",
+                parse_spec(doc),
+                out_dir=tmp_path / "run-4",
+                quiet=True,
+            )
+            validate = rolled_back(scrambled, c.base_url)
+        head, *reasons = validate["summary"].splitlines()
+        assert head == "fail: correctness suite: failed; slo: missed", validate["summary"]
+        assert any(r.startswith("correctness: ") for r in reasons) and any("p50_ttft_ms" in r for r in reasons)
+
+        # Run 5: a deeper copy (server D) answers exactly like the tiny model and meets the
+        # CPU-sized SLO; the comparison with the stable on B finds it slower, with the evidence.
+        d = deep_server.result()
+        canary_on(d.base_url)
+        deep = run_pipeline(
+            "llm-deploy", "s3://models/tiny-llama/v4-deep", good, out_dir=tmp_path / "run-5", quiet=True
+        )
+        validate = rolled_back(deep, d.base_url)
+    summary = validate["summary"]
+    assert summary.startswith("fail: comparison with the stable revision: inferior"), summary
+    assert "worse: candidate/stable" in summary and "correctness suite: passed" in summary, summary
+    deep_results = json.loads(Path(validate["results"]).read_text())
+    assert all(p["passed"] for p in deep_results["correctness"]), "only its speed failed"
+    assert deep_results["comparison"]["stable_url"] == b
+    assert "worse" in {c["decision"] for c in deep_results["comparison"]["speed"]}, deep_results["comparison"]
     after = client.get(INFERENCE_SERVICES, NAME, kube_namespace)
-    assert after["spec"] == promoted_spec, "the stable revision is exactly as run 2 left it: no canary, same predictor"
     assert after["spec"]["predictor"]["model"]["storageUri"] == retrain_uri
 
 
