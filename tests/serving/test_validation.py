@@ -323,19 +323,46 @@ def test_malformed_slo_expression_is_refused_before_any_request(vllm_server, cap
 
 
 def test_zero_successful_requests_is_inconclusive_never_pass(vllm_server, tmp_path):
-    # Every request is still generating when the level's 2 ms bound ends it (a 200-token completion
-    # takes far longer here): nothing succeeds, nothing fails.
+    """A server that answers nothing during the load: every request is cut at the bound, none succeeds.
+
+    The server's process group is stopped (SIGSTOP) when the load begins - on the progress line,
+    before the first request - and continued after the last level: the kernel still accepts the
+    connections and the requests, nothing answers, so each worker's request is in flight at the
+    bound whatever the machine's speed. (A 2 ms bound on a running server, as this test had,
+    depended on the client sending a request within 2 ms: under a CPU hog it sent none.)
+    """
+    import os
+    import signal
+
     spec = small_spec(
-        load={"output_tokens": 200, "max_duration_s": 0.002, "warmup_requests": 0},
+        load={"max_duration_s": 1.0, "warmup_requests": 0},
         slo={"checks": ["error_rate == 0", "p95_ttft_ms <= 100000"]},
     )
-    result = validate(spec, vllm_server.base_url, "tiny", report_dir=tmp_path)
-    c4 = result.level("c4")
-    assert c4.metrics["successful_requests"] == 0 and c4.metrics["failed_requests"] == 0
-    assert c4.metrics["incomplete_requests"] >= 1 and c4.truncated
+    stopped = threading.Event()
+
+    def log(line: str) -> None:
+        if "validate: load c1: starting" in line:
+            os.killpg(vllm_server.pgid, signal.SIGSTOP)
+            stopped.set()
+        elif line.startswith("validate: load c4: ") and "starting" not in line:
+            os.killpg(vllm_server.pgid, signal.SIGCONT)
+
+    try:
+        result = validate(spec, vllm_server.base_url, "tiny", report_dir=tmp_path, log=log)
+    finally:
+        os.killpg(vllm_server.pgid, signal.SIGCONT)
+    assert stopped.is_set()
+    for label, workers in (("c1", 1), ("c4", 4)):
+        level = result.level(label)
+        assert level.metrics["successful_requests"] == 0 and level.metrics["failed_requests"] == 0, label
+        assert level.metrics["incomplete_requests"] == workers and level.truncated, (label, level.metrics)
     assert result.verdict == "inconclusive"
     assert any(r.startswith("c4: inconclusive:") for r in result.reasons)
     assert (tmp_path / "report.html").exists()
+    # The server was only paused: it answers again.
+    body = {"model": "tiny", "prompt": "the quick brown", "max_tokens": 4}
+    answer = httpx.post(f"{vllm_server.base_url}/v1/completions", json=body, timeout=60).json()
+    assert answer["usage"]["completion_tokens"] == 4, answer
 
 
 @pytest.mark.fault
