@@ -2,9 +2,9 @@
 
 :func:`gate_questions` puts the gate's questions side by side (the correctness suite, recovery
 against the uncompressed original, comparison with the stable revision, the SLO), each with its
-evidence and its answer; :func:`kfp_metrics` flattens the result into KFP's ``Metrics`` artifact. Both work on
-the result's plain data (``ValidationResult.to_dict()``); :mod:`llm_rollout.validation.report`
-shows the same in the HTML report.
+evidence and its answer; :func:`kfp_metrics` flattens the result into KFP's ``Metrics``
+artifact. Both work on the result's plain data (``ValidationResult.to_dict()``);
+:mod:`llm_rollout.validation.report` shows the same in the HTML report.
 """
 
 from __future__ import annotations
