@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -331,9 +333,6 @@ def test_zero_successful_requests_is_inconclusive_never_pass(vllm_server, tmp_pa
     bound whatever the machine's speed. (A 2 ms bound on a running server, as this test had,
     depended on the client sending a request within 2 ms: under a CPU hog it sent none.)
     """
-    import os
-    import signal
-
     spec = small_spec(
         load={"max_duration_s": 1.0, "warmup_requests": 0},
         slo={"checks": ["error_rate == 0", "p95_ttft_ms <= 100000"]},
