@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from llm_rollout.envs import VLLM_PYTHON_ENV
@@ -29,6 +28,7 @@ from llm_rollout.local.state import StateDir
 from llm_rollout.platform import ModelRef, Status, Verdict
 from llm_rollout.record import DeploymentRecord
 from llm_rollout.spec import parse_spec
+from tests.fixtures.serving import complete
 
 pytestmark = [pytest.mark.serving, pytest.mark.timeout(600)]
 
@@ -45,17 +45,6 @@ def make_spec(state_dir: Path, **runtime: object):
             "local": {"state_dir": str(state_dir), "startup_timeout_s": 240},
         }
     )
-
-
-def complete(url: str, model: str, prompt: str = "the quick brown", max_tokens: int = 4) -> dict:
-    """One greedy completion from a server."""
-    resp = httpx.post(
-        f"{url}/v1/completions",
-        json={"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0},
-        timeout=60,
-    )
-    resp.raise_for_status()
-    return resp.json()
 
 
 def assert_group_gone(pgid: int) -> None:

@@ -14,27 +14,21 @@ import httpx
 import pytest
 
 from llm_rollout.procs import LOG_TAIL_LINES
-from tests.fixtures.serving import VllmServer, VllmStartError, group_alive, load_probes, start_vllm
+from tests.fixtures.serving import VllmServer, VllmStartError, complete, group_alive, load_probes, start_vllm
 
 pytestmark = [pytest.mark.serving, pytest.mark.timeout(600)]
 
 
-def complete(server: VllmServer, prompt: str, max_tokens: int) -> dict[str, Any]:
-    """One greedy completion: the first choice of ``/v1/completions`` at temperature 0."""
-    resp = httpx.post(
-        f"{server.base_url}/v1/completions",
-        json={"model": server.served_name, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0},
-        timeout=60,
-    )
-    resp.raise_for_status()
-    return resp.json()["choices"][0]
+def first_choice(server: VllmServer, prompt: str, max_tokens: int) -> dict[str, Any]:
+    """One greedy completion's first choice."""
+    return complete(server.base_url, server.served_name, prompt, max_tokens)["choices"][0]
 
 
 def run_probes(server: VllmServer, probes: list[dict[str, Any]]) -> list[str]:
     """Sends every probe; returns one line per probe answered wrongly."""
     wrong = []
     for probe in probes:
-        choice = complete(server, probe["prompt"], probe["max_tokens"])
+        choice = first_choice(server, probe["prompt"], probe["max_tokens"])
         if choice["text"] != probe["expected"] or choice["finish_reason"] != "stop":
             wrong.append(
                 f"{probe['prompt']!r}: got {choice['text']!r} ({choice['finish_reason']}), "
@@ -98,6 +92,6 @@ def test_server_that_cannot_start_reports_its_log_and_leaves_nothing(tmp_path, t
 def test_stopping_a_server_stops_its_whole_group(tiny_model, tmp_path):
     with start_vllm(tiny_model, "tiny-b", log_path=tmp_path / "b.log") as server:
         pgid = server.pgid
-        assert complete(server, "The capital of Japan is", 6)["text"] == " Tokyo."
+        assert first_choice(server, "The capital of Japan is", 6)["text"] == " Tokyo."
     assert not group_alive(pgid), f"processes of group {pgid} outlived the server"
     assert Path(tmp_path / "b.log").read_text().startswith("$ ")

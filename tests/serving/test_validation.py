@@ -17,13 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from llm_rollout.spec import ValidationSpec, parse_spec
 from llm_rollout.validation import SLOExpressionError, validate
 from llm_rollout.validation.cli import validate_command
-from tests.fixtures.serving import finished_requests, free_port, start_vllm
+from tests.fixtures.serving import complete, finished_requests, free_port, start_vllm
 from tests.serving.flaky_proxy import FlakyProxy
 
 pytest_plugins = ["tests.fixtures.serving"]
@@ -304,13 +303,7 @@ def test_stream_that_stops_midway_is_a_failed_request(vllm_server):
 
 
 def test_malformed_slo_expression_is_refused_before_any_request(vllm_server, capsys):
-    def finished() -> float:
-        text = httpx.get(f"{vllm_server.base_url}/metrics", timeout=10).text
-        return sum(
-            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("vllm:request_success_total")
-        )
-
-    before = finished()
+    before = finished_requests(vllm_server.base_url)
     with pytest.raises(SLOExpressionError) as info:
         validate(
             small_spec(slo={"checks": ["p95_ttft_ms <= 100", "p95_ttft_ms <= 100ms"]}), vllm_server.base_url, "tiny"
@@ -321,7 +314,7 @@ def test_malformed_slo_expression_is_refused_before_any_request(vllm_server, cap
     code = validate_command(["--url", vllm_server.base_url, "--model", "tiny", "--check", "p95_ttft_ms => 100"])
     assert code == 2
     assert "not a comparison operator" in capsys.readouterr().err
-    assert finished() == before, "nothing was sent"
+    assert finished_requests(vllm_server.base_url) == before, "nothing was sent"
 
 
 def test_zero_successful_requests_is_inconclusive_never_pass(vllm_server, tmp_path):
@@ -359,8 +352,7 @@ def test_zero_successful_requests_is_inconclusive_never_pass(vllm_server, tmp_pa
     assert any(r.startswith("c4: inconclusive:") for r in result.reasons)
     assert (tmp_path / "report.html").exists()
     # The server was only paused: it answers again.
-    body = {"model": "tiny", "prompt": "the quick brown", "max_tokens": 4}
-    answer = httpx.post(f"{vllm_server.base_url}/v1/completions", json=body, timeout=60).json()
+    answer = complete(vllm_server.base_url, "tiny")
     assert answer["usage"]["completion_tokens"] == 4, answer
 
 
