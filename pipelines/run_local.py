@@ -409,7 +409,7 @@ DEMO_RUNS: tuple[DemoRun, ...] = (
     ),
     DemoRun(
         "run 3", "llm-deploy", DEEP_MODEL, "rolled back",
-        "a regressed copy (same answers, 30 extra layers, slower): the comparison must catch it",
+        "a regressed copy (same answers, 10 extra layers, slower): the comparison must catch it",
     ),
     DemoRun("run 4", "llm-deploy", RETRAINED_MODEL, "already promoted", "run 2's model again (a scheduled rerun)"),
 )  # fmt: skip

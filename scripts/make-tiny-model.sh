@@ -4,7 +4,7 @@
 #   $LLM_ROLLOUT_CACHE/models/tiny-llama            trained by scripts/make_tiny_model.py (~20-60 s)
 #   $LLM_ROLLOUT_CACHE/models/tiny-llama-scrambled  same files, weights permuted and noised
 #   $LLM_ROLLOUT_CACHE/models/tiny-llama-retrained  weights moved by 5 % noise (a good retrain)
-#   $LLM_ROLLOUT_CACHE/models/tiny-llama-deep       same answers, 30 extra no-op layers (slower)
+#   $LLM_ROLLOUT_CACHE/models/tiny-llama-deep       same answers, 10 extra no-op layers (slower)
 #
 # The cache root is ${LLM_ROLLOUT_CACHE:-$HOME/.cache/llm-rollout}. It first makes sure the vLLM venv
 # exists (scripts/make-venv.sh vllm: the maker runs with its torch and transformers). A model is

@@ -454,7 +454,7 @@ def retrain(src: Path, out: Path, scale: float = 0.05) -> None:
     log(f"retrained copy (weights x (1 + {scale} N(0,1))) passes {len(probes)}/{len(probes)} probes; saved to {out}")
 
 
-def deepen(src: Path, out: Path, extra_layers: int = 30) -> None:
+def deepen(src: Path, out: Path, extra_layers: int = 10) -> None:
     """Writes a slower copy of ``src`` that answers exactly like it: ``extra_layers`` more decoder layers.
 
     Each added layer copies the last one with its attention output (``o_proj``) and MLP output

@@ -3,9 +3,11 @@
 The capacity test serves the deep tiny model (slow enough per token that a request's service time
 dwarfs the client's overheads) with ``--max-num-seqs 2``: vLLM's scheduler runs at most two
 requests at once, so from three concurrent requests on most requests wait for another to finish
-before their first token. The SLO's TTFT threshold is a quarter of one request's end-to-end
+before their first token. The SLO's TTFT threshold is a third of one request's end-to-end
 latency measured on the same server just before (calibration), so the boundary sits where the
-scheduler puts it, whatever this shared machine's speed. The test asserts only relations between
+scheduler puts it, whatever this shared machine's speed: at two requests the first token comes
+after one prefill (a small fraction of the threshold), at three the waiting request's comes after
+a whole request (about three times the threshold). The test asserts only relations between
 the two searches' intervals (and what the search itself promises), never a latency or throughput.
 """
 
@@ -94,7 +96,7 @@ def test_the_capacity_search_gives_the_same_answer_within_its_interval_twice(two
     )
     one_request_ms = calibration.level("c1").metrics["median_e2el_ms"]
     slo = {
-        "checks": [f"p90_ttft_ms <= {one_request_ms / 4:.3f}", "error_rate == 0"],
+        "checks": [f"p90_ttft_ms <= {one_request_ms / 3:.3f}", "error_rate == 0"],
         "judge_concurrency": [1],
         "min_successful_requests": 10,
         "capacity_max_concurrency": 5,
