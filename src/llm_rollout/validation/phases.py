@@ -26,7 +26,15 @@ from llm_rollout.validation.client import Endpoint
 from llm_rollout.validation.compare import compare_with_stable
 from llm_rollout.validation.load import LoadResult, level_label, make_prompts, run_load
 from llm_rollout.validation.metrics import RequestRecord, calculate_metrics
-from llm_rollout.validation.probes import SMOKE_PROMPTS, Probe, run_smoke, run_suite, token_agreement
+from llm_rollout.validation.probes import (
+    SMOKE_PROMPTS,
+    Probe,
+    failure_line,
+    run_smoke,
+    run_suite,
+    tally_line,
+    token_agreement,
+)
 from llm_rollout.validation.prom import Sampler, Snapshot, scrape, server_view
 from llm_rollout.validation.readiness import check_readiness, list_models
 from llm_rollout.validation.result import LevelResult, Phase, ValidationResult
@@ -139,13 +147,13 @@ async def run_phases(
             log(f"validate: probe {p.name}: prompt={p.prompt!r} completion={p.text!r} passed={p.passed}")
     for p in bad:
         detail = "; ".join(p.failures) if spec.log_text else ", ".join(p.failed_checks())
-        run.failures.append(f"correctness: {p.name} failed ({detail})")
+        run.failures.append(f"correctness: {failure_line(p.name, detail)}")
     if res.correctness:
         run.phase(
             "correctness",
             "fail" if bad else "ok",
             t,
-            f"{len(res.correctness) - len(bad)}/{len(res.correctness)} probes passed",
+            tally_line(len(res.correctness) - len(bad), len(res.correctness)),
         )
     else:
         run.phase("correctness", "skipped", t, "no smoke suite and no probes")

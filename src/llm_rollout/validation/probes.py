@@ -151,6 +151,16 @@ class ProbeResult:
         return {**asdict(self), "failed_checks": self.failed_checks()}
 
 
+def tally_line(passed: int, total: int) -> str:
+    """How many probes passed, as the correctness phase and the gate's question both say it."""
+    return f"{passed}/{total} probes passed"
+
+
+def failure_line(name: str, detail: str) -> str:
+    """One failed probe with what failed (its check kinds, or the failure lines with ``log_text``)."""
+    return f"{name} failed ({detail})"
+
+
 # Suites -----------------------------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from llm_rollout.slo_expr import RATIO_SUFFIX
+from llm_rollout.validation.probes import failure_line, tally_line
 from llm_rollout.validation.stats import pct
 
 KFP_LEVEL_METRICS: tuple[str, ...] = (
@@ -60,8 +61,8 @@ def gate_questions(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     if probes:
         # Asked of every candidate: a wrong answer fails the gate before any comparison is run.
         wrong = [p for p in probes if not p.get("passed")]
-        evidence = [f"{len(probes) - len(wrong)}/{len(probes)} probes passed"]
-        evidence += [f"{p.get('name')} failed ({', '.join(p.get('failed_checks') or [])})" for p in wrong[:5]]
+        evidence = [tally_line(len(probes) - len(wrong), len(probes))]
+        evidence += [failure_line(str(p.get("name")), ", ".join(p.get("failed_checks") or [])) for p in wrong[:5]]
         if len(wrong) > 5:
             evidence.append(f"... and {len(wrong) - 5} more")
         out.append({
