@@ -15,6 +15,7 @@ module (about a minute on 2 cores); the three tests then take seconds each.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ import pytest
 from llm_rollout.spec import ValidationSpec, parse_spec
 from llm_rollout.validation import validate
 from llm_rollout.validation.pd import SILENT_FALLBACK
-from tests.fixtures.serving import VllmServer, start_vllm
+from tests.fixtures.serving import VllmServer, start_together, start_vllm
 from tests.serving.pd_router import PDRouter
 
 pytestmark = [pytest.mark.serving, pytest.mark.timeout(600)]
@@ -46,10 +47,12 @@ def pd_servers(tiny_model: Path, vllm_python: Path, tmp_path_factory) -> Iterato
     """(prefill, decode, KV store): two real vLLM servers sharing a KV store."""
     root = tmp_path_factory.mktemp("pd")
     store = root / "kv"
-    with (
-        start_vllm(tiny_model, "tiny", extra_args=_kv_args("kv_producer", store), log_path=root / "prefill.log") as p,
-        start_vllm(tiny_model, "tiny", extra_args=_kv_args("kv_consumer", store), log_path=root / "decode.log") as d,
-    ):
+    with contextlib.ExitStack() as stack:
+        p, d = start_together(
+            stack,
+            start_vllm(tiny_model, "tiny", extra_args=_kv_args("kv_producer", store), log_path=root / "prefill.log"),
+            start_vllm(tiny_model, "tiny", extra_args=_kv_args("kv_consumer", store), log_path=root / "decode.log"),
+        )
         yield p, d, store
 
 

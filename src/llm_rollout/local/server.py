@@ -279,7 +279,7 @@ def vllm_site_dir(root: str | Path) -> Path:
     target = site / "sitecustomize.py"
     if not target.is_file() or target.read_text() != _SITECUSTOMIZE:
         site.mkdir(parents=True, exist_ok=True)
-        tmp = site / f".sitecustomize.{os.getpid()}.tmp"
+        tmp = site / f".sitecustomize.{os.getpid()}.{threading.get_ident()}.tmp"  # servers start in threads too
         tmp.write_text(_SITECUSTOMIZE)
         os.replace(tmp, target)
     return site
