@@ -6,6 +6,9 @@ def register_runtime(spec: str) -> str:
 
     On ``kserve`` it checks that the KServe CRDs are installed in the versions the spec needs and
     applies the namespaced ``ServingRuntime`` with server-side apply (a rerun changes nothing).
+    On ``local`` vLLM's own parser checks the server arguments in the vLLM environment; a check
+    that passed is kept (``$LLM_ROLLOUT_CACHE/probes``), so the same arguments in the same vLLM
+    build are not parsed again, and an argument vLLM does not know fails here, not at deploy.
 
     Args:
         spec: The rollout spec as JSON (see ``llm-rollout render --help`` for the fields).

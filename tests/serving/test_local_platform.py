@@ -23,6 +23,7 @@ import pytest
 from llm_rollout.envs import VLLM_PYTHON_ENV
 from llm_rollout.errors import DeadlineExceeded, PermanentError, SpecError
 from llm_rollout.local.platform import LocalPlatform
+from llm_rollout.local.runtime import accepted_check_file
 from llm_rollout.local.session import cleanup, local_session
 from llm_rollout.local.state import StateDir
 from llm_rollout.platform import ModelRef, Status, Verdict
@@ -289,11 +290,18 @@ def test_register_runtime_uses_vllms_parser(state_dir):
     assert not (state_dir / "runtime.json").exists()
 
 
-def test_register_runtime_rerun_skips_the_check_but_new_arguments_are_checked(state_dir):
+def test_register_runtime_rerun_skips_the_check_but_new_arguments_are_checked(state_dir, tmp_path):
+    for kept in accepted_check_file("-").parent.glob("vllm-args-*.json"):
+        kept.unlink()  # so that vLLM's parser runs below, whatever ran before
     good = LocalPlatform(make_spec(state_dir)).register_runtime()
-    assert good["changed"] is True and good["vllm_version"]
+    assert good["changed"] is True and good["vllm_version"] and good["check"] == "parsed"
+    assert json.loads(accepted_check_file(good["check_key"]).read_text())["version"] == good["vllm_version"]
     again = LocalPlatform(make_spec(state_dir)).register_runtime()
-    assert again["changed"] is False and again["check_key"] == good["check_key"]
+    assert again["changed"] is False and again["check_key"] == good["check_key"] and again["check"] == "unchanged"
+    # Another state directory, the same arguments and vLLM build: the passed check is reused.
+    other = LocalPlatform(make_spec(tmp_path / "other-state")).register_runtime()
+    assert (other["changed"], other["check"], other["check_key"]) == (True, "cached", good["check_key"])
+    assert other["vllm_version"] == good["vllm_version"]
     with pytest.raises(PermanentError, match="no-such-vllm-flag"):
         LocalPlatform(make_spec(state_dir, extra_args=["--no-such-vllm-flag"])).register()
     assert json.loads((state_dir / "runtime.json").read_text())["check_key"] == good["check_key"]

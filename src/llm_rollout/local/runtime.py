@@ -5,7 +5,10 @@ The arguments the local servers get are parsed by vLLM's OpenAI-server parser
 ``entrypoints/launchers/cli_args.py``, then ``validate_parsed_serve_args``) in the vLLM
 interpreter, so an argument vLLM does not know fails at register-runtime rather than at deploy.
 A check that passed is keyed by the interpreter, the installed vLLM build, the arguments and the
-relevant environment, and not repeated (importing vLLM costs 5-10 s).
+relevant environment, and not repeated (importing vLLM costs 5-10 s): not in the same state
+directory (``runtime.json`` keeps the key) and not in another one (the accepted check is kept in
+``$LLM_ROLLOUT_CACHE/probes/vllm-args-<key>.json``, as the CPU-build probe keeps its answer).
+A refused check is never kept: it runs again, with vLLM's message, every time.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+from pathlib import Path
 from typing import Any
 
 from llm_rollout.cpu_kernels import vllm_builds
+from llm_rollout.envs import cache_root
 from llm_rollout.errors import DeadlineExceeded, PermanentError
 from llm_rollout.local.server import (
     SERVER_ENV_DEFAULTS,
@@ -108,6 +113,28 @@ def args_check_key(python: str, args: list[str], env: dict[str, str]) -> str:
     return short_hash(json.dumps([python, vllm_builds(python), args, relevant_env]), 16)
 
 
+def accepted_check_file(check_key: str) -> Path:
+    """Where a check vLLM's parser passed is kept for other state directories."""
+    return cache_root() / "probes" / f"vllm-args-{check_key}.json"
+
+
+def _accepted_before(check_key: str) -> dict[str, Any] | None:
+    """The kept result of a passed check with this key, or None (none kept, or unreadable)."""
+    try:
+        result = json.loads(accepted_check_file(check_key).read_text())
+    except (OSError, ValueError):
+        return None
+    return result if isinstance(result, dict) and result.get("ok") is True else None
+
+
+def _keep_accepted(check_key: str, result: dict[str, Any]) -> None:
+    """Keeps a passed check (best effort: a cache that cannot be written only costs the next check)."""
+    try:
+        write_json_atomic(accepted_check_file(check_key), result)
+    except OSError as err:
+        log.debug("could not keep the vLLM argument check %s: %s", check_key, err)
+
+
 def register_runtime(spec: RolloutSpec, state: StateDir, *, local_args: list[str] | None = None) -> dict[str, Any]:
     """Checks the vLLM environment and the server arguments, and records the runtime.
 
@@ -124,7 +151,9 @@ def register_runtime(spec: RolloutSpec, state: StateDir, *, local_args: list[str
     Returns:
         The runtime record: ``runtime_name``, ``service``, ``vllm_python``, ``vllm_version``,
         ``args`` (with ``<model>`` / ``<port>`` placeholders), ``adjustments``, ``local_args``,
-        ``env``, ``check_key``, ``changed`` (False on a rerun with the same inputs), ``path``.
+        ``env``, ``check_key``, ``changed`` (False on a rerun with the same inputs), ``check``
+        (``parsed``: vLLM's parser ran; ``cached``: it passed these arguments before, for another
+        state directory; ``unchanged``: this state directory has them), ``path``.
 
     Raises:
         PermanentError: No vLLM environment, or vLLM rejects the arguments (its message included).
@@ -143,8 +172,16 @@ def register_runtime(spec: RolloutSpec, state: StateDir, *, local_args: list[str
         # vLLM again to re-check them costs 5-10 s per run.
         log.info("runtime %s already registered with the same arguments", spec.runtime_name)
         return {**{k: v for k, v in previous.items() if k != "registered_at"}, "changed": False,
-                "path": str(state.runtime_file)}  # fmt: skip
-    result = check_server_args(python, args, env)
+                "check": "unchanged", "path": str(state.runtime_file)}  # fmt: skip
+    result = _accepted_before(check_key)
+    if result is not None:
+        log.info("vLLM %s accepted these arguments before (%s): not importing it again", result.get("version"),
+                 accepted_check_file(check_key))  # fmt: skip
+        checked = "cached"
+    else:
+        result, checked = check_server_args(python, args, env), "parsed"
+        if result["ok"]:
+            _keep_accepted(check_key, result)
     if not result["ok"]:
         raise PermanentError(
             f"vLLM {result.get('version')} rejects the server arguments: {result['error']}. "
@@ -171,4 +208,4 @@ def register_runtime(spec: RolloutSpec, state: StateDir, *, local_args: list[str
             log.info("registered runtime %s (vLLM %s) in %s", spec.runtime_name, version, state.runtime_file)
         else:
             log.info("runtime %s already registered with the same arguments", spec.runtime_name)
-    return {**runtime, "changed": changed, "path": str(state.runtime_file)}
+    return {**runtime, "changed": changed, "check": checked, "path": str(state.runtime_file)}
