@@ -12,7 +12,7 @@ server B) as a canary, compares it with the stable revision on A and promotes it
 model URI is "already promoted". Then two bad models, each a canary against the retrained stable on
 B and each rolled back with the stable InferenceService's spec exactly as run 2 left it: a scrambled
 copy (server C: wrong answers, caught by the suite; it is also held to an SLO nothing meets) and a
-deeper copy (server D: the same answers, several times slower, caught by the comparison with the
+deeper copy (server D: the same answers, about twice as slow, caught by the comparison with the
 stable).
 """
 

@@ -3,7 +3,7 @@
 The default validation spec with only the absolute SLO relaxed to CPU figures: the tiny model is
 promoted and keeps serving; a retrained copy (same size and speed, 5 % weight noise) is promoted
 over it; a scrambled copy is rolled back for its answers; a deeper copy (the same answers,
-several times slower) is rolled back for its speed by the comparison with the stable revision
+about twice as slow) is rolled back for its speed by the comparison with the stable revision
 (its answers all pass: only speed failed); a rerun with the promoted model is "already promoted".
 No recovery base is served: the stable is the model being replaced, never a "baseline" to agree
 with. This is also the comparison's test against real servers (a retrained copy never called
