@@ -10,7 +10,7 @@ the ``prefill`` and ``decode`` roles, exactly as a rollout would configure it.
 Both servers use ``--block-size 32`` (the smallest the CPU attention takes; its default of 128
 would move KV in coarser blocks) and ``--enable-prefix-caching``. Prompts are ~48 words (~150
 tokens) so that most of each prompt travels as whole KV blocks. The two servers start once per
-module (about a minute on 2 cores); the three tests then take seconds each.
+module, side by side (~20 s on 2 cores); the three tests then take seconds each.
 """
 
 from __future__ import annotations
