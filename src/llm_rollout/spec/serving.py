@@ -5,6 +5,7 @@ local platform's section of the spec.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -12,6 +13,19 @@ from pydantic import Field, field_validator
 from llm_rollout.errors import SpecError
 from llm_rollout.spec.base import _Model
 from llm_rollout.versions import DEFAULT_VLLM_IMAGE
+
+SERVED_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
+"""What ``model.name`` may be: letters, digits and ``. _ : / -``, starting with a letter or digit.
+
+The name reaches a shell: KServe's llm-d presets start vLLM with ``eval "exec vllm serve ...
+--served-model-name "{{ .Spec.Model.Name }}" ..."`` (``config/llmisvcconfig/config-llm-template.yaml``
+and the prefill, decode and data-parallel presets). The inner quotes close the outer ones, so the
+name stands unquoted in the line ``eval`` runs again: ``$( )``, backticks, ``;``, globs, braces and
+spaces would execute or split. KServe first runs the merged spec through Go's ``text/template``
+and parses it as JSON (``config_merge.go`` ``ReplaceVariables``), where ``{{``, ``"`` and newlines
+would be executed or break the merge. Every character in this set is inert in all three, and it
+covers the names people give models (``meta-llama/Llama-3.1-8B-Instruct``, ``qwen2:7b-int8``).
+"""
 
 
 class ModelSpec(_Model):
@@ -21,6 +35,8 @@ class ModelSpec(_Model):
         uri: The model location: a KFP Model artifact URI (``minio://``, ``s3://``, ``gs://``),
             ``pvc://``, ``hf://``, ``oci://``, or a local directory (``local`` platform only).
         name: The name clients send as ``model`` in OpenAI requests; defaults to the service name.
+            Letters, digits and ``. _ : / -``, starting with a letter or digit, at most 128
+            characters (:data:`SERVED_MODEL_NAME`: the llm-d presets put it into a shell line).
         digest: Content digest of the artifact, recorded on promotion (optional).
         revision: A short id for this model revision; derived from ``uri`` and ``digest`` when empty.
         quantization: The optimize-model scheme the model was compressed with (``W8A8``,
@@ -33,6 +49,26 @@ class ModelSpec(_Model):
     digest: str | None = None
     revision: str | None = None
     quantization: Literal["W8A8", "FP8_DYNAMIC", "W4A16"] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _served_name_is_inert(cls, value: str | None) -> str | None:
+        if not value or SERVED_MODEL_NAME.fullmatch(value):  # empty: the service name serves
+            return value
+        shown = value if len(value) <= 60 else value[:57] + "..."
+        bad = sorted({c for c in value if not re.fullmatch(r"[A-Za-z0-9._:/-]", c)})
+        why = (
+            f"{shown!r} has characters vLLM's command line cannot carry safely ({''.join(bad)!r})"
+            if bad
+            else f"{shown!r} must start with a letter or digit and have at most 128 characters"
+        )
+        raise SpecError(
+            "model.name",
+            why + ": KServe's llm-d presets put it unquoted into the shell line that starts vLLM "
+            '(eval "exec vllm serve ... --served-model-name ..."), after a Go-template and JSON step',
+            "use letters, digits and . _ : / - only, starting with a letter or digit, "
+            "at most 128 characters (e.g. 'org/model-7b')",
+        )
 
 
 class SecretKeyRef(_Model):
