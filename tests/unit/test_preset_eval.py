@@ -140,3 +140,12 @@ def test_the_same_eval_runs_a_hostile_name_that_skips_our_check(name, tmp_path):
 def test_the_same_eval_cuts_vllms_command_line_at_a_semicolon_in_the_name(tmp_path):
     argv = _run_raw_name("m;touch pwned", tmp_path)
     assert argv[-2:] == ["--served-model-name", "m"]  # exec ran at ';': every later argument is lost
+
+
+@pytest.mark.parametrize("section", ["env", "secret_env"])
+def test_the_presets_eval_variable_cannot_be_set_through_runtime_env(section):
+    value = "--x=$(id)" if section == "env" else {"name": "s", "key": "k"}
+    with pytest.raises(Exception) as info:
+        parse_spec({"runtime": {section: {"VLLM_ADDITIONAL_ARGS": value}}})
+    assert getattr(info.value, "field", None) == f"runtime.{section}.VLLM_ADDITIONAL_ARGS"
+    assert "runtime.extra_args" in str(info.value)

@@ -114,7 +114,7 @@ class RuntimeSpec(_Model):
     image: str = DEFAULT_VLLM_IMAGE
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
     kv_cache_dtype: str = "fp8"
-    max_model_len: int | None = Field(4096, ge=16)
+    max_model_len: int | None = Field(4096, ge=16, le=16_777_216)  # 16M tokens: above any model's context
     extra_args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     secret_env: dict[str, SecretKeyRef] = Field(default_factory=dict)
@@ -122,6 +122,20 @@ class RuntimeSpec(_Model):
     port: int = Field(8080, ge=1, le=65535)
     runtime_name: str | None = None
     service_account: str | None = None
+
+    @field_validator("env", "secret_env")
+    @classmethod
+    def _not_the_presets_eval_input(cls, value: dict[str, Any], info: Any) -> dict[str, Any]:
+        # The llm-d presets expand ${VLLM_ADDITIONAL_ARGS} inside eval "exec vllm serve ..."
+        # (config/llmisvcconfig/config-llm-template.yaml): a value set here would run as shell code.
+        if "VLLM_ADDITIONAL_ARGS" in value:
+            raise SpecError(
+                f"runtime.{info.field_name}.VLLM_ADDITIONAL_ARGS",
+                "the llm-d presets run this variable through eval, so its value would execute as shell "
+                "code; the project sets it from runtime.extra_args, each argument shell-quoted",
+                "put the vLLM arguments in runtime.extra_args, one list item per argument",
+            )
+        return value
 
     @field_validator("extra_args", mode="before")
     @classmethod
@@ -335,4 +349,4 @@ class LocalSpec(_Model):
     host: str = "127.0.0.1"
     device: str = "cpu"
     keep_serving: bool = False
-    startup_timeout_s: float = Field(300.0, gt=0)
+    startup_timeout_s: float = Field(300.0, gt=0, le=86_400)
