@@ -17,13 +17,12 @@ The spec is validated as a whole before anything is rendered or applied
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from llm_rollout.bounded import MAX_DEPTH, SPEC_FILE_LIMIT, depth, load_yaml, loads_json, read_regular_file
 from llm_rollout.errors import SpecError
 from llm_rollout.names import dns_name
 from llm_rollout.spec.base import (
@@ -43,6 +42,7 @@ from llm_rollout.spec.checks import (
     check_vllm_args,
     gpu_capability,
 )
+from llm_rollout.spec.rules import excerpt
 from llm_rollout.spec.serving import (
     CanarySpec,
     LLMDSpec,
@@ -165,10 +165,11 @@ def _format_validation_error(err: ValidationError) -> SpecError:
     if first["type"] == "extra_forbidden":
         return SpecError(loc, "unknown field", "remove it or check its spelling against the spec reference")
     if first["type"] == "literal_error":
-        return SpecError(loc, f"{first.get('input')!r} is not allowed", msg.replace("Input should be", "use"))
+        return SpecError(loc, f"{excerpt(first.get('input'))} is not allowed", msg.replace("Input should be", "use"))
     if msg.startswith("Input should be"):
+        # A short excerpt only: the input may be huge (issue 31: an expanded YAML alias).
         return SpecError(
-            loc, f"{first.get('input')!r} is invalid", msg.replace("Input should be", "give a value that is")
+            loc, f"{excerpt(first.get('input'))} is invalid", msg.replace("Input should be", "give a value that is")
         )
     return SpecError(loc, msg, "correct the value")
 
@@ -189,12 +190,16 @@ def parse_spec(data: dict[str, Any] | None) -> RolloutSpec:
         data = {}
     if not isinstance(data, dict):
         raise SpecError("spec", f"expected a mapping, got {type(data).__name__}", "write the spec as a YAML mapping")
+    if depth(data) > MAX_DEPTH:
+        raise SpecError("spec", f"is nested deeper than {MAX_DEPTH} levels", "nest less deeply (a spec needs 5)")
     try:
         return RolloutSpec.model_validate(data)
     except SpecError:
         raise
     except ValidationError as err:
         raise _format_validation_error(err) from None
+    except RecursionError:
+        raise SpecError("spec", "is nested too deeply", "nest less deeply (a spec needs 5)") from None
 
 
 def coerce_spec(spec: RolloutSpec | dict[str, Any] | str) -> RolloutSpec:
@@ -206,10 +211,7 @@ def coerce_spec(spec: RolloutSpec | dict[str, Any] | str) -> RolloutSpec:
     if isinstance(spec, RolloutSpec):
         return spec
     if isinstance(spec, str):
-        try:
-            spec = json.loads(spec or "{}")
-        except ValueError as err:
-            raise SpecError("spec", f"is not JSON ({err})", "pass the spec as JSON (an object)") from None
+        spec = loads_json(spec or "{}", "spec", "the spec")
     return parse_spec(spec)  # type: ignore[arg-type]
 
 
@@ -219,12 +221,8 @@ def read_mapping(path: str, field: str) -> dict[str, Any]:
     Raises:
         SpecError: Named ``field``: the file cannot be read, is not YAML, or is not a mapping.
     """
-    try:
-        loaded = yaml.safe_load(Path(path).expanduser().read_text())
-    except OSError as err:
-        raise SpecError(field, f"cannot read {path}: {err.strerror}", "check the path") from None
-    except yaml.YAMLError as err:
-        raise SpecError(field, f"{path} is not valid YAML/JSON: {err}", "fix the syntax") from None
+    # A regular file of bounded size, YAML without aliases (issue 31: an alias bomb).
+    loaded = load_yaml(read_regular_file(path, field, SPEC_FILE_LIMIT, "spec"), field, str(path)[:200])
     data = loaded or {}
     if not isinstance(data, dict):
         raise SpecError(field, f"{path} holds a {type(data).__name__}, not a mapping", "write a YAML mapping")

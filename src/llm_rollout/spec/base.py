@@ -77,4 +77,5 @@ def _warn_deprecated(old: str, new: str) -> None:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    # inf/nan are refused everywhere (issue 31: readiness_timeout_s: inf waited forever).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)

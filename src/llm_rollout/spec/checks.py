@@ -23,6 +23,7 @@ from llm_rollout.spec.base import (
     LLMD_URI_SCHEMES,
     LOCAL_URI_SCHEMES,
 )
+from llm_rollout.spec.rules import check_consumer_rules
 from llm_rollout.spec.serving import WorkloadSpec
 
 if TYPE_CHECKING:
@@ -338,6 +339,9 @@ def check_spec(spec: RolloutSpec) -> None:
     if spec.llmd.enabled:
         check_llmd(spec)
 
+    # Every value against the grammar of what reads it (Kubernetes, KServe's template merge).
+    check_consumer_rules(spec)
+
 
 def check_llmd(spec: RolloutSpec) -> None:
     """Client-side mirror of the LLMInferenceService webhook rules, plus NIXL's own limits.
@@ -444,9 +448,10 @@ def check_llmd(spec: RolloutSpec) -> None:
     val = spec.validation
     proving = val.expect_disaggregation or (val.expect_disaggregation is None and "prefill" in val.metrics_urls)
     if prefill is not None and proving and ld.scheduler.profile == "pd" and threshold and val.load.workload is None:
-        from llm_rollout.validation.load import make_prompts
+        from llm_rollout.validation.load import iter_prompts
 
-        shortest = min(len(p) for p in make_prompts(max(val.load.num_prompts, 1), val.load.input_words)) // 4
+        # One prompt at a time: the check never holds the workload (num_prompts is bounded too).
+        shortest = min(len(p) for p in iter_prompts(max(val.load.num_prompts, 1), val.load.input_words)) // 4
         if shortest < threshold:
             words = -(-val.load.input_words * threshold // max(shortest, 1))
             raise SpecError(

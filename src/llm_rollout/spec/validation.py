@@ -4,12 +4,26 @@ uncompressed original, the comparison with the stable revision.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
 from llm_rollout.errors import SpecError
 from llm_rollout.spec.base import _Model, _warn_deprecated
+
+
+MAX_CONCURRENCY = 4096
+"""Most concurrent streams one validation client holds (each is a connection and a task)."""
+MAX_PROMPTS = 100_000
+"""Most requests per load level."""
+MAX_WORDS = 131_072
+"""Most words of a prompt (or tokens of an output): above the context of any served model."""
+MAX_LOAD_WORDS = 20_000_000
+"""Most words of generated prompts one load holds (num_prompts x words, ~120 MB of text)."""
+MAX_REQUEST_RATE = 100_000.0
+"""Highest request rate (requests/s) a validation client is asked to send."""
+MAX_SECONDS = 86_400.0
+"""Longest wait or level: a day (issue 31: ``inf`` waited forever)."""
 
 
 class SLOSpec(_Model):
@@ -34,10 +48,10 @@ class SLOSpec(_Model):
     """
 
     checks: list[str] = Field(default_factory=lambda: ["p95_ttft_ms <= 100", "error_rate == 0"])
-    judge_concurrency: list[int] = Field(default_factory=lambda: [10, 20])
+    judge_concurrency: list[Annotated[int, Field(ge=1, le=MAX_CONCURRENCY)]] = Field(default_factory=lambda: [10, 20])
     min_successful_requests: int = Field(10, ge=1)
-    capacity_max_concurrency: int | None = Field(None, ge=1)
-    capacity_max_request_rate: float | None = Field(None, gt=0)
+    capacity_max_concurrency: int | None = Field(None, ge=1, le=MAX_CONCURRENCY)
+    capacity_max_request_rate: float | None = Field(None, gt=0, le=MAX_REQUEST_RATE)
     capacity_rate_steps: int = Field(16, ge=2, le=1024)
     capacity_repeats: int = Field(3, ge=1, le=10)
     capacity_max_measurements: int = Field(40, ge=2, le=1000)
@@ -133,19 +147,27 @@ class LoadSpec(_Model):
             draws its requests from the workload in turn.
     """
 
-    concurrency: list[int] = Field(default_factory=lambda: [1, 10, 20])
-    request_rate: float | None = Field(None, gt=0)
-    num_prompts: int = Field(100, ge=1)
-    max_duration_s: float = Field(120.0, gt=0)
-    input_words: int = Field(64, ge=1)
-    output_tokens: int = Field(64, ge=1)
+    concurrency: list[Annotated[int, Field(ge=1, le=MAX_CONCURRENCY)]] = Field(default_factory=lambda: [1, 10, 20])
+    request_rate: float | None = Field(None, gt=0, le=MAX_REQUEST_RATE)
+    num_prompts: int = Field(100, ge=1, le=MAX_PROMPTS)
+    max_duration_s: float = Field(120.0, gt=0, le=MAX_SECONDS)
+    input_words: int = Field(64, ge=1, le=MAX_WORDS)
+    output_tokens: int = Field(64, ge=1, le=MAX_WORDS)
     endpoint: Literal["completions", "chat"] = "completions"
-    warmup_requests: int = Field(2, ge=0)
-    shared_prefix_words: int = Field(0, ge=0)
+    warmup_requests: int = Field(2, ge=0, le=1000)
+    shared_prefix_words: int = Field(0, ge=0, le=MAX_WORDS)
     workload: LoadWorkloadSpec | None = None
 
     @model_validator(mode="after")
     def _workload_or_shared_prefix(self) -> LoadSpec:
+        words = self.num_prompts * (self.input_words + self.shared_prefix_words)
+        if words > MAX_LOAD_WORDS:
+            raise SpecError(
+                "validation.load.num_prompts",
+                f"{self.num_prompts} prompts of {self.input_words + self.shared_prefix_words} words are {words:,} "
+                f"words to generate and hold, over the {MAX_LOAD_WORDS:,} a validation step holds",
+                f"lower num_prompts or input_words so that their product stays under {MAX_LOAD_WORDS:,}",
+            )
         if self.workload is not None and self.shared_prefix_words:
             raise SpecError(
                 "validation.load.shared_prefix_words",
@@ -280,7 +302,7 @@ class ValidationSpec(_Model):
             ``load.shared_prefix_words`` is set (a repeated-prefix workload).
     """
 
-    readiness_timeout_s: float = Field(300.0, gt=0)
+    readiness_timeout_s: float = Field(300.0, gt=0, le=MAX_SECONDS)
     smoke_suite: bool = True
     suite_file: str | None = None
     recovery: RecoverySpec = Field(default_factory=RecoverySpec)

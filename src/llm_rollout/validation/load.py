@@ -15,7 +15,7 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -52,8 +52,15 @@ def make_prompts(count: int, words: int, seed: int = 0) -> list[str]:
     Returns:
         The prompts.
     """
+    return list(iter_prompts(count, words, seed))
+
+
+def iter_prompts(count: int, words: int, seed: int = 0) -> Iterator[str]:
+    """The prompts of :func:`make_prompts`, one at a time (a check that needs one property of them
+    never holds them all)."""
     rng = random.Random(seed)
-    return [f"{i} " + " ".join(rng.choices(_WORDS, k=max(1, words - 1))) for i in range(count)]
+    for i in range(count):
+        yield f"{i} " + " ".join(rng.choices(_WORDS, k=max(1, words - 1)))
 
 
 @dataclass
