@@ -54,8 +54,10 @@ class WireLog:
         """``(verb, group, resource, namespace)`` of each request, as the API server's authorizer sees it."""
         out = set()
         for method, target in self.requests:
-            verb, group, resource, namespace, name = rbac_request(method, target)
-            out.add((verb, group, resource, namespace if namespace is not None else f"<cluster>/{name or '*'}"))
+            # The proxy sees requests, not responses: an apply reads as `patch` here; the audit,
+            # which sees the status, adds the `create` of an apply that created the object.
+            for verb, group, resource, namespace, name in rbac_request(method, target):
+                out.add((verb, group, resource, namespace if namespace is not None else f"<cluster>/{name or '*'}"))
         return out
 
 
@@ -176,8 +178,15 @@ def test_the_library_uses_exactly_what_rbac_yaml_grants(
     )
     assert ("get", CRD_GROUP, "customresourcedefinitions") in used
 
-    # The wire agrees with the audit, and nothing but the CRD reads by name left the namespace.
+    # Creating applies are authorized as `create` too (patch.go): every resource the library applies
+    # into a fresh namespace needs both verbs, and the Role grants `create` for nothing else.
+    applied = {(g, r) for v, g, r in used if v == "patch"}
+    created = {(g, r) for v, g, r in used if v == "create"}
+    assert created == applied, f"applied but never created: {sorted(applied - created)}"
+
+    # The wire agrees with the audit (it cannot see which apply created), every write is an apply
+    # (no POST), and nothing but the CRD reads by name left the namespace.
     calls = wire.calls()
-    assert {(v, g, r) for v, g, r, _ns in calls} == used
+    assert {(v, g, r) for v, g, r, _ns in calls} == {c for c in used if c[0] != "create"}
     outside = {c for c in calls if c[3] != kube_namespace}
     assert outside == {("get", CRD_GROUP, "customresourcedefinitions", f"<cluster>/{n}") for n in crd_names}

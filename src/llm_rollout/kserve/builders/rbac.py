@@ -14,19 +14,23 @@ RBAC_RULES: list[dict[str, Any]] = [
     {
         "apiGroups": [GROUP],
         "resources": ["servingruntimes"],
-        # register-runtime only applies it (server-side apply); nothing reads it back
-        "verbs": ["patch"],
+        # register-runtime only applies it (server-side apply); nothing reads it back. An apply that
+        # creates the object is authorized as `create` too (k8s.io/apiserver
+        # pkg/endpoints/handlers/patch.go PatchResource: createValidation wrapped in
+        # withAuthorization(..., createAuthorizerAttributes)), so every applied resource needs both.
+        "verbs": ["create", "patch"],
     },
     {
         "apiGroups": [GROUP],
         "resources": ["inferenceservices", "llminferenceservices"],
-        "verbs": ["get", "list", "watch", "patch", "delete"],
+        "verbs": ["get", "list", "watch", "create", "patch", "delete"],
     },
     {
         "apiGroups": [GROUP],
         "resources": ["llminferenceserviceconfigs"],
-        # patch: the preset and each llm-d service's record object (kserve/records.py); watch: waiting for its lease
-        "verbs": ["get", "watch", "patch"],
+        # create+patch: the preset and each llm-d service's record object (kserve/records.py);
+        # watch: waiting for its lease
+        "verbs": ["get", "watch", "create", "patch"],
     },
     # listed only to explain a deploy that timed out (diagnose.cluster_context); optional, the message
     # says so when they are not readable
