@@ -24,6 +24,7 @@ from llm_rollout.kserve.builders.common import (
     _security_context,
     run_label,
 )
+from llm_rollout.kserve.builders.promql import selector
 from llm_rollout.names import predictor_service_name
 from llm_rollout.spec import RolloutSpec
 from llm_rollout.vllm_args import VLLM_MODULE, server_args
@@ -103,10 +104,11 @@ def _scaling_fields(spec: RolloutSpec, predictor_name: str = "") -> dict[str, An
         return out
     # Standard mode scales on request rate (or in-flight requests) through KEDA on vLLM's metrics.
     # The series carry the scraped Service's name; KServe names it PredictorServiceName.
+    match = selector(namespace=spec.namespace, service=predictor_service_name(spec.service_name, predictor_name))
     query = {
-        "request-rate": 'sum(rate(vllm:request_success_total{namespace="%s",service="%s"}[1m]))',
-        "concurrency": 'sum(vllm:num_requests_running{namespace="%s",service="%s"})',
-    }[sc.metric] % (spec.namespace, predictor_service_name(spec.service_name, predictor_name))
+        "request-rate": "sum(rate(vllm:request_success_total{%s}[1m]))",
+        "concurrency": "sum(vllm:num_requests_running{%s})",
+    }[sc.metric] % match
     out["autoScaling"] = {
         "metrics": [
             {

@@ -23,7 +23,9 @@ from llm_rollout.kserve.builders.common import (
     _security_context,
     run_label,
 )
+from llm_rollout.kserve.builders.promql import selector
 from llm_rollout.spec import RolloutSpec, WorkloadSpec
+from llm_rollout.spec.rules import check_no_template_actions
 from llm_rollout.vllm_args import server_args
 
 
@@ -108,11 +110,12 @@ def _workload_scaling(spec: RolloutSpec, role: str, workload: WorkloadSpec) -> d
         # vLLM labels its series with model_name; KServe labels llm-d pods llm-d.ai/role
         # (decode, prefill, or both without P/D), which a pod scrape's labelmap turns into
         # llm_d_ai_role. So each role scales on its own pods' load only.
-        selector = f'namespace="{spec.namespace}",model_name="{spec.served_model_name}",llm_d_ai_role="{role}"'
+        # Values escaped as PromQL string literals (promql.py; issue 31: a model name rewrote the query).
+        match = selector(namespace=spec.namespace, model_name=spec.served_model_name, llm_d_ai_role=role)
         query = {
             "request-rate": "sum(rate(vllm:request_success_total{%s}[1m]))",
             "concurrency": "sum(vllm:num_requests_running{%s})",
-        }[sc.metric] % selector
+        }[sc.metric] % match
         trigger = {
             "type": "prometheus",
             "metadata": {"serverAddress": sc.prometheus_url, "query": query, "threshold": str(sc.static_target())},
@@ -275,12 +278,14 @@ def llm_inference_service(spec: RolloutSpec, member: Member, weight: int | None 
     labels = _labels(spec, **{LABEL_REVISION: member.revision})
     if member.run_id:
         labels[LABEL_RUN_ID] = run_label(member.run_id)
-    return {
+    obj = {
         "apiVersion": LLMISVC_API,
         "kind": "LLMInferenceService",
         "metadata": _meta(spec, member.name, labels=labels),
         "spec": body,
     }
+    check_no_template_actions(obj)  # KServe runs the merged object through text/template
+    return obj
 
 
 def llm_inference_service_config(spec: RolloutSpec) -> dict[str, Any]:
@@ -302,9 +307,11 @@ def llm_inference_service_config(spec: RolloutSpec) -> dict[str, Any]:
     body: dict[str, Any] = {"template": {"containers": [main]}}
     if spec.llmd.prefill is not None:
         body["prefill"] = {"template": {"containers": [dict(main)]}}
-    return {
+    obj = {
         "apiVersion": LLMISVC_API,
         "kind": "LLMInferenceServiceConfig",
         "metadata": _meta(spec, spec.llmd.preset_name),
         "spec": body,
     }
+    check_no_template_actions(obj)
+    return obj
