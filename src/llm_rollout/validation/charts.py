@@ -31,6 +31,8 @@ def fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "-"
+        if math.isinf(value):  # a server's +Inf is shown as such (int() of it would raise)
+            return "+Inf" if value > 0 else "-Inf"
         if value == int(value) and abs(value) < 1e9:
             return str(int(value))
         return f"{value:.{digits}g}"

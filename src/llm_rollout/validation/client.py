@@ -37,6 +37,7 @@ from typing import Any, Literal
 import httpx
 
 from llm_rollout.errors import PermanentError, SpecError, TransientError
+from llm_rollout.urls import redact_url
 from llm_rollout.validation.metrics import RequestRecord
 from llm_rollout.validation.transport import LeanTransport
 
@@ -47,6 +48,16 @@ ERROR_BODY_LIMIT = 600
 OPEN_LOOP_MAX_STREAMS = 256
 """Connection cap for an uncapped Poisson level (requests beyond it wait for a connection)."""
 CONNECT_TIMEOUT_S = 10.0
+SSE_EVENT_LIMIT = 1024 * 1024
+"""Bytes one server-sent event may have (a token event is ~200 B; a usage event ~300 B)."""
+STREAM_LIMIT = 64 * 1024 * 1024
+"""Bytes one streamed response may have (issue 31: a stream that never ended grew to 600 MB). Over
+either limit the request fails with the reason; the rest of the validation goes on."""
+MAX_TOKEN_EVENTS = 262_144
+"""Token events one streamed response may have (above any ``max_tokens`` the spec allows): the
+per-event timings are kept, so their number is bounded as well as the bytes."""
+RESPONSE_LIMIT = 8 * 1024 * 1024
+"""Bytes of a plain (non-streamed) JSON response read at most (``/v1/models``, a probe's completion)."""
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 _LEAN: weakref.WeakKeyDictionary[httpx.AsyncClient, LeanTransport] = weakref.WeakKeyDictionary()
@@ -230,10 +241,40 @@ def describe_exception(err: BaseException) -> str:
     return f"{type(err).__name__}: {_excerpt(text, 200)}"
 
 
+class MalformedEvent(ValueError):
+    """A server-sent event that is not what the OpenAI API sends (the request fails, not the validation)."""
+
+
+def _event(data: bytes) -> dict[str, Any]:
+    """The JSON object of one event; anything else (a list, a number, bad JSON) is a :class:`MalformedEvent`."""
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):
+        raise MalformedEvent(f"an event is not JSON: {_excerpt(data.decode('utf-8', 'replace'), 80)}") from None
+    if not isinstance(value, dict):
+        raise MalformedEvent(f"an event's JSON is a {type(value).__name__}, not an object")
+    return value
+
+
+def _count(value: Any, what: str) -> int:
+    """A token count from the server, checked: a whole, finite, non-negative number."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 2**53:
+        raise MalformedEvent(f"the server's {what} is {_excerpt(repr(value), 40)}, not a token count")
+    return int(value)
+
+
 def _text_of(event: dict[str, Any], api: Api) -> tuple[str, str | None]:
-    choice = event["choices"][0]
-    source = (choice.get("delta") or {}).get("content") if api == "chat" else choice.get("text")
-    return source or "", choice.get("finish_reason")
+    try:
+        choice = event["choices"][0]
+        source = (choice.get("delta") or {}).get("content") if api == "chat" else choice.get("text")
+        reason = choice.get("finish_reason")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        raise MalformedEvent("a token event has no choices[0] object") from None
+    if source is not None and not isinstance(source, str):
+        raise MalformedEvent(f"a token event's text is a {type(source).__name__}, not a string")
+    return source or "", reason if isinstance(reason, str) else None
 
 
 def _target(client: httpx.AsyncClient, lean: LeanTransport, url: str) -> tuple[tuple[str, str, int], bytes]:
@@ -327,14 +368,27 @@ async def stream_request(
                 rec.error = f"HTTP {status}: {_excerpt(body.decode('utf-8', 'replace'))}"
                 return rec
             buf = b""
+            received = 0
             async for chunk in chunks:
                 now = perf()
+                received += len(chunk)
+                if received > STREAM_LIMIT:
+                    rec.error = (
+                        f"the streamed response passed {STREAM_LIMIT // (1024 * 1024)} MiB after {events} token "
+                        "events; the request was cut there"
+                    )
+                    return rec
                 if buf:
                     chunk = buf + chunk
                 if b"\r" in chunk:
                     chunk = chunk.replace(b"\r\n", b"\n")
                 parts = chunk.split(b"\n\n")
                 buf = parts.pop()
+                if len(buf) > SSE_EVENT_LIMIT:
+                    rec.error = (
+                        f"a server-sent event passed {SSE_EVENT_LIMIT // 1024} KiB without ending; the request was cut"
+                    )
+                    return rec
                 for ev in parts:
                     if not ev.startswith(b"data:"):
                         idx = ev.find(b"\ndata:")
@@ -345,10 +399,12 @@ async def stream_request(
                     if data == b"[DONE]":
                         done = True
                     elif b'"choices":[]' in data or b'"choices": []' in data:
-                        usage = json.loads(data).get("usage") or {}
-                        rec.output_tokens = int(usage.get("completion_tokens") or 0)
+                        usage = _event(data).get("usage") or {}
+                        if not isinstance(usage, dict):
+                            raise MalformedEvent("the usage event's usage is not an object")
+                        rec.output_tokens = _count(usage.get("completion_tokens"), "completion_tokens")
                         if usage.get("prompt_tokens") is not None:
-                            rec.prompt_len = int(usage["prompt_tokens"])
+                            rec.prompt_len = _count(usage["prompt_tokens"], "prompt_tokens")
                     elif b'"choices"' in data:
                         if first:
                             itl.append(now - last)
@@ -357,16 +413,22 @@ async def stream_request(
                             first = True
                         last = now
                         events += 1
+                        if events > MAX_TOKEN_EVENTS:
+                            rec.error = f"the stream passed {MAX_TOKEN_EVENTS} token events; the request was cut there"
+                            return rec
                         if collect_text:
-                            text, reason = _text_of(json.loads(data), api)
+                            text, reason = _text_of(_event(data), api)
                             text_parts.append(text)
                             if reason is not None:
                                 rec.finish_reason = reason
                     elif b'"error"' in data:
-                        err = json.loads(data).get("error")
+                        err = _event(data).get("error")
                         msg = err.get("message", err) if isinstance(err, dict) else err
                         rec.error = f"error event in stream: {_excerpt(str(msg))}"
                         return rec
+    except MalformedEvent as err:
+        rec.error = f"malformed stream: {err}"
+        return rec
     except (httpx.HTTPError, OSError, ValueError) as err:
         rec.error = describe_exception(err)
         if first:
@@ -408,18 +470,29 @@ async def post_json(
             status and an excerpt of the body.
     """
     url = endpoint.url(path)
+    shown = redact_url(url)
+    body = bytearray()
     try:
-        if payload is None:
-            resp = await client.get(url)
-        else:
-            resp = await client.post(url, json=payload)
+        request = client.stream("GET", url) if payload is None else client.stream("POST", url, json=payload)
+        async with request as resp:
+            status = resp.status_code
+            async for chunk in resp.aiter_raw():
+                body += chunk
+                if len(body) > RESPONSE_LIMIT:
+                    raise PermanentError(
+                        f"{shown}: HTTP {status} with a body over {RESPONSE_LIMIT // (1024 * 1024)} MiB (not read)"
+                    )
     except (httpx.HTTPError, OSError) as err:
-        raise TransientError(f"{url}: {describe_exception(err)}") from None
-    if resp.status_code == 429 or resp.status_code >= 500:
-        raise TransientError(f"{url}: HTTP {resp.status_code}: {_excerpt(resp.text)}")
-    if resp.status_code >= 400:
-        raise PermanentError(f"{url}: HTTP {resp.status_code}: {_excerpt(resp.text)}")
+        raise TransientError(f"{shown}: {describe_exception(err)}") from None
+    text = body.decode("utf-8", "replace")
+    if status == 429 or status >= 500:
+        raise TransientError(f"{shown}: HTTP {status}: {_excerpt(text)}")
+    if status >= 400:
+        raise PermanentError(f"{shown}: HTTP {status}: {_excerpt(text)}")
     try:
-        return resp.json()
-    except ValueError:
-        raise PermanentError(f"{url}: HTTP {resp.status_code} but not JSON: {_excerpt(resp.text, 200)}") from None
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        raise PermanentError(f"{shown}: HTTP {status} but not JSON: {_excerpt(text, 200)}") from None
+    if not isinstance(value, dict):
+        raise PermanentError(f"{shown}: HTTP {status} but the JSON is a {type(value).__name__}, not an object")
+    return value

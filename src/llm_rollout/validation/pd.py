@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 import httpx
 
-from llm_rollout.validation.prom import parse_prometheus
+from llm_rollout.validation.prom import fetch_metrics, parse_prometheus
 
 Verdict = Literal["pass", "fail", "inconclusive"]
 
@@ -112,7 +112,13 @@ def counters(text: str) -> Counters:
     Returns:
         The counters found (names missing from the text are absent, not zero).
     """
-    series = parse_prometheus(text)
+    nonfinite: dict[str, str] = {}
+    series = parse_prometheus(text, nonfinite)
+    used = {n for names in _COUNTERS.values() for n in names} | set(_BY_SOURCE) | set(_PD_DECISIONS)
+    odd = sorted(f"{k}={v}" for k, v in nonfinite.items() if k in used)
+    if odd:
+        # A server's NaN/Inf is data, not a number to subtract: the proof says it cannot tell.
+        return Counters(error="the server reported non-finite values: " + ", ".join(odd))
     out: dict[str, float] = {}
     for ours, names in _COUNTERS.items():
         for name in names:
@@ -143,13 +149,8 @@ def counters(text: str) -> Counters:
 
 async def scrape(client: httpx.AsyncClient, url: str, headers: Mapping[str, str] | None = None) -> Counters:
     """Scrapes one role's ``/metrics``; failures come back in ``error``, never raised."""
-    try:
-        resp = await client.get(url, headers=headers)
-    except (httpx.HTTPError, OSError) as err:
-        return Counters(error=f"{url}: {type(err).__name__}: {err}")
-    if resp.status_code != 200:
-        return Counters(error=f"HTTP {resp.status_code} from {url}")
-    return counters(resp.text)
+    text, error = await fetch_metrics(client, url, headers)  # bounded in size and time
+    return Counters(error=error) if error else counters(text)
 
 
 async def scrape_roles(

@@ -31,6 +31,8 @@ from typing import Any
 
 import httpx
 
+from llm_rollout.urls import redact_url
+
 GAUGES: dict[str, tuple[str, ...]] = {
     "requests_running": ("vllm:num_requests_running",),
     "requests_waiting": ("vllm:num_requests_waiting",),
@@ -67,20 +69,31 @@ HISTOGRAMS: dict[str, tuple[str, ...]] = {
 }
 """Histograms (``_sum``/``_count``): our name -> vLLM base names; reported as mean over the load."""
 
+METRICS_LIMIT = 16 * 1024 * 1024
+"""Bytes of one ``/metrics`` body read at most (vLLM's is ~100 KB; issue 31: one that never ended
+grew to 3 GB in seconds). A larger body fails that scrape with the reason."""
+SCRAPE_DEADLINE_S = 30.0
+"""Longest one scrape may take, however slowly the body trickles in."""
+
 _LINE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 _LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 SAMPLE_INTERVAL_S = 1.0
 
 
-def parse_prometheus(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+def parse_prometheus(
+    text: str, nonfinite: dict[str, str] | None = None
+) -> dict[str, list[tuple[dict[str, str], float]]]:
     """Parses the Prometheus text exposition format (what ``/metrics`` serves).
 
     Args:
         text: The exposition.
+        nonfinite: When given, receives series name -> raw value of every ``NaN``/``+Inf``/``-Inf``
+            sample, which is left out of the result (a server's number, not ours to do arithmetic
+            with: the checks that read it say so and are inconclusive).
 
     Returns:
-        Series name -> list of (labels, value). Comments, ``_created`` series and unparsable
-        lines are skipped.
+        Series name -> list of (labels, value). Comments, ``_created`` series, unparsable lines
+        and non-finite values are skipped.
     """
     out: dict[str, list[tuple[dict[str, str], float]]] = {}
     for line in text.splitlines():
@@ -95,6 +108,10 @@ def parse_prometheus(text: str) -> dict[str, list[tuple[dict[str, str], float]]]
         try:
             value = float(raw)
         except ValueError:
+            continue
+        if not math.isfinite(value):
+            if nonfinite is not None:
+                nonfinite.setdefault(name, raw[:16])
             continue
         out.setdefault(name, []).append((dict(_LABEL_RE.findall(labels or "")), value))
     return out
@@ -118,12 +135,14 @@ class Snapshot:
         names: Our name -> the vLLM series name that was found.
         finished_by_reason: ``request_success`` per ``finished_reason``.
         error: Why the scrape failed ("" when it worked).
+        nonfinite: Series we read whose value was ``NaN`` or infinite -> that value (left out).
     """
 
     values: dict[str, float] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)
     finished_by_reason: dict[str, float] = field(default_factory=dict)
     error: str = ""
+    nonfinite: dict[str, str] = field(default_factory=dict)
 
 
 def reduce(series: Mapping[str, list[tuple[dict[str, str], float]]]) -> Snapshot:
@@ -149,15 +168,45 @@ def reduce(series: Mapping[str, list[tuple[dict[str, str], float]]]) -> Snapshot
     return snap
 
 
+_OURS = {n for names in (*GAUGES.values(), *COUNTERS.values()) for n in names} | {
+    base + suffix for bases in HISTOGRAMS.values() for base in bases for suffix in ("_sum", "_count")
+}
+
+
+async def fetch_metrics(
+    client: httpx.AsyncClient, url: str, headers: Mapping[str, str] | None = None, limit: int = METRICS_LIMIT
+) -> tuple[str, str]:
+    """(body, error) of one ``/metrics`` GET, read up to ``limit`` bytes within :data:`SCRAPE_DEADLINE_S`.
+
+    Never raises for the server's doing: a status other than 200, a body over the limit, a
+    deadline passed or a transport error come back as the error ("" when the body is whole).
+    """
+    shown = redact_url(url)
+    try:
+        async with asyncio.timeout(SCRAPE_DEADLINE_S), client.stream("GET", url, headers=headers) as resp:
+            if resp.status_code != 200:
+                return "", f"HTTP {resp.status_code} from {shown}"
+            body = bytearray()
+            async for chunk in resp.aiter_raw():
+                body += chunk
+                if len(body) > limit:
+                    return "", f"{shown}: the /metrics body is larger than {limit // (1024 * 1024)} MiB (not read)"
+            return body.decode("utf-8", "replace"), ""
+    except TimeoutError:
+        return "", f"{shown}: the /metrics body took more than {SCRAPE_DEADLINE_S:g} s (not read)"
+    except (httpx.HTTPError, OSError) as err:
+        return "", f"{shown}: {type(err).__name__}: {str(err)[:200]}"
+
+
 async def scrape(client: httpx.AsyncClient, url: str, headers: Mapping[str, str] | None = None) -> Snapshot:
     """Scrapes one ``/metrics`` URL; failures are returned in ``error``, never raised."""
-    try:
-        resp = await client.get(url, headers=headers)
-        if resp.status_code != 200:
-            return Snapshot(error=f"HTTP {resp.status_code} from {url}")
-        return reduce(parse_prometheus(resp.text))
-    except (httpx.HTTPError, OSError) as err:
-        return Snapshot(error=f"{url}: {type(err).__name__}: {err}")
+    text, error = await fetch_metrics(client, url, headers)
+    if error:
+        return Snapshot(error=error)
+    nonfinite: dict[str, str] = {}
+    snap = reduce(parse_prometheus(text, nonfinite))
+    snap.nonfinite = {k: v for k, v in nonfinite.items() if k in _OURS}
+    return snap
 
 
 def server_view(before: Snapshot, after: Snapshot, peaks: Mapping[str, float] | None = None) -> dict[str, Any]:
@@ -174,6 +223,12 @@ def server_view(before: Snapshot, after: Snapshot, peaks: Mapping[str, float] | 
         plus ``metric_names`` (which vLLM series were found) and ``errors``.
     """
     out: dict[str, Any] = {"errors": [e for e in (before.error, after.error) if e]}
+    odd = {**before.nonfinite, **after.nonfinite}
+    if odd:
+        out["errors"].append(
+            "the server reported non-finite values, left out of this view: "
+            + ", ".join(f"{k}={v}" for k, v in sorted(odd.items()))
+        )
     if after.error:
         out["metric_names"] = {}
         return out
