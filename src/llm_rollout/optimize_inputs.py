@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from llm_rollout.bounded import load_yaml, read_regular_file
 from llm_rollout.errors import PermanentError, SpecError
 from llm_rollout.model_files import check_model_dir, local_path
 
@@ -32,6 +33,12 @@ METADATA_FILE = "optimization.json"
 DEFAULT_IGNORE = ("lm_head",)
 
 LineSink = Callable[[str], None]
+
+
+RECIPE_LIMIT = 1024 * 1024
+"""Bytes a recipe YAML may have."""
+CALIBRATION_FILE_LIMIT = 1024 * 1024 * 1024
+"""Bytes one calibration file may have (oneshot calibrates on a few hundred samples)."""
 
 
 def check_scheme(scheme: str, *, preset_schemes: list[str] | None = None) -> str:
@@ -93,17 +100,14 @@ def check_recipe(recipe_path: str | Path) -> str:
         SpecError: When it cannot be read, is not valid YAML or has no ``*_stage`` entry with
             ``*_modifiers`` (llmcompressor would silently apply nothing).
     """
-    import yaml  # in both environments (PyYAML)
 
     path = local_path(recipe_path)
+    raw = read_regular_file(path, "recipe_path", RECIPE_LIMIT, "recipe YAML")  # a regular file, bounded
     try:
-        text = path.read_text()
-    except OSError as err:
-        raise SpecError("recipe_path", f"cannot read {path}: {err.strerror}", "give an existing YAML file") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise SpecError("recipe_path", f"{path} is not valid YAML: {err}", "fix the YAML syntax") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SpecError("recipe_path", f"{path} is not UTF-8 text", "save the recipe as UTF-8 YAML") from None
+    data = load_yaml(text, "recipe_path", str(path)[:200])  # no aliases: they expand before any check
     example = "e.g. quant_stage: {quant_modifiers: {QuantizationModifier: {targets: [Linear], scheme: W8A8}}}"
     if not isinstance(data, dict):
         raise SpecError(
@@ -139,6 +143,13 @@ def check_calibration(calibration: str | Path | None) -> Path | None:
             f"{path} does not exist",
             "give a text file (one sample per line), a JSONL file with a 'text' field, "
             "or a dataset directory (datasets.save_to_disk or text/JSONL files)",
+        )
+    if not path.is_dir() and not path.is_file():
+        # A device, FIFO or /proc entry never ends (issue 31); only regular files and directories are read.
+        raise SpecError(
+            "calibration",
+            f"{path} is not a regular file or a directory (a device, pipe or /proc entry)",
+            "give a text or JSONL file, or a dataset directory",
         )
     return path
 
@@ -187,6 +198,11 @@ def preflight(
 # The heavy part (runs where llmcompressor is installed) --------------------------------------
 
 
+def _calibration_text(path: Path) -> str:
+    """A calibration file's text: a regular file of at most :data:`CALIBRATION_FILE_LIMIT` bytes."""
+    return read_regular_file(path, "calibration", CALIBRATION_FILE_LIMIT, "calibration").decode("utf-8", "replace")
+
+
 def load_calibration_texts(path: Path) -> list[str]:
     """Reads calibration samples from a file or a dataset directory.
 
@@ -217,20 +233,20 @@ def load_calibration_texts(path: Path) -> list[str]:
                 if item.is_file() and item.suffix in (".txt", ".jsonl", ".json"):
                     texts += load_calibration_texts(item)
     elif path.suffix == ".jsonl":
-        for line in path.read_text().splitlines():
+        for line in _calibration_text(path).splitlines():
             if line.strip():
                 row = json.loads(line)
                 text = row.get("text") if isinstance(row, dict) else row
                 if isinstance(text, str) and text.strip():
                     texts.append(text)
     elif path.suffix == ".json":
-        rows = json.loads(path.read_text())
+        rows = json.loads(_calibration_text(path))
         for row in rows if isinstance(rows, list) else []:
             text = row.get("text") if isinstance(row, dict) else row
             if isinstance(text, str) and text.strip():
                 texts.append(text)
     else:
-        texts = [line for line in path.read_text().splitlines() if line.strip()]
+        texts = [line for line in _calibration_text(path).splitlines() if line.strip()]
     if not texts:
         raise PermanentError(f"calibration data {path} holds no text samples")
     return texts

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llm_rollout.bounded import read_regular_file
 from llm_rollout.errors import SpecError
 from llm_rollout.spec import LoadSpec, LoadWorkloadSpec
 from llm_rollout.validation.client import Api, build_payload
@@ -179,6 +180,8 @@ def parse_line(text: str, line: int, path: str | Path, time_scale: float = 1.0) 
         raise SpecError(
             where, f"is not JSON ({err.msg} at column {err.colno})", "write one JSON object per line"
         ) from None
+    except RecursionError:
+        raise SpecError(where, "is nested too deeply", "write one flat JSON object per line") from None
     if not isinstance(item, dict):
         raise SpecError(where, f"holds a {type(item).__name__}, not an object", "write one JSON object per line")
     known = {"prompt", "messages", "max_tokens", "output_tokens", "timestamp"}
@@ -261,29 +264,21 @@ def load_file(path: str, *, time_scale: float = 1.0, max_requests: int = MAX_REQ
         SpecError: Unreadable, too big, empty, a bad line, or timestamps on some lines only.
     """
     file = resolve_path(path)
+    # A regular file only, its bytes counted while read: a device, FIFO or /proc file reports a
+    # size of 0 and never ends (issue 31: /dev/zero).
+    data = read_regular_file(file, f"{FIELD}.path", MAX_FILE_BYTES, "workload")
     try:
-        size = file.stat().st_size
-    except OSError as err:
-        raise SpecError(f"{FIELD}.path", f"cannot read {file}: {err.strerror}", "check the path") from None
-    if size > MAX_FILE_BYTES:
-        raise SpecError(
-            f"{FIELD}.path",
-            f"{file} is {size} bytes, more than {MAX_FILE_BYTES}",
-            "sample fewer requests: a few thousand represent a traffic mix well",
-        )
+        content = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SpecError(f"{FIELD}.path", f"{file} is not UTF-8 text", "save it as UTF-8 JSONL") from None
+    del data
     requests: list[WorkloadRequest] = []
-    with file.open(encoding="utf-8", errors="strict") as fh:
-        try:
-            for number, text in enumerate(fh, 1):
-                if not text.strip():
-                    continue
-                if len(requests) >= max_requests:
-                    raise SpecError(
-                        _where(file, number), f"the file has more than {max_requests} requests", "sample fewer"
-                    )
-                requests.append(parse_line(text, number, file, time_scale))
-        except UnicodeDecodeError:
-            raise SpecError(f"{FIELD}.path", f"{file} is not UTF-8 text", "save it as UTF-8 JSONL") from None
+    for number, text in enumerate(content.splitlines(), 1):
+        if not text.strip():
+            continue
+        if len(requests) >= max_requests:
+            raise SpecError(_where(file, number), f"the file has more than {max_requests} requests", "sample fewer")
+        requests.append(parse_line(text, number, file, time_scale))
     if not requests:
         raise SpecError(f"{FIELD}.path", f"{file} holds no request", "write one JSON request per line")
     stamped = [r.timestamp is not None for r in requests]
