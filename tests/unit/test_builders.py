@@ -198,10 +198,19 @@ def test_llmd_config_preset_is_schema_valid():
 def test_rbac_is_least_privilege():
     objs = b.rbac(parse_spec({"namespace": "team-a"}))
     kinds = [o["kind"] for o in objs]
-    assert kinds == ["ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"]
+    assert kinds == [
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+    ]
     role = objs[1]
     verbs = {v for rule in role["rules"] for v in rule["verbs"]}
-    assert verbs <= {"get", "list", "watch", "patch", "delete"}
+    # create: a server-side apply that creates the object is authorized as create too (patch.go)
+    assert verbs <= {"get", "list", "watch", "create", "patch", "delete"}
     assert not any("*" in rule["verbs"] or "*" in rule["resources"] for rule in role["rules"])
     cluster_role = objs[3]
     (rule,) = cluster_role["rules"]

@@ -25,6 +25,20 @@ GPU_COMPUTE_CAPABILITY: dict[str, float] = {
     "nvidia-h200": 9.0,
     "nvidia-b200": 10.0,
 }
+GPU_PRODUCT_LABEL_VALUE: dict[str, str] = {
+    "nvidia-t4": "Tesla-T4",
+    "nvidia-a100": "NVIDIA-A100-SXM4-80GB",
+    "nvidia-a10": "NVIDIA-A10",
+    "nvidia-a10g": "NVIDIA-A10G",
+    "nvidia-a40": "NVIDIA-A40",
+    "nvidia-l4": "NVIDIA-L4",
+    "nvidia-l40s": "NVIDIA-L40S",
+    "nvidia-h100": "NVIDIA-H100-80GB-HBM3",
+    "nvidia-h200": "NVIDIA-H200",
+    "nvidia-b200": "NVIDIA-B200",
+}
+"""The ``nvidia.com/gpu.product`` value NVIDIA GPU Feature Discovery gives a node with that GPU
+(the device name with spaces as dashes); a family with several parts names its most common one."""
 KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2", "bfloat16", "float16")
 
 # Model URI schemes per platform. KFP writes artifact URIs as minio://, s3://, gs:// (object

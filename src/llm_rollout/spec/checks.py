@@ -214,6 +214,31 @@ def _check_auto_target(where: str, metric: str, slo: SLOSpec) -> None:
         )
 
 
+def _check_accelerator_pin(rt) -> None:
+    """The node selector ``runtime.accelerator`` pins the pods with is a valid label (key and value)."""
+    from llm_rollout.spec.rules import DNS1123_SUBDOMAIN, LABEL_VALUE
+
+    key = rt.accelerator_node_label
+    if key:
+        prefix, _, name = key.rpartition("/")
+        ok = len(name) <= 63 and bool(LABEL_VALUE.fullmatch(name)) and bool(name)
+        if prefix:
+            ok = ok and len(prefix) <= 253 and bool(DNS1123_SUBDOMAIN.fullmatch(prefix))
+        if not ok:
+            raise SpecError(
+                "runtime.accelerator_node_label",
+                f"{key!r} is not a Kubernetes label key",
+                "write it like 'nvidia.com/gpu.product', or leave it empty to pin nothing",
+            )
+    value = rt.accelerator_node_value
+    if value is not None and (len(value) > 63 or not value or not LABEL_VALUE.fullmatch(value)):
+        raise SpecError(
+            "runtime.accelerator_node_value",
+            f"{value!r} is not a Kubernetes label value (at most 63 letters, digits, '-', '_', '.')",
+            "copy the value your GPU nodes carry: kubectl get nodes -L nvidia.com/gpu.product",
+        )
+
+
 def check_spec(spec: RolloutSpec) -> None:
     """Cross-field checks that pydantic's per-field validation cannot express.
 
@@ -278,6 +303,7 @@ def check_spec(spec: RolloutSpec) -> None:
                 "use one of " + ", ".join(sorted(GPU_COMPUTE_CAPABILITY)) + ", or leave it empty",
             )
         check_gpu(spec)
+        _check_accelerator_pin(rt)
     if spec.resources.gpus == 0 and spec.platform == "kserve" and not spec.llmd.enabled:
         raise SpecError(
             "resources.gpus",

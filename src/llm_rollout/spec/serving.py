@@ -101,8 +101,15 @@ class RuntimeSpec(_Model):
             ``HF_TOKEN`` for gated Hugging Face models. The kubelet resolves them: the manifests
             carry only the reference and the pipeline needs no rights on Secrets (kserve platform).
         accelerator: GPU family (e.g. ``nvidia-a10g``, ``nvidia-h100``); the KV-cache dtype and
-            the model's quantization scheme are checked against what vLLM serves on it.
-            Leave empty when unknown: the preflight on the node then decides.
+            the model's quantization scheme are checked against what vLLM serves on it, and the
+            serving pods are pinned to nodes with that GPU (``nodeSelector``
+            ``{accelerator_node_label: accelerator_node_value}``), so what was checked is what
+            runs. Leave empty when unknown: the preflight on the node then decides.
+        accelerator_node_label: Node label the pin selects on (default
+            ``nvidia.com/gpu.product``, set by NVIDIA GPU Feature Discovery); empty: no pin.
+        accelerator_node_value: The label's value on the nodes with that GPU. Default: GPU Feature
+            Discovery's product name of the family (e.g. ``NVIDIA-A10G``; for A100/H100 the SXM
+            80 GB part). Set it when your nodes carry another (``kubectl get nodes -L <label>``).
         port: Port the server listens on inside the pod.
         runtime_name: Name of the namespaced ServingRuntime; defaults to ``<service>-vllm``.
         service_account: Service account of the serving pods (``serviceAccountName``). Default none:
@@ -119,6 +126,8 @@ class RuntimeSpec(_Model):
     env: dict[str, str] = Field(default_factory=dict)
     secret_env: dict[str, SecretKeyRef] = Field(default_factory=dict)
     accelerator: str | None = None
+    accelerator_node_label: str = "nvidia.com/gpu.product"
+    accelerator_node_value: str | None = None
     port: int = Field(8080, ge=1, le=65535)
     runtime_name: str | None = None
     service_account: str | None = None
@@ -136,6 +145,15 @@ class RuntimeSpec(_Model):
                 "put the vLLM arguments in runtime.extra_args, one list item per argument",
             )
         return value
+
+    def node_selector(self) -> dict[str, str]:
+        """The serving pods' ``nodeSelector`` for ``accelerator`` (empty without one, or without a label key)."""
+        if self.accelerator is None or not self.accelerator_node_label:
+            return {}
+        from llm_rollout.spec.base import GPU_PRODUCT_LABEL_VALUE
+
+        value = self.accelerator_node_value or GPU_PRODUCT_LABEL_VALUE.get(self.accelerator)
+        return {self.accelerator_node_label: value} if value else {}
 
     @field_validator("extra_args", mode="before")
     @classmethod
@@ -308,8 +326,13 @@ class LLMDSpec(_Model):
             takes no ``weight`` either, so no canary traffic can be split to it.
         gateway_refs: Gateways to attach to; empty uses KServe's default gateway.
         http_route_refs: Existing HTTPRoutes to use instead of a managed one (no traffic splitting).
-        use_preset: Reference the shared LLMInferenceServiceConfig preset (``baseRefs``).
-        preset_name: Name of that preset.
+        use_preset: Reference an LLMInferenceServiceConfig preset of this service (``baseRefs``).
+        preset_name: Name of that preset. Empty (the default): ``<service>-preset-<hash of its
+            content>``, one per service and content, owned by the members that reference it
+            (``ownerReferences``: the garbage collector removes it with the last of them). KServe
+            merges a preset's ``prefill`` into every service that references it
+            (``config_merge.go`` ``combineBaseRefsConfig``: ``Prefill != nil`` is P/D), so a name
+            given here must not be shared with another service.
         kv_connector: KV-transfer connector for P/D (``--kv_transfer_config`` on both roles).
         image: vLLM image of the llm-d roles. Empty (the default) keeps the image of KServe's
             well-known presets (``config-llm-*template.yaml``: ``ghcr.io/llm-d/llm-d-cuda``, built
@@ -327,7 +350,7 @@ class LLMDSpec(_Model):
     gateway_refs: list[str] = Field(default_factory=list)
     http_route_refs: list[str] = Field(default_factory=list)
     use_preset: bool = True
-    preset_name: str = "llm-rollout-pd-nixl"
+    preset_name: str | None = None
     kv_connector: str = "NixlConnector"
     image: str | None = None
 

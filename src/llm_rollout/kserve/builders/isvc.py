@@ -152,6 +152,9 @@ def _predictor(spec: RolloutSpec, member: Member, *, named: bool = False) -> dic
     if spec.runtime.service_account:
         # The serving pods' own account, never the steps' (spec.check_spec refuses that one).
         pred["serviceAccountName"] = spec.runtime.service_account
+    if spec.runtime.node_selector():
+        # runtime.accelerator pins the pods to the GPU the spec was checked against.
+        pred["nodeSelector"] = spec.runtime.node_selector()
     pred.update(_scaling_fields(spec, name))
     labels = _predictor_labels(member)
     if labels:
@@ -171,6 +174,7 @@ def _canary_predictor(spec: RolloutSpec, member: Member, stable_min_replicas: in
     pred: dict[str, Any] = {
         "name": member.name,
         **({"serviceAccountName": spec.runtime.service_account} if spec.runtime.service_account else {}),
+        **({"nodeSelector": spec.runtime.node_selector()} if spec.runtime.node_selector() else {}),
         "minReplicas": min(1, stable_min_replicas),
         "labels": _predictor_labels(member),
         # The released CRD still lists `name` as required under canary[].predictor.model (KServe's

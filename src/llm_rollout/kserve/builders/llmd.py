@@ -133,8 +133,12 @@ def _workload(spec: RolloutSpec, role: str | None, workload: WorkloadSpec) -> di
     body["template"] = {"containers": [_llmd_container(spec, role, workload)]}
     if spec.runtime.service_account:  # the serving pods' own account, never the steps'
         body["template"]["serviceAccountName"] = spec.runtime.service_account
+    if spec.runtime.node_selector():  # runtime.accelerator: on the GPU the spec was checked against
+        body["template"]["nodeSelector"] = spec.runtime.node_selector()
     if workload.nodes > 1:
         body["worker"] = {"containers": [_llmd_container(spec, role, workload)]}
+        if spec.runtime.node_selector():
+            body["worker"]["nodeSelector"] = spec.runtime.node_selector()
     return body
 
 
