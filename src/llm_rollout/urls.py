@@ -9,6 +9,7 @@ RFC 6454 define an origin) and to no other unless a spec field allows it.
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 _USERINFO = re.compile(r"(?<=://)[^/@\s]*@")
@@ -56,3 +57,14 @@ def origin(url: str) -> tuple[str, str, int | None]:
 def same_origin(a: str, b: str) -> bool:
     """Whether two URLs share scheme, host and port."""
     return origin(a) == origin(b)
+
+
+def redact_tree(value: Any) -> Any:
+    """A copy of plain JSON data with :func:`redact_text` applied to every string (results files, reports)."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: redact_tree(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_tree(v) for v in value]
+    return value

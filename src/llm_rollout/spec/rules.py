@@ -18,8 +18,10 @@ Checked elsewhere: ``model.name`` (``spec/serving.py``, the preset shell line) a
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llm_rollout.errors import SpecError
@@ -192,6 +194,51 @@ def _no_control(value: str, field: str, what: str) -> None:
         )
 
 
+SERVICE_ACCOUNT_DIRS = ("/var/run/secrets/kubernetes.io", "/run/secrets/kubernetes.io")
+"""Where Kubernetes mounts a pod's service-account token: never an API key to send to a model server."""
+_NOT_A_KEY_DIRS = (*SERVICE_ACCOUNT_DIRS, "/proc", "/sys", "/dev")
+_NOT_A_KEY_ENV = re.compile(
+    r"KUBERNETES_.*|KUBECONFIG|AWS_(SECRET_ACCESS_KEY|SESSION_TOKEN|ACCESS_KEY_ID|WEB_IDENTITY_TOKEN_FILE)|"
+    r"GOOGLE_APPLICATION_CREDENTIALS|AZURE_(CLIENT_SECRET|FEDERATED_TOKEN_FILE)|MINIO_(ROOT_)?(SECRET_KEY|PASSWORD)|"
+    r"(MLPIPELINE|KFP)_.*|ARGO_.*"
+)
+"""Variables that hold a pod's other credentials (cluster, object store, cloud, KFP/Argo): the
+validator would send their value to the model server as ``Bearer``."""
+
+
+def check_api_key_file(file: str) -> Path:
+    """The API key file's path, refused when it is the pod's own credential or a system file.
+
+    Symlinks are resolved (a projected service-account token is a symlink chain).
+
+    Raises:
+        SpecError: A path under the service-account mount, ``/proc``, ``/sys`` or ``/dev``.
+    """
+    path = Path(file).expanduser()
+    real = os.path.realpath(path)
+    for root in _NOT_A_KEY_DIRS:
+        if real == root or real.startswith(root + "/") or str(path).startswith(root + "/"):
+            raise SpecError(
+                "validation.api_key_file",
+                f"{excerpt(str(path), 120)} is under {root}, which holds the pod's own credentials or system "
+                "files, not the model server's API key",
+                "mount the API key's Secret as a file elsewhere (e.g. /var/secrets/llm-api-key/token)",
+            )
+    return path
+
+
+def check_api_key_env(name: str) -> None:
+    """Refuses an API key variable that holds another credential of the pod, or is no variable name."""
+    check_env_name(name, "validation.api_key_env")
+    if _NOT_A_KEY_ENV.fullmatch(name):
+        raise SpecError(
+            "validation.api_key_env",
+            f"{name} holds another credential of the step's pod (cluster, object store, cloud or pipeline), "
+            "which would be sent to the model server as its API key",
+            "put the model server's key in a variable of its own (e.g. LLM_API_KEY from its Secret)",
+        )
+
+
 def check_consumer_rules(spec: RolloutSpec) -> None:
     """Every value that reaches a Kubernetes field, label, template or URL, against what reads it.
 
@@ -232,7 +279,8 @@ def check_consumer_rules(spec: RolloutSpec) -> None:
     check_qualified_name(res.gpu_resource, "resources.gpu_resource")
     if ld.image is not None:
         check_image(ld.image, "llmd.image")
-    check_dns_subdomain(ld.preset_name, "llmd.preset_name", "LLMInferenceServiceConfig")
+    if ld.preset_name is not None:
+        check_dns_subdomain(ld.preset_name, "llmd.preset_name", "LLMInferenceServiceConfig")
     for kind, refs in (("gateway_refs", ld.gateway_refs), ("http_route_refs", ld.http_route_refs)):
         for i, ref in enumerate(refs):
             check_dns_subdomain(ref, f"llmd.{kind}[{i}]", "Gateway" if kind == "gateway_refs" else "HTTPRoute")
@@ -244,6 +292,10 @@ def check_consumer_rules(spec: RolloutSpec) -> None:
         )
     for role, url in spec.validation.metrics_urls.items():
         _no_control(url, f"validation.metrics_urls.{role}", "no HTTP request line can carry")
+    if spec.validation.api_key_env:
+        check_api_key_env(spec.validation.api_key_env)
+    if spec.validation.api_key_file:
+        check_api_key_file(spec.validation.api_key_file)
     _say_renamed(spec)
 
 

@@ -190,10 +190,14 @@ class RecoverySpec(_Model):
         min_token_agreement: Minimum greedy token agreement with the original (0-1).
         checks: Ratio checks against the original at the judged levels (``<stem>_ratio_vs_baseline``),
             e.g. the serving design's 2x output throughput.
+        send_api_key: Send the validation API key to ``base_url`` too when it is on another origin
+            (scheme, host, port) than the endpoint under validation. Off by default: the key goes
+            only to the endpoint's own origin.
     """
 
     base_url: str | None = None
     base_model: str | None = None
+    send_api_key: bool = False
     min_token_agreement: float = Field(0.9, ge=0, le=1)
     checks: list[str] = Field(default_factory=lambda: ["output_throughput_ratio_vs_baseline >= 2"])
 
@@ -215,6 +219,10 @@ class ComparisonSpec(_Model):
 
     Attributes:
         enabled: Compare with the stable revision when one serves.
+        send_api_key: Send the validation API key to the stable revision when its URL is on another
+            origin than the candidate's (with KServe each predictor has its own host). Off by
+            default: the key goes only to the endpoint's own origin; set it when the stable
+            revision needs the key too.
         concurrency: Concurrent streams in each round.
         round_requests: Requests per round and side.
         output_tokens: ``max_tokens`` of each round's requests (with ``ignore_eos``). Longer than
@@ -244,6 +252,7 @@ class ComparisonSpec(_Model):
     """
 
     enabled: bool = True
+    send_api_key: bool = False
     concurrency: int = Field(4, ge=1)
     round_requests: int = Field(16, ge=1)
     output_tokens: int = Field(32, ge=2)

@@ -23,8 +23,10 @@ sent as ``Authorization: Bearer`` and kept out of every ``repr``, log line and r
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
+import logging
 import os
 import ssl
 import time
@@ -33,11 +35,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote
 
 import httpx
 
+from llm_rollout.bounded import read_regular_file
 from llm_rollout.errors import PermanentError, SpecError, TransientError
-from llm_rollout.urls import redact_url
+from llm_rollout.spec.rules import check_api_key_env, check_api_key_file
+from llm_rollout.urls import redact_url, same_origin
 from llm_rollout.validation.metrics import RequestRecord
 from llm_rollout.validation.transport import LeanTransport
 
@@ -76,6 +81,8 @@ class Endpoint:
         api_key: Bearer token; never shown by ``repr`` or logged.
         tls_verify: Verify the server's certificate.
         ca_bundle: CA bundle file to verify against (default: the system's).
+        userinfo: ``user:password`` taken out of ``base_url`` (sent as HTTP Basic auth when there
+            is no API key); the URL kept, logged and reported never carries it.
     """
 
     base_url: str
@@ -83,16 +90,45 @@ class Endpoint:
     api_key: str | None = field(default=None, repr=False)
     tls_verify: bool = True
     ca_bundle: str | None = None
+    userinfo: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         url = self.base_url.rstrip("/")
         if url.endswith("/v1"):
             url = url[:-3]
+        parts = httpx.URL(url)
+        if parts.userinfo:
+            object.__setattr__(self, "userinfo", parts.userinfo.decode())
+            url = str(parts.copy_with(username=None, password=None)).rstrip("/")
         object.__setattr__(self, "base_url", url)
 
     def url(self, path: str) -> str:
         """Absolute URL of an API path (``/v1/models``)."""
         return self.base_url + path
+
+
+def key_for(url: str, endpoint_url: str, api_key: str | None, allowed: bool, field: str) -> str | None:
+    """The API key to send to ``url``: the endpoint's own origin gets it, another only when ``allowed``.
+
+    Args:
+        url: Where requests would go (the original's or the stable revision's endpoint).
+        endpoint_url: The endpoint under validation (the key's own origin).
+        api_key: The key, if any.
+        allowed: The spec field that lets the key go to another origin is set.
+        field: That field, for the log line.
+
+    Returns:
+        The key, or None: requests to ``url`` then carry no ``Authorization`` (issue 31: a
+        ``recovery.base_url`` on another host received the key).
+    """
+    if api_key is None or allowed or same_origin(url, endpoint_url):
+        return api_key
+    logging.getLogger(__name__).warning(
+        "validate: the API key is not sent to %s (another origin than the endpoint's); set %s: true to send it",
+        redact_url(url),
+        field,
+    )
+    return None
 
 
 def resolve_api_key(env_name: str | None = None, file: str | None = None) -> str | None:
@@ -111,6 +147,7 @@ def resolve_api_key(env_name: str | None = None, file: str | None = None) -> str
             never the value).
     """
     if env_name:
+        check_api_key_env(env_name)
         value = os.environ.get(env_name, "").strip()
         if not value:
             raise SpecError(
@@ -120,12 +157,12 @@ def resolve_api_key(env_name: str | None = None, file: str | None = None) -> str
             )
         return value
     if file:
+        path = check_api_key_file(file)
         try:
-            value = Path(file).expanduser().read_text().strip()
-        except OSError as err:
-            raise SpecError(
-                "validation.api_key_file", f"cannot read {file}: {err.strerror}", "mount the secret at that path"
-            ) from None
+            raw = read_regular_file(path, "validation.api_key_file", 64 * 1024, "API key")
+        except SpecError as err:
+            raise SpecError(err.field, err.problem, "mount the secret at that path") from None
+        value = raw.decode("utf-8", "replace").strip()
         if not value:
             raise SpecError("validation.api_key_file", f"{file} is empty", "put the API key in the file")
         return value
@@ -165,6 +202,10 @@ def make_client(
     headers = {"Accept": "text/event-stream, application/json", "Accept-Encoding": "identity"}
     if endpoint.api_key:
         headers["Authorization"] = f"Bearer {endpoint.api_key}"
+    elif endpoint.userinfo:
+        user, _, password = endpoint.userinfo.partition(":")
+        token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"  # RFC 7617, as httpx does for a URL's userinfo
     timeout = httpx.Timeout(connect=CONNECT_TIMEOUT_S, read=read_timeout_s, write=30.0, pool=None)
     verify = tls_setting(endpoint)
     if lean:

@@ -45,7 +45,8 @@ from llm_rollout.errors import SpecError
 from llm_rollout.slo_expr import RATIO_SUFFIX
 from llm_rollout.spec import ValidationSpec
 from llm_rollout.steplog import log as default_log
-from llm_rollout.validation.client import OPEN_LOOP_MAX_STREAMS, Endpoint, make_client, resolve_api_key
+from llm_rollout.urls import redact_text, redact_tree, redact_url, same_origin
+from llm_rollout.validation.client import OPEN_LOOP_MAX_STREAMS, Endpoint, key_for, make_client, resolve_api_key
 from llm_rollout.validation.phases import REPLAY_LABEL, LogFn, Run, compare_stable, run_phases
 from llm_rollout.validation.probes import Probe, load_suite
 from llm_rollout.validation.report import write_reports
@@ -72,14 +73,14 @@ async def validate_async(
     sizing: SizingInput | None = None,
 ) -> ValidationResult:
     """The async form of :func:`validate` (same arguments and result)."""
-    log = default_log if log is None else log
+    log = _without_credentials(default_log if log is None else log)
     started = time.monotonic()
-    run = Run(spec, url, model, log)
+    run = Run(spec, redact_url(url), model, log)
     res = run.result
     res.started_at = datetime.now(UTC).isoformat(timespec="seconds")
     baseline_url = baseline_url or spec.recovery.base_url
     baseline_model = baseline_model or spec.recovery.base_model or (model if baseline_url else None)
-    res.baseline_url, res.baseline_model = baseline_url, baseline_model
+    res.baseline_url, res.baseline_model = redact_url(baseline_url) if baseline_url else None, baseline_model
 
     # Everything that can be wrong with the input is found before the first request.
     checks = parse_checks(spec.slo.checks, "validation.slo.checks")
@@ -110,12 +111,24 @@ async def validate_async(
     }
     endpoint = Endpoint(url, model, api_key, spec.tls_verify, spec.ca_bundle)
     base_ep = (
-        Endpoint(baseline_url, baseline_model or model, api_key, spec.tls_verify, spec.ca_bundle)
+        Endpoint(
+            baseline_url,
+            baseline_model or model,
+            key_for(baseline_url, url, api_key, spec.recovery.send_api_key, "validation.recovery.send_api_key"),
+            spec.tls_verify,
+            spec.ca_bundle,
+        )
         if baseline_url
         else None
     )
     stable_ep = (
-        Endpoint(stable_url, stable_model or model, api_key, spec.tls_verify, spec.ca_bundle)
+        Endpoint(
+            stable_url,
+            stable_model or model,
+            key_for(stable_url, url, api_key, spec.comparison.send_api_key, "validation.comparison.send_api_key"),
+            spec.tls_verify,
+            spec.ca_bundle,
+        )
         if stable_url and spec.comparison.enabled
         else None
     )
@@ -145,11 +158,10 @@ async def validate_async(
     # /metrics gets the API key only on the endpoint's own origin (a gateway may guard it there);
     # other hosts (e.g. llm-d role pods) never see it.
     prom_client = make_client(Endpoint(endpoint.base_url, model, None, spec.tls_verify, spec.ca_bundle), 4)
-    origin = httpx.URL(endpoint.base_url)
     prom_headers = {
         role: {"Authorization": f"Bearer {api_key}"}
         for role, u in roles.items()
-        if api_key and (httpx.URL(u).scheme, httpx.URL(u).netloc) == (origin.scheme, origin.netloc)
+        if api_key and same_origin(u, endpoint.base_url)
     }
     prom_client.timeout = httpx.Timeout(5.0)
     aborted: BaseException | None = None
@@ -173,8 +185,9 @@ async def validate_async(
                     await c.aclose()
     _finish(run, started, checks + base_checks, judged_labels)
     if report_dir is not None:
-        data = res.to_dict()
-        full = res.to_dict(with_requests=True)
+        # No URL in a report or results file carries credentials (a user:password@ in a given URL).
+        data = redact_tree(res.to_dict())
+        full = redact_tree(res.to_dict(with_requests=True))
         res.report_paths = write_reports(data, report_dir, full=full)
         log(f"validate: report {res.report_paths['html']}")
     log(f"validate: verdict {res.verdict}" + (f" ({len(res.reasons)} reasons)" if res.reasons else ""))
@@ -183,6 +196,11 @@ async def validate_async(
     if aborted is not None:
         raise aborted
     return res
+
+
+def _without_credentials(log: LogFn) -> LogFn:
+    """``log`` with the credentials of every URL in a line removed."""
+    return lambda line: log(redact_text(line))
 
 
 def _finish(run: Run, started: float, checks: list[Check], judged_labels: set[str]) -> None:
