@@ -16,13 +16,17 @@ KFP sends it as the run's ``service_account`` field (``kfp.Client.run_pipeline``
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
+import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from llm_rollout.bounded import read_regular_file
 from llm_rollout.errors import SpecError
 
 DEFAULT_EXPERIMENT = "llm-rollout"
@@ -146,7 +150,7 @@ def validate_cron(expr: str) -> str:
 
 
 def parse_params(items: list[str] | None) -> dict[str, str]:
-    """``["k=v", ...]`` to a dict (values stay strings, as the pipelines' parameters are).
+    """``["k=v", ...]`` to a dict of texts (:func:`typed_params` converts them as the pipeline declares).
 
     Raises:
         SpecError: An item without ``=`` or with an empty key.
@@ -157,6 +161,93 @@ def parse_params(items: list[str] | None) -> dict[str, str]:
         if not eq or not key.strip():
             raise SpecError("--param", f"{item!r} is not KEY=VALUE", "write e.g. --param model_uri=s3://models/llama")
         out[key.strip()] = value
+    return out
+
+
+_PARAMETER_TYPES = {
+    "STRING": "a string",
+    "NUMBER_INTEGER": "a whole number",
+    "NUMBER_DOUBLE": "a number",
+    "BOOLEAN": "true or false",
+    "STRUCT": "a JSON object",
+    "LIST": "a JSON list",
+}
+
+
+def _typed(key: str, text: str, ptype: str) -> Any:
+    import json
+
+    def bad(why: str = "") -> SpecError:
+        return SpecError(
+            f"--param {key}",
+            f"{text!r} is not {_PARAMETER_TYPES.get(ptype, ptype)}, as the pipeline declares {key}{why}",
+            f"write e.g. --param {key}="
+            + {"NUMBER_INTEGER": "2", "NUMBER_DOUBLE": "0.5", "BOOLEAN": "false", "STRUCT": '\'{"k": "v"}\''}.get(
+                ptype, "'[]'" if ptype == "LIST" else "VALUE"
+            ),
+        )
+
+    if ptype == "NUMBER_INTEGER":
+        try:
+            return int(text)
+        except ValueError:
+            raise bad() from None
+    if ptype == "NUMBER_DOUBLE":
+        try:
+            return float(text)
+        except ValueError:
+            raise bad() from None
+    if ptype == "BOOLEAN":
+        lowered = text.strip().lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise bad()
+    if ptype in ("STRUCT", "LIST"):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise bad(f" ({err.msg})") from None
+        if not isinstance(value, dict if ptype == "STRUCT" else list):
+            raise bad()
+        return value
+    return text
+
+
+def typed_params(params: dict[str, str], package: str) -> dict[str, Any]:
+    """``--param`` values converted to the types the compiled pipeline declares for them.
+
+    The KFP API server checks each runtime parameter against the pipeline's input definitions:
+    ``optimize_accelerator_count=2`` sent as a string to a pipeline that declares a number is
+    refused. Values of ``STRING`` parameters stay text (JSON in ``spec`` included).
+
+    Args:
+        params: ``{name: text}`` from the command line.
+        package: The compiled pipeline file.
+
+    Returns:
+        ``{name: value}`` with ints, floats, booleans, dicts and lists where declared.
+
+    Raises:
+        SpecError: A name the pipeline does not have, or a value that does not convert.
+    """
+    import yaml
+
+    with open(package) as fh:
+        spec = next(yaml.safe_load_all(fh))
+    if "pipeline_spec" in spec:  # a package with a platform spec, as schedule sends it
+        spec = spec["pipeline_spec"]
+    declared = spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
+    out: dict[str, Any] = {}
+    for key, text in params.items():
+        if key not in declared:
+            raise SpecError(
+                f"--param {key}",
+                f"{spec.get('pipelineInfo', {}).get('name', 'the pipeline')} has no parameter {key!r}",
+                f"use one of {', '.join(sorted(declared))}",
+            )
+        out[key] = _typed(key, text, declared[key].get("parameterType", "STRING"))
     return out
 
 
@@ -182,22 +273,36 @@ def unique_run_name(prefix: str) -> str:
     return f"{safe}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
-def pipeline_package(pipeline: str | None, package: str | None, out_dir: str | Path | None = None) -> tuple[str, str]:
+def pipeline_package(
+    pipeline: str | None,
+    package: str | None,
+    out_dir: str | Path | None = None,
+    compile_options: dict[str, Any] | None = None,
+) -> tuple[str, str]:
     """The compiled pipeline file to send, and the pipeline's name.
 
     Args:
-        pipeline: ``llm-deploy`` or ``llm-optimize-deploy`` (compiled now, with the default images).
+        pipeline: ``llm-deploy`` or ``llm-optimize-deploy`` (compiled now).
         package: A compiled package instead (``llm-rollout compile`` output).
         out_dir: Where to compile to (a temporary directory when None).
+        compile_options: Keyword arguments of :func:`pipelines.compile.compile_pipelines`
+            (``image``, ``optimize_image``, ``api_key_secret``, ``optimize_disk``) for ``pipeline``.
 
     Raises:
-        SpecError: Both or neither given, an unknown pipeline, or a missing package file.
+        SpecError: Both or neither given, an unknown pipeline, a missing package file, or compile
+            options with a package (it is compiled already).
     """
     from pipelines.pipelines import PIPELINES
 
     if bool(pipeline) == bool(package):
         raise SpecError("--pipeline/--package", "give exactly one of them", "e.g. --pipeline llm-deploy")
     if package:
+        if compile_options:
+            raise SpecError(
+                f"--{sorted(compile_options)[0].replace('_', '-')}",
+                "is a compile option, but --package is compiled already",
+                "compile with it (`llm-rollout compile ... --out DIR`) or send --pipeline instead of --package",
+            )
         path = Path(package)
         if not path.is_file():
             raise SpecError("--package", f"{package} does not exist", "run `llm-rollout compile --out DIR` first")
@@ -207,7 +312,7 @@ def pipeline_package(pipeline: str | None, package: str | None, out_dir: str | P
     from pipelines.compile import compile_pipelines
 
     out = Path(out_dir or tempfile.mkdtemp(prefix="llm-rollout-"))
-    for path in compile_pipelines(str(out)):
+    for path in compile_pipelines(str(out), **(compile_options or {})):
         if Path(path).stem == pipeline:
             return str(path), pipeline
     raise SpecError("--pipeline", f"compiling did not produce {pipeline}.yaml", "check `llm-rollout compile`")
@@ -239,6 +344,7 @@ def submit(
     token: str | None = None,
     ssl_ca_cert: str | None = None,
     service_account: str = DEFAULT_SERVICE_ACCOUNT,
+    compile_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Creates one run of a pipeline on a KFP endpoint.
 
@@ -254,17 +360,23 @@ def submit(
         ssl_ca_cert: CA bundle of the endpoint.
         service_account: The Kubernetes service account every step runs as (bind it to the Role
             of ``manifests/rbac.yaml`` in the run's namespace).
+        compile_options: For ``pipeline``: ``image``, ``optimize_image``, ``api_key_secret``,
+            ``optimize_disk`` (see :func:`pipelines.compile.compile_pipelines`).
 
     Returns:
         ``{"run_id", "run_name", "experiment", "pipeline", "package", "service_account"}``.
+
+    Raises:
+        SpecError: Bad input (nothing was sent): see :func:`pipeline_package` and :func:`typed_params`.
     """
     service_account = check_service_account(service_account)
-    path, name = pipeline_package(pipeline, package)
+    path, name = pipeline_package(pipeline, package, compile_options=compile_options)
+    arguments = typed_params(dict(params or {}), path)
     run_name = run_name or unique_run_name(name)
     client = kfp_client(host, namespace=namespace, token=token, ssl_ca_cert=ssl_ca_cert)
     result = client.create_run_from_pipeline_package(
         path,
-        arguments=dict(params or {}),
+        arguments=arguments,
         run_name=run_name,
         experiment_name=experiment,
         namespace=namespace,
@@ -295,10 +407,15 @@ def schedule(
     token: str | None = None,
     ssl_ca_cert: str | None = None,
     service_account: str = DEFAULT_SERVICE_ACCOUNT,
+    compile_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Creates a recurring run (retrain-and-redeploy) on a KFP endpoint.
+    """Creates or replaces a recurring run (retrain-and-redeploy) on a KFP endpoint.
 
-    The cron expression is validated before anything is compiled or sent.
+    The cron expression is validated before anything is compiled or sent. Given a ``name``, the
+    recurring runs of that name in the experiment are replaced: the new one is created first, then
+    the old ones are deleted (KFP's v2beta1 API has no update of a recurring run), so rerunning
+    ``schedule`` with new parameters or a new image changes the schedule instead of adding one.
+    The cron runs in UTC (KFP's scheduled workflow controller).
 
     Args:
         host: The KFP API endpoint.
@@ -314,9 +431,11 @@ def schedule(
         token: A bearer token for the endpoint.
         ssl_ca_cert: CA bundle of the endpoint.
         service_account: The Kubernetes service account every step of every run runs as.
+        compile_options: For ``pipeline``: see :func:`submit`.
 
     Returns:
-        ``{"recurring_run_id", "name", "cron", "experiment_id", "max_concurrency", "no_catchup", ...}``.
+        ``{"recurring_run_id", "name", "cron", "experiment_id", "max_concurrency", "no_catchup",
+        "replaced", ...}`` (``replaced``: ids of the recurring runs of that name it deleted).
 
     Raises:
         SpecError: An invalid cron expression or service account (nothing was sent), or bad
@@ -326,22 +445,27 @@ def schedule(
     service_account = check_service_account(service_account)
     if max_concurrency < 1:
         raise SpecError("--max-concurrency", f"{max_concurrency} is below 1", "give 1 (the default) or more")
-    path, pname = pipeline_package(None if package else pipeline, package)
+    path, pname = pipeline_package(None if package else pipeline, package, compile_options=compile_options)
+    arguments = typed_params(dict(params or {}), path)
     name = name or unique_run_name(f"{pname}-schedule")
     client = kfp_client(host, namespace=namespace, token=token, ssl_ca_cert=ssl_ca_cert)
     exp = client.create_experiment(name=experiment, namespace=namespace)
+    old_ids = _recurring_runs_named(client, exp.experiment_id, name)
     rr = client.create_recurring_run(
         experiment_id=exp.experiment_id,
         job_name=name,
         cron_expression=cron,
         max_concurrency=max_concurrency,
         no_catchup=no_catchup,
-        params=dict(params or {}),
+        params=arguments,
         pipeline_package_path=path,
         enabled=True,
         service_account=service_account,
     )
+    for old_id in old_ids:  # only after the new one exists: a failed create leaves the old schedule
+        client.delete_recurring_run(old_id)
     return {
+        "replaced": old_ids,
         "recurring_run_id": rr.recurring_run_id,
         "name": name,
         "cron": cron,
@@ -354,6 +478,37 @@ def schedule(
     }
 
 
+def _recurring_runs_named(client: Any, experiment_id: str, name: str) -> list[str]:
+    """Ids of the experiment's recurring runs whose display name is ``name``."""
+    import json
+
+    query = {"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": name}]}
+    ids, token = [], ""
+    while True:
+        page = client.list_recurring_runs(
+            page_token=token, page_size=100, experiment_id=experiment_id, filter=json.dumps(query)
+        )
+        ids += [r.recurring_run_id for r in page.recurring_runs or [] if r.display_name == name]
+        token = page.next_page_token or ""
+        if not token:
+            return ids
+
+
+def _compile_options(args: Any) -> dict[str, Any]:
+    """The compile flags given on the command line (only those: a package takes none)."""
+    from components.resources import DEFAULT_OPTIMIZE_DISK, DEFAULT_SCRATCH_MOUNT, ScratchDisk
+
+    options = {k: getattr(args, k) for k in ("image", "optimize_image", "api_key_secret") if getattr(args, k)}
+    size, mount, storage_class = args.optimize_disk, args.optimize_disk_mount, args.optimize_storage_class
+    if size or mount or storage_class:
+        if (size or "").lower() == "none":
+            options["optimize_disk"] = None
+        else:
+            disk = ScratchDisk(size or DEFAULT_OPTIMIZE_DISK, mount or DEFAULT_SCRATCH_MOUNT, storage_class)
+            options["optimize_disk"] = disk.checked()
+    return options
+
+
 # Command line ------------------------------------------------------------------------------------
 
 
@@ -363,19 +518,78 @@ def _common(p: Any) -> None:
     p.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help=f"experiment (default {DEFAULT_EXPERIMENT})")
     p.add_argument("--package", help="a compiled pipeline file (llm-rollout compile) instead of --pipeline")
     p.add_argument("--namespace", help="KFP namespace (multi-user deployments)")
-    p.add_argument("--token", help="bearer token for the endpoint (default: none)")
+    p.add_argument(
+        "--token-file", help="file holding a bearer token for the endpoint (e.g. a mounted secret; default: none)"
+    )
+    p.add_argument("--token-env", metavar="NAME", help="environment variable holding a bearer token for the endpoint")
+    p.add_argument(
+        "--token", help="bearer token on the command line (visible to every user in `ps`: prefer --token-file/-env)"
+    )
     p.add_argument("--ssl-ca-cert", help="CA bundle of the endpoint")
     p.add_argument(
         "--service-account",
         default=DEFAULT_SERVICE_ACCOUNT,
         help=f"service account the steps run as (default {DEFAULT_SERVICE_ACCOUNT}, see manifests/rbac.yaml)",
     )
+    # Compile options (with --pipeline, which is compiled now), as `llm-rollout compile` takes them.
+    p.add_argument("--image", help="components' image, REPO:TAG or REPO@sha256:DIGEST (compiles --pipeline with it)")
+    p.add_argument("--optimize-image", help="optimize step's image, REPO:TAG or REPO@sha256:DIGEST")
+    p.add_argument("--api-key-secret", metavar="SECRET[:KEY]", help="Secret with the model endpoint's API key")
+    p.add_argument("--optimize-disk", metavar="SIZE|none", help="optimize step's scratch volume (compile's default)")
+    p.add_argument("--optimize-disk-mount", help="/minio (default), /s3 or /gcs")
+    p.add_argument("--optimize-storage-class", help="StorageClass of that volume")
+
+
+def resolve_token(args: Any) -> str | None:
+    """The KFP bearer token from ``--token-file``, ``--token-env`` or ``--token`` (one of them), with warnings.
+
+    A token on the command line is visible in the process list, and one sent over plain http to
+    a host other than this machine (a port-forward) travels in the clear: both are said on stderr
+    (issue 31).
+
+    Raises:
+        SpecError: More than one source, or a source that is missing or empty.
+    """
+    given = [flag for flag, value in (("--token-file", args.token_file), ("--token-env", args.token_env),
+                                      ("--token", args.token)) if value]  # fmt: skip
+    if len(given) > 1:
+        raise SpecError(given[1], f"is given together with {given[0]}", "give the token one way")
+    token: str | None = None
+    if args.token_file:
+        raw = read_regular_file(args.token_file, "--token-file", 64 * 1024, "token")
+        token = raw.decode("utf-8", "replace").strip()
+        if not token:
+            raise SpecError("--token-file", f"{args.token_file} is empty", "put the token in the file")
+    elif args.token_env:
+        token = os.environ.get(args.token_env, "").strip()
+        if not token:
+            raise SpecError("--token-env", f"{args.token_env} is not set or empty", f"export {args.token_env}")
+    elif args.token:
+        token = args.token
+        print(
+            "llm-rollout: warning: --token is visible to every user of this machine in the process list; "
+            "use --token-file or --token-env",
+            file=sys.stderr,
+        )
+    host = urlsplit(args.host)
+    if token and host.scheme == "http" and (host.hostname or "") not in ("localhost", "127.0.0.1", "::1"):
+        print(
+            f"llm-rollout: warning: the token is sent over plain http to {host.hostname}, readable by anyone on "
+            "the path; use the endpoint's https address",
+            file=sys.stderr,
+        )
+    return token
 
 
 def _run_options(args: Any) -> dict[str, Any]:
     """What ``submit`` and ``schedule`` take alike from their command lines."""
-    keys = ("package", "experiment", "namespace", "token", "ssl_ca_cert", "service_account")
-    return {"params": parse_params(args.param), **{key: getattr(args, key) for key in keys}}
+    keys = ("package", "experiment", "namespace", "ssl_ca_cert", "service_account")
+    return {
+        "params": parse_params(args.param),
+        "compile_options": _compile_options(args),
+        "token": resolve_token(args),
+        **{key: getattr(args, key) for key in keys},
+    }
 
 
 def _submit_cmd(args: Any) -> int:
@@ -400,9 +614,10 @@ def _schedule_cmd(args: Any) -> int:
         no_catchup=args.no_catchup,
         **_run_options(args),
     )
+    replaced = f", replacing {', '.join(result['replaced'])}" if result["replaced"] else ""
     print(
-        f"created recurring run {result['name']} ({result['recurring_run_id']}): {result['pipeline']} at "
-        f"'{result['cron']}', max_concurrency={result['max_concurrency']}, "
+        f"created recurring run {result['name']} ({result['recurring_run_id']}{replaced}): {result['pipeline']} at "
+        f"'{result['cron']}' UTC, max_concurrency={result['max_concurrency']}, "
         f"{'no catch-up' if result['no_catchup'] else 'catch-up'}"
     )
     return 0
@@ -419,9 +634,11 @@ def add_parsers(sub: Any) -> None:
 
     p = sub.add_parser("schedule", help="create a recurring run (retrain-and-redeploy) on a KFP endpoint")
     _common(p)
-    p.add_argument("--cron", required=True, help="KFP cron, 6 fields with seconds first, e.g. '0 0 3 * * *'")
+    p.add_argument("--cron", required=True, help="KFP cron in UTC, 6 fields with seconds first, e.g. '0 0 3 * * *'")
     p.add_argument("--pipeline", default=SCHEDULED_PIPELINE, help=f"default {SCHEDULED_PIPELINE}")
-    p.add_argument("--name", help="the recurring run's name (default: unique)")
+    p.add_argument(
+        "--name", help="the recurring run's name; an existing one of that name is replaced (default: unique, new)"
+    )
     p.add_argument("--max-concurrency", type=int, default=1, help="runs at once (default 1)")
     p.add_argument(
         "--catchup",
