@@ -11,7 +11,6 @@ from pydantic import BaseModel, Field, model_validator
 from llm_rollout.errors import SpecError
 from llm_rollout.spec.base import _Model, _warn_deprecated
 
-
 MAX_CONCURRENCY = 4096
 """Most concurrent streams one validation client holds (each is a connection and a task)."""
 MAX_PROMPTS = 100_000
@@ -273,6 +272,62 @@ class ComparisonSpec(_Model):
         return self
 
 
+class QualitySpec(_Model):
+    """Does the candidate model the team's texts as well? Likelihood of reference texts, no answers needed.
+
+    Both sides score the same reference texts by likelihood: one prefill per text per side, no
+    generation (``/v1/completions`` with ``echo`` and ``logprobs``; :mod:`llm_rollout.validation.quality`),
+    each text's cost in *bits per byte* of UTF-8 text, so that different tokenizers compare
+    fairly. With a stable revision serving, the per-text differences candidate - stable are
+    judged for non-inferiority like the speed comparison (the sign-test interval of the median
+    difference, looks on a doubling schedule from ``min_texts`` to ``max_texts``, the error spread
+    over the looks). Always - also on a first rollout - the candidate must beat uniform guessing
+    over its own vocabulary (``log2(vocabulary)`` bits per token, in bits per byte): a scrambled
+    model, a broken quantization or a wrong tokenizer is worse than guessing.
+
+    The texts must be in the model's domain (what it is meant to say well): out-of-domain text is
+    hard for every model, so it does not separate a good one from a damaged one.
+
+    Attributes:
+        enabled: Ask the question (a stable revision serving: the comparison; always: the floor).
+        texts: A JSONL file of reference texts, one ``{"text": ...}`` per line. Default: the
+            prompts of ``load.workload`` when it is a custom file, else a small general-English
+            sample shipped with the library.
+        margin: Tolerated increase of the median per-text bits per byte (absolute; 0.05 bits per
+            byte is a 16 % higher perplexity at ~4.3 bytes per token, far below what a damaged
+            model shows and above what a retrain or a good quantization does).
+        confidence: One-sided confidence of the decision, kept over all looks (Bonferroni).
+        min_texts: Texts at the first look (looks then double). With the default 95 % over 4
+            looks a decision needs 7 texts (``P(all on one side) = 1/128``).
+        max_texts: Texts at most (the bound of the sequential rule; fewer when fewer are given).
+        floor: Require the candidate to beat uniform guessing over its vocabulary.
+        vocab_size: The served model's vocabulary size, when the server cannot be asked
+            (vLLM tells it through its ``logit_bias`` check; see the module doc).
+        max_text_chars: Texts longer than this are cut at a word boundary (a text must fit the
+            served context).
+    """
+
+    enabled: bool = True
+    texts: str | None = None
+    margin: float = Field(0.05, ge=0, le=8)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    min_texts: int = Field(8, ge=2, le=10_000)
+    max_texts: int = Field(64, ge=2, le=10_000)
+    floor: bool = True
+    vocab_size: int | None = Field(None, ge=2, le=100_000_000)
+    max_text_chars: int = Field(2000, ge=16, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _texts_in_order(self) -> QualitySpec:
+        if self.min_texts > self.max_texts:
+            raise SpecError(
+                "validation.quality.min_texts",
+                f"{self.min_texts} is above max_texts {self.max_texts}",
+                "lower min_texts or raise max_texts",
+            )
+        return self
+
+
 _DEPRECATED_VALIDATION = {
     "baseline_url": "base_url",
     "baseline_model": "base_model",
@@ -292,6 +347,8 @@ class ValidationSpec(_Model):
             original is served beside it. The old ``baseline_url``, ``baseline_model``,
             ``min_token_agreement`` and ``slo.baseline_checks`` map here (with a warning).
         comparison: The candidate against the stable revision (non-inferiority).
+        quality: Likelihood of reference texts: against the stable revision, and the floor of
+            uniform guessing (:class:`QualitySpec`).
         load: The load phase.
         slo: The SLO checks.
         api_key_env: Environment variable holding the endpoint's API key (never logged).
@@ -316,6 +373,7 @@ class ValidationSpec(_Model):
     suite_file: str | None = None
     recovery: RecoverySpec = Field(default_factory=RecoverySpec)
     comparison: ComparisonSpec = Field(default_factory=ComparisonSpec)
+    quality: QualitySpec = Field(default_factory=QualitySpec)
     load: LoadSpec = Field(default_factory=LoadSpec)
     slo: SLOSpec = Field(default_factory=SLOSpec)
     api_key_env: str | None = None

@@ -3,7 +3,9 @@
 :func:`run_phases`: readiness, correctness, the baseline (readiness and greedy token agreement),
 the load levels (with the server's ``/metrics`` around them and the llm-d proofs), the baseline's
 load for ratio checks, the capacity searches (concurrency, then request rate) and the sizing for
-the stated peak. :func:`compare_stable`: the comparison with the stable revision. Each phase adds
+the stated peak. :func:`quality_phase`: the quality question (likelihood of reference texts,
+against the stable revision and the floor of guessing). :func:`compare_stable`: the comparison
+with the stable revision. Each phase adds
 its failures or inconclusive reasons to the run and one :class:`~llm_rollout.validation.result.Phase`
 line to the result; :mod:`llm_rollout.validation.runner` orders them and judges.
 """
@@ -36,6 +38,7 @@ from llm_rollout.validation.probes import (
     token_agreement,
 )
 from llm_rollout.validation.prom import Sampler, Snapshot, scrape, server_view
+from llm_rollout.validation.quality import ReferenceTexts, ask_quality
 from llm_rollout.validation.readiness import check_readiness, list_models
 from llm_rollout.validation.result import LevelResult, Phase, ValidationResult
 from llm_rollout.validation.sizing import SizingInput, size
@@ -455,6 +458,34 @@ async def compare_stable(
     status = {"worse": "fail", "undecided": "inconclusive"}.get(result.decision, "ok")
     detail = f"{result.decision.replace('_', ' ')} after {result.blocks} blocks"
     run.phase("comparison", status, t, detail)
+
+
+async def quality_phase(
+    run: Run,
+    endpoint: Endpoint,
+    client: httpx.AsyncClient,
+    stable: tuple[httpx.AsyncClient, Endpoint] | None,
+    texts: ReferenceTexts,
+) -> None:
+    """The quality question (likelihood of the reference texts); its reasons join the verdict."""
+    spec = run.spec.quality
+    t = time.monotonic()
+    against = f"the stable revision at {stable[1].base_url}" if stable else "uniform guessing (no stable revision)"
+    run.log(
+        f"validate: quality: {len(texts.texts)} reference texts from {texts.source}, scored by likelihood "
+        f"against {against}" + (f"; margin {spec.margin:g} bits per byte" if stable else "")
+    )
+    result = await ask_quality(spec, texts, candidate=(client, endpoint), stable=stable, log=run.log)
+    run.result.quality = result
+    run.failures.extend(result.failures)
+    run.inconclusive.extend(result.inconclusive)
+    status = {"worse": "fail", "undecided": "inconclusive"}.get(result.decision, "ok")
+    bpb = [f"candidate {result.candidate_bpb:.3f}" if result.candidate_bpb is not None else "candidate -"]
+    if stable:
+        bpb.append(f"stable {'-' if result.stable_bpb is None else f'{result.stable_bpb:.3f}'}")
+    if result.uniform_bpb is not None:
+        bpb.append(f"guessing {result.uniform_bpb:.3f}")
+    run.phase("quality", status, t, f"{result.texts_scored} texts, bits per byte: {', '.join(bpb)}")
 
 
 def _prove(

@@ -15,6 +15,7 @@ from llm_rollout.spec import ValidationSpec
 from llm_rollout.validation.compare import StableComparison
 from llm_rollout.validation.metrics import RequestRecord
 from llm_rollout.validation.probes import Agreement, ProbeResult
+from llm_rollout.validation.quality import QualityResult
 from llm_rollout.validation.readiness import Readiness
 from llm_rollout.validation.sizing import Sizing
 from llm_rollout.validation.slo import CapacityResult, Judgement, RateCapacityResult, Verdict
@@ -84,6 +85,7 @@ class Phase:
 
 _QUESTION_NAMES = {
     "correctness": "correctness suite",
+    "quality": "quality of the reference texts",
     "recovery": "recovery against the original",
     "comparison": "comparison with the stable revision",
     "slo": "slo",
@@ -119,6 +121,7 @@ class ValidationResult:
         workload: What the load sent (:meth:`~llm_rollout.validation.workload.Workload.describe`
             and its kind).
         comparison: The comparison with the stable revision, when one was given.
+        quality: The quality question (likelihood of the reference texts), when it was asked.
         pd: The llm-d proofs from the roles' metrics, when they ran: ``disaggregation`` and
             ``prefix_cache`` (each :meth:`~llm_rollout.validation.pd.Proof.to_dict`).
         phases: Per-phase status and timing.
@@ -147,6 +150,7 @@ class ValidationResult:
     sizing: Sizing | None = None
     workload: dict[str, Any] = field(default_factory=dict)
     comparison: StableComparison | None = None
+    quality: QualityResult | None = None
     pd: dict[str, Any] = field(default_factory=dict)
     phases: list[Phase] = field(default_factory=list)
     started_at: str = ""
@@ -168,6 +172,7 @@ class ValidationResult:
             "spec": self.spec.model_dump(mode="json") if self.spec is not None else None,
             "judgement": self.judgement.to_dict() if self.judgement else None,
             "comparison": self.comparison.to_dict() if self.comparison else None,
+            "quality": self.quality.to_dict() if self.quality else None,
         })  # fmt: skip
 
     @property
@@ -187,7 +192,9 @@ class ValidationResult:
             if others:
                 head += " (" + "; ".join(f"{_QUESTION_NAMES[q['key']]}: {q['decision']}" for q in others) + ")"
             return "\n".join([head, *self.reasons])
-        return f"pass: every check met at {', '.join(lv.label for lv in self.levels if lv.judged) or 'no level'}"
+        head = f"pass: every check met at {', '.join(lv.label for lv in self.levels if lv.judged) or 'no level'}"
+        answers = [f"{_QUESTION_NAMES[q['key']]}: {q['decision']}" for q in self.questions if q["key"] != "slo"]
+        return head + (f" ({'; '.join(answers)})" if answers else "")
 
     @property
     def report_html(self) -> Path | None:
@@ -230,6 +237,7 @@ class ValidationResult:
             "sizing": self.sizing.to_dict() if self.sizing else None,
             "workload": self.workload,
             "comparison": self.comparison.to_dict() if self.comparison else None,
+            "quality": self.quality.to_dict() if self.quality else None,
             "pd": self.pd,
             "metrics": self.metrics,
             "spec": spec,

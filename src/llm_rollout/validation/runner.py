@@ -47,8 +47,9 @@ from llm_rollout.spec import ValidationSpec
 from llm_rollout.steplog import log as default_log
 from llm_rollout.urls import redact_text, redact_tree, redact_url, same_origin
 from llm_rollout.validation.client import OPEN_LOOP_MAX_STREAMS, Endpoint, key_for, make_client, resolve_api_key
-from llm_rollout.validation.phases import REPLAY_LABEL, LogFn, Run, compare_stable, run_phases
+from llm_rollout.validation.phases import REPLAY_LABEL, LogFn, Run, compare_stable, quality_phase, run_phases
 from llm_rollout.validation.probes import Probe, load_suite
+from llm_rollout.validation.quality import reference_texts
 from llm_rollout.validation.report import write_reports
 from llm_rollout.validation.result import ValidationResult
 from llm_rollout.validation.sizing import SizingInput
@@ -94,6 +95,7 @@ async def validate_async(
         probes += list(suite)
     api_key = resolve_api_key(spec.api_key_env, spec.api_key_file)
     run.workload = workload = build_workload(spec.load)
+    texts = reference_texts(spec.quality, spec.load) if spec.quality.enabled else None
     if workload.timed and workload.trace_rate is None and spec.slo.capacity_max_request_rate:
         raise SpecError(
             "validation.slo.capacity_max_request_rate",
@@ -129,7 +131,7 @@ async def validate_async(
             spec.tls_verify,
             spec.ca_bundle,
         )
-        if stable_url and spec.comparison.enabled
+        if stable_url and (spec.comparison.enabled or spec.quality.enabled)
         else None
     )
     load = spec.load
@@ -170,10 +172,13 @@ async def validate_async(
             run, endpoint, client, base_ep, base_client, prom_client, checks, base_checks, probes, conc,
             judged_labels, roles, prom_headers,
         )  # fmt: skip
-        # Already failing (readiness, correctness, recovery, the server gone): the comparison could
-        # not change the verdict.
+        stable = (stable_client, stable_ep) if stable_client is not None and stable_ep is not None else None
+        if texts is not None and res.readiness is not None and not run.server_gone:
+            await quality_phase(run, endpoint, client, stable if spec.quality.enabled else None, texts)
+        # Already failing (readiness, correctness, quality, recovery, the server gone): the
+        # comparison could not change the verdict.
         failing = run.failures or run.server_gone or res.readiness is None
-        if stable_ep is not None and stable_client is not None and not failing:
+        if stable_ep is not None and stable_client is not None and spec.comparison.enabled and not failing:
             await compare_stable(run, endpoint, client, stable_ep, stable_client, probes)
     except BaseException as err:  # the report is written whatever happens, then the error goes on
         aborted = err

@@ -28,6 +28,11 @@ equal distributions a false "worse" happens in at most ``1 - confidence`` of run
 measure it over many seeds - and a candidate exactly at the margin is called "not worse" no more
 often than that. The sign test needs at least 6 blocks for one end at 98.33 % (3 looks at 95 %):
 ``P(all 6 on one side) = 1/64``.
+
+The same rule judges *differences* (``scale="difference"``): the quality question pairs each
+reference text's bits per byte on the two sides, and its margin is in bits per byte, not a share
+(:mod:`llm_rollout.validation.quality`). Paired right/wrong outcomes (a scored suite's items) get
+McNemar's exact test (:func:`mcnemar_exact`).
 """
 
 from __future__ import annotations
@@ -44,6 +49,9 @@ Decision = Literal["not_worse", "worse", "undecided", "unmeasured"]
 :func:`~llm_rollout.validation.compare.judge_speed`, never by the statistics); it is neither evidence
 for nor against the candidate and is reported as such."""
 Better = Literal["lower", "higher"]
+Scale = Literal["ratio", "difference"]
+"""``ratio``: candidate/stable per unit, margin relative (speed); ``difference``: candidate - stable
+per unit, margin in the values' own unit (bits per byte)."""
 
 
 def statistic(values: Sequence[float], name: str) -> float | None:
@@ -131,7 +139,9 @@ class Comparison:
         candidate_value: The candidate's median of the per-unit values.
         stable_value: The stable revision's median of the per-unit values.
         note: Why undecided, when it is for lack of units.
-        unit: What one unit is, for the messages (``blocks``, ``round pairs``).
+        unit: What one unit is, for the messages (``blocks``, ``round pairs``, ``texts``).
+        scale: ``ratio`` (``ratio``, ``low``, ``high`` are candidate/stable ratios) or
+            ``difference`` (they are candidate - stable differences, the margin absolute).
     """
 
     metric: str
@@ -147,17 +157,26 @@ class Comparison:
     stable_value: float | None = None
     note: str = ""
     unit: str = "blocks"
+    scale: Scale = "ratio"
 
     @property
     def limit(self) -> float:
-        """The ratio the interval is held against: ``1 + margin`` (lower is better) or ``1 - margin``."""
-        return 1.0 + self.margin if self.better == "lower" else 1.0 - self.margin
+        """What the interval is held against: ``1 +/- margin`` (ratio) or ``+/- margin`` (difference)."""
+        sign = 1.0 if self.better == "lower" else -1.0
+        return sign * self.margin if self.scale == "difference" else 1.0 + sign * self.margin
 
     def describe(self) -> str:
-        """One line: the decision, the ratio with its interval and what it was held against."""
+        """One line: the decision, the ratio (or difference) with its interval and what it was held against."""
         if self.ratio is None or self.low is None or self.high is None:
             return f"{self.metric}: {self.decision.replace('_', ' ')} ({self.note or 'not measured'})"
         sign = "<=" if self.better == "lower" else ">="
+        if self.scale == "difference":
+            return (
+                f"{self.metric}: {self.decision.replace('_', ' ')}: candidate - stable {self.ratio:+.4f} "
+                f"[{self.low:+.4f}, {self.high:+.4f}] at {pct(self.confidence)} confidence, needed {sign} "
+                f"{self.limit:+.4f} (candidate {self.candidate_value:.4g}, stable {self.stable_value:.4g}; "
+                f"{self.pairs} {self.unit})"
+            )
         return (
             f"{self.metric}: {self.decision.replace('_', ' ')}: candidate/stable {self.ratio:.3f} "
             f"[{self.low:.3f}, {self.high:.3f}] at {pct(self.confidence)} confidence, needed {sign} {self.limit:.3f} "
@@ -179,6 +198,7 @@ def paired_non_inferiority(
     confidence: float,
     min_pairs: int = 6,
     unit: str = "blocks",
+    scale: Scale = "ratio",
 ) -> Comparison:
     """Decides whether the candidate is not worse than the stable by more than ``margin``.
 
@@ -192,22 +212,30 @@ def paired_non_inferiority(
         confidence: One-sided confidence of the decision (per look; see :func:`per_look_confidence`).
         min_pairs: Below this many usable units the decision is ``undecided``.
         unit: What one unit is, for the messages.
+        scale: ``ratio`` (the median of candidate/stable, ``margin`` relative) or ``difference``
+            (the median of candidate - stable, ``margin`` in the values' unit).
 
     Returns:
-        The comparison. Pairs where either value is missing or not positive are left out.
+        The comparison. Pairs where either value is missing (or, on the ratio scale, not
+        positive) are left out.
     """
-    pairs = [(c, s) for c, s in zip(candidate, stable, strict=False) if c and s and c > 0 and s > 0]
+    if scale == "difference":
+        pairs = [(c, s) for c, s in zip(candidate, stable, strict=False) if c is not None and s is not None]
+    else:
+        pairs = [(c, s) for c, s in zip(candidate, stable, strict=False) if c and s and c > 0 and s > 0]
     c_med = statistic([c for c, _ in pairs], "median")
     s_med = statistic([s for _, s in pairs], "median")
     base: dict[str, Any] = {
         "metric": metric, "better": better, "margin": margin, "confidence": confidence, "pairs": len(pairs),
-        "candidate_value": c_med, "stable_value": s_med, "unit": unit,
+        "candidate_value": c_med, "stable_value": s_med, "unit": unit, "scale": scale,
     }  # fmt: skip
     if len(pairs) < max(2, min_pairs):
         return Comparison(
             **base, ratio=None, low=None, high=None, decision="undecided",
             note=f"{len(pairs)} {unit}, {max(2, min_pairs)} needed",
         )  # fmt: skip
+    if scale == "difference":
+        return _judge_differences(sorted(c - s for c, s in pairs), base, better, margin, confidence, unit)
     logs = sorted(math.log(c / s) for c, s in pairs)
     n = len(logs)
     k = order_statistic_bounds(n, confidence)
@@ -225,3 +253,79 @@ def paired_non_inferiority(
         limit = math.log1p(-margin) if margin < 1 else -math.inf
         decision = "not_worse" if low >= limit else "worse" if high < limit else "undecided"
     return Comparison(**base, ratio=math.exp(mid), low=math.exp(low), high=math.exp(high), decision=decision)
+
+
+def _judge_differences(
+    diffs: list[float], base: dict[str, Any], better: Better, margin: float, confidence: float, unit: str
+) -> Comparison:
+    """:func:`paired_non_inferiority` on sorted differences: the median's sign-test interval against ``+/-margin``."""
+    n = len(diffs)
+    k = order_statistic_bounds(n, confidence)
+    if k is None:
+        return Comparison(
+            **base, ratio=None, low=None, high=None, decision="undecided",
+            note=f"{n} {unit} cannot reach {pct(confidence)} confidence",
+        )  # fmt: skip
+    mid = statistic(diffs, "median") or 0.0
+    low, high = diffs[k - 1], diffs[n - k]
+    if better == "lower":
+        decision: Decision = "not_worse" if high <= margin else "worse" if low > margin else "undecided"
+    else:
+        decision = "not_worse" if low >= -margin else "worse" if high < -margin else "undecided"
+    return Comparison(**base, ratio=mid, low=low, high=high, decision=decision)
+
+
+@dataclass(frozen=True)
+class McNemar:
+    """Paired right/wrong outcomes of two sides on the same items: does the candidate get fewer right?
+
+    Attributes:
+        items: Items scored on both sides.
+        candidate_right: Items the candidate got right.
+        stable_right: Items the stable revision got right.
+        only_stable: Discordant items only the stable got right.
+        only_candidate: Discordant items only the candidate got right.
+        p_value: One-sided exact p-value of "the candidate gets fewer right": ``P(X >= only_stable)``
+            for ``X ~ Binomial(only_stable + only_candidate, 1/2)`` (1.0 without discordant items).
+        confidence: The confidence a "fewer" needs (``p_value <= 1 - confidence``).
+        fewer: The candidate gets fewer right beyond chance.
+    """
+
+    items: int
+    candidate_right: int
+    stable_right: int
+    only_stable: int
+    only_candidate: int
+    p_value: float
+    confidence: float
+    fewer: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data."""
+        return asdict(self)
+
+
+def mcnemar_exact(candidate: Sequence[bool], stable: Sequence[bool], *, confidence: float) -> McNemar:
+    """McNemar's exact test (one-sided) on paired outcomes: the candidate is worse only beyond chance.
+
+    Only the discordant items carry evidence: under "equally good" each is as likely to favour
+    either side, so the count favouring the stable is ``Binomial(discordant, 1/2)``.
+
+    Args:
+        candidate: Per item, whether the candidate got it right.
+        stable: Per item (same order), whether the stable revision got it right.
+        confidence: One-sided confidence of a "fewer" (0.95: p <= 0.05).
+
+    Returns:
+        The test's counts, p-value and decision.
+    """
+    pairs = list(zip(candidate, stable, strict=True))
+    only_stable = sum(1 for c, s in pairs if s and not c)
+    only_candidate = sum(1 for c, s in pairs if c and not s)
+    n = only_stable + only_candidate
+    p = sum(math.comb(n, i) for i in range(only_stable, n + 1)) / 2.0**n if n else 1.0
+    return McNemar(
+        items=len(pairs), candidate_right=sum(1 for c, _ in pairs if c), stable_right=sum(1 for _, s in pairs if s),
+        only_stable=only_stable, only_candidate=only_candidate, p_value=p, confidence=confidence,
+        fewer=p <= 1.0 - confidence,
+    )  # fmt: skip

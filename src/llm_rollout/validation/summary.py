@@ -1,7 +1,8 @@
 """What a validation answered, for machines: the gate's questions and the flat KFP metrics.
 
 :func:`gate_questions` puts the gate's questions side by side (the correctness suite, recovery
-against the uncompressed original, comparison with the stable revision, the SLO), each with its
+against the uncompressed original, the quality of the reference texts, comparison with the
+stable revision, the SLO), each with its
 evidence and its answer; :func:`kfp_metrics` flattens the result into KFP's ``Metrics``
 artifact. Both work on the result's plain data (``ValidationResult.to_dict()``);
 :mod:`llm_rollout.validation.report` shows the same in the HTML report.
@@ -38,6 +39,7 @@ KFP_LEVEL_METRICS: tuple[str, ...] = (
 QUESTION_CORRECTNESS = "Does it answer the correctness suite? (the suite's expected answers)"
 QUESTION_RECOVERY = "Did compression keep the model? (against its uncompressed original)"
 QUESTION_COMPARISON = "Is it at least as good as what serves now? (against the stable revision)"
+QUESTION_QUALITY = "Does it model the reference texts as well? (likelihood, bits per byte)"
 QUESTION_SLO = "Does it meet the SLO? (absolute thresholds)"
 
 
@@ -98,6 +100,9 @@ def gate_questions(result: Mapping[str, Any]) -> list[dict[str, Any]]:
             "key": "recovery", "question": QUESTION_RECOVERY, "against": baseline.get("url"), "decision": decision,
             "ok": False if failed else None if unknown else True, "evidence": evidence,
         })  # fmt: skip
+    quality = result.get("quality")
+    if quality:
+        out.append(quality_question(quality))
     comparison = result.get("comparison")
     if comparison:
         evidence = []
@@ -140,6 +145,51 @@ def gate_questions(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def quality_question(quality: Mapping[str, Any]) -> dict[str, Any]:
+    """The quality question's entry of :func:`gate_questions` (``QualityResult.to_dict()``)."""
+    evidence = [f"{quality.get('texts_scored')} texts scored from {quality.get('source')}"]
+    if quality.get("note"):
+        evidence.append(str(quality["note"]))
+    cand, stable, uniform = quality.get("candidate_bpb"), quality.get("stable_bpb"), quality.get("uniform_bpb")
+    sides = []
+    if cand is not None:
+        sides.append(f"candidate {cand:.3f}")
+    if stable is not None:
+        sides.append(f"stable {stable:.3f}")
+    if sides:
+        evidence.append("bits per byte: " + ", ".join(sides))
+    comp = quality.get("comparison")
+    if comp:
+        if comp.get("ratio") is None:
+            evidence.append(f"candidate - stable per text: undecided ({comp.get('note') or 'not measured'})")
+        else:
+            evidence.append(
+                f"candidate - stable per text: median {comp['ratio']:+.4f} [{comp['low']:+.4f}, {comp['high']:+.4f}] "
+                f"at {pct(comp.get('confidence', 0))}, needed <= {quality.get('margin', 0):+.4f} (validation.quality"
+                f".margin), {quality.get('looks')} looks: " + str(comp.get("decision", "")).replace("_", " ")
+            )
+    if uniform is not None:
+        beaten = "beaten" if quality.get("floor_ok") else "NOT beaten"
+        evidence.append(
+            f"floor: uniform guessing over {quality.get('vocab_size')} tokens = {uniform:.3f} bits per byte: {beaten}"
+        )
+    evidence += [str(r) for r in quality.get("inconclusive") or []]
+    decision_of = quality.get("decision")
+    if quality.get("stable_url"):
+        against = quality["stable_url"]
+        decision = {"not_worse": "non-inferior", "worse": "inferior"}.get(decision_of, "inconclusive")
+        if quality.get("floor_ok") is False:
+            decision = "worse than guessing"
+    else:
+        against = "uniform guessing over its vocabulary"
+        decision = {"not_worse": "beats guessing", "worse": "worse than guessing"}.get(decision_of, "inconclusive")
+    ok = {"not_worse": True, "worse": False}.get(decision_of)
+    return {
+        "key": "quality", "question": QUESTION_QUALITY, "against": against, "decision": decision, "ok": ok,
+        "evidence": evidence,
+    }  # fmt: skip
+
+
 # KFP metrics ------------------------------------------------------------------------------------
 
 
@@ -155,6 +205,9 @@ def kfp_metrics(result: Mapping[str, Any]) -> dict[str, float]:
         interval), ``capacity_max_request_rate_req_s`` (and ``capacity_max_request_rate_{low,high}_req_s``),
         ``sizing_{capacity_per_replica_req_s,expected_peak_req_s,replicas_needed,gpus_needed,fits}``,
         ``<question>_ok`` per question of :func:`gate_questions` (1 yes, 0 no, -1 inconclusive),
+        ``quality_texts_scored``, ``quality_{candidate,stable,uniform}_bits_per_byte``,
+        ``quality_difference_{median,low,high}_bits_per_byte`` and ``quality_margin_bits_per_byte``
+        (the quality question),
         ``vs_stable_not_worse``, ``vs_stable_blocks`` and
         ``vs_stable_<metric>_{ratio,low,high}`` (the comparison with the stable), ``<level>_<metric>`` for
         :data:`KFP_LEVEL_METRICS`, ``baseline_<level>_<metric>`` for the baseline's throughput and
@@ -193,8 +246,19 @@ def kfp_metrics(result: Mapping[str, Any]) -> dict[str, float]:
         out["sizing_gpus_needed"] = float(sizing["gpus_needed"])
         out["sizing_fits"] = 1.0 if sizing.get("fits") else 0.0
     for question in gate_questions(result):
-        # 1 yes, 0 no, -1 inconclusive: "correctness_ok", "recovery_ok", "comparison_ok", "slo_ok".
+        # 1 yes, 0 no, -1 inconclusive: "correctness_ok", "quality_ok", "recovery_ok", "comparison_ok", "slo_ok".
         out[f"{question['key']}_ok"] = {True: 1.0, False: 0.0, None: -1.0}[question["ok"]]
+    quality = result.get("quality")
+    if quality:
+        out["quality_texts_scored"] = float(quality.get("texts_scored") or 0)
+        out["quality_margin_bits_per_byte"] = float(quality.get("margin") or 0)
+        for side in ("candidate", "stable", "uniform"):
+            if quality.get(f"{side}_bpb") is not None:
+                out[f"quality_{side}_bits_per_byte"] = float(quality[f"{side}_bpb"])
+        comp = quality.get("comparison") or {}
+        for key, name in (("ratio", "median"), ("low", "low"), ("high", "high")):
+            if comp.get(key) is not None:
+                out[f"quality_difference_{name}_bits_per_byte"] = float(comp[key])
     comparison = result.get("comparison")
     if comparison:
         out["vs_stable_not_worse"] = 1.0 if comparison.get("decision") == "not_worse" else 0.0
