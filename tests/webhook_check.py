@@ -408,3 +408,71 @@ def llmisvc_webhook_errors(obj: dict[str, Any]) -> list[str]:
             if "inline" in config and not config["inline"]:
                 errors.append("spec.router.scheduler.config.inline: inline configuration is invalid")
     return errors
+
+
+# ServingRuntime (v1alpha1) ----------------------------------------------------------------------
+
+
+def _model_formats_equal(m1: dict[str, Any], m2: dict[str, Any]) -> bool:
+    """servingruntime_webhook.go areSupportedModelFormatsEqual: names equal ignoring case, versions equal."""
+    return str(m1.get("name", "")).lower() == str(m2.get("name", "")).lower() and m1.get("version") == m2.get("version")
+
+
+def _runtime_priority_error(new: dict[str, Any], existing: dict[str, Any], new_name: str, existing_name: str) -> str:
+    """servingruntime_webhook.go validateServingRuntimePriority ("" when admitted).
+
+    Skipped when one is multi-model and the other not, the existing one is disabled, or both are the
+    same runtime; otherwise two runtimes sharing a protocol version refuse one model format (name
+    and version) auto-selected by both with the same priority.
+    """
+    if bool(new.get("multiModel")) != bool(existing.get("multiModel")) or existing.get("disabled"):
+        return ""
+    if existing_name == new_name:
+        return ""
+    if not set(existing.get("protocolVersions") or []) & set(new.get("protocolVersions") or []):
+        return ""
+    for old_fmt in existing.get("supportedModelFormats") or []:
+        for new_fmt in new.get("supportedModelFormats") or []:
+            both_auto = bool(old_fmt.get("autoSelect")) and bool(new_fmt.get("autoSelect"))
+            priority = old_fmt.get("priority")
+            same = priority is not None and priority == new_fmt.get("priority")
+            if both_auto and same and _model_formats_equal(old_fmt, new_fmt):  # InvalidPriorityError
+                return f"same priority assigned for the model format {new_fmt.get('name')}"
+    return ""
+
+
+def servingruntime_webhook_errors(obj: dict[str, Any], existing: list[dict[str, Any]]) -> list[str]:
+    """``pkg/webhook/admission/servingruntime/servingruntime_webhook.go`` ``ServingRuntimeValidator.Handle``.
+
+    The priority rules only: a disabled runtime is admitted; for every runtime already in the
+    namespace (``existing``, the live objects, itself included on an update)
+    ``validateModelFormatPrioritySame`` and ``validateServingRuntimePriority`` run, and the first
+    refusal is the answer, worded as upstream's ``InvalidPriorityServingRuntimeError``.
+
+    Returns:
+        ``[<message>]`` when the webhook would deny the apply, else ``[]``.
+    """
+    spec, name = obj.get("spec") or {}, (obj.get("metadata") or {}).get("name", "")
+    namespace = (obj.get("metadata") or {}).get("namespace", "")
+    if spec.get("disabled"):
+        return []
+    for other in existing:
+        # validateModelFormatPrioritySame: one format auto-selected twice with different priorities
+        seen: dict[str, Any] = {}
+        for fmt in spec.get("supportedModelFormats") or []:
+            if not fmt.get("autoSelect"):
+                continue
+            fname = fmt.get("name")
+            if fname in seen:
+                if seen[fname] is not None and fmt.get("priority") is not None and seen[fname] != fmt.get("priority"):
+                    return [
+                        f"different priorities assigned for the model format {fname} under the servingruntime {name}"
+                    ]
+            else:
+                seen[fname] = fmt.get("priority")
+        other_name = (other.get("metadata") or {}).get("name", "")
+        err = _runtime_priority_error(spec, other.get("spec") or {}, name, other_name)
+        if err:
+            # InvalidPriorityServingRuntimeError: "%s in the servingruntimes %s and %s in namespace %s"
+            return [f"{err} in the servingruntimes {other_name} and {name} in namespace {namespace}"]
+    return []

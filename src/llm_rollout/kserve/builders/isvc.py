@@ -33,7 +33,9 @@ from llm_rollout.vllm_args import VLLM_MODULE, server_args
 def serving_runtime(spec: RolloutSpec) -> dict[str, Any]:
     """The namespaced vLLM ``ServingRuntime`` (serving.kserve.io/v1alpha1).
 
-    It runs the upstream OpenAI-compatible server (``python -m vllm.entrypoints.openai.api_server``)
+    Nothing auto-selects it (``autoSelect: false``): the InferenceService names it in
+    ``predictor.model.runtime``, so every service in a namespace has its own runtime. It runs the
+    upstream OpenAI-compatible server (``python -m vllm.entrypoints.openai.api_server``)
     on port 8080 with the model mounted at ``/mnt/models`` and served under the InferenceService's
     name (``{{.Name}}``) unless the spec names the model. Readiness and startup probes hit
     ``/v1/models`` (200 only once the model is loaded); the startup probe allows 30 minutes for
@@ -64,8 +66,12 @@ def serving_runtime(spec: RolloutSpec) -> dict[str, Any]:
         ),
         "spec": {
             "annotations": {"prometheus.kserve.io/port": str(rt.port), "prometheus.kserve.io/path": "/metrics"},
-            "supportedModelFormats": [{"name": "vLLM", "version": "1", "autoSelect": True, "priority": 1}],
-            "protocolVersions": ["v2"],
+            # One runtime per service that nothing auto-selects: each InferenceService names its own
+            # (predictor.model.runtime). Auto-selected runtimes of one format, protocol and priority
+            # refuse each other (servingruntime_webhook.go validateServingRuntimePriority), so a
+            # second service in the namespace could not register. No protocolVersions, as upstream's
+            # own vLLM runtime (kserve-vllmserver.yaml) declares none.
+            "supportedModelFormats": [{"name": "vLLM", "version": "1", "autoSelect": False}],
             "multiModel": False,
             "containers": [container],
             "volumes": [{"name": "devshm", "emptyDir": {"medium": "Memory"}}],
