@@ -31,10 +31,20 @@ class SpecError(PermanentError, ValueError):
     """
 
     def __init__(self, field: str, problem: str, fix: str) -> None:
-        self.field = field
-        self.problem = problem
-        self.fix = fix
-        super().__init__(f"{field}: {problem}. Fix: {fix}")
+        # Bounded whatever a check quoted: a hostile value is never repeated in full (issue 31).
+        self.field = _cut(field, MESSAGE_PART_LIMIT // 4)
+        self.problem = _cut(problem, MESSAGE_PART_LIMIT)
+        self.fix = _cut(fix, MESSAGE_PART_LIMIT)
+        super().__init__(f"{self.field}: {self.problem}. Fix: {self.fix}")
+
+
+MESSAGE_PART_LIMIT = 800
+"""Characters of a SpecError's problem or fix kept (the field: a quarter of it)."""
+
+
+def _cut(text: str, limit: int) -> str:
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class TransientError(RolloutError):
