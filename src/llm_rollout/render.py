@@ -96,7 +96,9 @@ _HEADERS = {
     "rbac.yaml": """\
 # Least privilege for the pipeline steps: exactly the verbs and resources the library calls (a
 # cluster test records every call and compares), in one namespace. The only cluster-scoped grant
-# is `get` on KServe's three CRDs by name, for the version preflight.
+# is `get` on KServe's three CRDs by name, for the version preflight. The `-kfp-run` Role is what
+# KFP's own pods need as the run's account (driver: ConfigMap kfp-launcher; launcher: the object
+# store's Secret; Argo executor: workflowtaskresults), a by-name subset of KFP's pipeline-runner Role.
 """,
 }
 

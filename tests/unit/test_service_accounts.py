@@ -57,7 +57,7 @@ def test_serving_pods_get_their_own_account_from_the_spec():
     assert schema_errors(b.llm_inference_service(b.llmd_example_spec(spec), STABLE, weight=100)) == []
     # The RBAC objects still bind the steps' account, never the serving pods' one.
     subjects = [s["name"] for o in b.rbac(spec) if "subjects" in o for s in o["subjects"]]
-    assert subjects == ["llm-rollout", "llm-rollout"]
+    assert subjects == ["llm-rollout"] * 3
 
 
 @pytest.mark.parametrize(

@@ -54,13 +54,41 @@ CRD_READER_RULES: list[dict[str, Any]] = [
 """The one cluster-scoped read: the CRD version preflight, limited by name to KServe's CRDs."""
 
 
+KFP_LAUNCHER_CONFIGMAP = "kfp-launcher"
+"""kubeflow/pipelines ``backend/src/v2/config/env.go`` ``configMapName``."""
+KFP_OBJECT_STORE_SECRET = "mlpipeline-minio-artifact"
+"""kubeflow/pipelines ``backend/src/v2/config/env.go`` ``minioArtifactSecretName`` (the default store's keys)."""
+
+KFP_RUN_RULES: list[dict[str, Any]] = [
+    # The root driver reads the launcher config in the run's namespace as the run's account
+    # (kubeflow/pipelines backend/src/v2/driver/root_dag.go RootDAG -> config/env.go FromConfigMap,
+    # a Get by name; a missing ConfigMap is fine, a forbidden one fails the run).
+    {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [KFP_LAUNCHER_CONFIGMAP], "verbs": ["get"]},
+    # The launcher reads the object store's credentials to download and upload artifacts
+    # (config/env.go minioArtifactSecretName, objectstore/config.go secretName; upstream's
+    # pipeline-runner Role grants secrets get).
+    {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [KFP_OBJECT_STORE_SECRET], "verbs": ["get"]},
+    # Argo's executor reports each step's outputs (manifests/kustomize/base/pipeline/pipeline-runner-role.yaml).
+    {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]},
+]
+"""What every pod of a KFP run (driver, launcher, Argo executor) needs from the run's account.
+
+A subset of upstream's ``pipeline-runner`` Role (which also grants ``*`` on pods, deployments,
+jobs, ``kubeflow.org`` and more): the reads are limited by name to the objects KFP reads. A
+``kfp-launcher`` config that points at other object-store Secrets (``providers``) needs their
+names added here.
+"""
+
+
 def rbac(spec: RolloutSpec) -> list[dict[str, Any]]:
-    """ServiceAccount, Role and RoleBinding for the pipeline steps (least privilege).
+    """ServiceAccount, Roles and RoleBindings for the pipeline runs (least privilege).
 
     The Role grants only the verbs and resources the library calls, in one namespace. The CRD
     preflight reads three named CRDs; that read is a ClusterRole limited by ``resourceNames``,
     bound per namespace with a RoleBinding would not reach cluster-scoped objects, so it is bound
-    with a ClusterRoleBinding and grants ``get`` on those three names only.
+    with a ClusterRoleBinding and grants ``get`` on those three names only. A second Role,
+    ``<account>-kfp-run`` (:data:`KFP_RUN_RULES`), holds what KFP's own pods need as the run's
+    account, since every pod of a run runs as it.
     """
     name = spec.service_account
     sa = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(spec, name)}
@@ -91,7 +119,23 @@ def rbac(spec: RolloutSpec) -> list[dict[str, Any]]:
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": crd_name},
         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": spec.namespace}],
     }
-    return [sa, role, binding, crd_role, crd_binding]
+    # The run's own needs (KFP driver, launcher, Argo executor) in a Role of their own, so the
+    # steps' Role stays exactly what the library calls (tests/cluster/test_rbac.py).
+    run_name = f"{name}-kfp-run"
+    run_role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _meta(spec, run_name),
+        "rules": copy.deepcopy(KFP_RUN_RULES),
+    }
+    run_binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _meta(spec, run_name),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": run_name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": spec.namespace}],
+    }
+    return [sa, role, binding, crd_role, crd_binding, run_role, run_binding]
 
 
 def llmd_example_spec(spec: RolloutSpec) -> RolloutSpec:
