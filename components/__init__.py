@@ -4,7 +4,7 @@ Each wrapper converts parameters, calls one library function (``llm_rollout.step
 outputs. Two public ways to use them in any pipeline (README: "Use the components in your own
 pipeline"), both giving a namespace with one attribute per component (``optimize_model``,
 ``register_runtime``, ``deploy_model``, ``validate_deployment``, ``promote_model``,
-``rollback_model``, ``finalize_rollout``):
+``rollback_model``, ``finalize_rollout``, ``prepare_rollout``):
 
 - :func:`build_components` turns the Python functions into KFP components for the given images,
   so the image is chosen when a pipeline is compiled, not when this package is imported;
@@ -24,12 +24,14 @@ from components.deploy_model.component import deploy_model
 from components.finalize_rollout.component import finalize_rollout
 from components.images import resolve_images
 from components.optimize_model.component import optimize_model
+from components.prepare_rollout.component import prepare_rollout
 from components.promote_model.component import promote_model
 from components.register_runtime.component import register_runtime
 from components.rollback_model.component import rollback_model
 from components.validate_deployment.component import validate_deployment
 
 COMPONENT_FUNCTIONS = {
+    "prepare-rollout": prepare_rollout,
     "optimize-model": optimize_model,
     "register-runtime": register_runtime,
     "deploy-model": deploy_model,

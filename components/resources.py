@@ -9,7 +9,12 @@ compressed model beside it before uploading it, so the pod also needs disk for b
 
 GPU, CPU and memory may be pipeline parameters: KFP's driver resolves them per run
 (``backend/src/v2/driver/driver.go``: ``getPodResource`` for CPU and memory; the accelerator's
-``resourceType``/``resourceCount``, with no accelerator when the type resolves to ""). The disk is
+``resourceType``/``resourceCount``, with no accelerator when the type resolves to ""). It reads
+every one of them with ``GetStringValue()`` (``resolve.go`` ``resolvePodSpecInputRuntimeParameter``),
+which is ``""`` for a number: such a parameter must be a *string* parameter, the GPU count
+included, or the pod silently gets no GPU. Node selector and tolerations are kfp-kubernetes JSON
+parameters, resolved as a struct (node selector) or a struct or list (tolerations)
+(``driver/k8s.go`` ``extendPodSpecPatch``, ``resolve.go`` ``resolveK8sJsonParameter``). The disk is
 a generic ephemeral volume whose size the driver parses as a constant (``driver/k8s.go``,
 ``GetGenericEphemeralVolume``), so it is fixed when the pipeline is compiled.
 """
@@ -23,7 +28,7 @@ from typing import Any
 from llm_rollout.errors import SpecError
 
 DEFAULT_OPTIMIZE_ACCELERATOR_TYPE = "nvidia.com/gpu"
-DEFAULT_OPTIMIZE_ACCELERATOR_COUNT = 1
+DEFAULT_OPTIMIZE_ACCELERATOR_COUNT = "1"
 DEFAULT_OPTIMIZE_CPU = "8"
 DEFAULT_OPTIMIZE_MEMORY = "48Gi"
 DEFAULT_OPTIMIZE_DISK = "48Gi"
@@ -100,7 +105,7 @@ def optimize_resources_for(parameters_billion: float) -> dict[str, Any]:
     return {
         "cpu": cpu,
         "memory": gib(2 * weights_gb + 16),
-        "accelerator_count": 1,
+        "accelerator_count": "1",
         "disk": ScratchDisk(gib(2.5 * weights_gb + 10)),
     }
 
@@ -146,6 +151,13 @@ def set_optimize_resources(
             raise SpecError(f"optimize {name}", f"{value!r} is not a Kubernetes quantity", "write e.g. 8 or 48Gi")
     if constant(accelerator_count) and not str(accelerator_count).isdigit():
         raise SpecError("optimize accelerator count", f"{accelerator_count!r} is not a whole number", "write e.g. 1")
+    for name, value in (
+        ("cpu", cpu),
+        ("memory", memory),
+        ("accelerator type", accelerator_type),
+        ("accelerator count", accelerator_count),
+    ):
+        _string_parameter(f"optimize {name}", value)
     task.set_cpu_request(cpu)
     task.set_memory_request(memory).set_memory_limit(memory)
     use_accelerator = not constant(accelerator_type) or accelerator_type
@@ -169,4 +181,109 @@ def set_optimize_resources(
             size=disk.size,
             storage_class_name=disk.storage_class,
         )
+    return task
+
+
+def _string_parameter(field: str, value: Any) -> None:
+    """Refuses a non-string pipeline parameter where KFP's driver reads a string.
+
+    kubeflow/pipelines ``backend/src/v2/driver/resolve.go`` ``resolvePodSpecInputRuntimeParameter``
+    returns ``GetStringValue()``, which is ``""`` for an integer or number parameter: the setting
+    would silently vanish from the pod.
+    """
+    from kfp.dsl import pipeline_channel
+
+    if isinstance(value, pipeline_channel.PipelineParameterChannel) and value.channel_type != "String":
+        raise SpecError(
+            field,
+            f"the pipeline parameter {value.name!r} is {value.channel_type}, but KFP's driver reads pod "
+            "settings as strings (an Integer resolves to nothing: no GPU, no request)",
+            f'declare it as a str parameter, e.g. {value.name}: str = "1"',
+        )
+
+
+STEP_CPU = "100m"
+STEP_MEMORY = "256Mi"
+STEP_MEMORY_LIMIT = "1Gi"
+"""Requests of the light steps (API calls only): a namespace ResourceQuota refuses pods without them."""
+VALIDATE_CPU = "1"
+VALIDATE_MEMORY = "1Gi"
+VALIDATE_MEMORY_LIMIT = "4Gi"
+"""validate-deployment runs the load client and the statistics (and may load a tokenizer)."""
+
+STEP_TIMEOUT_S = {
+    "prepare-rollout": 15 * 60,
+    "register-runtime": 15 * 60,
+    "deploy-model": 2 * 3600,
+    "validate-deployment": 3 * 3600,
+    "promote-model": 30 * 60,
+    "rollback-model": 30 * 60,
+    "finalize-rollout": 30 * 60,
+    "optimize-model": 12 * 3600,
+}
+"""Pod deadlines (``activeDeadlineSeconds``, kfp-kubernetes ``set_timeout``): a backstop above the
+library's own bounded waits (deploy 30 min plus the lease wait; validation's load levels), so a hung
+pod ends and the exit handler rolls back what it left."""
+
+STEP_RETRIES = {"prepare-rollout": 2, "register-runtime": 2, "promote-model": 2, "rollback-model": 2}
+"""Steps that are rerun-safe and only talk to the API server: a node loss or API hiccup is retried
+(backoff 30 s, doubling). deploy and validate are not retried by KFP: they wait and measure for long,
+and a failure there is a verdict or a spec problem the exit handler cleans up."""
+
+
+def set_step_defaults(task: Any, name: str) -> Any:
+    """Requests, memory limit, pod deadline and retries of one of our steps (not optimize-model's).
+
+    Args:
+        task: The pipeline task.
+        name: Its component name (``deploy-model`` ...), the key of :data:`STEP_TIMEOUT_S`.
+
+    Returns:
+        The task.
+    """
+    from kfp import kubernetes
+
+    if name == "validate-deployment":
+        task.set_cpu_request(VALIDATE_CPU).set_memory_request(VALIDATE_MEMORY).set_memory_limit(VALIDATE_MEMORY_LIMIT)
+    elif name != "optimize-model":
+        task.set_cpu_request(STEP_CPU).set_memory_request(STEP_MEMORY).set_memory_limit(STEP_MEMORY_LIMIT)
+    kubernetes.set_timeout(task, STEP_TIMEOUT_S[name])
+    if STEP_RETRIES.get(name):
+        task.set_retry(STEP_RETRIES[name], backoff_duration="30s", backoff_factor=2.0, backoff_max_duration="600s")
+    return task
+
+
+def set_gpu_placement(task: Any, node_selector: Any = None, tolerations: Any = None) -> Any:
+    """Node selector and tolerations of a GPU step, as constants or pipeline parameters.
+
+    Parameters use kfp-kubernetes' JSON forms (``add_node_selector_json``: a ``dict`` parameter;
+    ``add_toleration_json``: a ``list`` of tolerations), which KFP's driver resolves per run; an
+    empty dict or list adds nothing (``driver/k8s.go`` ``extendPodSpecPatch``).
+
+    Args:
+        task: The pipeline task.
+        node_selector: e.g. ``{"nvidia.com/gpu.present": "true"}`` or a ``dict`` pipeline parameter.
+        tolerations: e.g. ``[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]``
+            or a ``list`` pipeline parameter.
+
+    Returns:
+        The task.
+
+    Raises:
+        SpecError: A parameter of another type (the driver would not resolve it).
+    """
+    from kfp import kubernetes
+    from kfp.dsl import pipeline_channel
+
+    channel = pipeline_channel.PipelineParameterChannel
+    if node_selector is not None:
+        if isinstance(node_selector, channel) and node_selector.channel_type != "Dict":
+            raise SpecError("node selector", f"{node_selector.name!r} is {node_selector.channel_type}", "use dict")
+        if isinstance(node_selector, channel) or node_selector:
+            kubernetes.add_node_selector_json(task, node_selector)
+    if tolerations is not None:
+        if isinstance(tolerations, channel) and tolerations.channel_type not in ("List", "Dict"):
+            raise SpecError("tolerations", f"{tolerations.name!r} is {tolerations.channel_type}", "use list")
+        if isinstance(tolerations, channel) or tolerations:
+            kubernetes.add_toleration_json(task, tolerations)
     return task

@@ -33,8 +33,16 @@ from llm_rollout.spec import RolloutSpec, deep_merge, load_spec, parse_spec, spe
 from llm_rollout.steplog import RUN_LOG_ENV, read_run_log
 
 STEPS = {
-    "llm-deploy": ["register-runtime", "deploy-model", "validate-deployment", "promote-model", "rollback-model"],
+    "llm-deploy": [
+        "prepare-rollout",
+        "register-runtime",
+        "deploy-model",
+        "validate-deployment",
+        "promote-model",
+        "rollback-model",
+    ],
     "llm-optimize-deploy": [
+        "prepare-rollout",
         "optimize-model",
         "register-runtime",
         "deploy-model",
@@ -158,7 +166,13 @@ def _inner_main(args_file: str) -> int:
     from pipelines.pipelines import PIPELINES
 
     args = json.loads(Path(args_file).read_text())
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=args["pipeline_root"], raise_on_error=False)
+    cache_root = args.get("cache_root")
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=args["pipeline_root"],
+        raise_on_error=False,
+        **({"enable_caching": True, "cache_root": cache_root} if cache_root else {}),
+    )
     build = PIPELINES[args["pipeline"]]
     build()(**args["arguments"])
     return 0
@@ -186,6 +200,7 @@ def run_pipeline(
     recipe: str = "",
     calibration_data: str = "",
     quiet: bool = False,
+    cache_root: str | Path | None = None,
 ) -> RunSummary:
     """Runs one pipeline under kfp.local in a child process and reads back its run log.
 
@@ -201,6 +216,8 @@ def run_pipeline(
         recipe: llmcompressor recipe instead of the scheme (optimize-deploy).
         calibration_data: Calibration data (optimize-deploy).
         quiet: Do not print progress lines.
+        cache_root: Cache the cacheable steps (optimize-model) across runs in this directory, as
+            KFP's cache does on a cluster (kfp.local caches nothing by default).
 
     Returns:
         The run's summary.
@@ -212,12 +229,27 @@ def run_pipeline(
     run_log = out / "steps.jsonl"
     run_log.unlink(missing_ok=True)
     model_uri = model if "://" in model else str(Path(model).resolve())
-    arguments: dict[str, Any] = {"model_uri": model_uri, "spec": spec_to_json(spec)}
+    # The pipelines default to platform kserve (a run from the KFP UI); name the spec's explicitly.
+    # A rollback is an answer here (the summary says it), not a failed run as in the KFP UI.
+    arguments: dict[str, Any] = {
+        "model_uri": model_uri,
+        "spec": spec_to_json(spec),
+        "platform": spec.platform,
+        "fail_on_rollback": False,
+    }
     if pipeline == "llm-optimize-deploy":
         arguments.update({"scheme": scheme, "recipe": recipe, "calibration_data": calibration_data})
     args_file = out / "runner-args.json"
     args_file.write_text(
-        json.dumps({"pipeline": pipeline, "pipeline_root": str(out / "kfp"), "arguments": arguments}, indent=2)
+        json.dumps(
+            {
+                "pipeline": pipeline,
+                "pipeline_root": str(out / "kfp"),
+                "arguments": arguments,
+                "cache_root": str(Path(cache_root).resolve()) if cache_root else None,
+            },
+            indent=2,
+        )
     )
     env = dict(os.environ)
     env[RUN_LOG_ENV] = str(run_log)

@@ -12,6 +12,7 @@ def optimize_model(
     recipe: str = "",
     calibration_data: str = "",
     ignore: list = ["lm_head"],  # noqa: B006 - KFP reads the default from the signature
+    content_id: str = "",
 ) -> NamedTuple("OptimizeOutputs", [("model_uri", str), ("model_digest", str), ("model_scheme", str)]):
     """Compresses a model with llmcompressor ``oneshot`` and saves it compressed.
 
@@ -32,6 +33,9 @@ def optimize_model(
         calibration_data: Local text file or dataset directory for schemes that calibrate; none is
             needed for W8A8 and FP8_DYNAMIC (round-to-nearest).
         ignore: Module names left unquantized.
+        content_id: The input model's content identity (prepare-rollout's ``content_id``): part
+            of KFP's cache key, so new weights at the same URI are optimized again and unchanged
+            ones reuse the cached result; recorded in the metadata as ``source_content_id``.
 
     Returns:
         model_uri: Where the compressed model is stored (the artifact's URI), for deploy-model.
@@ -52,6 +56,8 @@ def optimize_model(
         ignore=list(ignore),
     )
     optimized_model.metadata.update(metadata)
+    if content_id:
+        optimized_model.metadata["source_content_id"] = content_id
     outputs = namedtuple("OptimizeOutputs", ["model_uri", "model_digest", "model_scheme"])
     scheme_applied = str(metadata.get("scheme") or "")
     return outputs(

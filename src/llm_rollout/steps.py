@@ -22,10 +22,15 @@ from typing import Any
 from llm_rollout import steplog
 from llm_rollout.platform import ModelRef, Platform, Verdict, platform_for
 from llm_rollout.record import DeploymentRecord
-from llm_rollout.spec import RolloutSpec, coerce_spec
+from llm_rollout.spec import RolloutSpec, coerce_spec, spec_to_json
 
 ALREADY_PROMOTED = "already-promoted"
 """Verdict of a run whose model already is the stable revision (nothing new to validate)."""
+
+
+class RolledBack(RuntimeError):
+    """rollback-model finished rolling back and fails the run on purpose (``fail_on_rollback``)."""
+
 
 KEY_METRICS = (
     "p95_ttft_ms",
@@ -53,6 +58,92 @@ def _parse(spec: RolloutSpec | str, record: DeploymentRecord | str | None = None
 
 def _platform(spec: RolloutSpec) -> Platform:
     return platform_for(spec)
+
+
+# prepare-rollout --------------------------------------------------------------------------------
+
+OUTCOMES = ("promoted", "rolled-back", ALREADY_PROMOTED, "failed")
+"""The pipeline output ``outcome`` (finalize-rollout)."""
+
+
+def effective_spec(spec: RolloutSpec | str, platform: str = "", namespace: str = "") -> RolloutSpec:
+    """The run's spec: ``spec`` with the pipeline parameters ``platform`` and ``namespace`` applied.
+
+    See :func:`llm_rollout.model_source.effective_spec_doc` (a contradiction is refused; an empty
+    namespace is the spec's, else the run's own).
+    """
+    from llm_rollout.model_source import effective_spec_doc
+    from llm_rollout.spec import parse_spec
+
+    if isinstance(spec, RolloutSpec):
+        spec = spec_to_json(spec)
+    return parse_spec(effective_spec_doc(spec, platform, namespace))
+
+
+def prepare_step(
+    spec: RolloutSpec | str,
+    *,
+    model_uri: str,
+    platform: str = "",
+    namespace: str = "",
+    for_optimize: bool = False,
+    run_id: str = "",
+) -> dict[str, Any]:
+    """The first step of a run: the effective spec, and what the model is (scheme, content identity).
+
+    Args:
+        spec: The rollout spec.
+        model_uri: The model's URI (or local directory).
+        platform: The pipeline's ``platform`` parameter (``""``: the spec's).
+        namespace: The pipeline's ``namespace`` parameter (``""``: the spec's or the run's own).
+        for_optimize: The model is the optimize step's input, which KFP's launcher must download.
+        run_id: The pipeline run (the content identity when the content cannot be read from here).
+
+    Returns:
+        ``spec`` (JSON), ``content_id``, ``importable`` (``"true"``/``"false"``), ``scheme`` and
+        ``lineage`` (metadata for the UI).
+
+    Raises:
+        SpecError: A contradicting parameter, or an optimize input KFP's launcher cannot download.
+    """
+    from llm_rollout.errors import SpecError
+    from llm_rollout.model_source import LAUNCHER_DOWNLOAD_SCHEMES, content_id, importable, uri_scheme
+
+    with steplog.step("prepare-rollout") as out:
+        s = effective_spec(spec, platform, namespace)
+        scheme = uri_scheme(model_uri)
+        # A local directory (no scheme) is kfp.local's case; on a cluster KFP's importer refuses it itself.
+        if for_optimize and scheme and scheme not in (*LAUNCHER_DOWNLOAD_SCHEMES, "file"):
+            raise SpecError(
+                "model_uri",
+                f"{model_uri!r}: the optimize step gets its input through KFP's launcher, which downloads only "
+                f"{', '.join(f'{x}://' for x in LAUNCHER_DOWNLOAD_SCHEMES)} artifacts",
+                "copy the model into the pipeline's object store (e.g. minio://mlpipeline/models/NAME) "
+                "or deploy it as it is with the llm-deploy pipeline",
+            )
+        known = content_id(model_uri)
+        result = {
+            "spec": spec_to_json(s),
+            "content_id": known or f"run:{run_id}",
+            "importable": "true" if importable(model_uri) else "false",
+            "scheme": scheme or "local",
+            "lineage": {"source_uri": model_uri, "scheme": scheme or "local", "content_id": known or ""},
+        }
+        out.update({k: result[k] for k in ("content_id", "importable", "scheme")})
+        out.update({"platform": s.platform, "namespace": s.namespace})
+    return result
+
+
+def run_outcome(history: list[Any], run_id: str, state: str) -> str:
+    """What a run ended as, from the platform's history: one of :data:`OUTCOMES`.
+
+    A promotion or rollback recorded for ``run_id`` decides; without one, a succeeded run found
+    its model already stable (``already-promoted``) and any other run ``failed``.
+    """
+    for entry in history:  # newest first
+        if getattr(entry, "run_id", None) == run_id and getattr(entry, "action", "") in ("promote", "rollback"):
+            return "promoted" if entry.action == "promote" else "rolled-back"
+    return ALREADY_PROMOTED if state.upper() == "SUCCEEDED" else "failed"
 
 
 # optimize ---------------------------------------------------------------------------------------
@@ -299,12 +390,28 @@ def promote_step(
 
 
 def rollback_step(
-    spec: RolloutSpec | str, record: DeploymentRecord | str, *, reason: str = "", run_id: str = ""
+    spec: RolloutSpec | str,
+    record: DeploymentRecord | str,
+    *,
+    reason: str = "",
+    run_id: str = "",
+    fail_on_rollback: bool = False,
 ) -> str:
     """Removes the new revision and leaves the stable one exactly as it was.
 
+    Args:
+        spec: The rollout spec.
+        record: The deployment record from deploy-model.
+        reason: Why (validate-deployment's summary).
+        run_id: The pipeline run.
+        fail_on_rollback: After rolling back, fail the step with the reason, so the run shows
+            red in the KFP UI (the rollback itself is complete by then).
+
     Returns:
         What happened, one line.
+
+    Raises:
+        RolledBack: ``fail_on_rollback`` and the candidate was rolled back.
     """
     with steplog.step("rollback-model") as out:
         s, rec = _parse(spec, record)
@@ -316,21 +423,61 @@ def rollback_step(
         out["message"] = message
         out["reason"] = reason
     steplog.log(message)
+    if fail_on_rollback and not rec.already_promoted:
+        raise RolledBack(f"rolled back, the stable revision keeps serving: {reason or message}")
     return message
 
 
-def finalize_step(spec: RolloutSpec | str, *, run_id: str, state: str = "", error: str = "") -> str:
+def finalize_step(
+    spec: RolloutSpec | str,
+    *,
+    run_id: str,
+    state: str = "",
+    error: str = "",
+    platform: str = "",
+    namespace: str = "",
+) -> str:
+    """The exit handler's cleanup (:func:`finalize_with_outcome`); returns its one line."""
+    return finalize_with_outcome(spec, run_id=run_id, state=state, error=error, platform=platform, namespace=namespace)[
+        0
+    ]
+
+
+def finalize_with_outcome(
+    spec: RolloutSpec | str,
+    *,
+    run_id: str,
+    state: str = "",
+    error: str = "",
+    platform: str = "",
+    namespace: str = "",
+) -> tuple[str, str]:
     """The exit handler: rolls back what this run deployed but did not promote.
 
     Runs after success and failure alike; finds the run's revisions by ``run_id``, so it works even
     when a step died before writing its outputs.
 
+    Args:
+        spec: The rollout spec.
+        run_id: The pipeline run.
+        state: The run's final state (KFP's ``PipelineTaskFinalStatus.state``).
+        error: The failed task's error message.
+        platform: The pipeline's ``platform`` parameter (see :func:`effective_spec`).
+        namespace: The pipeline's ``namespace`` parameter.
+
     Returns:
-        What was cleaned up, one line.
+        What was cleaned up (one line), and the run's outcome (:data:`OUTCOMES`).
     """
     with steplog.step("finalize-rollout") as out:
-        s, _ = _parse(spec)
-        message = _platform(s).finalize(run_id=run_id, state=state, error=error).message
-        out.update({"message": message, "state": state})
-    steplog.log(f"finalize-rollout ({state or 'unknown state'}): {message}")
-    return message
+        s = effective_spec(spec, platform, namespace)
+        platform_ = _platform(s)
+        message = platform_.finalize(run_id=run_id, state=state, error=error).message
+        try:
+            history = platform_.status().history
+        except Exception as err:  # the outcome is a summary: a status that cannot be read says failed
+            steplog.log(f"finalize-rollout: could not read the promotion history: {err}")
+            history = []
+        outcome = run_outcome(history, run_id, state)
+        out.update({"message": message, "state": state, "outcome": outcome})
+    steplog.log(f"finalize-rollout ({state or 'unknown state'}): {message}; outcome {outcome}")
+    return message, outcome

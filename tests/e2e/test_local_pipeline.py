@@ -79,10 +79,12 @@ def test_demo_tells_the_story_in_four_runs(demo):
     # Run 2 was promoted because the comparison decided, not because it was skipped.
     assert retrained["validate-deployment"]["verdict"] == "pass"
     assert "(against the stable revision): NON-INFERIOR" in proc.stdout, proc.stdout[-6000:]
-    # optimize-model and register-runtime do not depend on each other: kfp.local may run either first.
+    # prepare-rollout comes first; optimize-model and register-runtime do not depend on each other:
+    # kfp.local may run either first.
     order = [s["step"] for s in summary["runs"][0]["steps"]]
-    assert set(order[:2]) == {"optimize-model", "register-runtime"}
-    assert order[2:] == ["deploy-model", "validate-deployment", "promote-model", "finalize-rollout"]
+    assert order[0] == "prepare-rollout"
+    assert set(order[1:3]) == {"optimize-model", "register-runtime"}
+    assert order[3:] == ["deploy-model", "validate-deployment", "promote-model", "finalize-rollout"]
     assert all(s["status"] == "succeeded" for r in summary["runs"] for s in r["steps"])
     # Run 1 answers the recovery question (no stable yet); run 2 the comparison (no recovery base).
     assert compressed["validate-deployment"]["recovery_base"] and not compressed["validate-deployment"]["stable"]
@@ -148,7 +150,8 @@ def test_rerun_with_the_stable_model_ends_as_already_promoted(tmp_path, tiny_mod
     deploy = second.step("deploy-model")
     assert deploy["already_promoted"] is True and deploy["member"] == promoted.member
     assert sorted((state / "logs").iterdir()) == server_logs, "no server was started"
-    assert second.step("rollback-model")["message"].startswith("already promoted")
+    assert second.step("rollback-model") is None, "an already-promoted rerun skips rollback-model"
+    assert second.step("prepare-rollout")["content_id"] == first.step("prepare-rollout")["content_id"]
     after = status_of(state)
     assert after.stable == promoted
     assert [h.action for h in after.history] == ["promote"]

@@ -76,6 +76,7 @@ class _KfpHandler(http.server.BaseHTTPRequestHandler):
     requests: ClassVar[list[dict[str, Any]]]
     experiments: ClassVar[list[dict[str, Any]]]
     issued: ClassVar[list[str]]
+    recurring: ClassVar[list[dict[str, Any]]]
 
     def _reply(self, status: int, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
@@ -110,6 +111,17 @@ class _KfpHandler(http.server.BaseHTTPRequestHandler):
             wanted = json.loads(req["query"]["filter"][0])["predicates"][0]["stringValue"]
             found = [e for e in self.experiments if e["display_name"] == wanted]
             self._reply(200, {"experiments": found, "total_size": len(found)} if found else {})
+        elif req["path"] == "/apis/v2beta1/recurringruns":
+            # The server filters on display_name and experiment (filter.proto EQUALS).
+            wanted = json.loads(req["query"]["filter"][0])["predicates"][0]
+            assert wanted["key"] == "display_name" and wanted["operation"] == "EQUALS", wanted
+            exp = req["query"].get("experiment_id", [None])[0]
+            found = [
+                r
+                for r in self.recurring
+                if r["display_name"] == wanted["stringValue"] and exp in (None, r["experiment_id"])
+            ]
+            self._reply(200, {"recurringRuns": found, "total_size": len(found)} if found else {})
         else:
             self._reply(404, {"error": f"unexpected GET {req['path']}"})
 
@@ -135,7 +147,19 @@ class _KfpHandler(http.server.BaseHTTPRequestHandler):
         elif model == "V2beta1Run":
             self._reply(200, {**body, "run_id": self._new_id("run"), "state": "PENDING"})
         else:
-            self._reply(200, {**body, "recurring_run_id": self._new_id("rr"), "status": "ENABLED"})
+            created = {**body, "recurring_run_id": self._new_id("rr"), "status": "ENABLED"}
+            self.recurring.append(created)
+            self._reply(200, created)
+
+    def do_DELETE(self) -> None:
+        req = self._record()
+        prefix = "/apis/v2beta1/recurringruns/"
+        gone = [r for r in self.recurring if req["path"] == prefix + r["recurring_run_id"]]
+        if not gone:
+            self._reply(404, {"error": f"unexpected DELETE {req['path']}"})
+            return
+        self.recurring.remove(gone[0])
+        self._reply(200, {})
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -156,13 +180,16 @@ def kfp_server() -> Iterator[KfpServer]:
     requests: list[dict[str, Any]] = []
     experiments: list[dict[str, Any]] = [{"experiment_id": "exp-existing", "display_name": "nightly"}]
     issued: list[str] = []
-    attrs = {"requests": requests, "experiments": experiments, "issued": issued}
+    recurring: list[dict[str, Any]] = []
+    attrs = {"requests": requests, "experiments": experiments, "issued": issued, "recurring": recurring}
     handler = type("Handler", (_KfpHandler,), attrs)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield KfpServer(f"http://127.0.0.1:{server.server_address[1]}", requests, experiments, issued)
+        fake = KfpServer(f"http://127.0.0.1:{server.server_address[1]}", requests, experiments, issued)
+        fake.recurring = recurring  # what it holds now: created and not deleted
+        yield fake
     finally:
         server.shutdown()
         server.server_close()
@@ -229,8 +256,9 @@ def test_submit_creates_the_experiment_and_a_run_with_the_compiled_spec(kfp_serv
         "spec": '{"platform": "kserve"}',
     }
     with open(compiled["llm-deploy"]) as fh:
-        assert body["pipeline_spec"] == yaml.safe_load(fh)
-    assert body["pipeline_spec"]["pipelineInfo"]["name"] == "llm-deploy"
+        pipeline_spec, platform_spec = yaml.safe_load_all(fh)  # the steps' pod deadlines are platform config
+    assert body["pipeline_spec"] == {"pipeline_spec": pipeline_spec, "platform_spec": platform_spec}
+    assert body["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "llm-deploy"
     # The steps run as our account (manifests/rbac.yaml), not the namespace's pipeline runner.
     assert body["service_account"] == "llm-rollout" == result["service_account"]
 
@@ -360,3 +388,81 @@ def test_bad_params_and_packages_are_refused(kfp_server, tmp_path):
     with pytest.raises(SpecError, match="unknown pipeline"):
         kfp_runs.submit(host, pipeline="llm-nope")
     assert requests == []
+
+
+def test_submit_sends_params_typed_as_the_pipeline_declares_and_compiles_with_the_given_images(kfp_server, capsys):
+    host, requests, _ = kfp_server
+    argv = ["submit", "--host", host, "--pipeline", "llm-optimize-deploy", "--image", "reg.example/c:2"]
+    argv += ["--optimize-image", f"reg.example/o@sha256:{'a' * 64}", "--optimize-disk", "200Gi"]
+    for param in (
+        "model_uri=s3://models/base",
+        "optimize_accelerator_count=2",
+        "fail_on_rollback=false",
+        'optimize_node_selector={"pool": "a100"}',
+        'optimize_tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists"}]',
+        'spec={"canary": {"traffic_percent": 10}}',
+    ):
+        argv += ["--param", param]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    [run] = _posts(requests, "/apis/v2beta1/runs")
+    sent = run["body"]["runtime_config"]["parameters"]
+    assert sent == {
+        "model_uri": "s3://models/base",
+        "optimize_accelerator_count": "2",  # declared a string: KFP's driver reads GetStringValue()
+        "fail_on_rollback": False,
+        "optimize_node_selector": {"pool": "a100"},
+        "optimize_tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+        "spec": '{"canary": {"traffic_percent": 10}}',  # the spec stays JSON text
+    }
+    spec = run["body"]["pipeline_spec"]
+    executors = spec["pipeline_spec"]["deploymentSpec"]["executors"].values()
+    images = {e["container"]["image"] for e in executors if "container" in e}  # not the importer
+    assert images == {"reg.example/c:2", f"reg.example/o@sha256:{'a' * 64}"}
+    executors = spec["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert executors["exec-optimize-model"]["genericEphemeralVolume"][0]["size"] == "200Gi"
+
+
+@pytest.mark.parametrize(
+    ("param", "words"),
+    [
+        ("fail_on_rollback=maybe", ["true or false", "--param fail_on_rollback=false"]),
+        ("optimize_node_selector=pool", ["a JSON object"]),
+        ("optimize_tolerations={}", ["a JSON list"]),
+        ("optimize_gpus=2", ["has no parameter 'optimize_gpus'", "optimize_accelerator_count"]),
+    ],
+)
+def test_a_param_the_pipeline_cannot_take_is_refused_before_any_request(kfp_server, param, words, capsys):
+    host, requests, _ = kfp_server
+    argv = ["submit", "--host", host, "--pipeline", "llm-optimize-deploy", "--image", "r.e/c:1"]
+    assert cli.main([*argv, "--optimize-image", "r.e/o:1", "--param", param]) == 2
+    err = capsys.readouterr().err
+    for text in words:
+        assert text in err, err
+    assert requests == []
+
+
+def test_compile_options_with_a_compiled_package_are_refused(kfp_server, compiled, capsys):
+    host, requests, _ = kfp_server
+    argv = ["submit", "--host", host, "--package", compiled["llm-deploy"], "--image", "reg.example/c:2"]
+    assert cli.main(argv) == 2
+    assert "--image" in capsys.readouterr().err and requests == []
+
+
+def test_schedule_by_name_replaces_its_own_recurring_run(kfp_server, compiled, capsys):
+    host, requests, _ = kfp_server
+    base = ["schedule", "--host", host, "--package", compiled["llm-optimize-deploy"], "--name", "nightly-llama"]
+    base += ["--experiment", "nightly", "--param", "model_uri=s3://models/base"]
+    assert cli.main([*base, "--cron", "0 0 3 * * *"]) == 0
+    other = kfp_runs.schedule(host, cron="@daily", package=compiled["llm-optimize-deploy"], name="other")
+    assert cli.main([*base, "--cron", "0 30 4 * * *", "--param", "optimize_accelerator_count=2"]) == 0
+    first, second = [i for i in kfp_server.issued if i.startswith("rr-") and i != other["recurring_run_id"]]
+    assert f"replacing {first}" in capsys.readouterr().out
+    deletes = [r["path"] for r in requests if r["method"] == "DELETE"]
+    assert deletes == [f"/apis/v2beta1/recurringruns/{first}"], "only its own, and only after the new one exists"
+    create_second = next(i for i, r in enumerate(requests) if r["method"] == "POST" and "recurringruns" in r["path"]
+                         and r["body"]["trigger"]["cron_schedule"]["cron"] == "0 30 4 * * *")  # fmt: skip
+    assert create_second < next(i for i, r in enumerate(requests) if r["method"] == "DELETE")
+    left = {r["display_name"]: r for r in kfp_server.recurring}
+    assert set(left) == {"nightly-llama", "other"}
+    assert left["nightly-llama"]["recurring_run_id"] == second
+    assert left["nightly-llama"]["runtime_config"]["parameters"]["optimize_accelerator_count"] == "2"

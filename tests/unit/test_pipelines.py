@@ -83,7 +83,8 @@ def test_exit_handler_and_verdict_branch(compiled):
         promote_if = tasks[_branch_of(ir, "promote-model")]["triggerPolicy"]["condition"]
         rollback_if = tasks[_branch_of(ir, "rollback-model")]["triggerPolicy"]["condition"]
         assert promote_if == f"{verdict} == 'pass'"
-        assert rollback_if == f"!({verdict} == 'pass')"
+        # An already-promoted model goes to neither branch (nothing to roll back).
+        assert rollback_if == f"!({verdict} == 'pass') && {verdict} != 'already-promoted'"
 
 
 def test_optimize_runs_before_deploy(compiled):

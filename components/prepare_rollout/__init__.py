@@ -1,0 +1,1 @@
+"""KFP component: prepare-rollout."""
