@@ -38,3 +38,15 @@ def test_no_other_vllm_image_tag_is_written_anywhere():
             if tag != f"v{VLLM_VERSION}":
                 stale.append(f"{path.relative_to(ROOT)}: {tag}")
     assert stale == []
+
+
+def test_kfp_is_pinned_to_the_tested_minor_release_range():
+    """kfp pinned exactly conflicts with other KFP projects; unpinned breaks on IR changes (issue 27)."""
+    from importlib.metadata import version
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for package in ("kfp", "kfp-kubernetes"):
+        (spec,) = [d for d in deps if re.match(rf"{package}\s*[<>=]", d)]
+        assert spec == f"{package}>=2.17.3,<2.18", spec
+        installed = tuple(int(x) for x in version(package).split(".")[:3])
+        assert (2, 17, 3) <= installed < (2, 18, 0), f"the venv's {package} {installed} is outside the tested range"
