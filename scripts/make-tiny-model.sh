@@ -33,7 +33,7 @@ fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
 up_to_date() { # DIR STAMP
-    [[ -f $1/.stamp && -f $1/probes.json && -f $1/config.json && $(cat "$1/.stamp") == "$2" ]]
+    [[ -f $1/.stamp && -f $1/probes.json && -f $1/reference.jsonl && -f $1/config.json && $(cat "$1/.stamp") == "$2" ]]
 }
 
 tiny_stamp=$(cat "$maker" "$corpus" "${BASH_SOURCE[0]}" "$cache/venvs/vllm/.stamp" | sha256sum | cut -d' ' -f1)

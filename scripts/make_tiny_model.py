@@ -11,7 +11,9 @@ can be checked. Nothing may come from a model hub, so this script makes one:
 3. saves it with ``save_pretrained`` (safetensors) next to a ``PreTrainedTokenizerFast`` with a
    chat template, and writes ``probes.json``: the prompts, their exact greedy continuations and
    the ``max_tokens`` to ask for. The continuations are generated after training and compared
-   with what the corpus says; a mismatch fails the script.
+   with what the corpus says; a mismatch fails the script. The same probes as a scored suite
+   (``suite.jsonl``) and the corpus lines as reference texts (``reference.jsonl``) for the
+   gate's quality question go beside it; the copies below inherit all three.
 
 ``--scramble SRC --out DST`` copies a model with its weights permuted and noised (seeded): it loads
 and serves like the original but gets the probes wrong, which proves that validation notices a
@@ -305,6 +307,7 @@ def train(out: Path) -> None:
     tokenizer.save_pretrained(tmp)
     portable_tokenizer_config(tmp)
     (tmp / "probes.json").write_text(json.dumps(records, indent=2) + "\n")
+    write_suite_and_references(tmp, records, lines)
     (tmp / "tiny_model.json").write_text(
         json.dumps(
             {
@@ -323,6 +326,29 @@ def train(out: Path) -> None:
     verify_saved(tmp, records)
     publish(tmp, out)
     log(f"saved to {out} after {step} steps in {time.monotonic() - started:.0f} s")
+
+
+def write_suite_and_references(model_dir: Path, records: list[dict[str, object]], lines: list[str]) -> None:
+    """Writes the model's scored suite and its reference texts beside ``probes.json``.
+
+    ``suite.jsonl``: one scored probe per line (``name``, ``prompt``, ``exact``, ``max_tokens``),
+    the format a team's suite has (``validation.suite_file``). ``reference.jsonl``: the corpus
+    lines as ``{"text": ...}``, the model's own domain, for the gate's quality question
+    (``validation.quality.texts``): on them the tiny model costs ~0.22 bits per byte and the
+    scrambled copy ~4.4, while on general English the two do not separate.
+    """
+    with (model_dir / "suite.jsonl").open("w", encoding="utf-8") as fh:
+        for i, r in enumerate(records):
+            probe = {
+                "name": f"tiny #{i + 1}",
+                "prompt": r["prompt"],
+                "exact": r["expected"],
+                "max_tokens": r["max_tokens"],
+            }
+            fh.write(json.dumps(probe) + "\n")
+    with (model_dir / "reference.jsonl").open("w", encoding="utf-8") as fh:
+        for line in lines:
+            fh.write(json.dumps({"text": line}) + "\n")
 
 
 def portable_tokenizer_config(model_dir: Path) -> None:

@@ -23,7 +23,7 @@ from llm_rollout.kserve.promote import GateFailed, promote
 from llm_rollout.kube import INFERENCE_SERVICES
 from llm_rollout.validation.traffic import requests_finished
 from tests.cluster._support import kube, make_spec
-from tests.fixtures.serving import start_vllm
+from tests.fixtures.serving import start_vllm, tiny_quality
 from tests.serving.relay import LoopbackServer, RelayHandler, hostport
 
 pytestmark = [pytest.mark.cluster, pytest.mark.serving, pytest.mark.timeout(900)]
@@ -94,6 +94,7 @@ def _spec(namespace: str, probes) -> dict:
             },
             "slo": {"checks": ["error_rate == 0"], "judge_concurrency": [2], "min_successful_requests": 5},
             "recovery": {"checks": []},
+            "quality": tiny_quality(),
         },
     }
 

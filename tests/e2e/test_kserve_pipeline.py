@@ -30,7 +30,7 @@ from llm_rollout.kserve.builders import ANNOTATION_PREFIX
 from llm_rollout.kube import INFERENCE_SERVICES, KubeClient
 from llm_rollout.spec import parse_spec
 from pipelines.run_local import run_pipeline
-from tests.fixtures.serving import finished_requests, start_vllm
+from tests.fixtures.serving import finished_requests, start_vllm, tiny_quality
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.serving, pytest.mark.timeout(900)]
 
@@ -56,6 +56,7 @@ def _spec(namespace: str, probes, checks: list[str]) -> dict:
             },
             "slo": {"checks": checks, "judge_concurrency": [2], "min_successful_requests": 5},
             "recovery": {"checks": []},
+            "quality": tiny_quality(),
             # validation.comparison: the defaults (the comparison with the stable revision is on).
         },
     }
@@ -233,8 +234,10 @@ def test_llmd_stepped_promotion_reruns_the_gate_at_each_traffic_step(
     doc = _spec(kube_namespace, tiny_model / "probes.json", ["p99_e2el_ms <= 30000", "error_rate == 0"])
     doc["llmd"] = {"enabled": True}
     # The stand-in publishes one server for every member here: the comparison would measure it
-    # against itself, which it refuses (inconclusive). This test is about the traffic steps.
+    # against itself, which it refuses (inconclusive), and so does the quality question. This test
+    # is about the traffic steps.
     doc["validation"]["comparison"] = {"enabled": False}
+    doc["validation"]["quality"] = {"enabled": False}
     first = run_pipeline("llm-deploy", "s3://models/tiny/v1", parse_spec(doc), out_dir=tmp_path / "r1", quiet=True)
     assert first.outcome == "promoted", json.dumps(first.steps, indent=1)
 

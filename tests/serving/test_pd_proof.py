@@ -70,6 +70,10 @@ def _spec(**load: Any) -> ValidationSpec:
             **load,
         },
         "slo": {"checks": ["error_rate == 0"], "judge_concurrency": [2], "min_successful_requests": 5},
+        # These tests prove disaggregation from the roles' counters; prompt logprobs through the
+        # test router's KV handoff are not what they measure (the README says the quality question
+        # is not yet proven through llm-d P/D).
+        "quality": {"enabled": False},
     }
     return parse_spec({"validation": doc}).validation
 

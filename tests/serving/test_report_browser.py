@@ -18,6 +18,7 @@ import pytest
 
 from llm_rollout.spec import parse_spec
 from llm_rollout.validation import validate
+from tests.fixtures.serving import tiny_quality
 from tests.serving.flaky_proxy import INJECTED, FlakyProxy
 
 pytest_plugins = ["tests.fixtures.serving"]
@@ -69,6 +70,7 @@ def hostile_report(vllm_server, tmp_path_factory) -> Path:
             "validation": {
                 "load": {"concurrency": [1, 2], "num_prompts": 15, "output_tokens": 8, "input_words": 8},
                 "slo": {"checks": ["p95_ttft_ms <= 1500", "error_rate == 0"], "judge_concurrency": [2]},
+                "quality": tiny_quality(),
             }
         }
     ).validation

@@ -22,7 +22,7 @@ import pytest
 from llm_rollout.spec import ValidationSpec, parse_spec
 from llm_rollout.validation import SLOExpressionError, validate
 from llm_rollout.validation.cli import validate_command
-from tests.fixtures.serving import complete, finished_requests, free_port, start_vllm
+from tests.fixtures.serving import complete, finished_requests, free_port, start_vllm, tiny_quality
 from tests.serving.flaky_proxy import FlakyProxy
 
 pytest_plugins = ["tests.fixtures.serving"]
@@ -52,6 +52,8 @@ def small_spec(**validation: Any) -> ValidationSpec:
             "max_duration_s": 60,
         },
         "slo": {"checks": HEALTHY_CHECKS, "judge_concurrency": [4], "min_successful_requests": 10},
+        # The tiny model's own domain: on general English it is worse than guessing.
+        "quality": tiny_quality(),
     }
     for key, value in validation.items():
         if isinstance(value, dict) and isinstance(doc.get(key), dict):

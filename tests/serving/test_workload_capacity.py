@@ -22,7 +22,7 @@ from llm_rollout.spec import ValidationSpec, parse_spec
 from llm_rollout.validation import validate
 from llm_rollout.validation.sizing import SizingInput
 from llm_rollout.validation.workload import load_file
-from tests.fixtures.serving import start_vllm
+from tests.fixtures.serving import start_vllm, tiny_quality
 
 pytest_plugins = ["tests.fixtures.serving"]
 pytestmark = [pytest.mark.serving, pytest.mark.timeout(900)]
@@ -31,7 +31,8 @@ HEALTHY_CHECKS = ["p95_ttft_ms <= 1500", "p99_e2el_ms <= 5000", "error_rate == 0
 
 
 def spec_of(**validation: Any) -> ValidationSpec:
-    doc: dict[str, Any] = {"readiness_timeout_s": 60, "smoke_suite": False, **validation}
+    # The tiny model's reference texts: the sample's prompts are outside its domain (see tiny_quality).
+    doc: dict[str, Any] = {"readiness_timeout_s": 60, "smoke_suite": False, "quality": tiny_quality(), **validation}
     return parse_spec({"validation": doc}).validation
 
 
@@ -132,6 +133,7 @@ def test_on_the_local_platform_the_shipped_sample_drives_the_validate_step(tiny_
                 "readiness_timeout_s": 60,
                 "load": {"workload": {"dataset": "custom", "path": "sample:support-rag"}, "max_duration_s": 60},
                 "slo": {"checks": HEALTHY_CHECKS, "min_successful_requests": 10},
+                "quality": tiny_quality(),
             },
         }
     ).model_dump_json()

@@ -12,8 +12,8 @@ The gate's quality question (``validation.quality``, :class:`~llm_rollout.spec.Q
   it); ``CompletionRequest.to_sampling_params`` turns ``echo`` with ``logprobs`` into
   ``prompt_logprobs``. The first ``usage.prompt_tokens`` entries are the prompt's. A text's cost
   is ``-sum(log2 p)`` over its scored tokens, in **bits per byte** of its UTF-8 text (so models
-  with different tokenizers compare fairly); when the first scored position is a text token
-  rather than a BOS, its bytes are left out of the denominator, as its cost is of the numerator.
+  with different tokenizers compare fairly); when the first position is a text token rather than
+  a BOS, it has no logprob and its bytes are left out of the denominator too.
 * **Against the stable revision** (when one serves): the per-text differences candidate - stable
   are judged with :func:`~llm_rollout.validation.stats.paired_non_inferiority` on the difference
   scale - the sign-test interval of the median difference against ``margin`` bits per byte, at
@@ -25,10 +25,12 @@ The gate's quality question (``validation.quality``, :class:`~llm_rollout.spec.Q
   scored token in the same bytes. A scrambled model is worse than guessing; a byte-unigram floor
   would not do (letter frequencies are beaten even by guessing). The vocabulary size is
   ``quality.vocab_size`` when given, else asked of the server: vLLM 0.32 refuses a ``logit_bias``
-  entry for a token id outside the model's vocabulary with HTTP 400
-  (``vllm/v1/engine/input_processor.py`` ``InputProcessor._validate_logit_bias`` against
-  ``model_config.get_vocab_size()``), so the largest accepted id is found by a doubling then
-  bisecting search on the status code alone (about two dozen one-token requests).
+  entry for a token id outside the model's vocabulary (``vllm/sampling_params.py``
+  ``SamplingParams._validate_logit_bias`` against ``model_config.get_vocab_size()``, run by
+  ``SamplingParams.verify`` from ``vllm/v1/engine/input_processor.py``) with HTTP 400 (a
+  ``VLLMValidationError``: ``vllm/entrypoints/serve/exception_handling/error_response.py``), so the
+  largest accepted id is found by a doubling then bisecting search on the status code alone
+  (about two dozen one-token requests; the tiny model's 640 takes 11).
 
 What it catches: damaged weights (scrambled, broken quantization), a wrong tokenizer, a model
 served with the wrong files - anything that makes the model's own domain less likely. What it
@@ -428,6 +430,15 @@ async def ask_quality(
     (c_client, c_ep) = candidate
     out = QualityResult(source=texts.source, note=texts.note, texts_available=len(texts.texts), margin=spec.margin)
     out.stable_url = stable[1].base_url if stable else None
+    if stable and stable[1].base_url == c_ep.base_url:
+        # One server scored as both sides is "not worse" than itself whatever it serves (as in the
+        # speed comparison: compare.compare_with_stable refuses the same case).
+        out.inconclusive.append(
+            f"quality: the candidate and the stable revision are both reached at {c_ep.base_url}, so the texts "
+            "would be scored on one server twice. Fix: give each its own address (LLM_ROLLOUT_ADDRESS_MAP), or "
+            "set validation.quality.enabled: false"
+        )
+        return out
     n_max = min(spec.max_texts, len(texts.texts))
     schedule = look_schedule(min(spec.min_texts, n_max), n_max) if stable else [n_max]
     out.confidence = per_look_confidence(spec.confidence, len(schedule))
