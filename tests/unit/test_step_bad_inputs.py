@@ -26,9 +26,11 @@ from llm_rollout.errors import DeadlineExceeded, SpecError
 from llm_rollout.kube import KubeClient
 from llm_rollout.spec import deep_merge
 from llm_rollout.steps import deploy_step, register_runtime_step
+from tests.unit.test_hostile_inputs import HOSTILE, PD
 from tests.unit.test_spec import BAD_INPUTS
 
 GOOD_URI = "s3://models/chat"
+P_D_1E8 = {**PD, "validation": {"expect_disaggregation": True, "load": {"num_prompts": 1e8}}}
 RUN_ID = "bad-input-run"
 
 
@@ -110,7 +112,17 @@ STEP_CASES = [
     ),
 ]
 
-CASES = SPEC_CASES + STEP_CASES
+# Issue 31's hostile values (tests/unit/test_hostile_inputs.py), as KFP hands them to the steps: the
+# model URI rows only where the spec's URI is used (deploy-model takes the artifact's).
+HOSTILE_CASES = [
+    Case(doc, field, problem, fix, steps=("register",) if field == "model.uri" else ("register", "deploy"))
+    for doc, field, problem, fix in HOSTILE
+] + [
+    Case(None, "spec", "nested", "nest", raw='{"name": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+    Case(None, "validation.load.num_prompts", "is invalid", "less than or equal", raw=json.dumps(P_D_1E8)),
+]
+
+CASES = SPEC_CASES + STEP_CASES + HOSTILE_CASES
 
 
 def _case_id(case: Case) -> str:
