@@ -30,6 +30,7 @@ from llm_rollout.kserve.builders.promql import promql_string
 from llm_rollout.optimize_inputs import check_calibration, check_recipe
 from llm_rollout.spec import coerce_spec, load_spec, parse_spec
 from llm_rollout.spec.rules import check_no_template_actions
+from llm_rollout.validation.probes import load_suite
 from llm_rollout.validation.workload import load_file
 
 LLMD = {"platform": "kserve", "llmd": {"enabled": True}, "model": {"uri": "hf://org/model"}}
@@ -279,6 +280,15 @@ def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path):
     assert len(str(info.value)) < 500
 
 
+def test_a_suite_or_recipe_alias_bomb_is_refused_before_it_expands(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(ALIAS_BOMB.replace("name: *i", "probes: *i"))
+    for field, read in (("validation.suite_file", load_suite), ("recipe_path", check_recipe)):
+        with pytest.raises(SpecError) as info:
+            read(str(path))
+        assert info.value.field == field and "aliases" in info.value.problem
+
+
 def test_a_huge_value_of_the_wrong_type_is_quoted_as_an_excerpt():
     with pytest.raises(SpecError) as info:
         parse_spec({"name": ["x" * 1000] * 10_000})
@@ -337,6 +347,7 @@ def test_spec_workload_recipe_and_calibration_files_must_be_regular(source, fifo
         ("spec", lambda: load_spec(path)),
         ("validation.load.workload.path", lambda: load_file(path)),
         ("recipe_path", lambda: check_recipe(path)),
+        ("validation.suite_file", lambda: load_suite(path)),
     ):
         with pytest.raises(SpecError) as info:
             read()

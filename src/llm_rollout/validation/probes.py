@@ -38,13 +38,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
+from llm_rollout.bounded import load_yaml, read_regular_file
 from llm_rollout.errors import PermanentError, SpecError, TransientError
 from llm_rollout.validation.client import Api, Endpoint, build_payload, post_json, stream_request
 
 FINISH_REASONS = ("stop", "length")
 DEFAULT_PROBE_MAX_TOKENS = 32
+SUITE_FILE_LIMIT = 16 * 1024 * 1024
+"""Bytes a correctness suite file may have."""
 _META_KEYS = frozenset({"margin", "description", "note", "notes", "comment", "tags", "id"})
 _PROBE_KEYS = frozenset(
     {
@@ -256,16 +258,9 @@ def load_suite(path: str | Path) -> list[Probe]:
         SpecError: The file is missing, unparsable, empty, or an entry is invalid.
     """
     p = Path(path).expanduser()
-    try:
-        text = p.read_text()
-    except OSError as err:
-        raise SpecError(
-            "validation.suite_file", f"cannot read {p}: {err.strerror}", "point it at a YAML/JSON suite"
-        ) from None
-    try:
-        data = yaml.safe_load(text)  # JSON is YAML
-    except yaml.YAMLError as err:
-        raise SpecError("validation.suite_file", f"{p} is not valid YAML/JSON: {err}", "fix the file") from None
+    # A regular file of bounded size, YAML (JSON is YAML) without aliases or deep nesting (issue 31).
+    raw = read_regular_file(p, "validation.suite_file", SUITE_FILE_LIMIT, "YAML/JSON suite")
+    data = load_yaml(raw, "validation.suite_file", str(p)[:200])
     if isinstance(data, dict) and set(data) == {"probes"}:
         data = data["probes"]
     if not isinstance(data, list) or not data:
