@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import heapq
 import itertools
 import json
@@ -59,6 +60,7 @@ from kubernetes import client as k8s_client
 from llm_rollout.errors import RolloutError
 from llm_rollout.kube import (
     INFERENCE_SERVICES,
+    LLM_INFERENCE_SERVICE_CONFIGS,
     LLM_INFERENCE_SERVICES,
     KubeClient,
     Resource,
@@ -404,6 +406,8 @@ class Reconciler:
         self._streams: list[Any] = []
         self.ready_writes: list[ReadyWrite] = []
         self.errors: list[str] = []
+        self.collected: list[str] = []
+        """Names of the LLMInferenceServiceConfigs the garbage collector deleted (:func:`collect_garbage`)."""
         self._ready_cv = threading.Condition(self._lock)
         self.gateway_api = False
         """KServe's ``enableGatewayApi`` (default false): whether canary weights route traffic."""
@@ -482,7 +486,7 @@ class Reconciler:
     def start(self) -> Reconciler:
         """Starts the watch threads and the worker; returns self."""
         self._stop.clear()
-        for res in (INFERENCE_SERVICES, LLM_INFERENCE_SERVICES):
+        for res in (INFERENCE_SERVICES, LLM_INFERENCE_SERVICES, LLM_INFERENCE_SERVICE_CONFIGS):
             t = threading.Thread(target=self._watch_loop, args=(res,), name=f"standin-watch-{res.plural}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -533,6 +537,16 @@ class Reconciler:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(f"no Ready write for {name} (generation {generation}) in {timeout}s")
+                self._ready_cv.wait(left)
+
+    def wait_collected(self, name: str, timeout: float = 10.0) -> None:
+        """Waits until the stand-in's garbage collector deleted the object called ``name``."""
+        deadline = time.monotonic() + timeout
+        with self._ready_cv:
+            while name not in self.collected:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"{name} was not garbage-collected in {timeout}s")
                 self._ready_cv.wait(left)
 
     # Internals ---------------------------------------------------------------------------------
@@ -613,6 +627,15 @@ class Reconciler:
     def _on_event(self, op: str, obj: dict[str, Any]) -> None:
         meta = obj.get("metadata") or {}
         key = (obj.get("kind", ""), meta.get("namespace", ""), meta.get("name", ""))
+        if key[0] == "LLMInferenceServiceConfig":
+            # The llmisvc controller watches configs: a preset that appears, changes or goes
+            # re-reconciles the services of its namespace (config_merge.go reads them each pass).
+            for k in [k for k in self._objects if k[0] == "LLMInferenceService" and k[1] == key[1]]:
+                self._schedule(k, 0.0)
+            return
+        if op == "DELETE" and key[0] == "LLMInferenceService":
+            # Kubernetes' garbage collector: objects owned only by deleted members go too.
+            self._schedule(("GC", key[1], ""), 0.0, "gc")
         if op == "DELETE":
             self._objects.pop(key, None)
             self._seen_gen.pop(key, None)
@@ -629,6 +652,12 @@ class Reconciler:
             self._schedule(key, b.ready_after_ms / 1000.0, "ready")
 
     def _reconcile(self, kube: KubeClient, job: _Job) -> None:
+        if job.phase == "gc":
+            gone = collect_garbage(kube, job.key[1])
+            with self._ready_cv:
+                self.collected.extend(gone)
+                self._ready_cv.notify_all()
+            return
         with self._lock:
             obj = self._objects.get(job.key)
             if obj is None:
@@ -653,7 +682,7 @@ class Reconciler:
             status, ready, observed = self._isvc_status(job.key, obj, b, phase)
             res = INFERENCE_SERVICES
         else:
-            status = self._llmisvc_status(obj, b, phase, ready, observed)
+            status, ready = self._llmisvc_status(obj, b, phase, ready, observed, presets=resolve_presets(kube, obj))
             res = LLM_INFERENCE_SERVICES
         if _strip_times(status) != _strip_times(old_status):
             status = _with_times(status, old_status)
@@ -774,26 +803,77 @@ class Reconciler:
         return status, pred_ready, observed
 
     def _llmisvc_status(
-        self, obj: dict[str, Any], b: Behaviour, phase: str, ready: bool, observed: int
-    ) -> dict[str, Any]:
-        """The status KServe's llmisvc controller writes (``controller.go`` ``Reconcile``).
+        self,
+        obj: dict[str, Any],
+        b: Behaviour,
+        phase: str,
+        ready: bool,
+        observed: int,
+        *,
+        presets: Presets | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """The status KServe's llmisvc controller writes (``controller.go`` ``Reconcile``), and Ready.
 
         Every pass, in progress or done, writes ``observedGeneration = metadata.generation``
         (knative.dev/pkg ``reconciler.PostProcessReconcile``); conditions follow
         ``llm_inference_service_lifecycle.go`` (Ready from PresetsCombined, WorkloadsReady,
-        RouterReady; the workload and router leaves roll up into those two).
+        RouterReady; the workload and router leaves roll up into those two, the first False leaf
+        giving its reason: ``DetermineWorkloadReadiness`` / ``DetermineRouterReadiness``).
+
+        * Presets (``config_merge.go`` ``reconcileBaseRefs``): a missing baseRef is
+          PresetsCombined False ``ConfigNotFound`` and the controller stops before any child, so
+          the other conditions keep what they were (Unknown on a new object) and Ready is False
+          with that reason; stopped, the same failure reads ``Stopped``. P/D and the scheduler are
+          decided on the spec merged with its presets (``combineBaseRefsConfig``: ``Prefill != nil``).
+        * Stop (``serving.kserve.io/stop: "true"``, ``utils.GetForceStopRuntime``): every workload
+          and router leaf False ``Stopped`` / "Service is stopped" (``workload_single_node.go``,
+          ``router.go``, ``scheduler.go``), ``status.workloads`` nil (``workload_status.go``
+          ``observeWorkloadStatus``), ``address``/``addresses``/``router`` cleared
+          (``router.go`` ``updateRoutingStatus``); ``url`` is left as it was.
+        * Leaves exist only where upstream sets them: ``HTTPRoutesReady`` with ``router.route.http``,
+          ``GatewaysReady`` with ``router.gateway.refs``, ``InferencePoolReady`` and
+          ``SchedulerWorkloadReady`` with a scheduler, ``PrefillWorkloadReady`` with a prefill role.
+        * Children are named ``kmeta.ChildName(<name>, <suffix>)`` (:func:`child_name`).
         """
         meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
         name, ns = meta["name"], meta["namespace"]
-        reason, message = ("", "") if ready else self._not_ok(phase, b)
-        router = spec.get("router") or {}
-        prefill = spec.get("prefill") is not None
+        old = obj.get("status") or {}
+        presets = presets or Presets()
+        stopped = is_stopped(obj)
+        why = ("", "")
+        if presets.missing:
+            kept = {c["type"]: c for c in old.get("conditions") or [] if c.get("type") != "PresetsCombined"}
+            message = f'LLMInferenceServiceConfig "{presets.missing}" not found in namespaces [{ns} kserve]'
+            why = ("Stopped", f"Service is stopped with warning: {message}") if stopped else ("ConfigNotFound", message)
+            if not stopped:
+                # reconcileBaseRefs returns a terminal error: nothing else is reconciled this pass.
+                conds = [_cond("PresetsCombined", False, *why)]
+                for kind in ("WorkloadsReady", "RouterReady"):
+                    conds.append(kept.get(kind) or {"type": kind, "status": "Unknown"})
+                conds += [c for k, c in kept.items() if k not in ("WorkloadsReady", "RouterReady", "Ready")]
+                conds.append(_cond("Ready", False, *why))
+                out = {k: v for k, v in old.items() if k != "conditions"}
+                out.update({"observedGeneration": observed, "conditions": conds})
+                return out, False
+        merged = presets.merged(spec)
+        router = merged.get("router") or {}
+        route = router.get("route") or {}
+        prefill = merged.get("prefill") is not None
         scheduler = router.get("scheduler") is not None
         url = b.url or f"http://gateway.example.com/{ns}/{name}"
         workload_leaves = ["MainWorkloadReady"] + (["PrefillWorkloadReady"] if prefill else [])
-        router_leaves = ["HTTPRoutesReady"] + (["InferencePoolReady", "SchedulerWorkloadReady"] if scheduler else [])
-        failing = set(b.failing or workload_leaves)
-        router_leaves += [c for c in b.failing if c not in workload_leaves + router_leaves]  # e.g. GatewaysReady
+        router_leaves = (
+            (["GatewaysReady"] if stopped or (router.get("gateway") or {}).get("refs") else [])
+            + (["HTTPRoutesReady"] if stopped or route.get("http") is not None else [])
+            + (["InferencePoolReady", "SchedulerWorkloadReady"] if stopped or scheduler else [])
+        )
+        if stopped:
+            ready, reason, message = False, "Stopped", "Service is stopped"
+            failing = set(workload_leaves + router_leaves)
+        else:
+            reason, message = ("", "") if ready else self._not_ok(phase, b)
+            failing = set(b.failing or workload_leaves)
+            router_leaves += [c for c in b.failing if c not in workload_leaves + router_leaves]
 
         def leaf(kind: str) -> dict[str, Any]:
             ok = ready or kind not in failing
@@ -803,33 +883,138 @@ class Reconciler:
             ok = ready or not failing.intersection(leaves)
             return _cond(kind, ok, "" if ok else reason, "" if ok else message)
 
-        conds = [_cond("PresetsCombined", True)]
+        # Stopped with a missing preset, reconcileBaseRefs goes on with the service's own spec.
+        conds = [_cond("PresetsCombined", not presets.missing, *why)]
         conds += [leaf(k) for k in workload_leaves] + [rollup("WorkloadsReady", workload_leaves)]
         conds += [leaf(k) for k in router_leaves] + [rollup("RouterReady", router_leaves)]
         conds.append(rollup("Ready", workload_leaves + router_leaves))
-        route = router.get("route") or {}
         if route.get("group") is not None and route.get("weight") is not None:
             conds.append(_cond("GroupReady", True))
+        if stopped:
+            # observeWorkloadStatus: Workloads nil; updateRoutingStatus: Router, Address(es) nil.
+            out = {"observedGeneration": observed, "conditions": conds}
+            if old.get("url"):
+                out["url"] = old["url"]
+            return out, False
         workloads: dict[str, Any] = {
             "primary": {
                 "kind": "Deployment",
                 "apiGroup": "apps",
-                "name": f"{name}-kserve",
+                "name": child_name(name, "-kserve"),
                 "readyReplicas": 1 if ready else 0,
-            }
+            },
+            "service": {"kind": "Service", "name": child_name(name, "-kserve-workload-svc")},
         }
         if prefill:
             workloads["prefill"] = {
                 "kind": "Deployment",
                 "apiGroup": "apps",
-                "name": f"{name}-kserve-prefill",
+                "name": child_name(name, "-kserve-prefill"),
                 "readyReplicas": 1 if ready else 0,
             }
-        return {
-            "observedGeneration": observed,
-            "conditions": conds,
-            "url": url,
-            "address": {"url": url},
-            "addresses": [{"name": "gateway-external", "url": url}],
-            "workloads": workloads,
-        }
+        if scheduler:
+            workloads["scheduler"] = {
+                "kind": "Deployment",
+                "apiGroup": "apps",
+                "name": child_name(name, "-kserve-router-scheduler"),
+                "readyReplicas": 1 if ready else 0,
+            }
+        status: dict[str, Any] = {"observedGeneration": observed, "conditions": conds, "workloads": workloads}
+        if route:
+            status.update(
+                {"url": url, "address": {"url": url}, "addresses": [{"name": "gateway-external", "url": url}]}
+            )
+        else:
+            # updateRoutingStatus without a route: the workload Service's cluster address only.
+            svc = b.url or f"http://{child_name(name, '-kserve-workload-svc')}.{ns}.svc.cluster.local"
+            status["addresses"] = [{"url": svc}]
+        return status, ready
+
+
+# llm-d: presets, stop, children, garbage collection ---------------------------------------------------
+
+STOP_ANNOTATION = "serving.kserve.io/stop"
+
+
+def is_stopped(obj: dict[str, Any]) -> bool:
+    """``pkg/utils`` ``GetForceStopRuntime``: the stop annotation is ``"true"`` (any case)."""
+    value = ((obj.get("metadata") or {}).get("annotations") or {}).get(STOP_ANNOTATION)
+    return value is not None and value.lower() == "true"
+
+
+def child_name(parent: str, suffix: str) -> str:
+    """knative.dev/pkg ``kmeta.ChildName`` (written out here, not imported from the code under test)."""
+    if len(parent) <= 63 - len(suffix):
+        return parent + suffix
+    if 31 - len(suffix) <= 0:
+        out = parent[:31] + hashlib.md5((parent + suffix).encode()).hexdigest()
+        if 63 - len(out) > 0:
+            out += suffix[: 63 - len(out)]
+        return out.rstrip("-")
+    return parent[: 31 - len(suffix)] + hashlib.md5(parent.encode()).hexdigest() + suffix
+
+
+@dataclass
+class Presets:
+    """What ``config_merge.go`` ``combineBaseRefsConfig`` found for one LLMInferenceService.
+
+    Attributes:
+        specs: The ``spec`` of each baseRef found, in order.
+        missing: The first baseRef found in neither the service's namespace nor ``kserve``.
+    """
+
+    specs: list[dict[str, Any]] = field(default_factory=list)
+    missing: str = ""
+
+    def merged(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """The service's spec with its presets merged in (what decides P/D and the scheduler)."""
+        out = copy.deepcopy(spec)
+        for cfg in self.specs:
+            out = _merge(out, cfg)
+        return out
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else out.get(k, v)
+    return out
+
+
+def resolve_presets(kube: KubeClient, obj: dict[str, Any]) -> Presets:
+    """``config_merge.go`` ``getConfig`` for every baseRef: the service's namespace, then ``kserve``."""
+    meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
+    found = Presets()
+    for ref in spec.get("baseRefs") or []:
+        name = ref.get("name", "")
+        cfg = kube.get_or_none(LLM_INFERENCE_SERVICE_CONFIGS, name, meta.get("namespace", ""))
+        if cfg is None:
+            cfg = kube.get_or_none(LLM_INFERENCE_SERVICE_CONFIGS, name, "kserve")
+        if cfg is None:
+            found.missing = found.missing or name
+            continue
+        found.specs.append(cfg.get("spec") or {})
+    return found
+
+
+def collect_garbage(kube: KubeClient, namespace: str) -> list[str]:
+    """Kubernetes' garbage collector for LLMInferenceServiceConfigs owned by LLMInferenceServices.
+
+    An object whose ``ownerReferences`` are all gone (no live object with that uid) is deleted
+    (background propagation); one without owners is never collected. Returns the deleted names.
+    """
+    live = {
+        (i.get("metadata") or {}).get("uid") for i in kube.list(LLM_INFERENCE_SERVICES, namespace).get("items") or []
+    }
+    gone: list[str] = []
+    for cfg in kube.list(LLM_INFERENCE_SERVICE_CONFIGS, namespace).get("items") or []:
+        owners = [
+            o
+            for o in (cfg.get("metadata") or {}).get("ownerReferences") or []
+            if o.get("kind") == "LLMInferenceService"
+        ]
+        if owners and not any(o.get("uid") in live for o in owners):
+            name = cfg["metadata"]["name"]
+            kube.delete(LLM_INFERENCE_SERVICE_CONFIGS, name, namespace)
+            gone.append(name)
+    return gone

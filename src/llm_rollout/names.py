@@ -1,8 +1,9 @@
 """Deterministic, DNS-1123-safe object names.
 
-KServe and llm-d derive child object names from ours (``<name>-predictor``,
-``<name>-kserve-workload-prefill``, ``<name>-epp-sa`` ...), and a Service name may not exceed
-63 characters. We therefore cap our own names at :data:`MAX_NAME_LEN` characters and, when a
+KServe and llm-d derive child object names from ours (``<name>-predictor``; for an
+LLMInferenceService ``<name>-kserve``, ``<name>-kserve-prefill``, ``<name>-kserve-workload-svc``,
+``<name>-inference-pool``, ``<name>-epp-service`` ..., see :data:`LLMD_CHILD_SUFFIXES`), and a
+Service name may not exceed 63 characters. We therefore cap our own names at :data:`MAX_NAME_LEN` characters and, when a
 name has to be shortened, replace the tail with a short hash of the full name so that two long
 names never collapse onto the same short one.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 
 from llm_rollout.errors import SpecError
 
@@ -69,19 +71,83 @@ def dns_name(raw: str, *, field: str = "name", max_len: int = MAX_NAME_LEN) -> s
     return name
 
 
+LLMD_CHILD_SUFFIXES = (
+    "-kserve",
+    "-kserve-prefill",
+    "-kserve-workload-svc",
+    "-kserve-route",
+    "-kserve-router-scheduler",
+    "-kserve-self-signed-certs",
+    "-kserve-role",
+    "-kserve-rb",
+    "-inference-pool",
+    "-epp-service",
+    "-epp-sa",
+    "-epp-role",
+    "-epp-rb",
+)
+"""What KServe's llm-d controller appends to an LLMInferenceService's name, always through
+``kmeta.ChildName`` (``pkg/controller/v1alpha2/llmisvc/``: ``workload_single_node.go``
+``mainDeploymentName`` ``-kserve`` / ``prefillDeploymentName`` ``-kserve-prefill`` / the
+``-kserve`` service account, role and binding; ``router.go`` ``-kserve-route`` and the workload
+Service ``-kserve-workload-svc``; ``scheduler.go`` ``-inference-pool``, ``-epp-sa``, ``-epp-role``,
+``-epp-rb``, ``schedulerDeploymentName`` ``-kserve-router-scheduler``; the presets
+``config-llm-scheduler.yaml`` ``-epp-service`` and ``config-llm-*template.yaml``
+``-kserve-self-signed-certs``)."""
+
+LLMD_MEMBER_MAX_LEN = 63 - max(len(s) for s in LLMD_CHILD_SUFFIXES)
+"""Longest llm-d member name (38): every child keeps the plain ``<member><suffix>`` form.
+
+``kmeta.ChildName`` would hash a longer parent into an unreadable ``<head><md5>suffix``; at 38 or
+less every child name above is exactly ``<member><suffix>``, which is what a user looks for."""
+
+
+def child_name(parent: str, suffix: str) -> str:
+    """knative.dev/pkg ``kmeta.ChildName``: ``parent + suffix``, hashed to fit 63 characters.
+
+    Ported because KServe names every llm-d child with it: when ``parent + suffix`` is longer
+    than 63, the parent is cut and followed by the md5 of the whole parent (or, for a suffix of
+    31 characters or more, of parent and suffix together).
+    """
+    longest, head = 63, 63 - 32
+    if len(parent) <= longest - len(suffix):
+        return parent + suffix
+    if head - len(suffix) <= 0:
+        digest = hashlib.md5((parent + suffix).encode()).hexdigest()
+        out = parent[:head] + digest
+        if (room := longest - len(out)) > 0:
+            out += suffix[:room]
+        return out.rstrip("-")
+    return parent[: head - len(suffix)] + hashlib.md5(parent.encode()).hexdigest() + suffix
+
+
+def llmd_children(member: str, suffixes: Iterable[str] = LLMD_CHILD_SUFFIXES) -> dict[str, str]:
+    """The names KServe's llm-d controller gives the children of LLMInferenceService ``member``."""
+    return {suffix: child_name(member, suffix) for suffix in suffixes}
+
+
 def member_name(service: str, revision: str) -> str:
-    """Name of a revision-specific object: ``<service>-<short revision id>``, within the cap.
+    """Name of one llm-d member (an LLMInferenceService): ``<service>-<hash of revision>``.
+
+    At most :data:`LLMD_MEMBER_MAX_LEN` (38) characters, so the controller's children
+    (:data:`LLMD_CHILD_SUFFIXES`) keep plain names. A service name of up to 29 characters is kept
+    whole; a longer one is cut and followed by a hash of the *whole* service name, so two services
+    sharing a long prefix (``lean-rag-inference-team-alpha1`` and ``...-alpha1-eu``) never get the
+    same member name for the same revision.
 
     Args:
         service: The (already safe) service name.
         revision: Any revision identifier (artifact digest, run id, model URI).
 
     Returns:
-        A DNS-safe name that is stable for the same ``(service, revision)`` pair.
+        A DNS-1123 label, stable for the same ``(service, revision)`` pair and unique across services.
     """
-    suffix = short_hash(revision, 8)
-    head = service[: MAX_NAME_LEN - len(suffix) - 1].rstrip("-")
-    return f"{head}-{suffix}"
+    rev = short_hash(revision, 8)
+    if len(service) + 1 + len(rev) <= LLMD_MEMBER_MAX_LEN:
+        return f"{service}-{rev}"
+    svc = short_hash(service, 6)
+    head = service[: LLMD_MEMBER_MAX_LEN - len(svc) - len(rev) - 2].rstrip("-")
+    return f"{head}-{svc}-{rev}"
 
 
 ISVC_MEMBER_MAX_LEN = 12

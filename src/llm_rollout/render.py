@@ -42,9 +42,12 @@ _HEADERS = {
 # the llm-d endpoint picker. Rendered from the default spec with llmd.enabled and a prefill role
 # (see README "When to add llm-d"). Which knob does what:
 #
-#   LLMInferenceServiceConfig   the team-wide preset (llmd.preset_name) that members reference in
-#                               spec.baseRefs: container hardening for both roles, so every team
-#                               shares the same wiring (llmd.use_preset). No image: KServe's
+#   LLMInferenceServiceConfig   this service's preset (<service>-preset-<hash of its content>, or
+#                               llmd.preset_name) that its members reference in spec.baseRefs and
+#                               that they own (ownerReferences, added at deploy: it goes with the
+#                               last of them): container hardening for both roles (llmd.use_preset).
+#                               Never shared: KServe merges a preset's prefill into every service
+#                               that references it (config_merge.go). No image: KServe's
 #                               well-known presets keep theirs (ghcr.io/llm-d/llm-d-cuda), which
 #                               runs as non-root (the presets set runAsNonRoot: true) and ships
 #                               NIXL; llmd.image overrides it with an image that does the same

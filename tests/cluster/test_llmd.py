@@ -75,7 +75,7 @@ def test_pd_member_and_canary_share_the_group_and_reference_the_preset(kube_clus
     routes = {i["metadata"]["name"]: i["spec"]["router"]["route"] for i in items}
     assert {r["group"] for r in routes.values()} == {spec.route_group}
     assert sorted(r["weight"] for r in routes.values()) == [11, 100]
-    assert all(i["spec"]["baseRefs"] == [{"name": spec.llmd.preset_name}] for i in items)
+    assert all(i["spec"]["baseRefs"] == [{"name": builders.preset_name(spec)}] for i in items)
     for item in items:
         body = item["spec"]
         for role, workload in (("kv_consumer", body), ("kv_producer", body["prefill"])):
@@ -102,6 +102,7 @@ def _wait(client, name, namespace, timeout_s=2.0):
 def test_ready_pd_member_needs_every_condition(kube_cluster, kube_namespace, reconciler):
     client = kube(kube_cluster)
     spec = llmd_spec(kube_namespace, llmd=PD)
+    client.apply(builders.llm_inference_service_config(spec))  # its preset: ConfigNotFound without it
     obj = builders.llm_inference_service(spec, builders.default_member(spec, "hf://org/a", "ra"), weight=100)
     reconciler.set_default(ready_after_ms=200)
     client.apply(obj)
@@ -114,6 +115,7 @@ def test_ready_pd_member_needs_every_condition(kube_cluster, kube_namespace, rec
 def test_gateway_not_ready_is_named_a_gateway_problem(kube_cluster, kube_namespace, reconciler):
     client = kube(kube_cluster)
     spec = llmd_spec(kube_namespace, llmd=PD)
+    client.apply(builders.llm_inference_service_config(spec))  # its preset: ConfigNotFound without it
     obj = builders.llm_inference_service(spec, builders.default_member(spec, "hf://org/a", "ra"), weight=100)
     name = obj["metadata"]["name"]
     reconciler.behave(
@@ -137,6 +139,7 @@ def test_gateway_not_ready_is_named_a_gateway_problem(kube_cluster, kube_namespa
 def test_prefill_workload_not_ready_is_named_with_its_reason(kube_cluster, kube_namespace, reconciler):
     client = kube(kube_cluster)
     spec = llmd_spec(kube_namespace, llmd=PD)
+    client.apply(builders.llm_inference_service_config(spec))  # its preset: ConfigNotFound without it
     obj = builders.llm_inference_service(spec, builders.default_member(spec, "hf://org/a", "ra"), weight=100)
     name = obj["metadata"]["name"]
     reconciler.behave(

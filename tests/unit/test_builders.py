@@ -148,7 +148,7 @@ def test_llmd_prefill_decode_wiring():
     assert body["router"]["route"]["group"] == spec.route_group and body["router"]["route"]["weight"] == 100
     # Nothing customised: no inline config, KServe's own P/D picker config applies.
     assert body["router"]["scheduler"] == {}
-    assert body["baseRefs"] == [{"name": spec.llmd.preset_name}]
+    assert body["baseRefs"] == [{"name": b.preset_name(spec)}]
 
 
 def test_llmd_without_prefill_has_no_kv_transfer_and_prefix_cache_routing():

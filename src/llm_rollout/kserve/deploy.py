@@ -124,8 +124,9 @@ def register_runtime(
     """
     _require_kserve(spec)
     variant = variant_for(spec)
-    obj = variant.runtime_object()
+    variant.runtime_object()  # a bad spec is refused before any call
     check_crds(client, variant.llmd, need_canary=variant.need_canary_field())
+    obj = variant.owned_runtime_object(client)
     if obj is None:
         log.info("llm-d without a preset: no runtime object to register")
         return {}
@@ -234,6 +235,7 @@ def deploy(
     applied = client.apply(plan.obj, dry_run=dry_run)
     if lease == "created":
         acquire_lease(ref, client, run_id, rewrite=True)  # its manager keeps only the lease
+    variant.after_apply(client, applied, dry_run=dry_run)
     generation = (applied.get("metadata") or {}).get("generation")
     log.info(
         "%s %s/%s %s: %s revision %s (%s)%s",

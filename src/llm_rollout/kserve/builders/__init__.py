@@ -40,10 +40,13 @@ from llm_rollout.kserve.builders.isvc import (
 )
 from llm_rollout.kserve.builders.llmd import (
     EPP_API_VERSION,
+    check_member_name,
     endpoint_picker_config,
     kv_transfer_config,
     llm_inference_service,
     llm_inference_service_config,
+    owner_reference,
+    preset_name,
     vllm_additional_args,
 )
 from llm_rollout.kserve.builders.rbac import CRD_READER_RULES, RBAC_RULES, llmd_example_spec, rbac, render_all
@@ -67,6 +70,7 @@ __all__ = [
     "RUNTIME_API",
     "STOP_ANNOTATION",
     "Member",
+    "check_member_name",
     "default_member",
     "endpoint_picker_config",
     "inference_service",
@@ -74,7 +78,9 @@ __all__ = [
     "llm_inference_service",
     "llm_inference_service_config",
     "llmd_example_spec",
+    "owner_reference",
     "predictor_member",
+    "preset_name",
     "promoted_predictor",
     "rbac",
     "render_all",

@@ -1,7 +1,7 @@
 """The llm-d objects.
 
 ``LLMInferenceService`` members (prefill/decode workloads, NIXL KV transfer, router and route
-weight), the shared ``LLMInferenceServiceConfig`` preset and the endpoint-picker configuration.
+weight), the service's ``LLMInferenceServiceConfig`` preset and the endpoint-picker configuration.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from llm_rollout.kserve.builders.common import (
     run_label,
 )
 from llm_rollout.kserve.builders.promql import selector
+from llm_rollout.names import LLMD_MEMBER_MAX_LEN, is_dns_label, llmd_children, short_hash
 from llm_rollout.spec import RolloutSpec, WorkloadSpec
 from llm_rollout.spec.rules import check_no_template_actions
 from llm_rollout.vllm_args import server_args
@@ -278,7 +279,8 @@ def llm_inference_service(spec: RolloutSpec, member: Member, weight: int | None 
     if pd:
         body["prefill"] = _workload(spec, "prefill", ld.prefill)
     if ld.use_preset:
-        body["baseRefs"] = [{"name": ld.preset_name}]
+        body["baseRefs"] = [{"name": preset_name(spec)}]
+    check_member_name(member.name)
     labels = _labels(spec, **{LABEL_REVISION: member.revision})
     if member.run_id:
         labels[LABEL_RUN_ID] = run_label(member.run_id)
@@ -292,11 +294,64 @@ def llm_inference_service(spec: RolloutSpec, member: Member, weight: int | None 
     return obj
 
 
-def llm_inference_service_config(spec: RolloutSpec) -> dict[str, Any]:
-    """The shared ``LLMInferenceServiceConfig`` preset teams reference through ``baseRefs``.
+def check_member_name(name: str) -> None:
+    """Refuses a member name whose children KServe could not name plainly, naming them and the fix.
 
-    It carries what every member of a team's P/D deployments shares: the hardening of the ``main``
-    container and, only when ``llmd.image`` is set, its image. By default the image stays the one
+    KServe names the children of an LLMInferenceService ``kmeta.ChildName(<name>, <suffix>)``
+    (:data:`~llm_rollout.names.LLMD_CHILD_SUFFIXES`), labels its pods
+    ``app.kubernetes.io/name: <name>`` (a label value: at most 63 characters) and its workload
+    Service must be a DNS-1035 label (a letter first). Our own names
+    (:func:`~llm_rollout.names.member_name`) always fit; a name from elsewhere (a record, a
+    restored member) is checked here before anything is written.
+
+    Raises:
+        SpecError: A derived child name would be hashed or invalid.
+    """
+    children = llmd_children(name)
+    bad = {suffix: child for suffix, child in children.items() if child != name + suffix}
+    if len(name) > LLMD_MEMBER_MAX_LEN or bad or not is_dns_label(name) or not name[:1].isalpha():
+        shown = ", ".join(f"{name + suffix!r} -> {child!r}" for suffix, child in sorted(bad.items())[:3])
+        raise SpecError(
+            "name",
+            f"member {name!r} cannot be an LLMInferenceService of ours: KServe derives "
+            f"{name + '-kserve-workload-svc'!r}, {name + '-kserve-prefill'!r} ... from it, each at most 63 "
+            f"characters and starting with a letter" + (f" ({shown}: hashed by kmeta.ChildName)" if bad else ""),
+            f"use a member name of at most {LLMD_MEMBER_MAX_LEN} characters, a letter first "
+            "(llm-rollout derives '<service>-<hash>' itself: redeploy instead of reusing this name)",
+        )
+
+
+def preset_body(spec: RolloutSpec) -> dict[str, Any]:
+    """The ``spec`` of this service's preset (see :func:`llm_inference_service_config`)."""
+    main: dict[str, Any] = {"name": "main", "securityContext": _security_context()}
+    if spec.llmd.image:
+        main["image"] = spec.llmd.image
+    body: dict[str, Any] = {"template": {"containers": [main]}}
+    if spec.llmd.prefill is not None:
+        body["prefill"] = {"template": {"containers": [dict(main)]}}
+    return body
+
+
+def preset_name(spec: RolloutSpec) -> str:
+    """The preset's name: ``llmd.preset_name``, else ``<service>-preset-<hash of its content>``.
+
+    One preset per service *and* content: a P/D service's preset (with ``prefill``) never reaches
+    a service without P/D (KServe merges ``baseRefs`` first and treats ``Prefill != nil`` as P/D,
+    ``config_merge.go`` ``combineBaseRefsConfig``), and a new content is a new preset, so the
+    stable member's preset is never rewritten under it by a rollout.
+    """
+    if spec.llmd.preset_name:
+        return spec.llmd.preset_name
+    content = json.dumps(preset_body(spec), sort_keys=True, separators=(",", ":"))
+    return f"{spec.service_name}-preset-{short_hash(content, 8)}"
+
+
+def llm_inference_service_config(spec: RolloutSpec, owners: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """This service's ``LLMInferenceServiceConfig`` preset, which its members reference through ``baseRefs``.
+
+    It carries what every member of the service shares: the hardening of the ``main``
+    container and, only when ``llmd.image`` is set, its image; with ``llmd.prefill`` the same for
+    the prefill role. By default the image stays the one
     of KServe's well-known presets (``config/llmisvcconfig/config-llm-*template.yaml``:
     ``ghcr.io/llm-d/llm-d-cuda``), because those presets also set ``runAsNonRoot: true`` and the
     routing sidecar's ``--kv-connector=nixlv2``: the image must run as a non-root user and ship
@@ -304,18 +359,25 @@ def llm_inference_service_config(spec: RolloutSpec) -> dict[str, Any]:
     ``vllm-openai``), so under ``runAsNonRoot`` the kubelet would refuse to start it. The per-role
     NIXL wiring lives on the members themselves, because its ``kv_role`` differs between the
     prefill and decode roles.
+
+    Named by :func:`preset_name` (per service and content). ``owners`` are the members that
+    reference it (:func:`owner_reference`): Kubernetes' garbage collector deletes an object once
+    every owner is gone, so the preset goes with the service's last member.
     """
-    main: dict[str, Any] = {"name": "main", "securityContext": _security_context()}
-    if spec.llmd.image:
-        main["image"] = spec.llmd.image
-    body: dict[str, Any] = {"template": {"containers": [main]}}
-    if spec.llmd.prefill is not None:
-        body["prefill"] = {"template": {"containers": [dict(main)]}}
+    meta = _meta(spec, preset_name(spec))
+    if owners:
+        meta["ownerReferences"] = sorted(owners, key=lambda o: o["name"])
     obj = {
         "apiVersion": LLMISVC_API,
         "kind": "LLMInferenceServiceConfig",
-        "metadata": _meta(spec, spec.llmd.preset_name),
-        "spec": body,
+        "metadata": meta,
+        "spec": preset_body(spec),
     }
     check_no_template_actions(obj)
     return obj
+
+
+def owner_reference(member: dict[str, Any]) -> dict[str, Any]:
+    """The ``ownerReferences`` entry that makes a live LLMInferenceService an owner of a preset."""
+    meta = member.get("metadata") or {}
+    return {"apiVersion": LLMISVC_API, "kind": "LLMInferenceService", "name": meta["name"], "uid": meta["uid"]}

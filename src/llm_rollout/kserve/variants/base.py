@@ -114,6 +114,16 @@ class Variant(ABC):
     def runtime_object(self) -> dict[str, Any] | None:
         """The runtime object register-runtime applies (None: nothing to register)."""
 
+    def owned_runtime_object(self, client: KubeClient) -> dict[str, Any] | None:
+        """:meth:`runtime_object` as register-runtime applies it, with what it must keep from the cluster
+        (llm-d: the preset's ``ownerReferences`` to the members that use it)."""
+        return self.runtime_object()
+
+    def after_apply(self, client: KubeClient, applied: dict[str, Any], *, dry_run: bool = False) -> None:
+        """Called by deploy right after the new revision's object was applied (llm-d: the member
+        becomes an owner of its preset)."""
+        return None
+
     def need_canary_field(self) -> bool:
         """The InferenceService CRD must have ``spec.canary`` (KServe >= 0.20)."""
         return False

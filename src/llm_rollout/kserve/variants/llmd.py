@@ -159,6 +159,10 @@ def _promote(
             f"LLMInferenceService {ns}/{rec.member} is gone (rolled back or deleted); nothing to promote. Fix: redeploy"
         )
     served = {"member_spec": copy.deepcopy(new_live.get("spec") or {}), "labels": _labels(new_live)}
+    if spec.llmd.use_preset:
+        # restore() brings the member back; its preset may be gone with it (ownerReferences).
+        preset = builders.llm_inference_service_config(spec)
+        served["preset"] = {"name": preset["metadata"]["name"], "spec": preset["spec"]}
     if rec.stable is None:
         return {
             "action": "promote",
@@ -203,6 +207,9 @@ def _promote(
             "member_spec": copy.deepcopy(old.get("spec") or {}),
             "labels": _labels(old),
         }
+        preset = _live_preset(client, ns, old)
+        if preset is not None:
+            previous_record["preset"] = preset
     prefill = spec.llmd.prefill is not None
 
     def set_new_weight(weight: int) -> None:
@@ -276,6 +283,60 @@ def _rollback(
     return True, f"rolled back {rec.member}: weight 0 and deleted; {rec.stable.member} serves all traffic"
 
 
+def _live_preset(client: KubeClient, namespace: str, member: dict[str, Any]) -> dict[str, Any] | None:
+    """``{name, spec}`` of the preset (our LLMInferenceServiceConfig) live ``member`` references, if any."""
+    for ref in (member.get("spec") or {}).get("baseRefs") or []:
+        cfg = client.get_or_none(LLM_INFERENCE_SERVICE_CONFIGS, ref.get("name", ""), namespace)
+        if cfg is not None and _labels(cfg).get(LABEL_SERVICE):
+            return {"name": ref["name"], "spec": copy.deepcopy(cfg.get("spec") or {})}
+    return None
+
+
+_PRESET_LABELS = (LABEL_SERVICE, *builders.MANAGED_BY)
+
+
+def _owned_shape(cfg: dict[str, Any]) -> dict[str, Any]:
+    """What we apply of a live preset: name, namespace, labels and spec."""
+    meta = _meta(cfg)
+    return {
+        "apiVersion": cfg["apiVersion"],
+        "kind": cfg["kind"],
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "labels": _labels(cfg)},
+        "spec": copy.deepcopy(cfg.get("spec") or {}),
+    }
+
+
+def _preset_owners(client: KubeClient, spec: Any, preset: str) -> list[dict[str, Any]]:
+    """``ownerReferences`` for preset ``preset``: every live member of the service that references it."""
+    members = (
+        client.list(LLM_INFERENCE_SERVICES, spec.namespace, label_selector=f"{LABEL_SERVICE}={spec.service_name}").get(
+            "items"
+        )
+        or []
+    )
+    return [
+        builders.owner_reference(m)
+        for m in members
+        if (m.get("metadata") or {}).get("uid")
+        and any(ref.get("name") == preset for ref in (m.get("spec") or {}).get("baseRefs") or [])
+    ]
+
+
+def _with_owners(client: KubeClient, spec: Any, preset: dict[str, Any]) -> dict[str, Any]:
+    """``preset`` (an LLMInferenceServiceConfig) owned by the members that reference it.
+
+    Owned, a preset goes with the last member that uses it (Kubernetes' garbage collector deletes
+    an object once every owner is gone); each apply lists every current owner, since one field
+    manager's apply replaces the list it owns.
+    """
+    out = copy.deepcopy(preset)
+    out["metadata"].pop("ownerReferences", None)
+    owners = _preset_owners(client, spec, out["metadata"]["name"])
+    if owners:
+        out["metadata"]["ownerReferences"] = sorted(owners, key=lambda o: o["name"])
+    return out
+
+
 class LlmdGroup(Variant):
     """An llm-d group: ``LLMInferenceService`` members of ``<service>`` in one route group."""
 
@@ -301,6 +362,18 @@ class LlmdGroup(Variant):
 
     def runtime_object(self) -> dict[str, Any] | None:
         return builders.llm_inference_service_config(self.spec) if self.spec.llmd.use_preset else None
+
+    def owned_runtime_object(self, client: KubeClient) -> dict[str, Any] | None:
+        obj = self.runtime_object()
+        return None if obj is None else _with_owners(client, self.spec, obj)
+
+    def after_apply(self, client: KubeClient, applied: dict[str, Any], *, dry_run: bool = False) -> None:
+        # The new member now has a uid: it joins the owners of its preset (and the preset exists
+        # even when register-runtime ran against another namespace or not at all).
+        if self.spec.llmd.use_preset:
+            client.apply(
+                _with_owners(client, self.spec, builders.llm_inference_service_config(self.spec)), dry_run=dry_run
+            )
 
     def member_name(self, revision: str) -> str:
         return member_name(self.spec.service_name, revision)
@@ -408,6 +481,18 @@ class LlmdGroup(Variant):
         weight = _weight(cur_live) or 100
         body = copy.deepcopy(member_spec)
         body.setdefault("router", {}).setdefault("route", {})["weight"] = weight
+        preset = previous.get("preset")
+        preset_labels = {k: v for k, v in (previous.get("labels") or {}).items() if k in _PRESET_LABELS}
+        if preset:
+            # Its preset went with it (ownerReferences); it comes back first, as register-runtime made it.
+            client.apply(
+                {
+                    "apiVersion": LLMISVC_API,
+                    "kind": "LLMInferenceServiceConfig",
+                    "metadata": {"name": preset["name"], "namespace": namespace, "labels": preset_labels},
+                    "spec": preset["spec"],
+                }
+            )
         obj = {
             "apiVersion": LLMISVC_API,
             "kind": "LLMInferenceService",
@@ -415,6 +500,9 @@ class LlmdGroup(Variant):
             "spec": body,
         }
         applied = client.apply(obj)
+        if preset:
+            live_preset = client.get(LLM_INFERENCE_SERVICE_CONFIGS, preset["name"], namespace)
+            client.apply(_with_owners(client, self.spec, _owned_shape(live_preset)))
         wait_ready(
             client,
             previous["member"],
