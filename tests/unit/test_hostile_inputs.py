@@ -93,6 +93,13 @@ HOSTILE = [
         "control",
         "one line",
     ),
+    (
+        _with(LLMD, llmd={"enabled": True, "decode": {"scaling": {"prometheus_url": "http://p:9090/{{ .Spec }}"}}}),
+        "llmd.decode.scaling.prometheus_url",
+        "Go template action",
+        "without '{{'",
+    ),
+    ({"validation": {"recovery": {"base_url": "http://h\n"}}}, "validation.recovery.base_url", "control", "one line"),
     # 3. Bounded: counts and sizes (each with its bound in the fix), no inf.
     (
         {"validation": {"load": {"concurrency": [100000]}}},

@@ -290,8 +290,15 @@ def check_consumer_rules(spec: RolloutSpec) -> None:
             f"{excerpt(ld.kv_connector)} is not a vLLM KV connector class name",
             "give the class name, e.g. 'NixlConnector'",
         )
-    for role, url in spec.validation.metrics_urls.items():
-        _no_control(url, f"validation.metrics_urls.{role}", "no HTTP request line can carry")
+    urls = [(f"validation.metrics_urls.{role}", url) for role, url in spec.validation.metrics_urls.items()]
+    urls.append(("validation.recovery.base_url", spec.validation.recovery.base_url or ""))
+    scalings = [("scaling", spec.scaling), ("llmd.decode.scaling", ld.decode.scaling)]
+    if ld.prefill is not None:
+        scalings.append(("llmd.prefill.scaling", ld.prefill.scaling))
+    urls += [(f"{where}.prometheus_url", sc.prometheus_url) for where, sc in scalings if sc is not None]
+    for field, url in urls:
+        _no_control(url, field, "no HTTP request line can carry")
+        _no_template(url, field)  # a role's KEDA trigger sits inside the LLMInferenceService
     if spec.validation.api_key_env:
         check_api_key_env(spec.validation.api_key_env)
     if spec.validation.api_key_file:
