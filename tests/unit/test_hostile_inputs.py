@@ -78,7 +78,6 @@ HOSTILE = [
         "not a valid HTTPRoute",
         "lowercase",
     ),
-    (_with(LLMD, model={"uri": 'hf://org/m"x'}), "model.uri", "quote or backslash", "without quotes"),
     (_with(LLMD, model={"uri": "hf://org/{{m}}"}), "model.uri", "Go template action", "without '{{'"),
     (_with(LLMD, model={"uri": "hf://org/m\nx"}), "model.uri", "newline", "one line"),
     (

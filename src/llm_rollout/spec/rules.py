@@ -250,14 +250,8 @@ def check_consumer_rules(spec: RolloutSpec) -> None:
         check_label_value(model.revision, "model.revision")
     for field, value in (("model.uri", model.uri), ("model.digest", model.digest or "")):
         _no_template(value, field)
+        # Quotes are safe here: the URI reaches the template as JSON-encoded data, never substituted into it.
         _no_control(value, field, "breaks the storage URI KServe puts into the pod's command line")
-        if '"' in value or "\\" in value:
-            raise SpecError(
-                field,
-                f"{excerpt(value)} holds a quote or backslash, which breaks the JSON KServe's presets are merged as "
-                "(config_merge.go ReplaceVariables puts it into the template as it is)",
-                "give the URI without quotes or backslashes (percent-encode such characters)",
-            )
     for name, value in rt.env.items():
         check_env_name(name, f"runtime.env.{name}")
         _no_template(value, f"runtime.env.{name}")
