@@ -107,3 +107,29 @@ def tiny_model_files(tmp_path):
     (root / "config.json").write_text('{"model_type": "llama"}')
     (root / "model.safetensors").write_bytes(b"\x00" * 64)
     return root
+
+
+def test_a_rolled_back_candidate_fails_the_run_with_the_reason_after_the_rollback(tmp_path):
+    """fail_on_rollback: the rollback is complete and recorded first, then the step fails (red in the UI)."""
+    from llm_rollout.record import DeploymentRecord
+
+    spec = steps.effective_spec(json.dumps({"local": {"state_dir": str(tmp_path / "state")}}), "local")
+    record = DeploymentRecord(
+        platform="local",
+        kind="LocalServer",
+        name=spec.service_name,
+        namespace="local",
+        member=f"{spec.service_name}-cand",
+        revision="r1",
+        model_uri=str(tmp_path / "model"),
+        served_model_name=spec.served_model_name,
+        endpoint_url="http://127.0.0.1:9/v1",
+        run_id="run-1",
+    ).to_json()
+    reason = "fail: slo: p95_ttft_ms 900 > 500"
+    with pytest.raises(steps.RolledBack, match="p95_ttft_ms 900 > 500"):
+        steps.rollback_step(spec, record, reason=reason, run_id="run-1", fail_on_rollback=True)
+    _, outcome = steps.finalize_with_outcome(spec, run_id="run-1", state="FAILED", platform="local")
+    assert outcome == "rolled-back"
+    # Off: the same rollback is an answer, not a failure (a rerun records nothing twice).
+    assert "nothing to roll back" in steps.rollback_step(spec, record, reason=reason, run_id="run-1")
