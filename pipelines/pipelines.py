@@ -213,7 +213,7 @@ def deploy_pipeline(
                 c,
                 prepare.outputs["spec"],
                 model_uri,
-                prepare.outputs["content_id"],
+                prepare.outputs["model_digest"],
                 secret=secret,
                 fail_on_rollback=fail_on_rollback,
                 validate_node_selector=validate_node_selector,

@@ -13,7 +13,7 @@ def prepare_rollout(
     platform: str = "",
     namespace: str = "",
     for_optimize: bool = False,
-) -> NamedTuple("PrepareOutputs", [("spec", str), ("content_id", str), ("importable", str)]):
+) -> NamedTuple("PrepareOutputs", [("spec", str), ("content_id", str), ("model_digest", str), ("importable", str)]):
     """Applies the run's main choices to the spec and identifies the model by its content.
 
     The later steps take this step's ``spec``, so the pipeline's ``platform`` and ``namespace``
@@ -36,7 +36,10 @@ def prepare_rollout(
 
     Returns:
         spec: The effective spec as JSON, for the later steps.
-        content_id: The model's content identity (``sha256:...`` or ``run:<id>`` when unknown).
+        content_id: The model's content identity (``sha256:...``, or ``run:<id>`` when unknown: every
+            run is then new content), for the optimize step's cache key.
+        model_digest: The content digest when known here, else empty: deploy-model's "already
+            promoted" test (an empty digest leaves it to the URI and the stable record).
         importable: ``true`` when KFP's importer accepts the URI (gs, s3, minio, mem, oci).
     """
     from collections import namedtuple
@@ -49,5 +52,5 @@ def prepare_rollout(
     model_source.metadata.update(result["lineage"])
     with open(model_source.path, "w") as fh:
         fh.write(model_uri + "\n")
-    outputs = namedtuple("PrepareOutputs", ["spec", "content_id", "importable"])
-    return outputs(result["spec"], result["content_id"], result["importable"])
+    outputs = namedtuple("PrepareOutputs", ["spec", "content_id", "model_digest", "importable"])
+    return outputs(result["spec"], result["content_id"], result["lineage"]["content_id"], result["importable"])

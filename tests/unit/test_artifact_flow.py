@@ -81,5 +81,11 @@ def test_llm_deploy_registers_the_model_and_deploys_its_uri(compiled):
     # The importer runs only for the schemes KFP's importer accepts (importer_launcher.go); deploy
     # follows prepare-rollout, whose model_source artifact holds the lineage of any URI.
     assert "prepare-rollout" in deploy["dependentTasks"]
+    # The digest, when prepare-rollout can read it, decides "already promoted"; never the run-id
+    # fallback of content_id (which only keeps optimize-model's cache key new).
+    assert deploy["inputs"]["parameters"]["model_digest"]["taskOutputParameter"] == {
+        "producerTask": "prepare-rollout",
+        "outputParameterKey": "model_digest",
+    }
     importable_if = tasks[next(n for n, t in tasks.items() if t["componentRef"]["name"] == "comp-condition-2")]
     assert importable_if["triggerPolicy"]["condition"].endswith("prepare-rollout-importable'] == 'true'")
