@@ -27,8 +27,11 @@ otherwise. :meth:`Reconciler.backends_of` says where the service address sends r
 a test's router in front of real servers.
 
 Switches are global (:meth:`Reconciler.set_default`) or per object name
-(:meth:`Reconciler.behave`). ``url`` points the written URLs at a real endpoint (a local vLLM)
-for tests that need traffic. The status shapes follow KServe's own (see ``llm_rollout.kserve.wait`` for
+(:meth:`Reconciler.behave`). An InferenceService's URLs are upstream's (:func:`upstream_urls`:
+ingress hosts from ``GenerateDomainName``, the predictor Service's cluster-local address; Knative tag
+URLs only with tag routing on); ``url`` points an LLMInferenceService's at a real endpoint. Each
+predictor's pod template is computed as ``buildObjectMeta`` builds it and every change counted
+(:meth:`Reconciler.pod_template_versions`). The status shapes follow KServe's own (see ``llm_rollout.kserve.wait`` for
 the sources): ``PredictorReady``/``IngressReady``/``Ready``, ``CanaryPredictorReady`` (reason
 ``AllCanariesReady``) with ``status.canaryStatuses``; for LLMInferenceService ``PresetsCombined``,
 ``MainWorkloadReady``, ``PrefillWorkloadReady``, ``WorkloadsReady``, ``HTTPRoutesReady``,
@@ -86,7 +89,10 @@ class Behaviour:
         reason: Reason of the not-ready conditions (``never``/``degrade``).
         message: Message of the not-ready conditions.
         degrade_after_ms: How long ``degrade`` stays Ready.
-        url: Real endpoint to write as the object's URLs (e.g. a local vLLM ``http://127.0.0.1:PORT``).
+        url: LLMInferenceService only: a real endpoint to write as its URLs (e.g. a local vLLM
+            ``http://127.0.0.1:PORT``). An InferenceService's status carries the addresses upstream
+            writes (:func:`upstream_urls`); a test reaches a real server behind them through
+            ``$LLM_ROLLOUT_ADDRESS_MAP``, as a user outside the cluster would.
         failing: LLMInferenceService only: the leaf conditions that carry ``reason`` while not
             ready (e.g. ``("GatewaysReady",)`` with ``WaitingForGateway``: workloads up, router
             not); the others are True and the roll-ups (``WorkloadsReady``, ``RouterReady``,
@@ -202,9 +208,110 @@ def service_backends(isvc: dict[str, Any], *, gateway_api: bool) -> list[tuple[s
     return [(stable, 100 - sum(w for _, w in canaries)), *canaries]
 
 
-def _template(pred: dict[str, Any]) -> str:
-    """What goes into a child's pod template (everything but the scaling/traffic fields)."""
-    return json.dumps({k: v for k, v in pred.items() if k not in _SCALING_KEYS}, sort_keys=True)
+INGRESS_DOMAIN = "example.com"
+"""KServe's default ``ingressDomain`` (``config/configmap/inferenceservice.yaml``)."""
+CLUSTER_DOMAIN = "cluster.local"
+
+
+def generate_domain_name(name: str, namespace: str) -> str:
+    """``ingress/domain.go`` ``GenerateDomainName`` with the default domain template
+    ``{{ .Name }}-{{ .Namespace }}.{{ .IngressDomain }}``."""
+    return f"{name}-{namespace}.{INGRESS_DOMAIN}"
+
+
+def upstream_urls(isvc: str, namespace: str, predictor_svc: str, mode: str) -> dict[str, Any]:
+    """The URLs and addresses KServe writes into an InferenceService's status.
+
+    Standard: ``status.url`` from ``createRawURL`` (``httproute_reconciler.go``: the ingress host of
+    the InferenceService, ``GenerateDomainName(isvc.Name)``); ``status.address.url`` from
+    ``createAddress`` (``kube_ingress_reconciler.go``: ``http://`` + the stable predictor Service's
+    cluster-local host name, no port); the predictor component's ``url`` from the raw reconciler's
+    ``createRawURL`` (``raw_kube_reconciler.go``: ``GenerateDomainName(<predictor Service name>)``),
+    set only once ready (``PropagateRawStatus``); a canary gets no URL at all (``CanaryStatus``).
+    Knative: the component is the Knative Service's (``PropagateStatus``): its URL under Knative's
+    domain template and its cluster-local address.
+    """
+    out: dict[str, Any] = {
+        "url": f"http://{generate_domain_name(isvc, namespace)}",
+        "address": f"http://{predictor_svc}.{namespace}.svc.{CLUSTER_DOMAIN}",
+    }
+    if mode == "Knative":
+        out["component"] = {
+            "url": f"http://{predictor_svc}.{namespace}.{INGRESS_DOMAIN}",
+            "address": {"url": f"http://{predictor_svc}.{namespace}.svc.{CLUSTER_DOMAIN}"},
+        }
+    else:
+        out["component"] = {"url": f"http://{generate_domain_name(predictor_svc, namespace)}"}
+    return out
+
+
+SERVICE_ANNOTATION_DISALLOWED = (
+    "autoscaling.knative.dev/min-scale",
+    "autoscaling.knative.dev/max-scale",
+    "internal.serving.kserve.io/storage-initializer-sourceuri",
+    "kubectl.kubernetes.io/last-applied-configuration",
+    "modelFormat",
+)
+"""KServe's default ``serviceAnnotationDisallowedList`` (``config/configmap/inferenceservice.yaml``)."""
+
+
+def merge_override(dst: Any, src: Any) -> Any:
+    """``mergo.Merge(&dst, src, mergo.WithOverride)`` on JSON: maps merged key by key, every non-empty
+    value of ``src`` replaces ``dst``'s (lists whole); empty values of ``src`` leave ``dst``'s."""
+    if isinstance(dst, dict) and isinstance(src, dict):
+        out = copy.deepcopy(dst)
+        for key, value in src.items():
+            out[key] = merge_override(out.get(key), value) if key in out else copy.deepcopy(value)
+        return out
+    return copy.deepcopy(src) if src not in (None, "", [], {}, 0, False) else copy.deepcopy(dst)
+
+
+def build_canary_predictor(stable: dict[str, Any], canary: dict[str, Any]) -> dict[str, Any]:
+    """``components/predictor.go`` ``buildCanaryPredictor``: the stable predictor with the canary's
+    fields merged over it, the autoscaling fields zeroed (the replica count is fixed)."""
+    out = merge_override(stable, canary)
+    for key in ("maxReplicas", "scaleTarget", "scaleMetric", "autoScaling"):
+        out.pop(key, None)
+    return out
+
+
+def pod_template(isvc_meta: dict[str, Any], pred: dict[str, Any]) -> dict[str, Any]:
+    """What KServe puts into a predictor's pod template (Standard: the Deployment's; Knative: the
+    revision's), as far as the InferenceService decides it.
+
+    Metadata per ``components/predictor.go`` ``buildObjectMeta``: labels = the InferenceService's,
+    then the predictor's, then ``serving.kserve.io/inferenceservice`` and ``component``; annotations
+    = the InferenceService's and the predictor's, less ``serviceAnnotationDisallowedList``. The pod
+    spec is built from the predictor (model, runtime, resources, ...): everything but its name and
+    the scaling/traffic fields, which change replicas and routes, not pods.
+    """
+    labels = {
+        **(isvc_meta.get("labels") or {}),
+        **(pred.get("labels") or {}),
+        "serving.kserve.io/inferenceservice": isvc_meta.get("name", ""),
+        "component": "predictor",
+    }
+    annotations = {
+        k: v
+        for k, v in {**(isvc_meta.get("annotations") or {}), **(pred.get("annotations") or {})}.items()
+        if k not in SERVICE_ANNOTATION_DISALLOWED
+    }
+    body = {k: v for k, v in pred.items() if k not in (*_SCALING_KEYS, "name", "labels", "annotations")}
+    return {"metadata": {"labels": labels, "annotations": annotations}, "spec": body}
+
+
+def pod_templates(isvc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The pod template of every predictor workload of an InferenceService, by workload name
+    (``PredictorServiceName``): the stable predictor's, and each canary's as
+    ``reconcileCanaryDeployments`` builds it (``buildCanaryPredictor`` over the stable)."""
+    meta, spec = isvc.get("metadata") or {}, isvc.get("spec") or {}
+    name = meta.get("name", "")
+    stable = spec.get("predictor") or {}
+    out = {predictor_service_name(name, stable.get("name") or ""): pod_template(meta, stable)}
+    for entry in spec.get("canary") or []:
+        cp = entry.get("predictor") or {}
+        out[predictor_service_name(name, cp.get("name") or "")] = pod_template(meta, build_canary_predictor(stable, cp))
+    return out
 
 
 @dataclass
@@ -238,30 +345,27 @@ class _Ksvc:
     canary_percent: int | None = None
     ready: bool = False
 
-    def component_status(self, url: str | None, svc: str, ns: str) -> dict[str, Any]:
+    def component_status(self, tag_routing: bool, svc: str, ns: str) -> dict[str, Any]:
+        """The predictor's status as KServe copies it from the Knative Service: traffic targets as
+        ``ksvc_reconciler.go`` builds them (``latest`` tagged only with
+        ``serving.kserve.io/enable-tag-routing: "true"``; ``prev`` below 100 %), and a URL for each
+        tagged target the way Knative names it (its default tag template ``{{.Tag}}-{{.Name}}`` under
+        the domain template ``{{.Name}}.{{.Namespace}}.{{.Domain}}``, domain ``example.com``)."""
+
+        def tagged(target: dict[str, Any], tag: str) -> dict[str, Any]:
+            return {**target, "tag": tag, "url": f"http://{tag}-{svc}.{ns}.example.com"}
+
         traffic: list[dict[str, Any]] = []
         pct = self.canary_percent
         if pct is not None and self.latest_rolledout:
-            traffic.append(
-                {
-                    "revisionName": self.latest_ready,
-                    "percent": pct,
-                    "latestRevision": True,
-                    "tag": "latest",
-                    "url": url or f"http://latest-{svc}.{ns}.example.com",
-                }
-            )
+            latest = {"revisionName": self.latest_ready, "percent": pct, "latestRevision": True}
+            traffic.append(tagged(latest, "latest") if tag_routing else latest)
             if pct < 100:
-                traffic.append(
-                    {
-                        "revisionName": self.latest_rolledout,
-                        "percent": 100 - pct,
-                        "latestRevision": False,
-                        "tag": "prev",
-                    }
-                )
+                prev = {"revisionName": self.latest_rolledout, "percent": 100 - pct, "latestRevision": False}
+                traffic.append(tagged(prev, "prev"))
         elif self.latest_ready:
-            traffic.append({"revisionName": self.latest_ready, "percent": 100, "latestRevision": True})
+            latest = {"revisionName": self.latest_ready, "percent": 100, "latestRevision": True}
+            traffic.append(tagged(latest, "latest") if tag_routing else latest)
         out: dict[str, Any] = {
             "latestCreatedRevision": self.latest_created,
             "latestReadyRevision": self.latest_ready,
@@ -304,13 +408,16 @@ class _Children:
             elif phase == "degraded":
                 dep.broken = True  # the pods crash after having been up
 
-    def reconcile_knative(self, isvc: str, spec: dict[str, Any], phase: str) -> None:
+    def reconcile_knative(
+        self, isvc: str, spec: dict[str, Any], phase: str, meta: dict[str, Any] | None = None
+    ) -> None:
         """Knative mode: one Knative Service named after the (unnamed) predictor; a template change
         is a new revision; traffic as ``ksvc_reconciler.go`` splits it; rollouts tracked as
         ``PropagateStatus`` does."""
         pred = spec.get("predictor") or {}
         ksvc = self.ksvc.setdefault(predictor_service_name(isvc, pred.get("name") or ""), _Ksvc())
-        template = _template(pred)
+        # A revision per template: the predictor and the metadata buildObjectMeta copies into it.
+        template = json.dumps(pod_template(meta or {"name": isvc}, pred), sort_keys=True)
         pct = pred.get("canaryTrafficPercent")
         # ksvc_reconciler.go: a split (latest + the last rolled-out revision) only with a percent
         traffic_spec = json.dumps([pct, ksvc.latest_rolledout] if pct is not None else None)
@@ -411,6 +518,7 @@ class Reconciler:
         self._ready_cv = threading.Condition(self._lock)
         self.gateway_api = False
         """KServe's ``enableGatewayApi`` (default false): whether canary weights route traffic."""
+        self._pod_templates: dict[tuple[str, str], list[str]] = {}
 
     # Switches ----------------------------------------------------------------------------------
 
@@ -453,6 +561,23 @@ class Reconciler:
                 if key[2] == name
                 for n, d in children.deployments.items()
             }
+
+    def pod_template_versions(self, name: str) -> dict[str, int]:
+        """How many pod templates each predictor workload of InferenceService ``name`` has had:
+        ``{Deployment or Knative Service name: versions}``. Each version after the first is a rolling
+        restart of its pods (Standard) or a new revision (Knative); a workload deleted and created
+        again keeps counting (its pods started again too)."""
+        with self._lock:
+            return {w: len(v) for (isvc, w), v in self._pod_templates.items() if isvc == name}
+
+    def _track_pod_templates(self, obj: dict[str, Any]) -> None:
+        """Records each predictor workload's pod template when it changes (see :func:`pod_templates`)."""
+        name = (obj.get("metadata") or {}).get("name", "")
+        for workload, template in pod_templates(obj).items():
+            text = json.dumps(template, sort_keys=True)
+            seen = self._pod_templates.setdefault((name, workload), [])
+            if not seen or seen[-1] != text:
+                seen.append(text)
 
     def knative_services_of(self, name: str) -> list[str]:
         """Knative mode: the simulated Knative Services of InferenceService ``name``."""
@@ -734,8 +859,10 @@ class Reconciler:
             spec, phase = children.last_spec, "ready"  # what it saw before: nothing new is reconciled
         else:
             children.last_spec = copy.deepcopy(spec)
+            with self._lock:
+                self._track_pod_templates(obj)
             if mode == "Knative":
-                children.reconcile_knative(name, spec, phase)
+                children.reconcile_knative(name, spec, phase, meta)
             else:
                 children.reconcile_raw(name, spec, phase)
         pred = spec.get("predictor") or {}
@@ -751,8 +878,7 @@ class Reconciler:
             pred_ready = dep.ready
             observed = dep.generation  # ss.ObservedGeneration = deploymentList[0]'s
         reason, message = ("", "") if pred_ready else self._not_ok(phase if phase != "ready" else "progress", b)
-        internal = f"http://{svc}.{ns}.svc.cluster.local"
-        url = b.url or f"http://{name}-{ns}.example.com"
+        urls = upstream_urls(name, ns, svc, mode)
         conditions = [
             _cond("IngressReady", True),
             _cond("PredictorReady", pred_ready, reason, message),
@@ -760,7 +886,7 @@ class Reconciler:
         ]
         component: dict[str, Any] = {}
         if pred_ready:  # statusSpec.URL is set only when the component is ready
-            component = {"url": b.url or internal, "address": {"url": b.url or internal}}
+            component = dict(urls["component"])
         model_status: dict[str, Any] = {
             "transitionStatus": "UpToDate"
             if pred_ready
@@ -774,8 +900,8 @@ class Reconciler:
         status: dict[str, Any] = {
             "observedGeneration": observed,
             "conditions": conditions,
-            "url": url,
-            "address": {"url": b.url or f"http://{name}.{ns}.svc.cluster.local"},
+            "url": urls["url"],
+            "address": {"url": urls["address"]},
             "deploymentMode": mode,
             "servingRuntimeName": (pred.get("model") or {}).get("runtime", ""),
             "modelStatus": model_status,
@@ -783,7 +909,8 @@ class Reconciler:
         }
         if mode == "Knative":
             ksvc = children.ksvc.get(svc) or _Ksvc()
-            component.update(ksvc.component_status(b.url, svc, ns))
+            tag_routing = (meta.get("annotations") or {}).get("serving.kserve.io/enable-tag-routing") == "true"
+            component.update(ksvc.component_status(tag_routing, svc, ns))
         canaries = spec.get("canary") or []
         if canaries and mode == "Standard":
             # components/predictor.go reconcileCanaryDeployments: {name, ready, trafficPercent}

@@ -26,7 +26,7 @@ from llm_rollout.kserve.restore import rollback_to_previous
 from llm_rollout.kserve.rollback import finalize_run, rollback
 from llm_rollout.kserve.variants import variant_for
 from llm_rollout.kserve.variants.base import PromotionConflict
-from llm_rollout.kube import INFERENCE_SERVICES, LLM_INFERENCE_SERVICE_CONFIGS, LLM_INFERENCE_SERVICES
+from llm_rollout.kube import INFERENCE_SERVICES, LEASES, LLM_INFERENCE_SERVICES
 from llm_rollout.platform import format_status
 from llm_rollout.spec import RolloutSpec
 from tests.cluster._support import kube, llmd_spec, make_spec, objects_in, rv
@@ -57,6 +57,16 @@ def _isvc(client, spec):
 
 def _ann(obj):
     return obj["metadata"].get("annotations") or {}
+
+
+def _state(client, spec):
+    """The service's rollout Lease ``<service>-rollout``: lease and records, never on the serving object."""
+    return client.get(LEASES, f"{spec.service_name}-rollout", spec.namespace)
+
+
+def _held_by(client, spec):
+    held = lease.lease_of(_state(client, spec))
+    return held and held["holder"]
 
 
 def _managers(obj):
@@ -105,25 +115,30 @@ def test_first_rollout_pass_marks_it_stable_and_records_it(kube_cluster, kube_na
     spec = make_spec(kube_namespace)
     first = _deploy(spec, client, "s3://models/a", "ra", "run-1", artifact_digest="sha256:aaa")
     live = _isvc(client, spec)
-    assert lease.lease_of(live)["holder"] == "run-1"
-    assert live["spec"]["predictor"]["labels"] == {LABEL_MEMBER: first.member, LABEL_RUN_ID: "run-1"}
+    assert _held_by(client, spec) == "run-1"
+    assert live["spec"]["predictor"]["labels"] == {
+        LABEL_MEMBER: first.member,
+        LABEL_REVISION: "ra",
+        LABEL_RUN_ID: "run-1",
+    }
 
     result = _promote(spec, client, first)
     assert result["action"] == "promote" and "first rollout" in result["message"]
     after = _isvc(client, spec)
     assert after["spec"] == live["spec"] and after["metadata"]["generation"] == live["metadata"]["generation"]
-    ann = _ann(after)
+    assert after["metadata"]["labels"] == live["metadata"]["labels"] and _ann(after) == _ann(live)
+    ann = _ann(_state(client, spec))
     assert ann[records.PROMOTED_MEMBER] == first.member
     assert ann[records.PROMOTED_MODEL_URI] == "s3://models/a"
     assert ann[records.PROMOTED_DIGEST] == "sha256:aaa"
     assert ann[records.PROMOTED_RUN_ID] == "run-1"
     assert ann[records.PROMOTED_VERDICT] == "pass: p95_ttft_ms 42 <= 100"
     assert ann[records.PROMOTED_AT].endswith("Z")
-    assert lease.LEASE_HOLDER not in ann and records.PREVIOUS_STABLE not in ann
+    assert _held_by(client, spec) is None and records.PREVIOUS_STABLE not in ann
     history = json.loads(ann[records.HISTORY])
     assert [(h["action"], h["member"], h["run_id"]) for h in history] == [("promote", first.member, "run-1")]
-    # The lease's field manager owns nothing any more; the spec is ours alone.
-    assert "llm-rollout" in _managers(after) and records.RECORD_MANAGER in _managers(after)
+    # Lease and records are written to the Lease only; the InferenceService is the spec's manager's alone.
+    assert _managers(after) == ["llm-rollout"] and records.RECORD_MANAGER in _managers(_state(client, spec))
 
     again = _promote(spec, client, first)
     assert again["action"] == "none" and again["message"].startswith("already promoted")
@@ -148,8 +163,8 @@ def test_standard_promote_moves_the_canary_into_the_predictor(kube_cluster, kube
     record = _deploy(spec, client, "s3://models/b", "rb", "run-2", artifact_digest="sha256:bbb")
     before = _isvc(client, spec)
     canary_pred = before["spec"]["canary"][0]["predictor"]
-    assert canary_pred["labels"] == {LABEL_MEMBER: record.member, LABEL_RUN_ID: "run-2"}
-    assert lease.lease_of(before)["holder"] == "run-2"
+    assert canary_pred["labels"] == {LABEL_MEMBER: record.member, LABEL_REVISION: "rb", LABEL_RUN_ID: "run-2"}
+    assert _held_by(client, spec) == "run-2"
 
     result = _promote(spec, client, record)
     assert result == {
@@ -164,15 +179,17 @@ def test_standard_promote_moves_the_canary_into_the_predictor(kube_cluster, kube
     assert record.member == "rb" and "maxReplicas" not in canary_pred
     assert live["spec"] == {"predictor": _promoted(canary_pred, "rb", kube_namespace)}
     assert live["spec"]["predictor"]["maxReplicas"] == stable_pred["maxReplicas"]
-    assert live["metadata"]["labels"][LABEL_REVISION] == "rb"
-    assert live["status"]["components"]["predictor"]["url"] == record.endpoint_url
-    ann = _ann(live)
+    assert live["spec"]["predictor"]["labels"][LABEL_REVISION] == "rb"
+    assert live["metadata"]["labels"] == before["metadata"]["labels"] and _ann(live) == _ann(before)
+    # Validated at the Service KServe creates for the canary, which serves as the stable one now.
+    assert record.endpoint_url == f"http://chat-rb-predictor.{kube_namespace}.svc.cluster.local"
+    ann = _ann(_state(client, spec))
     assert ann[records.PROMOTED_MEMBER] == record.member and ann[records.PROMOTED_DIGEST] == "sha256:bbb"
     previous = json.loads(ann[records.PREVIOUS_STABLE])
     assert previous["member"] == first.member and previous["model_uri"] == "s3://models/a"
     assert previous["predictor"] == stable_pred
     assert [h["member"] for h in json.loads(ann[records.HISTORY])] == [record.member, first.member]
-    assert lease.LEASE_HOLDER not in ann and lease.PROMOTION_STEP not in ann
+    assert _held_by(client, spec) is None and lease.PROMOTION_STEP not in ann
 
     assert _promote(spec, client, record)["action"] == "none"
     assert rv(_isvc(client, spec)) == rv(live)
@@ -188,9 +205,9 @@ def test_standard_promote_moves_the_canary_into_the_predictor(kube_cluster, kube
     assert back["member"] == first.member and back["previous"] == record.member
     restored = _isvc(client, spec)
     assert restored["spec"] == {"predictor": stable_pred}
-    assert restored["metadata"]["labels"][LABEL_REVISION] == "ra"
-    assert _ann(restored)[records.PROMOTED_MEMBER] == first.member
-    assert json.loads(_ann(restored)[records.PREVIOUS_STABLE])["member"] == record.member
+    assert restored["spec"]["predictor"]["labels"][LABEL_REVISION] == "ra"
+    assert _ann(_state(client, spec))[records.PROMOTED_MEMBER] == first.member
+    assert json.loads(_ann(_state(client, spec))[records.PREVIOUS_STABLE])["member"] == record.member
 
 
 def test_standard_rollback_leaves_the_stable_predictor_exactly_as_it_was(kube_cluster, kube_namespace, reconciler):
@@ -204,9 +221,9 @@ def test_standard_rollback_leaves_the_stable_predictor_exactly_as_it_was(kube_cl
     assert result["action"] == "rollback" and result["stable"] == first.member
     live = _isvc(client, spec)
     assert live["spec"] == stable["spec"] and live["metadata"]["labels"] == stable["metadata"]["labels"]
-    ann = _ann(live)
+    ann = _ann(_state(client, spec))
     assert json.loads(ann[records.LAST_ROLLBACK])["reason"] == "verdict fail: error_rate 0.2 > 0"
-    assert ann[records.PROMOTED_MEMBER] == first.member and lease.LEASE_HOLDER not in ann
+    assert ann[records.PROMOTED_MEMBER] == first.member and _held_by(client, spec) is None
     assert rollback(spec, client, record, reason="again", run_id="run-2")["action"] == "none"
     assert rv(_isvc(client, spec)) == rv(live)
 
@@ -230,8 +247,8 @@ def test_stepped_promote_with_a_gate_and_a_gate_failing_midway(kube_cluster, kub
     assert info.value.percent == 50 and "p95_ttft_ms 180" in str(info.value)
     assert seen == [(25, 25), (50, 50)]
     live = _isvc(client, spec)
-    assert live["spec"] == stable["spec"] and lease.LEASE_HOLDER not in _ann(live)
-    assert "gate at 50% traffic" in json.loads(_ann(live)[records.LAST_ROLLBACK])["reason"]
+    assert live["spec"] == stable["spec"] and _held_by(client, spec) is None
+    assert "gate at 50% traffic" in json.loads(_ann(_state(client, spec))[records.LAST_ROLLBACK])["reason"]
 
     record = _deploy(spec, client, "s3://models/c", "rc", "run-3")
     canary_pred = _isvc(client, spec)["spec"]["canary"][0]["predictor"]
@@ -300,7 +317,7 @@ def test_api_server_dropping_connections_during_promotion(kube_cluster, kube_nam
     assert stats.connections_reset == 3 and stats.injected_statuses == {503: 2, 500: 1}
     live = _isvc(direct, spec)
     assert live["spec"] == {"predictor": _promoted(canary_pred, "rb", kube_namespace)}
-    assert _ann(live)[records.PROMOTED_MEMBER] == record.member and lease.LEASE_HOLDER not in _ann(live)
+    assert _ann(_state(direct, spec))[records.PROMOTED_MEMBER] == record.member and _held_by(direct, spec) is None
     assert _promote(spec, client, record)["action"] == "none"
 
 
@@ -318,7 +335,7 @@ def test_knative_promote_and_rollback(kube_cluster, kube_namespace, reconciler):
     assert rollback(spec, client, bad, reason="fail", run_id="run-2")["action"] == "rollback"
     live = _isvc(client, spec)
     assert live["spec"]["predictor"] == {**stable_pred, "canaryTrafficPercent": 0}
-    assert live["metadata"]["labels"][LABEL_REVISION] == "ra"
+    assert live["spec"]["predictor"]["labels"][LABEL_REVISION] == "ra"
 
     good = _deploy(spec, client, "s3://models/c", "rc", "run-3")
     assert good.stable is not None and good.stable.member == first.member
@@ -327,8 +344,8 @@ def test_knative_promote_and_rollback(kube_cluster, kube_namespace, reconciler):
     assert _promote(spec, client, good)["action"] == "promote"
     live = _isvc(client, spec)
     assert live["spec"]["predictor"] == {k: v for k, v in canary.items() if k != "canaryTrafficPercent"}
-    assert live["metadata"]["labels"][LABEL_REVISION] == "rc"
-    assert json.loads(_ann(live)[records.PREVIOUS_STABLE])["predictor"] == stable_pred
+    assert live["spec"]["predictor"]["labels"][LABEL_REVISION] == "rc"
+    assert json.loads(_ann(_state(client, spec))[records.PREVIOUS_STABLE])["predictor"] == stable_pred
 
 
 # llm-d -------------------------------------------------------------------------------------------------
@@ -352,8 +369,8 @@ def test_llmd_stepped_promotion_shifts_weights_then_deletes_the_old_member(kube_
     client = kube(kube_cluster)
     spec = llmd_spec(kube_namespace, canary={"traffic_percent": 10, "steps": [10, 50, 100]})
     first = _llmd_stable(spec, client)
-    holder = client.get(LLM_INFERENCE_SERVICE_CONFIGS, records.record_object_name("chat"), kube_namespace)
-    assert _ann(holder)[records.PROMOTED_MEMBER] == first.member and holder.get("spec") is None
+    holder = _state(client, spec)
+    assert _ann(holder)[records.PROMOTED_MEMBER] == first.member and lease.lease_of(holder) is None
     record = _deploy(spec, client, "hf://org/model-b", "rb", "run-2")
     assert _weight(_member(client, kube_namespace, record.member)) == 11  # 11 / (100 + 11) = 10 %
     weights: list[tuple[int, int, int]] = []
@@ -370,8 +387,8 @@ def test_llmd_stepped_promotion_shifts_weights_then_deletes_the_old_member(kube_
     assert objects_in(client, kube_namespace)["llminferenceservices"] == [record.member]
     new = _member(client, kube_namespace, record.member)
     assert _weight(new) == 100 and new["spec"]["model"]["uri"] == "hf://org/model-b"
-    ann = _ann(client.get(LLM_INFERENCE_SERVICE_CONFIGS, records.record_object_name("chat"), kube_namespace))
-    assert ann[records.PROMOTED_MEMBER] == record.member and lease.LEASE_HOLDER not in ann
+    ann = _ann(_state(client, spec))
+    assert ann[records.PROMOTED_MEMBER] == record.member and _held_by(client, spec) is None
     previous = json.loads(ann[records.PREVIOUS_STABLE])
     assert previous["member"] == first.member and previous["member_spec"]["model"]["uri"] == "hf://org/model-a"
     assert _promote(spec, client, record)["action"] == "none"
@@ -433,8 +450,7 @@ def test_llmd_first_rollout_fail_removes_the_member(kube_cluster, kube_namespace
     first = _deploy(spec, client, "hf://org/model-a", "ra", "run-1")
     assert rollback(spec, client, first, reason="fail", run_id="run-1")["action"] == "rollback"
     assert objects_in(client, kube_namespace)["llminferenceservices"] == []
-    holder = client.get(LLM_INFERENCE_SERVICE_CONFIGS, records.record_object_name("chat"), kube_namespace)
-    assert lease.LEASE_HOLDER not in _ann(holder)
+    assert _held_by(client, spec) is None
 
 
 # Lease, reruns, cancellation ----------------------------------------------------------------------------
@@ -463,7 +479,7 @@ def test_a_second_concurrent_rollout_fails_naming_the_holder_or_waits(kube_clust
         timer.join()
     live = _isvc(client, spec)
     assert [c["predictor"]["name"] for c in live["spec"]["canary"]] == [third.member]
-    assert lease.lease_of(live)["holder"] == "run-3"
+    assert _held_by(client, spec) == "run-3"
 
 
 def test_llmd_first_rollouts_racing_one_proceeds_the_other_fails_or_waits(kube_cluster, kube_namespace, reconciler):
@@ -505,8 +521,7 @@ def test_llmd_first_rollouts_racing_one_proceeds_the_other_fails_or_waits(kube_c
     finally:
         timer.join()
     assert objects_in(client, kube_namespace)["llminferenceservices"] == [second.member]
-    holder = client.get(LLM_INFERENCE_SERVICE_CONFIGS, records.record_object_name("chat"), kube_namespace)
-    assert lease.lease_of(holder)["holder"] == loser_run
+    assert _held_by(client, spec) == loser_run
 
 
 def test_an_expired_lease_is_taken_over(kube_cluster, kube_namespace, reconciler):
@@ -519,8 +534,8 @@ def test_an_expired_lease_is_taken_over(kube_cluster, kube_namespace, reconciler
         lease.acquire_lease(variant_for(spec).ref(), client, "run-2")
     time.sleep(3.5)
     assert lease.acquire_lease(variant_for(spec).ref(), client, "run-2") == "taken"
-    live = _isvc(client, spec)
-    assert lease.lease_of(live)["holder"] == "run-2"
+    live = _state(client, spec)
+    assert lease.lease_of(live)["holder"] == "run-2" and live["spec"]["leaseTransitions"] == 1
     assert lease.lease_manager("run-2") in _managers(live)
 
 
@@ -587,8 +602,8 @@ def test_sigterm_during_deploy_rolls_back_in_process(kube_cluster, kube_namespac
     assert proc.wait(timeout=60) != 0
     live = _isvc(client, spec)
     assert live["spec"] == stable["spec"] and live["metadata"]["labels"] == stable["metadata"]["labels"]
-    assert lease.LEASE_HOLDER not in _ann(live)
-    assert "SIGTERM" in json.loads(_ann(live)[records.LAST_ROLLBACK])["reason"]
+    assert _held_by(client, spec) is None
+    assert "SIGTERM" in json.loads(_ann(_state(client, spec))[records.LAST_ROLLBACK])["reason"]
 
 
 def test_finalize_run_after_a_killed_step(kube_cluster, kube_namespace, reconciler):
@@ -600,14 +615,14 @@ def test_finalize_run_after_a_killed_step(kube_cluster, kube_namespace, reconcil
     proc = _start_deploy(kube_cluster, spec, client, _CANCEL_SCRIPT)
     proc.kill()  # preempted: no handler runs, no outputs written
     proc.wait()
-    assert lease.lease_of(_isvc(client, spec))["holder"] == "run-2"
+    assert _held_by(client, spec) == "run-2"
 
     result = finalize_run(spec, client, "run-2", state="FAILED", error="deploy-model: pod deleted")
     assert result["action"] == "rollback" and result["lease_released"] is True
     assert len(result["rolled_back"]) == 1
     live = _isvc(client, spec)
-    assert live["spec"] == stable["spec"] and lease.LEASE_HOLDER not in _ann(live)
-    assert _ann(live)[records.PROMOTED_MEMBER] == first.member
+    assert live["spec"] == stable["spec"] and _held_by(client, spec) is None
+    assert _ann(_state(client, spec))[records.PROMOTED_MEMBER] == first.member
     again = finalize_run(spec, client, "run-2", state="FAILED")
     assert again["action"] == "none" and rv(_isvc(client, spec)) == rv(live)
     # A promoted run's revision is left alone by its own exit handler.
@@ -655,5 +670,5 @@ def test_the_status_and_rollback_commands_on_kserve(kube_cluster, kube_namespace
     assert "rb" in capsys.readouterr().out
     live = _isvc(client, spec)
     assert live["spec"]["predictor"]["model"]["storageUri"] == "s3://models/a"
-    assert _ann(live)[records.PROMOTED_MEMBER] == first.member
+    assert _ann(_state(client, spec))[records.PROMOTED_MEMBER] == first.member
     assert main(["status", "missing", "-n", kube_namespace, "--kubeconfig", config]) != 0

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from llm_rollout.errors import DeadlineExceeded, SpecError
+from llm_rollout.kserve.addresses import address_resolver
 from llm_rollout.kserve.builders import LABEL_MEMBER
 from llm_rollout.kserve.deploy import deploy, register_runtime
 from llm_rollout.kserve.promote import promote
@@ -44,8 +45,13 @@ def test_first_rollout_creates_the_service_and_a_rerun_changes_nothing(kube_clus
     assert "name" not in live["spec"]["predictor"]
     assert live["spec"]["predictor"]["labels"][LABEL_MEMBER] == record.member
     assert live["spec"]["predictor"]["model"]["storageUri"] == record.model_uri
-    assert record.endpoint_url == live["status"]["components"]["predictor"]["url"]
-    assert record.service_url == live["status"]["url"]
+    # Validation calls the predictor's Service KServe creates (<isvc>-predictor, PredictorServiceName),
+    # the address KServe itself writes as status.address (createAddress); the component URL it writes
+    # is the ingress host of GenerateDomainName, which only confirms the predictor is ready.
+    assert record.endpoint_url == f"http://chat-predictor.{kube_namespace}.svc.cluster.local"
+    assert live["status"]["address"]["url"] == record.endpoint_url
+    assert live["status"]["components"]["predictor"]["url"] == f"http://chat-predictor-{kube_namespace}.example.com"
+    assert record.service_url == live["status"]["url"] == f"http://chat-{kube_namespace}.example.com"
     assert record.generation == live["metadata"]["generation"] == 1
     assert DeploymentRecord.from_json(record.to_json()) == record
 
@@ -73,7 +79,9 @@ def test_canary_rollout_leaves_the_stable_predictor_untouched(kube_cluster, kube
     assert record.stable is not None
     assert record.stable.member == first.member and record.stable.model_uri == "s3://models/a"
     assert record.stable.revision == "ra" and record.stable.resource_version == rv(stable_before)
-    assert record.stable.endpoint_url == first.endpoint_url
+    assert (
+        record.stable.endpoint_url == first.endpoint_url == f"http://chat-predictor.{kube_namespace}.svc.cluster.local"
+    )
     # Validation measures only the new revision: its own Service, not the split service URL.
     # KServe names a named predictor's Service <isvc>-<predictor name>-predictor
     # (pkg/constants/constants.go PredictorServiceName): isvc "chat", canary predictor "rb".
@@ -108,8 +116,15 @@ def test_knative_mode_canary(kube_cluster, kube_namespace, reconciler):
     assert "canary" not in live["spec"]
     pred = live["status"]["components"]["predictor"]
     assert pred["latestReadyRevision"] == pred["latestCreatedRevision"]
-    assert record.endpoint_url == next(t["url"] for t in pred["traffic"] if t["latestRevision"])
+    # Tag routing on (ksvc_reconciler.go tags the latest revision only with the annotation): the new
+    # revision is validated through its own tag, the stable one through "prev", each alone.
+    assert live["metadata"]["annotations"]["serving.kserve.io/enable-tag-routing"] == "true"
+    tags = {t.get("tag"): t for t in pred["traffic"]}
+    assert tags["latest"]["revisionName"] == pred["latestReadyRevision"] and tags["latest"]["percent"] == 20
+    assert tags["prev"]["percent"] == 80 and tags["prev"]["revisionName"] != pred["latestReadyRevision"]
+    assert record.endpoint_url == f"http://latest-chat-predictor.{kube_namespace}.svc.cluster.local"
     assert record.stable is not None and record.stable.member == first.member
+    assert record.stable.endpoint_url == f"http://prev-chat-predictor.{kube_namespace}.svc.cluster.local"
 
 
 def test_llmd_canary_is_a_second_member_and_the_stable_object_is_not_written(kube_cluster, kube_namespace, reconciler):
@@ -239,19 +254,18 @@ def test_ready_is_not_serving_until_the_endpoint_lists_the_model(kube_cluster, k
     client = kube(kube_cluster)
     spec = make_spec(kube_namespace, validation={"readiness_timeout_s": 2})
     with models_server([spec.served_model_name]) as url:
-        reconciler.set_default(url=url)
-        record = _deploy(spec, client, "s3://models/a", "ra", probe=True)
+        # The predictors' Services are cluster-internal; the address map sends them where we can reach.
+        resolve = address_resolver(f"chat-*.{kube_namespace}.svc.cluster.local={url}")
+        record = _deploy(spec, client, "s3://models/a", "ra", probe=True, resolve_url=resolve)
         assert record.endpoint_url == url
-        # The canary's own Service address is cluster-internal; resolve_url maps it to what we can reach.
-        canary = _deploy(spec, client, "s3://models/b", "rb", probe=True, resolve_url=lambda u: url)
+        canary = _deploy(spec, client, "s3://models/b", "rb", probe=True, resolve_url=resolve)
         assert canary.endpoint_url == url and canary.canary
-    with models_server(["some-other-model"]) as url:
-        reconciler.set_default(url=url)
-        with pytest.raises(DeadlineExceeded, match="Ready is not serving"):
-            _deploy(
-                make_spec(kube_namespace, name="other", validation={"readiness_timeout_s": 2}),
-                client,
-                "s3://models/a",
-                "ra",
-                probe=True,
-            )
+    with models_server(["some-other-model"]) as url, pytest.raises(DeadlineExceeded, match="Ready is not serving"):
+        _deploy(
+            make_spec(kube_namespace, name="other", validation={"readiness_timeout_s": 2}),
+            client,
+            "s3://models/a",
+            "ra",
+            probe=True,
+            resolve_url=address_resolver(f"other-predictor.{kube_namespace}.svc.cluster.local={url}"),
+        )

@@ -61,6 +61,11 @@ def address_resolver(text: str | None = None) -> Callable[[str], str] | None:
     return resolve
 
 
+def service_address(service: str, namespace: str, cluster_domain: str) -> str:
+    """``http://<service>.<namespace>.svc.<cluster domain>``: a Service's in-cluster address (port 80)."""
+    return f"http://{service}.{namespace}.svc.{cluster_domain}"
+
+
 def mapped(url: str) -> str:
     """``url`` through ``$LLM_ROLLOUT_ADDRESS_MAP`` (unchanged without a map)."""
     resolve = address_resolver()

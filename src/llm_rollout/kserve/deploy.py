@@ -33,7 +33,7 @@ from urllib.parse import urlparse
 from llm_rollout.errors import PermanentError, SpecError
 from llm_rollout.kserve.builders import Member
 from llm_rollout.kserve.crds import check_crds
-from llm_rollout.kserve.lease import acquire_lease
+from llm_rollout.kserve.lease import acquire_lease, rollout_state
 from llm_rollout.kserve.preflight import preflight
 from llm_rollout.kserve.records import find_stable_record, same_model
 from llm_rollout.kserve.variants import Variant, variant_for
@@ -216,7 +216,6 @@ def deploy(
     check_crds(client, variant.llmd, need_canary=variant.need_canary_field())
 
     ref = variant.ref()
-    lease = ""
     if not dry_run:
         stable_model = find_stable_model(variant, client)
         if same_model(stable_model, storage_uri, digest):
@@ -224,17 +223,13 @@ def deploy(
         first = variant.plan(client, new)
         preflight(client, [first.obj], step="deploy-model")
         if run_id:
-            # One rollout of a service at a time (lease.py): taken before the plan is final.
-            lease = acquire_lease(
-                ref, client, run_id, wait_s=lease_wait_s, first_object=None if first.stable else first.obj
-            )
+            # One rollout of a service at a time (lease.py, a Lease of its own): taken before the plan is final.
+            acquire_lease(ref, client, run_id, wait_s=lease_wait_s)
     plan = variant.plan(client, new)
     for note in plan.notes:
         log.warning("%s: %s", spec.service_name, note)
 
     applied = client.apply(plan.obj, dry_run=dry_run)
-    if lease == "created":
-        acquire_lease(ref, client, run_id, rewrite=True)  # its manager keeps only the lease
     variant.after_apply(client, applied, dry_run=dry_run)
     generation = (applied.get("metadata") or {}).get("generation")
     log.info(
@@ -304,10 +299,9 @@ def find_stable_model(variant: Variant, client: KubeClient) -> dict[str, Any] | 
         The ``llm-rollout.io/stable`` record: ``member``, ``revision``, ``model_uri``,
         ``artifact_digest``, ``run_id``, ``summary``, ``promoted_at``, ``endpoint_url`` ...
     """
-    ref = variant.ref()
-    live = client.get_or_none(ref.res, ref.name, ref.namespace)
-    stable = find_stable_record(live)
-    if not stable.get("member") or not variant.stable_serves(client, live, stable):
+    holder = rollout_state(client, variant.ref())
+    stable = find_stable_record(holder)
+    if not stable.get("member") or not variant.stable_serves(client, holder, stable):
         return None
     return stable
 

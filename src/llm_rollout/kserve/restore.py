@@ -21,14 +21,16 @@ from llm_rollout.kserve.records import (
     PROMOTED_VERDICT,
     STABLE,
     _compact,
+    _dump,
     _history_with,
     _iso,
-    _json_annotation,
     _now,
     _write_record,
+    find_stable_record,
 )
 from llm_rollout.kserve.variants import found_variant
 from llm_rollout.kube import KubeClient
+from llm_rollout.platform import HistoryEntry, StableRecord
 from llm_rollout.spec import RolloutSpec
 
 log = logging.getLogger(__name__)
@@ -70,31 +72,28 @@ def rollback_to_previous(
             holder=lease["holder"],
             expires=lease["expires"],
         )
-    prev = _json_annotation(holder, PREVIOUS_STABLE)
-    current = _json_annotation(holder, STABLE) or {}
-    if not isinstance(prev, dict) or not prev.get("member"):
+    prev = find_stable_record(holder, PREVIOUS_STABLE)
+    current = find_stable_record(holder)
+    if not prev:
         raise PermanentError(
             f"{name}: no previous stable model is recorded (only promotions by llm-rollout are); "
             "nothing to roll back to"
         )
     variant.restore(client, holder, prev, current, timeout_s)
     at = _iso(_now())
-    restored = {
-        **prev,
-        "promoted_at": at,
-        "run_id": run_id or prev.get("run_id", ""),
-        "summary": "restored by rollback",
-    }
-    entry = {
-        "action": "rollback",
-        "at": at,
-        "member": current.get("member"),
-        "revision": current.get("revision"),
-        "model_uri": current.get("model_uri"),
-        "run_id": run_id,
-        "reason": f"manual rollback to {prev['member']}",
-        "stable": prev["member"],
-    }
+    restored = StableRecord.model_validate(
+        {**prev, "promoted_at": at, "run_id": run_id or prev.get("run_id", ""), "summary": "restored by rollback"}
+    )
+    entry = HistoryEntry(
+        action="rollback",
+        at=at,
+        member=current.get("member"),
+        revision=current.get("revision"),
+        model_uri=current.get("model_uri"),
+        run_id=run_id,
+        reason=f"manual rollback to {prev['member']}",
+        stable=prev["member"],
+    )
     live = client.get_or_none(ref.res, ref.name, namespace)
     history = _history_with(live, entry)
     updates: dict[str, str | None] = {
@@ -102,12 +101,12 @@ def rollback_to_previous(
         PROMOTED_REVISION: prev.get("revision") or "",
         PROMOTED_MODEL_URI: prev.get("model_uri") or "",
         PROMOTED_DIGEST: prev.get("artifact_digest") or "",
-        PROMOTED_RUN_ID: restored["run_id"],
+        PROMOTED_RUN_ID: restored.run_id,
         PROMOTED_VERDICT: "restored by rollback",
         PROMOTED_AT: at,
-        STABLE: _compact(restored),
+        STABLE: _compact(_dump(restored)),
         PREVIOUS_STABLE: _compact(current) if current else None,
-        LAST_ROLLBACK: _compact(entry),
+        LAST_ROLLBACK: _compact(_dump(entry)),
         # The restored predictor carries its own target; the evidence annotation follows it.
         AUTOSCALING: _compact(prev["autoscaling"]) if isinstance(prev.get("autoscaling"), dict) else None,
     }

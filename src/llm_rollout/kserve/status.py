@@ -10,7 +10,7 @@ from typing import Any
 
 from llm_rollout.errors import PermanentError
 from llm_rollout.kserve.lease import lease_of
-from llm_rollout.kserve.records import HISTORY, PREVIOUS_STABLE, STABLE, _json_annotation
+from llm_rollout.kserve.records import PREVIOUS_STABLE, find_stable_record, history_of
 from llm_rollout.kserve.variants import found_variant
 from llm_rollout.kube import KubeClient
 from llm_rollout.platform import HistoryEntry, RevisionStatus, StableRecord, Status
@@ -38,17 +38,17 @@ def status(spec: RolloutSpec, client: KubeClient) -> Status:
             "Fix: check the name and -n NAMESPACE"
         )
     variant, holder = found
-    stable_rec = _json_annotation(holder, STABLE)
-    rows, url = variant.status_rows(client, holder, stable_rec if isinstance(stable_rec, dict) else None)
+    stable_rec = find_stable_record(holder)
+    rows, url = variant.status_rows(client, holder, stable_rec or None)
     return _typed(
         {
             "kind": variant.kind,
             "name": name,
             "namespace": namespace,
             "stable": stable_rec,
-            "previous_stable": _json_annotation(holder, PREVIOUS_STABLE),
+            "previous_stable": find_stable_record(holder, PREVIOUS_STABLE),
             "lease": lease_of(holder),
-            "history": _json_annotation(holder, HISTORY) or [],
+            "history": [h.model_dump(mode="json") for h in history_of(holder)],
             "revisions": rows,
             "url": url,
         }

@@ -11,8 +11,9 @@ Field names follow KServe's types (``pkg/apis/serving/v1beta1/inference_service_
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
-from llm_rollout.kserve.builders import LABEL_RUN_ID, STOP_ANNOTATION
+from llm_rollout.kserve.builders import LABEL_REVISION, LABEL_RUN_ID, STOP_ANNOTATION
 
 
 def dig(obj: Any, *path: str) -> Any:
@@ -87,6 +88,11 @@ class PredictorView:
         return dig(self.pred, "labels", LABEL_RUN_ID) or ""
 
     @property
+    def revision(self) -> str:
+        """The revision id on the predictor's own labels (the InferenceService's stay the same)."""
+        return dig(self.pred, "labels", LABEL_REVISION) or ""
+
+    @property
     def canary_traffic_percent(self) -> int | None:
         """Knative mode's ``canaryTrafficPercent`` (None: no canary in the predictor)."""
         pct = self.pred.get("canaryTrafficPercent")
@@ -138,9 +144,15 @@ class InferenceServiceView(ObjectView):
         """``status.canaryStatuses`` by canary name (Standard mode)."""
         return {c.get("name"): c for c in self.status.get("canaryStatuses") or []}
 
-    def canary_url(self, member: str) -> str | None:
-        """The canary ``member``'s address as its status reports it."""
-        return _url(self.canary_statuses.get(member))
+    def tagged(self, tag: str) -> dict[str, Any] | None:
+        """Knative's traffic target with ``tag`` (``latest``, ``prev``), or None."""
+        return next((t for t in self.traffic if t.get("tag") == tag), None)
+
+    @property
+    def address_host(self) -> str | None:
+        """The host of ``status.address.url`` (the entry Service's cluster-local name, ``createAddress``)."""
+        url = dig(self.status, "address", "url")
+        return urlsplit(url).hostname if isinstance(url, str) and url else None
 
 
 class MemberView(ObjectView):

@@ -62,6 +62,8 @@ LLM_INFERENCE_SERVICE_CONFIGS = Resource(
 CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False)
 PODS = Resource("", "v1", "pods", "Pod")
 EVENTS = Resource("", "v1", "events", "Event")
+LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
+"""A service's rollout lease and records (:mod:`llm_rollout.kserve.lease`, :mod:`llm_rollout.kserve.records`)."""
 
 _KNOWN = {
     (r.api_version, r.kind): r
@@ -73,6 +75,7 @@ _KNOWN = {
         CRDS,
         PODS,
         EVENTS,
+        LEASES,
     )
 }
 

@@ -76,6 +76,9 @@ class RolloutSpec(_Model):
         deployment_mode: KServe deployment mode: ``Standard`` (raw Deployments; canary via
             ``spec.canary[]``, KServe >= 0.20) or ``Knative`` (canary via ``canaryTrafficPercent``).
         kserve_version: Oldest KServe version the target cluster runs (decides canary support).
+        cluster_domain: The cluster's DNS domain: the steps reach a predictor at the Service KServe
+            creates for it, ``http://<isvc>-predictor.<namespace>.svc.<cluster_domain>`` (default
+            ``cluster.local``); the address KServe writes into the status must agree.
         service_account: Service account the pipeline steps run as (``llm-rollout submit|schedule
             --service-account``); ``manifests/rbac.yaml`` gives it its Role. The serving pods never
             use it (``runtime.service_account``).
@@ -95,6 +98,9 @@ class RolloutSpec(_Model):
     platform: Literal["kserve", "local"] = "local"
     deployment_mode: Literal["Standard", "Knative"] = "Standard"
     kserve_version: str = "0.20"
+    cluster_domain: str = Field(
+        "cluster.local", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+    )
     service_account: str = "llm-rollout"
     model: ModelSpec = Field(default_factory=ModelSpec)
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)

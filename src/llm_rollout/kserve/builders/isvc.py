@@ -132,7 +132,11 @@ def _scaling_fields(spec: RolloutSpec, predictor_name: str = "") -> dict[str, An
 
 
 def _predictor_labels(member: Member) -> dict[str, str]:
+    # On the predictor, not the InferenceService: they travel with the model (a canary's labels become
+    # the stable predictor's at promotion), so the pod template changes only with the model.
     labels = {LABEL_MEMBER: member.name} if member.name else {}
+    if member.revision:
+        labels[LABEL_REVISION] = member.revision
     if member.run_id:
         labels[LABEL_RUN_ID] = run_label(member.run_id)
     return labels
@@ -254,7 +258,14 @@ def inference_service(
         # Knative's own autoscaler (KPA) scales on concurrency or rps only; cpu/memory need its HPA
         # class, which validateAutoScalingCompExtension then checks with the HPA rules.
         annotations["autoscaling.knative.dev/class"] = "hpa.autoscaling.knative.dev"
-    labels = _labels(spec, **{LABEL_REVISION: stable.revision})
+    if spec.deployment_mode == "Knative":
+        # ksvc_reconciler.go: only with this annotation does Knative tag the latest revision "latest" (and the
+        # previous one "prev"), giving the candidate and the stable an address each.
+        annotations["serving.kserve.io/enable-tag-routing"] = "true"
+    # The same in every phase: KServe copies the InferenceService's labels and annotations into the
+    # predictor's pod template (components/predictor.go buildObjectMeta), so a label that changed at
+    # promotion (the revision, formerly here) restarted the pods. Revision ids are on the predictors.
+    labels = _labels(spec)
     body: dict[str, Any] = {}
     stable_pred = (
         copy.deepcopy(stable_predictor)

@@ -28,8 +28,15 @@ RBAC_RULES: list[dict[str, Any]] = [
     {
         "apiGroups": [GROUP],
         "resources": ["llminferenceserviceconfigs"],
-        # create+patch: the preset and each llm-d service's record object (kserve/records.py);
-        # watch: waiting for its lease
+        # create+patch: the preset; get+patch: an llm-d service's record object of earlier versions,
+        # read once and emptied when its records move to the Lease (kserve/lease.py migrate_legacy)
+        "verbs": ["get", "create", "patch"],
+    },
+    {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        # each service's Lease <service>-rollout: the rollout lock and records (kserve/lease.py,
+        # records.py); create+patch: applied (the first apply creates it); watch: waiting for a lease
         "verbs": ["get", "watch", "create", "patch"],
     },
     # listed only to explain a deploy that timed out (diagnose.cluster_context); optional, the message

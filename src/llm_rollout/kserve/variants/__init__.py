@@ -22,12 +22,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from llm_rollout.kserve.records import _annotations, record_object_name
+from llm_rollout.kserve.lease import rollout_state
+from llm_rollout.kserve.records import _annotations, records_of
 from llm_rollout.kserve.variants.base import Variant
 from llm_rollout.kserve.variants.knative import KnativeIsvc
 from llm_rollout.kserve.variants.llmd import LlmdGroup
 from llm_rollout.kserve.variants.standard import StandardIsvc
-from llm_rollout.kube import INFERENCE_SERVICES, LLM_INFERENCE_SERVICE_CONFIGS, KubeClient
+from llm_rollout.kube import INFERENCE_SERVICES, KubeClient
 from llm_rollout.spec import RolloutSpec
 
 
@@ -39,13 +40,14 @@ def variant_for(spec: RolloutSpec) -> Variant:
 
 
 def found_variant(client: KubeClient, spec: RolloutSpec) -> tuple[Variant, dict[str, Any] | None] | None:
-    """The variant serving ``spec.service_name`` on the cluster, with the object holding its record.
+    """The variant serving ``spec.service_name`` on the cluster, with its rollout Lease.
 
-    An InferenceService of that name, else an llm-d group's record object, else llm-d members
-    labelled with the service (a group never promoted by llm-rollout has no record object yet).
+    An InferenceService of that name, else an llm-d group (its members labelled with the service,
+    or its rollout records). The Lease (lock and records) is migrated from where earlier versions
+    kept them first (:func:`~llm_rollout.kserve.lease.migrate_legacy`).
 
     Returns:
-        The variant and the record-holding object (None for llm-d members without one), or None
+        The variant and its rollout Lease (None when no rollout recorded anything yet), or None
         when nothing of that name serves.
     """
     live = client.get_or_none(INFERENCE_SERVICES, spec.service_name, spec.namespace)
@@ -54,10 +56,11 @@ def found_variant(client: KubeClient, spec: RolloutSpec) -> tuple[Variant, dict[
         mode = _annotations(live).get("serving.kserve.io/deploymentMode") or (live.get("status") or {}).get(
             "deploymentMode"
         )
-        return (KnativeIsvc(spec) if mode in ("Knative", "Serverless") else StandardIsvc(spec)), live
-    holder = client.get_or_none(LLM_INFERENCE_SERVICE_CONFIGS, record_object_name(spec.service_name), spec.namespace)
+        variant: Variant = KnativeIsvc(spec) if mode in ("Knative", "Serverless") else StandardIsvc(spec)
+        return variant, rollout_state(client, variant.ref())
     group = LlmdGroup(spec)
-    if holder is not None or group.members(client):
+    holder = rollout_state(client, group.ref())
+    if records_of(holder) or group.members(client):
         return group, holder
     return None
 

@@ -1,6 +1,8 @@
 """What the two InferenceService variants share: :class:`InferenceServiceVariant`.
 
-Both are an ``InferenceService`` ``<service>`` that carries its own lease and promotion record. The
+Both are an ``InferenceService`` ``<service>`` whose lease and promotion record are on the service's
+Lease ``<service>-rollout`` (:mod:`llm_rollout.kserve.records`), never on the InferenceService: KServe
+copies its labels and annotations into the pod template (``predictor.go`` ``buildObjectMeta``). The
 module-level functions are the shared flow (plan a rollout, promote, roll back); each calls the
 mode's hooks (:mod:`.standard`, :mod:`.knative`) where KServe treats the modes differently.
 """
@@ -12,21 +14,22 @@ import dataclasses
 import logging
 from abc import abstractmethod
 from typing import Any
+from urllib.parse import urlsplit
 
-from llm_rollout.errors import PermanentError
+from llm_rollout.errors import PermanentError, SpecError
 from llm_rollout.kserve import builders
+from llm_rollout.kserve.addresses import service_address
 from llm_rollout.kserve.builders import LABEL_REVISION, Member
-from llm_rollout.kserve.lease import PROMOTION_STEP, _set_lease_field, _step_of, _step_value
+from llm_rollout.kserve.lease import PROMOTION_STEP, _set_lease_field, _step_of, _step_value, rollout_state
 from llm_rollout.kserve.preflight import preflight
 from llm_rollout.kserve.records import (
-    STABLE,
     ServiceRef,
     _annotations,
-    _json_annotation,
     _labels,
     _meta,
     _pred_name,
     find_stable_record,
+    service_ref,
 )
 from llm_rollout.kserve.variants.base import (
     Doc,
@@ -48,27 +51,21 @@ from llm_rollout.spec import RolloutSpec
 log = logging.getLogger(__name__)
 
 
-def _status_url(obj: dict[str, Any]) -> str | None:
-    return InferenceServiceView(obj).url
+def predictor_address(spec: RolloutSpec, predictor: str = "") -> str:
+    """In-cluster address of a predictor's Service, from the name KServe gives it.
+
+    KServe names a predictor's Service ``<isvc>-predictor`` (unnamed) or ``<isvc>-<name>-predictor``
+    (a named predictor, every Standard-mode canary) (``constants.PredictorServiceName``), in the
+    InferenceService's namespace, port 80 (``http://<svc>.<ns>.svc.<cluster domain>``; the domain is
+    ``spec.cluster_domain``). This is where the steps send requests; the status URLs KServe writes
+    (``status.url``: the ingress host of ``GenerateDomainName``) only confirm it.
+    """
+    return service_address(predictor_service_name(spec.service_name, predictor), spec.namespace, spec.cluster_domain)
 
 
-def _predictor_url(obj: dict[str, Any]) -> str | None:
-    return InferenceServiceView(obj).predictor_url
-
-
-def canary_address(isvc_name: str, member: str, namespace: str) -> str:
-    """In-cluster address of a Standard-mode canary: KServe names its Service ``<isvc>-<canary>-predictor``
-    (``constants.PredictorServiceName``)."""
-    return f"http://{predictor_service_name(isvc_name, member)}.{namespace}.svc.cluster.local"
-
-
-def _canary_url(obj: dict[str, Any], member: str) -> str:
-    view = InferenceServiceView(obj)
-    return view.canary_url(member) or canary_address(view.name, member, view.meta.get("namespace", ""))
-
-
-def _knative_latest_url(obj: dict[str, Any]) -> str | None:
-    return next((t["url"] for t in InferenceServiceView(obj).traffic if t.get("latestRevision") and t.get("url")), None)
+def canary_address(spec: RolloutSpec, member: str) -> str:
+    """In-cluster address of a Standard-mode canary: its own Service ``<isvc>-<canary>-predictor``."""
+    return predictor_address(spec, member)
 
 
 def _plan(v: InferenceServiceVariant, client: KubeClient, new: Member) -> Plan:
@@ -91,56 +88,49 @@ def _plan(v: InferenceServiceVariant, client: KubeClient, new: Member) -> Plan:
         # re-applying the live predictor changes nothing.
         plan.obj = builders.inference_service(spec, new, stable_predictor=live_pred)
         return plan
-    stable_rev = view.labels.get(LABEL_REVISION, "")
+    # The revision id: the predictor's own label, else (a service of an earlier version) the
+    # InferenceService's label, else what the last promotion recorded for this member.
+    recorded = find_stable_record(client.get_or_none(v.ref().res, v.ref().name, spec.namespace))
+    stable_rev = PredictorView(live_pred).revision or view.labels.get(LABEL_REVISION, "")
+    if not stable_rev and recorded.get("member") == live_member:
+        stable_rev = recorded.get("revision", "")
     v.check_new_revision(new, live_member, live_uri, live_pred)
     stable_name = live_member
     if knative_canary and live_member == new.name:
         # A rerun of this Knative canary: the predictor already holds it; the stable revision is the
         # one the last promotion recorded (nothing else names it once the predictor was replaced).
-        recorded = find_stable_record(live)
-        stable_name, live_uri, stable_rev = (recorded.get("member", ""), recorded.get("model_uri", ""), stable_rev)
+        stable_name, live_uri = recorded.get("member", ""), recorded.get("model_uri", "")
+        stable_rev = recorded.get("revision", "")
     stable_member = Member(name=stable_name, model_uri=live_uri, revision=stable_rev)
     plan.stable = StableRef(
         member=stable_name,
         model_uri=live_uri,
         revision=stable_rev,
         resource_version=view.resource_version,
-        endpoint_url=_predictor_url(live),
+        endpoint_url=v.stable_address(live_pred),
         generation=view.generation,
     )
     canary = dataclasses.replace(new, traffic_percent=spec.canary.traffic_percent)
-    obj = v.canary_object(plan, live, live_pred, stable_member, canary)
-    obj_labels = obj["metadata"].setdefault("labels", {})
-    if stable_rev:
-        obj_labels[LABEL_REVISION] = stable_rev
-    else:
-        obj_labels.pop(LABEL_REVISION, None)
-    plan.obj = obj
+    plan.obj = v.canary_object(plan, live, live_pred, stable_member, canary)
     plan.canary = True
     plan.traffic_percent = spec.canary.traffic_percent
     return plan
-
-
-def _isvc_object(spec: RolloutSpec, revision: str, body: dict[str, Any]) -> dict[str, Any]:
-    """The InferenceService as the main field manager writes it, with ``body`` as its spec."""
-    obj = builders.inference_service(spec, Member("predictor", "", revision))
-    if not revision:
-        obj["metadata"]["labels"].pop(LABEL_REVISION, None)
-    obj["spec"] = body
-    return obj
 
 
 def _canary_entry(live: dict[str, Any], member: str) -> dict[str, Any] | None:
     return InferenceServiceView(live).canary_entry(member)
 
 
-def _check_unchanged(v: InferenceServiceVariant, rec: DeploymentRecord, live: dict[str, Any]) -> None:
-    """Raises PromotionConflict when the InferenceService changed under us since deploy."""
+def _check_unchanged(
+    v: InferenceServiceVariant, rec: DeploymentRecord, live: dict[str, Any], state: dict[str, Any] | None
+) -> None:
+    """Raises PromotionConflict when the InferenceService changed under us since deploy
+    (``state``: the rollout Lease, where a stepped promotion recorded the generation it wrote)."""
     spec = v.spec
     where = f"InferenceService {spec.namespace}/{spec.service_name}"
     pred = InferenceServiceView(live).predictor
     gen = _meta(live).get("generation")
-    step = _step_of(live, rec)
+    step = _step_of(state, rec)
     expected_gen = step.get("generation") if step else rec.generation
     v.check_stable_predictor(rec, pred, where)
     if expected_gen is not None and gen != expected_gen:
@@ -151,14 +141,15 @@ def _check_unchanged(v: InferenceServiceVariant, rec: DeploymentRecord, live: di
         )
 
 
-def _promoted(v: InferenceServiceVariant, rec: DeploymentRecord, live: dict[str, Any]) -> bool:
+def _promoted(
+    v: InferenceServiceVariant, rec: DeploymentRecord, live: dict[str, Any], state: dict[str, Any] | None
+) -> bool:
     spec = v.spec
     pred = InferenceServiceView(live).predictor
     if _pred_name(spec.service_name, pred) != rec.member:
         return False
     if rec.stable is None:
-        stable = _json_annotation(live, STABLE) or {}
-        return stable.get("member") == rec.member
+        return find_stable_record(state).get("member") == rec.member
     return v.canary_gone(live, rec)
 
 
@@ -173,10 +164,11 @@ def _promote(
 ) -> dict[str, Any]:
     spec = v.spec
     where = f"InferenceService {spec.namespace}/{spec.service_name}"
+    state = rollout_state(client, ref)
     live = client.get_or_none(INFERENCE_SERVICES, spec.service_name, spec.namespace)
     if live is None:
         raise PromotionConflict(f"{where} is gone (deleted since {rec.member} was deployed); nothing to promote")
-    if _promoted(v, rec, live):
+    if _promoted(v, rec, live, state):
         return {
             "action": "none",
             "message": f"already promoted: {rec.member} is the stable revision of {spec.service_name}",
@@ -193,7 +185,7 @@ def _promote(
                 f"{where}: its predictor is now {_pred_name(spec.service_name, pred)}, not the validated {rec.member}; "
                 "someone else replaced it. Nothing was changed"
             )
-        _check_unchanged(v, rec, live)
+        _check_unchanged(v, rec, live, state)
         return {
             "action": "promote",
             "message": f"promoted {rec.member} ({rec.model_uri}): first rollout of {spec.service_name}, now stable",
@@ -202,16 +194,15 @@ def _promote(
             "served": {"predictor": pred},
         }
     v.check_still_canary(live, pred, rec, where)
-    _check_unchanged(v, rec, live)
-    stable_rev = _labels(live).get(LABEL_REVISION, "")
-    previous_record = v.previous_record(live, rec, pred)
+    _check_unchanged(v, rec, live, state)
+    previous_record = v.previous_record(state, rec, pred)
 
     # KServe's webhook judges the promoted object before the first traffic step moves anything.
-    preflight(client, [v.isvc_object(rec.revision, v.final_body(rec, live, pred)[0])], step="promote")
+    preflight(client, [v.isvc_object(v.final_body(rec, live, pred)[0])], step="promote")
     steps = v.traffic_steps(rec, gate)
     for percent in steps:
         body = v.step_body(live, pred, rec, percent)
-        applied = client.apply(v.isvc_object(stable_rev, body))
+        applied = client.apply(v.isvc_object(body))
         _set_lease_field(
             client, ref, rec.run_id, PROMOTION_STEP, _step_value(rec, percent, _meta(applied).get("generation"))
         )
@@ -220,7 +211,7 @@ def _promote(
         live = client.get(INFERENCE_SERVICES, spec.service_name, spec.namespace)
 
     body, final_pred = v.final_body(rec, live, pred)
-    applied = client.apply(v.isvc_object(rec.revision, body))
+    applied = client.apply(v.isvc_object(body))
     log.info(
         "%s: %s is the predictor now (generation %s)", spec.service_name, rec.member, _meta(applied).get("generation")
     )
@@ -235,12 +226,15 @@ def _promote(
     }
 
 
-def _rollback(v: InferenceServiceVariant, client: KubeClient, rec: DeploymentRecord) -> tuple[bool, str]:
+def _rollback(
+    v: InferenceServiceVariant, client: KubeClient, rec: DeploymentRecord, ref: ServiceRef
+) -> tuple[bool, str]:
     spec = v.spec
+    state = rollout_state(client, ref)
     live = client.get_or_none(INFERENCE_SERVICES, spec.service_name, spec.namespace)
     if live is None:
         return False, f"nothing to roll back: InferenceService {spec.service_name} does not exist"
-    if (_json_annotation(live, STABLE) or {}).get("member") == rec.member:
+    if find_stable_record(state).get("member") == rec.member:
         return False, f"{rec.member} is already promoted; it is not demoted"
     pred = copy.deepcopy(InferenceServiceView(live).predictor)
     if rec.stable is None:
@@ -248,14 +242,14 @@ def _rollback(v: InferenceServiceVariant, client: KubeClient, rec: DeploymentRec
             return False, f"nothing to roll back: {rec.member} is not the predictor of {spec.service_name}"
         client.delete(INFERENCE_SERVICES, spec.service_name, spec.namespace)
         return True, f"deleted InferenceService {spec.service_name}: its first revision {rec.member} did not pass"
-    stable_rev = _labels(live).get(LABEL_REVISION, rec.stable.revision)
-    return v.remove_canary(client, live, pred, rec, stable_rev)
+    return v.remove_canary(client, live, state, pred, rec)
 
 
 class InferenceServiceVariant(Variant):
     """An ``InferenceService`` ``<service>``: what Standard and Knative mode share.
 
-    The object carries its own lease and promotion record; the first rollout creates it; status,
+    Its lease and promotion record are on the Lease ``<service>-rollout``; the first rollout creates
+    the InferenceService, whose metadata then never changes during a rollout; status,
     the revisions of a run and the restore of the previous stable predictor read the same fields in
     both modes (Knative's ``canaryTrafficPercent`` shows in the data, not in the mode).
     """
@@ -264,7 +258,8 @@ class InferenceServiceVariant(Variant):
 
     def ref(self) -> ServiceRef:
         s = self.spec
-        return ServiceRef("InferenceService", INFERENCE_SERVICES, s.service_name, s.namespace, s.service_name)
+        # Earlier versions kept lease and records on the InferenceService itself (migrated).
+        return service_ref("InferenceService", s.service_name, s.namespace, INFERENCE_SERVICES, s.service_name)
 
     def runtime_object(self) -> dict[str, Any] | None:
         return builders.serving_runtime(self.spec)
@@ -284,11 +279,38 @@ class InferenceServiceVariant(Variant):
         return Readiness.inference_service(min_generation=generation, **kwargs)
 
     def addresses(self, ready: dict[str, Any], plan: Plan, new: Member) -> tuple[str | None, str | None]:
-        endpoint = self.canary_url(ready, new.name) if plan.canary else _predictor_url(ready)
-        return endpoint, _status_url(ready)
+        # From the names KServe (and Knative) create, each confirmed by what the status says.
+        # The service's own address stays what KServe writes (status.url, the ingress host of
+        # GenerateDomainName): production traffic arrives there and the canary weights split it.
+        view = InferenceServiceView(ready)
+        entry = predictor_address(self.spec, view.predictor.get("name") or "")
+        self.confirm_address(view, entry)
+        if plan.canary:
+            return self.canary_url(ready, new.name, plan), view.url
+        if not view.predictor_status.get("url"):
+            return None, view.url  # KServe sets the component URL only once it is ready (PropagateRawStatus)
+        return entry, view.url
+
+    def confirm_address(self, view: InferenceServiceView, entry: str) -> None:
+        """Checks the address KServe wrote (``status.address``, ``createAddress``: the entry Service's
+        cluster-local host) against the one computed from the names, which differ only when
+        ``cluster_domain`` is not the cluster's."""
+        host = urlsplit(entry).hostname
+        written = view.address_host
+        if written and written != host and written.split(".svc.")[0] == host.split(".svc.")[0]:
+            raise SpecError(
+                "cluster_domain",
+                f"KServe reports the service at {written}, but the spec's cluster domain gives {host}",
+                f"set cluster_domain to {written.split('.svc.', 1)[1]!r} (the cluster's DNS domain)",
+            )
+
+    def stable_address(self, live_pred: dict[str, Any]) -> str | None:
+        """Where the stable revision alone answers while a canary is validated."""
+        return predictor_address(self.spec, live_pred.get("name") or "")
 
     def stable_serves(self, client: KubeClient, holder: dict[str, Any] | None, stable: dict[str, Any]) -> bool:
-        return _pred_name(self.spec.service_name, InferenceServiceView(holder).predictor) == stable["member"]
+        live = client.get_or_none(INFERENCE_SERVICES, self.spec.service_name, self.spec.namespace)
+        return _pred_name(self.spec.service_name, InferenceServiceView(live).predictor) == stable["member"]
 
     # promote / rollback
 
@@ -298,7 +320,7 @@ class InferenceServiceVariant(Variant):
     def rollback(
         self, client: KubeClient, rec: DeploymentRecord, ref: ServiceRef, restore_stable_weight: int | None
     ) -> tuple[bool, str]:
-        return _rollback(self, client, rec)
+        return _rollback(self, client, rec, ref)
 
     def apply_scaling(self, client: KubeClient) -> dict[str, Any] | None:
         # The promoted predictor keeps what was validated and gets the spec's scaling fields
@@ -311,7 +333,7 @@ class InferenceServiceVariant(Variant):
             return {"predictor": pred}
         body = copy.deepcopy(InferenceServiceView(live).spec)
         body["predictor"] = new
-        client.apply(self.isvc_object(_labels(live).get(LABEL_REVISION, ""), body))
+        client.apply(self.isvc_object(body))
         log.info("%s: autoscaling re-applied with the measured target", spec.service_name)
         return {"predictor": new}
 
@@ -324,11 +346,11 @@ class InferenceServiceVariant(Variant):
             return out
         view = InferenceServiceView(live)
         pred = view.predictor
-        stable_rec = _json_annotation(live, STABLE) or {}
+        stable_rec = find_stable_record(rollout_state(client, self.ref()))
         pred_ref = StableRef(
             member=_pred_name(spec.service_name, pred),
             model_uri=PredictorView(pred).model_uri,
-            revision=view.labels.get(LABEL_REVISION, ""),
+            revision=PredictorView(pred).revision or view.labels.get(LABEL_REVISION, ""),
         )
         for entry in view.canaries:
             cp = entry.get("predictor") or {}
@@ -365,7 +387,7 @@ class InferenceServiceVariant(Variant):
                 DeploymentRecord(
                     kind="InferenceService",
                     member=_pred_name(spec.service_name, pred),
-                    revision=_labels(live).get(LABEL_REVISION, ""),
+                    revision=PredictorView(pred).revision or _labels(live).get(LABEL_REVISION, ""),
                     model_uri=PredictorView(pred).model_uri,
                     canary=knative_canary,
                     stable=stable
@@ -382,11 +404,11 @@ class InferenceServiceVariant(Variant):
     def status_rows(
         self, client: KubeClient, holder: dict[str, Any] | None, stable: dict[str, Any] | None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        assert holder is not None
         name = self.spec.service_name
-        view = InferenceServiceView(holder)
+        live = client.get(INFERENCE_SERVICES, name, self.spec.namespace)
+        view = InferenceServiceView(live)
         pred = view.predictor
-        readiness = conditions_summary(holder, own_generation=False)
+        readiness = conditions_summary(live, own_generation=False)
         canaries = view.canaries
         knative_pct = PredictorView(pred).canary_traffic_percent
         canary_status = view.canary_statuses
@@ -410,7 +432,9 @@ class InferenceServiceVariant(Variant):
                 "member": _pred_name(name, pred),
                 "role": "canary" if knative_pct is not None else "stable",
                 "model_uri": PredictorView(pred).model_uri,
-                "revision": view.labels.get(LABEL_REVISION, "") if knative_pct is None else "",
+                "revision": (PredictorView(pred).revision or view.labels.get(LABEL_REVISION, ""))
+                if knative_pct is None
+                else "",
                 "run_id": PredictorView(pred).run_id,
                 "traffic_percent": int(knative_pct) if knative_pct is not None else 100 - canary_total,
                 "ready": readiness["ready"],
@@ -425,7 +449,7 @@ class InferenceServiceVariant(Variant):
                     "member": cp.get("name", ""),
                     "role": "canary",
                     "model_uri": PredictorView(cp).model_uri,
-                    "revision": "",
+                    "revision": PredictorView(cp).revision,
                     "run_id": PredictorView(cp).run_id,
                     "traffic_percent": int(entry.get("trafficPercent") or 0),
                     "ready": bool(cs.get("ready")),
@@ -439,15 +463,16 @@ class InferenceServiceVariant(Variant):
         pred = previous.get("predictor")
         if not pred:
             raise PermanentError(f"{name}: the previous stable record has no predictor to restore")
-        body = {k: v for k, v in (holder.get("spec") or {}).items() if k != "canary"}
+        live = client.get(INFERENCE_SERVICES, name, namespace)
+        body = {k: v for k, v in (live.get("spec") or {}).items() if k != "canary"}
         body["predictor"] = copy.deepcopy(pred)
-        labels = {**_labels(holder), LABEL_REVISION: previous.get("revision") or ""}
-        if not labels[LABEL_REVISION]:
-            labels.pop(LABEL_REVISION)
-        annotations = {k: v for k, v in _annotations(holder).items() if k.startswith("serving.kserve.io/")}
+        # The metadata stays as it is (KServe copies it into the pod template); the revision id
+        # travels on the predictor's own labels.
+        labels = {k: v for k, v in _labels(live).items() if k != LABEL_REVISION}
+        annotations = {k: v for k, v in _annotations(live).items() if k.startswith("serving.kserve.io/")}
         obj = {
-            "apiVersion": holder["apiVersion"],
-            "kind": holder["kind"],
+            "apiVersion": live["apiVersion"],
+            "kind": live["kind"],
             "metadata": {"name": name, "namespace": namespace, "labels": labels, "annotations": annotations},
             "spec": body,
         }
@@ -462,11 +487,13 @@ class InferenceServiceVariant(Variant):
 
     # what Standard and Knative mode do differently
 
-    def isvc_object(self, revision: str, body: dict[str, Any]) -> dict[str, Any]:
-        """The InferenceService as the main field manager writes it, with ``body`` as its spec."""
-        obj = builders.inference_service(self.spec, Member("predictor", "", revision))
-        if not revision:
-            obj["metadata"]["labels"].pop(LABEL_REVISION, None)
+    def isvc_object(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The InferenceService as the main field manager writes it, with ``body`` as its spec.
+
+        Its metadata is the same in every phase of a rollout (:func:`builders.inference_service`):
+        KServe copies it into the pod template (``predictor.go`` ``buildObjectMeta``).
+        """
+        obj = builders.inference_service(self.spec, Member("predictor", "", ""))
         obj["spec"] = body
         return obj
 
@@ -485,8 +512,8 @@ class InferenceServiceVariant(Variant):
         """The InferenceService with ``canary`` beside ``stable``; fills the plan's readiness."""
 
     @abstractmethod
-    def canary_url(self, ready: dict[str, Any], member: str) -> str | None:
-        """The canary's own address once ready."""
+    def canary_url(self, ready: dict[str, Any], member: str, plan: Plan) -> str | None:
+        """The canary's own address once ready (from the names KServe creates, confirmed by the status)."""
 
     @abstractmethod
     def check_stable_predictor(self, rec: DeploymentRecord, pred: dict[str, Any], where: str) -> None:
@@ -501,9 +528,10 @@ class InferenceServiceVariant(Variant):
         """Raises when ``rec`` is no longer the canary (rolled back or replaced)."""
 
     def previous_record(
-        self, live: dict[str, Any], rec: DeploymentRecord, pred: dict[str, Any]
+        self, state: dict[str, Any] | None, rec: DeploymentRecord, pred: dict[str, Any]
     ) -> dict[str, Any] | None:
-        """The stable record of the revision being replaced, when no promotion recorded one."""
+        """The stable record of the revision being replaced, when no promotion recorded one (``state``:
+        the rollout Lease)."""
         return None
 
     @abstractmethod
@@ -527,9 +555,15 @@ class InferenceServiceVariant(Variant):
 
     @abstractmethod
     def remove_canary(
-        self, client: KubeClient, live: dict[str, Any], pred: dict[str, Any], rec: DeploymentRecord, stable_rev: str
+        self,
+        client: KubeClient,
+        live: dict[str, Any],
+        state: dict[str, Any] | None,
+        pred: dict[str, Any],
+        rec: DeploymentRecord,
     ) -> tuple[bool, str]:
-        """Takes the canary ``rec`` away; the stable predictor serves all traffic again."""
+        """Takes the canary ``rec`` away; the stable predictor serves all traffic again (``state``: the
+        rollout Lease with the records)."""
 
 
 def _other_canaries(live: dict[str, Any], member: str) -> list[dict[str, Any]]:

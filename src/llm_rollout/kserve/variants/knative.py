@@ -1,7 +1,9 @@
 """Knative mode: a new revision goes into the predictor with ``canaryTrafficPercent``.
 
-Knative keeps the previous rolled-out revision serving the rest of the traffic and gives it no
-address of its own; promotion removes ``canaryTrafficPercent``, rollback puts the stable predictor
+Knative keeps the previous rolled-out revision serving the rest of the traffic; with
+``serving.kserve.io/enable-tag-routing`` (set by the builders) it tags the new revision ``latest`` and the
+previous one ``prev``, each with an address of its own, which validation measures apart;
+promotion removes ``canaryTrafficPercent``, rollback puts the stable predictor
 back with ``canaryTrafficPercent: 0`` (all traffic on the previous revision).
 """
 
@@ -12,23 +14,24 @@ from typing import Any
 
 from llm_rollout.errors import PermanentError
 from llm_rollout.kserve import builders
-from llm_rollout.kserve.builders import LABEL_REVISION, Member
-from llm_rollout.kserve.records import STABLE, _json_annotation, _labels, _meta, _pred_name
+from llm_rollout.kserve.addresses import service_address
+from llm_rollout.kserve.builders import Member
+from llm_rollout.kserve.records import _meta, _pred_name, find_stable_record
 from llm_rollout.kserve.variants.base import Plan
-from llm_rollout.kserve.variants.isvc import (
-    InferenceServiceVariant,
-    _knative_latest_url,
-    _predictor_url,
-)
+from llm_rollout.kserve.variants.isvc import InferenceServiceVariant
 from llm_rollout.kserve.views import InferenceServiceView, PredictorView
 from llm_rollout.kserve.wait import Readiness
 from llm_rollout.kube import INFERENCE_SERVICES, KubeClient
+from llm_rollout.names import predictor_service_name
 from llm_rollout.record import DeploymentRecord
+
+TAG_ROUTING_ANNOTATION = "serving.kserve.io/enable-tag-routing"
+"""``constants.EnableRoutingTagAnnotationKey``: Knative tags the revisions ``latest`` and ``prev``."""
 
 
 class KnativeIsvc(InferenceServiceVariant):
     """Knative mode: a new revision goes into the predictor with ``canaryTrafficPercent``; Knative keeps
-    the previous rolled-out revision serving the rest (and gives it no address of its own)."""
+    the previous rolled-out revision serving the rest; each has its tag address (``latest``, ``prev``)."""
 
     def canary_in_predictor(self, live_pred: dict[str, Any]) -> bool:
         return live_pred.get("canaryTrafficPercent") is not None
@@ -50,13 +53,36 @@ class KnativeIsvc(InferenceServiceVariant):
         plan.live_generation = view.generation
         return obj
 
-    def canary_url(self, ready: dict[str, Any], member: str) -> str | None:
-        return _knative_latest_url(ready) or _predictor_url(ready)
+    def tag_address(self, tag: str) -> str:
+        """A tagged revision's own address: Knative names its route ``<tag>-<Knative Service>`` and the
+        Knative Service is the predictor's ``<isvc>-predictor`` (``ksvc_reconciler.go``)."""
+        ksvc = predictor_service_name(self.spec.service_name)
+        return service_address(f"{tag}-{ksvc}", self.spec.namespace, self.spec.cluster_domain)
+
+    def canary_url(self, ready: dict[str, Any], member: str, plan: Plan) -> str | None:
+        # ksvc_reconciler.go tags the latest revision "latest" (only with serving.kserve.io/enable-tag-routing,
+        # which the builders set) and the previous rolled-out one "prev" (below 100 %). Without the tags the
+        # service address sends most requests to the stable revision: the candidate is measured only
+        # through its own tag, the stable through "prev".
+        view = InferenceServiceView(ready)
+        if view.tagged("latest") is None:
+            raise PermanentError(
+                f"InferenceService {self.spec.namespace}/{self.spec.service_name}: Knative reports no 'latest' tag, "
+                "so the new revision has no address of its own. Fix: keep the annotation "
+                f"{TAG_ROUTING_ANNOTATION}: 'true' on the InferenceService (llm-rollout sets it; something removed it)"
+            )
+        if plan.stable is not None:
+            plan.stable.endpoint_url = self.tag_address("prev") if view.tagged("prev") else None
+        return self.tag_address("latest")
+
+    def stable_address(self, live_pred: dict[str, Any]) -> str | None:
+        return self.tag_address("prev")  # confirmed (or dropped) once the canary's status shows the tags
 
     def member_metrics_urls(self, rec: DeploymentRecord) -> tuple[dict[str, str], str]:
         return (
             {},
-            "Knative splits traffic between revisions itself and gives the stable revision no address of its own",
+            "Knative revisions answer through the activator and their tag routes, not through a Service of their own "
+            "whose vLLM /metrics a step could read",
         )
 
     def check_stable_predictor(self, rec: DeploymentRecord, pred: dict[str, Any], where: str) -> None:
@@ -96,12 +122,17 @@ class KnativeIsvc(InferenceServiceVariant):
         )
 
     def remove_canary(
-        self, client: KubeClient, live: dict[str, Any], pred: dict[str, Any], rec: DeploymentRecord, stable_rev: str
+        self,
+        client: KubeClient,
+        live: dict[str, Any],
+        state: dict[str, Any] | None,
+        pred: dict[str, Any],
+        rec: DeploymentRecord,
     ) -> tuple[bool, str]:
         assert rec.stable is not None
         if _pred_name(self.spec.service_name, pred) != rec.member:
             return False, f"nothing to roll back: {rec.member} is not the canary of {self.spec.service_name}"
-        stable = _json_annotation(live, STABLE) or {}
+        stable = find_stable_record(state)
         if stable.get("member") == rec.stable.member and stable.get("predictor"):
             restored = copy.deepcopy(stable["predictor"])
         else:
@@ -111,7 +142,7 @@ class KnativeIsvc(InferenceServiceVariant):
         restored["canaryTrafficPercent"] = 0
         body = {k: v for k, v in (live.get("spec") or {}).items() if k != "canary"}
         body["predictor"] = restored
-        client.apply(self.isvc_object(rec.stable.revision, body))
+        client.apply(self.isvc_object(body))
         return True, f"rolled back {rec.member}: all traffic on {rec.stable.member} ({rec.stable.model_uri}) again"
 
     def without_record(self, client: KubeClient, rec: DeploymentRecord) -> bool:
@@ -122,5 +153,5 @@ class KnativeIsvc(InferenceServiceVariant):
         live = client.get(INFERENCE_SERVICES, self.spec.service_name, self.spec.namespace)
         body = copy.deepcopy(live.get("spec") or {})
         body["predictor"]["canaryTrafficPercent"] = 0
-        client.apply(self.isvc_object(_labels(live).get(LABEL_REVISION, ""), body))
+        client.apply(self.isvc_object(body))
         return True

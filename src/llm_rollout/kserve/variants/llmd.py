@@ -2,8 +2,8 @@
 
 A new revision is a second member with its ``weight`` (the stable member is never written by a
 rollout); promotion moves the weights (in ``canary.steps``), then retires the old member. Members come
-and go, so the lease and the promotion record live on an ``LLMInferenceServiceConfig``
-``<service>-rollout`` that no member references (:func:`~llm_rollout.kserve.records.record_object_name`).
+and go; the lease and the promotion record live on the service's Lease ``<service>-rollout``
+(:mod:`llm_rollout.kserve.records`), as for an InferenceService.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from llm_rollout.kserve.records import (
     _labels,
     _meta,
     record_object_name,
+    service_ref,
 )
 from llm_rollout.kserve.variants.base import (
     Doc,
@@ -345,13 +346,13 @@ class LlmdGroup(Variant):
 
     def ref(self) -> ServiceRef:
         s = self.spec
-        return ServiceRef(
+        # Earlier versions kept lease and records on an LLMInferenceServiceConfig of the same name.
+        return service_ref(
             "LLMInferenceService",
+            s.service_name,
+            s.namespace,
             LLM_INFERENCE_SERVICE_CONFIGS,
             record_object_name(s.service_name),
-            s.namespace,
-            s.service_name,
-            lease_creates=True,
         )
 
     def members(self, client: KubeClient) -> list[dict[str, Any]]:

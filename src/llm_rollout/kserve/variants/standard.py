@@ -17,13 +17,13 @@ from llm_rollout.errors import PermanentError, SpecError
 from llm_rollout.kserve import builders
 from llm_rollout.kserve.addresses import mapped
 from llm_rollout.kserve.builders import Member
-from llm_rollout.kserve.records import STABLE, _json_annotation, _meta, _pred_name
+from llm_rollout.kserve.records import _meta, _pred_name, find_stable_record
 from llm_rollout.kserve.variants.base import Plan, PromotionConflict
 from llm_rollout.kserve.variants.isvc import (
     InferenceServiceVariant,
     _canary_entry,
-    _canary_url,
     _other_canaries,
+    canary_address,
 )
 from llm_rollout.kserve.views import InferenceServiceView, PredictorView
 from llm_rollout.kserve.wait import Readiness
@@ -74,8 +74,12 @@ class StandardIsvc(InferenceServiceVariant):
         plan.readiness_kwargs = {"canary": canary.name, "canary_traffic": canary.traffic_percent}
         return obj
 
-    def canary_url(self, ready: dict[str, Any], member: str) -> str | None:
-        return _canary_url(ready, member)
+    def canary_url(self, ready: dict[str, Any], member: str, plan: Plan) -> str | None:
+        # Its own Service <isvc>-<canary>-predictor (PredictorServiceName); KServe writes no URL for a
+        # canary, only canaryStatuses[].ready (reconcileCanaryDeployments), which the wait confirmed.
+        if not InferenceServiceView(ready).canary_statuses.get(member, {}).get("ready"):
+            return None
+        return canary_address(self.spec, member)
 
     def member_metrics_urls(self, rec: DeploymentRecord) -> tuple[dict[str, str], str]:
         # The stable predictor's address (status.components.predictor) and the canary's
@@ -109,9 +113,9 @@ class StandardIsvc(InferenceServiceVariant):
             )
 
     def previous_record(
-        self, live: dict[str, Any], rec: DeploymentRecord, pred: dict[str, Any]
+        self, state: dict[str, Any] | None, rec: DeploymentRecord, pred: dict[str, Any]
     ) -> dict[str, Any] | None:
-        if _json_annotation(live, STABLE) is not None or rec.stable is None:
+        if find_stable_record(state) or rec.stable is None:
             return None
         return {
             "member": rec.stable.member,
@@ -151,7 +155,12 @@ class StandardIsvc(InferenceServiceVariant):
         return Readiness.inference_service(canary=canary, canary_traffic=traffic, gone_canary=gone, min_generation=gen)
 
     def remove_canary(
-        self, client: KubeClient, live: dict[str, Any], pred: dict[str, Any], rec: DeploymentRecord, stable_rev: str
+        self,
+        client: KubeClient,
+        live: dict[str, Any],
+        state: dict[str, Any] | None,
+        pred: dict[str, Any],
+        rec: DeploymentRecord,
     ) -> tuple[bool, str]:
         service = self.spec.service_name
         if _canary_entry(live, rec.member) is None:
@@ -160,5 +169,5 @@ class StandardIsvc(InferenceServiceVariant):
         others = _other_canaries(live, rec.member)
         if others:
             body["canary"] = others
-        client.apply(self.isvc_object(stable_rev, body))
+        client.apply(self.isvc_object(body))
         return True, f"rolled back {rec.member}: removed the canary; {_pred_name(service, pred)} serves all traffic"
