@@ -130,6 +130,18 @@ HOSTILE = [
         "words to generate and hold",
         "product stays under",
     ),
+    (
+        {"validation": {"load": {"workload": {"dataset": "random", "input_len": 10**9}}}},
+        "validation.load.workload.input_len",
+        "is invalid",
+        "less than or equal",
+    ),
+    (
+        {"validation": {"load": {"num_prompts": 50_000, "workload": {"dataset": "random", "input_len": 1000}}}},
+        "validation.load.num_prompts",
+        "words to generate and hold",
+        "product stays under",
+    ),
     ({"runtime": {"max_model_len": 10**12}}, "runtime.max_model_len", "is invalid", "less than or equal"),
     ({"validation": {"readiness_timeout_s": float("inf")}}, "validation.readiness_timeout_s", "is invalid", "finite"),
     (

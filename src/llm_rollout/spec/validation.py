@@ -88,13 +88,13 @@ class LoadWorkloadSpec(_Model):
 
     dataset: Literal["custom", "random", "prefix_repetition"]
     path: str | None = None
-    time_scale: float = Field(1.0, gt=0)
-    input_len: int | None = Field(None, ge=1)
-    output_len: int | None = Field(None, ge=1)
+    time_scale: float = Field(1.0, gt=0, le=1e6)
+    input_len: int | None = Field(None, ge=1, le=MAX_WORDS)
+    output_len: int | None = Field(None, ge=1, le=MAX_WORDS)
     range_ratio: float = Field(0.0, ge=0, lt=1)
-    prefix_len: int | None = Field(None, ge=0)
-    suffix_len: int | None = Field(None, ge=1)
-    num_prefixes: int | None = Field(None, ge=1)
+    prefix_len: int | None = Field(None, ge=0, le=MAX_WORDS)
+    suffix_len: int | None = Field(None, ge=1, le=MAX_WORDS)
+    num_prefixes: int | None = Field(None, ge=1, le=MAX_PROMPTS)
 
     @model_validator(mode="after")
     def _fields_of_the_dataset(self) -> LoadWorkloadSpec:
@@ -159,13 +159,20 @@ class LoadSpec(_Model):
 
     @model_validator(mode="after")
     def _workload_or_shared_prefix(self) -> LoadSpec:
-        words = self.num_prompts * (self.input_words + self.shared_prefix_words)
+        per_prompt = self.input_words + self.shared_prefix_words
+        wl = self.workload
+        if wl is not None and wl.dataset != "custom":  # the generated shapes (the file has its own cap)
+            body = wl.input_len or self.input_words
+            if wl.dataset == "prefix_repetition":
+                body = wl.suffix_len or max(self.input_words // 4, 1)
+            per_prompt = (wl.prefix_len or (self.input_words if wl.dataset == "prefix_repetition" else 0)) + body
+        words = self.num_prompts * per_prompt
         if words > MAX_LOAD_WORDS:
             raise SpecError(
                 "validation.load.num_prompts",
-                f"{self.num_prompts} prompts of {self.input_words + self.shared_prefix_words} words are {words:,} "
+                f"{self.num_prompts} prompts of {per_prompt} words are {words:,} "
                 f"words to generate and hold, over the {MAX_LOAD_WORDS:,} a validation step holds",
-                f"lower num_prompts or input_words so that their product stays under {MAX_LOAD_WORDS:,}",
+                f"lower num_prompts or the prompt length so that their product stays under {MAX_LOAD_WORDS:,}",
             )
         if self.workload is not None and self.shared_prefix_words:
             raise SpecError(
