@@ -259,11 +259,11 @@ class ComparisonSpec(_Model):
 
     enabled: bool = True
     send_api_key: bool = False
-    concurrency: int = Field(4, ge=1)
-    round_requests: int = Field(16, ge=1)
-    output_tokens: int = Field(32, ge=2)
-    min_blocks: int = Field(6, ge=2)
-    max_blocks: int = Field(24, ge=2)
+    concurrency: int = Field(4, ge=1, le=MAX_CONCURRENCY)
+    round_requests: int = Field(16, ge=1, le=10_000)
+    output_tokens: int = Field(32, ge=2, le=MAX_WORDS)
+    min_blocks: int = Field(6, ge=2, le=1000)
+    max_blocks: int = Field(24, ge=2, le=1000)
     settle_s: float = Field(0.0, ge=0, le=60)
     confidence: float = Field(0.95, gt=0.5, lt=1)
     ttft_statistic: str = Field("median", pattern=r"^(mean|median|p\d{1,2})$")
