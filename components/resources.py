@@ -216,7 +216,7 @@ STEP_TIMEOUT_S = {
     "register-runtime": 15 * 60,
     "deploy-model": 2 * 3600,
     "validate-deployment": 3 * 3600,
-    "promote-model": 30 * 60,
+    "promote-model": 6 * 3600,  # canary.steps re-run the gate at each traffic step (kserve/gate.py)
     "rollback-model": 30 * 60,
     "finalize-rollout": 30 * 60,
     "optimize-model": 12 * 3600,
@@ -225,10 +225,12 @@ STEP_TIMEOUT_S = {
 library's own bounded waits (deploy 30 min plus the lease wait; validation's load levels), so a hung
 pod ends and the exit handler rolls back what it left."""
 
-STEP_RETRIES = {"prepare-rollout": 2, "register-runtime": 2, "promote-model": 2, "rollback-model": 2}
-"""Steps that are rerun-safe and only talk to the API server: a node loss or API hiccup is retried
-(backoff 30 s, doubling). deploy and validate are not retried by KFP: they wait and measure for long,
-and a failure there is a verdict or a spec problem the exit handler cleans up."""
+STEP_RETRIES = {"prepare-rollout": 2, "register-runtime": 2}
+"""Steps that are short, rerun-safe and only talk to the API server are retried by KFP when their pod
+is lost (backoff 30 s, doubling); API errors are retried inside the library already. deploy,
+validate and promote wait and measure for long and their failures are verdicts (a stepped
+promotion's gate rolls back) or spec problems the exit handler cleans up; rollback-model fails on
+purpose with ``fail_on_rollback``, which a retry would only repeat."""
 
 
 def set_step_defaults(task: Any, name: str) -> Any:

@@ -160,6 +160,11 @@ def test_every_pod_setting_resolves_with_the_defaults(tmp_path, name):
         assert "memory" in pod["limits"], (task, pod)
         assert pod["activeDeadlineSeconds"] and pod["activeDeadlineSeconds"] > 0, task
         assert pod["image"] in ("reg.example/c:1", "reg.example/o:1")
+    # KFP retries only the short, rerun-safe API steps; a failing gate or rollback is an answer.
+    retried = {
+        t: task["retryPolicy"]["maxRetryCount"] for t, task, _, _ in Driver(ir, {}).tasks() if "retryPolicy" in task
+    }
+    assert retried == {"prepare-rollout": 2, "register-runtime": 2}
     if name == "llm-optimize-deploy":
         assert pods["optimize-model"]["limits"] == {"memory": "48Gi", "nvidia.com/gpu": "1"}
         assert pods["optimize-model"]["requests"] == {"cpu": "8", "memory": "48Gi"}
