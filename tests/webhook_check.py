@@ -11,11 +11,16 @@ table-driven cases (``inference_service_validation_test.go``) against them.
   ``[<message>]`` (empty when the object would be admitted).
 * :func:`llmisvc_webhook_errors`: ``pkg/apis/serving/v1alpha2/llm_inference_service_validation.go``
   (validateRouterCrossFieldConstraints, validateTrafficFields, validateWorkloadParallelism,
-  ValidateWorkloadScaling, validateSchedulerConfig); each problem as ``<field path>: <message>``.
+  validateSchedulerConfig, ValidateWorkloadScaling, ValidateActuatorConsistency,
+  ValidateWorkloadRolloutFields, validateImmutable); each problem as ``<field path>: <message>``,
+  upstream's message; ``tests/unit/test_llmd_webhook_mirror.py`` runs upstream's cases
+  (``llm_inference_service_validation_test.go``) against it.
+* :func:`llmisvc_config_webhook_errors`: ``llm_inference_service_config_validation.go``.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from decimal import Decimal
 from typing import Any
@@ -339,75 +344,336 @@ def isvc_webhook_errors(obj: dict[str, Any], old: dict[str, Any] | None = None) 
 
 # LLMInferenceService (v1alpha2) -----------------------------------------------------------------
 
+_VARIANT_COST = re.compile(r"^\d+(\.\d+)?$")  # llm_inference_service_validation.go variantCostPattern
 
-def _workload_errors(path: str, w: dict[str, Any]) -> list[str]:
-    errors: list[str] = []
+
+def _size(par: dict[str, Any] | None) -> int:
+    """``ParallelismSpec.GetSize`` (llm_inference_service_types.go), nil counted as 1 as validateImmutable does."""
+    if not par:
+        return 1
+    if (par.get("data") or 0) > 0 or (par.get("dataLocal") or 0) > 0:
+        return max(max(par.get("data") or 1, 1) // max(par.get("dataLocal") or 1, 1), 1)
+    if (par.get("pipeline") or 0) > 0:
+        return par["pipeline"]
+    return 1
+
+
+def validate_workload_parallelism(path: str, w: dict[str, Any]) -> list[str]:
+    """``validateWorkloadParallelism``."""
     par = w.get("parallelism")
-    if w.get("worker") is not None:
-        dp = bool(par and ((par.get("data") or 0) > 0 or (par.get("dataLocal") or 0) > 0))
-        pp = bool(par and (par.get("pipeline") or 0) > 0)
-        if not (dp or pp):
-            errors.append(f"{path}.worker: when worker is specified, parallelism must be data or pipeline parallelism")
-    if par:
-        if ((par.get("data") or 0) > 0 or (par.get("dataLocal") or 0) > 0) and (par.get("pipeline") or 0) > 0:
-            errors.append(f"{path}.parallelism: cannot set both pipeline parallelism and data parallelism")
-        if ("data" in par) != ("dataLocal" in par):
-            errors.append(f"{path}.parallelism: data and dataLocal must be set together")
-        for key in ("data", "dataLocal", "pipeline"):
-            if key in par and par[key] <= 0:
-                errors.append(f"{path}.parallelism.{key}: must be greater than 0")
-    sc = w.get("scaling")
-    if sc is not None:
-        if "replicas" in w:
-            errors.append(f"{path}.scaling: scaling and replicas are mutually exclusive")
-        if sc.get("minReplicas") is not None and sc["minReplicas"] > sc.get("maxReplicas", 0):
-            errors.append(f"{path}.scaling.minReplicas: cannot exceed maxReplicas")
-        if ("wva" in sc) == ("keda" in sc):
-            errors.append(f"{path}.scaling: exactly one of wva or keda must be specified")
-        if "keda" in sc and not sc["keda"].get("triggers"):
-            errors.append(f"{path}.scaling.keda.triggers: at least one trigger is required")
+    worker_msg = (
+        "when worker is specified, parallelism must be configured for either data parallelism or pipeline parallelism"
+    )
+    if w.get("worker") is not None and par is None:
+        return [f"{path}.worker: {worker_msg}"]
+    if par is None:
+        return []
+    errors: list[str] = []
+    dp = (par.get("data") or 0) > 0 or (par.get("dataLocal") or 0) > 0
+    pp = (par.get("pipeline") or 0) > 0
+    if w.get("worker") is not None and not dp and not pp:
+        errors.append(f"{path}.worker: {worker_msg}")
+    if pp and dp:
+        errors.append(
+            f"{path}.parallelism: cannot set both pipeline parallelism and data parallelism (data or dataLocal) "
+            "simultaneously"
+        )
+    if "data" in par and "dataLocal" not in par:
+        errors.append(f"{path}.parallelism.dataLocal: dataLocal must be set when data is set")
+    if "dataLocal" in par and "data" not in par:
+        errors.append(f"{path}.parallelism.data: data must be set when dataLocal is set")
+    for key, what in (
+        ("pipeline", "pipeline parallelism"),
+        ("data", "data parallelism"),
+        ("dataLocal", "dataLocal parallelism"),
+    ):
+        if key in par and par[key] <= 0:
+            errors.append(f"{path}.parallelism.{key}: {what} must be greater than 0")
     return errors
 
 
-def llmisvc_webhook_errors(obj: dict[str, Any]) -> list[str]:
-    """The webhook's objections to an LLMInferenceService (empty when it would be admitted)."""
-    if obj.get("kind") != "LLMInferenceService":
+def _keda_advanced(path: str, keda: dict[str, Any] | None, forbid_modifiers: bool) -> list[str]:
+    """``validateKEDAAdvancedFields``."""
+    adv = (keda or {}).get("advanced")
+    if not adv:
         return []
-    spec = obj.get("spec") or {}
-    errors = _workload_errors("spec", spec)
-    if spec.get("prefill") is not None:
-        errors += _workload_errors("spec.prefill", spec["prefill"])
+    errors: list[str] = []
+    sm = adv.get("scalingModifiers") or {}
+    if forbid_modifiers and any(sm.get(k) for k in ("formula", "target", "activationTarget", "metricType")):
+        errors.append(
+            f"{path}.advanced.scalingModifiers: scalingModifiers must not be set; WVA controls the scaling metric "
+            "formula and logic"
+        )
+    if ((adv.get("horizontalPodAutoscalerConfig") or {}).get("name") or "") != "":
+        errors.append(
+            f"{path}.advanced.horizontalPodAutoscalerConfig.name: horizontalPodAutoscalerConfig.name must not be "
+            "set; the controller manages the HPA name"
+        )
+    return errors
+
+
+def _keda_idle(scaling_path: str, keda_path: str, sc: dict[str, Any], keda: dict[str, Any] | None) -> list[str]:
+    """``validateKEDAIdleReplicaCount``."""
+    idle = (keda or {}).get("idleReplicaCount")
+    if idle is None:
+        return []
+    if sc.get("minReplicas") is None:
+        return [
+            f"{scaling_path}.minReplicas: minReplicas is required when idleReplicaCount is set; idleReplicaCount "
+            f"({idle}) must be less than minReplicas"
+        ]
+    if idle >= sc["minReplicas"]:
+        return [
+            f"{keda_path}.idleReplicaCount: idleReplicaCount ({idle}) must be less than minReplicas "
+            f"({sc['minReplicas']}); idleReplicaCount defines the replica floor when no triggers are active"
+        ]
+    return []
+
+
+def validate_workload_scaling(path: str, w: dict[str, Any]) -> list[str]:
+    """``ValidateWorkloadScaling`` (with ``validateDirectKEDA``)."""
+    sc = w.get("scaling")
+    if sc is None:
+        return []
+    sp = f"{path}.scaling"
+    errors: list[str] = []
+    if w.get("replicas") is not None:
+        errors.append(
+            f"{sp}: scaling and replicas are mutually exclusive; use scaling for autoscaled deployments or "
+            "replicas for static deployments"
+        )
+    if sc.get("minReplicas") is not None and sc["minReplicas"] > sc.get("maxReplicas", 0):
+        errors.append(
+            f"{sp}.minReplicas: minReplicas ({sc['minReplicas']}) cannot exceed maxReplicas "
+            f"({sc.get('maxReplicas', 0)})"
+        )
+    wva, keda = sc.get("wva"), sc.get("keda")
+    if wva is not None and keda is not None:
+        return [*errors, f"{sp}: wva and keda are mutually exclusive; choose one scaling mechanism"]
+    if wva is None and keda is None:
+        return [*errors, f"{sp}: either wva or keda must be specified when scaling is configured"]
+    if keda is not None:
+        if not keda.get("triggers"):
+            errors.append(f"{sp}.keda.triggers: at least one trigger is required when using direct KEDA scaling")
+        errors += _keda_advanced(f"{sp}.keda", keda, False)
+        return errors + _keda_idle(sp, f"{sp}.keda", sc, keda)
+    wp = f"{sp}.wva"
+    if wva.get("hpa") is not None and wva.get("keda") is not None:
+        errors.append(f"{wp}: hpa and keda are mutually exclusive; choose one actuator backend")
+    if wva.get("hpa") is None and wva.get("keda") is None:
+        errors.append(f"{wp}: either hpa or keda must be specified as the actuator backend")
+    cost = wva.get("variantCost") or ""
+    if cost and not _VARIANT_COST.match(cost):
+        errors.append(
+            f'{wp}.variantCost: variantCost must be a non-negative numeric string (e.g., "10", "10.0", "0.5")'
+        )
+    if wva.get("keda") is not None:
+        errors += _keda_advanced(f"{wp}.keda", wva["keda"], True)
+        errors += _keda_idle(sp, f"{wp}.keda", sc, wva["keda"])
+    return errors
+
+
+def validate_actuator_consistency(decode: dict[str, Any], prefill: dict[str, Any] | None) -> list[str]:
+    """``ValidateActuatorConsistency``: decode and prefill scale the same way (mode and actuator)."""
+    if prefill is None or decode.get("scaling") is None or prefill.get("scaling") is None:
+        return []
+    d, p = decode["scaling"], prefill["scaling"]
+    d_keda, p_keda = d.get("keda") is not None, p.get("keda") is not None
+    if d_keda != p_keda:
+        modes = ("direct keda", "wva") if d_keda else ("wva", "direct keda")
+        return [
+            f"spec.prefill.scaling: decode and prefill must use the same scaling mode; decode uses {modes[0]} but "
+            f"prefill uses {modes[1]}"
+        ]
+    if d.get("wva") is None or p.get("wva") is None:
+        return []
+    d_hpa, p_hpa = d["wva"].get("hpa") is not None, p["wva"].get("hpa") is not None
+    if d_hpa == p_hpa:
+        return []
+    backends = ("hpa", "keda") if d_hpa else ("keda", "hpa")
+    return [
+        f"spec.prefill.scaling.wva: decode and prefill must use the same actuator backend; decode uses {backends[0]} "
+        f"but prefill uses {backends[1]} — mixing backends requires two separate metric pipelines and leads to "
+        "independent, unsynchronised scaling decisions"
+    ]
+
+
+_PERCENT = re.compile(r"^[0-9]+%$")  # k8s.io/apimachinery validation.IsValidPercent
+
+
+def _int_or_percent(path: str, value: Any) -> list[str]:
+    """``validatePositiveIntOrPercent``."""
+    if isinstance(value, int):
+        return [f"{path}: must be greater than or equal to 0"] if value < 0 else []
+    if not _PERCENT.match(str(value)):
+        return [f"{path}: a valid percent string must be a numeric string followed by an ending '%'"]
+    if int(str(value)[:-1]) > 100:
+        return [f"{path}: must not be greater than 100%"]
+    return []
+
+
+def _scaled(value: Any, round_up: bool) -> int:
+    """``intstr.GetScaledValueFromIntOrPercent(v, 1, roundUp)``."""
+    if isinstance(value, int):
+        return value
+    pct = int(str(value)[:-1])
+    return (pct + 99) // 100 if round_up else pct // 100
+
+
+def validate_workload_rollout_fields(path: str, rs: dict[str, Any] | None, multi_node: bool) -> list[str]:
+    """``ValidateWorkloadRolloutFields``."""
+    if rs is None:
+        return []
+    rp = f"{path}.rolloutStrategy"
+    errors: list[str] = []
+    if rs.get("maxUnavailable") is not None:
+        errors += _int_or_percent(f"{rp}.maxUnavailable", rs["maxUnavailable"])
+    if rs.get("maxSurge") is not None:
+        errors += _int_or_percent(f"{rp}.maxSurge", rs["maxSurge"])
+    if errors:
+        return errors
+    mu, ms = rs.get("maxUnavailable"), rs.get("maxSurge")
+    if mu is not None and ms is not None and _scaled(mu, False) == 0 and _scaled(ms, True) == 0:
+        errors.append(
+            f"{rp}: maxUnavailable and maxSurge cannot both be zero; this would prevent any rolling update progress"
+        )
+    if multi_node and mu is not None and ms is None and _scaled(mu, False) == 0:
+        errors.append(
+            f"{rp}.maxSurge: maxSurge is required for multi-node workloads when maxUnavailable is 0, otherwise no "
+            "rolling update progress is possible"
+        )
+    return errors
+
+
+def _router_errors(spec: dict[str, Any]) -> list[str]:
+    """``validateRouterCrossFieldConstraints`` and ``validateTrafficFields``."""
     router = spec.get("router") or {}
     route = router.get("route")
-    if route is not None:
-        http = route.get("http")
-        refs = (http or {}).get("refs") or []
-        gateway = router.get("gateway")
-        if refs and (http or {}).get("spec") is not None:
-            errors.append("spec.router.route.http: cannot use both custom HTTPRoute refs and an inline route spec")
+    if route is None:
+        return []
+    errors: list[str] = []
+    http = route.get("http")
+    refs = (http or {}).get("refs") or []
+    gateway = router.get("gateway")
+    if http is not None:
+        if refs and http.get("spec") is not None:
+            errors.append(
+                "spec.router.route.http: unsupported configuration: cannot use both custom HTTPRoute refs "
+                "('spec.router.route.http.refs') and an inline route spec ('spec.router.route.http.spec'); choose one"
+            )
         if refs and gateway is not None and not gateway.get("refs"):
-            errors.append("spec.router.route.http.refs: custom HTTP routes cannot be used with a managed gateway")
-        has_group, has_weight = route.get("group") is not None, route.get("weight") is not None
-        if has_group or has_weight:
-            if router.get("ingress") is not None:
-                errors.append("spec.router.route.group: traffic splitting requires Gateway API routing")
-            elif has_weight and not has_group:
-                errors.append("spec.router.route.group: weight requires group")
-            elif has_group and not has_weight:
-                errors.append("spec.router.route.weight: group requires weight")
-            elif refs:
-                errors.append("spec.router.route.group: traffic splitting cannot be used with custom HTTPRoute refs")
-    scheduler = router.get("scheduler")
-    if scheduler is not None:
-        if scheduler.get("replicas") is not None and scheduler["replicas"] <= 0:
-            errors.append("spec.router.scheduler.replicas: must be greater than zero")
-        config = scheduler.get("config")
-        if config is not None:
-            if ("inline" in config) == ("ref" in config):
-                errors.append("spec.router.scheduler.config: exactly one of inline or ref is required")
-            if "inline" in config and not config["inline"]:
-                errors.append("spec.router.scheduler.config.inline: inline configuration is invalid")
+            errors.append(
+                "spec.router.route.http.refs: unsupported configuration: custom HTTP routes "
+                "('spec.router.route.http.refs') cannot be used with a managed gateway ('spec.router.gateway')"
+            )
+    has_group, has_weight = route.get("group") is not None, route.get("weight") is not None
+    if not (has_group or has_weight):
+        return errors
+    if router.get("ingress") is not None:
+        return [
+            *errors,
+            "spec.router.route.group: traffic splitting requires Gateway API routing; the controller manages "
+            "HTTPRoutes, not Ingress resources",
+        ]
+    if has_weight and not has_group:
+        return [*errors, "spec.router.route.group: weight requires group"]
+    if has_group and not has_weight:
+        return [*errors, "spec.router.route.weight: group requires weight"]
+    if refs:
+        errors.append(
+            "spec.router.route.group: traffic splitting cannot be used with custom HTTPRoute refs; controller-managed "
+            "routes (route.http.spec or route.http: {}) are required"
+        )
     return errors
+
+
+def _scheduler_errors(path: str, scheduler: dict[str, Any] | None, config_rules: bool = True) -> list[str]:
+    """``validateSchedulerConfig`` (the config validator's ``validateScheduler`` checks replicas only)."""
+    if scheduler is None:
+        return []
+    errors: list[str] = []
+    if scheduler.get("replicas") is not None and scheduler["replicas"] <= 0:
+        errors.append(f"{path}.replicas: scheduler replicas must be greater than zero")
+    config = scheduler.get("config")
+    if not config_rules or config is None:
+        return errors
+    if "inline" not in config and "ref" not in config:
+        errors.append(f"{path}.config: either inline or ref is required")
+    if "inline" in config and "ref" in config:
+        errors.append(f"{path}.config: both inline and ref are set, either specify inline or ref")
+    if "inline" in config and len(json.dumps(config["inline"], separators=(",", ":"))) < 3:
+        errors.append(f"{path}.config.inline: inline configuration is invalid")
+    if "ref" in config and not (config["ref"] or {}).get("name"):
+        errors.append(f"{path}.config.ref.name: name is empty")
+    return errors
+
+
+def _immutable(prev: dict[str, Any], curr: dict[str, Any]) -> list[str]:
+    """``validateImmutable``: the total parallelism size (``GetSize``) of each workload never changes."""
+    errors: list[str] = []
+    pairs = [("spec", prev, curr)]
+    if prev.get("prefill") is not None and curr.get("prefill") is not None:
+        pairs.append(("spec.prefill", prev["prefill"], curr["prefill"]))
+    for path, p, c in pairs:
+        before, after = _size(p.get("parallelism")), _size(c.get("parallelism"))
+        if before != after:
+            errors.append(
+                f"{path}.parallelism: total parallelism size is immutable, previous size {before}, curr size {after}"
+            )
+    return errors
+
+
+def llmisvc_webhook_errors(obj: dict[str, Any], old: dict[str, Any] | None = None) -> list[str]:
+    """The LLMInferenceService webhook's objections to ``obj`` (an update of ``old`` when given).
+
+    ``llm_inference_service_validation.go`` ``validate`` in upstream's order: router cross-field
+    constraints, traffic fields, parallelism, scheduler config, scaling (with
+    ``validateActuatorConsistency``), rollout strategy, ``validateImmutable`` (updates only).
+    ``ValidateUpdate`` admits an object that is being deleted. LoRA, KV-cache offloading, DRA
+    annotations and confidential computing are not mirrored: we write none of those fields.
+
+    Returns:
+        Each problem as ``<field path>: <upstream's message>``; empty when it would be admitted.
+    """
+    if obj.get("kind") != "LLMInferenceService":
+        return []
+    if old is not None and (obj.get("metadata") or {}).get("deletionTimestamp"):
+        return []
+    spec = obj.get("spec") or {}
+    prefill = spec.get("prefill")
+    errors = _router_errors(spec)
+    errors += validate_workload_parallelism("spec", spec)
+    if prefill is not None:
+        errors += validate_workload_parallelism("spec.prefill", prefill)
+    errors += _scheduler_errors("spec.router.scheduler", (spec.get("router") or {}).get("scheduler"))
+    errors += validate_workload_scaling("spec", spec)
+    if prefill is not None:
+        errors += validate_workload_scaling("spec.prefill", prefill)
+    errors += validate_actuator_consistency(spec, prefill)
+    errors += validate_workload_rollout_fields("spec", spec.get("rolloutStrategy"), spec.get("worker") is not None)
+    if prefill is not None:
+        errors += validate_workload_rollout_fields(
+            "spec.prefill", prefill.get("rolloutStrategy"), prefill.get("worker") is not None
+        )
+    if old is not None:
+        errors += _immutable(old.get("spec") or {}, spec)
+    return errors
+
+
+def llmisvc_config_webhook_errors(obj: dict[str, Any]) -> list[str]:
+    """``llm_inference_service_config_validation.go`` ``validate``: no ``baseRefs`` in a config,
+    scheduler replicas above zero."""
+    if obj.get("kind") != "LLMInferenceServiceConfig":
+        return []
+    spec = obj.get("spec") or {}
+    errors: list[str] = []
+    if spec.get("baseRefs"):
+        errors.append(
+            "spec.baseRefs: baseRefs is not a permitted field in LLMInferenceServiceConfig, support for recursive "
+            "refs has been disabled"
+        )
+    scheduler = (spec.get("router") or {}).get("scheduler")
+    return errors + _scheduler_errors("spec.router.scheduler", scheduler, config_rules=False)
 
 
 # ServingRuntime (v1alpha1) ----------------------------------------------------------------------

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
-from llm_rollout.kube import INFERENCE_SERVICES, LLM_INFERENCE_SERVICES, SERVING_RUNTIMES, KubeClient
+from llm_rollout.errors import RolloutError
+from llm_rollout.kube import INFERENCE_SERVICES, LLM_INFERENCE_SERVICES, SERVING_RUNTIMES, InvalidError, KubeClient
 from llm_rollout.spec import RolloutSpec, deep_merge, parse_spec
 
 
@@ -25,9 +26,56 @@ def llmd_spec(namespace: str, name: str = "chat", **overrides: Any) -> RolloutSp
     return make_spec(namespace, name, **deep_merge(base, overrides))
 
 
+class AdmittedClient(KubeClient):
+    """A :class:`KubeClient` whose writes of llm-d objects pass KServe's admission webhook first.
+
+    The test API server runs no webhooks (KServe's are Go code in its controller), so every
+    ``LLMInferenceService`` and ``LLMInferenceServiceConfig`` this client applies (the library's
+    writes in every phase: register, deploy, promotion steps, retirement, rollback, restore) goes
+    through the mirror (``tests/webhook_check.py``: ``llm_inference_service_validation.go``
+    ``ValidateCreate``/``ValidateUpdate`` against what the server holds, and the config validator)
+    and is refused as the webhook would refuse it: a 422 :class:`InvalidError` naming the rules.
+    What the server holds is read on a connection of its own, so an audit of this client's
+    requests (``kube_audit``) sees only the library's calls.
+
+    Attributes:
+        admitted: ``(kind, name)`` of every object the mirror admitted, in order.
+    """
+
+    def __init__(self, api_client: Any, *, lookup: KubeClient, **kwargs: Any) -> None:
+        super().__init__(api_client, **kwargs)
+        self._lookup = lookup
+        self.admitted: list[tuple[str, str]] = []
+
+    def apply(self, obj: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        kind, meta = obj.get("kind"), obj.get("metadata") or {}
+        if kind in ("LLMInferenceService", "LLMInferenceServiceConfig"):
+            from tests.webhook_check import llmisvc_config_webhook_errors, llmisvc_webhook_errors
+
+            if kind == "LLMInferenceService":
+                try:
+                    old = self._lookup.get_or_none(LLM_INFERENCE_SERVICES, meta.get("name", ""), meta.get("namespace"))
+                except RolloutError:  # the server is down on purpose (fault tests): judged as a create
+                    old = None
+                errors = llmisvc_webhook_errors(obj, old)
+            else:
+                errors = llmisvc_config_webhook_errors(obj)
+            if errors:
+                raise InvalidError(
+                    f'admission webhook "validation.llminferenceservice.serving.kserve.io" (mirror) denied {kind} '
+                    f"{meta.get('namespace')}/{meta.get('name')}: " + "; ".join(errors),
+                    status=422,
+                    fields=[e.split(":")[0] for e in errors],
+                )
+            self.admitted.append((kind, meta.get("name", "")))
+        return super().apply(obj, **kwargs)
+
+
 def kube(cluster, via=None, **kwargs: Any) -> KubeClient:
-    """A :class:`KubeClient` for the test cluster (optionally through a fault proxy)."""
-    return KubeClient(cluster.api_client(via=via), **kwargs)
+    """A client for the test cluster (optionally through a fault proxy) whose llm-d writes pass
+    KServe's webhook mirror first (:class:`AdmittedClient`)."""
+    lookup = KubeClient(cluster.api_client())
+    return AdmittedClient(cluster.api_client(via=via), lookup=lookup, **kwargs)
 
 
 def objects_in(client: KubeClient, namespace: str) -> dict[str, list[str]]:

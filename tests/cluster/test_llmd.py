@@ -15,7 +15,7 @@ import pytest
 from llm_rollout.errors import DeadlineExceeded, PermanentError
 from llm_rollout.kserve import builders
 from llm_rollout.kserve.wait import Readiness, wait_ready
-from llm_rollout.kube import LLM_INFERENCE_SERVICES
+from llm_rollout.kube import LLM_INFERENCE_SERVICES, KubeClient
 from tests.cluster._support import kube, llmd_spec
 from tests.webhook_check import llmisvc_webhook_errors
 
@@ -85,8 +85,11 @@ def test_pd_member_and_canary_share_the_group_and_reference_the_preset(kube_clus
 
 
 def test_the_servers_cel_rules_refuse_what_the_spec_checks_catch_first(kube_cluster, kube_namespace):
-    """The CRD's own CEL rules are live here: replicas and scaling together are refused (422)."""
-    client = kube(kube_cluster)
+    """The CRD's own CEL rules are live here: replicas and scaling together are refused (422).
+
+    A plain client: the webhook mirror (:func:`kube`) would refuse the object before the server sees it.
+    """
+    client = KubeClient(kube_cluster.api_client())
     spec = llmd_spec(kube_namespace, llmd=PD)
     obj = builders.llm_inference_service(spec, builders.default_member(spec, "hf://org/a", "ra"), weight=100)
     obj["spec"]["prefill"]["scaling"] = {"maxReplicas": 3, "keda": {"triggers": [{"type": "cpu", "metadata": {}}]}}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 
+from llm_rollout.errors import PermanentError
 from llm_rollout.kserve import builders
 from llm_rollout.kserve.deploy import deploy, register_runtime
 from llm_rollout.kserve.promote import promote
@@ -157,3 +158,37 @@ def test_a_first_rollout_rolled_back_leaves_no_preset_behind(kube_cluster, kube_
     rollback(spec, client, first, reason="fail", run_id="run-1")
     reconciler.wait_collected(builders.preset_name(spec))
     assert _presets(client, kube_namespace) == {}
+
+
+def test_every_llmd_write_of_every_phase_passes_the_webhook_mirror(kube_cluster, kube_namespace, reconciler):
+    """The client (:class:`tests.cluster._support.AdmittedClient`) runs KServe's webhook mirror on every
+    llm-d object the library applies, against what the server holds: register, first rollout,
+    canary, each promotion step, retirement by stop, a rollback, a restore. Nothing is refused."""
+    client = kube(kube_cluster)
+    spec = llmd_spec(
+        kube_namespace,
+        canary={"traffic_percent": 10, "steps": [10, 50, 100]},
+        llmd={"prefill": {"replicas": 1}, "scheduler": {"profile": "pd", "pd_threshold_tokens": 256}},
+    )
+    register_runtime(spec, client)
+    first = _deploy(spec, client, "hf://org/model-a", "ra", "run-1")
+    _promote(spec, client, first)
+    second = _deploy(spec, client, "hf://org/model-b", "rb", "run-2")
+    promote(
+        spec, client, second, verdict="pass", summary="ok", run_id="run-2", retire="stop", gate=lambda p: ("pass", "")
+    )
+    third = _deploy(spec, client, "hf://org/model-c", "rc", "run-3")
+    rollback(spec, client, third, reason="fail", run_id="run-3")
+    rollback_to_previous(spec, client, run_id="manual", timeout_s=30)
+    kinds = [k for k, _ in client.admitted]
+    members = [n for k, n in client.admitted if k == "LLMInferenceService"]
+    assert kinds.count("LLMInferenceServiceConfig") >= 4  # register + an owner update after each member apply
+    # first; canary, 50 %, 100 %, the stable to 0, stopped; canary, its weight 0; the restored member
+    assert members.count(second.member) >= 3 and members.count(first.member) >= 3 and third.member in members
+
+    # The mirror is live: what the webhook refuses never reaches the server.
+    bad = builders.llm_inference_service(spec, builders.default_member(spec, "hf://org/model-d", "rd"), weight=5)
+    bad["spec"]["router"]["route"].pop("group")
+    with pytest.raises(PermanentError, match="weight requires group"):
+        client.apply(bad)
+    assert client.get_or_none(LLM_INFERENCE_SERVICES, bad["metadata"]["name"], kube_namespace) is None

@@ -136,8 +136,11 @@ def _exercise_inference_service(proxy, namespace, reconciler, client) -> None:
     rollback(knative, client, kcanary, reason="fail", run_id="k2")
 
 
-def _exercise_llmd(namespace, client) -> None:
+def _exercise_llmd(namespace, client, reconciler) -> None:
     spec = llmd_spec(namespace, name="gen", canary={"traffic_percent": 20})
+    # Not Ready at the waiter's first read, so it watches (deploy also writes the preset's owners
+    # before it waits, which an instant stand-in would otherwise outrun).
+    reconciler.set_default(ready_after_ms=200)
     check_crds(client, need_llmd=True)
     register_runtime(spec, client)
 
@@ -166,7 +169,7 @@ def test_the_library_uses_exactly_what_rbac_yaml_grants(
     audit = kube_audit(client)
 
     _exercise_inference_service(kube_fault_proxy, kube_namespace, reconciler, client)
-    _exercise_llmd(kube_namespace, client)
+    _exercise_llmd(kube_namespace, client, reconciler)
 
     role, cluster_wide = granted()
     crd_names = {r.name for llmd in (False, True) for r in crd_requirements(need_llmd=llmd)}
