@@ -318,6 +318,7 @@ def validate_step(
                 target.endpoint_url,
                 target.served_model_name,
                 stable_url=target.stable_url,
+                stable_is_same_service=True,  # the platform's own address of this service's stable
                 report_dir=tmp,
                 metrics_urls=s.validation.metrics_urls or target.metrics_urls or None,
                 sizing=sizing_input(s),

@@ -225,10 +225,11 @@ class ComparisonSpec(_Model):
 
     Attributes:
         enabled: Compare with the stable revision when one serves.
-        send_api_key: Send the validation API key to the stable revision when its URL is on another
-            origin than the candidate's (with KServe each predictor has its own host). Off by
-            default: the key goes only to the endpoint's own origin; set it when the stable
-            revision needs the key too.
+        send_api_key: Send the validation API key to a stable URL on another origin than the
+            candidate's when that URL was given by hand (``llm-rollout validate --stable-url``).
+            In a rollout the platform gives the stable revision's address from the service's
+            own names (with KServe each predictor has its own host), and the key goes there
+            anyway: it is the same service, holding the same key.
         concurrency: Concurrent streams in each round.
         round_requests: Requests per round and side.
         output_tokens: ``max_tokens`` of each round's requests (with ``ignore_eos``). Longer than

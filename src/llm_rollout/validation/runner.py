@@ -67,6 +67,7 @@ async def validate_async(
     baseline_model: str | None = None,
     stable_url: str | None = None,
     stable_model: str | None = None,
+    stable_is_same_service: bool = False,
     report_dir: str | Path | None = None,
     suite: str | Path | Sequence[Probe] | None = None,
     metrics_urls: Mapping[str, str] | None = None,
@@ -127,7 +128,13 @@ async def validate_async(
         Endpoint(
             stable_url,
             stable_model or model,
-            key_for(stable_url, url, api_key, spec.comparison.send_api_key, "validation.comparison.send_api_key"),
+            key_for(
+                stable_url,
+                url,
+                api_key,
+                spec.comparison.send_api_key or stable_is_same_service,
+                "validation.comparison.send_api_key",
+            ),
             spec.tls_verify,
             spec.ca_bundle,
         )
@@ -255,6 +262,9 @@ def validate(*args: Any, **kwargs: Any) -> ValidationResult:
         baseline_model: Model name there (default ``spec.recovery.base_model``, else ``model``).
         stable_url: The stable revision's endpoint, for the comparison (none: no comparison).
         stable_model: Model name there (default ``model``).
+        stable_is_same_service: The platform derived ``stable_url`` from the same service's own
+            names (its stable revision, serving with the same key): the key goes there whatever
+            its origin. A URL a person typed gets it only with ``comparison.send_api_key``.
         report_dir: Where ``report.html``, ``validation.json`` and ``metrics.json`` go (none if None).
         suite: More probes: a suite file or a list of :class:`~llm_rollout.validation.probes.Probe`.
         metrics_urls: Prometheus endpoints by role (default ``spec.metrics_urls``, else
