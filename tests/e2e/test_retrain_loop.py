@@ -2,7 +2,8 @@
 
 The default validation spec with only the absolute SLO relaxed to CPU figures: the tiny model is
 promoted and keeps serving; a retrained copy (same size and speed, 5 % weight noise) is promoted
-over it; a scrambled copy is rolled back for its answers; a deeper copy (the same answers,
+over it; a scrambled copy is rolled back for its answers and its quality (likelihood of the tiny model's
+corpus); a deeper copy (the same answers,
 about twice as slow) is rolled back for its speed by the comparison with the stable revision
 (its answers all pass: only speed failed); a rerun with the promoted model is "already promoted".
 No recovery base is served: the stable is the model being replaced, never a "baseline" to agree
@@ -21,6 +22,7 @@ from llm_rollout.local.platform import LocalPlatform
 from llm_rollout.local.session import cleanup
 from llm_rollout.spec import parse_spec
 from pipelines.run_local import run_local
+from tests.fixtures.serving import tiny_quality
 
 pytestmark = [pytest.mark.e2e, pytest.mark.serving, pytest.mark.timeout(1500)]
 
@@ -41,6 +43,7 @@ def loop_spec(state, probes) -> object:
                 # The serving design's GPU SLO made CPU-sized; everything else is the default.
                 "slo": {"checks": ["p95_ttft_ms <= 3000", "error_rate == 0"], "judge_concurrency": [10]},
                 "load": {"concurrency": [1, 10], "num_prompts": 30, "output_tokens": 16, "input_words": 16},
+                "quality": tiny_quality(),
             },
         }
     )
@@ -86,7 +89,8 @@ def test_retrain_loop_promotes_a_good_model_and_rolls_back_bad_and_slow_ones(
 
         scrambled = run(scrambled_model, "3-scrambled")
         assert scrambled.outcome == "rolled back", scrambled.steps
-        assert "correctness" in scrambled.step("validate-deployment")["summary"]
+        summary = scrambled.step("validate-deployment")["summary"]
+        assert "correctness" in summary and "quality of the reference texts: " in summary, summary
 
         deep = run(deep_model, "4-deep")
         assert deep.outcome == "rolled back", deep.steps
@@ -105,3 +109,63 @@ def test_retrain_loop_promotes_a_good_model_and_rolls_back_bad_and_slow_ones(
         assert history.count("promote") == 2, history
     finally:
         cleanup(state)
+
+
+def test_default_gate_without_a_suite_rolls_back_a_scrambled_model_for_quality(
+    tmp_path, tiny_model, scrambled_model, vllm_python, monkeypatch
+):
+    """A new user's spec (no correctness suite, only a CPU-sized SLO and the model's reference texts).
+
+    The tiny model is promoted, the scrambled copy is rolled back for quality (its smoke checks
+    all pass) at the first look without any speed measured; a first rollout of the scrambled copy
+    is refused by the floor of uniform guessing.
+    """
+    state = tmp_path / "state"
+    monkeypatch.setenv("LLM_ROLLOUT_STATE_DIR", str(state))
+
+    def spec_for(state_dir):
+        return parse_spec(
+            {
+                "name": "tiny-quality",
+                "platform": "local",
+                "runtime": {"max_model_len": 256},
+                "local": {"state_dir": str(state_dir)},
+                "validation": {
+                    "slo": {"checks": ["p95_ttft_ms <= 3000", "error_rate == 0"], "judge_concurrency": [4]},
+                    "load": {"concurrency": [4], "num_prompts": 16, "output_tokens": 8, "input_words": 8},
+                    "quality": tiny_quality(),
+                },
+            }
+        )
+
+    def run(model, label, state_dir=state):
+        # --keep-serving: the promoted model keeps serving between runs, as in production.
+        return run_local(
+            pipeline="llm-deploy", model=str(model), spec=spec_for(state_dir), out_dir=tmp_path / label,
+            keep_serving=True,
+        )  # fmt: skip
+
+    try:
+        assert run(tiny_model, "1-tiny").outcome == "promoted"
+        scrambled = run(scrambled_model, "2-scrambled")
+        assert scrambled.outcome == "rolled back", scrambled.steps
+        validate = scrambled.step("validate-deployment")
+        assert validate["summary"].splitlines()[0].startswith("fail: quality of the reference texts: "), validate
+        results = json.loads(Path(validate["results"]).read_text())
+        assert results["quality"]["looks"] == 1 and results["quality"]["comparison"]["decision"] == "worse"
+        assert results["comparison"] is None, "decided by quality, whatever speed would say"
+        assert results["correctness"] and all(p["passed"] for p in results["correctness"])
+        assert status_of(state).stable.model_uri == str(tiny_model)
+    finally:
+        cleanup(state)
+    fresh = tmp_path / "fresh-state"
+    monkeypatch.setenv("LLM_ROLLOUT_STATE_DIR", str(fresh))
+    try:
+        first = run(scrambled_model, "3-first-scrambled", fresh)
+        assert first.outcome == "rolled back", first.steps
+        summary = first.step("validate-deployment")["summary"]
+        assert "quality of the reference texts: worse than guessing" in summary.splitlines()[0], summary
+        assert "worse than uniform guessing" in summary
+        assert status_of(fresh).stable is None
+    finally:
+        cleanup(fresh)

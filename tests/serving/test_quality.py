@@ -129,3 +129,38 @@ def test_out_of_domain_texts_do_not_separate_the_tiny_models(vllm_server, scramb
     quality = result.quality
     assert quality is not None and quality.source.startswith("shipped sample")
     assert quality.stable_bpb > quality.uniform_bpb and quality.comparison.decision != "worse"
+
+
+def test_a_scored_suite_with_fewer_right_than_the_stable_beyond_chance_is_rolled_back(
+    vllm_server, scrambled_server, tiny_model
+):
+    # The tiny model's suite.jsonl is scored (no probe marked must_pass): the scrambled copy gets
+    # fewer right than the tiny stable on the same items. The quality question is left out so that
+    # the suite alone decides; no speed round is measured after it.
+    spec = quality_spec(suite_file=str(tiny_model / "suite.jsonl"), quality={"enabled": False})
+    result = validate(
+        spec, scrambled_server.base_url, "tiny-scrambled", stable_url=vllm_server.base_url, stable_model="tiny"
+    )
+    assert result.verdict == "fail", result.summary
+    assert result.comparison is not None and result.comparison.blocks == 0
+    suite = result.comparison.quality
+    assert suite["fewer"] and not suite["ok"] and suite["stable_right"] == suite["scored"] == 9
+    assert suite["only_stable"] >= 5 and suite["p_value"] <= 0.05
+    assert any("McNemar's exact p = " in r for r in result.reasons), result.reasons
+    # No per-probe failure fails the gate on its own: the probes are scored, not must-pass.
+    assert not any(r.startswith("correctness: ") for r in result.reasons), result.reasons
+    head = result.summary.splitlines()[0]
+    assert "correctness suite: failed" in head and "comparison with the stable revision: inferior" in head, head
+
+
+def test_a_scored_suite_equal_on_both_sides_is_not_a_failure(vllm_server, retrained_server, tiny_model):
+    spec = quality_spec(
+        suite_file=str(tiny_model / "suite.jsonl"), quality={"enabled": False},
+        comparison={"min_blocks": 2, "max_blocks": 2, "ttft_margin": 10, "tpot_margin": 10, "throughput_margin": 0.99},
+    )  # fmt: skip
+    result = validate(
+        spec, retrained_server.base_url, "tiny-retrained", stable_url=vllm_server.base_url, stable_model="tiny"
+    )
+    suite = result.comparison.quality
+    assert suite["ok"] and not suite["fewer"] and suite["p_value"] == 1.0, suite
+    assert not any("suite" in r for r in result.reasons), result.reasons

@@ -136,7 +136,10 @@ def test_a_wrong_answer_is_named_as_the_failed_question_not_as_validation():
     )  # fmt: skip
     assert result.summary.splitlines()[0] == "fail: correctness suite: failed (slo: met)"
     correctness = result.questions[0]
-    assert correctness["evidence"] == ["1/2 probes passed", "probes.json[0] failed (exact)"]
+    assert correctness["evidence"] == [
+        "1/2 probes passed", "probes.json[0] failed (exact)",
+        "scored probes: 1/2 right (needed 1 of them, suite_min_score)",
+    ]  # fmt: skip
     assert kfp_metrics({"correctness": [p.to_dict() for p in probes]})["correctness_ok"] == 0.0
 
 

@@ -152,3 +152,51 @@ def test_the_quality_question_in_the_metrics():
         0.78,
         6.77,
     )
+
+
+def test_a_jsonl_suite_loads_scored_and_must_pass_probes(tmp_path):
+    from llm_rollout.validation.probes import load_suite
+
+    suite = write_jsonl(
+        tmp_path / "suite.jsonl",
+        [
+            {"name": "capital", "prompt": "The capital of France is", "exact": " Paris."},
+            {"prompt": "Say JSON:", "json": True, "must_pass": True},
+            {"prompt": "Count:", "regex": r"\d", "contains": ["1"]},
+        ],
+    )
+    probes = load_suite(suite)
+    assert [p.must_pass for p in probes] == [False, True, False]
+    assert probes[0].exact == " Paris." and probes[1].json and probes[2].contains == ["1"]
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "x", "exact": "y"}\n{"prompt": "z", "must_pass": "yes"}\n')
+    with pytest.raises(SpecError) as err:
+        load_suite(tmp_path / "bad.jsonl")
+    assert err.value.field == "bad.jsonl[1].must_pass"
+    (tmp_path / "broken.jsonl").write_text('{"prompt": "x", "exact": "y"}\nnot json\n')
+    with pytest.raises(SpecError) as err:
+        load_suite(tmp_path / "broken.jsonl")
+    assert "line 2" in err.value.field
+
+
+def test_the_suite_question_pairs_scored_probes_with_the_stable_and_must_pass_fails_alone():
+    def probe(name, passed, must_pass=False):
+        return {"name": name, "passed": passed, "must_pass": must_pass, "failed_checks": [] if passed else ["exact"]}
+
+    paired = {"p_value": 1 / 64, "ok": False, "candidate_right": 3, "stable_right": 9, "scored": 9,
+              "only_stable": 6, "only_candidate": 0, "confidence": 0.95}  # fmt: skip
+    probes = [probe("smoke", True, True)] + [probe(f"p{i}", i < 3) for i in range(9)]
+    q = gate_questions({"correctness": probes, "comparison": {"quality": paired}, "suite_paired": True})[0]
+    assert q["decision"] == "failed" and "McNemar's exact p = 0.01562" in q["evidence"][-1]
+    q = gate_questions({"correctness": probes, "comparison": {"quality": paired | {"ok": True}}})[0]
+    assert q["decision"] == "passed"
+    # A first rollout: the scored share against suite_min_score (default 1: every one).
+    (q,) = gate_questions({"correctness": probes, "spec": {"suite_min_score": 0.3}})
+    assert q["decision"] == "passed" and "3/9 right (needed 0.3" in q["evidence"][-1]
+    (q,) = gate_questions({"correctness": probes})
+    assert q["decision"] == "failed"
+    # Paired, but the comparison did not run (another question failed first): not judged.
+    (q,) = gate_questions({"correctness": probes, "suite_paired": True})
+    assert q["decision"] == "not judged" and q["ok"] is None
+    # A must-pass failure fails the question whatever the score.
+    (q,) = gate_questions({"correctness": [probe("smoke", False, True), probe("p", True)]})
+    assert q["decision"] == "failed"

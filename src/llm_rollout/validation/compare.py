@@ -3,10 +3,13 @@
 :func:`compare_with_stable` answers "is the candidate at least as good as what serves now?"
 (``validation.comparison``, :class:`~llm_rollout.spec.ComparisonSpec`):
 
-* Quality: the same correctness suite (smoke checks and the user's probes) is scored on the
-  stable revision; the candidate must not pass fewer probes than the stable by more than
-  ``quality_tolerance`` of the suite. Never text agreement with the old model: a retrained model
-  legitimately says other things.
+* The suite: the same correctness suite (smoke checks and the user's probes) is run on the
+  stable revision, and the scored probes (not marked ``must_pass``) are paired item by item:
+  the candidate fails when it gets fewer right than the stable beyond chance (McNemar's exact
+  test, :func:`~llm_rollout.validation.stats.mcnemar_exact`, at ``confidence``) and by more than
+  ``quality_tolerance`` of the suite; then no speed is measured. Never text agreement with the
+  old model: a retrained model legitimately says other things. (The likelihood of reference
+  texts is the quality question's, :mod:`llm_rollout.validation.quality`.)
 * Speed: after one warm-up round each, rounds of ``round_requests`` requests at ``concurrency``
   run in counterbalanced blocks - candidate, stable, stable, candidate - so that whatever else the
   machine does, and any cost of following the other side, hits both alike. Before a round that
@@ -42,6 +45,7 @@ from llm_rollout.validation.stats import (
     Comparison,
     block_sums,
     look_schedule,
+    mcnemar_exact,
     paired_non_inferiority,
     per_look_confidence,
     statistic,
@@ -56,7 +60,9 @@ class StableComparison:
 
     Attributes:
         stable_url: The stable revision's endpoint.
-        quality: ``{"candidate_passed", "stable_passed", "total", "tolerance", "ok"}``.
+        quality: The suite on both sides: ``{"candidate_passed", "stable_passed", "total", "scored",
+            "tolerance", "ok"}`` and McNemar's counts (``only_stable``, ``only_candidate``,
+            ``p_value``, ``confidence``, ``fewer``) over the scored probes.
         speed: The last look's comparisons.
         rounds: Rounds measured per side.
         blocks: Counterbalanced blocks (candidate, stable, stable, candidate) measured.
@@ -181,15 +187,31 @@ def _interval(comp: Comparison) -> str:
     return f"[{comp.low:.2f}, {comp.high:.2f}]"
 
 
-def judge_quality(candidate: Sequence[ProbeResult], stable: Sequence[ProbeResult], tolerance: float) -> dict[str, Any]:
-    """Scores the suite on both; ``ok`` unless the candidate passed fewer by more than ``tolerance``."""
+def judge_quality(
+    candidate: Sequence[ProbeResult], stable: Sequence[ProbeResult], tolerance: float, confidence: float = 0.95
+) -> dict[str, Any]:
+    """The suite on both sides, its scored probes paired item by item.
+
+    Args:
+        candidate: The candidate's results.
+        stable: The stable revision's, for the same probes in the same order.
+        tolerance: Share of the suite the candidate may get right less than the stable.
+        confidence: One-sided confidence of McNemar's "fewer right".
+
+    Returns:
+        The counts, McNemar's test over the scored probes, and ``ok``: False when the candidate
+        gets fewer scored probes right than the stable beyond chance and by more than ``tolerance``.
+    """
     total = len(candidate)
     cand_passed = sum(1 for p in candidate if p.passed)
     stable_passed = sum(1 for p in stable if p.passed)
+    pairs = [(c.passed, s.passed) for c, s in zip(candidate, stable, strict=False) if not c.must_pass]
+    test = mcnemar_exact([c for c, _ in pairs], [s for _, s in pairs], confidence=confidence)
     allowed = tolerance * total
     return {
-        "candidate_passed": cand_passed, "stable_passed": stable_passed, "total": total, "tolerance": tolerance,
-        "ok": cand_passed >= stable_passed - allowed,
+        "candidate_passed": cand_passed, "stable_passed": stable_passed, "total": total, "scored": len(pairs),
+        "tolerance": tolerance, **{k: v for k, v in test.to_dict().items() if k != "items"},
+        "ok": not (test.fewer and test.candidate_right < test.stable_right - allowed),
     }  # fmt: skip
 
 
@@ -252,15 +274,20 @@ async def compare_with_stable(
     if smoke:
         stable_suite += await run_smoke(s_client, s_ep, chat=chat)
     stable_suite += await run_suite(s_client, s_ep, probes)
-    out.quality = judge_quality(candidate_suite, stable_suite, spec.quality_tolerance)
+    out.quality = judge_quality(candidate_suite, stable_suite, spec.quality_tolerance, spec.confidence)
     q = out.quality
     log(f"validate: comparison: suite passed by candidate {q['candidate_passed']}/{q['total']}, stable "
-        f"{q['stable_passed']}/{q['total']}")  # fmt: skip
+        f"{q['stable_passed']}/{q['total']}; scored probes only one side got right: stable {q['only_stable']}, "
+        f"candidate {q['only_candidate']} (McNemar p = {q['p_value']:.4g})")  # fmt: skip
     if not q["ok"]:
         out.failures.append(
-            f"comparison: quality: the candidate passed {q['candidate_passed']}/{q['total']} probes, the stable "
-            f"{q['stable_passed']}/{q['total']} (validation.comparison.quality_tolerance {q['tolerance']:g})"
+            f"comparison: suite: the candidate gets fewer scored probes right than the stable beyond chance: "
+            f"{q['candidate_right']}/{q['scored']} against {q['stable_right']}/{q['scored']}, McNemar's exact "
+            f"p = {q['p_value']:.4g} <= {1 - q['confidence']:.4g} (validation.comparison.confidence)"
         )
+        # Worse answers decide the question whatever speed would say: no rounds are measured.
+        out.seconds = round(time.monotonic() - started, 3)
+        return out
 
     schedule = look_schedule(spec.min_blocks, spec.max_blocks)
     out.confidence = per_look_confidence(spec.confidence, len(schedule))

@@ -91,6 +91,8 @@ class Run:
         self.server_gone = False
         self.workload: Workload | None = None
         self.sizing: SizingInput | None = None
+        self.suite_paired = False
+        """The scored probes are judged against the stable revision's (the comparison runs)."""
 
     def phase(self, name: str, status: str, started: float, detail: str = "") -> None:
         seconds = time.monotonic() - started
@@ -148,16 +150,26 @@ async def run_phases(
     for p in res.correctness:
         if spec.log_text:
             log(f"validate: probe {p.name}: prompt={p.prompt!r} completion={p.text!r} passed={p.passed}")
-    for p in bad:
+    # Must-pass probes (the smoke checks, probes marked so) fail the gate on their own; scored
+    # probes are judged as a proportion: against the stable revision's item by item when the
+    # comparison runs (compare.judge_quality), else against validation.suite_min_score.
+    scored = [p for p in res.correctness if not p.must_pass]
+    scored_right = sum(1 for p in scored if p.passed)
+    below_bar = bool(scored) and not run.suite_paired and scored_right < spec.suite_min_score * len(scored)
+    failing = [p for p in bad if p.must_pass or below_bar]
+    for p in failing:
         detail = "; ".join(p.failures) if spec.log_text else ", ".join(p.failed_checks())
         run.failures.append(f"correctness: {failure_line(p.name, detail)}")
-    if res.correctness:
-        run.phase(
-            "correctness",
-            "fail" if bad else "ok",
-            t,
-            tally_line(len(res.correctness) - len(bad), len(res.correctness)),
+    if below_bar and spec.suite_min_score < 1:
+        run.failures.append(
+            f"correctness: the suite scored {scored_right}/{len(scored)}, below validation.suite_min_score "
+            f"{spec.suite_min_score:g}"
         )
+    if res.correctness:
+        detail = tally_line(len(res.correctness) - len(bad), len(res.correctness))
+        if scored and run.suite_paired:
+            detail += f"; {scored_right}/{len(scored)} scored probes right, judged against the stable revision's"
+        run.phase("correctness", "fail" if failing else "ok", t, detail)
     else:
         run.phase("correctness", "skipped", t, "no smoke suite and no probes")
 

@@ -3,7 +3,9 @@
 Readiness (is the endpoint serving at all) is :mod:`llm_rollout.validation.readiness`.
 
 Correctness (:func:`run_suite`): greedy (temperature 0), non-streamed requests, each judged
-against its expectations:
+against its expectations (a probe marked ``must_pass`` fails the gate on its own; the others are
+scored as a proportion: :mod:`llm_rollout.validation.phases` and
+:func:`~llm_rollout.validation.compare.judge_quality`):
 
 * ``exact``: the completion equals the text (``expected`` is accepted as a synonym, so the tiny
   model's ``probes.json`` loads as a suite of exact probes);
@@ -39,7 +41,7 @@ from typing import Any
 
 import httpx
 
-from llm_rollout.bounded import load_yaml, read_regular_file
+from llm_rollout.bounded import load_yaml, loads_json, read_regular_file
 from llm_rollout.errors import PermanentError, SpecError, TransientError
 from llm_rollout.validation.client import Api, Endpoint, build_payload, post_json, stream_request
 
@@ -61,6 +63,7 @@ _PROBE_KEYS = frozenset(
         "json",
         "finish_reason",
         "non_empty",
+        "must_pass",
     }
 )
 SMOKE_PROMPTS: tuple[str, ...] = (
@@ -87,6 +90,9 @@ class Probe:
         finish_reason: Allowed finish reasons.
         non_empty: The completion must have non-whitespace text.
         source: Where the probe came from (``smoke``, a file path, ``argument``).
+        must_pass: A failure fails the gate on its own. Other probes are *scored*: the suite's
+            share right is held against ``validation.suite_min_score`` on a first rollout, and
+            compared item by item with the stable revision's (McNemar's exact test) otherwise.
     """
 
     name: str
@@ -100,6 +106,7 @@ class Probe:
     finish_reason: list[str] | None = None
     non_empty: bool = False
     source: str = "argument"
+    must_pass: bool = False
 
     def expectations(self) -> list[str]:
         """The probe's expectations as short human-readable phrases."""
@@ -133,6 +140,8 @@ class ProbeResult:
         text: The completion.
         finish_reason: The finish reason the server gave.
         expectations: What was expected.
+        must_pass: A failure fails the gate on its own (the smoke checks and probes marked so);
+            otherwise the probe is scored (see :class:`Probe`).
     """
 
     name: str
@@ -143,6 +152,7 @@ class ProbeResult:
     text: str = ""
     finish_reason: str | None = None
     expectations: list[str] = field(default_factory=list)
+    must_pass: bool = False
 
     def failed_checks(self) -> list[str]:
         """The kinds of expectation that failed (``exact``, ``regex``, ``request``...), without any text."""
@@ -214,7 +224,7 @@ def parse_probe(item: Any, where: str, source: str) -> Probe:
             re.compile(regex)
         except re.error as err:
             raise SpecError(f"{where}.regex", f"not a valid regular expression: {err}", "fix the pattern") from None
-    for key in ("json", "chat", "non_empty"):
+    for key in ("json", "chat", "non_empty", "must_pass"):
         if key in item and not isinstance(item[key], bool):
             raise SpecError(f"{where}.{key}", f"must be true or false, got {item[key]!r}", f"{key}: true")
     reasons = _as_str_list(item["finish_reason"], where, "finish_reason") if "finish_reason" in item else None
@@ -234,6 +244,7 @@ def parse_probe(item: Any, where: str, source: str) -> Probe:
         finish_reason=reasons,
         non_empty=bool(item.get("non_empty", False)),
         source=source,
+        must_pass=bool(item.get("must_pass", False)),
     )
     if not probe.expectations():
         raise SpecError(
@@ -243,10 +254,10 @@ def parse_probe(item: Any, where: str, source: str) -> Probe:
 
 
 def load_suite(path: str | Path) -> list[Probe]:
-    """Loads a user suite: YAML or JSON, a list of probes or ``{probes: [...]}``.
+    """Loads a user suite: JSONL (``*.jsonl``, a probe a line), or YAML/JSON (a list, or ``{probes: [...]}``).
 
-    The tiny model's ``probes.json`` (``[{prompt, expected, max_tokens, margin}]``) loads as a suite
-    of ``exact`` probes.
+    The tiny model's ``suite.jsonl`` (``{name, prompt, exact, max_tokens}`` a line) and its
+    ``probes.json`` (``[{prompt, expected, max_tokens, margin}]``) load as suites of ``exact`` probes.
 
     Args:
         path: The suite file.
@@ -260,7 +271,14 @@ def load_suite(path: str | Path) -> list[Probe]:
     p = Path(path).expanduser()
     # A regular file of bounded size, YAML (JSON is YAML) without aliases or deep nesting (issue 31).
     raw = read_regular_file(p, "validation.suite_file", SUITE_FILE_LIMIT, "YAML/JSON suite")
-    data = load_yaml(raw, "validation.suite_file", str(p)[:200])
+    if p.suffix == ".jsonl":
+        data = [
+            loads_json(line, f"validation.suite_file ({str(p)[:200]}, line {number})", "the line")
+            for number, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), 1)
+            if line.strip()
+        ]
+    else:
+        data = load_yaml(raw, "validation.suite_file", str(p)[:200])
     if isinstance(data, dict) and set(data) == {"probes"}:
         data = data["probes"]
     if not isinstance(data, list) or not data:
@@ -338,7 +356,14 @@ def _choice_text(resp: dict[str, Any], chat: bool) -> tuple[str, str | None]:
 
 async def run_probe(client: httpx.AsyncClient, endpoint: Endpoint, probe: Probe) -> ProbeResult:
     """Sends one probe (greedy, not streamed) and judges it; request errors become failures."""
-    result = ProbeResult(probe.name, probe.source, False, prompt=probe.prompt, expectations=probe.expectations())
+    result = ProbeResult(
+        probe.name,
+        probe.source,
+        False,
+        prompt=probe.prompt,
+        expectations=probe.expectations(),
+        must_pass=probe.must_pass,
+    )
     try:
         resp = await _complete(client, endpoint, probe.prompt, probe.max_tokens, chat=probe.chat)
         result.text, result.finish_reason = _choice_text(resp, probe.chat)
@@ -372,7 +397,11 @@ async def run_smoke(
     results: list[ProbeResult] = []
 
     def add(name: str, prompt: str, failures: list[str], text: str = "", reason: str | None = None, exp: str = ""):
-        results.append(ProbeResult(name, "smoke", not failures, failures, prompt, text, reason, [exp] if exp else []))
+        results.append(
+            ProbeResult(
+                name, "smoke", not failures, failures, prompt, text, reason, [exp] if exp else [], must_pass=True
+            )
+        )
 
     for i, prompt in enumerate(SMOKE_PROMPTS):
         name = f"smoke: full-length completion #{i + 1}"

@@ -201,6 +201,55 @@ def capacity_section(result: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def quality_section(quality: Mapping[str, Any] | None) -> list[str]:
+    """The quality question's evidence: bits per byte per side, the floor, the paired interval, per text.
+
+    Args:
+        quality: ``QualityResult.to_dict()`` (None: not asked).
+
+    Returns:
+        HTML fragments (empty when the question was not asked).
+    """
+    if not quality:
+        return []
+    decision = str(quality.get("decision", "")).replace("_", " ")
+    against = quality.get("stable_url") or "uniform guessing (no stable revision)"
+    out = [f'<h2 id="quality">Quality: likelihood of the reference texts, against {e(against)}: {e(decision)}</h2>']
+    out.append(
+        f'<p class="muted">{e(quality.get("texts_scored"))} of {e(quality.get("texts_available"))} texts from '
+        f"{e(quality.get('source'))}, each scored in one prefill per side (echoed prompt logprobs), in bits per "
+        f"byte of UTF-8 text. {e(quality.get('note') or '')}</p>"
+    )
+    comp = quality.get("comparison") or {}
+    rows = [
+        ["candidate bits per byte", quality.get("candidate_bpb")],
+        ["stable bits per byte", quality.get("stable_bpb")],
+        [
+            f"uniform guessing over {fmt(quality.get('vocab_size'))} tokens ({quality.get('vocab_source')})",
+            quality.get("uniform_bpb"),
+        ],
+        ["median per-text difference (candidate - stable)", comp.get("ratio")],
+        ["interval", f"[{fmt(comp.get('low'))}, {fmt(comp.get('high'))}] at {fmt(quality.get('confidence'))}"],
+        ["margin (validation.quality.margin)", quality.get("margin")],
+        ["looks", quality.get("looks")],
+    ]
+    out.append(_table(["quantity", "value"], rows, numeric=[False, True]))
+    texts = quality.get("rows") or []
+    if texts:
+        out.append(
+            _table(
+                ["text", "bytes", "candidate bpb", "stable bpb", "difference", "error"],
+                (
+                    [r.get("index"), r.get("bytes"), r.get("candidate_bpb"), r.get("stable_bpb"), r.get("difference"),
+                     _mono(r.get("error") or "")]
+                    for r in texts
+                ),
+                numeric=[True, True, True, True, True, False],
+            )
+        )  # fmt: skip
+    return out
+
+
 def render_html(result: Mapping[str, Any]) -> str:
     """The self-contained HTML report.
 
@@ -392,6 +441,8 @@ def render_html(result: Mapping[str, Any]) -> str:
                 numeric=[False, True, True, True, False, False, False],
             )
         )
+
+    out.extend(quality_section(result.get("quality")))
 
     base_levels = result.get("baseline_levels") or []
     if base_levels:

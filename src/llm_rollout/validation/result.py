@@ -122,6 +122,7 @@ class ValidationResult:
             and its kind).
         comparison: The comparison with the stable revision, when one was given.
         quality: The quality question (likelihood of the reference texts), when it was asked.
+        suite_paired: The suite's scored probes are judged against the stable revision's.
         pd: The llm-d proofs from the roles' metrics, when they ran: ``disaggregation`` and
             ``prefix_cache`` (each :meth:`~llm_rollout.validation.pd.Proof.to_dict`).
         phases: Per-phase status and timing.
@@ -151,6 +152,7 @@ class ValidationResult:
     workload: dict[str, Any] = field(default_factory=dict)
     comparison: StableComparison | None = None
     quality: QualityResult | None = None
+    suite_paired: bool = False
     pd: dict[str, Any] = field(default_factory=dict)
     phases: list[Phase] = field(default_factory=list)
     started_at: str = ""
@@ -173,6 +175,7 @@ class ValidationResult:
             "judgement": self.judgement.to_dict() if self.judgement else None,
             "comparison": self.comparison.to_dict() if self.comparison else None,
             "quality": self.quality.to_dict() if self.quality else None,
+            "suite_paired": self.suite_paired,
         })  # fmt: skip
 
     @property
@@ -238,6 +241,7 @@ class ValidationResult:
             "workload": self.workload,
             "comparison": self.comparison.to_dict() if self.comparison else None,
             "quality": self.quality.to_dict() if self.quality else None,
+            "suite_paired": self.suite_paired,
             "pd": self.pd,
             "metrics": self.metrics,
             "spec": spec,

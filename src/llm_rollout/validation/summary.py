@@ -61,16 +61,7 @@ def gate_questions(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     probes = result.get("correctness") or []
     if probes:
-        # Asked of every candidate: a wrong answer fails the gate before any comparison is run.
-        wrong = [p for p in probes if not p.get("passed")]
-        evidence = [tally_line(len(probes) - len(wrong), len(probes))]
-        evidence += [failure_line(str(p.get("name")), ", ".join(p.get("failed_checks") or [])) for p in wrong[:5]]
-        if len(wrong) > 5:
-            evidence.append(f"... and {len(wrong) - 5} more")
-        out.append({
-            "key": "correctness", "question": QUESTION_CORRECTNESS, "against": "the suite's expected answers",
-            "decision": "failed" if wrong else "passed", "ok": not wrong, "evidence": evidence,
-        })  # fmt: skip
+        out.append(_correctness_question(result, probes))
     results = ((result.get("judgement") or {}).get("results")) or []
     ratio_checks = [r for r in results if str(r.get("metric", "")).endswith(RATIO_SUFFIX)]
     baseline = result.get("baseline")
@@ -143,6 +134,42 @@ def gate_questions(result: Mapping[str, Any]) -> list[dict[str, Any]]:
             "ok": False if failed else None if unknown else True, "evidence": evidence,
         })  # fmt: skip
     return out
+
+
+def _correctness_question(result: Mapping[str, Any], probes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The suite's entry: must-pass probes each, scored probes as a proportion (paired with the stable's)."""
+    wrong = [p for p in probes if not p.get("passed")]
+    must_wrong = [p for p in wrong if p.get("must_pass")]
+    scored = [p for p in probes if not p.get("must_pass")]
+    right = sum(1 for p in scored if p.get("passed"))
+    evidence = [tally_line(len(probes) - len(wrong), len(probes))]
+    evidence += [failure_line(str(p.get("name")), ", ".join(p.get("failed_checks") or [])) for p in wrong[:5]]
+    if len(wrong) > 5:
+        evidence.append(f"... and {len(wrong) - 5} more")
+    paired = ((result.get("comparison") or {}).get("quality")) or {}
+    ok: bool | None = not must_wrong
+    if scored and ok:
+        if "p_value" in paired:
+            ok = bool(paired.get("ok"))
+            n, alpha = paired.get("scored"), 1 - paired.get("confidence", 0.95)
+            evidence.append(
+                f"scored probes against the stable's: candidate {paired.get('candidate_right')}/{n}, stable "
+                f"{paired.get('stable_right')}/{n}; only the stable right on {paired.get('only_stable')}, only the "
+                f"candidate on {paired.get('only_candidate')}: McNemar's exact p = {paired.get('p_value', 1):.4g} "
+                f"(fewer right beyond chance: p <= {alpha:.4g})"
+            )
+        elif result.get("suite_paired"):
+            ok = None  # judged against the stable's, but the comparison did not run (the gate failed first)
+            evidence.append(f"scored probes: {right}/{len(scored)} right; not compared with the stable's")
+        else:
+            need = (result.get("spec") or {}).get("suite_min_score", 1.0)
+            ok = right >= need * len(scored)
+            evidence.append(f"scored probes: {right}/{len(scored)} right (needed {need:g} of them, suite_min_score)")
+    decision = {True: "passed", False: "failed", None: "not judged"}[ok]
+    return {
+        "key": "correctness", "question": QUESTION_CORRECTNESS, "against": "the suite's expected answers",
+        "decision": decision, "ok": ok, "evidence": evidence,
+    }  # fmt: skip
 
 
 def quality_question(quality: Mapping[str, Any]) -> dict[str, Any]:
