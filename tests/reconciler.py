@@ -768,8 +768,10 @@ class Reconciler:
             return
         self._objects[key] = obj
         gen = int(meta.get("generation") or 0)
-        if self._seen_gen.get(key) != gen:
-            self._seen_gen[key] = gen
+        # The llmisvc controller reconciles on every event: the stop annotation moves no generation.
+        seen: Any = (gen, is_stopped(obj)) if key[0] == "LLMInferenceService" else gen
+        if self._seen_gen.get(key) != seen:
+            self._seen_gen[key] = seen
             b = self.behaviour_of(key[2])
             # A new generation: "in progress" at once (as KServe marks it), then the outcome.
             if b.ready_after_ms > 0:

@@ -67,6 +67,18 @@ _CAUSES: list[tuple[tuple[str, ...], str]] = [
         "pods cannot be scheduled: not enough GPUs/CPU/memory or no node matches; check node capacity, "
         "resources.gpu_resource and tolerations",
     ),
+    (
+        ("confignotfound", "combinebaseerror", "invalidrenderedconfig"),
+        "the member's preset (an LLMInferenceServiceConfig in spec.baseRefs) is missing or does not merge "
+        "(config_merge.go reconcileBaseRefs, PresetsCombined): run register-runtime for this service and "
+        "namespace, which writes it, or set llmd.use_preset: false",
+    ),
+    (
+        ("service is stopped",),
+        'the member is stopped (annotation serving.kserve.io/stop: "true", e.g. retired by a promotion with '
+        "retire=stop): its workloads and routes are removed until the annotation goes; restore it with "
+        "llm-rollout rollback NAME",
+    ),
 ]
 
 GENERIC_CAUSES = (
