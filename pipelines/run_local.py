@@ -403,10 +403,18 @@ def _with_baseline(spec: RolloutSpec, base: ServerRecord) -> RolloutSpec:
 # The demo --------------------------------------------------------------------------------------
 
 
-def demo_spec(state_dir: str | Path, probes: str | Path) -> RolloutSpec:
-    """The demo's spec with its state directory and correctness suite."""
-    doc = deep_merge(DEMO_SPEC, {"local": {"state_dir": str(state_dir)}, "validation": {"suite_file": str(probes)}})
-    return parse_spec(doc)
+def demo_spec(state_dir: str | Path, probes: str | Path, texts: str | Path | None = None) -> RolloutSpec:
+    """The demo's spec with its state directory, correctness suite and reference texts.
+
+    Args:
+        state_dir: The local state directory.
+        probes: The correctness suite (the tiny model's ``probes.json``).
+        texts: The quality question's reference texts (default: ``reference.jsonl`` beside
+            ``probes``, the tiny model's corpus: its own domain, where a damaged copy shows).
+    """
+    texts = texts or Path(probes).with_name("reference.jsonl")
+    validation = {"suite_file": str(probes), "quality": {"texts": str(texts)}}
+    return parse_spec(deep_merge(DEMO_SPEC, {"local": {"state_dir": str(state_dir)}, "validation": validation}))
 
 
 @dataclass(frozen=True)

@@ -350,7 +350,12 @@ class ValidationSpec(_Model):
     Attributes:
         readiness_timeout_s: How long the endpoint may take to list the model and stream once.
         smoke_suite: Run the built-in correctness smoke suite.
-        suite_file: A user-supplied correctness suite (YAML/JSON list of prompts and expectations).
+        suite_file: A user-supplied correctness suite (JSONL, or a YAML/JSON list, of prompts and
+            expectations). Probes marked ``must_pass`` fail the gate on their own; the others are
+            scored: against the stable revision item by item (McNemar's exact test, at
+            ``comparison.confidence``), on a first rollout against ``suite_min_score``.
+        suite_min_score: The share of the suite's scored probes a first rollout (no stable
+            revision) must get right (1: every one).
         recovery: Compressed against its uncompressed original (agreement, speed-up), when the
             original is served beside it. The old ``baseline_url``, ``baseline_model``,
             ``min_token_agreement`` and ``slo.baseline_checks`` map here (with a warning).
@@ -379,6 +384,7 @@ class ValidationSpec(_Model):
     readiness_timeout_s: float = Field(300.0, gt=0, le=MAX_SECONDS)
     smoke_suite: bool = True
     suite_file: str | None = None
+    suite_min_score: float = Field(1.0, ge=0, le=1)
     recovery: RecoverySpec = Field(default_factory=RecoverySpec)
     comparison: ComparisonSpec = Field(default_factory=ComparisonSpec)
     quality: QualitySpec = Field(default_factory=QualitySpec)

@@ -173,6 +173,8 @@ async def validate_async(
         if api_key and same_origin(u, endpoint.base_url)
     }
     prom_client.timeout = httpx.Timeout(5.0)
+    # With the comparison running, the suite's scored probes are judged against the stable's.
+    run.suite_paired = res.suite_paired = stable_ep is not None and spec.comparison.enabled
     aborted: BaseException | None = None
     try:
         await run_phases(
