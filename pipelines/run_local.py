@@ -451,10 +451,14 @@ DEMO_RUNS: tuple[DemoRun, ...] = (
         "run 3", "llm-deploy", DEEP_MODEL, "rolled back",
         "a regressed copy (same answers, 10 extra layers, slower): the comparison must catch it",
     ),
-    DemoRun("run 4", "llm-deploy", RETRAINED_MODEL, "already promoted", "run 2's model again (a scheduled rerun)"),
+    DemoRun(
+        "run 4", "llm-deploy", SCRAMBLED_MODEL, "rolled back",
+        "a damaged copy (weights scrambled: it serves and passes the smoke checks): the quality question must catch it",
+    ),
+    DemoRun("run 5", "llm-deploy", RETRAINED_MODEL, "already promoted", "run 2's model again (a scheduled rerun)"),
 )  # fmt: skip
-"""``make demo``'s story: compression kept the model, a retrain replaces it, a regression is
-rolled back, a rerun of what serves is a no-op."""
+"""``make demo``'s story: compression kept the model, a retrain replaces it, a regression and a
+damaged copy are rolled back, a rerun of what serves is a no-op."""
 
 
 def _demo_questions(summary: RunSummary) -> list[str]:
@@ -473,14 +477,16 @@ def _demo_questions(summary: RunSummary) -> list[str]:
 
 
 def run_demo(out_dir: str | Path = "build/demo", *, keep_serving: bool = False) -> int:
-    """``make demo``: the rollout story in four runs on the tiny model (:data:`DEMO_RUNS`).
+    """``make demo``: the rollout story in five runs on the tiny model (:data:`DEMO_RUNS`).
 
     Run 1 compresses the tiny model (W8A8), validates it against the uncompressed model served
     beside it (recovery: token agreement and speed) and promotes it. Run 2 deploys a retrained
     copy: compared with run 1's model, which keeps serving (the suite's score, non-inferiority of
-    TTFT, TPOT and throughput), it is promoted. Run 3 deploys a slower copy: the comparison calls
-    it inferior and it is rolled back, run 2's model still serving. Run 4 feeds run 2's model
-    again: already promoted, nothing deployed.
+    TTFT, TPOT and throughput; the quality of the reference texts), it is promoted. Run 3 deploys a
+    slower copy: the comparison calls it inferior and it is rolled back, run 2's model still
+    serving. Run 4 deploys a scrambled copy: the quality question (likelihood of the tiny model's
+    corpus) calls it worse than guessing and it is rolled back before any speed is measured. Run 5
+    feeds run 2's model again: already promoted, nothing deployed.
 
     Args:
         out_dir: The demo's directory (emptied first; holds the state, every run, the reports).

@@ -49,7 +49,7 @@ def _processes_in(directory: Path) -> list[psutil.Process]:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory, tiny_model, retrained_model, deep_model, vllm_python):
+def demo(tmp_path_factory, tiny_model, retrained_model, deep_model, scrambled_model, vllm_python):
     out = tmp_path_factory.mktemp("demo") / "demo"
     env = dict(os.environ)
     proc = subprocess.run(
@@ -68,13 +68,17 @@ def _runs(out: Path) -> tuple[dict, list[dict]]:
     return summary, [{s["step"]: s for s in r["steps"]} for r in summary["runs"]]
 
 
-def test_demo_tells_the_story_in_four_runs(demo):
+def test_demo_tells_the_story_in_five_runs(demo):
     proc, out = demo
-    summary, (compressed, retrained, deep, rerun) = _runs(out)
+    summary, (compressed, retrained, deep, scrambled, rerun) = _runs(out)
     outcomes = [r["outcome"] for r in summary["runs"]]
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-4000:]
     assert summary["ok"] is True
-    assert outcomes == ["promoted", "promoted", "rolled back", "already promoted"], outcomes
+    assert outcomes == ["promoted", "promoted", "rolled back", "rolled back", "already promoted"], outcomes
+    # Run 4: the scrambled copy is named for quality (its smoke checks pass), before any speed.
+    head = scrambled["validate-deployment"]["summary"].splitlines()[0]
+    assert head.startswith("fail: quality of the reference texts: "), head
+    assert "Does it model the reference texts as well?" in proc.stdout
     assert rerun["deploy-model"]["already_promoted"] is True
     # Run 2 was promoted because the comparison decided, not because it was skipped.
     assert retrained["validate-deployment"]["verdict"] == "pass"
@@ -104,7 +108,7 @@ def test_demo_tells_the_story_in_four_runs(demo):
 def test_demo_state_has_exactly_one_promoted_model_with_history(demo):
     _, out = demo
     status = status_of(out / "state")
-    _, (compressed, retrained, deep, _) = _runs(out)
+    _, (compressed, retrained, deep, scrambled, _) = _runs(out)
     promoted = retrained
     stable = status.stable
     assert stable is not None and stable.member == promoted["deploy-model"]["member"]
@@ -113,6 +117,7 @@ def test_demo_state_has_exactly_one_promoted_model_with_history(demo):
     assert Path(stable.report_path).is_file()
     history = [(h.action, h.member) for h in status.history]
     assert ("rollback", deep["deploy-model"]["member"]) in history
+    assert ("rollback", scrambled["deploy-model"]["member"]) in history
     assert history[-1] == ("promote", compressed["deploy-model"]["member"])
     assert next(m for action, m in history if action == "promote") == promoted["deploy-model"]["member"]
     rollback = next(h for h in status.history if h.member == deep["deploy-model"]["member"])
