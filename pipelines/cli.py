@@ -3,6 +3,7 @@
 Subcommands:
   compile     compile both pipelines to KFP IR YAML (for the KFP UI, schedules and CI)
   render      write the Kubernetes manifests the kserve platform would apply
+  spec        the spec reference: every field, or one field's type, default and doc
   validate    validate any OpenAI-compatible endpoint against the SLO (standalone)
   run-local   run a pipeline end to end on this machine (kfp.local + a real vLLM process)
   status      show a service's stable and canary revisions, traffic and promotion history
@@ -48,6 +49,13 @@ def _render(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     for path in write_manifests(spec, args.out, args.phase, args.candidate_uri):
         print(path)
+    return 0
+
+
+def _spec(args: argparse.Namespace) -> int:
+    from llm_rollout.spec.reference import describe, index
+
+    print(describe(args.field) if args.field else index(), end="")
     return 0
 
 
@@ -114,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="model URI of the new revision in the canary and promoted phases",
     )
     p.set_defaults(func=_render)
+
+    p = sub.add_parser("spec", help="the spec's fields: every one, or one field's type, default and doc")
+    p.add_argument("field", nargs="?", help="a dotted field path, e.g. validation.comparison.settle_s")
+    p.set_defaults(func=_spec)
 
     p = sub.add_parser("validate", help="validate an OpenAI-compatible endpoint (see validate --help)", add_help=False)
     p.set_defaults(func=_validate, passthrough=True)

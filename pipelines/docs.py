@@ -1,4 +1,4 @@
-"""Generates each component's README.md and compiled ``component.yaml`` (``make docs``).
+"""Generates each component's README.md and compiled ``component.yaml``, and ``docs/spec.md`` (``make docs``).
 
 The docstrings are the one source (Google style: summary, body, ``Args:``, ``Returns:``); types
 and defaults come from the compiled component spec. ``component.yaml`` is the component compiled
@@ -131,6 +131,19 @@ def write_component_specs(components_dir: Path = COMPONENTS_DIR) -> list[Path]:
     return paths
 
 
+SPEC_REFERENCE = COMPONENTS_DIR.parent / "docs" / "spec.md"
+"""The spec reference, generated from the typed spec (:mod:`llm_rollout.spec.reference`)."""
+
+
+def write_spec_reference(path: Path = SPEC_REFERENCE) -> Path:
+    """Writes ``docs/spec.md`` from the typed spec and returns its path."""
+    from llm_rollout.spec.reference import spec_markdown
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(spec_markdown())
+    return path
+
+
 if __name__ == "__main__":  # pragma: no cover
-    for p in [*write_readmes(), *write_component_specs()]:
+    for p in [*write_readmes(), *write_component_specs(), write_spec_reference()]:
         print(p)

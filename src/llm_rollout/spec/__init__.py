@@ -170,7 +170,12 @@ def _format_validation_error(err: ValidationError) -> SpecError:
         return inner
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        return SpecError(loc, "unknown field", "remove it or check its spelling against the spec reference")
+        from llm_rollout.spec.reference import closest, field_names
+
+        last = first["loc"][-1] if first["loc"] else ""
+        near = closest(str(last), field_names(tuple(first["loc"])))
+        hint = f"did you mean '{near}'? " if near else ""
+        return SpecError(loc, "unknown field", hint + "remove it or fix its spelling (llm-rollout spec, docs/spec.md)")
     if first["type"] == "literal_error":
         return SpecError(loc, f"{excerpt(first.get('input'))} is not allowed", msg.replace("Input should be", "use"))
     if msg.startswith("Input should be"):
