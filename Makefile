@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 export LLM_ROLLOUT_CACHE ?= $(HOME)/.cache/llm-rollout
 PYTEST_ARGS ?=
 
-.PHONY: docs help venv test-apiserver serving-env optimize-env browser test-env test test-unit test-fast stress demo compile render bench lint format clean
+.PHONY: docs help venv test-apiserver serving-env optimize-env browser test-env test test-unit test-fast stress demo compile render images bench lint format clean
 
 help:
 	@sed -n '1,6p' Makefile
@@ -63,6 +63,17 @@ compile: venv
 
 render: venv
 	@$(VENV)/bin/llm-rollout render --out manifests
+
+# The two images the compiled pipelines reference by default (components/images.py), tagged with
+# the package version; IMAGE_REGISTRY=registry.example.com/team to build for your own registry.
+# Needs podman or docker (none here: the release workflow .github/workflows/release.yml publishes).
+IMAGE_REGISTRY ?= ghcr.io/kfp-llm-rollout
+IMAGE_VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+ENGINE ?= $(shell command -v podman || command -v docker)
+images:
+	@test -n "$(ENGINE)" || { echo "make images: needs podman or docker (neither is installed)"; exit 1; }
+	$(ENGINE) build -f containers/Containerfile -t $(IMAGE_REGISTRY)/components:$(IMAGE_VERSION) .
+	$(ENGINE) build -f containers/Containerfile.optimize -t $(IMAGE_REGISTRY)/optimize:$(IMAGE_VERSION) .
 
 bench: test-env
 	@$(PY) bench/run_all.py
