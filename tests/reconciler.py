@@ -65,6 +65,8 @@ from llm_rollout.kube import (
     INFERENCE_SERVICES,
     LLM_INFERENCE_SERVICE_CONFIGS,
     LLM_INFERENCE_SERVICES,
+    SERVING_RUNTIMES,
+    InvalidError,
     KubeClient,
     Resource,
     Target,
@@ -72,6 +74,7 @@ from llm_rollout.kube import (
     map_error,
     retry,
 )
+from tests.standin_autoscaler import SCALED_OBJECTS, autoscalers, keda_refusal
 
 log = logging.getLogger("tests.reconciler")
 
@@ -518,6 +521,10 @@ class Reconciler:
         self._ready_cv = threading.Condition(self._lock)
         self.gateway_api = False
         """KServe's ``enableGatewayApi`` (default false): whether canary weights route traffic."""
+        self.hpas: dict[tuple[str, str], dict[str, Any]] = {}
+        """Standard mode: the HPAs KServe would own, ``{(namespace, component): essentials}``."""
+        self.events: list[tuple[str, str, str]] = []
+        """Warning events KServe would record on an InferenceService: ``(name, reason, message)``."""
         self._pod_templates: dict[tuple[str, str], list[str]] = {}
 
     # Switches ----------------------------------------------------------------------------------
@@ -845,6 +852,49 @@ class Reconciler:
             )
         return b.reason, b.message
 
+    def _reconcile_autoscalers(self, isvc: dict[str, Any]) -> str | None:
+        """Standard mode: the autoscaler of every component as KServe creates it
+        (:func:`tests.standin_autoscaler.autoscalers`, canaries first); ScaledObjects are applied to the
+        API server (KEDA's CRD), HPAs kept in :attr:`hpas`. Returns the error that ends the predictor's
+        reconcile (also in :attr:`events` as ``InternalError``), None when every one was accepted."""
+        kube = self.__dict__.setdefault("_autoscaler_kube", self._client())
+        meta = isvc.get("metadata") or {}
+        runtime_name = (((isvc.get("spec") or {}).get("predictor") or {}).get("model") or {}).get("runtime")
+        runtime = kube.get_or_none(SERVING_RUNTIMES, runtime_name, meta["namespace"]) if runtime_name else None
+        owner = {"apiVersion": isvc.get("apiVersion", "serving.kserve.io/v1beta1"), "kind": "InferenceService"}
+        owner.update({"name": meta["name"], "uid": meta.get("uid", ""), "controller": True, "blockOwnerDeletion": True})
+        for scaler in autoscalers(isvc, runtime):
+            key = (meta["namespace"], scaler.component)
+            if scaler.autoscaler_class == "keda" and scaler.obj is not None:
+                obj = copy.deepcopy(scaler.obj)
+                obj["metadata"]["ownerReferences"] = [owner]  # raw_kube_reconciler.go SetControllerReferences
+                why = keda_refusal(obj)
+                if why is None:
+                    try:
+                        kube.apply(obj)
+                    except InvalidError as err:
+                        why = str(err)
+                if why is not None:
+                    what = (
+                        f"fails to reconcile canary {scaler.component}"
+                        if scaler.canary
+                        else "fails to reconcile predictor"
+                    )
+                    message = f"{what}: {why}"
+                    with self._lock:
+                        self.events.append((meta["name"], "InternalError", message))
+                    return message
+            elif scaler.autoscaler_class == "hpa" and scaler.obj is not None:
+                self.hpas[key] = scaler.obj
+            else:  # hpa_reconciler.go shouldDeleteHPA: external / none remove a KServe-owned HPA
+                self.hpas.pop(key, None)
+        return None
+
+    def scaled_objects(self, namespace: str) -> dict[str, dict[str, Any]]:
+        """The ScaledObjects on the API server in ``namespace``, by name."""
+        kube = self.__dict__.setdefault("_autoscaler_kube", self._client())
+        return {o["metadata"]["name"]: o for o in kube.list(SCALED_OBJECTS, namespace).get("items") or []}
+
     def _isvc_status(
         self, key: tuple[str, str, str], obj: dict[str, Any], b: Behaviour, phase: str
     ) -> tuple[dict[str, Any], bool, int]:
@@ -866,6 +916,13 @@ class Reconciler:
             if mode == "Knative":
                 children.reconcile_knative(name, spec, phase, meta)
             else:
+                failed = self._reconcile_autoscalers(obj)
+                if failed is not None:
+                    # predictor.go Reconcile returns the error before any status of this pass is set
+                    # (no canaryStatuses, the stable not reconciled); controller.go writes the status
+                    # as it was and records an InternalError event.
+                    status = copy.deepcopy(obj.get("status") or {})
+                    return status, False, int(status.get("observedGeneration") or 0)
                 children.reconcile_raw(name, spec, phase)
         pred = spec.get("predictor") or {}
         svc = predictor_service_name(name, pred.get("name") or "")

@@ -13,6 +13,7 @@ import yaml
 
 from llm_rollout.kserve import builders
 from llm_rollout.kserve.builders import render_all
+from llm_rollout.kserve.builders.keda import autoscaling_objects
 from llm_rollout.spec import RolloutSpec
 
 PHASES = ("first", "canary", "promoted")
@@ -35,6 +36,13 @@ _HEADERS = {
 # spec: Standard deployment mode, one A10G-class GPU per replica (16-32 GiB, 4-8 CPUs), 1-10
 # replicas scaled by KEDA on vLLM's request rate. A later rollout adds the new model as a
 # spec.canary[] entry beside this predictor and leaves the predictor untouched until promotion.
+""",
+    "kserve-autoscaling.yaml": """\
+# Standard mode scaled by KEDA on vLLM's metrics (the default spec). The ScaledObject of the stable
+# predictor is applied by the steps (deploy, promote, rollback), not by KServe, whose class is
+# `external`: KServe would give every canary a ScaledObject without triggers, which KEDA refuses
+# (see README, "Autoscaling and canaries"). The ServiceMonitor (Prometheus Operator) is for the
+# cluster's admin to apply once: it gives vLLM's series the `service` label the KEDA query selects.
 """,
     "llm-d-configuration.yaml": """\
 # llm-d disaggregated serving through KServe's LLMInferenceService (serving.kserve.io/v1alpha2):
@@ -155,6 +163,7 @@ def phase_objects(
         if spec.deployment_mode == "Standard":
             isvc["spec"]["predictor"] = builders.promoted_predictor(spec, canary["spec"]["canary"][0]["predictor"])
     out["kserve-inferenceservice.yaml"] = [isvc]
+    out["kserve-autoscaling.yaml"] = autoscaling_objects(spec, isvc["spec"]["predictor"])
     llmd_spec = builders.llmd_example_spec(spec)
     llmd_stable = builders.default_member(llmd_spec)
     llmd_new = builders.default_member(llmd_spec, candidate_uri)

@@ -68,7 +68,11 @@ def test_standard_promotion_writes_the_measured_keda_threshold_and_gates_a_capac
     assert _promote(spec, client, first, _rate(15.0, 14.0, 16.5))["action"] == "promote"
     live = _isvc(client, spec)
     assert _keda_target(live) == "12"  # floor(15 x 0.8)
-    assert live["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "keda"
+    # KEDA through the steps' own ScaledObject (builders/keda.py): KServe's class is `external`, and
+    # the ScaledObject of the stable predictor carries the measured threshold.
+    assert live["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "external"
+    scaled = reconciler.scaled_objects(kube_namespace)
+    assert [t["metadata"]["threshold"] for o in scaled.values() for t in o["spec"]["triggers"]] == ["12"]
     evidence = _evidence(live)
     assert evidence == {
         "metric": "request-rate",

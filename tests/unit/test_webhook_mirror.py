@@ -572,6 +572,9 @@ def test_the_mirror_is_not_a_rubber_stamp():
     bad["spec"]["predictor"]["model"]["name"] = "kserve-container"
     assert "not allowed" in isvc_webhook_errors(bad)[0]
     bad = copy.deepcopy(first)
+    # We render class `external` and build the ScaledObject from this same target ourselves
+    # (builders/keda.py, as keda_reconciler.go does); under `keda` KServe's webhook judges it.
+    bad["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] = "keda"
     bad["spec"]["predictor"]["autoScaling"]["metrics"][0]["external"]["target"] = {
         "type": "AverageValue",
         "averageValue": "5",

@@ -133,6 +133,10 @@ def promote(
         if served is not None:
             result["served"] = served
     if recorded:
+        # The promoted predictor's autoscaler (its own Service's series, the measured target); the
+        # replaced predictor's goes (Standard + KEDA: kserve/autoscaler.py).
+        variant.sync_autoscaler(client)
+    if recorded:
         _record_promotion(
             client,
             ref,

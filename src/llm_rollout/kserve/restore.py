@@ -80,6 +80,7 @@ def rollback_to_previous(
             "nothing to roll back to"
         )
     variant.restore(client, holder, prev, current, timeout_s)
+    variant.sync_autoscaler(client)  # the restored predictor's autoscaler, the retired one's removed
     at = _iso(_now())
     restored = StableRecord.model_validate(
         {**prev, "promoted_at": at, "run_id": run_id or prev.get("run_id", ""), "summary": "restored by rollback"}

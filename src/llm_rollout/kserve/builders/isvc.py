@@ -253,7 +253,10 @@ def inference_service(
     annotations = {"serving.kserve.io/deploymentMode": spec.deployment_mode}
     if spec.deployment_mode == "Standard" and spec.scaling is not None and "autoScaling" in _scaling_fields(spec):
         metric_type = _scaling_fields(spec)["autoScaling"]["metrics"][0]["type"]
-        annotations["serving.kserve.io/autoscalerClass"] = "keda" if metric_type == "External" else "hpa"
+        # KEDA metrics: `external`, and the steps apply the stable's ScaledObject themselves
+        # (builders/keda.py says why: KServe's own would give every canary a ScaledObject without
+        # triggers). cpu/memory: KServe's HPA, which a fixed-replica canary gets valid (hpa_reconciler.go).
+        annotations["serving.kserve.io/autoscalerClass"] = "external" if metric_type == "External" else "hpa"
     if spec.deployment_mode == "Knative" and spec.scaling is not None and spec.scaling.metric in ("cpu", "memory"):
         # Knative's own autoscaler (KPA) scales on concurrency or rps only; cpu/memory need its HPA
         # class, which validateAutoScalingCompExtension then checks with the HPA rules.

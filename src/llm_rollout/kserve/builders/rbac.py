@@ -7,6 +7,7 @@ from typing import Any
 
 from llm_rollout.kserve.builders.common import GROUP, _labels, _meta, default_member
 from llm_rollout.kserve.builders.isvc import inference_service, serving_runtime
+from llm_rollout.kserve.builders.keda import autoscaling_objects
 from llm_rollout.kserve.builders.llmd import llm_inference_service, llm_inference_service_config
 from llm_rollout.spec import RolloutSpec
 
@@ -38,6 +39,13 @@ RBAC_RULES: list[dict[str, Any]] = [
         # each service's Lease <service>-rollout: the rollout lock and records (kserve/lease.py,
         # records.py); create+patch: applied (the first apply creates it); watch: waiting for a lease
         "verbs": ["get", "watch", "create", "patch"],
+    },
+    {
+        "apiGroups": ["keda.sh"],
+        "resources": ["scaledobjects"],
+        # Standard mode with KEDA: the stable predictor's ScaledObject is applied by the steps, and a
+        # replaced predictor's found (list, by label) and deleted (kserve/autoscaler.py)
+        "verbs": ["list", "create", "patch", "delete"],
     },
     # listed only to explain a deploy that timed out (diagnose.cluster_context); optional, the message
     # says so when they are not readable
@@ -173,7 +181,7 @@ def render_all(spec: RolloutSpec) -> dict[str, list[dict[str, Any]]]:
 
     Returns:
         ``{file name: [objects]}`` for ``vllm-runtime.yaml``, ``kserve-inferenceservice.yaml``,
-        ``llm-d-configuration.yaml`` and ``rbac.yaml``.
+        ``kserve-autoscaling.yaml``, ``llm-d-configuration.yaml`` and ``rbac.yaml``.
     """
     stable = default_member(spec)
     llmd_spec = llmd_example_spec(spec)
@@ -181,6 +189,7 @@ def render_all(spec: RolloutSpec) -> dict[str, list[dict[str, Any]]]:
     return {
         "vllm-runtime.yaml": [serving_runtime(spec)],
         "kserve-inferenceservice.yaml": [inference_service(spec, stable)],
+        "kserve-autoscaling.yaml": autoscaling_objects(spec, inference_service(spec, stable)["spec"]["predictor"]),
         "llm-d-configuration.yaml": [
             llm_inference_service_config(llmd_spec),
             llm_inference_service(llmd_spec, llmd_member, weight=100),

@@ -159,6 +159,11 @@ class Variant(ABC):
         resolved from evidence); returns what now serves (for the record), None when not supported."""
         return None
 
+    def sync_autoscaler(self, client: KubeClient) -> None:
+        """Makes the autoscaler the steps own follow the stable revision (Standard mode with KEDA:
+        :func:`llm_rollout.kserve.autoscaler.sync_autoscaler`); nothing for the others."""
+        return None
+
     @abstractmethod
     def rollback(
         self, client: KubeClient, rec: DeploymentRecord, ref: ServiceRef, restore_stable_weight: int | None

@@ -38,6 +38,17 @@ class StandardIsvc(InferenceServiceVariant):
     def need_canary_field(self) -> bool:
         return True
 
+    def after_apply(self, client: KubeClient, applied: dict[str, Any], *, dry_run: bool = False) -> None:
+        # The stable's KEDA ScaledObject is ours, not KServe's (builders/keda.py); a canary has none.
+        from llm_rollout.kserve.autoscaler import sync_autoscaler
+
+        sync_autoscaler(self.spec, client, applied, dry_run=dry_run)
+
+    def sync_autoscaler(self, client: KubeClient) -> None:
+        from llm_rollout.kserve.autoscaler import sync_autoscaler
+
+        sync_autoscaler(self.spec, client)
+
     def canary_in_predictor(self, live_pred: dict[str, Any]) -> bool:
         return False
 
