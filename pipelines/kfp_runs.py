@@ -329,7 +329,23 @@ def kfp_client(host: str, *, namespace: str | None = None, token: str | None = N
         kwargs["existing_token"] = token
     if ssl_ca_cert:
         kwargs["ssl_ca_cert"] = ssl_ca_cert
-    return kfp.Client(**kwargs)
+    import warnings
+
+    import urllib3
+
+    try:
+        with warnings.catch_warnings():  # "This client only works with ... v2.0.0-beta.2 and later": ours is
+            warnings.simplefilter("ignore", FutureWarning)
+            return kfp.Client(**kwargs)  # asks the endpoint's healthz
+    except urllib3.exceptions.HTTPError as err:
+        # One line instead of urllib3's traceback (issue 32): the host is wrong or not forwarded.
+        reason = getattr(err, "reason", None) or err
+        raise SpecError(
+            "--host",
+            f"cannot reach the KFP API at {host} ({str(reason).split(': ')[-1][:200]})",
+            "give the KFP endpoint's address, e.g. `kubectl -n kubeflow port-forward svc/ml-pipeline-ui 8080:80` "
+            "and --host http://localhost:8080 (with --ssl-ca-cert for a private CA on https)",
+        ) from None
 
 
 def submit(
@@ -515,6 +531,7 @@ def _compile_options(args: Any) -> dict[str, Any]:
 def _common(p: Any) -> None:
     p.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a pipeline parameter")
+    p.add_argument("--spec", help="rollout spec file (YAML/JSON): checked here, sent as the `spec` parameter (JSON)")
     p.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help=f"experiment (default {DEFAULT_EXPERIMENT})")
     p.add_argument("--package", help="a compiled pipeline file (llm-rollout compile) instead of --pipeline")
     p.add_argument("--namespace", help="KFP namespace (multi-user deployments)")
@@ -584,8 +601,16 @@ def resolve_token(args: Any) -> str | None:
 def _run_options(args: Any) -> dict[str, Any]:
     """What ``submit`` and ``schedule`` take alike from their command lines."""
     keys = ("package", "experiment", "namespace", "ssl_ca_cert", "service_account")
+    params = parse_params(args.param)
+    if getattr(args, "spec", None):
+        from llm_rollout.spec import load_spec, spec_to_json
+
+        if "spec" in params:
+            raise SpecError("--spec", "is given together with --param spec=...", "give the spec one way")
+        # Checked before anything is sent; the pipeline's parameter is the spec's JSON text.
+        params["spec"] = spec_to_json(load_spec(args.spec))
     return {
-        "params": parse_params(args.param),
+        "params": params,
         "compile_options": _compile_options(args),
         "token": resolve_token(args),
         **{key: getattr(args, key) for key in keys},

@@ -316,9 +316,28 @@ def format_summary(summary: RunSummary, *, extra_paths: dict[str, str] | None = 
 
 
 def _check_model_dir(path: str, flag: str) -> str:
+    """The model directory ``path`` as an absolute path; bad input is a SpecError naming ``flag``."""
     from llm_rollout.model_files import check_model_dir
 
-    return str(check_model_dir(path, field=flag))
+    scheme = path.split("://", 1)[0] if "://" in path else ""
+    if scheme and scheme != "file":
+        raise SpecError(
+            flag,
+            f"{path!r} is a {scheme}:// URI; run-local serves a model directory on this machine",
+            "copy the model here first (e.g. `aws s3 cp --recursive s3://bucket/model ./model`) and pass "
+            f"{flag} ./model; a URI is rolled out on a cluster: `llm-rollout submit --param model_uri=...`",
+        )
+    try:
+        return str(check_model_dir(path, field=flag))
+    except SpecError:
+        raise
+    except PermanentError as err:
+        raise SpecError(
+            flag,
+            str(err).removeprefix(f"{flag} "),
+            f"pass {flag} DIR, a Hugging Face model directory; the tiny test model is "
+            f"{TINY_MODEL} (make serving-env writes it)",
+        ) from None
 
 
 def run_local(
@@ -359,6 +378,7 @@ def run_local(
     if baseline:
         baseline = _check_model_dir(baseline, "--baseline")
     if pipeline == "llm-optimize-deploy" and not recipe:
+        scheme = _check_scheme_name(scheme)
         _check_scheme_runs_here(scheme, spec)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -379,6 +399,18 @@ def run_local(
     }
     _print(format_summary(summary, extra_paths=paths))
     return summary
+
+
+def _check_scheme_name(scheme: str) -> str:
+    """``--scheme`` checked before anything runs (the optimize step would refuse it minutes later)."""
+    from llm_rollout.optimize_inputs import check_scheme
+
+    try:
+        return check_scheme(scheme, preset_schemes=None)
+    except SpecError as err:
+        raise SpecError(
+            "--scheme", err.problem, err.fix.replace("recipe YAML (recipe_path)", "--recipe FILE")
+        ) from None
 
 
 def _check_scheme_runs_here(scheme: str, spec: RolloutSpec) -> None:

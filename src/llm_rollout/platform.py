@@ -198,6 +198,16 @@ class Status(BaseModel):
     """Where the platform keeps the record (the local state directory; empty on kserve)."""
 
 
+def rollback_command(status: Status) -> str:
+    """The ``llm-rollout rollback`` command line that restores this service, with the flags it needs."""
+    import shlex
+
+    if status.platform == "local":
+        where = f" --state-dir {shlex.quote(status.location)}" if status.location else ""
+        return f"llm-rollout rollback {shlex.quote(status.name)} --platform local{where}"
+    return f"llm-rollout rollback {shlex.quote(status.name)} -n {shlex.quote(status.namespace)}"
+
+
 def format_status(status: Status) -> str:
     """Renders a :class:`Status` for a terminal (both platforms)."""
     where = f"  {status.url}" if status.url else ""
@@ -222,7 +232,7 @@ def format_status(status: Status) -> str:
         digest = f", digest {stable.artifact_digest}" if stable.artifact_digest else ""
         lines.append(
             f"stable: {stable.member} ({stable.model_uri}{digest}), promoted {stable.promoted_at} "
-            f"by run {stable.run_id}: {stable.summary or 'pass'}"
+            f"by run {stable.run_id}: {' '.join(str(stable.summary or 'pass').split())}"
         )
         # kserve keeps the evidence of a ``scaling.target: auto`` target in the record's extra fields.
         evidence = (stable.model_extra or {}).get("autoscaling")
@@ -232,11 +242,12 @@ def format_status(status: Status) -> str:
         lines.append("stable: never promoted by llm-rollout")
     prev = status.previous_stable
     if prev:
-        lines.append(f"previous stable: {prev.member} ({prev.model_uri}) - `llm-rollout rollback` restores it")
+        lines.append(f"previous stable: {prev.member} ({prev.model_uri}) - `{rollback_command(status)}` restores it")
     if status.history:
         lines += ["", "last promotions and rollbacks:"]
         for h in status.history[:10]:
-            why = h.summary if h.action == "promote" else h.reason
+            # One line per entry whatever the reason holds (a multi-line summary would break the table).
+            why = " ".join(str((h.summary if h.action == "promote" else h.reason) or "").split())
             lines.append(f"  {h.at:20} {h.action:9} {h.member or '':40} run {h.run_id}" + (f": {why}" if why else ""))
     return "\n".join(lines)
 

@@ -313,6 +313,12 @@ def validate_step(
             return Verdict(verdict=ALREADY_PROMOTED, summary=summary)
         target = _platform(s).validation_target(rec)
         with tempfile.TemporaryDirectory(prefix="llm-rollout-validate-") as tmp, target.guard():
+
+            def log_kept(message: str, scratch: str = str(Path(tmp) / "report.html")) -> None:
+                # The report is copied to the KFP artifact below and the scratch folder deleted:
+                # name the copy that stays (issue 32).
+                steplog.log(message.replace(scratch, report_path or "(not kept: no report path)"))
+
             result = validate(
                 s.validation,
                 target.endpoint_url,
@@ -322,6 +328,7 @@ def validate_step(
                 report_dir=tmp,
                 metrics_urls=s.validation.metrics_urls or target.metrics_urls or None,
                 sizing=sizing_input(s),
+                log=log_kept,
             )
             for src_key, dest in (("html", report_path), ("json", results_path)):
                 src = result.report_paths.get(src_key)

@@ -38,6 +38,28 @@ def _role_url(text: str) -> tuple[str, str]:
     return role, url
 
 
+def check_url(flag: str, url: str | None) -> None:
+    """Refuses an endpoint URL without ``http://`` or ``https://`` and a host, before any request.
+
+    Raises:
+        SpecError: Naming the flag and the URL to write instead (``127.0.0.1:8000`` would otherwise
+            be retried for the whole readiness timeout, then fail as ``UnsupportedProtocol``).
+    """
+    from urllib.parse import urlsplit
+
+    if url is None:
+        return
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https") and parts.hostname:
+        return
+    bare = url.split("://", 1)[-1]
+    raise SpecError(
+        flag,
+        f"{url[:200]!r} is not an http:// or https:// URL",
+        f"write the scheme, e.g. {flag} http://{bare[:200]}",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``llm-rollout validate``."""
     p = argparse.ArgumentParser(
@@ -181,6 +203,8 @@ def validate_command(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a usage error (2)
         return int(exc.code or 0)
     try:
+        for flag in ("url", "baseline_url", "stable_url"):
+            check_url("--" + flag.replace("_", "-"), getattr(args, flag))
         rollout = rollout_spec_from_args(args)
         spec = rollout.validation
         result = validate(

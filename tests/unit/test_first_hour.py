@@ -1,0 +1,204 @@
+"""The first hour (issue 32): the shipped examples parse and say what they are, and the command line
+refuses bad input with exit 2, the field and the fix, before anything runs.
+
+The CPU example's real run (the tiny model promoted by ``llm-rollout run-local``) is
+``tests/serving/test_examples.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llm_rollout.platform import HistoryEntry, StableRecord, Status, format_status
+from llm_rollout.spec import load_spec
+from llm_rollout.validation.probes import load_suite
+from llm_rollout.validation.workload import load_file
+from pipelines import cli
+from pipelines.run_local import DEMO_SPEC
+from tests.unit.test_kfp_runs import _posts, compiled, kfp_server  # noqa: F401 (fixtures)
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+
+
+# Examples ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["local-cpu.yaml", "kserve-team.yaml", "llm-d-pd.yaml"])
+def test_every_example_spec_parses(name):
+    spec = load_spec(EXAMPLES / name)
+    assert spec.name and spec.namespace
+
+
+def test_the_scored_suite_example_loads_with_must_pass_and_scored_probes_of_several_kinds():
+    probes = load_suite(EXAMPLES / "suite.jsonl")
+    assert any(p.must_pass for p in probes) and any(not p.must_pass for p in probes)
+    assert {"exact", "contains", "regex"} <= {e.split()[0] for p in probes for e in p.expectations()}
+
+
+def test_the_workload_example_loads_as_a_timed_trace_of_prompts_and_conversations():
+    workload = load_file(str(EXAMPLES / "workload.jsonl"))
+    requests = workload.requests
+    assert len(requests) >= 5
+    assert all(r.timestamp is not None for r in requests)
+    assert any(r.messages for r in requests) and any(r.prompt for r in requests)
+
+
+def test_the_reference_texts_example_is_jsonl_of_texts():
+    lines = (EXAMPLES / "tiny-reference.jsonl").read_text().splitlines()
+    assert len(lines) >= 64 and all(json.loads(line)["text"] for line in lines)
+
+
+def test_the_cpu_example_is_what_the_demo_runs_and_says_it_is_sized_for_cpu():
+    text = (EXAMPLES / "local-cpu.yaml").read_text()
+    doc = yaml.safe_load(text)
+    assert doc["platform"] == "local"
+    assert doc["runtime"] == DEMO_SPEC["runtime"] and doc["model"] == DEMO_SPEC["model"]
+    for key in ("slo", "load", "recovery", "readiness_timeout_s"):
+        assert doc["validation"][key] == DEMO_SPEC["validation"][key], key
+    assert "sized for a 2-core CPU" in text and "GPU" in text
+    # Its files are the ones shipped beside it (paths relative to the repository root).
+    assert (ROOT / doc["validation"]["suite_file"]).is_file()
+    assert (ROOT / doc["validation"]["quality"]["texts"]).is_file()
+
+
+def test_the_kserve_example_is_a_gpu_team_spec():
+    spec = load_spec(EXAMPLES / "kserve-team.yaml")
+    assert spec.platform == "kserve" and spec.namespace == "team-a"
+    assert spec.model.uri.startswith("s3://") and spec.runtime.accelerator
+    assert "p95_ttft_ms <= 100" in spec.validation.slo.checks and spec.resources.gpus == 1
+
+
+def test_the_pd_example_disaggregates_prefill():
+    spec = load_spec(EXAMPLES / "llm-d-pd.yaml")
+    assert spec.platform == "kserve" and spec.llmd.enabled and spec.llmd.prefill is not None
+    assert spec.llmd.scheduler.profile == "pd"
+
+
+# The command line: bad input exits 2 with the field and the fix -----------------------------------
+
+
+def _fake_model(tmp_path: Path) -> Path:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
+    (model / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    return model
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--model", "/nonexistent/model"], ["--model:", "does not exist", "Fix:", "tiny-llama"]),
+        (["--model", "s3://bucket/model"], ["--model:", "s3:// URI", "Fix:", "model_uri"]),
+    ],
+)
+def test_run_local_bad_model_exits_2_with_the_field_and_fix(args, words, tmp_path, capsys):
+    assert cli.main(["run-local", *args, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    for word in words:
+        assert word in err, err
+    assert not (tmp_path / "out").exists()  # nothing ran
+
+
+def test_run_local_unknown_scheme_exits_2_naming_the_flag_not_the_component_input(tmp_path, capsys):
+    model = _fake_model(tmp_path)
+    argv = ["run-local", "--pipeline", "llm-optimize-deploy", "--model", str(model), "--scheme", "W8A16"]
+    assert cli.main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "--scheme: unknown quantization scheme 'W8A16'" in err and "--recipe FILE" in err
+    assert "recipe_path" not in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flag", ["--url", "--stable-url", "--baseline-url"])
+def test_validate_url_without_scheme_exits_2_at_once(flag, capsys):
+    argv = ["validate", "--url", "http://127.0.0.1:8000", "--model", "m"]
+    if flag == "--url":
+        argv[2] = "127.0.0.1:8000"
+    else:
+        argv += [flag, "127.0.0.1:8001"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{flag}: " in err and "Fix: write the scheme" in err and "http://127.0.0.1:800" in err
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("command", ["submit", "schedule"])
+def test_an_unreachable_kfp_host_is_one_line_with_the_fix(command, compiled, capsys):  # noqa: F811
+    argv = [command, "--host", f"http://127.0.0.1:{_closed_port()}", "--package", compiled["llm-deploy"]]
+    if command == "schedule":
+        argv += ["--cron", "0 0 3 * * *"]
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "--host: cannot reach the KFP API" in err and "port-forward" in err and "Traceback" not in err
+
+
+def test_submit_spec_file_is_checked_and_sent_as_the_spec_parameter(kfp_server, compiled):  # noqa: F811
+    host, requests, _ = kfp_server
+    argv = ["submit", "--host", host, "--package", compiled["llm-deploy"]]
+    assert cli.main([*argv, "--spec", str(EXAMPLES / "kserve-team.yaml"), "--param", "model_uri=s3://m/v3"]) == 0
+    [run] = _posts(requests, "/apis/v2beta1/runs")
+    sent = json.loads(run["body"]["runtime_config"]["parameters"]["spec"])
+    assert sent["platform"] == "kserve" and sent["namespace"] == "team-a"
+    assert load_spec(EXAMPLES / "kserve-team.yaml").model_dump() == load_spec(None, sent).model_dump()
+
+
+def test_submit_bad_spec_file_is_refused_before_any_request(kfp_server, compiled, tmp_path, capsys):  # noqa: F811
+    host, requests, _ = kfp_server
+    bad = tmp_path / "spec.yaml"
+    bad.write_text("platform: kserve\nvalidaton: {}\n")
+    assert cli.main(["submit", "--host", host, "--package", compiled["llm-deploy"], "--spec", str(bad)]) == 2
+    assert "did you mean 'validation'" in capsys.readouterr().err
+    assert requests == []
+
+
+# status: hints that work as printed, one line per history entry -----------------------------------
+
+
+def _status(platform: str) -> Status:
+    stable = StableRecord(member="m2", model_uri="/models/b", summary="pass:\n  correctness suite: passed")
+    return Status(
+        platform=platform,
+        kind="LocalServer" if platform == "local" else "InferenceService",
+        name="svc",
+        namespace="local" if platform == "local" else "team-a",
+        stable=stable,
+        previous_stable=StableRecord(member="m1", model_uri="/models/a"),
+        history=[
+            HistoryEntry(action="rollback", member="m3", run_id="r3", reason="fail: slower\n  ttft: 2x\n  tpot: 3x"),
+            HistoryEntry(action="promote", member="m2", run_id="r2", summary="pass:\n  slo: met"),
+        ],
+        location="/tmp/state dir" if platform == "local" else "",
+    )
+
+
+def test_local_status_names_the_rollback_command_with_its_flags():
+    text = format_status(_status("local"))
+    assert "`llm-rollout rollback svc --platform local --state-dir '/tmp/state dir'` restores it" in text
+
+
+def test_kserve_status_names_the_rollback_command_with_the_namespace():
+    assert "`llm-rollout rollback svc -n team-a` restores it" in format_status(_status("kserve"))
+
+
+def test_multi_line_reasons_are_one_line_each_in_the_status_history():
+    lines = format_status(_status("local")).splitlines()
+    history = lines[lines.index("last promotions and rollbacks:") + 1 :]
+    assert len(history) == 2
+    assert history[0].endswith("run r3: fail: slower ttft: 2x tpot: 3x")
+    assert history[1].endswith("run r2: pass: slo: met")
+    assert any(line.endswith("by run : pass: correctness suite: passed") for line in lines)
