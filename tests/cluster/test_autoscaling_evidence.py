@@ -13,7 +13,7 @@ from llm_rollout.kserve.deploy import deploy
 from llm_rollout.kserve.platform import KServePlatform
 from llm_rollout.kserve.promote import promote
 from llm_rollout.kserve.restore import rollback_to_previous
-from llm_rollout.kube import INFERENCE_SERVICES
+from llm_rollout.kube import INFERENCE_SERVICES, LEASES
 from llm_rollout.platform import format_status
 from llm_rollout.spec import RolloutSpec
 from tests.cluster._support import kube, make_spec, rv
@@ -48,8 +48,13 @@ def _keda_target(obj):
     return obj["spec"]["predictor"]["autoScaling"]["metrics"][0]["external"]["target"]["value"]
 
 
-def _evidence(obj):
-    return json.loads(obj["metadata"]["annotations"][records.AUTOSCALING])
+def _state(client, spec):
+    """The service's rollout Lease: the records are there, not on the InferenceService."""
+    return client.get(LEASES, f"{spec.service_name}-rollout", spec.namespace)
+
+
+def _evidence(client, spec):
+    return json.loads(_state(client, spec)["metadata"]["annotations"][records.AUTOSCALING])
 
 
 def _status_text(client, spec):
@@ -73,7 +78,7 @@ def test_standard_promotion_writes_the_measured_keda_threshold_and_gates_a_capac
     assert live["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "external"
     scaled = reconciler.scaled_objects(kube_namespace)
     assert [t["metadata"]["threshold"] for o in scaled.values() for t in o["spec"]["triggers"]] == ["12"]
-    evidence = _evidence(live)
+    evidence = _evidence(client, spec)
     assert evidence == {
         "metric": "request-rate",
         "target": 12,
@@ -84,7 +89,7 @@ def test_standard_promotion_writes_the_measured_keda_threshold_and_gates_a_capac
         "source": "capacity_max_request_rate_req_s",
         "run_id": "run-1",
     }
-    stable = json.loads(live["metadata"]["annotations"][records.STABLE])
+    stable = json.loads(_state(client, spec)["metadata"]["annotations"][records.STABLE])
     assert stable["autoscaling"] == evidence and _keda_target({"spec": stable}) == "12"
     text = _status_text(client, spec)
     assert "autoscaling: request-rate target 12 per replica = capacity 15 [14, 16.5] x safety 0.8 (run run-1)" in text
@@ -109,14 +114,14 @@ def test_standard_promotion_writes_the_measured_keda_threshold_and_gates_a_capac
     live = _isvc(client, spec)
     assert "canary" not in live["spec"] and live["spec"]["predictor"]["name"] == second.member
     assert _keda_target(live) == "8"
-    assert (_evidence(live)["capacity"], _evidence(live)["run_id"]) == (10.0, "run-2")
+    assert (_evidence(client, spec)["capacity"], _evidence(client, spec)["run_id"]) == (10.0, "run-2")
     assert "target 8 per replica = capacity 10 [9, 11]" in _status_text(client, spec)
 
     # `llm-rollout rollback` puts the previous revision back with its own target and evidence.
     rollback_to_previous(spec, client, run_id="manual", timeout_s=30)
     live = _isvc(client, spec)
     assert live["spec"]["predictor"]["model"]["storageUri"] == "s3://models/a"
-    assert _keda_target(live) == "12" and _evidence(live)["capacity"] == 15.0
+    assert _keda_target(live) == "12" and _evidence(client, spec)["capacity"] == 15.0
     assert "target 12 per replica = capacity 15" in _status_text(client, spec)
 
 
@@ -139,4 +144,4 @@ def test_knative_promotion_writes_the_measured_concurrency_target(kube_cluster, 
     assert "canaryTrafficPercent" not in pred
     assert (pred["scaleMetric"], pred["scaleTarget"]) == ("concurrency", 12)
     assert pred["model"]["storageUri"] == "s3://models/b"
-    assert _evidence(_isvc(client, spec))["target"] == 12
+    assert _evidence(client, spec)["target"] == 12

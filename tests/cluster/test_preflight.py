@@ -10,7 +10,7 @@ from llm_rollout.kserve.deploy import deploy
 from llm_rollout.kserve.preflight import PreflightRefused
 from llm_rollout.kserve.promote import promote
 from llm_rollout.kserve.variants import variant_for
-from llm_rollout.kube import INFERENCE_SERVICES
+from llm_rollout.kube import INFERENCE_SERVICES, LEASES
 from tests.cluster._support import kube, make_spec
 
 pytestmark = pytest.mark.cluster
@@ -61,7 +61,7 @@ def test_a_refused_object_leaves_the_cluster_untouched(kube_cluster, kube_namesp
     assert after["metadata"]["generation"] == before["metadata"]["generation"] and after["spec"] == before["spec"]
     assert after["metadata"].get("annotations") == before["metadata"].get("annotations")
     assert _ours(after) == _ours(before)
-    assert lease.lease_of(after) is None
+    assert lease.lease_of(client.get(LEASES, "chat-rollout", kube_namespace)) is None
     assert [c["predictor"]["name"] for c in after["spec"]["canary"]] == ["manual"]
 
 

@@ -32,7 +32,8 @@ from kubernetes.config import kube_config
 from llm_rollout import steps
 from llm_rollout.errors import PermanentError
 from llm_rollout.kserve import lease, records
-from llm_rollout.kube import INFERENCE_SERVICES, KubeClient, condition
+from llm_rollout.kserve.addresses import ADDRESS_MAP_ENV
+from llm_rollout.kube import INFERENCE_SERVICES, LEASES, KubeClient, condition
 from llm_rollout.spec import deep_merge
 from tests.fixtures.serving import start_vllm
 
@@ -98,9 +99,9 @@ def _spec_doc(namespace: str, **overrides: Any) -> dict[str, Any]:
         "name": "chat",
         "namespace": namespace,
         "platform": "kserve",
-        # Knative mode: the new revision answers at its own published URL (status.components.predictor
-        # .traffic), which the stand-in points at the real vLLM; a Standard-mode canary answers only
-        # at its in-cluster Service name, which nothing outside a cluster resolves.
+        # Knative mode: the new revision answers at its own tag route (latest-chat-predictor, Knative's
+        # name for the tag KServe asks for with serving.kserve.io/enable-tag-routing), the stable one at
+        # prev-chat-predictor; the address map sends them to the real vLLM servers.
         "deployment_mode": "Knative",
         "model": {"name": "tiny"},
         "canary": {"traffic_percent": 10},
@@ -120,7 +121,8 @@ def end_state(client: KubeClient, namespace: str, *, timeout_s: float = 20) -> s
     deadline = time.monotonic() + timeout_s
     while True:
         live = client.get(INFERENCE_SERVICES, "chat", namespace)
-        ann = live["metadata"].get("annotations") or {}
+        state = client.get_or_none(LEASES, "chat-rollout", namespace)  # lease and records
+        ann = (state or {}).get("metadata", {}).get("annotations") or {}
         ready = condition(live, "Ready") or {}
         observed = (live.get("status") or {}).get("observedGeneration") or 0
         settled = ready.get("status") == "True" and observed >= live["metadata"]["generation"]
@@ -130,7 +132,8 @@ def end_state(client: KubeClient, namespace: str, *, timeout_s: float = 20) -> s
     predictor = live["spec"]["predictor"]
     assert not live["spec"].get("canary"), f"half state: a canary is left: {live['spec']['canary']}"
     assert predictor.get("canaryTrafficPercent") in (None, 0), f"half state: {predictor['canaryTrafficPercent']}%"
-    assert lease.LEASE_HOLDER not in ann, f"half state: the lease is still held by {ann[lease.LEASE_HOLDER]}"
+    held = lease.lease_of(state)
+    assert held is None, f"half state: the lease is still held by {held and held['holder']}"
     uri = predictor["model"]["storageUri"]
     assert ann.get(records.PROMOTED_MODEL_URI) == uri, "the promotion record disagrees with the spec"
     assert settled, f"not Ready for generation {live['metadata']['generation']}: {live.get('status')}"
@@ -148,7 +151,8 @@ def stable_predictor(client: KubeClient, namespace: str) -> dict[str, Any]:
 @pytest.fixture
 def kserve_run(kube_cluster, kube_namespace, reconciler, vllm_server, monkeypatch):
     """A stable revision (model a) promoted, every address pointing at the real vLLM; the steps' env."""
-    reconciler.set_default(url=vllm_server.base_url)
+    # The predictors' Services KServe creates, mapped to the real server as a user outside the cluster would.
+    monkeypatch.setenv(ADDRESS_MAP_ENV, f"*.{kube_namespace}.svc.cluster.local={vllm_server.base_url}")
     kubeconfig = str(kube_cluster.kubeconfig_path)
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", kubeconfig)
@@ -274,7 +278,9 @@ def test_api_server_crash_mid_rollout_and_down_at_promotion(kserve_run, kube_clu
     assert end_state(client, kube_namespace) == "new"
 
 
-def test_vllm_killed_mid_validation_fails_the_gate_and_rolls_back(kserve_run, kube_namespace, reconciler, tiny_model):
+def test_vllm_killed_mid_validation_fails_the_gate_and_rolls_back(
+    kserve_run, kube_namespace, reconciler, tiny_model, vllm_server, monkeypatch
+):
     client = kserve_run["client"]
     slow = json.dumps(
         _spec_doc(
@@ -283,7 +289,11 @@ def test_vllm_killed_mid_validation_fails_the_gate_and_rolls_back(kserve_run, ku
         )
     )
     with start_vllm(tiny_model, "tiny") as victim:
-        reconciler.set_default(url=victim.base_url)  # the new revision's own server
+        # the new revision's own tag route (latest-chat-predictor) on its own server
+        where = f"{kube_namespace}.svc.cluster.local"
+        monkeypatch.setenv(
+            ADDRESS_MAP_ENV, f"latest-chat-predictor.{where}={victim.base_url},*.{where}={vllm_server.base_url}"
+        )
         record = steps.deploy_step(slow, model_uri=NEW_URI, run_id="run-1")
         assert record and json.loads(record)["endpoint_url"] == victim.base_url
         killer = threading.Timer(6.0, victim.kill)  # past readiness and the probes, into the load

@@ -30,6 +30,7 @@ from kubernetes.config import kube_config
 from llm_rollout import steps
 from llm_rollout.errors import DeadlineExceeded, PermanentError
 from llm_rollout.kserve import builders
+from llm_rollout.kserve.addresses import ADDRESS_MAP_ENV
 from llm_rollout.kserve.deploy import register_runtime
 from llm_rollout.kube import INFERENCE_SERVICES, SERVING_RUNTIMES, KubeClient
 from llm_rollout.spec import deep_merge, parse_spec
@@ -128,7 +129,8 @@ def test_a_planted_api_key_appears_in_no_log_or_output(
 
     outputs: list[str] = []
     with FlakyProxy(vllm_server.base_url, require_bearer=secret) as guard:
-        reconciler.set_default(url=guard.url)
+        # The predictors' Services KServe creates, reached through the key-checking proxy.
+        monkeypatch.setenv(ADDRESS_MAP_ENV, f"*.{kube_namespace}.svc.cluster.local={guard.url}")
         # Run 1: key from the environment; passes (so the key was used: the server demands it).
         spec1 = _spec(kube_namespace, validation={"api_key_env": KEY_ENV})
         outputs.append(steps.register_runtime_step(spec1))

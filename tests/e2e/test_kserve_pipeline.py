@@ -1,10 +1,12 @@
 """End to end on the kserve platform: the real pipeline under kfp.local against the real test API server.
 
 Every step runs as kfp.local runs it (a subprocess per step, ``$KUBECONFIG`` pointing at the test
-cluster). The KServe controller stand-in writes the addresses upstream's controller writes (the
-predictors' in-cluster Services); ``$LLM_ROLLOUT_ADDRESS_MAP`` points each Service at the real vLLM
-server playing its pods, as a ``kubectl port-forward`` per Service would, so validation measures real
-completions and latencies on the server of each revision.
+cluster). The steps call each revision at the Service KServe creates for its predictor
+(``<isvc>-predictor``, ``<isvc>-<canary>-predictor`` in the namespace); the KServe controller stand-in
+writes the status URLs upstream's controller writes (ingress hosts, only confirmation);
+``$LLM_ROLLOUT_ADDRESS_MAP`` points each Service at the real vLLM server playing its pods, as a
+``kubectl port-forward`` per Service would, so validation measures real completions and latencies on
+the server of each revision.
 
 The retrain-and-redeploy loop with the default comparison settings: run 1 promotes the tiny model
 (served by server A); run 2 rolls out a retrained copy (weights moved by 5 % noise, served by
