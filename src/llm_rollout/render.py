@@ -106,8 +106,10 @@ _HEADERS = {
 """,
     "rbac.yaml": """\
 # Least privilege for the pipeline steps: exactly the verbs and resources the library calls (a
-# cluster test records every call and compares), in one namespace. The only cluster-scoped grant
-# is `get` on KServe's three CRDs by name, for the version preflight. The `-kfp-run` Role is what
+# cluster test records every call and compares), in one namespace. The cluster-scoped grants are
+# `get` on KServe's three CRDs by name, for the version preflight, and, for the llm-d canary
+# preflight (which gateway controller would split the traffic), `get` on KServe's default Gateway
+# by name and on GatewayClasses (their names differ per cluster). The `-kfp-run` Role is what
 # KFP's own pods need as the run's account (driver: ConfigMap kfp-launcher; launcher: the object
 # store's Secret; Argo executor: workflowtaskresults), a by-name subset of KFP's pipeline-runner Role.
 """,

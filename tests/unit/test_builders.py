@@ -213,8 +213,10 @@ def test_rbac_is_least_privilege():
     assert verbs <= {"get", "list", "watch", "create", "patch", "delete"}
     assert not any("*" in rule["verbs"] or "*" in rule["resources"] for rule in role["rules"])
     cluster_role = objs[3]
-    (rule,) = cluster_role["rules"]
-    assert rule["verbs"] == ["get"] and rule["resourceNames"]  # cluster-wide only by name, read-only
+    for rule in cluster_role["rules"]:
+        assert rule["verbs"] == ["get"]  # cluster-wide reads only
+        # by name, except GatewayClasses (named per cluster) for the llm-d canary preflight (kserve/gateway.py)
+        assert rule.get("resourceNames") or rule["resources"] == ["gatewayclasses"], rule
     assert objs[2]["subjects"] == [{"kind": "ServiceAccount", "name": "llm-rollout", "namespace": "team-a"}]
 
 

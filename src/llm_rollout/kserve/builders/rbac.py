@@ -50,6 +50,8 @@ RBAC_RULES: list[dict[str, Any]] = [
     # listed only to explain a deploy that timed out (diagnose.cluster_context); optional, the message
     # says so when they are not readable
     {"apiGroups": [""], "resources": ["pods", "events"], "verbs": ["list"]},
+    # llm-d canary preflight: the class of the Gateways in llmd.gateway_refs (kserve/gateway.py)
+    {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["gateways"], "verbs": ["get"]},
 ]
 """Role rules for the pipeline steps (namespaced; nothing cluster-wide)."""
 
@@ -64,9 +66,25 @@ CRD_READER_RULES: list[dict[str, Any]] = [
             "llminferenceservices.serving.kserve.io",
         ],
         "verbs": ["get"],
-    }
+    },
+    {
+        # llm-d canary preflight (kserve/gateway.py): KServe's default Gateway (kserveIngressGateway,
+        # in the kserve namespace) when llmd.gateway_refs is empty
+        "apiGroups": ["gateway.networking.k8s.io"],
+        "resources": ["gateways"],
+        "resourceNames": ["kserve-ingress-gateway"],
+        "verbs": ["get"],
+    },
+    {
+        # ... and the GatewayClass a Gateway names (its spec.controllerName: Istio or not). Class names
+        # differ per cluster, so this read cannot be limited by name; a class holds no secrets.
+        "apiGroups": ["gateway.networking.k8s.io"],
+        "resources": ["gatewayclasses"],
+        "verbs": ["get"],
+    },
 ]
-"""The one cluster-scoped read: the CRD version preflight, limited by name to KServe's CRDs."""
+"""The cluster-scoped reads: the CRD version preflight (limited by name to KServe's CRDs) and the
+llm-d canary preflight's Gateway classes."""
 
 
 KFP_LAUNCHER_CONFIGMAP = "kfp-launcher"

@@ -23,6 +23,7 @@ from llm_rollout.kserve.builders import (
     STOP_ANNOTATION,
     Member,
 )
+from llm_rollout.kserve.gateway import check_group_split
 from llm_rollout.kserve.lease import PROMOTION_STEP, _set_lease_field, _step_of, _step_value
 from llm_rollout.kserve.records import (
     STABLE,
@@ -109,6 +110,8 @@ def _plan(v: LlmdGroup, client: KubeClient, new: Member) -> Plan:
     plan.service_url = _llmisvc_url(stable)
     w = _llmd_canary_weight(spec.canary.traffic_percent, _weight(stable) or LLMD_STABLE_WEIGHT) if grouped else None
     plan.obj = builders.llm_inference_service(spec, new, weight=w)
+    # A split the gateway would route past the endpoint picker is refused before any write (gateway.py).
+    plan.notes += check_group_split(client, spec, plan.obj, stable)
     plan.canary = True
     plan.traffic_percent = spec.canary.traffic_percent
     return plan
