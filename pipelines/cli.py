@@ -8,6 +8,7 @@ Subcommands:
   run-local   run a pipeline end to end on this machine (kfp.local + a real vLLM process)
   status      show a service's stable and canary revisions, traffic and promotion history
   rollback    put the previous stable model back (one command)
+  stop        stop the local vLLM servers a run left up (--keep-serving)
   submit      create a run of a compiled pipeline on a KFP endpoint
   schedule    create a recurring run (retrain-and-redeploy) on a KFP endpoint
 """

@@ -613,7 +613,14 @@ def add_parser(sub: Any) -> None:
         "--pipeline", default="llm-deploy", choices=sorted(STEPS), help="which pipeline (default llm-deploy)"
     )
     p.add_argument("--model", help="model directory (the optimize step's input for llm-optimize-deploy)")
-    p.add_argument("--spec", help="rollout spec file (YAML/JSON); platform is forced to local")
+    p.add_argument("--spec", help="rollout spec file (YAML/JSON); its platform is replaced by --platform")
+    p.add_argument(
+        "--platform",
+        choices=("local", "kserve"),
+        default="local",
+        help="local (default: vLLM here) or kserve: the steps run here against the cluster of $KUBECONFIG "
+        "(--model is then a URI the cluster reads)",
+    )
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a spec field (dotted)")
     p.add_argument("--baseline", help="the uncompressed original to serve beside the candidate (recovery checks)")
     p.add_argument("--scheme", default="W8A8", help="quantization scheme for llm-optimize-deploy (default W8A8)")
@@ -641,16 +648,43 @@ def _overrides(items: list[str]) -> dict[str, Any]:
     return result
 
 
+def _against_cluster(args: Any, spec: RolloutSpec, out: str) -> int:
+    """``run-local --platform kserve``: the same pipeline under kfp.local, its steps against ``$KUBECONFIG``."""
+    if "://" not in args.model or args.model.startswith("file://"):
+        raise SpecError(
+            "--model",
+            f"{args.model!r} is a path on this machine; with --platform kserve the cluster loads the model",
+            "give a URI its storage initializer reads, e.g. --model s3://bucket/path/to/model (hf://, pvc://, gs://)",
+        )
+    for flag, given in (("--baseline", args.baseline), ("--keep-serving", args.keep_serving)):
+        if given:
+            raise SpecError(flag, "applies to the local platform only", f"drop {flag} with --platform kserve")
+    _print(f"== {args.pipeline} against the cluster of $KUBECONFIG, namespace {spec.namespace}: model {args.model}")
+    summary = run_pipeline(
+        args.pipeline,
+        args.model,
+        spec,
+        out_dir=out,
+        scheme=args.scheme,
+        recipe=args.recipe,
+        calibration_data=args.calibration_data,
+    )
+    _print(format_summary(summary))
+    return {"promoted": 0, "already promoted": 0, "rolled back": 3}.get(summary.outcome, 1)
+
+
 def _command(args: Any) -> int:
     if args.demo:
         return run_demo(args.out or "build/demo", keep_serving=args.keep_serving)
     if not args.model:
         raise SpecError("--model", "is required (unless --demo)", "pass --model DIR, a Hugging Face model directory")
-    overrides = deep_merge({"platform": "local"}, _overrides(args.set))
+    overrides = deep_merge({"platform": args.platform}, _overrides(args.set))
     if args.state_dir:
         overrides = deep_merge(overrides, {"local": {"state_dir": args.state_dir}})
     spec = load_spec(args.spec, overrides)
     out = args.out or f"build/run-local/{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.platform == "kserve":
+        return _against_cluster(args, spec, out)
     summary = run_local(
         pipeline=args.pipeline,
         model=args.model,

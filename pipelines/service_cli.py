@@ -39,6 +39,17 @@ def _rollback_cmd(args: Any) -> int:
     return 0
 
 
+def _stop_cmd(args: Any) -> int:
+    from llm_rollout.local.session import cleanup
+    from llm_rollout.local.state import resolve_state_dir
+
+    state_dir = args.state_dir or os.environ.get(STATE_DIR_ENV) or RolloutSpec().local.state_dir
+    stopped = cleanup(state_dir)
+    root = resolve_state_dir(state_dir).root
+    print(f"stopped {', '.join(stopped)} ({root})" if stopped else f"no local server was running ({root})")
+    return 0
+
+
 def add_parsers(sub: Any) -> None:
     """Adds ``status`` and ``rollback`` to the ``llm-rollout`` subcommands."""
     for name, func, text in (
@@ -57,3 +68,6 @@ def add_parsers(sub: Any) -> None:
             p.add_argument("--run-id", default="manual", help="recorded with the rollback (default: manual)")
             p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the restored revision")
         p.set_defaults(func=func)
+    p = sub.add_parser("stop", help="stop the local vLLM servers of a state directory (what --keep-serving left up)")
+    p.add_argument("--state-dir", help="the local platform's state directory (default: the spec's local.state_dir)")
+    p.set_defaults(func=_stop_cmd)

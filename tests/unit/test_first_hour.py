@@ -202,3 +202,24 @@ def test_multi_line_reasons_are_one_line_each_in_the_status_history():
     assert history[0].endswith("run r3: fail: slower ttft: 2x tpot: 3x")
     assert history[1].endswith("run r2: pass: slo: met")
     assert any(line.endswith("by run : pass: correctness suite: passed") for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--model", "/models/llama"], ["--model:", "path on this machine", "s3://"]),
+        (["--model", "s3://m/v1", "--keep-serving"], ["--keep-serving:", "local platform only"]),
+    ],
+)
+def test_run_local_against_a_cluster_takes_a_uri_and_no_local_flags(extra, words, tmp_path, capsys):
+    argv = ["run-local", "--platform", "kserve", "--spec", str(EXAMPLES / "kserve-team.yaml"), *extra]
+    assert cli.main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    for word in words:
+        assert word in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_stop_without_servers_says_so(tmp_path, capsys):
+    assert cli.main(["stop", "--state-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith("no local server was running")
