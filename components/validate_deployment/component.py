@@ -12,10 +12,15 @@ def validate_deployment(
     report: dsl.Output[dsl.HTML],
     results: dsl.Output[dsl.Artifact],
 ) -> NamedTuple("ValidationOutputs", [("verdict", str), ("summary", str), ("key_metrics", str), ("report_uri", str)]):
-    """Validates the new revision: readiness, correctness, latency and throughput against the SLO.
+    """Validates the new revision: readiness, correctness, quality, latency and throughput against the SLO.
 
-    Only the new revision's own address is measured. The verdict is ``pass``, ``fail`` or
-    ``inconclusive`` (too few successful requests to judge); the pipeline promotes on ``pass`` only.
+    The new revision is measured at its own address, never through the service's traffic split.
+    When a stable revision serves, it is measured too, at its own address: the correctness suite
+    item by item, the reference texts' likelihood and, in counterbalanced blocks, TTFT, TPOT and
+    throughput (validation.comparison, validation.quality). With the uncompressed original served
+    beside it (validation.recovery.base_url) that is measured as well. The verdict is ``pass``,
+    ``fail`` or ``inconclusive`` (too few successful requests, or a comparison still undecided at
+    its bound); the pipeline promotes on ``pass`` only.
 
     Args:
         spec: The rollout spec as JSON (its ``validation`` section sets the suite, load and SLO).

@@ -8,6 +8,7 @@ The CPU example's real run (the tiny model promoted by ``llm-rollout run-local``
 from __future__ import annotations
 
 import json
+import re
 import socket
 from pathlib import Path
 
@@ -223,3 +224,29 @@ def test_run_local_against_a_cluster_takes_a_uri_and_no_local_flags(extra, words
 def test_stop_without_servers_says_so(tmp_path, capsys):
     assert cli.main(["stop", "--state-dir", str(tmp_path)]) == 0
     assert capsys.readouterr().out.startswith("no local server was running")
+
+
+def _subcommand_options() -> dict[str, set[str]]:
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    options = {name: {o for a in p._actions for o in a.option_strings} for name, p in sub.choices.items()}
+    from llm_rollout.validation.cli import build_parser as validate_parser
+
+    options["validate"] = {o for a in validate_parser()._actions for o in a.option_strings}
+    return options
+
+
+def test_every_flag_in_the_readme_commands_table_exists_and_every_command_is_listed():
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("## Commands") : text.index("## How the code is laid out")]
+    options = _subcommand_options()
+    listed = set()
+    for row in table.splitlines():
+        m = re.match(r"^\| `llm-rollout (\S+)(.*?)` \|", row)
+        if not m:
+            continue
+        command, usage = m.group(1), m.group(2)
+        listed.add(command)
+        for flag in re.findall(r"(?<![\w-])(--[a-z][a-z-]*|-n)\b", usage):
+            assert flag in options[command], f"{command} has no {flag}"
+    assert listed == set(options), f"commands missing from the table: {set(options) - listed}"

@@ -247,7 +247,9 @@ class ComparisonSpec(_Model):
             side measured next. 0 (the default): the servers have their own CPUs (pods in a
             cluster), or run one engine process each (the local platform's
             ``--distributed-executor-backend=uni``).
-        confidence: One-sided confidence of every decision, kept over all looks (Bonferroni).
+        confidence: One-sided confidence of every decision, kept over all looks (Bonferroni):
+            each look decides at ``1 - (1 - confidence) / looks``, which the report and the summary
+            print (0.95 over the 3 looks of 6, 12 and 24 blocks: 98.33 % per look).
         ttft_statistic: The per-round TTFT statistic compared (``median``, ``mean``, ``p<NN>``).
         ttft_margin: Tolerated relative TTFT increase (0.2 = 20 %). With the defaults, the tiny
             model served twice on a shared 2-core machine is decided "not worse" at the first
@@ -304,7 +306,9 @@ class QualitySpec(_Model):
         margin: Tolerated increase of the median per-text bits per byte (absolute; 0.05 bits per
             byte is a 16 % higher perplexity at ~4.3 bytes per token, far below what a damaged
             model shows and above what a retrain or a good quantization does).
-        confidence: One-sided confidence of the decision, kept over all looks (Bonferroni).
+        confidence: One-sided confidence of the decision, kept over all looks (Bonferroni):
+            each look decides at ``1 - (1 - confidence) / looks``, the figure the report prints
+            (0.95 over the 4 looks of 8, 16, 32 and 64 texts: 98.75 % per look).
         min_texts: Texts at the first look (looks then double). With the default 95 % over 4
             looks a decision needs 7 texts (``P(all on one side) = 1/128``).
         max_texts: Texts at most (the bound of the sequential rule; fewer when fewer are given).
