@@ -44,12 +44,26 @@ def _compile(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from llm_rollout.render import write_manifests
+    from pathlib import Path
+
+    from llm_rollout.render import DEFAULT_CANDIDATE_URI, applied_manifests, write_manifests
     from llm_rollout.spec import load_spec
 
-    spec = load_spec(args.spec)
-    for path in write_manifests(spec, args.out, args.phase, args.candidate_uri):
-        print(path)
+    if not args.spec:  # manifests/: the annotated reference of the default spec
+        print(
+            "llm-rollout render: no --spec: the annotated reference manifests of the default spec (placeholder "
+            "model URIs, the llm-d example beside the InferenceService); give --spec FILE for what a rollout applies",
+            file=sys.stderr,
+        )
+        for path in write_manifests(load_spec(None), args.out, args.phase, args.candidate_uri or DEFAULT_CANDIDATE_URI):
+            print(path)
+        return 0
+    texts = applied_manifests(load_spec(args.spec), args.phase, args.candidate_uri, source=args.spec)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in texts.items():
+        (out / name).write_text(text)
+        print(out / name)
     return 0
 
 
@@ -107,8 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimize-storage-class", help="StorageClass of that volume (default: the cluster's default)")
     p.set_defaults(func=_compile)
 
-    p = sub.add_parser("render", help="write the Kubernetes manifests for a spec")
-    p.add_argument("--spec", help="rollout spec (YAML/JSON); default: the built-in defaults")
+    p = sub.add_parser("render", help="write the Kubernetes manifests the kserve platform applies for a spec")
+    p.add_argument(
+        "--spec",
+        help="rollout spec (YAML/JSON): exactly what a rollout of it applies; without it, the annotated "
+        "reference manifests of the default spec (manifests/)",
+    )
     p.add_argument("--out", required=True, help="directory for the manifest files")
     p.add_argument(
         "--phase",
@@ -119,8 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--candidate-uri",
-        default="s3://models/REPLACE-ME-CANDIDATE",
-        help="model URI of the new revision in the canary and promoted phases",
+        help="model URI of the new revision in the canary and promoted phases (needed with --spec)",
     )
     p.set_defaults(func=_render)
 

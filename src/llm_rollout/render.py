@@ -205,3 +205,74 @@ def write_manifests(
         path.write_text(text)
         paths.append(path)
     return paths
+
+
+_APPLIED_ROLES = {
+    "vllm-runtime.yaml": "register-runtime applies this ServingRuntime (every knob: manifests/vllm-runtime.yaml).",
+    "kserve-inferenceservice.yaml": "deploy-model applies this InferenceService (promote-model, in the later phases).",
+    "kserve-autoscaling.yaml": "The steps apply the ScaledObject; the ServiceMonitor is for the cluster's admin, once.",
+    "llm-d-configuration.yaml": "register-runtime applies the preset (LLMInferenceServiceConfig), deploy-model the\n"
+    "# LLMInferenceService member(s) (every knob: manifests/llm-d-configuration.yaml).",
+    "rbac.yaml": "Not applied by a rollout: the steps' account and Roles, for an admin to apply once per\n"
+    "# namespace (kubectl apply -n NAMESPACE -f rbac.yaml) before the first run.",
+}
+_ISVC_FILES = ("vllm-runtime.yaml", "kserve-inferenceservice.yaml", "kserve-autoscaling.yaml", "rbac.yaml")
+_LLMD_FILES = ("llm-d-configuration.yaml", "rbac.yaml")
+
+
+def applied_manifests(
+    spec: RolloutSpec, phase: str = "first", candidate_uri: str | None = None, *, source: str
+) -> dict[str, str]:
+    """Exactly what the kserve platform applies for ``spec`` at ``phase``, by file name (``render --spec``).
+
+    Unlike :func:`render_manifests` (``manifests/``: the annotated reference of the default spec,
+    with the llm-d example beside the InferenceService and placeholder model URIs), only the
+    objects of the spec's own serving path are written - the ServingRuntime, InferenceService and
+    its autoscaling, or with ``llmd.enabled`` the llm-d preset (``llmd.use_preset``) and members -
+    plus ``rbac.yaml`` for the admin; every file's header names the spec file and the phase.
+
+    Args:
+        spec: The spec.
+        phase: ``first``, ``canary`` or ``promoted``.
+        candidate_uri: The new revision's model URI (needed for ``canary`` and ``promoted``).
+        source: The spec file it was read from, for the headers.
+
+    Raises:
+        SpecError: No ``model.uri`` in the spec, or no ``candidate_uri`` for a later phase: a
+            placeholder would be applied as if it were a model.
+    """
+    from llm_rollout.errors import SpecError
+
+    if not spec.model.uri:
+        raise SpecError(
+            "model.uri",
+            f"is empty in {source}: render writes what a rollout applies, and a rollout needs the model's URI",
+            "set model.uri (e.g. s3://bucket/path/to/model); `llm-rollout render --out DIR` without --spec "
+            "writes the annotated reference manifests instead",
+        )
+    if phase != "first" and not candidate_uri:
+        raise SpecError(
+            "--candidate-uri",
+            f"is needed for phase {phase}: the new revision's model",
+            "pass --candidate-uri s3://bucket/path/to/new-model",
+        )
+    objs = phase_objects(spec, phase, candidate_uri or DEFAULT_CANDIDATE_URI)
+    if spec.llmd.enabled and not spec.llmd.use_preset:
+        objs["llm-d-configuration.yaml"] = [
+            o for o in objs["llm-d-configuration.yaml"] if o.get("kind") != "LLMInferenceServiceConfig"
+        ]
+    what = {
+        "first": "a first rollout (the stable revision only)",
+        "canary": f"a later rollout while the new revision is validated ({candidate_uri})",
+        "promoted": f"after the new revision ({candidate_uri}) was promoted",
+    }[phase]
+    out = {}
+    for name in _LLMD_FILES if spec.llmd.enabled else _ISVC_FILES:
+        if not objs.get(name):
+            continue
+        header = (
+            f"# Rendered by `llm-rollout render --spec {source} --phase {phase}`\n"
+            f"# (phase {phase}: {what}).\n# {_APPLIED_ROLES[name]}\n"
+        )
+        out[name] = header + to_yaml(objs[name])
+    return out

@@ -250,3 +250,68 @@ def test_every_flag_in_the_readme_commands_table_exists_and_every_command_is_lis
         for flag in re.findall(r"(?<![\w-])(--[a-z][a-z-]*|-n)\b", usage):
             assert flag in options[command], f"{command} has no {flag}"
     assert listed == set(options), f"commands missing from the table: {set(options) - listed}"
+
+
+# render: exactly what the kserve platform applies, for that spec and phase ------------------------
+
+
+def _render(tmp_path: Path, spec: str, phase: str, *extra: str) -> dict[str, list[dict]]:
+    out = tmp_path / phase
+    assert cli.main(["render", "--spec", spec, "--out", str(out), "--phase", phase, *extra]) == 0
+    return {p.name: p.read_text() for p in out.glob("*.yaml")}
+
+
+@pytest.mark.parametrize("phase", ["first", "canary", "promoted"])
+def test_render_of_an_isvc_spec_writes_no_llmd_object_and_names_spec_and_phase(tmp_path, phase):
+    from tests.schema_check import schema_errors
+    from tests.webhook_check import isvc_webhook_errors
+
+    spec = "examples/kserve-team.yaml"
+    files = _render(tmp_path, str(ROOT / spec), phase, "--candidate-uri", "s3://team-a-models/support-assistant/v4")
+    assert set(files) == {"vllm-runtime.yaml", "kserve-inferenceservice.yaml", "kserve-autoscaling.yaml", "rbac.yaml"}
+    for name, text in files.items():
+        assert text.startswith(f"# Rendered by `llm-rollout render --spec {ROOT / spec} --phase {phase}`"), name
+        assert "default spec" not in text.split("apiVersion")[0], name
+        for doc in yaml.safe_load_all(text):
+            if doc["apiVersion"].startswith("serving.kserve.io/"):  # the KServe CRDs' schemas
+                assert schema_errors(doc) == [], (name, doc["kind"])
+    (isvc,) = yaml.safe_load_all(files["kserve-inferenceservice.yaml"])
+    assert isvc["metadata"]["namespace"] == "team-a" and isvc_webhook_errors(isvc) == []
+    uris = [isvc["spec"]["predictor"]["model"]["storageUri"]]
+    uris += [c["predictor"]["model"]["storageUri"] for c in isvc["spec"].get("canary") or []]
+    expected = {
+        "first": ["s3://team-a-models/support-assistant/v3"],
+        "canary": ["s3://team-a-models/support-assistant/v3", "s3://team-a-models/support-assistant/v4"],
+        "promoted": ["s3://team-a-models/support-assistant/v4"],
+    }[phase]
+    assert uris == expected
+    assert not any("REPLACE-ME" in text for text in files.values())
+
+
+def test_render_of_the_pd_example_writes_only_llmd_objects_that_pass_the_webhook_mirror(tmp_path):
+    from tests.schema_check import schema_errors
+    from tests.webhook_check import llmisvc_webhook_errors
+
+    files = _render(tmp_path, str(EXAMPLES / "llm-d-pd.yaml"), "first")
+    assert set(files) == {"llm-d-configuration.yaml", "rbac.yaml"}
+    docs = list(yaml.safe_load_all(files["llm-d-configuration.yaml"]))
+    assert [d["kind"] for d in docs] == ["LLMInferenceServiceConfig", "LLMInferenceService"]
+    for doc in docs:
+        assert schema_errors(doc) == [], doc["kind"]
+    assert llmisvc_webhook_errors(docs[1]) == []
+    assert docs[1]["spec"]["model"]["uri"] == "hf://Qwen/Qwen2.5-7B-Instruct" and docs[1]["spec"]["prefill"]
+
+
+@pytest.mark.parametrize(
+    ("doc", "args", "field"),
+    [
+        ({"platform": "kserve", "namespace": "team-a"}, [], "model.uri: is empty in"),
+        ({"platform": "kserve", "model": {"uri": "s3://m/v1"}}, ["--phase", "canary"], "--candidate-uri: is needed"),
+    ],
+)
+def test_render_refuses_a_placeholder_model(doc, args, field, tmp_path, capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    assert cli.main(["render", "--spec", str(spec), "--out", str(tmp_path / "out"), *args]) == 2
+    assert field in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
