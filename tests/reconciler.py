@@ -333,6 +333,75 @@ class _Deployment:
         return self.available and not self.broken
 
 
+def deployment_status(dep: _Deployment) -> dict[str, Any]:
+    """A simulated Deployment as the API reports it: ``status.conditions`` (Available, Progressing)
+    and ``status.observedGeneration``, as the Deployment controller writes them."""
+    crashed = dep.broken and not dep.rolling  # pods that were up crash: availability is lost
+    available = dep.available and not crashed
+    conditions = [
+        {
+            "type": "Available",
+            "status": "True" if available else "False",
+            "reason": "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
+            "message": "Deployment has minimum availability."
+            if available
+            else "Deployment does not have minimum availability.",
+        }
+    ]
+    if dep.broken and dep.rolling:
+        progressing = ("False", "ProgressDeadlineExceeded", "ReplicaSet has timed out progressing.")
+    elif dep.rolling:
+        progressing = ("True", "ReplicaSetUpdated", "ReplicaSet is progressing.")
+    else:
+        progressing = ("True", "NewReplicaSetAvailable", "ReplicaSet has successfully progressed.")
+    conditions.append(dict(zip(("type", "status", "reason", "message"), ("Progressing", *progressing), strict=True)))
+    return {"status": {"conditions": conditions, "observedGeneration": dep.generation}}
+
+
+def _deployment_condition(deployments: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
+    """``getDeploymentCondition`` for one Deployment (the single-node path): its condition of ``kind``."""
+    if not deployments:
+        return None
+    return next((c for c in (deployments[0].get("status") or {}).get("conditions") or [] if c["type"] == kind), None)
+
+
+def propagate_raw_status(deployments: list[dict[str, Any]], url: str | None = None) -> dict[str, Any]:
+    """``inference_service_status.go`` ``PropagateRawStatus`` for the predictor (single node).
+
+    Returns ``{"condition": PredictorReady's {status, reason, message}, "url": the component URL (only
+    when ready), "observedGeneration": deploymentList[0]'s (None for an empty list)}``.
+    """
+    ready = {"status": "False", "reason": "", "message": ""}
+    available = _deployment_condition(deployments, "Available")
+    if available is not None and available["status"] == "True":
+        ready = {k: available.get(k, "") for k in ("status", "reason", "message")}
+    progressing = _deployment_condition(deployments, "Progressing")
+    if progressing is not None:
+        if progressing["status"] == "False":
+            if progressing.get("message"):
+                # a message means a problem, often ProgressDeadlineExceeded
+                ready = {"status": "False", "reason": progressing.get("reason", ""), "message": progressing["message"]}
+        elif progressing["status"] == "True":
+            if progressing.get("reason") == "NewReplicaSetAvailable":
+                ready = {"status": "True", "reason": progressing["reason"], "message": progressing.get("message", "")}
+            elif available is None or available["status"] != "True":
+                ready = {
+                    "status": "Unknown",
+                    "reason": progressing.get("reason", ""),
+                    "message": progressing.get("message", ""),
+                }
+    if available is not None and available["status"] == "False":
+        ready = {"status": "False", "reason": available.get("reason", ""), "message": available.get("message", "")}
+    failure = _deployment_condition(deployments, "ReplicaFailure")
+    if failure is not None and failure["status"] == "True":
+        ready = {"status": "False", "reason": failure.get("reason", ""), "message": failure.get("message", "")}
+    return {
+        "condition": ready,
+        "url": url if ready["status"] == "True" else None,
+        "observedGeneration": (deployments[0].get("status") or {}).get("observedGeneration") if deployments else None,
+    }
+
+
 @dataclass
 class _Ksvc:
     """A simulated Knative Service with its revisions (``ksvc_reconciler.go``, ``PropagateStatus``)."""
@@ -931,11 +1000,12 @@ class Reconciler:
             pred_ready = phase != "failed" and ksvc.ready
             observed = ksvc.generation  # PropagateStatus: ss.ObservedGeneration = ksvc's
         else:
-            dep = children.deployments.get(svc) or _Deployment()
-            # PropagateRawStatus: Available=True (old pods) keeps PredictorReady=True through a
-            # rolling update (kserve#4626); a failed rollout (never) ends it.
-            pred_ready = dep.ready
-            observed = dep.generation  # ss.ObservedGeneration = deploymentList[0]'s
+            dep = children.deployments.get(svc)
+            # PropagateRawStatus over the Deployment's conditions: Available=True (old pods) keeps
+            # PredictorReady=True through a rolling update (kserve#4626); a failed rollout ends it.
+            raw = propagate_raw_status([deployment_status(dep)] if dep is not None else [])
+            pred_ready = raw["condition"]["status"] == "True"
+            observed = raw["observedGeneration"] or 0  # ss.ObservedGeneration = deploymentList[0]'s
         reason, message = ("", "") if pred_ready else self._not_ok(phase if phase != "ready" else "progress", b)
         urls = upstream_urls(name, ns, svc, mode)
         conditions = [

@@ -213,3 +213,51 @@ def test_a_service_rolled_out_by_the_previous_version_is_migrated_on_first_conta
     # The old run still holds the lease (it can release it), so a new run waits for it.
     with pytest.raises(LeaseHeld, match="run-old"):
         _deploy(spec, client, "s3://models/b", "rb", "run-2")
+
+
+def test_promoting_a_canary_does_not_trigger_a_redeployment_of_the_canary_pods(
+    kube_cluster, kube_namespace, reconciler
+):
+    """canary_controller_test.go "When promoting a canary" / "Should not trigger a redeployment of the
+    canary pods", on the stand-in: upstream's objects (makeCanaryISVC, makeCanary), promoted the way
+    the upstream test promotes (predictor.name and the model set to the canary's, the canary removed)."""
+    client = kube(kube_cluster)
+
+    def model(uri, **extra):
+        return {
+            **extra,
+            "modelFormat": {"name": "tensorflow"},
+            "storageUri": uri,
+            "runtimeVersion": "0.14.0",
+        }
+
+    isvc = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {
+            "name": "canary-promote-test",
+            "namespace": kube_namespace,
+            "annotations": {"serving.kserve.io/deploymentMode": "Standard"},
+        },
+        "spec": {
+            "predictor": {"minReplicas": 4, "model": model("s3://test/model-v1")},
+            # the released CRD requires canary[].predictor.model.name (see builders._canary_predictor)
+            "canary": [
+                {"trafficPercent": 25, "predictor": {"name": "v2", "model": model("s3://test/model-v2", name="")}}
+            ],
+        },
+    }
+    first = client.apply(isvc)
+    reconciler.wait_for_ready_write("canary-promote-test", first["metadata"]["generation"], timeout=20)
+    canary_uid = reconciler.deployments_of("canary-promote-test")["canary-promote-test-v2-predictor"][0]
+    promoted = {
+        **isvc,
+        "spec": {"predictor": {"name": "v2", "minReplicas": 4, "model": model("s3://test/model-v2", name="")}},
+    }
+    after = client.apply(promoted)
+    reconciler.wait_for_ready_write("canary-promote-test", after["metadata"]["generation"], timeout=20)
+    deployments = reconciler.deployments_of("canary-promote-test")
+    # The canary's Deployment, now the stable one, keeps its pod template; the old stable's is gone.
+    assert list(deployments) == ["canary-promote-test-v2-predictor"]
+    assert deployments["canary-promote-test-v2-predictor"][0] == canary_uid
+    assert reconciler.pod_template_versions("canary-promote-test")["canary-promote-test-v2-predictor"] == 1
