@@ -621,7 +621,13 @@ def add_parser(sub: Any) -> None:
         help="local (default: vLLM here) or kserve: the steps run here against the cluster of $KUBECONFIG "
         "(--model is then a URI the cluster reads)",
     )
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a spec field (dotted)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a spec field by its dotted path; VALUE is YAML (e.g. --set validation.load.concurrency=[1,4])",
+    )
     p.add_argument("--baseline", help="the uncompressed original to serve beside the candidate (recovery checks)")
     p.add_argument("--scheme", default="W8A8", help="quantization scheme for llm-optimize-deploy (default W8A8)")
     p.add_argument("--recipe", default="", help="llmcompressor recipe YAML instead of --scheme")

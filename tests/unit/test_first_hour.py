@@ -315,3 +315,26 @@ def test_render_refuses_a_placeholder_model(doc, args, field, tmp_path, capsys):
     assert cli.main(["render", "--spec", str(spec), "--out", str(tmp_path / "out"), *args]) == 2
     assert field in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("agreement", "ratio_status", "decision"),
+    [(1.0, "fail", "speed-up missed"), (0.5, "pass", "lost"), (0.5, "fail", "lost"), (1.0, "pass", "kept")],
+)
+def test_recovery_says_lost_only_when_the_outputs_were(agreement, ratio_status, decision):
+    """A missed throughput ratio with token agreement 1.000 is not a quality loss (issue 32 item 1)."""
+    from llm_rollout.validation.summary import gate_questions
+
+    result = {
+        "baseline": {"url": "http://base", "model": "m"},
+        "agreement": {"agreement": agreement},
+        "spec": {"recovery": {"min_token_agreement": 0.9}},
+        "judgement": {
+            "results": [
+                {"level": "c4", "check": "output_throughput_ratio_vs_baseline >= 2", "status": ratio_status,
+                 "metric": "output_throughput_ratio_vs_baseline", "measured": 1.1},
+            ]
+        },
+    }  # fmt: skip
+    [recovery] = [q for q in gate_questions(result) if q["key"] == "recovery"]
+    assert recovery["decision"] == decision

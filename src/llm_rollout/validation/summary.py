@@ -67,7 +67,7 @@ def gate_questions(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     baseline = result.get("baseline")
     if baseline:
         evidence: list[str] = []
-        failed, unknown = False, False
+        failed, unknown, outputs_lost = False, False, False
         agreement = (result.get("agreement") or {}).get("agreement")
         need = ((result.get("spec") or {}).get("recovery") or {}).get("min_token_agreement")
         if agreement is None:
@@ -76,6 +76,7 @@ def gate_questions(result: Mapping[str, Any]) -> list[dict[str, Any]]:
         else:
             ok = need is None or agreement >= need
             failed |= not ok
+            outputs_lost = not ok
             needed = f" (needed >= {need:g})" if need is not None else ""
             evidence.append(f"greedy token agreement {agreement:.3f}{needed}")
         for r in ratio_checks:
@@ -86,7 +87,9 @@ def gate_questions(result: Mapping[str, Any]) -> list[dict[str, Any]]:
             )  # fmt: skip
             failed |= r.get("status") == "fail"
             unknown |= r.get("status") == "not_judged"
-        decision = "lost" if failed else "inconclusive" if unknown else "kept"
+        # "lost" only when the outputs were (token agreement); a missed speed-up with the same outputs
+        # is said as such, not as a quality loss (issue 32).
+        decision = ("lost" if outputs_lost else "speed-up missed") if failed else "inconclusive" if unknown else "kept"
         out.append({
             "key": "recovery", "question": QUESTION_RECOVERY, "against": baseline.get("url"), "decision": decision,
             "ok": False if failed else None if unknown else True, "evidence": evidence,
