@@ -192,7 +192,7 @@ def deploy_pipeline(
                 prepare-rollout's model_source metadata); a local directory on the local platform.
             namespace: The model server's namespace (empty: the run's own namespace).
             platform: kserve (a cluster, the default) or local (a vLLM process beside the runner).
-            spec: The rest of the rollout spec as JSON (fields: ``llm-rollout render --help``).
+            spec: The rest of the rollout spec as JSON (every field: docs/spec.md, ``llm-rollout spec FIELD``).
             fail_on_rollback: A rolled-back candidate fails the run with the reason (red in the UI);
                 off: the run succeeds and its outcome says rolled-back.
             validate_node_selector: Node selector of validate-deployment (a dict, e.g.

@@ -11,7 +11,7 @@ def register_runtime(spec: str) -> str:
     build are not parsed again, and an argument vLLM does not know fails here, not at deploy.
 
     Args:
-        spec: The rollout spec as JSON (see ``llm-rollout render --help`` for the fields).
+        spec: The rollout spec as JSON (every field: docs/spec.md, or ``llm-rollout spec FIELD``).
 
     Returns:
         The runtime's name.
