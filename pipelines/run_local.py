@@ -385,6 +385,12 @@ def run_local(
     os.environ["LLM_ROLLOUT_STATE_DIR"] = str(Path(spec.local.state_dir).expanduser().resolve())
     pipelines_dir, manifests_dir = _compile_and_render(spec, out)
     _print(f"== {pipeline} on this machine: model {model}")
+    if spec.local.device == "cpu" and spec.validation.slo.checks == type(spec.validation.slo)().checks:
+        # The default SLO is the serving design's GPU target: on a CPU every model misses it (issue 32).
+        _print(
+            "   note: the SLO is the serving design's GPU target (p95 TTFT <= 100 ms at 10 and 20 streams); "
+            "a CPU misses it and the model is rolled back. A spec sized for CPU: examples/local-cpu.yaml"
+        )
     with local_session(spec.local.state_dir, keep_serving=keep_serving):
         if baseline:
             base = start_baseline(spec, model_dir=baseline, run_id=out.name)
