@@ -523,7 +523,7 @@ def test_unique_namespace_is_dns_safe():
     names = {unique_namespace("Test_Something[with-Params 1]") for _ in range(50)}
     assert len(names) == 50
     for name in names:
-        assert len(name) <= 63 and name[0].isalpha()
+        assert len(name) <= 20 and name[0].isalpha()  # short: the namespace is in KServe's host labels
         assert all(c.isdigit() or c == "-" or (c.isalpha() and c.islower()) for c in name)
-    assert unique_namespace("x" * 200).startswith("x" * 40 + "-")
+    assert unique_namespace("x" * 200).startswith("x" * 11 + "-")
     assert Path(unique_namespace("9lives")).name.startswith("t-9lives-")

@@ -304,6 +304,11 @@ def check_spec(spec: RolloutSpec) -> None:
             )
         check_gpu(spec)
         _check_accelerator_pin(rt)
+    if spec.platform == "kserve" and not spec.llmd.enabled:
+        # Every name and label KServe derives from name and namespace fits 63 (spec/derived.py).
+        from llm_rollout.spec.derived import check_derived_names
+
+        check_derived_names(spec)
     if spec.resources.gpus == 0 and spec.platform == "kserve" and not spec.llmd.enabled:
         raise SpecError(
             "resources.gpus",
