@@ -74,7 +74,7 @@ from llm_rollout.kube import (
     map_error,
     retry,
 )
-from tests.standin_autoscaler import SCALED_OBJECTS, autoscalers, keda_refusal
+from tests.standin_autoscaler import SCALED_OBJECTS, autoscalers, component_refusal, keda_refusal
 
 log = logging.getLogger("tests.reconciler")
 
@@ -402,6 +402,49 @@ def propagate_raw_status(deployments: list[dict[str, Any]], url: str | None = No
     }
 
 
+def propagate_status(component: dict[str, Any], service: dict[str, Any]) -> dict[str, Any]:
+    """``inference_service_status.go`` ``PropagateStatus``: a Knative Service's status into the
+    predictor's component status (rolled-out revision tracking, traffic, URL and address once Ready).
+
+    Args:
+        component: The component status so far (``latestRolledoutRevision``, ``previousRolledoutRevision``).
+        service: The Knative Service's status: ``latestReadyRevisionName``, ``latestCreatedRevisionName``,
+            ``traffic``, ``conditions``, ``url``, ``address``, ``observedGeneration``.
+
+    Returns:
+        ``{"component", "ready": the Service's Ready condition (PredictorReady), "observedGeneration"}``.
+    """
+    out = dict(component)
+    out["latestCreatedRevision"] = service.get("latestCreatedRevisionName", "")
+    latest_ready = service.get("latestReadyRevisionName", "")
+    traffic = list(service.get("traffic") or [])
+    per_revision: dict[str, int] = {}
+    for t in traffic:
+        if t.get("percent") is not None:
+            per_revision[t.get("revisionName", "")] = per_revision.get(t.get("revisionName", ""), 0) + t["percent"]
+    for t in traffic:
+        if t.get("revisionName") == latest_ready and t.get("latestRevision"):
+            if out.get("latestRolledoutRevision", "") != latest_ready:
+                if t.get("percent") == 100:  # track the last revision that's fully rolled out
+                    out["previousRolledoutRevision"] = out.get("latestRolledoutRevision", "")
+                    out["latestRolledoutRevision"] = latest_ready
+            elif latest_ready == service.get("latestCreatedRevisionName", ""):
+                # rolled out at 100 % and then rolled back: back to the previous rolled-out revision
+                pct = t.get("percent")
+                same = pct is not None and pct < 100 and per_revision.get(t.get("revisionName", "")) == 100
+                if same and out.get("previousRolledoutRevision"):
+                    out["latestRolledoutRevision"] = out["previousRolledoutRevision"]
+    out["latestReadyRevision"] = latest_ready
+    ready = next((c for c in service.get("conditions") or [] if c.get("type") == "Ready"), None)
+    if ready is not None and ready.get("status") == "True":
+        if service.get("address") is not None:
+            out["address"] = service["address"]
+        if service.get("url") is not None:
+            out["url"] = service["url"]
+    out["traffic"] = traffic
+    return {"component": out, "ready": ready, "observedGeneration": service.get("observedGeneration")}
+
+
 @dataclass
 class _Ksvc:
     """A simulated Knative Service with its revisions (``ksvc_reconciler.go``, ``PropagateStatus``)."""
@@ -416,6 +459,18 @@ class _Ksvc:
     previous_rolledout: str = ""
     canary_percent: int | None = None
     ready: bool = False
+
+    def traffic_targets(self) -> list[dict[str, Any]]:
+        """The Knative Service's traffic as ``ksvc_reconciler.go`` sets it (a split of the latest
+        revision and the last rolled-out one only with a percent), as Knative reports it (the latest
+        target resolved to the latest ready revision)."""
+        pct = self.canary_percent
+        if pct is not None and self.latest_rolledout:
+            out = [{"revisionName": self.latest_ready, "percent": pct, "latestRevision": True}]
+            if pct < 100:
+                out.append({"revisionName": self.latest_rolledout, "percent": 100 - pct, "latestRevision": False})
+            return out
+        return [{"revisionName": self.latest_ready, "percent": 100, "latestRevision": True}]
 
     def component_status(self, tag_routing: bool, svc: str, ns: str) -> dict[str, Any]:
         """The predictor's status as KServe copies it from the Knative Service: traffic targets as
@@ -505,9 +560,15 @@ class _Children:
         ksvc.canary_percent = None if pct is None else int(pct)
         if phase == "ready":
             ksvc.latest_ready, ksvc.ready = ksvc.latest_created, True
-        latest_share = 100 if ksvc.canary_percent is None or not ksvc.latest_rolledout else ksvc.canary_percent
-        if ksvc.latest_ready and ksvc.latest_rolledout != ksvc.latest_ready and latest_share == 100:
-            ksvc.previous_rolledout, ksvc.latest_rolledout = ksvc.latest_rolledout, ksvc.latest_ready
+        known = {"latestRolledoutRevision": ksvc.latest_rolledout, "previousRolledoutRevision": ksvc.previous_rolledout}
+        knative = {
+            "latestReadyRevisionName": ksvc.latest_ready,
+            "latestCreatedRevisionName": ksvc.latest_created,
+            "traffic": ksvc.traffic_targets(),
+        }
+        component = propagate_status(known, knative)["component"]
+        ksvc.latest_rolledout = component.get("latestRolledoutRevision", "")
+        ksvc.previous_rolledout = component.get("previousRolledoutRevision", "")
 
 
 def patch_status(
@@ -934,6 +995,13 @@ class Reconciler:
         owner.update({"name": meta["name"], "uid": meta.get("uid", ""), "controller": True, "blockOwnerDeletion": True})
         for scaler in autoscalers(isvc, runtime):
             key = (meta["namespace"], scaler.component)
+            refused = component_refusal(scaler.meta)
+            if refused is not None:  # the component's names: before any of its children is written
+                what = f"canary {scaler.component}" if scaler.canary else "predictor"
+                message = f"fails to reconcile {what}: {refused}"
+                with self._lock:
+                    self.events.append((meta["name"], "InternalError", message))
+                return message
             if scaler.autoscaler_class == "keda" and scaler.obj is not None:
                 obj = copy.deepcopy(scaler.obj)
                 obj["metadata"]["ownerReferences"] = [owner]  # raw_kube_reconciler.go SetControllerReferences

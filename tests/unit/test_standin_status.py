@@ -2,17 +2,19 @@
 
 Ported from KServe v0.20 ``pkg/apis/serving/v1beta1/inference_service_status_test.go``, the cases
 about fields the library reads: the predictor's Ready condition, its component URL (set only when
-ready) and ``observedGeneration`` (copied from the first Deployment, kserve#6081). Each case is
-named after its upstream test and scenario. The stand-in computes an InferenceService's status
-through these functions (:func:`tests.reconciler.propagate_raw_status` over
-:func:`tests.reconciler.deployment_status`), so a case that fails here is a stand-in that lies.
+ready) and ``observedGeneration`` (copied from the first Deployment, kserve#6081); in Knative mode
+the traffic and the rolled-out revision tracking (``PropagateStatus``). Each case is named after its
+upstream test and scenario. The stand-in computes an InferenceService's status through these
+functions (:func:`tests.reconciler.propagate_raw_status` over :func:`tests.reconciler.deployment_status`;
+:func:`tests.reconciler.propagate_status` over its Knative Service's traffic), so a case that fails
+here is a stand-in that lies.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from tests.reconciler import _Deployment, deployment_status, propagate_raw_status, upstream_urls
+from tests.reconciler import _Deployment, deployment_status, propagate_raw_status, propagate_status, upstream_urls
 
 URL = "http://test-predictor-default.default.example.com"
 AVAILABLE = {
@@ -109,3 +111,78 @@ def test_status_urls_are_upstreams():
         "address": "http://chat-predictor.team-a.svc.cluster.local",
         "component": {"url": "http://chat-predictor-team-a.example.com"},
     }
+
+
+def _knative_status(latest_ready: str, traffic: list[dict], latest_created: str = "") -> dict:
+    return {
+        "conditions": [
+            {"type": "Foo", "status": "True"},
+            {"type": "RoutesReady", "status": "True"},
+            {"type": "ConfigurationsReady", "status": "True"},
+            {"type": "Ready", "status": "True"},
+        ],
+        "latestReadyRevisionName": latest_ready,
+        "latestCreatedRevisionName": latest_created,
+        "traffic": traffic,
+        "address": {},
+        "url": URL,
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "service", "component"),
+    [
+        (
+            "Status with Traffic Routing for Latest Revision",
+            _knative_status(
+                "test-predictor-default-0001",
+                [{"revisionName": "test-predictor-default-0001", "percent": 100, "latestRevision": True}],
+            ),
+            {},
+        ),
+        (
+            "Status with Traffic Routing for Rolledout Revision",
+            _knative_status(
+                "test-predictor-default-0001",
+                [{"revisionName": "test-predictor-default-0001", "percent": 90, "latestRevision": True}],
+                latest_created="test-predictor-default-0001",
+            ),
+            {"latestRolledoutRevision": "test-predictor-default-0001"},
+        ),
+    ],
+)
+def test_propagate_status(name, service, component):
+    """TestPropagateStatus (each case): PredictorReady follows the Knative Service's Ready, and the
+    component's traffic is the Service's (what the tag addresses are read from)."""
+    out = propagate_status(component, service)
+    assert out["ready"]["status"] == "True", name
+    assert out["component"]["traffic"][0] == service["traffic"][0]
+    assert out["component"]["url"] == URL
+
+
+def test_propagate_status_tracks_the_rolled_out_revision_through_a_canary_and_its_rollback():
+    """PropagateStatus' rolled-out tracking, which decides which revision ksvc_reconciler.go tags ``prev``."""
+    first = propagate_status(
+        {}, _knative_status("r1", [{"revisionName": "r1", "percent": 100, "latestRevision": True}])
+    )
+    assert first["component"]["latestRolledoutRevision"] == "r1"
+    canary = [
+        {"revisionName": "r2", "percent": 20, "latestRevision": True},
+        {"revisionName": "r1", "percent": 80, "latestRevision": False},
+    ]
+    split = propagate_status(first["component"], _knative_status("r2", canary, latest_created="r2"))
+    assert split["component"]["latestRolledoutRevision"] == "r1"  # a canary is not rolled out
+    promoted = propagate_status(
+        split["component"], _knative_status("r2", [{"revisionName": "r2", "percent": 100, "latestRevision": True}])
+    )
+    assert (promoted["component"]["latestRolledoutRevision"], promoted["component"]["previousRolledoutRevision"]) == (
+        "r2",
+        "r1",
+    )
+    # Split over the same revision after it was rolled out: upstream takes it as a rollback.
+    same = [
+        {"revisionName": "r2", "percent": 50, "latestRevision": True},
+        {"revisionName": "r2", "percent": 50, "latestRevision": False},
+    ]
+    back = propagate_status(promoted["component"], _knative_status("r2", same, latest_created="r2"))
+    assert back["component"]["latestRolledoutRevision"] == "r1"
