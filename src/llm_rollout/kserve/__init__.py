@@ -19,13 +19,17 @@ the steps reach everything here through it. What lives where:
   and the endpoint probe; ``diagnose.py``: why it is not ready (likely causes, pods, events).
 - ``views.py``: typed read-only views over the live InferenceService, its predictors and the
   llm-d members (what the variants read, each field once).
-- ``records.py``: the promotion record in annotations on the service object (stable,
-  previous-stable, history) and where it lives (:class:`~llm_rollout.kserve.records.ServiceRef`).
-- ``lease.py``: one rollout of a service at a time (a lease per run, its own field manager).
+- ``records.py``: the promotion record (typed ``StableRecord``/``HistoryEntry``: stable,
+  previous-stable, history) in annotations on the service's Lease ``<service>-rollout``, never on
+  the InferenceService, whose metadata KServe copies into the pod template
+  (:class:`~llm_rollout.kserve.records.ServiceRef`).
+- ``lease.py``: one rollout of a service at a time: that ``coordination.k8s.io/v1`` Lease's holder (a
+  field manager per run), and the migration of state earlier versions kept on the service object.
 - ``promote.py``: promotion, stepped with ``canary.steps``; ``gate.py``: the gate re-run at each
   step (with the canary-traffic proof).
 - ``rollback.py``: rollback, the exit handler (``finalize_run``) and the rollback on SIGTERM.
 - ``restore.py``: ``llm-rollout rollback NAME`` (the previous stable model back).
 - ``status.py``: ``llm-rollout status`` as a typed :class:`~llm_rollout.platform.Status`.
-- ``addresses.py``: ``$LLM_ROLLOUT_ADDRESS_MAP`` (cluster addresses reachable from outside).
+- ``addresses.py``: the Services' in-cluster addresses (``<svc>.<ns>.svc.<cluster_domain>``) and
+  ``$LLM_ROLLOUT_ADDRESS_MAP`` (cluster addresses reachable from outside).
 """
