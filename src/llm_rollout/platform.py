@@ -86,7 +86,8 @@ class Verdict(BaseModel):
 class StableRecord(BaseModel):
     """What serves as the stable revision and why: written at promotion, on both platforms.
 
-    On kserve it is the ``llm-rollout.io/stable`` annotation (JSON); on the local platform the
+    On kserve it is the ``llm-rollout.io/stable`` annotation (JSON) of the service's Lease
+    ``<service>-rollout``; on the local platform the
     ``stable`` entry of ``state.json``. ``extra`` keeps what one platform needs to restore it
     (a predictor body, an llm-d member spec, a local server's launch arguments) and on kserve
     ``autoscaling``, the evidence behind a ``scaling.target: auto`` target.

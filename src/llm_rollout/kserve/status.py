@@ -1,7 +1,8 @@
 """``llm-rollout status``: a service's revisions, traffic, readiness, stable record and history.
 
 What a user would otherwise piece together with kubectl, for one service found by name (an
-InferenceService, or an llm-d group through its record object and member labels).
+InferenceService, or an llm-d group through its member labels; stable record, history and lease
+from the service's Lease ``<service>-rollout``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def status(spec: RolloutSpec, client: KubeClient) -> Status:
     """What a user would otherwise piece together with kubectl, for one service.
 
     The service is found by name (``spec`` needs only ``name`` and ``namespace``): an
-    InferenceService, or an llm-d group (its record object or its labelled members).
+    InferenceService, or an llm-d group (its labelled members, or its rollout Lease's records).
 
     Returns:
         The revisions (role, traffic, readiness, model), the stable and previous stable records,
