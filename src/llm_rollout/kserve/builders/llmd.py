@@ -26,7 +26,7 @@ from llm_rollout.kserve.builders.common import (
 from llm_rollout.kserve.builders.promql import selector
 from llm_rollout.names import LLMD_MEMBER_MAX_LEN, is_dns_label, llmd_children, short_hash
 from llm_rollout.spec import RolloutSpec, WorkloadSpec
-from llm_rollout.spec.rules import check_no_template_actions
+from llm_rollout.spec.rules import check_no_template_actions, excerpt
 from llm_rollout.vllm_args import server_args
 
 
@@ -295,30 +295,33 @@ def llm_inference_service(spec: RolloutSpec, member: Member, weight: int | None 
 
 
 def check_member_name(name: str) -> None:
-    """Refuses a member name whose children KServe could not name plainly, naming them and the fix.
+    """Refuses a member name KServe's llm-d controller cannot run, naming what it derives and the fix.
 
-    KServe names the children of an LLMInferenceService ``kmeta.ChildName(<name>, <suffix>)``
-    (:data:`~llm_rollout.names.LLMD_CHILD_SUFFIXES`), labels its pods
-    ``app.kubernetes.io/name: <name>`` (a label value: at most 63 characters) and its workload
-    Service must be a DNS-1035 label (a letter first). Our own names
-    (:func:`~llm_rollout.names.member_name`) always fit; a name from elsewhere (a record, a
-    restored member) is checked here before anything is written.
+    KServe labels the member's pods ``app.kubernetes.io/name: <name>`` (``workload_single_node.go``,
+    ``router.go``, ``scheduler.go``: a label value, at most 63 characters) and names its children
+    ``kmeta.ChildName(<name>, <suffix>)`` (:data:`~llm_rollout.names.LLMD_CHILD_SUFFIXES`), among
+    them the workload Service, a DNS-1035 label (a letter first). Our own names
+    (:func:`~llm_rollout.names.member_name`) are at most 38 characters, so every child keeps its
+    plain ``<member><suffix>`` name; a longer name from elsewhere (a record written by an older
+    version, a restored member) still works, its longer children hashed by ``ChildName``, and only
+    a name KServe cannot run is refused, before anything is written.
 
     Raises:
-        SpecError: A derived child name would be hashed or invalid.
+        SpecError: The name is over 63 characters, not a DNS-1123 label, or starts with a digit.
     """
-    children = llmd_children(name)
-    bad = {suffix: child for suffix, child in children.items() if child != name + suffix}
-    if len(name) > LLMD_MEMBER_MAX_LEN or bad or not is_dns_label(name) or not name[:1].isalpha():
-        shown = ", ".join(f"{name + suffix!r} -> {child!r}" for suffix, child in sorted(bad.items())[:3])
-        raise SpecError(
-            "name",
-            f"member {name!r} cannot be an LLMInferenceService of ours: KServe derives "
-            f"{name + '-kserve-workload-svc'!r}, {name + '-kserve-prefill'!r} ... from it, each at most 63 "
-            f"characters and starting with a letter" + (f" ({shown}: hashed by kmeta.ChildName)" if bad else ""),
-            f"use a member name of at most {LLMD_MEMBER_MAX_LEN} characters, a letter first "
-            "(llm-rollout derives '<service>-<hash>' itself: redeploy instead of reusing this name)",
-        )
+    if len(name) <= 63 and is_dns_label(name) and name[:1].isalpha():
+        return
+    children = llmd_children(name, ("-kserve", "-kserve-prefill", "-kserve-workload-svc"))
+    raise SpecError(
+        "name",
+        f"member {excerpt(name)} cannot be an LLMInferenceService: KServe labels its pods "
+        "app.kubernetes.io/name with it (a label value: at most 63 characters, letters, digits and '-') and "
+        f"derives {', '.join(repr(c) for c in children.values())} from it (kmeta.ChildName), whose workload "
+        "Service must start with a letter",
+        f"use a member name of at most 63 characters (at most {LLMD_MEMBER_MAX_LEN} keeps every derived name "
+        "plain), lowercase letters, digits and '-', a letter first; llm-rollout derives '<service>-<hash>' "
+        "itself: redeploy instead of reusing this name",
+    )
 
 
 def preset_body(spec: RolloutSpec) -> dict[str, Any]:
