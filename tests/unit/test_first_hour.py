@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import socket
 from pathlib import Path
 
@@ -338,3 +339,53 @@ def test_recovery_says_lost_only_when_the_outputs_were(agreement, ratio_status, 
     }  # fmt: skip
     [recovery] = [q for q in gate_questions(result) if q["key"] == "recovery"]
     assert recovery["decision"] == decision
+
+
+# The README's own commands, as printed ------------------------------------------------------------
+
+
+def readme_commands() -> list[str]:
+    """Every ``llm-rollout`` command in the README's bash blocks, continuation lines joined, comments cut."""
+    text = (ROOT / "README.md").read_text()
+    out = []
+    for block in re.findall(r"```bash\n(.*?)\n```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"\s+#.*$", "", line.strip())
+            if re.match(r"^(\.venv/bin/)?llm-rollout ", line):
+                out.append(line)
+    return out
+
+
+def test_the_readme_render_compile_submit_and_schedule_commands_run_as_printed(
+    kfp_server,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+    capsys,
+):
+    """The cluster commands against a local KFP endpoint (only --host replaced) and render/compile output checked;
+    run-local, status, rollback and stop on this machine are tests/serving/test_examples.py."""
+    host, requests, _ = kfp_server
+    (tmp_path / "examples").symlink_to(EXAMPLES)
+    monkeypatch.chdir(tmp_path)
+    ran = set()
+    for command in readme_commands():
+        argv = shlex.split(command.replace("http://localhost:8080", host).replace("<digest>", "a" * 64))[1:]
+        if argv[0] not in ("render", "compile", "submit", "schedule", "spec"):
+            continue
+        code = cli.main(argv)
+        assert code == 0, (command, capsys.readouterr().err)
+        ran.add(argv[0])
+        if argv[0] == "render":
+            out = tmp_path / argv[argv.index("--out") + 1]
+            assert sorted(p.name for p in out.iterdir()) == sorted(
+                ["vllm-runtime.yaml", "kserve-inferenceservice.yaml", "kserve-autoscaling.yaml", "rbac.yaml"]
+            )
+        if argv[0] == "compile":
+            out = tmp_path / argv[argv.index("--out") + 1]
+            assert {p.name for p in out.iterdir()} == {"llm-deploy.yaml", "llm-optimize-deploy.yaml"}
+    assert ran == {"render", "compile", "submit", "schedule"}
+    runs = _posts(requests, "/apis/v2beta1/runs")
+    assert runs and all(
+        json.loads(r["body"]["runtime_config"]["parameters"]["spec"])["namespace"] == "team-a" for r in runs
+    )
+    assert _posts(requests, "/apis/v2beta1/recurringruns")
