@@ -74,7 +74,7 @@ from llm_rollout.kube import (
     map_error,
     retry,
 )
-from tests.standin_autoscaler import SCALED_OBJECTS, autoscalers, keda_refusal
+from tests.standin_autoscaler import SCALED_OBJECTS, autoscalers, component_refusal, keda_refusal
 
 log = logging.getLogger("tests.reconciler")
 
@@ -995,6 +995,13 @@ class Reconciler:
         owner.update({"name": meta["name"], "uid": meta.get("uid", ""), "controller": True, "blockOwnerDeletion": True})
         for scaler in autoscalers(isvc, runtime):
             key = (meta["namespace"], scaler.component)
+            refused = component_refusal(scaler.meta)
+            if refused is not None:  # the component's names: before any of its children is written
+                what = f"canary {scaler.component}" if scaler.canary else "predictor"
+                message = f"fails to reconcile {what}: {refused}"
+                with self._lock:
+                    self.events.append((meta["name"], "InternalError", message))
+                return message
             if scaler.autoscaler_class == "keda" and scaler.obj is not None:
                 obj = copy.deepcopy(scaler.obj)
                 obj["metadata"]["ownerReferences"] = [owner]  # raw_kube_reconciler.go SetControllerReferences

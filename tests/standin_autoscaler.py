@@ -194,12 +194,14 @@ class Autoscaler:
         autoscaler_class: ``hpa``, ``keda``, ``external`` or ``none``.
         obj: The ScaledObject (``keda``) or the HPA's essentials (``hpa``); None otherwise.
         canary: Whether the component is a canary entry.
+        meta: The component's ObjectMeta (:func:`component_meta`).
     """
 
     component: str
     autoscaler_class: str
     obj: dict[str, Any] | None
     canary: bool
+    meta: dict[str, Any]
 
 
 def autoscalers(isvc: dict[str, Any], runtime: dict[str, Any] | None) -> list[Autoscaler]:
@@ -219,7 +221,7 @@ def autoscalers(isvc: dict[str, Any], runtime: dict[str, Any] | None) -> list[Au
         ext = {"minReplicas": pred["minReplicas"]} if is_canary else pred
         cls = autoscaler_class(meta)
         obj = keda_scaled_object(meta, ext) if cls == "keda" else hpa(meta, ext) if cls == "hpa" else None
-        out.append(Autoscaler(meta["name"], cls, obj, is_canary))
+        out.append(Autoscaler(meta["name"], cls, obj, is_canary, meta))
     return out
 
 
@@ -227,4 +229,34 @@ def keda_refusal(obj: dict[str, Any]) -> str | None:
     """KEDA's admission webhook on a ScaledObject's triggers (``scaletriggers_types.go`` ``ValidateTriggers``)."""
     if "triggers" in obj["spec"] and not obj["spec"]["triggers"]:
         return "no triggers defined in the ScaledObject/ScaledJob"
+    return None
+
+
+INGRESS_DOMAIN = "example.com"
+"""KServe's default ``ingressDomain`` (``config/configmap/inferenceservice.yaml``)."""
+
+
+def component_refusal(meta: dict[str, Any]) -> str | None:
+    """Why KServe cannot build a component's children from its names (None when it can).
+
+    In ``raw_kube_reconciler.go`` order: ``NewRawKubeReconciler`` renders the component's host with
+    ``createRawURL`` -> ``domain.go`` ``GenerateDomainName`` (default template
+    ``{{ .Name }}-{{ .Namespace }}.{{ .IngressDomain }}``), refused unless every label is at most 63
+    (``IsFullyQualifiedDomainName``); then the API server refuses a Service named over 63
+    characters and a Deployment whose ``app`` label value is over 63.
+    """
+    host = f"{meta['name']}-{meta['namespace']}.{INGRESS_DOMAIN}"
+    if any(len(label) > 63 for label in host.split(".")):
+        return (
+            f"failed creating host name: invalid domain name {host!r}: url: Invalid value: {host!r}: "
+            "must be no more than 63 characters"
+        )
+    if len(meta["name"]) > 63:
+        return f'Service "{meta["name"]}" is invalid: metadata.name: must be no more than 63 characters'
+    app = meta["labels"].get("app", "")
+    if len(app) > 63:
+        return (
+            f'Deployment "{meta["name"]}" is invalid: metadata.labels: Invalid value: "{app}": '
+            "must be no more than 63 characters"
+        )
     return None
