@@ -66,3 +66,23 @@ def test_a_second_rollout_under_default_keda_autoscaling_reaches_ready_and_promo
     assert list(after) == ["chat-rc-predictor"]
     target, queries = after["chat-rc-predictor"]
     assert target == "chat-rc-predictor" and 'service="chat-rc-predictor"' in queries[0]
+    # The autoscaler class is the same in every phase, so promotion keeps the validated pods: the
+    # promoted Deployment's pod template (buildObjectMeta) never changed.
+    assert reconciler.pod_template_versions(spec.service_name)["chat-rc-predictor"] == 1
+
+
+def test_runtime_accelerator_pins_the_stable_and_the_canary_pods(kube_cluster, kube_namespace, reconciler):
+    """Issue 25 item 9: the pods KServe builds carry the GPU product node selector, canary included."""
+    from tests.reconciler import pod_templates
+
+    client = kube(kube_cluster)
+    spec = make_spec(kube_namespace, runtime={"accelerator": "nvidia-a10g"})
+    register_runtime(spec, client)
+    first = _deploy(spec, client, "s3://m/a", "ra", "run-1")
+    promote(spec, client, first, verdict="pass", summary="ok", run_id="run-1")
+    _deploy(spec, client, "s3://m/b", "rb", "run-2")
+    live = client.get(INFERENCE_SERVICES, spec.service_name, kube_namespace)
+    templates = pod_templates(live)
+    assert sorted(templates) == ["chat-predictor", "chat-rb-predictor"]
+    for template in templates.values():
+        assert template["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A10G"}
