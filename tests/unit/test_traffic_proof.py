@@ -170,7 +170,7 @@ def test_member_metrics_urls_are_the_members_own_addresses_or_the_reason_they_ar
         "the record has no address of its own for the stable and the canary predictor",
     )
     knative = parse_spec({"name": "chat", "namespace": "ns", "platform": "kserve", "deployment_mode": "Knative"})
-    assert "Knative splits traffic between revisions itself" in member_metrics_urls(knative, _record())[1]
+    assert "Knative revisions answer through the activator" in member_metrics_urls(knative, _record())[1]
     llmd = parse_spec(
         {
             "name": "chat",
