@@ -174,8 +174,8 @@ class Comparison:
             return (
                 f"{self.metric}: {self.decision.replace('_', ' ')}: candidate - stable {self.ratio:+.4f} "
                 f"[{self.low:+.4f}, {self.high:+.4f}] at {pct(self.confidence)} confidence, needed {sign} "
-                f"{self.limit:+.4f} (candidate {self.candidate_value:.4g}, stable {self.stable_value:.4g}; "
-                f"{self.pairs} {self.unit})"
+                f"{self.limit:+.4f} (median per unit: candidate {self.candidate_value:.4g}, stable "
+                f"{self.stable_value:.4g}; {self.pairs} {self.unit})"
             )
         return (
             f"{self.metric}: {self.decision.replace('_', ' ')}: candidate/stable {self.ratio:.3f} "
