@@ -293,6 +293,7 @@ def test_llm_inference_service_with_prefill(kube_cluster, kube_namespace, reconc
         llmd={"prefill": {"replicas": 1}, "scheduler": {"profile": "pd"}},
     )
     member = builders.default_member(spec)
+    client.apply(builders.llm_inference_service_config(spec))  # its preset: ConfigNotFound without it
     client.apply(builders.llm_inference_service(spec, member, weight=100))
     ready = wait_ready(client, member.name, kube_namespace, Readiness.llm_inference_service(prefill=True), timeout_s=20)
     types = {c["type"]: c["status"] for c in ready["status"]["conditions"]}
@@ -325,11 +326,13 @@ def test_llm_inference_service_ready_follows_its_own_generation(kube_cluster, ku
     client = kube(kube_cluster)
     spec = llmd_spec(kube_namespace, model={"uri": "hf://org/tiny"})
     member = builders.default_member(spec)
+    client.apply(builders.llm_inference_service_config(spec))  # its preset: ConfigNotFound without it
     first = client.apply(builders.llm_inference_service(spec, member, weight=100))
     gen1 = first["metadata"]["generation"]
     wait_ready(client, member.name, kube_namespace, Readiness.llm_inference_service(min_generation=gen1), timeout_s=20)
     reconciler.behave(member.name, ready_after_ms=1500)
     changed = llmd_spec(kube_namespace, model={"uri": "hf://org/tiny"}, llmd={"decode": {"replicas": 2}})
+    client.apply(builders.llm_inference_service_config(changed))
     second = client.apply(builders.llm_inference_service(changed, member, weight=100))
     gen2 = second["metadata"]["generation"]
     assert gen2 == gen1 + 1

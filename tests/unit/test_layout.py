@@ -27,22 +27,14 @@ def _layout_block() -> str:
 
 
 def test_every_path_in_the_layout_section_exists():
-    named = []
+    named = []  # (name, at the top of the repository: not indented; else inside the library)
     for line in _layout_block().splitlines():
         first = line.strip().split(" ", 1)[0]
         if first.endswith("/") or first.endswith(".py"):
-            named.append(first)
-    assert "src/llm_rollout/" in named and "kserve/" in named
-    top, lib = ROOT, LIB
-    for name in named:
-        if name.startswith(("src/", "components/", "pipelines/", "manifests/", "containers/", "tests/")) or name in (
-            "scripts/",
-            "bench/",
-        ):
-            base = top
-        else:
-            base = lib
-        path = base / name.replace("<name>/", "")
+            named.append((first, not line[:1].isspace()))
+    assert ("src/llm_rollout/", True) in named and ("kserve/", False) in named
+    for name, top in named:
+        path = (ROOT if top else LIB) / name.replace("<name>/", "")
         assert path.exists(), f"README layout names {name}, which is not at {path}"
 
 

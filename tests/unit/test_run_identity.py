@@ -21,9 +21,10 @@ from pathlib import Path
 import yaml
 
 from llm_rollout.kserve.builders.rbac import KFP_RUN_RULES, RBAC_RULES
+from tests.schema_check import shared_dir
 
 ROOT = Path(__file__).resolve().parents[2]
-UPSTREAM = ROOT.parent / "shared" / "reference" / "kubeflow-pipelines"
+UPSTREAM = shared_dir() / "reference" / "kubeflow-pipelines"
 RUNNER_ROLE = UPSTREAM / "manifests" / "kustomize" / "base" / "pipeline" / "pipeline-runner-role.yaml"
 
 # (verb, group, resource, name or None) each pod of a run needs, with where the pinned code does it.
