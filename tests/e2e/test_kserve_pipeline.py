@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from llm_rollout.kserve.builders import ANNOTATION_PREFIX
-from llm_rollout.kube import INFERENCE_SERVICES, KubeClient
+from llm_rollout.kube import INFERENCE_SERVICES, LEASES, KubeClient
 from llm_rollout.spec import parse_spec
 from pipelines.run_local import run_pipeline
 from tests.fixtures.serving import finished_requests, start_vllm, tiny_quality
@@ -115,15 +115,19 @@ def test_retrain_is_compared_with_the_stable_and_promoted_a_rerun_is_a_no_op_bad
     assert first.step("deploy-model")["endpoint_url"] == a
     assert not first.step("validate-deployment")["stable"], "a first rollout has no stable revision to compare with"
     isvc = client.get(INFERENCE_SERVICES, NAME, kube_namespace)
-    evidence = json.loads(isvc["metadata"]["annotations"]["llm-rollout.io/autoscaling"])
+    # The records are on the service's rollout Lease, never on the InferenceService (whose metadata
+    # KServe copies into the pod template).
+    state = client.get(LEASES, f"{NAME}-rollout", kube_namespace)
+    evidence = json.loads(state["metadata"]["annotations"]["llm-rollout.io/autoscaling"])
     assert evidence["metric"] == "request-rate" and evidence["run_id"]
     assert evidence["target"] == max(1, int(evidence["capacity"] * evidence["safety_factor"]))
     keda = isvc["spec"]["predictor"]["autoScaling"]["metrics"][0]["external"]["target"]["value"]
     assert keda == str(evidence["target"]), "the measured target is on the object, not the static default"
     assert isvc["spec"]["predictor"]["model"]["storageUri"] == "s3://models/tiny-llama/v1"
     assert not isvc["spec"].get("canary")
-    annotations = isvc["metadata"]["annotations"]
+    annotations = state["metadata"]["annotations"]
     assert any(k.startswith(ANNOTATION_PREFIX) and "s3://models/tiny-llama/v1" in v for k, v in annotations.items())
+    assert not any(k.startswith(ANNOTATION_PREFIX) for k in isvc["metadata"]["annotations"])
     assert finished_requests(b) == 0, "server B played no revision in run 1"
 
     # Run 2: the retrained model, a canary on server B, compared with the stable revision on A.
