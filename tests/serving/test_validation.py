@@ -447,6 +447,8 @@ def test_cli_passes_on_a_healthy_endpoint(vllm_server, tmp_path, capsys):
             "error_rate == 0",
             "--endpoint",
             "chat",
+            "--quality-texts",
+            tiny_quality()["texts"],
             "--report",
             str(tmp_path),
         ]

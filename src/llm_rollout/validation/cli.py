@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workload", metavar="FILE", help="JSONL requests to send (prompt|messages, max_tokens, timestamp)")
     p.add_argument("--suite", metavar="FILE", help="correctness suite (YAML/JSON)")
     p.add_argument("--no-smoke", action="store_true", help="skip the built-in smoke suite")
+    p.add_argument(
+        "--quality-texts", metavar="FILE", help='reference texts in the model\'s domain (JSONL {"text": ...} a line)'
+    )
     p.add_argument("--readiness-timeout", type=float, metavar="S", help="deadline for readiness")
     p.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the API key")
     p.add_argument("--api-key-file", metavar="FILE", help="file holding the API key (a mounted secret)")
@@ -169,6 +172,8 @@ def rollout_spec_from_args(args: argparse.Namespace) -> RolloutSpec:
         val["tls_verify"] = False
     if args.no_smoke:
         val["smoke_suite"] = False
+    if args.quality_texts:
+        val["quality"] = {"texts": args.quality_texts}
     if args.log_text:
         val["log_text"] = True
     if args.metrics_url:
