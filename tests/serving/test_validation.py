@@ -185,6 +185,7 @@ def test_impossible_slo_fails_with_the_right_reasons(vllm_server, tmp_path, caps
                     "judge_concurrency": [2],
                     "min_successful_requests": 10,
                 },
+                "quality": tiny_quality(),
             }
         )
     )
