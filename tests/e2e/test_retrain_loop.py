@@ -112,13 +112,14 @@ def test_retrain_loop_promotes_a_good_model_and_rolls_back_bad_and_slow_ones(
 
 
 def test_default_gate_without_a_suite_rolls_back_a_scrambled_model_for_quality(
-    tmp_path, tiny_model, scrambled_model, vllm_python, monkeypatch
+    tmp_path, tiny_model, scrambled_model, retrained_model, vllm_python, monkeypatch
 ):
     """A new user's spec (no correctness suite, only a CPU-sized SLO and the model's reference texts).
 
     The tiny model is promoted, the scrambled copy is rolled back for quality (its smoke checks
-    all pass) at the first look without any speed measured; a first rollout of the scrambled copy
-    is refused by the floor of uniform guessing.
+    all pass) at the first look without any speed measured, and the 5 %-noise retrained copy is
+    promoted over the tiny model (quality not worse); a first rollout of the scrambled copy is
+    refused by the floor of uniform guessing.
     """
     state = tmp_path / "state"
     monkeypatch.setenv("LLM_ROLLOUT_STATE_DIR", str(state))
@@ -156,12 +157,18 @@ def test_default_gate_without_a_suite_rolls_back_a_scrambled_model_for_quality(
         assert results["comparison"] is None, "decided by quality, whatever speed would say"
         assert results["correctness"] and all(p["passed"] for p in results["correctness"])
         assert status_of(state).stable.model_uri == str(tiny_model)
+
+        retrained = run(retrained_model, "3-retrained")
+        assert retrained.outcome == "promoted", retrained.step("validate-deployment")
+        results = json.loads(Path(retrained.step("validate-deployment")["results"]).read_text())
+        assert results["quality"]["comparison"]["decision"] == "not_worse", results["quality"]
+        assert status_of(state).stable.model_uri == str(retrained_model)
     finally:
         cleanup(state)
     fresh = tmp_path / "fresh-state"
     monkeypatch.setenv("LLM_ROLLOUT_STATE_DIR", str(fresh))
     try:
-        first = run(scrambled_model, "3-first-scrambled", fresh)
+        first = run(scrambled_model, "4-first-scrambled", fresh)
         assert first.outcome == "rolled back", first.steps
         summary = first.step("validate-deployment")["summary"]
         assert "quality of the reference texts: worse than guessing" in summary.splitlines()[0], summary
