@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import resource
-import time
 from typing import Any
 
 import pytest
@@ -289,10 +288,9 @@ def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path):
     path = tmp_path / "bomb.yaml"
     path.write_text(ALIAS_BOMB)
     assert len(ALIAS_BOMB) < 500
-    before, t = _peak_rss_mib(), time.monotonic()
+    before = _peak_rss_mib()
     with pytest.raises(SpecError) as info:
         load_spec(path)
-    assert time.monotonic() - t < 2.0
     assert _peak_rss_mib() - before < 100, "nothing was expanded"
     assert info.value.field == "spec" and "aliases" in info.value.problem and "line 2" in info.value.problem
     assert len(str(info.value)) < 500
@@ -320,16 +318,16 @@ def test_the_p_d_check_never_builds_the_workload():
     """The 300-byte JSON spec of the issue (num_prompts 1e8 with the P/D proof) died in MemoryError."""
     text = json.dumps(_with(PD, validation={"expect_disaggregation": True, "load": {"num_prompts": 1e8}}))
     assert len(text) < 300
-    t = time.monotonic()
+    before = _peak_rss_mib()
     with pytest.raises(SpecError) as info:
         coerce_spec(text)
-    assert time.monotonic() - t < 2.0
+    assert _peak_rss_mib() - before < 100, "no prompt list was built"
     assert info.value.field == "validation.load.num_prompts"
     # At the bound the check reads prompts one at a time, in bounded time and memory.
-    before, t = _peak_rss_mib(), time.monotonic()
+    before = _peak_rss_mib()
     ok = _with(PD, validation={"expect_disaggregation": True, "load": {"num_prompts": 100_000, "input_words": 64}})
     coerce_spec(json.dumps(ok))
-    assert time.monotonic() - t < 30 and _peak_rss_mib() - before < 200
+    assert _peak_rss_mib() - before < 200
 
 
 @pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 100_000])
@@ -357,10 +355,10 @@ def fifo(tmp_path):
     return path
 
 
+@pytest.mark.timeout(60)  # a read to /dev/zero's (missing) end or a FIFO's writer would hang here
 @pytest.mark.parametrize("source", ["/dev/zero", "fifo", "dir"])
 def test_spec_workload_recipe_and_calibration_files_must_be_regular(source, fifo, tmp_path):
     path = {"fifo": str(fifo), "dir": str(tmp_path)}.get(source, source)
-    t = time.monotonic()
     for field, read in (
         ("spec", lambda: load_spec(path)),
         ("validation.load.workload.path", lambda: load_file(path)),
@@ -376,7 +374,6 @@ def test_spec_workload_recipe_and_calibration_files_must_be_regular(source, fifo
         with pytest.raises(SpecError) as info:
             check_calibration(path)
         assert info.value.field == "calibration" and "not a regular file" in info.value.problem
-    assert time.monotonic() - t < 2.0, "nothing was read to its (missing) end"
 
 
 def test_a_workload_file_over_the_cap_is_refused_while_read(tmp_path, monkeypatch):

@@ -56,22 +56,21 @@ def _small(**extra) -> ValidationSpec:
 # /metrics ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.timeout(120)  # without the cap the scrape would read forever
 def test_a_metrics_body_that_never_ends_fails_that_scrape_within_its_cap():
     async def main(url):
         client = make_client(Endpoint(url, "m"), 2)
         try:
-            t = time.monotonic()
             snap = await prom.scrape(client, url + "/metrics")
             counters = await pd.scrape(client, url + "/metrics")
-            return snap, counters, time.monotonic() - t
+            return snap, counters
         finally:
             await client.aclose()
 
     with HostileServer(metrics="endless") as srv:
-        snap, counters, took = run(main(srv.url))
+        snap, counters = run(main(srv.url))
     for error in (snap.error, counters.error):
         assert "larger than 16 MiB" in error and "not read" in error, error
-    assert took < 20
     assert max(srv.sent) < prom.METRICS_LIMIT + 8 * MiB, "the client stopped reading at its cap"
     assert snap.values == {} and counters.values == {}
 
@@ -119,29 +118,27 @@ def _one_stream(url: str):
         client = make_client(ep, 1)
         try:
             payload = json.dumps(build_payload("completions", "m", "hi", 4)).encode()
-            t = time.monotonic()
-            rec = await stream_request(client, ep, "completions", payload, collect_text=True)
-            return rec, time.monotonic() - t
+            return await stream_request(client, ep, "completions", payload, collect_text=True)
         finally:
             await client.aclose()
 
     return run(main())
 
 
+@pytest.mark.timeout(120)  # without the caps the stream would be read forever
 @pytest.mark.parametrize(("mode", "reason"), [("endless", "262144 token events"), ("endless_big", "64 MiB")])
 def test_a_token_stream_that_never_ends_fails_that_request_at_a_cap(mode, reason):
     with HostileServer(stream=mode) as srv:
-        rec, took = _one_stream(srv.url)
+        rec = _one_stream(srv.url)
         time.sleep(0.2)
         sent = max(srv.sent)
     assert not rec.success and reason in rec.error and "cut" in rec.error, rec.error
     assert sent < STREAM_LIMIT + 16 * MiB and len(rec.generated_text) < STREAM_LIMIT
-    assert took < 60
 
 
 def test_one_event_that_never_ends_fails_that_request_at_the_event_cap():
     with HostileServer(stream="event_endless") as srv:
-        rec, _ = _one_stream(srv.url)
+        rec = _one_stream(srv.url)
         time.sleep(0.2)
         sent = max(srv.sent)
     assert not rec.success and "without ending" in rec.error, rec.error
