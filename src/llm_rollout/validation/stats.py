@@ -38,7 +38,7 @@ McNemar's exact test (:func:`mcnemar_exact`).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -235,44 +235,43 @@ def paired_non_inferiority(
             note=f"{len(pairs)} {unit}, {max(2, min_pairs)} needed",
         )  # fmt: skip
     if scale == "difference":
-        return _judge_differences(sorted(c - s for c, s in pairs), base, better, margin, confidence, unit)
-    logs = sorted(math.log(c / s) for c, s in pairs)
-    n = len(logs)
-    k = order_statistic_bounds(n, confidence)
-    if k is None:
-        return Comparison(
-            **base, ratio=None, low=None, high=None, decision="undecided",
-            note=f"{n} {unit} cannot reach {pct(confidence)} confidence",
-        )  # fmt: skip
-    mid = statistic(logs, "median") or 0.0
-    low, high = logs[k - 1], logs[n - k]
-    if better == "lower":
-        limit = math.log1p(margin)
-        decision: Decision = "not_worse" if high <= limit else "worse" if low > limit else "undecided"
+        # Differences are judged as they are, against +/- margin.
+        values, upper, lower, back = sorted(c - s for c, s in pairs), margin, -margin, float
     else:
-        limit = math.log1p(-margin) if margin < 1 else -math.inf
-        decision = "not_worse" if low >= limit else "worse" if high < limit else "undecided"
-    return Comparison(**base, ratio=math.exp(mid), low=math.exp(low), high=math.exp(high), decision=decision)
+        # Ratios are judged on the log scale (the median of logs is the log of the median ratio).
+        values = sorted(math.log(c / s) for c, s in pairs)
+        upper = math.log1p(margin)
+        lower = math.log1p(-margin) if margin < 1 else -math.inf
+        back = math.exp
+    return _sign_test_judgement(values, base, better, upper, lower, back, confidence, unit)
 
 
-def _judge_differences(
-    diffs: list[float], base: dict[str, Any], better: Better, margin: float, confidence: float, unit: str
+def _sign_test_judgement(
+    values: list[float],
+    base: dict[str, Any],
+    better: Better,
+    upper: float,
+    lower: float,
+    back: Callable[[float], float],
+    confidence: float,
+    unit: str,
 ) -> Comparison:
-    """:func:`paired_non_inferiority` on sorted differences: the median's sign-test interval against ``+/-margin``."""
-    n = len(diffs)
+    """The median's sign-test interval of sorted ``values`` against ``upper`` (lower is better) or
+    ``lower`` (higher is better); ``back`` maps the scale back to what is reported."""
+    n = len(values)
     k = order_statistic_bounds(n, confidence)
     if k is None:
         return Comparison(
             **base, ratio=None, low=None, high=None, decision="undecided",
             note=f"{n} {unit} cannot reach {pct(confidence)} confidence",
         )  # fmt: skip
-    mid = statistic(diffs, "median") or 0.0
-    low, high = diffs[k - 1], diffs[n - k]
+    mid = statistic(values, "median") or 0.0
+    low, high = values[k - 1], values[n - k]
     if better == "lower":
-        decision: Decision = "not_worse" if high <= margin else "worse" if low > margin else "undecided"
+        decision: Decision = "not_worse" if high <= upper else "worse" if low > upper else "undecided"
     else:
-        decision = "not_worse" if low >= -margin else "worse" if high < -margin else "undecided"
-    return Comparison(**base, ratio=mid, low=low, high=high, decision=decision)
+        decision = "not_worse" if low >= lower else "worse" if high < lower else "undecided"
+    return Comparison(**base, ratio=back(mid), low=back(low), high=back(high), decision=decision)
 
 
 @dataclass(frozen=True)
