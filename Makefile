@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 export LLM_ROLLOUT_CACHE ?= $(HOME)/.cache/llm-rollout
 PYTEST_ARGS ?=
 
-.PHONY: docs help venv test-apiserver serving-env optimize-env browser test-env test test-unit test-fast stress demo compile render images bench lint format clean
+.PHONY: docs help venv test-apiserver test-prometheus serving-env optimize-env browser test-env test test-unit test-fast stress demo compile render images bench lint format clean
 
 help:
 	@sed -n '1,6p' Makefile
@@ -29,6 +29,10 @@ venv: $(VENV)/.stamp
 test-apiserver:
 	@bash scripts/build-test-apiserver.sh
 
+# The live-analysis tests' real Prometheus (Debian's package, unpacked into the cache).
+test-prometheus:
+	@bash scripts/build-test-prometheus.sh
+
 serving-env:
 	@bash scripts/make-venv.sh vllm
 	@bash scripts/make-tiny-model.sh
@@ -39,7 +43,7 @@ optimize-env:
 browser:
 	@bash scripts/ensure-browser.sh
 
-test-env: venv test-apiserver serving-env optimize-env browser
+test-env: venv test-apiserver test-prometheus serving-env optimize-env browser
 
 test: test-env
 	@$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
