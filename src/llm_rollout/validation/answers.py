@@ -70,6 +70,12 @@ class Evidence:
         unmeasured: Why ``value`` is ``None`` (``the streams arrived in one piece``).
         line: The evidence as one line for the summary and the report.
         level: The load level it was measured at (``c4``), when it belongs to one.
+        metric: The KFP Metrics name of ``value`` (empty: not in the Metrics).
+        metric_low: The Metrics name of ``low`` (empty: not there).
+        metric_high: The Metrics name of ``high`` (empty: not there).
+
+    A line without a number (a failed probe's name) is evidence with ``value`` None and no
+    ``unmeasured`` reason: :meth:`note`.
     """
 
     name: str
@@ -81,6 +87,22 @@ class Evidence:
     unmeasured: str = ""
     line: str = ""
     level: str = ""
+    metric: str = ""
+    metric_low: str = ""
+    metric_high: str = ""
+
+    @classmethod
+    def note(cls, line: str) -> Evidence:
+        """A line of evidence without a number of its own."""
+        return cls("note", None, line=line)
+
+    def metrics(self) -> dict[str, float]:
+        """What this evidence puts in the KFP Metrics: its named value and interval ends that exist."""
+        out: dict[str, float] = {}
+        for name, value in ((self.metric, self.value), (self.metric_low, self.low), (self.metric_high, self.high)):
+            if name and value is not None:
+                out[name] = float(value)
+        return out
 
     @property
     def measured(self) -> bool:
@@ -92,7 +114,8 @@ class Evidence:
         return {
             "name": self.name, "value": self.value, "low": self.low, "high": self.high,
             "confidence": self.confidence, "needed": self.needed, "unmeasured": self.unmeasured,
-            "line": self.line, "level": self.level,
+            "line": self.line, "level": self.level, "metric": self.metric, "metric_low": self.metric_low,
+            "metric_high": self.metric_high,
         }  # fmt: skip
 
     @classmethod
@@ -205,8 +228,13 @@ class Verdict:
         return next((a for a in self.answers if a.key == key), None)
 
     def add(self, answer: Answer) -> Answer:
-        """Adds (or replaces, by key) an answer; returns it."""
-        self.answers = [a for a in self.answers if a.key != answer.key] + [answer]
+        """Adds an answer, or replaces the one with its key where it stands (a later phase completes
+        an earlier answer: the comparison the suite's pairing); returns it."""
+        for i, a in enumerate(self.answers):
+            if a.key == answer.key:
+                self.answers[i] = answer
+                return answer
+        self.answers.append(answer)
         return answer
 
     def to_dict(self) -> dict[str, Any]:
