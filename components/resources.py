@@ -14,9 +14,28 @@ every one of them with ``GetStringValue()`` (``resolve.go`` ``resolvePodSpecInpu
 which is ``""`` for a number: such a parameter must be a *string* parameter, the GPU count
 included, or the pod silently gets no GPU. Node selector and tolerations are kfp-kubernetes JSON
 parameters, resolved as a struct (node selector) or a struct or list (tolerations)
-(``driver/k8s.go`` ``extendPodSpecPatch``, ``resolve.go`` ``resolveK8sJsonParameter``). The disk is
-a generic ephemeral volume whose size the driver parses as a constant (``driver/k8s.go``,
-``GetGenericEphemeralVolume``), so it is fixed when the pipeline is compiled.
+(``driver/k8s.go`` ``extendPodSpecPatch``, ``resolve.go`` ``resolveK8sJsonParameter``).
+
+The scratch disk is an emptyDir with a size limit, mounted at the pipeline root's bucket *below*
+the launcher's directory (``/minio/mlpipeline`` for KFP's default ``minio://mlpipeline``), where
+the launcher downloads the input model and the step writes the compressed one
+(``launcher_v2.go`` ``LocalPathForURI``: ``/minio/`` + bucket + key). Why this and not a generic
+ephemeral volume (what it was before, issue 27 item 5):
+
+- Argo's executor template already mounts emptyDirs at ``/minio``, ``/s3``, ``/gcs``, ``/.local``,
+  ``/.cache``, ``/.config`` (``argocompiler/container.go`` ``addContainerExecutorTemplate``); a
+  volume mounted *at* ``/minio`` replaces KFP's in the pod spec patch (volume mounts merge by
+  ``mountPath``). One below it leaves KFP's in place; the runtime mounts the shallower path first
+  (containerd CRI ``orderedMounts``: by number of path components).
+- The step runs as UID 65532. A PVC-backed volume's root belongs to root on most block storage
+  and only a pod ``fsGroup`` would change that, which neither kfp-kubernetes
+  (``set_security_context``: runAsUser/runAsGroup/runAsNonRoot of the container) nor the driver
+  can set per task (the compiler's ``ApplyWorkflowSpecPatch`` is an administrator's setting). The
+  kubelet creates every emptyDir world-writable (kubernetes ``pkg/volume/emptydir/empty_dir.go``
+  ``setupDir``: mode 0777), on any node and without a StorageClass.
+- The driver parses the size limit as a constant (``driver/k8s.go`` ``extendPodSpecPatch``,
+  ``EmptyDirMounts``: ``MustParse``), so it is fixed when the pipeline is compiled and checked
+  here first. The node's ephemeral storage must hold it (the README says how to size nodes).
 """
 
 from __future__ import annotations
@@ -33,21 +52,30 @@ DEFAULT_OPTIMIZE_CPU = "8"
 DEFAULT_OPTIMIZE_MEMORY = "48Gi"
 DEFAULT_OPTIMIZE_DISK = "48Gi"
 """Defaults sized for an 8B model (:func:`optimize_resources_for`; the README's table has 1B and 70B)."""
-DEFAULT_SCRATCH_MOUNT = "/minio"
-"""Where KFP's launcher puts ``minio://`` artifacts (KFP's default pipeline root is ``minio://mlpipeline``)."""
+DEFAULT_SCRATCH_MOUNT = "/minio/mlpipeline"
+"""Where KFP's launcher puts artifacts of KFP's default pipeline root ``minio://mlpipeline``
+(``launcher_v2.go`` ``LocalPathForURI``), below its own ``/minio`` emptyDir."""
+LAUNCHER_ROOTS = ("/minio", "/s3", "/gcs")
+"""The launcher's directories, one per scheme (``argocompiler/container.go``: ``minioScratchLocation``,
+``s3ScratchLocation``, ``gcsScratchLocation``; each an emptyDir of Argo's executor template)."""
+STEP_UID = 65532
+"""The user the optimize image runs as (``containers/``); the scratch volume must be writable by it."""
 
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki|k)?$")
 
 
 @dataclass(frozen=True)
 class ScratchDisk:
-    """A generic ephemeral volume for the model files of the heavy step.
+    """The heavy step's scratch space for the model files: an emptyDir with a size limit.
 
     Attributes:
-        size: Its size, e.g. ``48Gi`` (input model + compressed model + slack).
-        mount_path: Where KFP's launcher keeps artifacts of the pipeline root's scheme: ``/minio``
-            (``minio://``, KFP's default), ``/s3`` or ``/gcs``.
-        storage_class: StorageClass to provision it from; None: the cluster's default.
+        size: Its size limit, e.g. ``48Gi`` (input model + compressed model + slack).
+        mount_path: The pipeline root's bucket below the launcher's directory of its scheme:
+            ``/minio/mlpipeline`` (KFP's default ``minio://mlpipeline``), ``/s3/BUCKET`` or
+            ``/gcs/BUCKET``; a bare ``/minio`` means ``/minio/mlpipeline``.
+        storage_class: Refused when set (see the module docstring: a StorageClass-backed volume's
+            root is not writable by the step's user); kept so an old ``--optimize-storage-class``
+            says so instead of being ignored.
     """
 
     size: str = DEFAULT_OPTIMIZE_DISK
@@ -55,20 +83,34 @@ class ScratchDisk:
     storage_class: str | None = None
 
     def checked(self, field: str = "--optimize-disk") -> ScratchDisk:
-        """Returns itself after checking the size and mount path.
+        """Returns the disk with its mount path completed, after checking every field.
 
         Raises:
             SpecError: Naming ``field`` and the fix.
         """
         if not _QUANTITY.match(self.size or ""):
             raise SpecError(field, f"{self.size!r} is not a Kubernetes quantity", "write a size like 48Gi or 500G")
-        if self.mount_path not in ("/minio", "/s3", "/gcs"):
+        if self.storage_class:
+            raise SpecError(
+                "--optimize-storage-class",
+                f"{self.storage_class!r}: the scratch space is an emptyDir (writable by the step's user, UID "
+                f"{STEP_UID}, on every node); a StorageClass volume's root is owned by root on most block storage "
+                "and KFP cannot set the pod's fsGroup",
+                "leave --optimize-storage-class out (size the nodes' ephemeral storage for --optimize-disk)",
+            )
+        mount = (self.mount_path or "").rstrip("/")
+        if mount == "/minio":
+            mount = DEFAULT_SCRATCH_MOUNT
+        root, _, bucket = mount[1:].partition("/")
+        if f"/{root}" not in LAUNCHER_ROOTS or not re.fullmatch(r"[a-z0-9][-a-z0-9.]{1,61}[a-z0-9]", bucket):
             raise SpecError(
                 f"{field}-mount",
-                f"{self.mount_path!r} is not where KFP's launcher keeps artifacts",
-                "use /minio (minio:// pipeline root, KFP's default), /s3 (s3://) or /gcs (gs://)",
+                f"{self.mount_path!r} is not the pipeline root's bucket below a launcher directory (the volume "
+                "must not cover the launcher's own /minio, /s3 or /gcs)",
+                "use /minio (= /minio/mlpipeline, KFP's default pipeline root), /minio/BUCKET, /s3/BUCKET or "
+                "/gcs/BUCKET for your pipeline root's bucket",
             )
-        return self
+        return ScratchDisk(self.size, mount, None)
 
 
 def optimize_resources_for(parameters_billion: float) -> dict[str, Any]:
@@ -132,8 +174,8 @@ def set_optimize_resources(
         accelerator_count: GPUs (one is enough up to 70B with sequential onloading).
         cpu: CPU request.
         memory: Memory request and limit (about 2 bytes per parameter plus room, see README).
-        disk: Scratch disk for the downloaded and the compressed model; None: the node's own
-            ephemeral storage.
+        disk: Scratch space for the downloaded and the compressed model (an emptyDir with this size
+            limit at the pipeline root's bucket); None: KFP's own unbounded ``/minio`` emptyDir.
 
     Returns:
         The task.
@@ -173,14 +215,7 @@ def set_optimize_resources(
         from kfp import kubernetes
 
         disk = disk.checked()
-        kubernetes.add_ephemeral_volume(
-            task,
-            volume_name="model-scratch",
-            mount_path=disk.mount_path,
-            access_modes=["ReadWriteOnce"],
-            size=disk.size,
-            storage_class_name=disk.storage_class,
-        )
+        kubernetes.empty_dir_mount(task, volume_name="model-scratch", mount_path=disk.mount_path, size_limit=disk.size)
     return task
 
 

@@ -553,7 +553,7 @@ def _common(p: Any) -> None:
     p.add_argument("--optimize-image", help="optimize step's image, REPO:TAG or REPO@sha256:DIGEST")
     p.add_argument("--api-key-secret", metavar="SECRET[:KEY]", help="Secret with the model endpoint's API key")
     p.add_argument("--optimize-disk", metavar="SIZE|none", help="optimize step's scratch volume (compile's default)")
-    p.add_argument("--optimize-disk-mount", help="/minio (default), /s3 or /gcs")
+    p.add_argument("--optimize-disk-mount", help="/minio/mlpipeline (default), /s3/BUCKET or /gcs/BUCKET")
     p.add_argument("--optimize-storage-class", help="StorageClass of that volume")
 
 

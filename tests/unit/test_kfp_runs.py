@@ -322,7 +322,7 @@ def test_schedule_creates_a_recurring_run_with_max_concurrency_1_and_no_catchup(
     sent = body["pipeline_spec"]
     assert sent["pipeline_spec"]["pipelineInfo"]["name"] == "llm-optimize-deploy"
     executors = sent["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert executors["exec-optimize-model"]["genericEphemeralVolume"][0]["size"] == "48Gi"
+    assert executors["exec-optimize-model"]["emptyDirMounts"][0]["sizeLimit"] == "48Gi"
     assert body["display_name"].startswith("llm-optimize-deploy-schedule-")
     assert body["service_account"] == "llm-rollout"
 
@@ -419,7 +419,7 @@ def test_submit_sends_params_typed_as_the_pipeline_declares_and_compiles_with_th
     images = {e["container"]["image"] for e in executors if "container" in e}  # not the importer
     assert images == {"reg.example/c:2", f"reg.example/o@sha256:{'a' * 64}"}
     executors = spec["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert executors["exec-optimize-model"]["genericEphemeralVolume"][0]["size"] == "200Gi"
+    assert executors["exec-optimize-model"]["emptyDirMounts"][0]["sizeLimit"] == "200Gi"
 
 
 @pytest.mark.parametrize(

@@ -51,26 +51,27 @@ def test_optimize_resources_are_pipeline_parameters_with_8b_defaults(compiled):
     assert defaults["optimize_accelerator_type"] == "nvidia.com/gpu"
     assert defaults["optimize_accelerator_count"] == "1"  # a string: the driver reads GetStringValue()
     assert (defaults["optimize_cpu"], defaults["optimize_memory"]) == ("8", "48Gi")
-    (volume,) = _k8s(platform, "exec-optimize-model")["genericEphemeralVolume"]
-    assert volume["mountPath"] == "/minio" and volume["size"] == "48Gi" and volume["defaultStorageClass"] is True
+    (volume,) = _k8s(platform, "exec-optimize-model")["emptyDirMounts"]
+    assert volume == {"volumeName": "model-scratch", "mountPath": "/minio/mlpipeline", "sizeLimit": "48Gi"}
+    assert "genericEphemeralVolume" not in _k8s(platform, "exec-optimize-model")
     # Only the heavy step asks for a GPU; the others are light API clients with small requests.
     for name, executor in ir["deploymentSpec"]["executors"].items():
         if name != "exec-optimize-model" and "container" in executor:
             assert "accelerator" not in executor["container"]["resources"], name
 
 
-def test_disk_size_mount_and_class_are_set_at_compile_time(tmp_path):
-    argv = ["compile", "--out", str(tmp_path), "--optimize-disk", "400Gi", "--optimize-disk-mount", "/s3"]
-    assert main([*argv, "--optimize-storage-class", "fast-ssd"]) == 0
+def test_disk_size_and_bucket_are_set_at_compile_time(tmp_path):
+    argv = ["compile", "--out", str(tmp_path), "--optimize-disk", "400Gi", "--optimize-disk-mount", "/s3/ml-artifacts"]
+    assert main(argv) == 0
     _, platform = _docs(tmp_path / f"{OPTIMIZE_DEPLOY_PIPELINE}.yaml")
-    (volume,) = _k8s(platform, "exec-optimize-model")["genericEphemeralVolume"]
-    assert (volume["size"], volume["mountPath"], volume["storageClassName"]) == ("400Gi", "/s3", "fast-ssd")
+    (volume,) = _k8s(platform, "exec-optimize-model")["emptyDirMounts"]
+    assert (volume["sizeLimit"], volume["mountPath"]) == ("400Gi", "/s3/ml-artifacts")
     assert main(["compile", "--out", str(tmp_path / "none"), "--optimize-disk", "none"]) == 0
     _, platform = _docs(tmp_path / "none" / f"{OPTIMIZE_DEPLOY_PIPELINE}.yaml")
     executors = platform.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {}).get("executors", {})
-    assert "genericEphemeralVolume" not in executors.get("exec-optimize-model", {})
+    assert "emptyDirMounts" not in executors.get("exec-optimize-model", {})
     _, platform = _docs(tmp_path / f"{DEPLOY_PIPELINE}.yaml")
-    assert "genericEphemeralVolume" not in str(platform), "llm-deploy holds no model files"
+    assert "emptyDirMounts" not in str(platform), "llm-deploy holds no model files"
 
 
 @pytest.mark.parametrize(
@@ -78,6 +79,9 @@ def test_disk_size_mount_and_class_are_set_at_compile_time(tmp_path):
     [
         (["--optimize-disk", "lots"], ["--optimize-disk", "'lots'", "48Gi"]),
         (["--optimize-disk-mount", "/data"], ["--optimize-disk-mount", "/minio"]),
+        # A bucket-less /s3 would cover the launcher's own /s3 emptyDir (issue 27 item 5).
+        (["--optimize-disk-mount", "/s3"], ["--optimize-disk-mount", "/s3/BUCKET", "not cover"]),
+        (["--optimize-storage-class", "fast-ssd"], ["--optimize-storage-class", "65532", "fsGroup"]),
     ],
 )
 def test_bad_disk_flags_name_the_flag_and_the_fix(tmp_path, capsys, argv, words):
@@ -108,7 +112,7 @@ def test_constants_in_your_own_pipeline(tmp_path):
         and resources["accelerator"]["resourceCount"] == "1"
     )
     assert resources["resourceCpuRequest"] == "32" and resources["resourceMemoryLimit"] == "256Gi"
-    assert _k8s(platform, "exec-optimize-model")["genericEphemeralVolume"][0]["size"] == "400Gi"
+    assert _k8s(platform, "exec-optimize-model")["emptyDirMounts"][0]["sizeLimit"] == "400Gi"
 
 
 def test_no_accelerator_and_bad_constants(tmp_path):
@@ -180,3 +184,47 @@ def test_the_defaults_are_the_rule_for_an_8b_model_and_sizes_grow_with_the_model
     assert optimize_resources_for(0.1)["disk"].size == "16Gi", "never below 16Gi"
     with pytest.raises(SpecError, match="parameters_billion"):
         optimize_resources_for(0)
+
+
+def _argo_executor_mounts() -> dict[str, str]:
+    """mountPath -> volume name of the user container in Argo's executor template, read from the
+    pinned ``argocompiler/container.go`` (``addContainerExecutorTemplate``: its constants and the
+    ``Container.VolumeMounts`` list), so a new launcher directory upstream shows up here."""
+    import re
+
+    from tests.schema_check import shared_dir
+
+    go = (shared_dir() / "reference/kubeflow-pipelines/backend/src/v2/compiler/argocompiler/container.go").read_text()
+    consts = dict(re.findall(r"^\s+(\w+)\s*=\s*\"([^\"]*)\"", go, re.M))
+    container = go[go.index("Container: &k8score.Container{") :]
+    container = container[: container.index("EnvFrom:")]
+    mounts = re.findall(r"Name:\s+(\w+),\s+MountPath:\s+([\w.]+),", container)
+    assert len(mounts) >= 6, "container.go's executor mounts were not found: reread it"
+    return {consts.get(path, path): consts.get(name, name) for name, path in mounts}
+
+
+def test_scratch_is_below_the_launchers_minio_and_writable_by_any_user(compiled):
+    """Issue 27 item 5, read as Argo builds the optimize pod: the template's emptyDirs, then the
+    driver's pod spec patch (``driver/k8s.go`` ``extendPodSpecPatch`` appends the emptyDir volume
+    and its mount), merged by ``mountPath`` (volume mounts) and ``name`` (volumes)."""
+    argo = _argo_executor_mounts()
+    assert argo["/minio"] == "minio-scratch" and {"/s3", "/gcs"} <= set(argo)
+    _, platform = _docs(compiled / f"{OPTIMIZE_DEPLOY_PIPELINE}.yaml")
+    config = _k8s(platform, "exec-optimize-model")
+    assert not config.get("genericEphemeralVolume") and not config.get("pvcMount"), "no PVC: its root is root's"
+    merged = dict(argo)
+    for mount in config["emptyDirMounts"]:
+        assert mount["volumeName"] not in argo.values(), "a volume named like Argo's would replace it"
+        assert mount["mountPath"] not in argo, f"{mount['mountPath']} would replace the launcher's own volume"
+        merged[mount["mountPath"]] = mount["volumeName"]
+    assert merged["/minio"] == "minio-scratch", "KFP's /minio emptyDir stays"
+    scratch = config["emptyDirMounts"][0]["mountPath"]
+    # The launcher's local paths (launcher_v2.go LocalPathForURI: "/minio/" + the URI's path) of the
+    # compressed model under KFP's default pipeline root and of a model copied there.
+    for uri in ("minio://mlpipeline/v2/artifacts/llm-optimize-deploy/run/optimize-model/x/optimized_model",
+                "minio://mlpipeline/models/llama-3.1-8b"):  # fmt: skip
+        local = "/minio/" + uri.removeprefix("minio://")
+        owner = max((p for p in merged if local.startswith(p.rstrip("/") + "/")), key=len)
+        assert owner == scratch, f"{local} lands on {merged[owner]}, not the scratch volume"
+    # The runtime mounts /minio before /minio/mlpipeline (containerd CRI orderedMounts: by depth).
+    assert scratch.count("/") > "/minio".count("/")
