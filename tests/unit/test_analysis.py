@@ -1,0 +1,260 @@
+"""The live analysis of a canary step (validation/analysis.py): default selectors, Argo's limits, one
+measurement's outcome, and whole analyses against a real Prometheus scraping vLLM-named series.
+
+The Prometheus here is Debian's server (tests/fixtures/prometheus.py, ``make test-prometheus``);
+its targets are small exposition servers whose counters the test advances, so the analysis' queries,
+differencing and statistics are checked on a real server's answers. The serving tier's scenarios
+scrape real vLLM servers.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from llm_rollout.errors import SpecError
+from llm_rollout.validation.analysis import (
+    AnalysisConfig,
+    LiveAnalysis,
+    SideValues,
+    assess,
+    default_selector,
+    describe,
+    judge_measurement,
+    not_run,
+    parse_analysis_checks,
+)
+from llm_rollout.validation.stats import paired_non_inferiority
+from tests.fixtures.prometheus import (  # noqa: F401 - pytest fixtures
+    MetricsTarget,
+    ScrapeTarget,
+    metrics_target,
+    prometheus,
+)
+
+
+def _pod_regex(selector: str) -> tuple[str, str]:
+    """(label, value or regex) of the pod matcher; PromQL regexes are anchored like re.fullmatch."""
+    m = re.search(r'(\w+)(=~|=)"([^"]+)"$', selector)
+    assert m, selector
+    return m.group(1), m.group(3).replace("\\\\", "\\")  # the PromQL string's escape undone
+
+
+# Selectors ------------------------------------------------------------------------------------
+
+
+def test_kserve_standard_selector_takes_the_predictor_deployments_pods_only():
+    # constants.PredictorServiceName: <isvc>-predictor (stable), <isvc>-<name>-predictor (a named canary)
+    stable = default_selector("kserve-standard", "chat-predictor", "team")
+    canary = default_selector("kserve-standard", "chat-v2-predictor", "team")
+    assert stable.startswith('namespace="team",')
+    _, s = _pod_regex(stable)
+    _, c = _pod_regex(canary)
+    assert re.fullmatch(s, "chat-predictor-7d9f8c6b5-x2k4q")
+    assert not re.fullmatch(s, "chat-v2-predictor-7d9f8c6b5-x2k4q")
+    assert not re.fullmatch(s, "chat-predictor-canary-7d9f8c6b5-x2k4q")
+    assert re.fullmatch(c, "chat-v2-predictor-5c6b7d8e9-abcde")
+    assert not re.fullmatch(c, "chat-predictor-5c6b7d8e9-abcde")
+    _, d = _pod_regex(default_selector("kserve-standard", "a.b-predictor"))
+    assert re.fullmatch(d, "a.b-predictor-5c6b7d8e9-abcde") and not re.fullmatch(d, "axb-predictor-5c6b7d8e9-abcde")
+
+
+def test_knative_selector_takes_one_revisions_pods():
+    _, r = _pod_regex(default_selector("knative", "chat-predictor-00002", "team"))
+    assert re.fullmatch(r, "chat-predictor-00002-deployment-6f7c9d8b4-q9w8e")
+    assert not re.fullmatch(r, "chat-predictor-00001-deployment-6f7c9d8b4-q9w8e")
+
+
+def test_llmd_selector_takes_the_decode_pods_not_prefill():
+    # workload_single_node.go mainDeploymentName = kmeta.ChildName(name, "-kserve"); prefill "-kserve-prefill"
+    _, r = _pod_regex(default_selector("llm-d", "chat-v2", "team"))
+    assert re.fullmatch(r, "chat-v2-kserve-6d5f4c7b8-zx9yw")
+    assert not re.fullmatch(r, "chat-v2-kserve-prefill-6d5f4c7b8-zx9yw")
+    assert not re.fullmatch(r, "chat-kserve-6d5f4c7b8-zx9yw")
+    long = "a" * 60
+    _, r = _pod_regex(default_selector("llm-d", long))
+    assert len(r.split("-[a-z0-9]+")[0]) <= 63  # hashed by ChildName like KServe's Deployment name
+
+
+def test_selector_label_names_are_overridable():
+    sel = default_selector(
+        "local", "srv-1", "ns", pod_label="kubernetes_pod_name", namespace_label="kubernetes_namespace"
+    )
+    assert sel == 'kubernetes_namespace="ns",kubernetes_pod_name="srv-1"'
+    with pytest.raises(ValueError, match="unknown flavour"):
+        default_selector("openshift", "x")  # type: ignore[arg-type]
+
+
+# Checks and limits ----------------------------------------------------------------------------
+
+
+def test_checks_parse_like_slo_checks_and_name_the_field():
+    checks = parse_analysis_checks(["p95_ttft_ms <= 500", "error_rate <= 0.01"], "canary.steps[0].analysis.checks")
+    assert [c.metric for c in checks] == ["p95_ttft_ms", "error_rate"]
+    with pytest.raises(SpecError, match=r"canary\.steps\[0\]\.analysis\.checks\[0\]"):
+        parse_analysis_checks(["goodput_req_s >= 1"], "canary.steps[0].analysis.checks")
+    with pytest.raises(SpecError, match=r"checks\[1\]"):
+        parse_analysis_checks(["error_rate <= 0", "p95_ttft <= 5"], "checks")
+
+
+@pytest.mark.parametrize(
+    ("failed", "inconclusive", "fl", "il", "want"),
+    [
+        # argo-rollouts analysis/analysis.go assessMetricFailureInconclusiveOrError: failed > failureLimit
+        # fails, equal does not; inconclusive > inconclusiveLimit is checked second and wins when both hold.
+        (0, 0, 0, 0, None),
+        (1, 0, 0, 0, "fail"),
+        (1, 0, 1, 0, None),
+        (2, 0, 1, 0, "fail"),
+        (0, 1, 0, 0, "inconclusive"),
+        (0, 1, 0, 1, None),
+        (1, 1, 0, 0, "inconclusive"),
+    ],
+)
+def test_argo_limits(failed, inconclusive, fl, il, want):
+    config = AnalysisConfig("http://p", failure_limit=fl, inconclusive_limit=il)
+    assert assess(failed, inconclusive, config)[0] == want
+
+
+def _side(requests, e2e=100.0, errors=0.0):
+    return SideValues(requests=requests, errors=errors, values={"mean_e2el_ms": e2e, "p95_ttft_ms": e2e / 2})
+
+
+def test_too_little_traffic_is_inconclusive_never_pass():
+    config = AnalysisConfig("http://p", min_requests=20)
+    decision, reasons = judge_measurement(1, _side(19), _side(500), {}, config)
+    assert decision == "inconclusive"
+    assert "fewer than 20 requests" in reasons[0] and "candidate 19" in reasons[0]
+    decision, _ = judge_measurement(1, _side(None), _side(500), {}, config)
+    assert decision == "inconclusive"
+
+
+def test_failed_check_and_worse_ratio_fail_the_measurement():
+    checks = tuple(parse_analysis_checks(["p95_ttft_ms <= 40", "error_rate <= 0.01"], "c"))
+    config = AnalysisConfig("http://p", min_requests=5, checks=checks)
+    assert judge_measurement(1, _side(50), _side(50), {}, config)[0] == "fail"  # p95 50 > 40
+    assert judge_measurement(1, _side(50, e2e=60), _side(50), {}, config)[0] == "pass"
+    assert judge_measurement(1, _side(50, e2e=60, errors=5), _side(50), {}, config)[0] == "fail"
+    worse = paired_non_inferiority(
+        [2.0] * 8, [1.0] * 8, metric="mean_e2el_ms", better="lower", margin=0.1, confidence=0.95
+    )
+    config = AnalysisConfig("http://p", min_requests=5)
+    decision, reasons = judge_measurement(2, _side(50), _side(50), {"mean_e2el_ms": worse}, config)
+    assert decision == "fail" and "mean_e2el_ms: worse" in reasons[0]
+
+
+def test_no_prometheus_says_no_live_analysis_ran():
+    answer = not_run("validation.analysis.prometheus_url is not set")
+    assert answer.decision == "pass" and answer.word == "not run"
+    assert "no live analysis ran" in answer.evidence[0].line
+
+
+# Against a real Prometheus -----------------------------------------------------------------------
+
+
+class Users:
+    """Plays users on both sides: every 0.1 s, each side finishes requests with jittered latencies."""
+
+    def __init__(self, stable: MetricsTarget, canary: MetricsTarget, *, per_tick=(2, 2), slow=1.0, seed=1):
+        self.sides = ((stable, per_tick[0], 1.0), (canary, per_tick[1], slow))
+        self.rng = random.Random(seed)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            for target, n, factor in self.sides:
+                if n:
+                    target.serve_requests(n, e2e_s=0.2 * factor * self.rng.uniform(0.9, 1.1))
+
+    def __enter__(self) -> Users:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.fixture
+def two_sides(prometheus, metrics_target) -> Iterator[tuple[str, MetricsTarget, MetricsTarget]]:  # noqa: F811
+    stable, canary = metrics_target(), metrics_target()
+    prom = prometheus(
+        [
+            ScrapeTarget(stable.address, {"namespace": "team", "pod": "chat-predictor-5d4c3b2a1-abcde"}),
+            ScrapeTarget(canary.address, {"namespace": "team", "pod": "chat-v2-predictor-6e5d4c3b2-fghij"}),
+        ]
+    )
+    prom.wait_scraped(2)
+    yield prom.url, stable, canary
+
+
+def _analysis(url: str, **kw) -> LiveAnalysis:
+    config = AnalysisConfig(
+        url, interval_s=3.0, count=3, min_requests=10, resolution_s=1.0, margin=0.1, confidence=0.95, **kw
+    )
+    return LiveAnalysis(
+        config,
+        candidate=default_selector("kserve-standard", "chat-v2-predictor", "team"),
+        stable=default_selector("kserve-standard", "chat-predictor", "team"),
+        step=1,
+        weight=50,
+    )
+
+
+def test_equal_candidate_passes_with_every_ratio_not_worse(two_sides):
+    url, stable, canary = two_sides
+    with Users(stable, canary):
+        result = _analysis(url).run()
+    lines = describe(result)
+    assert result.answer.decision == "pass", "\n".join([*lines, *result.answer.reasons])
+    assert len(result.measurements) == 3
+    m = result.measurements[-1]
+    assert m.candidate.requests and m.candidate.requests >= 10 and m.stable.requests >= 10
+    assert 0.8 < m.ratios["mean_e2el_ms"] < 1.25
+    ev = {e.name: e for e in result.answer.evidence}
+    assert ev["mean_e2el_ms_ratio"].high <= 1.1 and ev["candidate_requests"].value > 0
+    assert "interval 3: pass" in lines[-1] and "requests" in lines[-1]
+
+
+def test_slower_candidate_fails_before_the_last_interval(two_sides):
+    url, stable, canary = two_sides
+    with Users(stable, canary, slow=2.0):
+        result = _analysis(url).run()
+    assert result.answer.decision == "fail", "\n".join(describe(result))
+    assert len(result.measurements) < 3  # Argo: failed (1) > failure_limit (0) stops the run at once
+    assert any("mean_e2el_ms: worse" in r for r in result.answer.reasons)
+    assert "failure_limit (0)" in result.answer.reasons[0]
+
+
+def test_too_little_traffic_is_inconclusive(two_sides):
+    url, stable, canary = two_sides
+    with Users(stable, canary, per_tick=(2, 0)):
+        canary.serve_requests(3, e2e_s=0.2)
+        result = _analysis(url).run()
+    assert result.answer.decision == "inconclusive"
+    assert "fewer than 10 requests" in " ".join(result.answer.reasons)
+    assert result.measurements[0].stable.requests >= 10
+
+
+def test_prometheus_unreachable_fails_naming_the_address():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    from llm_rollout.validation.analysis import PrometheusClient
+
+    analysis = _analysis(f"http://127.0.0.1:{port}")
+    analysis.config = AnalysisConfig(analysis.config.prometheus_url, interval_s=0.1, count=1)
+    started = time.monotonic()
+    result = analysis.run(PrometheusClient(analysis.config.prometheus_url, retry_s=1.0))
+    assert time.monotonic() - started < 10
+    assert result.answer.decision == "fail"
+    reason = result.answer.reasons[0]
+    assert f"127.0.0.1:{port}" in reason and "unreachable" in reason and "prometheus_url" in reason
