@@ -16,34 +16,21 @@ pytest_plugins = [
     "tests.fixtures.serving",
 ]
 
-KSERVE_CRDS = (
-    "serving.kserve.io_clusterservingruntimes.yaml",
-    "serving.kserve.io_inferenceservices.yaml",
-    "serving.kserve.io_llminferenceserviceconfigs.yaml",
-    "serving.kserve.io_llminferenceservices.yaml",
-    "serving.kserve.io_servingruntimes.yaml",
-)
-"""The KServe 0.20 CRDs every tier checks against (the unit tier's schema checks, the API server)."""
-
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Fails the whole run once, clearly, when the KServe CRDs are not where the tests look.
+    """Finds KServe's and KEDA's pinned CRDs once (tests/crds.py: shared/, the cache, or a download
+    checked by sha256), or fails the whole run once, clearly, saying why.
 
     Without them the unit tier's schema checks and the API server have nothing to check against;
     each test failing on its own with a bare KeyError says nothing about why.
     """
-    from tests.schema_check import shared_dir
+    from tests.crds import KEDA, KSERVE, CrdError, crd_paths
 
-    folder = shared_dir() / "crds" / "kserve"
-    missing = [name for name in KSERVE_CRDS if not (folder / name).is_file()]
-    if missing:
-        pytest.exit(
-            f"setup: the KServe CRDs are missing from {folder} ({', '.join(missing)}). The tests read them "
-            "from the shared/ folder beside the checkout, or from $LLM_ROLLOUT_SHARED (a folder holding "
-            "crds/kserve/). They are KServe v0.20's release CRDs (kserve/kserve, config/crd/full/); copy "
-            "them there or set LLM_ROLLOUT_SHARED.",
-            returncode=4,
-        )
+    try:
+        for crds in (KSERVE, KEDA):
+            crd_paths(crds)
+    except CrdError as err:
+        pytest.exit(f"setup: {err}", returncode=4)
 
 
 FAULT_PROPERTY = "fault_scenario"

@@ -8,7 +8,6 @@ CEL rules (x-kubernetes-validations) are left to the real API server in the clus
 from __future__ import annotations
 
 import functools
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -19,16 +18,19 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def shared_dir() -> Path:
-    """The shared/ folder beside the checkout (or $LLM_ROLLOUT_SHARED)."""
-    env = os.environ.get("LLM_ROLLOUT_SHARED")
-    return Path(env) if env else REPO.parent / "shared"
+    """The shared/ folder beside the checkout (or $LLM_ROLLOUT_SHARED): :func:`tests.crds.shared_dir`."""
+    from tests.crds import shared_dir as _shared_dir
+
+    return _shared_dir()
 
 
 @functools.cache
 def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
-    """``{(apiVersion, kind): openAPIV3Schema}`` for every served version of the KServe CRDs."""
+    """``{(apiVersion, kind): openAPIV3Schema}`` for every served version of the KServe CRDs (:mod:`tests.crds`)."""
+    from tests.crds import KSERVE, crd_paths
+
     out: dict[tuple[str, str], dict[str, Any]] = {}
-    for path in sorted((shared_dir() / "crds" / "kserve").glob("*.yaml")):
+    for path in crd_paths(KSERVE):
         crd = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
         for version in crd["spec"]["versions"]:

@@ -1,0 +1,130 @@
+"""The CRD locator (tests/crds.py) for a clone without ``../shared``: downloaded by pinned reference,
+checked against the sha256 kept in the repository, cached; a changed file is refused.
+
+The download runs against a local HTTP server laid out like raw.githubusercontent.com
+(``/<owner>/<repo>/<ref>/<path>``) serving the real pinned files, through ``$LLM_ROLLOUT_CRD_BASE_URL``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from llm_rollout.procs import free_port
+from tests.crds import BASE_URL_ENV, KEDA, KSERVE, SHARED_ENV, CrdError, crd_paths
+
+
+class _Mirror(http.server.SimpleHTTPRequestHandler):
+    requests: list[str]
+
+    def do_GET(self) -> None:
+        type(self).requests.append(self.path)
+        super().do_GET()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    """``(root, base_url, requests)``: an HTTP server serving ``root`` as raw.githubusercontent.com lays files out,
+    holding the real pinned files."""
+    root = tmp_path / "mirror"
+    for crds in (KSERVE, KEDA):
+        real = {p.name: p for p in crd_paths(crds)}  # whatever this checkout uses: shared/ or the cache
+        for file in crds.files:
+            dest = root / crds.repo / crds.ref / file.path
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(real[file.name], dest)
+    handler = type("Mirror", (_Mirror,), {"requests": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a, **kw: handler(*a, directory=str(root), **kw))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}", handler.requests
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def fresh_clone(mirror, tmp_path, monkeypatch):
+    """No shared/ folder (an empty $LLM_ROLLOUT_SHARED) and an empty cache: a clone of the public repository
+    (after the mirror took its files from this checkout's)."""
+    monkeypatch.setenv(SHARED_ENV, str(tmp_path / "no-shared"))
+    monkeypatch.setenv("LLM_ROLLOUT_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_the_crds_in_use_are_the_pinned_files():
+    # shared/ (when it is there) and the repository's pins agree: a changed shared/ would go unnoticed otherwise.
+    for crds in (KSERVE, KEDA):
+        pins = {f.name: f.sha256 for f in crds.files}
+        paths = crd_paths(crds)
+        assert [p.name for p in paths] == sorted(pins)
+        for path in paths:
+            assert _sha256(path) == pins[path.name], path
+
+
+def test_upstream_urls_are_the_pinned_references(monkeypatch):
+    monkeypatch.delenv(BASE_URL_ENV, raising=False)
+    isvc = next(f for f in KSERVE.files if f.name == "serving.kserve.io_inferenceservices.yaml")
+    assert KSERVE.url(isvc) == (
+        "https://raw.githubusercontent.com/kserve/kserve/aaac4e294dae2c7b1aa1886447793f3aa1c30912/"
+        "config/crd/full/serving.kserve.io_inferenceservices.yaml"
+    )
+    assert KEDA.url(KEDA.files[0]) == (
+        "https://raw.githubusercontent.com/kedacore/keda/v2.18.0/config/crd/bases/keda.sh_scaledobjects.yaml"
+    )
+
+
+def test_without_shared_the_crds_are_downloaded_checked_and_cached_once(fresh_clone, mirror, monkeypatch):
+    root, base, requests = mirror
+    monkeypatch.setenv(BASE_URL_ENV, base)
+    for crds in (KSERVE, KEDA):
+        paths = crd_paths(crds)
+        assert all(p.parent == fresh_clone / "crds" / f"{crds.group}-{crds.ref[:12]}" for p in paths)
+        for path in paths:
+            upstream = next(f for f in crds.files if f.name == path.name)
+            assert path.read_bytes() == (root / crds.repo / crds.ref / upstream.path).read_bytes()
+    assert len(requests) == len(KSERVE.files) + len(KEDA.files)
+    assert crd_paths(KSERVE) and crd_paths(KEDA)
+    assert len(requests) == len(KSERVE.files) + len(KEDA.files), "the cache was not used"
+
+
+def test_a_tampered_download_is_refused_and_not_cached(fresh_clone, mirror):
+    root, base, _ = mirror
+    file = next(f for f in KSERVE.files if f.name == "serving.kserve.io_servingruntimes.yaml")
+    served = root / KSERVE.repo / KSERVE.ref / file.path
+    served.write_text(served.read_text().replace("type: integer", "type: string", 1))
+    with pytest.raises(CrdError) as err:
+        crd_paths(KSERVE, base_url=base)
+    message = str(err.value)
+    assert f"{base}/kserve/kserve/{KSERVE.ref}/{file.path} has sha256 {_sha256(served)}" in message
+    assert f"not the pinned {file.sha256}" in message and "not cached" in message and SHARED_ENV in message
+    assert not (KSERVE.cache_dir() / file.name).exists()
+
+
+def test_a_changed_cached_file_is_downloaded_again(fresh_clone, mirror):
+    _, base, requests = mirror
+    paths = crd_paths(KEDA, base_url=base)
+    paths[0].write_text("kind: NotACrd\n")
+    assert crd_paths(KEDA, base_url=base) == paths
+    assert _sha256(paths[0]) == KEDA.files[0].sha256
+    assert len(requests) == 2
+
+
+def test_no_shared_and_no_network_says_where_to_put_them(fresh_clone):
+    base = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with pytest.raises(CrdError) as err:
+        crd_paths(KEDA, base_url=base)
+    message = str(err.value)
+    assert "the keda CRDs are not in" in message and f"downloading {base}/kedacore/keda/v2.18.0/" in message
+    assert SHARED_ENV in message and BASE_URL_ENV in message
