@@ -8,7 +8,7 @@ Subcommands:
   run-local   run a pipeline end to end on this machine (kfp.local + a real vLLM process)
   status      show a service's stable and canary revisions, traffic and promotion history
   rollback    put the previous stable model back (one command)
-  stop        stop the local vLLM servers a run left up (--keep-serving)
+  stop        stop the local vLLM servers a run left up (--keep-serving): stop NAME --state-dir DIR
   submit      create a run of a compiled pipeline on a KFP endpoint
   schedule    create a recurring run (retrain-and-redeploy) on a KFP endpoint
 """
@@ -16,6 +16,7 @@ Subcommands:
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 
@@ -80,13 +81,18 @@ def _validate(args: argparse.Namespace, rest: list[str]) -> int:
     return validate_command(rest)
 
 
+def plain_text(text: str) -> str:
+    """``text`` without reST markup (``llm-rollout`` literals, :func:`x` roles), as ``--help`` prints it."""
+    return re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text).replace("``", "")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``llm-rollout`` (subcommands and their flags)."""
     from components.images import DEFAULT_IMAGE, DEFAULT_OPTIMIZE_IMAGE
     from components.resources import DEFAULT_OPTIMIZE_DISK, DEFAULT_SCRATCH_MOUNT
 
     parser = argparse.ArgumentParser(
-        prog="llm-rollout", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+        prog="llm-rollout", description=plain_text(__doc__ or ""), formatter_class=argparse.RawTextHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -3,7 +3,9 @@
 Both go through :func:`llm_rollout.platform.platform_for`: ``status`` prints
 :meth:`~llm_rollout.platform.Platform.status` with the one formatter
 (:func:`llm_rollout.platform.format_status`, or its JSON with ``--json``), ``rollback`` calls
-:meth:`~llm_rollout.platform.Platform.restore_previous`.
+:meth:`~llm_rollout.platform.Platform.restore_previous`. ``llm-rollout stop [NAME]`` stops the local
+servers a run left up (``run-local --keep-serving``, a local rollback); ``status`` and ``rollback``
+print that command when one is running.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 from typing import Any
 
 from llm_rollout.local.state import STATE_DIR_ENV
-from llm_rollout.platform import Platform, format_status, platform_for
+from llm_rollout.platform import Platform, format_status, platform_for, stop_command
 from llm_rollout.spec import RolloutSpec
 
 
@@ -35,7 +37,12 @@ def _status_cmd(args: Any) -> int:
 
 
 def _rollback_cmd(args: Any) -> int:
-    print(_platform(args).restore_previous(run_id=args.run_id, timeout_s=args.timeout).message)
+    platform = _platform(args)
+    print(platform.restore_previous(run_id=args.run_id, timeout_s=args.timeout).message)
+    if args.platform == "local":
+        status = platform.status()
+        if any(r.ready for r in status.revisions):  # the restored model was started: it runs until stopped
+            print(f"it keeps serving until stopped: `{stop_command(status)}`")
     return 0
 
 
@@ -44,14 +51,15 @@ def _stop_cmd(args: Any) -> int:
     from llm_rollout.local.state import resolve_state_dir
 
     state_dir = args.state_dir or os.environ.get(STATE_DIR_ENV) or RolloutSpec().local.state_dir
-    stopped = cleanup(state_dir)
+    stopped = cleanup(state_dir, service=args.name)
     root = resolve_state_dir(state_dir).root
-    print(f"stopped {', '.join(stopped)} ({root})" if stopped else f"no local server was running ({root})")
+    whose = f" of {args.name}" if args.name else ""
+    print(f"stopped {', '.join(stopped)} ({root})" if stopped else f"no local server{whose} was running ({root})")
     return 0
 
 
 def add_parsers(sub: Any) -> None:
-    """Adds ``status`` and ``rollback`` to the ``llm-rollout`` subcommands."""
+    """Adds ``status``, ``rollback`` and ``stop`` to the ``llm-rollout`` subcommands."""
     for name, func, text in (
         ("status", _status_cmd, "stable and canary revisions, traffic, readiness and the last promotions"),
         ("rollback", _rollback_cmd, "put the previous stable model back (one command)"),
@@ -69,5 +77,7 @@ def add_parsers(sub: Any) -> None:
             p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the restored revision")
         p.set_defaults(func=func)
     p = sub.add_parser("stop", help="stop the local vLLM servers of a state directory (what --keep-serving left up)")
+    p.add_argument("name", nargs="?", help="the service name: only its servers (default: every server there)")
     p.add_argument("--state-dir", help="the local platform's state directory (default: the spec's local.state_dir)")
+    p.add_argument("--platform", choices=("local",), default="local", help="local only: a cluster's pods stay")
     p.set_defaults(func=_stop_cmd)

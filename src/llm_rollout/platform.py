@@ -209,6 +209,14 @@ def rollback_command(status: Status) -> str:
     return f"llm-rollout rollback {shlex.quote(status.name)} -n {shlex.quote(status.namespace)}"
 
 
+def stop_command(status: Status) -> str:
+    """The ``llm-rollout stop`` command line that stops a local service's servers (local platform only)."""
+    import shlex
+
+    where = f" --state-dir {shlex.quote(status.location)}" if status.location else ""
+    return f"llm-rollout stop {shlex.quote(status.name)}{where}"
+
+
 def format_status(status: Status) -> str:
     """Renders a :class:`Status` for a terminal (both platforms)."""
     where = f"  {status.url}" if status.url else ""
@@ -227,6 +235,9 @@ def format_status(status: Status) -> str:
         for c in r.not_ready:
             if c.get("reason") or c.get("message"):
                 lines.append(f"{'':9}   {c.get('type')}: {c.get('reason', '')} {c.get('message', '')}".rstrip())
+    if status.platform == "local" and any(r.ready for r in status.revisions):
+        # A server left up (run-local --keep-serving, a local rollback) runs until it is stopped.
+        lines.append(f"the running servers keep serving until stopped: `{stop_command(status)}`")
     lines.append("")
     stable = status.stable
     if stable:

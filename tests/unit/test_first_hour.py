@@ -8,16 +8,19 @@ The CPU example's real run (the tiny model promoted by ``llm-rollout run-local``
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
+from llm_rollout.errors import SpecError
 from llm_rollout.platform import HistoryEntry, StableRecord, Status, format_status
-from llm_rollout.spec import load_spec
+from llm_rollout.spec import load_spec, parse_spec, spec_to_json
 from llm_rollout.validation.probes import load_suite
 from llm_rollout.validation.workload import load_file
 from pipelines import cli
@@ -225,6 +228,126 @@ def test_run_local_against_a_cluster_takes_a_uri_and_no_local_flags(extra, words
 def test_stop_without_servers_says_so(tmp_path, capsys):
     assert cli.main(["stop", "--state-dir", str(tmp_path)]) == 0
     assert capsys.readouterr().out.startswith("no local server was running")
+    assert cli.main(["stop", "svc", "--state-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith("no local server of svc was running")
+
+
+@pytest.fixture
+def kept_servers(tmp_path):
+    """Two recorded local servers (services a and b) as run-local --keep-serving leaves them: real processes
+    in their own process groups, carrying the server marker the platform checks before it stops anything."""
+    from llm_rollout.local.server import SERVER_MARKER
+    from llm_rollout.local.state import ServerRecord, StateDir
+    from llm_rollout.procs import proc_start_time
+
+    state = StateDir(tmp_path / "state")
+    procs = {}
+    for service in ("a", "b"):
+        marker = f"test-{service}"
+        env = {**os.environ, SERVER_MARKER: marker}
+        proc = subprocess.Popen(["sleep", "600"], env=env, start_new_session=True)
+        procs[service] = proc
+        state.write_server(
+            ServerRecord(
+                member=f"{service}-1",
+                service=service,
+                role="stable",
+                status="serving",
+                pid=proc.pid,
+                pgid=proc.pid,
+                start_time=proc_start_time(proc.pid),
+                marker=marker,
+                endpoint_url="http://127.0.0.1:1",
+            )
+        )
+    yield state, procs
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def test_stop_name_stops_only_that_services_kept_server_and_status_names_the_command(kept_servers, capsys):
+    state, procs = kept_servers
+    where = str(state.root)
+    assert cli.main(["status", "a", "--platform", "local", "--state-dir", where]) == 0
+    assert f"until stopped: `llm-rollout stop a --state-dir {where}`" in capsys.readouterr().out
+    assert cli.main(["stop", "a", "--platform", "local", "--state-dir", where]) == 0
+    assert capsys.readouterr().out.startswith(f"stopped a-1 ({where})")
+    assert procs["a"].wait(timeout=20) is not None
+    assert procs["b"].poll() is None, "stop a stopped b's server"
+    assert [i.member for i in state.servers()] == ["b-1"]
+    assert cli.main(["stop", "--state-dir", where]) == 0  # no name: every server there
+    assert capsys.readouterr().out.startswith("stopped b-1")
+    assert procs["b"].wait(timeout=20) is not None
+    assert cli.main(["status", "b", "--platform", "local", "--state-dir", where]) == 0
+    assert "until stopped" not in capsys.readouterr().out
+
+
+def test_stop_is_local_only(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["stop", "svc", "--platform", "kserve"])
+    assert exit_.value.code == 2 and "invalid choice: 'kserve'" in capsys.readouterr().err
+
+
+def _help_texts() -> dict[str, str]:
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    texts = {"": parser.format_help()} | {name: p.format_help() for name, p in sub.choices.items()}
+    from llm_rollout.validation.cli import build_parser as validate_parser
+
+    texts["validate"] = validate_parser().format_help()
+    return texts
+
+
+def test_help_prints_no_rest_markup():
+    for command, text in _help_texts().items():
+        assert "``" not in text and not re.search(r":[a-z]+:`", text), (command, text)
+    assert "The llm-rollout command line." in _help_texts()[""]
+
+
+# validation.load.workload: a bare path is the file ------------------------------------------------
+
+
+def test_a_bare_workload_path_in_a_spec_file_is_the_custom_file(tmp_path):
+    (tmp_path / "spec.yaml").write_text("validation:\n  load:\n    workload: traffic.jsonl\n")
+    workload = load_spec(str(tmp_path / "spec.yaml")).validation.load.workload
+    assert (workload.dataset, workload.path) == ("custom", "traffic.jsonl")
+    # What a KFP run sends (spec_to_json) reads back the same.
+    sent = spec_to_json(load_spec(str(tmp_path / "spec.yaml")))
+    assert parse_spec(json.loads(sent)).validation.load.workload == workload
+
+
+def test_a_bare_workload_path_from_set_is_the_custom_file_and_replaces_a_mapping():
+    from pipelines.run_local import _overrides  # what run-local --set does with its values
+
+    spec = load_spec(str(EXAMPLES / "kserve-team.yaml"), _overrides(["validation.load.workload=traffic.jsonl"]))
+    assert (spec.validation.load.workload.dataset, spec.validation.load.workload.path) == ("custom", "traffic.jsonl")
+
+
+def test_a_dataset_name_from_set_exits_2_with_the_form_before_anything_runs(tmp_path, capsys):
+    argv = ["run-local", "--model", str(_fake_model(tmp_path)), "--spec", str(EXAMPLES / "local-cpu.yaml")]
+    argv += ["--set", "validation.load.workload=random", "--out", str(tmp_path / "out")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "validation.load.workload: 'random' names a dataset" in err and "{dataset: random}" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("random", ["names a dataset, not a file", "{dataset: random}"]),
+        ("", ["empty", "workload: traffic.jsonl"]),
+        (3, ["is a int", "workload: traffic.jsonl"]),
+    ],
+)
+def test_a_workload_that_is_no_path_is_refused_with_the_form_to_use(value, words):
+    with pytest.raises(SpecError) as err:
+        parse_spec({"validation": {"load": {"workload": value}}})
+    assert err.value.field == "validation.load.workload"
+    for word in words:
+        assert word in str(err.value), str(err.value)
 
 
 def _subcommand_options() -> dict[str, set[str]]:
@@ -324,21 +447,13 @@ def test_render_refuses_a_placeholder_model(doc, args, field, tmp_path, capsys):
 )
 def test_recovery_says_lost_only_when_the_outputs_were(agreement, ratio_status, decision):
     """A missed throughput ratio with token agreement 1.000 is not a quality loss (issue 32 item 1)."""
-    from llm_rollout.validation.summary import gate_questions
+    from llm_rollout.validation.slo import CheckResult
+    from llm_rollout.validation.summary import recovery_answer
 
-    result = {
-        "baseline": {"url": "http://base", "model": "m"},
-        "agreement": {"agreement": agreement},
-        "spec": {"recovery": {"min_token_agreement": 0.9}},
-        "judgement": {
-            "results": [
-                {"level": "c4", "check": "output_throughput_ratio_vs_baseline >= 2", "status": ratio_status,
-                 "metric": "output_throughput_ratio_vs_baseline", "measured": 1.1},
-            ]
-        },
-    }  # fmt: skip
-    [recovery] = [q for q in gate_questions(result) if q["key"] == "recovery"]
-    assert recovery["decision"] == decision
+    ratio = CheckResult("c4", "output_throughput_ratio_vs_baseline >= 2", "output_throughput_ratio_vs_baseline", 1.1,
+                        ratio_status)  # fmt: skip
+    recovery = recovery_answer("http://base", agreement=agreement, min_token_agreement=0.9, ratio_checks=[ratio])
+    assert recovery.said == decision and recovery.decision == ("pass" if decision == "kept" else "fail")
 
 
 # The README's own commands, as printed ------------------------------------------------------------

@@ -66,7 +66,9 @@ def start_baseline(
     return server.launch(plan, port=port, existing=state.read_server(member))
 
 
-def cleanup(state_dir: str | Path | None = None, *, keep_serving: bool = False) -> list[str]:
+def cleanup(
+    state_dir: str | Path | None = None, *, keep_serving: bool = False, service: str | None = None
+) -> list[str]:
     """Stops the servers a run leaves behind; ``state.json`` is not changed.
 
     Every candidate and baseline is stopped; the stable (promoted) server too unless
@@ -75,6 +77,7 @@ def cleanup(state_dir: str | Path | None = None, *, keep_serving: bool = False) 
     Args:
         state_dir: The state directory (``spec.local.state_dir``; default ``$LLM_ROLLOUT_STATE_DIR``).
         keep_serving: Leave the promoted model's server running.
+        service: Only this service's servers (``llm-rollout stop NAME``); default every one.
 
     Returns:
         The members whose servers were stopped.
@@ -86,13 +89,16 @@ def cleanup(state_dir: str | Path | None = None, *, keep_serving: bool = False) 
     with state.lock():
         stable_member = state.read_state().stable_member
         for info in state.servers():
+            if service is not None and info.service != service:
+                continue
             if keep_serving and info.member == stable_member and server.server_alive(info):
                 log.info("keeping the promoted server %s at %s (keep_serving)", info.member, info.endpoint_url)
                 continue
             if server.stop_server(info):
                 stopped.append(info.member)
             state.remove_server(info.member)
-    server.stop_owned()
+    if service is None:
+        server.stop_owned()
     return stopped
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from llm_rollout.errors import SpecError
 from llm_rollout.spec.base import _Model, _warn_deprecated
@@ -143,7 +143,8 @@ class LoadSpec(_Model):
         workload: Send a workload file or a ``vllm bench serve`` shape instead of the generated
             prompts (:class:`LoadWorkloadSpec`). A file with timestamps is replayed open loop at
             its arrival times (one level, ``replay``, judged); otherwise every concurrency level
-            draws its requests from the workload in turn.
+            draws its requests from the workload in turn. A bare path (``workload: traffic.jsonl``)
+            is the file: ``{dataset: custom, path: traffic.jsonl}``.
     """
 
     concurrency: list[Annotated[int, Field(ge=1, le=MAX_CONCURRENCY)]] = Field(default_factory=lambda: [1, 10, 20])
@@ -156,6 +157,32 @@ class LoadSpec(_Model):
     warmup_requests: int = Field(2, ge=0, le=1000)
     shared_prefix_words: int = Field(0, ge=0, le=MAX_WORDS)
     workload: LoadWorkloadSpec | None = None
+
+    @field_validator("workload", mode="before")
+    @classmethod
+    def _bare_path_is_a_file(cls, value: Any) -> Any:
+        # What people write first (issue 30): `workload: traffic.jsonl` - the custom dataset's file.
+        if value is None or isinstance(value, (dict, LoadWorkloadSpec)):
+            return value
+        if not isinstance(value, str):
+            raise SpecError(
+                "validation.load.workload",
+                f"is a {type(value).__name__}",
+                "give the JSONL file (workload: traffic.jsonl) or a mapping such as {dataset: random}",
+            )
+        if not value.strip():
+            raise SpecError(
+                "validation.load.workload",
+                "is an empty string",
+                "give the JSONL file (workload: traffic.jsonl) or a mapping such as {dataset: random}",
+            )
+        if value in ("custom", "random", "prefix_repetition"):  # a dataset's name, not a file
+            raise SpecError(
+                "validation.load.workload",
+                f"{value!r} names a dataset, not a file",
+                f"write workload: {{dataset: {value}}} (with its fields), or the path of a JSONL file",
+            )
+        return {"dataset": "custom", "path": value}
 
     @model_validator(mode="after")
     def _workload_or_shared_prefix(self) -> LoadSpec:
