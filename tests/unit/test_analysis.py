@@ -23,11 +23,13 @@ from llm_rollout.validation.analysis import (
     LiveAnalysis,
     SideValues,
     assess,
+    config_from_spec,
     default_selector,
     describe,
     judge_measurement,
     not_run,
     parse_analysis_checks,
+    selectors_for,
 )
 from llm_rollout.validation.stats import paired_non_inferiority
 from tests.fixtures.prometheus import (  # noqa: F401 - pytest fixtures
@@ -258,3 +260,90 @@ def test_prometheus_unreachable_fails_naming_the_address():
     assert result.answer.decision == "fail"
     reason = result.answer.reasons[0]
     assert f"127.0.0.1:{port}" in reason and "unreachable" in reason and "prometheus_url" in reason
+
+
+# The spec --------------------------------------------------------------------------------------
+
+
+def _spec(steps, url="http://prometheus.monitoring:9090"):
+    from llm_rollout.spec import parse_spec
+
+    return parse_spec({"canary": {"steps": steps}, "validation": {"analysis": {"prometheus_url": url}}})
+
+
+def test_steps_take_weights_and_steps_with_a_hold_and_an_analysis():
+    spec = _spec([{"weight": 10, "hold_s": 5, "analysis": {"interval_s": 4, "count": 2, "resolution_s": 2}}, 50, 100])
+    assert spec.canary.weights == [10, 50, 100]
+    step = spec.canary.step_at(10)
+    assert step.hold_s == 5 and step.analysis.count == 2
+    assert spec.canary.step_at(50).analysis is None
+    config = config_from_spec(step.analysis, spec.validation.analysis.prometheus_url, field="canary.steps[0].analysis")
+    assert config.interval_s == 4 and config.failure_limit == 0 and config.inconclusive_limit == 0
+    # A bare list of weights is what it was.
+    assert _spec([10, 100], url=None).canary.steps == [10, 100]
+
+
+@pytest.mark.parametrize(
+    ("steps", "url", "field", "fix"),
+    [
+        ([{"weight": 10, "analysis": {}}, 100], None, "validation.analysis.prometheus_url", "Prometheus"),
+        ([10, {"weight": 100, "analysis": {}}], "http://p", "canary.steps[1].analysis", "before 100"),
+        (
+            [{"weight": 10, "analysis": {"checks": ["goodput_req_s >= 1"]}}, 100],
+            "http://p",
+            "canary.steps[0].analysis.checks[0]",
+            "error_rate",
+        ),
+        (
+            [{"weight": 10, "analysis": {"interval_s": 5, "resolution_s": 10}}, 100],
+            "http://p",
+            "canary.steps[0].analysis.resolution_s",
+            "at most interval_s",
+        ),
+        (
+            [{"weight": 10, "analysis": {"interval_s": 60, "count": 5, "deadline_s": 100}}, 100],
+            "http://p",
+            "canary.steps[0].analysis.deadline_s",
+            "raise deadline_s",
+        ),
+        (
+            [{"weight": 10, "analysis": {"intervall_s": 5}}, 100],
+            "http://p",
+            "canary.steps[0].analysis.intervall_s",
+            "spelling",
+        ),
+        (
+            [{"weight": 10, "analysis": {"queries": {"requests": "sum(x)"}}}, 100],
+            "http://p",
+            "canary.steps[0].analysis.queries",
+            "{selector}",
+        ),
+        ([{"weight": 10}], "localhost:9090", "validation.analysis.prometheus_url", ""),
+    ],
+)
+def test_bad_analysis_specs_name_the_field_and_the_fix(steps, url, field, fix):
+    with pytest.raises(SpecError) as err:
+        _spec(steps, url)
+    assert err.value.field == field, str(err.value)
+    assert fix in str(err.value)
+
+
+def test_team_selectors_and_query_overrides():
+    spec = _spec(
+        [
+            {
+                "weight": 10,
+                "analysis": {
+                    "candidate_selector": 'ns="{namespace}",svc="{name}"',
+                    "queries": {"requests": "sum(my_requests_total{{{selector}}})"},
+                },
+            },
+            100,
+        ]
+    )
+    a = spec.canary.step_at(10).analysis
+    cand, stab = selectors_for(a, "knative", namespace="team", candidate="chat-00002", stable="chat-00001")
+    assert cand == 'ns="team",svc="chat-00002"'
+    assert stab == 'namespace="team",pod=~"chat-00001-deployment-[a-z0-9]+-[a-z0-9]+"'
+    config = config_from_spec(a, "http://p", field="f")
+    assert config.queries.render("requests", cand) == 'sum(my_requests_total{ns="team",svc="chat-00002"})'

@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 from llm_rollout.errors import SpecError
 from llm_rollout.slo_expr import parse_checks
+from llm_rollout.spec.analysis import check_step_analysis
 from llm_rollout.spec.base import (
     _FLAG_RE,
     _OWNED_FLAGS,
@@ -343,16 +344,18 @@ def check_spec(spec: RolloutSpec) -> None:
             "give a percentage between 0 (dark launch) and 100",
         )
     previous = 0
-    for i, step in enumerate(cn.steps):
+    weights = cn.weights
+    for i, step in enumerate(weights):
         if not 0 < step <= 100 or step <= previous:
             raise SpecError(
                 f"canary.steps[{i}]",
-                f"steps must rise strictly within 1-100, got {cn.steps}",
+                f"steps must rise strictly within 1-100, got {weights}",
                 "give increasing percentages ending at 100, e.g. [10, 50, 100]",
             )
         previous = step
-    if cn.steps and cn.steps[-1] != 100:
-        raise SpecError("canary.steps", f"the last step is {cn.steps[-1]}, not 100", "end the steps with 100")
+    if weights and weights[-1] != 100:
+        raise SpecError("canary.steps", f"the last step is {weights[-1]}, not 100", "end the steps with 100")
+    check_step_analysis(spec)
     split = bool(cn.traffic_percent or cn.steps) and spec.platform == "kserve" and not spec.llmd.enabled
     if split and spec.deployment_mode == "Standard" and _version_tuple(spec.kserve_version) < (0, 20):
         raise SpecError(

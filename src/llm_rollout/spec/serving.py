@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from llm_rollout.errors import SpecError
+from llm_rollout.spec.analysis import CanaryStep, coerce_steps
 from llm_rollout.spec.base import _Model
 from llm_rollout.versions import DEFAULT_VLLM_IMAGE
 
@@ -244,11 +245,30 @@ class CanarySpec(_Model):
     Attributes:
         traffic_percent: Share of traffic the new revision gets while it is validated
             (0 = dark launch: only the validator talks to it).
-        steps: Stepped promotion, e.g. ``[10, 50, 100]``; the gate is re-run at each step.
+        steps: Stepped promotion, e.g. ``[10, 50, 100]``; the gate is re-run at each step. An
+            entry may be a step with a hold and a live analysis of the users' traffic instead of a
+            bare weight: ``{weight: 10, hold_s: 60, analysis: {...}}`` (:class:`CanaryStep`).
     """
 
     traffic_percent: int = 0
-    steps: list[int] = Field(default_factory=list)
+    steps: list[int | CanaryStep] = Field(default_factory=list)
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _steps(cls, value: object) -> object:
+        return coerce_steps(value)
+
+    @property
+    def weights(self) -> list[int]:
+        """The steps' weights, in order."""
+        return [s if isinstance(s, int) else s.weight for s in self.steps]
+
+    def step_at(self, weight: int) -> CanaryStep:
+        """The step with ``weight`` (a bare weight as a step without hold or analysis)."""
+        for s in self.steps:
+            if (s if isinstance(s, int) else s.weight) == weight:
+                return s if not isinstance(s, int) else CanaryStep(weight=s)
+        return CanaryStep(weight=weight)
 
 
 class WorkloadSpec(_Model):

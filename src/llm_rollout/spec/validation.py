@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from llm_rollout.errors import SpecError
+from llm_rollout.spec.analysis import AnalysisSourceSpec
 from llm_rollout.spec.base import _Model, _warn_deprecated
 
 MAX_CONCURRENCY = 4096
@@ -410,6 +411,8 @@ class ValidationSpec(_Model):
             (the rest must arrive from prefill by KV transfer or hit its prefix cache).
         expect_prefix_cache_hits: Require prefix-cache hits to rise over the load. ``None``: when
             ``load.shared_prefix_words`` is set (a repeated-prefix workload).
+        analysis: Where the canary steps' live analysis reads the users' traffic (the cluster's
+            Prometheus and its token; :class:`~llm_rollout.spec.analysis.AnalysisSourceSpec`).
     """
 
     readiness_timeout_s: float = Field(300.0, gt=0, le=MAX_SECONDS)
@@ -430,6 +433,7 @@ class ValidationSpec(_Model):
     expect_disaggregation: bool | None = None
     pd_max_decode_recompute_ratio: float = Field(0.5, ge=0, le=1)
     expect_prefix_cache_hits: bool | None = None
+    analysis: AnalysisSourceSpec = Field(default_factory=AnalysisSourceSpec)
 
     @model_validator(mode="before")
     @classmethod

@@ -49,15 +49,21 @@ import itertools
 import json
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
 
-from llm_rollout.errors import SpecError
 from llm_rollout.names import child_name
-from llm_rollout.slo_expr import OPS, Check, parse_check
+from llm_rollout.slo_expr import OPS, Check
+from llm_rollout.spec.analysis import (
+    ANALYSIS_METRICS,
+    COMPARABLE,
+    LATENCY_SERIES,
+    StepAnalysisSpec,
+    parse_analysis_checks,
+)
 from llm_rollout.urls import redact_url
 from llm_rollout.validation.answers import Answer, Decision, Evidence
 from llm_rollout.validation.stats import Better, Comparison, paired_non_inferiority, pct, per_look_confidence
@@ -163,41 +169,11 @@ def _delta(at_start: float | None, at_end: float | None) -> float | None:
     return d if d >= 0 else None
 
 
-SERIES: dict[str, str] = {
-    "ttft": "vllm:time_to_first_token_seconds",
-    "e2el": "vllm:e2e_request_latency_seconds",
-    "itl": "vllm:inter_token_latency_seconds",
-}
+SERIES: dict[str, str] = LATENCY_SERIES
 """Our latency names (as in the SLO checks) -> vLLM's histogram."""
 
-ANALYSIS_METRICS: tuple[str, ...] = (
-    "error_rate",
-    "request_throughput_req_s",
-    *(f"{stat}_{name}_ms" for name in SERIES for stat in ("mean", "p50", "p90", "p95", "p99")),
-)
-"""What an analysis check may name (a subset of the SLO checks' names, as Prometheus can give them)."""
-
-COMPARED: tuple[str, ...] = ("mean_ttft_ms", "mean_e2el_ms", "mean_itl_ms")
+COMPARED: tuple[str, ...] = COMPARABLE
 """The ratios judged candidate/stable by default (lower is better)."""
-
-
-def parse_analysis_checks(texts: Sequence[str], field: str) -> list[Check]:
-    """Parses absolute checks (the SLO checks' grammar) and keeps them to what Prometheus can give.
-
-    Raises:
-        SpecError: A malformed check, or a metric the analysis cannot read (naming ``field[i]``).
-    """
-    out = []
-    for i, text in enumerate(texts):
-        check = parse_check(text, f"{field}[{i}]")
-        if check.metric not in ANALYSIS_METRICS:
-            raise SpecError(
-                f"{field}[{i}]",
-                f"{check.metric!r} is not read from Prometheus by the live analysis",
-                f"use one of {', '.join(ANALYSIS_METRICS)}",
-            )
-        out.append(check)
-    return out
 
 
 @dataclass(frozen=True)
@@ -233,6 +209,41 @@ class AnalysisConfig:
     resolution_s: float = 5.0
     queries: QueryTemplates = field(default_factory=QueryTemplates)
     token: str = ""
+
+
+def config_from_spec(analysis: StepAnalysisSpec, prometheus_url: str, *, field: str, token: str = "") -> AnalysisConfig:
+    """The analysis of one ``canary.steps[i].analysis`` (``field`` names it in check errors)."""
+    return AnalysisConfig(
+        prometheus_url=prometheus_url,
+        interval_s=analysis.interval_s,
+        count=analysis.count,
+        min_requests=analysis.min_requests,
+        failure_limit=analysis.failure_limit,
+        inconclusive_limit=analysis.inconclusive_limit,
+        compare=tuple(analysis.compare),
+        margin=analysis.margin,
+        confidence=analysis.confidence,
+        checks=tuple(parse_analysis_checks(analysis.checks, f"{field}.checks")),
+        resolution_s=analysis.resolution_s,
+        queries=QueryTemplates(**analysis.queries),
+        token=token,
+    )
+
+
+def selectors_for(
+    analysis: StepAnalysisSpec, flavor: Flavor, *, namespace: str, candidate: str, stable: str
+) -> tuple[str, str]:
+    """The (candidate, stable) label matchers: the team's templates when given (``{namespace}`` and
+    ``{name}`` filled in), else :func:`default_selector` for ``flavor`` with the spec's label names."""
+
+    def one(template: str | None, name: str) -> str:
+        if template:
+            return template.replace("{namespace}", namespace).replace("{name}", name)
+        return default_selector(
+            flavor, name, namespace, pod_label=analysis.pod_label, namespace_label=analysis.namespace_label
+        )
+
+    return one(analysis.candidate_selector, candidate), one(analysis.stable_selector, stable)
 
 
 class PrometheusUnreachable(RuntimeError):
@@ -704,9 +715,11 @@ __all__ = [
     "QueryTemplates",
     "SideValues",
     "assess",
+    "config_from_spec",
     "default_selector",
     "describe",
     "judge_measurement",
     "not_run",
     "parse_analysis_checks",
+    "selectors_for",
 ]

@@ -206,7 +206,7 @@ class Variant(ABC):
 
     def traffic_steps(self, rec: DeploymentRecord, gate: Gate | None) -> list[int]:
         """Traffic steps before the final switch: ``canary.steps`` above the current share (with 100)."""
-        steps = [p for p in self.spec.canary.steps if p > rec.traffic_percent]
+        steps = [p for p in self.spec.canary.weights if p > rec.traffic_percent]
         if gate is not None and not steps:
             steps = [100]
         return steps
