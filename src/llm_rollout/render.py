@@ -104,6 +104,19 @@ _HEADERS = {
 # decode must have received their KV by transfer, else the rollout fails ("prefill served nothing:
 # silent decode-only fallback"). With a pd_threshold_tokens, send prompts above it (the spec checks).
 """,
+    "kserve-model-store.yaml": """\
+# KServe's access to the model's object store (runtime.model_store; defaults: KFP's SeaweedFS at
+# seaweedfs.kubeflow:9000, no TLS). KServe's storage initializer reads the S3 keys and the
+# serving.kserve.io/s3-* annotations of every Secret the serving pods' ServiceAccount lists
+# (kserve pkg/credentials/service_account_credentials.go, pkg/credentials/s3/s3_secret.go). For the
+# namespace's admin, once: put in the keys first (KServe's names; KFP's Secret calls them
+# accesskey/secretkey), then apply this file (kubectl apply keeps data it does not name):
+#   get() { kubectl -n kubeflow get secret mlpipeline-minio-artifact -o jsonpath="{.data.$1}" | base64 -d; }
+#   kubectl -n NAMESPACE create secret generic kfp-model-store \\
+#     --from-literal=awsAccessKeyID="$(get accesskey)" --from-literal=awsSecretAccessKey="$(get secretkey)"
+#   kubectl -n NAMESPACE apply -f kserve-model-store.yaml
+# deploy-model checks both before it writes anything (runtime.model_store set).
+""",
     "rbac.yaml": """\
 # Least privilege for the pipeline steps: exactly the verbs and resources the library calls (a
 # cluster test records every call and compares), in one namespace. The cluster-scoped grants are
@@ -213,11 +226,19 @@ _APPLIED_ROLES = {
     "kserve-autoscaling.yaml": "The steps apply the ScaledObject; the ServiceMonitor is for the cluster's admin, once.",
     "llm-d-configuration.yaml": "register-runtime applies the preset (LLMInferenceServiceConfig), deploy-model the\n"
     "# LLMInferenceService member(s) (every knob: manifests/llm-d-configuration.yaml).",
+    "kserve-model-store.yaml": "Not applied by a rollout: the serving account and the store's Secret (put its keys\n"
+    "# in first, see manifests/kserve-model-store.yaml), for an admin, once per namespace; deploy-model checks them.",
     "rbac.yaml": "Not applied by a rollout: the steps' account and Roles, for an admin to apply once per\n"
     "# namespace (kubectl apply -n NAMESPACE -f rbac.yaml) before the first run.",
 }
-_ISVC_FILES = ("vllm-runtime.yaml", "kserve-inferenceservice.yaml", "kserve-autoscaling.yaml", "rbac.yaml")
-_LLMD_FILES = ("llm-d-configuration.yaml", "rbac.yaml")
+_ISVC_FILES = (
+    "vllm-runtime.yaml",
+    "kserve-inferenceservice.yaml",
+    "kserve-autoscaling.yaml",
+    "kserve-model-store.yaml",
+    "rbac.yaml",
+)
+_LLMD_FILES = ("llm-d-configuration.yaml", "kserve-model-store.yaml", "rbac.yaml")
 
 
 def applied_manifests(
@@ -268,7 +289,7 @@ def applied_manifests(
     }[phase]
     out = {}
     for name in _LLMD_FILES if spec.llmd.enabled else _ISVC_FILES:
-        if not objs.get(name):
+        if not objs.get(name) or (name == "kserve-model-store.yaml" and not spec.runtime.model_store):
             continue
         header = (
             f"# Rendered by `llm-rollout render --spec {source} --phase {phase}`\n"

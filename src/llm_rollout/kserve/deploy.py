@@ -34,12 +34,12 @@ from llm_rollout.errors import PermanentError, SpecError
 from llm_rollout.kserve.builders import Member
 from llm_rollout.kserve.crds import check_crds
 from llm_rollout.kserve.lease import acquire_lease, rollout_state
-from llm_rollout.kserve.preflight import preflight
+from llm_rollout.kserve.preflight import check_model_store, preflight
 from llm_rollout.kserve.records import find_stable_record, same_model
 from llm_rollout.kserve.variants import Variant, variant_for
 from llm_rollout.kserve.wait import probe_endpoint, wait_ready
 from llm_rollout.kube import KubeClient
-from llm_rollout.names import short_hash
+from llm_rollout.names import revision_id
 from llm_rollout.record import DeploymentRecord
 from llm_rollout.spec import KSERVE_URI_SCHEMES, LLMD_URI_SCHEMES, RolloutSpec, check_model_uri
 from llm_rollout.validation.client import resolve_api_key
@@ -222,6 +222,7 @@ def deploy(
             return already_promoted_record(variant, stable_model, run_id=run_id)  # type: ignore[arg-type]
         first = variant.plan(client, new)
         preflight(client, [first.obj], step="deploy-model")
+        check_model_store(client, spec)  # runtime.model_store: the serving account can read the model
         if run_id:
             # One rollout of a service at a time (lease.py, a Lease of its own): taken before the plan is final.
             acquire_lease(ref, client, run_id, wait_s=lease_wait_s)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from llm_rollout.errors import PermanentError
-from llm_rollout.kube import ApiError, ForbiddenError, KubeClient
+from llm_rollout.kube import ApiError, ForbiddenError, KubeClient, NotFoundError
+from llm_rollout.kube.resources import Resource
+from llm_rollout.spec import RolloutSpec
 
 
 class PreflightRefused(PermanentError):
@@ -65,3 +67,56 @@ def preflight(client: KubeClient, objects: list[dict[str, Any]], *, step: str) -
                 name=name,
                 fields=fields,
             ) from err
+
+
+SERVICE_ACCOUNTS = Resource("", "v1", "serviceaccounts", "ServiceAccount")
+SECRETS = Resource("", "v1", "secrets", "Secret")
+
+
+class ModelStoreUnreachable(PermanentError):
+    """KServe's storage initializer could not read the model: the serving account or its Secret is
+    missing or incomplete (``runtime.model_store``). Nothing was applied."""
+
+
+def check_model_store(client: KubeClient, spec: RolloutSpec) -> None:
+    """Before deploy-model's first write: the serving account and its Secret hold what KServe reads.
+
+    KServe gives the storage initializer the S3 keys and endpoint of the Secrets the serving pods'
+    ServiceAccount lists (kserve ``pkg/credentials/service_account_credentials.go``
+    ``CreateSecretVolumeAndEnvFromServiceAccount``); without them the pod starts, the download
+    fails (or goes to AWS) and the rollout times out much later. Reads two objects by name (the
+    Role grants ``get`` on those names only: ``builders/storage.py`` ``model_store_rules``); never
+    logs a key's value. Nothing to do without ``runtime.model_store``.
+
+    Raises:
+        ModelStoreUnreachable: What is missing, and the commands that fix it.
+        PermanentError: The step's account may not read them (the fix: apply rbac.yaml again).
+    """
+    from llm_rollout.kserve.builders.storage import model_store_problems
+
+    store = spec.runtime.model_store
+    if store is None:
+        return
+    ns = spec.namespace
+
+    def read(res: Resource, name: str) -> dict[str, Any] | None:
+        try:
+            return client.get(res, name, ns)
+        except NotFoundError:
+            return None
+        except ForbiddenError as err:
+            raise PermanentError(
+                f"deploy-model: may not read {res.kind} {ns}/{name} to check the model store ({err}). Fix: apply "
+                f"the Role of `llm-rollout render --spec SPEC` (rbac.yaml: get on {res.plural} {name!r})"
+            ) from err
+
+    problems = model_store_problems(store, read(SERVICE_ACCOUNTS, store.service_account), read(SECRETS, store.secret))
+    if problems:
+        raise ModelStoreUnreachable(
+            f"deploy-model: KServe's storage initializer could not read the model from the store at "
+            f"{store.endpoint or 'AWS S3'} in namespace {ns}: " + "; ".join(problems) + ". Nothing was applied. "
+            f"Fix: as the namespace's admin, create Secret {store.secret} with keys awsAccessKeyID and "
+            "awsSecretAccessKey (KFP's store: copy accesskey and secretkey of its mlpipeline-minio-artifact "
+            f"Secret), then `kubectl -n {ns} apply -f kserve-model-store.yaml` from `llm-rollout render --spec "
+            "SPEC` (the Secret's annotations and the ServiceAccount listing it; README: KServe reading the model)"
+        )

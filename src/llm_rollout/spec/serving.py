@@ -84,6 +84,40 @@ class SecretKeyRef(_Model):
     key: str
 
 
+class ModelStore(_Model):
+    """How KServe's storage initializer reaches an S3-compatible model store (KFP's, or a bucket).
+
+    The defaults are KFP 2.17's default store: SeaweedFS (S3 API) at ``seaweedfs.kubeflow:9000``
+    without TLS (kubeflow/pipelines ``backend/src/v2/objectstore/config.go``
+    ``DefaultEndpointInMultiUserMode``, ``config/env.go`` ``getDefaultMinioSessionInfo``: region
+    ``minio``, ``disableSSL``). The serving pods run as ``service_account``, which lists ``secret``;
+    KServe reads that Secret's S3 keys and ``serving.kserve.io/s3-*`` annotations into the storage
+    initializer (kserve ``pkg/credentials/service_account_credentials.go``
+    ``CreateSecretVolumeAndEnvFromServiceAccount`` -> ``mountSecretCredential``,
+    ``pkg/credentials/s3/s3_secret.go`` ``BuildSecretEnvs``, ``s3/utils.go`` ``BuildS3EnvVars``).
+
+    Attributes:
+        service_account: The serving pods' ServiceAccount (it lists ``secret``).
+        secret: The Secret with the store's keys (``awsAccessKeyID``, ``awsSecretAccessKey``: KServe's
+            default key names; KFP's ``mlpipeline-minio-artifact`` names them ``accesskey``/``secretkey``,
+            so copy them) and the endpoint annotations.
+        endpoint: ``host:port`` of the S3 API (``serving.kserve.io/s3-endpoint``); empty for AWS S3.
+        use_https: TLS to the endpoint (``serving.kserve.io/s3-usehttps``).
+        verify_ssl: Verify the endpoint's certificate (``serving.kserve.io/s3-verifyssl``).
+        region: The bucket's region (``serving.kserve.io/s3-region``); empty: not set.
+        ca_bundle_configmap: A ConfigMap with the CA bundle of a private TLS endpoint
+            (``serving.kserve.io/s3-cabundle-configmap``).
+    """
+
+    service_account: str = "kfp-model-reader"
+    secret: str = "kfp-model-store"
+    endpoint: str = "seaweedfs.kubeflow:9000"
+    use_https: bool = False
+    verify_ssl: bool = True
+    region: str = "minio"
+    ca_bundle_configmap: str | None = None
+
+
 class RuntimeSpec(_Model):
     """vLLM OpenAI server knobs, shared by the ServingRuntime, llm-d workloads and the local server.
 
@@ -117,6 +151,11 @@ class RuntimeSpec(_Model):
             the namespace's ``default`` account. Set it when the pods need one (e.g. to read the
             model from object storage with workload identity); it must not be the pipeline steps'
             account (``service_account``), which may patch and delete InferenceServices.
+        model_store: KServe's access to an S3-compatible model store (KFP's default store for
+            ``minio://`` artifacts): the serving pods then run as its ``service_account``, which
+            lists its Secret; deploy-model checks both exist before it writes anything. Unset: no
+            credentials are given to KServe (public buckets, workload identity through
+            ``service_account``). Set ``{}`` for KFP's default store.
     """
 
     image: str = DEFAULT_VLLM_IMAGE
@@ -132,6 +171,7 @@ class RuntimeSpec(_Model):
     port: int = Field(8080, ge=1, le=65535)
     runtime_name: str | None = None
     service_account: str | None = None
+    model_store: ModelStore | None = None
 
     @field_validator("env", "secret_env")
     @classmethod

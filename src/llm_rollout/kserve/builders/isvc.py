@@ -25,6 +25,7 @@ from llm_rollout.kserve.builders.common import (
     run_label,
 )
 from llm_rollout.kserve.builders.promql import selector
+from llm_rollout.kserve.builders.storage import serving_account
 from llm_rollout.names import predictor_service_name
 from llm_rollout.spec import RolloutSpec
 from llm_rollout.vllm_args import VLLM_MODULE, server_args
@@ -159,9 +160,10 @@ def _predictor(spec: RolloutSpec, member: Member, *, named: bool = False) -> dic
     pred: dict[str, Any] = {}
     if name:
         pred["name"] = name
-    if spec.runtime.service_account:
-        # The serving pods' own account, never the steps' (spec.check_spec refuses that one).
-        pred["serviceAccountName"] = spec.runtime.service_account
+    if serving_account(spec):
+        # The serving pods' own account, never the steps' (spec.check_spec refuses that one); with
+        # runtime.model_store the one listing the store's Secret (builders/storage.py).
+        pred["serviceAccountName"] = serving_account(spec)
     if spec.runtime.node_selector():
         # runtime.accelerator pins the pods to the GPU the spec was checked against.
         pred["nodeSelector"] = spec.runtime.node_selector()
@@ -183,7 +185,7 @@ def _canary_predictor(spec: RolloutSpec, member: Member, stable_min_replicas: in
     """
     pred: dict[str, Any] = {
         "name": member.name,
-        **({"serviceAccountName": spec.runtime.service_account} if spec.runtime.service_account else {}),
+        **({"serviceAccountName": serving_account(spec)} if serving_account(spec) else {}),
         **({"nodeSelector": spec.runtime.node_selector()} if spec.runtime.node_selector() else {}),
         "minReplicas": min(1, stable_min_replicas),
         "labels": _predictor_labels(member),

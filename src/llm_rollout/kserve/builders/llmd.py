@@ -24,6 +24,7 @@ from llm_rollout.kserve.builders.common import (
     run_label,
 )
 from llm_rollout.kserve.builders.promql import selector
+from llm_rollout.kserve.builders.storage import serving_account
 from llm_rollout.names import LLMD_MEMBER_MAX_LEN, is_dns_label, llmd_children, short_hash
 from llm_rollout.spec import RolloutSpec, WorkloadSpec
 from llm_rollout.spec.rules import check_no_template_actions, excerpt
@@ -132,8 +133,8 @@ def _workload(spec: RolloutSpec, role: str | None, workload: WorkloadSpec) -> di
         body["replicas"] = workload.replica_count()
     body["parallelism"] = _parallelism(workload)
     body["template"] = {"containers": [_llmd_container(spec, role, workload)]}
-    if spec.runtime.service_account:  # the serving pods' own account, never the steps'
-        body["template"]["serviceAccountName"] = spec.runtime.service_account
+    if serving_account(spec):  # the serving pods' own account (the model store's), never the steps'
+        body["template"]["serviceAccountName"] = serving_account(spec)
     if spec.runtime.node_selector():  # runtime.accelerator: on the GPU the spec was checked against
         body["template"]["nodeSelector"] = spec.runtime.node_selector()
     if workload.nodes > 1:

@@ -9,6 +9,7 @@ from llm_rollout.kserve.builders.common import GROUP, _labels, _meta, default_me
 from llm_rollout.kserve.builders.isvc import inference_service, serving_runtime
 from llm_rollout.kserve.builders.keda import autoscaling_objects
 from llm_rollout.kserve.builders.llmd import llm_inference_service, llm_inference_service_config
+from llm_rollout.kserve.builders.storage import model_store_objects, model_store_rules
 from llm_rollout.spec import RolloutSpec
 
 RBAC_RULES: list[dict[str, Any]] = [
@@ -129,7 +130,8 @@ def rbac(spec: RolloutSpec) -> list[dict[str, Any]]:
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": _meta(spec, name),
-        "rules": copy.deepcopy(RBAC_RULES),
+        # runtime.model_store: deploy-model's preflight reads the serving account and its Secret by name.
+        "rules": copy.deepcopy(RBAC_RULES) + model_store_rules(spec),
     }
     binding = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -197,6 +199,8 @@ def llmd_example_spec(spec: RolloutSpec) -> RolloutSpec:
 def render_all(spec: RolloutSpec) -> dict[str, list[dict[str, Any]]]:
     """Every object for ``spec``, grouped by the manifest file it belongs in.
 
+    ``kserve-model-store.yaml`` shows ``runtime.model_store`` (KFP's default store when unset).
+
     Returns:
         ``{file name: [objects]}`` for ``vllm-runtime.yaml``, ``kserve-inferenceservice.yaml``,
         ``kserve-autoscaling.yaml``, ``llm-d-configuration.yaml`` and ``rbac.yaml``.
@@ -212,5 +216,6 @@ def render_all(spec: RolloutSpec) -> dict[str, list[dict[str, Any]]]:
             llm_inference_service_config(llmd_spec),
             llm_inference_service(llmd_spec, llmd_member, weight=100),
         ],
+        "kserve-model-store.yaml": model_store_objects(spec),
         "rbac.yaml": rbac(spec),
     }
