@@ -22,6 +22,7 @@ from llm_rollout.validation.analysis import (
     AnalysisConfig,
     LiveAnalysis,
     SideValues,
+    analyse_step,
     assess,
     config_from_spec,
     default_selector,
@@ -347,3 +348,22 @@ def test_team_selectors_and_query_overrides():
     assert stab == 'namespace="team",pod=~"chat-00001-deployment-[a-z0-9]+-[a-z0-9]+"'
     config = config_from_spec(a, "http://p", field="f")
     assert config.queries.render("requests", cand) == 'sum(my_requests_total{ns="team",svc="chat-00002"})'
+
+
+def test_inconclusive_step_holds_until_its_deadline_and_is_not_promoted(two_sides):
+    url, stable, canary = two_sides
+
+    def make() -> LiveAnalysis:
+        analysis = _analysis(url)
+        analysis.config = AnalysisConfig(url, interval_s=2.0, count=1, min_requests=10, resolution_s=1.0)
+        return analysis
+
+    started = time.monotonic()
+    with Users(stable, canary, per_tick=(2, 0)):
+        step = analyse_step(make, hold_s=0.5, deadline_s=9.0)
+    took = time.monotonic() - started
+    assert step.answer.decision == "inconclusive"
+    assert len(step.attempts) >= 2  # repeated while a whole analysis fitted before the deadline
+    assert 5.0 < took < 12.0
+    assert "not promoted" in step.answer.reasons[0] and "deadline (9 s)" in step.answer.reasons[0]
+    assert step.to_dict()["attempts"][0]["measurements"][0]["requests"]["candidate"] in (0.0, None)

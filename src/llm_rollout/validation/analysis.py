@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -670,6 +671,71 @@ def _better(metric: str) -> Better:
     return "higher" if metric == "request_throughput_req_s" else "lower"
 
 
+@dataclass
+class StepAnalysis:
+    """A step's hold and analysis: every attempt (an inconclusive one is repeated) and the answer."""
+
+    step: int
+    weight: int
+    held_s: float
+    attempts: list[AnalysisResult]
+    answer: Answer
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data (the promote step's output, the report, ``llm-rollout status``)."""
+        return {
+            "step": self.step, "weight": self.weight, "held_s": self.held_s, "decision": self.answer.decision,
+            "attempts": [a.to_dict() for a in self.attempts], "answer": self.answer.to_dict(),
+        }  # fmt: skip
+
+
+def analyse_step(
+    make: Callable[[], LiveAnalysis],
+    *,
+    hold_s: float,
+    deadline_s: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> StepAnalysis:
+    """Holds the step ``hold_s``, then analyses it; an inconclusive analysis is repeated while a whole
+    one still fits before ``deadline_s`` (from the step's start), and the step is never promoted on it.
+
+    ``pass``: the next step may go on. ``fail`` (a failed analysis, Prometheus unreachable): roll back
+    at once. ``inconclusive`` at the deadline: the step ends without promoting, with every attempt's
+    reasons.
+    """
+    started = clock()
+    if hold_s > 0:
+        sleep(hold_s)
+    attempts: list[AnalysisResult] = []
+    while True:
+        analysis = make()
+        attempts.append(analysis.run())
+        last = attempts[-1]
+        length = analysis.config.interval_s * analysis.config.count + 1.5
+        if last.answer.decision != "inconclusive" or clock() - started + length > deadline_s:
+            break
+        log_line = "; ".join(last.answer.reasons[:2])
+        logging.getLogger(__name__).info("step %d: analysis inconclusive, holding: %s", last.step, log_line)
+    held = clock() - started
+    answer = last.answer
+    if answer.decision == "inconclusive":
+        answer = Answer(
+            key=answer.key,
+            decision="inconclusive",
+            question=answer.question,
+            against=answer.against,
+            said="held, not promoted",
+            evidence=answer.evidence,
+            reasons=[
+                f"step {last.step} ({last.weight} %): live analysis inconclusive in {len(attempts)} attempt(s); held "
+                f"{held:.0f} s until the step's deadline ({deadline_s:g} s) and not promoted",
+                *answer.reasons,
+            ],
+        )
+    return StepAnalysis(last.step, last.weight, held, attempts, answer)
+
+
 def not_run(reason: str) -> Answer:
     """The answer when no live analysis ran (no ``validation.analysis.prometheus_url``): inconclusive is
     wrong there (the step promotes as before), so it is a pass that says so."""
@@ -714,6 +780,8 @@ __all__ = [
     "PrometheusUnreachable",
     "QueryTemplates",
     "SideValues",
+    "StepAnalysis",
+    "analyse_step",
     "assess",
     "config_from_spec",
     "default_selector",
