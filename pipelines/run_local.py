@@ -501,16 +501,15 @@ damaged copy are rolled back, a rerun of what serves is a no-op."""
 
 def _demo_questions(summary: RunSummary) -> list[str]:
     """The gate's questions of a run as the report answers them (from its ``validation.json``)."""
-    from llm_rollout.validation.summary import gate_questions
-
     validate = summary.step("validate-deployment") or {}
     path = Path(validate["results"]) if validate.get("results") else None  # the full results JSON
     if path is None or not path.is_file():
         return []
     lines = []
-    for q in gate_questions(json.loads(path.read_text())):
-        lines.append(f"  {q['question']}: {q['decision'].upper()}")
-        lines.extend(f"      {line}" for line in q["evidence"])
+    for q in json.loads(path.read_text()).get("answers") or []:
+        if q.get("summarized", True):
+            lines.append(f"  {q['question']}: {str(q['said']).upper()}")
+            lines.extend(f"      {line}" for line in q.get("lines") or [])
     return lines
 
 

@@ -7,7 +7,8 @@ import re
 from llm_rollout.validation.charts import line_chart
 from llm_rollout.validation.report import capacity_section, render_html
 from llm_rollout.validation.sizing import SizingInput, size
-from llm_rollout.validation.summary import kfp_metrics
+from llm_rollout.validation.slo import CapacityResult, RateCapacityResult
+from llm_rollout.validation.summary import capacity_answer, kfp_metrics, sizing_answer
 
 EVIL = "<script>alert(1)</script>"
 
@@ -51,6 +52,11 @@ def result(**more):
         "workload": {"description": f"custom ({EVIL}): 28 requests"},
         "spec": {"slo": {"checks": ["p95_ttft_ms <= 100", "error_rate == 0", "output_throughput_tok_s >= 5"]}},
     }
+    # The capacity searches' and the sizing's answers (the Metrics' capacity and sizing numbers come from them).
+    data["answers"] = [
+        capacity_answer(CapacityResult(2, low=2, high=3), RateCapacityResult(2.0, low=2.0, high=3.0)).to_dict(),
+        sizing_answer(size(SizingInput(9, 2, 1), 2.0, low=2.0, high=3.0, source="open loop")).to_dict(),
+    ]
     data.update(more)
     return data
 

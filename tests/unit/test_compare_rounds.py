@@ -49,64 +49,66 @@ def test_tpot_is_unmeasured_when_most_blocks_had_none_and_the_rest_still_decides
     assert ttft.decision == "not_worse" and throughput.decision == "not_worse"
 
 
+def _answers_side_by_side():
+    """Recovery kept, comparison inferior, SLO met: the three phases' answers."""
+    from llm_rollout.validation.compare import StableComparison
+    from llm_rollout.validation.slo import CheckResult
+    from llm_rollout.validation.stats import Comparison
+    from llm_rollout.validation.summary import comparison_answer, recovery_answer, slo_answer
+
+    ratio = CheckResult("c4", "output_throughput_ratio_vs_baseline >= 2", "output_throughput_ratio_vs_baseline", 2.4,
+                        "pass")  # fmt: skip
+    comparison = StableComparison(
+        stable_url="http://stable", blocks=6, failures=["comparison: median_ttft_ms: worse: ..."],
+        quality={"candidate_passed": 5, "stable_passed": 5, "total": 5},
+        speed=[
+            Comparison("median_ttft_ms", "lower", 0.2, 0.98333, 3.1, 2.5, 3.9, "worse", 6),
+            Comparison("mean_tpot_ms", "lower", 0.2, 0.98333, None, None, None, "unmeasured", 0,
+                       note="only 0/6 blocks had token gaps"),
+        ],
+    )  # fmt: skip
+    return [
+        recovery_answer("http://base", agreement=0.95, min_token_agreement=0.9, ratio_checks=[ratio]),
+        comparison_answer(comparison),
+        slo_answer([CheckResult("c4", "error_rate == 0", "error_rate", 0, "pass")], [], "pass"),
+    ]
+
+
 def test_the_gate_questions_stand_side_by_side_in_the_metrics_and_the_report():
     """Recovery kept, comparison inferior, SLO met: each answered with its own evidence."""
     from llm_rollout.validation.report import render_html
-    from llm_rollout.validation.summary import gate_questions, kfp_metrics
+    from llm_rollout.validation.summary import kfp_metrics
 
-    result = {
-        "verdict": "fail",
-        "endpoint": {"url": "http://c", "model": "m"},
-        "baseline": {"url": "http://base", "model": "m"},
-        "agreement": {"agreement": 0.95},
-        "spec": {"recovery": {"min_token_agreement": 0.9}},
-        "judgement": {
-            "results": [
-                {"level": "c4", "check": "output_throughput_ratio_vs_baseline >= 2", "status": "pass",
-                 "metric": "output_throughput_ratio_vs_baseline", "measured": 2.4},
-                {"level": "c4", "check": "error_rate == 0", "status": "pass", "metric": "error_rate", "measured": 0},
-            ]
-        },
-        "comparison": {
-            "stable_url": "http://stable", "decision": "worse", "blocks": 6,
-            "quality": {"candidate_passed": 5, "stable_passed": 5, "total": 5},
-            "speed": [
-                {"metric": "median_ttft_ms", "better": "lower", "ratio": 3.1, "low": 2.5, "high": 3.9,
-                 "confidence": 0.98333, "limit": 1.2, "decision": "worse"},
-                {"metric": "mean_tpot_ms", "better": "lower", "ratio": None, "low": None, "high": None,
-                 "decision": "unmeasured", "note": "only 0/6 blocks had token gaps"},
-            ],
-        },
-    }  # fmt: skip
-    questions = {q["key"]: q for q in gate_questions(result)}
-    assert [questions[k]["decision"] for k in ("recovery", "comparison", "slo")] == ["kept", "inferior", "met"]
-    assert questions["recovery"]["evidence"][0] == "greedy token agreement 0.950 (needed >= 0.9)"
-    assert questions["comparison"]["evidence"][1] == (
+    answers = {a.key: a for a in _answers_side_by_side()}
+    assert [answers[k].said for k in ("recovery", "comparison", "slo")] == ["kept", "inferior", "met"]
+    assert [answers[k].decision for k in ("recovery", "comparison", "slo")] == ["pass", "fail", "pass"]
+    assert answers["recovery"].lines[0] == "greedy token agreement 0.950 (needed >= 0.9)"
+    assert answers["comparison"].lines[1] == (
         "median_ttft_ms: candidate/stable 3.100 [2.500, 3.900] at 98.33%, needed <= 1.200: worse"
     )
-    assert questions["comparison"]["evidence"][2] == "mean_tpot_ms: unmeasured (only 0/6 blocks had token gaps)"
+    assert answers["comparison"].lines[2] == "mean_tpot_ms: unmeasured (only 0/6 blocks had token gaps)"
+    result = {
+        "verdict": "fail", "endpoint": {"url": "http://c", "model": "m"},
+        "answers": [a.to_dict() for a in answers.values()],
+    }  # fmt: skip
     metrics = kfp_metrics(result)
     assert (metrics["recovery_ok"], metrics["comparison_ok"], metrics["slo_ok"]) == (1.0, 0.0, 1.0)
     assert metrics["vs_stable_median_ttft_ms_low"] == 2.5 and metrics["vs_stable_blocks"] == 6
+    assert metrics["c4_output_throughput_ratio_vs_baseline"] == 2.4 and metrics["token_agreement_ratio"] == 0.95
+    assert "vs_stable_mean_tpot_ms_ratio" not in metrics, "an unmeasured ratio is never a number"
     page = render_html(result)
     assert page.index("Did compression keep the model?") < page.index("Is it at least as good as what serves now?")
     assert "[2.500, 3.900]" in page
 
 
 def test_the_summary_first_names_the_question_that_failed():
-    from llm_rollout.validation.compare import StableComparison
+    from llm_rollout.validation.answers import Verdict
     from llm_rollout.validation.result import ValidationResult
-    from llm_rollout.validation.slo import CheckResult, Judgement
 
-    comparison = StableComparison(stable_url="http://stable", failures=["comparison: median_ttft_ms: worse: ..."])
-    judgement = Judgement(
-        verdict="fail",
-        results=[CheckResult(level="c4", check="error_rate == 0", metric="error_rate", measured=0, status="pass")],
-    )
+    gate = Verdict(_answers_side_by_side()[1:])
     result = ValidationResult(
-        verdict="fail", reasons=list(comparison.failures), metrics={}, report_paths={}, url="http://c", model="m",
-        judgement=judgement, comparison=comparison,
-    )  # fmt: skip
+        verdict=gate.decision, reasons=gate.reasons, metrics={}, report_paths={}, url="http://c", model="m", gate=gate
+    )
     assert result.summary.splitlines() == [
         "fail: comparison with the stable revision: inferior (slo: met)",
         "comparison: median_ttft_ms: worse: ...",
@@ -115,10 +117,11 @@ def test_the_summary_first_names_the_question_that_failed():
 
 def test_a_wrong_answer_is_named_as_the_failed_question_not_as_validation():
     """A scrambled model: the suite failed (no comparison was run), the SLO met."""
+    from llm_rollout.validation.answers import Verdict
     from llm_rollout.validation.probes import ProbeResult
     from llm_rollout.validation.result import ValidationResult
-    from llm_rollout.validation.slo import CheckResult, Judgement
-    from llm_rollout.validation.summary import kfp_metrics
+    from llm_rollout.validation.slo import CheckResult
+    from llm_rollout.validation.summary import correctness_answer, kfp_metrics, slo_answer
 
     probes = [
         ProbeResult(
@@ -126,21 +129,20 @@ def test_a_wrong_answer_is_named_as_the_failed_question_not_as_validation():
         ),
         ProbeResult(name="probes.json[1]", source="probes.json", passed=True),
     ]
-    judgement = Judgement(
-        verdict="pass",
-        results=[CheckResult(level="c2", check="error_rate == 0", metric="error_rate", measured=0, status="pass")],
-    )
+    gate = Verdict([
+        correctness_answer(probes, reasons=["correctness: probes.json[0] failed (exact)"]),
+        slo_answer([CheckResult("c2", "error_rate == 0", "error_rate", 0, "pass")], [], "pass"),
+    ])  # fmt: skip
     result = ValidationResult(
-        verdict="fail", reasons=["correctness: probes.json[0] failed (exact)"], metrics={}, report_paths={},
-        url="http://c", model="m", judgement=judgement, correctness=probes,
-    )  # fmt: skip
+        verdict=gate.decision, reasons=gate.reasons, metrics={}, report_paths={}, url="http://c", model="m", gate=gate
+    )
     assert result.summary.splitlines()[0] == "fail: correctness suite: failed (slo: met)"
     correctness = result.questions[0]
-    assert correctness["evidence"] == [
+    assert correctness.lines == [
         "1/2 probes passed", "probes.json[0] failed (exact)",
         "scored probes: 1/2 right (needed 1 of them, suite_min_score)",
     ]  # fmt: skip
-    assert kfp_metrics({"correctness": [p.to_dict() for p in probes]})["correctness_ok"] == 0.0
+    assert kfp_metrics({"answers": [correctness.to_dict()]})["correctness_ok"] == 0.0
 
 
 def test_one_server_reached_as_both_sides_is_never_compared_with_itself():

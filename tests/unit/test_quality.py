@@ -15,8 +15,10 @@ import pytest
 
 from llm_rollout.errors import SpecError
 from llm_rollout.spec import parse_spec
-from llm_rollout.validation.quality import SAMPLE_TEXTS, parse_echo, read_texts_file, reference_texts
-from llm_rollout.validation.summary import gate_questions, kfp_metrics
+from llm_rollout.validation.probes import ProbeResult
+from llm_rollout.validation.quality import SAMPLE_TEXTS, QualityResult, parse_echo, read_texts_file, reference_texts
+from llm_rollout.validation.stats import Comparison
+from llm_rollout.validation.summary import correctness_answer, kfp_metrics, quality_answer
 
 
 def echo_response(tokens, logprobs, prompt_tokens):
@@ -117,33 +119,37 @@ def test_min_texts_above_max_texts_is_a_spec_error():
     assert err.value.field == "validation.quality.min_texts"
 
 
-def quality_data(**overrides):
-    data = {
-        "source": "validation.quality.texts (ref.jsonl)", "note": "", "texts_available": 99, "texts_scored": 8,
-        "stable_url": "http://stable", "decision": "worse", "candidate_bpb": 4.5, "stable_bpb": 0.42,
-        "uniform_bpb": 3.9, "vocab_size": 640, "vocab_source": "the server's logit_bias check", "floor_ok": False,
-        "comparison": {"ratio": 4.65, "low": 0.78, "high": 6.77, "confidence": 0.9875, "decision": "worse"},
+def quality_result(**overrides):
+    fields = {
+        "source": "validation.quality.texts (ref.jsonl)", "note": "", "texts_available": 99,
+        "rows": [{"index": i} for i in range(8)], "stable_url": "http://stable", "candidate_bpb": 4.5,
+        "stable_bpb": 0.42, "uniform_bpb": 3.9, "vocab_size": 640, "vocab_source": "the server's logit_bias check",
+        "floor_ok": False,
+        "comparison": Comparison(
+            metric="bits_per_byte", better="lower", margin=0.05, confidence=0.9875, ratio=4.65, low=0.78, high=6.77,
+            decision="worse", pairs=8, unit="texts", scale="difference",
+        ),
         "looks": 1, "confidence": 0.9875, "margin": 0.05, "failures": ["quality: ..."], "inconclusive": [],
     }  # fmt: skip
-    return data | overrides
+    return QualityResult(**(fields | overrides))
 
 
 def test_the_quality_question_shows_texts_both_sides_the_interval_and_the_margin():
-    (q,) = gate_questions({"quality": quality_data()})
-    assert q["key"] == "quality" and q["ok"] is False and q["decision"] == "worse than guessing"
-    text = "\n".join(q["evidence"])
+    q = quality_answer(quality_result())
+    assert q.key == "quality" and q.ok is False and q.said == "worse than guessing"
+    text = "\n".join(q.lines)
     assert "8 texts scored from validation.quality.texts (ref.jsonl)" in text
     assert "bits per byte: candidate 4.500, stable 0.420" in text
     assert "median +4.6500 [+0.7800, +6.7700] at 98.75%, needed <= +0.0500" in text
     assert "uniform guessing over 640 tokens = 3.900 bits per byte: NOT beaten" in text
-    (ok,) = gate_questions({"quality": quality_data(decision="not_worse", floor_ok=True, failures=[])})
-    assert ok["decision"] == "non-inferior" and ok["ok"] is True
-    (first,) = gate_questions({"quality": quality_data(stable_url=None, comparison=None, stable_bpb=None)})
-    assert first["decision"] == "worse than guessing" and first["against"] == "uniform guessing over its vocabulary"
+    ok = quality_answer(quality_result(floor_ok=True, failures=[]))
+    assert ok.said == "non-inferior" and ok.ok is True
+    first = quality_answer(quality_result(stable_url=None, comparison=None, stable_bpb=None))
+    assert first.said == "worse than guessing" and first.against == "uniform guessing over its vocabulary"
 
 
 def test_the_quality_question_in_the_metrics():
-    metrics = kfp_metrics({"verdict": "fail", "quality": quality_data()})
+    metrics = kfp_metrics({"verdict": "fail", "answers": [quality_answer(quality_result()).to_dict()]})
     assert metrics["quality_ok"] == 0.0 and metrics["quality_texts_scored"] == 8.0
     assert metrics["quality_candidate_bits_per_byte"] == 4.5 and metrics["quality_stable_bits_per_byte"] == 0.42
     assert metrics["quality_uniform_bits_per_byte"] == 3.9 and metrics["quality_margin_bits_per_byte"] == 0.05
@@ -180,23 +186,22 @@ def test_a_jsonl_suite_loads_scored_and_must_pass_probes(tmp_path):
 
 def test_the_suite_question_pairs_scored_probes_with_the_stable_and_must_pass_fails_alone():
     def probe(name, passed, must_pass=False):
-        return {"name": name, "passed": passed, "must_pass": must_pass, "failed_checks": [] if passed else ["exact"]}
+        return ProbeResult(name=name, source="s", passed=passed, failures=[] if passed else ["exact: x"],
+                           must_pass=must_pass)  # fmt: skip
 
     paired = {"p_value": 1 / 64, "ok": False, "candidate_right": 3, "stable_right": 9, "scored": 9,
               "only_stable": 6, "only_candidate": 0, "confidence": 0.95}  # fmt: skip
     probes = [probe("smoke", True, True)] + [probe(f"p{i}", i < 3) for i in range(9)]
-    q = gate_questions({"correctness": probes, "comparison": {"quality": paired}, "suite_paired": True})[0]
-    assert q["decision"] == "failed" and "McNemar's exact p = 0.01562" in q["evidence"][-1]
-    q = gate_questions({"correctness": probes, "comparison": {"quality": paired | {"ok": True}}})[0]
-    assert q["decision"] == "passed"
+    q = correctness_answer(probes, paired=paired, suite_paired=True)
+    assert q.said == "failed" and "McNemar's exact p = 0.01562" in q.lines[-1]
+    q = correctness_answer(probes, paired=paired | {"ok": True})
+    assert q.said == "passed" and q.decision == "pass"
     # A first rollout: the scored share against suite_min_score (default 1: every one).
-    (q,) = gate_questions({"correctness": probes, "spec": {"suite_min_score": 0.3}})
-    assert q["decision"] == "passed" and "3/9 right (needed 0.3" in q["evidence"][-1]
-    (q,) = gate_questions({"correctness": probes})
-    assert q["decision"] == "failed"
+    q = correctness_answer(probes, suite_min_score=0.3)
+    assert q.said == "passed" and "3/9 right (needed 0.3" in q.lines[-1]
+    assert correctness_answer(probes).said == "failed"
     # Paired, but the comparison did not run (another question failed first): not judged.
-    (q,) = gate_questions({"correctness": probes, "suite_paired": True})
-    assert q["decision"] == "not judged" and q["ok"] is None
+    q = correctness_answer(probes, suite_paired=True)
+    assert q.said == "not judged" and q.ok is None and q.decision == "inconclusive"
     # A must-pass failure fails the question whatever the score.
-    (q,) = gate_questions({"correctness": [probe("smoke", False, True), probe("p", True)]})
-    assert q["decision"] == "failed"
+    assert correctness_answer([probe("smoke", False, True), probe("p", True)]).decision == "fail"

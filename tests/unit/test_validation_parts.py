@@ -9,10 +9,11 @@ from llm_rollout.errors import SpecError
 from llm_rollout.validation.cli import build_parser, spec_from_args, validate_command
 from llm_rollout.validation.client import Endpoint, build_payload, resolve_api_key
 from llm_rollout.validation.load import level_label, make_prompts
-from llm_rollout.validation.probes import Probe, compare_tokens, evaluate, load_suite, parse_probe
+from llm_rollout.validation.probes import Probe, ProbeResult, compare_tokens, evaluate, load_suite, parse_probe
 from llm_rollout.validation.prom import parse_prometheus, reduce, server_view
 from llm_rollout.validation.report import render_html
-from llm_rollout.validation.summary import kfp_metrics
+from llm_rollout.validation.slo import CheckResult
+from llm_rollout.validation.summary import correctness_answer, kfp_metrics, slo_answer
 
 # Suites and expectations ------------------------------------------------------------------------
 
@@ -263,6 +264,13 @@ def result_with_text(text: str) -> dict:
             ]
         },
         "server": {EVIL: {"prompt_tokens": 3.0, "errors": [EVIL]}},
+        # The gate's answers (what the report's questions and the Metrics' judged numbers come from).
+        "answers": [
+            correctness_answer([ProbeResult(name=EVIL, source=EVIL, passed=False, failures=[EVIL])]).to_dict(),
+            slo_answer(
+                [CheckResult("c1", "p95_ttft_ms <= 10", "p95_ttft_ms", 12.5, "fail")], [f"c1: {EVIL}"], "fail"
+            ).to_dict(),
+        ],
     }
 
 

@@ -170,6 +170,11 @@ class Answer:
         return ok_of(self.decision)
 
     @property
+    def lines(self) -> list[str]:
+        """The evidence as people read it (evidence without a line is for the Metrics only)."""
+        return [e.line for e in self.evidence if e.line]
+
+    @property
     def word(self) -> str:
         """How the summary line says the decision (``said``, else the decision)."""
         return self.said or self.decision
@@ -178,7 +183,7 @@ class Answer:
         """Plain JSON data (``validation.json``'s ``answers``)."""
         return {
             "key": self.key, "decision": self.decision, "question": self.question, "against": self.against,
-            "said": self.word, "ok": self.ok, "evidence": [e.to_dict() for e in self.evidence],
+            "said": self.word, "ok": self.ok, "lines": self.lines, "evidence": [e.to_dict() for e in self.evidence],
             "reasons": list(self.reasons), "summarized": self.summarized,
         }  # fmt: skip
 

@@ -64,6 +64,7 @@ def line_chart(
     markers: bool = True,
     hlines: Mapping[str, float] | None = None,
     vlines: Mapping[str, float] | None = None,
+    gaps: Mapping[str, str] | None = None,
 ) -> str:
     """An inline SVG line chart (no scripts; every text escaped).
 
@@ -79,6 +80,8 @@ def line_chart(
         hlines: Labelled horizontal reference lines at these y values (e.g. an SLO threshold).
         vlines: Labelled vertical reference lines at these x values (numeric x only; e.g. the
             capacity point).
+        gaps: Category label -> why its values are missing (``unmeasured``), written in its
+            column (categories only): a missing value is said, never drawn as 0.
 
     Returns:
         The ``<svg>`` element.
@@ -95,8 +98,10 @@ def line_chart(
         f'aria-label="{e(title)}" class="chart">',
         f'<text x="{width / 2}" y="16" text-anchor="middle" class="ct">{e(title)}</text>',
     ]
+    gaps = dict(gaps or {}) if x_values is None else {}
     if not ys:
-        parts.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">no data</text></svg>')
+        empty = "; ".join(sorted(set(gaps.values()))) or "no data"
+        parts.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">{e(empty)}</text></svg>')
         return "".join(parts)
     y_ticks = _nice_ticks(min(0.0, min(ys)), max(ys))
     y0, y1 = y_ticks[0], y_ticks[-1]
@@ -121,6 +126,11 @@ def line_chart(
         parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{e(fmt(t, 3))}</text>')
     for x, label in x_ticks:
         parts.append(f'<text x="{x:.1f}" y="{top + ph + 16}" text-anchor="middle">{e(label)}</text>')
+        if label in gaps:
+            parts.append(
+                f'<text class="gap" x="{x:.1f}" y="{top + ph / 2:.1f}" text-anchor="middle" fill="#8a6d00">'
+                f"{e(gaps[label])}</text>"
+            )
     for name, value in hlines.items():
         y = sy(value)
         parts.append(

@@ -38,7 +38,7 @@ from llm_rollout.errors import RolloutError
 from llm_rollout.spec import ComparisonSpec
 from llm_rollout.validation.client import Endpoint
 from llm_rollout.validation.load import run_load
-from llm_rollout.validation.metrics import RequestRecord
+from llm_rollout.validation.metrics import MIN_TOKEN_GAP_S, RequestRecord, streamed  # noqa: F401
 from llm_rollout.validation.probes import Probe, ProbeResult, run_smoke, run_suite
 from llm_rollout.validation.readiness import check_readiness
 from llm_rollout.validation.stats import (
@@ -104,15 +104,8 @@ class StableComparison:
         }  # fmt: skip
 
 
-MIN_TOKEN_GAP_S = 0.0002
-"""A gap between two token events shorter than this (200 us) is the client parsing one read, not
-the server making a token (the tiny model on CPU takes ~2 ms a token, a GPU server 5+ ms)."""
-
-
-def _streamed(record: RequestRecord) -> bool:
-    """Whether the client saw at least half of the request's token gaps as real gaps."""
-    gaps = record.itl
-    return bool(gaps) and 2 * sum(1 for g in gaps if g >= MIN_TOKEN_GAP_S) >= len(gaps)
+# One rule for a stream that arrived in one piece, here and in the load levels' metrics.
+_streamed = streamed
 
 
 @dataclass

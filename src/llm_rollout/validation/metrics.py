@@ -27,6 +27,11 @@ number from the validator and one from ``vllm bench serve`` mean the same thing:
 
 Metric names carry their unit (``_ms``, ``_s``, ``_req_s``, ``_tok_s``); an empty sample gives
 ``None`` (not measured), never 0, so nothing can pass on missing data.
+
+**Unmeasured decode latency** (ours): when most successful multi-token requests arrived in one piece
+(their token gaps are the client parsing one network read, under :data:`MIN_TOKEN_GAP_S`), the
+client saw no decode time: TPOT and ITL of that level are ``None`` with the reason
+(:func:`unmeasured_series`), never the 0 their arithmetic would give.
 """
 
 from __future__ import annotations
@@ -85,6 +90,38 @@ class RequestRecord:
         if not with_text:
             data.pop("generated_text")
         return data
+
+
+MIN_TOKEN_GAP_S = 0.0002
+"""A gap between two token events shorter than this (200 us) is the client parsing one read, not
+the server making a token (the tiny model on CPU takes ~2 ms a token, a GPU server 5+ ms)."""
+
+DECODE_SERIES: tuple[str, ...] = ("tpot", "itl")
+"""The series a stream that arrived in one piece cannot measure."""
+
+
+def streamed(record: RequestRecord) -> bool:
+    """Whether the client saw at least half of the request's token gaps as real gaps."""
+    gaps = record.itl
+    return bool(gaps) and 2 * sum(1 for g in gaps if g >= MIN_TOKEN_GAP_S) >= len(gaps)
+
+
+def unmeasured_series(records: Sequence[RequestRecord]) -> dict[str, str]:
+    """The decode series (TPOT, ITL) the client could not see in these records, with why.
+
+    Returns:
+        ``{"tpot": why, "itl": why}`` when most successful requests with more than one output
+        token arrived in one piece (see the module doc); else empty.
+    """
+    multi = [r for r in records if r.success and not r.incomplete and r.output_tokens > 1]
+    seen = sum(1 for r in multi if streamed(r))
+    if not multi or 2 * seen >= len(multi):
+        return {}
+    why = (
+        f"unmeasured: the streams arrived in one piece ({seen}/{len(multi)} requests had token gaps), "
+        "so the client saw no decode time"
+    )
+    return dict.fromkeys(DECODE_SERIES, why)
 
 
 def percentile(sorted_values: Sequence[float], p: float) -> float | None:
@@ -209,9 +246,11 @@ def calculate_metrics(
         ``peak_output_throughput_tok_s``, ``peak_concurrent_requests`` and, for each of
         ``ttft``, ``tpot``, ``itl``, ``e2el``: ``mean_X_ms``, ``median_X_ms``, ``std_X_ms``,
         ``p50_X_ms``, ``p90_X_ms``, ``p95_X_ms``, ``p99_X_ms``. Statistics of an empty sample
-        and throughputs of a zero-length level are None.
+        and throughputs of a zero-length level are None, and so are TPOT's and ITL's when the
+        streams arrived in one piece (:func:`unmeasured_series`).
     """
     limits = dict(goodput_limits_s or {})
+    unmeasured = unmeasured_series(records)
     ttfts: list[float] = []
     tpots: list[float] = []
     itls: list[float] = []
@@ -259,6 +298,6 @@ def calculate_metrics(
         "peak_concurrent_requests": peak_active,
     }
     for name, sample in (("ttft", ttfts), ("tpot", tpots), ("itl", itls), ("e2el", e2els)):
-        for stat, value in describe(sample).items():
+        for stat, value in describe([] if name in unmeasured else sample).items():
             out[f"{stat}_{name}_ms"] = value
     return out

@@ -3,9 +3,12 @@
 Everything here works on the result's plain data (``ValidationResult.to_dict()``), so a report can
 be re-rendered from a saved ``validation.json``.
 
-The numbers and answers come from :mod:`llm_rollout.validation.summary` (the gate's questions,
-the KFP metrics) and the plots from :mod:`llm_rollout.validation.charts`; this module renders
-the page and writes the three files (:func:`write_reports`).
+The answers are the gate's own (``answers``: each question's typed answer with its evidence,
+:mod:`llm_rollout.validation.answers`), the KFP metrics come from
+:mod:`llm_rollout.validation.summary` and the plots from :mod:`llm_rollout.validation.charts`;
+this module renders the page and writes the three files (:func:`write_reports`). A metric the
+client could not measure (TPOT and ITL when the streams arrived in one piece) reads
+``unmeasured`` in the load table and the charts, never 0.
 
 The HTML report has no external resource at all (no scripts, no stylesheets, no fonts): tables
 and inline SVG plots only, so it renders the same in the KFP UI's sandboxed iframe and in an
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_rollout.validation.charts import e, fmt, line_chart, ttft_cdf_chart
-from llm_rollout.validation.summary import gate_questions, kfp_metrics
+from llm_rollout.validation.summary import kfp_metrics
 
 VERDICT_COLORS = {"pass": "#1b7f3b", "fail": "#b3261e", "inconclusive": "#8a6d00"}
 
@@ -59,6 +62,14 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, numeric: Se
         out.append("</tr>")
     out.append("</tbody></table>")
     return "".join(out)
+
+
+def _level_cell(level: Mapping[str, Any], name: str) -> Any:
+    """A load table cell: the value, or ``unmeasured`` where the client could not see the series."""
+    value = level["metrics"].get(name)
+    if value is None and name.endswith("_ms") and name.split("_")[-2] in (level.get("unmeasured") or {}):
+        return "unmeasured"
+    return value
 
 
 def _status(value: str) -> tuple[str, str]:
@@ -285,20 +296,19 @@ def render_html(result: Mapping[str, Any]) -> str:
     else:
         out.append("<p>Every check passed.</p>")
 
-    questions = gate_questions(result)
+    questions = [a for a in (result.get("answers") or []) if a.get("summarized", True)]
     if questions:
         # Each question with its own evidence, side by side: never one mixed list of checks.
-        status = {True: "pass", False: "fail", None: "inconclusive"}
         out.append('<h2>The gate\'s questions</h2><div id="questions">')
         out.append(
             _table(
                 ["question", "against", "answer", "evidence"],
                 (
                     [
-                        q["question"],
-                        _mono(q["against"]),
-                        ("html", f'<span class="{status[q["ok"]]}">{e(q["decision"])}</span>'),
-                        ("html", "<br>".join(f'<span class="mono">{e(line)}</span>' for line in q["evidence"])),
+                        q.get("question") or q["key"],
+                        _mono(q.get("against", "")),
+                        ("html", f'<span class="{e(q["decision"])}">{e(q.get("said") or q["decision"])}</span>'),
+                        ("html", "<br>".join(f'<span class="mono">{e(line)}</span>' for line in q.get("lines") or [])),
                     ]
                     for q in questions
                 ),
@@ -361,7 +371,7 @@ def render_html(result: Mapping[str, Any]) -> str:
     if levels:
         out.append("<h2>Load levels</h2>")
         headers = ["metric", *(lv["label"] + (" (judged)" if lv["label"] in judged else "") for lv in levels)]
-        rows = [[name, *(lv["metrics"].get(name) for lv in levels)] for name in REPORT_METRIC_ROWS]
+        rows = [[name, *(_level_cell(lv, name) for lv in levels)] for name in REPORT_METRIC_ROWS]
         out.append(_table(headers, rows, numeric=[False, *([True] * len(levels))]))
         labels = [lv["label"] for lv in levels]
 
@@ -378,6 +388,7 @@ def render_html(result: Mapping[str, Any]) -> str:
                 labels,
                 {"mean TPOT": col("mean_tpot_ms"), "p50 ITL": col("p50_itl_ms"), "p99 ITL": col("p99_itl_ms")},
                 y_label="ms",
+                gaps={lv["label"]: "unmeasured" for lv in levels if lv.get("unmeasured")},
             )
         )
         out.append(ttft_cdf_chart(levels))

@@ -12,14 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from llm_rollout.spec import ValidationSpec
+from llm_rollout.validation.answers import Answer, Decision, Verdict
 from llm_rollout.validation.compare import StableComparison
 from llm_rollout.validation.metrics import RequestRecord
 from llm_rollout.validation.probes import Agreement, ProbeResult
 from llm_rollout.validation.quality import QualityResult
 from llm_rollout.validation.readiness import Readiness
 from llm_rollout.validation.sizing import Sizing
-from llm_rollout.validation.slo import CapacityResult, Judgement, RateCapacityResult, Verdict
-from llm_rollout.validation.summary import gate_questions
+from llm_rollout.validation.slo import CapacityResult, Judgement, RateCapacityResult
+from llm_rollout.validation.summary import summary_line
 
 
 @dataclass
@@ -32,10 +33,13 @@ class LevelResult:
         request_rate: Poisson rate, None for closed loop.
         judged: The SLO checks apply to this level.
         truncated: The level's time bound ended it early.
-        metrics: The aggregates (:func:`~llm_rollout.validation.metrics.calculate_metrics`).
+        metrics: The aggregates (:func:`~llm_rollout.validation.metrics.calculate_metrics`); an
+            unmeasured one is None.
         records: Every request's record.
-        errors: Distinct error texts with their counts (at most :data:`~llm_rollout.validation.phases.MAX_ERROR_KINDS`).
+        errors: Distinct error texts with their counts (at most :data:`~llm_rollout.validation.gate.MAX_ERROR_KINDS`).
         purpose: ``load``, ``capacity`` (measured by the capacity search) or ``baseline``.
+        unmeasured: Series the client could not measure at this level, with why
+            (:func:`~llm_rollout.validation.metrics.unmeasured_series`: ``tpot``, ``itl``).
     """
 
     label: str
@@ -47,6 +51,7 @@ class LevelResult:
     records: list[RequestRecord] = field(default_factory=list, repr=False)
     errors: dict[str, int] = field(default_factory=dict)
     purpose: str = "load"
+    unmeasured: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self, *, with_requests: bool = False) -> dict[str, Any]:
         """Plain JSON data; the TTFT sample (for the distribution plot) always, records on request."""
@@ -59,6 +64,7 @@ class LevelResult:
             "purpose": self.purpose,
             "metrics": self.metrics,
             "errors": self.errors,
+            "unmeasured": self.unmeasured,
             "ttft_ms": [r.ttft * 1000 for r in self.records if r.success],
         }
         if with_requests:
@@ -83,24 +89,16 @@ class Phase:
     detail: str = ""
 
 
-_QUESTION_NAMES = {
-    "correctness": "correctness suite",
-    "quality": "quality of the reference texts",
-    "recovery": "recovery against the original",
-    "comparison": "comparison with the stable revision",
-    "slo": "slo",
-}
-
-
 @dataclass
 class ValidationResult:
     """Everything a validation found.
 
     Attributes:
-        verdict: ``pass``, ``fail`` or ``inconclusive`` - the pipeline promotes on ``pass`` only.
-        reasons: Why: every failed check with its measured value, every outside failure, every
-            inconclusive level (empty on pass). Free of prompts and completions unless
-            ``log_text``.
+        verdict: ``pass``, ``fail`` or ``inconclusive`` - the pipeline promotes on ``pass`` only:
+            ``gate.decision``, the worst answer.
+        reasons: Why: every answer's reasons (``gate.reasons``): every failed check with its
+            measured value, every failed question, every inconclusive level (empty on pass). Free
+            of prompts and completions unless ``log_text``.
         metrics: Flat KFP metrics (unit in the name; see :func:`~llm_rollout.validation.summary.kfp_metrics`).
         report_paths: ``{"html", "json", "metrics"}`` paths when a report directory was given.
         url: The endpoint validated.
@@ -125,13 +123,16 @@ class ValidationResult:
         suite_paired: The suite's scored probes are judged against the stable revision's.
         pd: The llm-d proofs from the roles' metrics, when they ran: ``disaggregation`` and
             ``prefix_cache`` (each :meth:`~llm_rollout.validation.pd.Proof.to_dict`).
+        gate: The gate's answers, one per question asked
+            (:class:`~llm_rollout.validation.answers.Verdict`): the verdict, the reasons, the
+            summary, the Metrics and the report are rendered from them.
         phases: Per-phase status and timing.
         started_at: ISO time the validation began.
         seconds: Its duration.
         spec: The validation spec used.
     """
 
-    verdict: Verdict
+    verdict: Decision
     reasons: list[str]
     metrics: dict[str, float]
     report_paths: dict[str, Path]
@@ -154,6 +155,7 @@ class ValidationResult:
     quality: QualityResult | None = None
     suite_paired: bool = False
     pd: dict[str, Any] = field(default_factory=dict)
+    gate: Verdict = field(default_factory=Verdict)
     phases: list[Phase] = field(default_factory=list)
     started_at: str = ""
     seconds: float = 0.0
@@ -165,39 +167,18 @@ class ValidationResult:
         return self.verdict == "pass"
 
     @property
-    def questions(self) -> list[dict[str, Any]]:
-        """The gate's questions with their answers (:func:`~llm_rollout.validation.summary.gate_questions`)."""
-        return gate_questions({
-            "correctness": [p.to_dict() for p in self.correctness],
-            "baseline": {"url": self.baseline_url, "model": self.baseline_model} if self.baseline_url else None,
-            "agreement": vars(self.agreement) if self.agreement else None,
-            "spec": self.spec.model_dump(mode="json") if self.spec is not None else None,
-            "judgement": self.judgement.to_dict() if self.judgement else None,
-            "comparison": self.comparison.to_dict() if self.comparison else None,
-            "quality": self.quality.to_dict() if self.quality else None,
-            "suite_paired": self.suite_paired,
-        })  # fmt: skip
+    def questions(self) -> list[Answer]:
+        """The answers the summary line names (the questions a reader asks), in the gate's order."""
+        return [a for a in self.gate.answers if a.summarized]
 
     @property
     def summary(self) -> str:
-        """The step's ``summary`` output: which question failed, then one line per reason; or one pass line.
+        """The step's ``summary`` output (:func:`~llm_rollout.validation.summary.summary_line`).
 
         The first line answers each question asked, e.g. ``fail: comparison with the stable
-        revision: inferior (recovery: not asked; slo: met)``.
+        revision: inferior (recovery: not asked; slo: met)``; then one line per reason.
         """
-        if self.reasons:
-            questions = self.questions
-            failed = [q for q in questions if q["ok"] is False] or [q for q in questions if q["ok"] is None]
-            others = [q for q in questions if q not in failed]
-            head = f"{self.verdict}: " + (
-                "; ".join(f"{_QUESTION_NAMES[q['key']]}: {q['decision']}" for q in failed) or "validation"
-            )
-            if others:
-                head += " (" + "; ".join(f"{_QUESTION_NAMES[q['key']]}: {q['decision']}" for q in others) + ")"
-            return "\n".join([head, *self.reasons])
-        head = f"pass: every check met at {', '.join(lv.label for lv in self.levels if lv.judged) or 'no level'}"
-        answers = [f"{_QUESTION_NAMES[q['key']]}: {q['decision']}" for q in self.questions if q["key"] != "slo"]
-        return head + (f" ({'; '.join(answers)})" if answers else "")
+        return summary_line(self.gate, [lv.label for lv in self.levels if lv.judged])
 
     @property
     def report_html(self) -> Path | None:
@@ -243,6 +224,7 @@ class ValidationResult:
             "quality": self.quality.to_dict() if self.quality else None,
             "suite_paired": self.suite_paired,
             "pd": self.pd,
+            "answers": [a.to_dict() for a in self.gate.answers],
             "metrics": self.metrics,
             "spec": spec,
         }

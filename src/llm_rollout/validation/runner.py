@@ -12,7 +12,9 @@ command and the tests all call it). It measures only the endpoint it is given.
 
 This module holds the entry point and the order of things (inputs checked, clients opened, the
 phases, the comparison, the verdict, the report); the phases themselves are in
-:mod:`llm_rollout.validation.phases` and the result types in :mod:`llm_rollout.validation.result`.
+:mod:`llm_rollout.validation.phases`, each returning its typed answer
+(:mod:`llm_rollout.validation.answers`; the verdict is the worst), and the result types in
+:mod:`llm_rollout.validation.result`.
 
 Failure handling:
 
@@ -42,18 +44,27 @@ from typing import Any
 import httpx
 
 from llm_rollout.errors import SpecError
-from llm_rollout.slo_expr import RATIO_SUFFIX
 from llm_rollout.spec import ValidationSpec
 from llm_rollout.steplog import log as default_log
 from llm_rollout.urls import redact_text, redact_tree, redact_url, same_origin
+from llm_rollout.validation.answers import Answer
 from llm_rollout.validation.client import OPEN_LOOP_MAX_STREAMS, Endpoint, key_for, make_client, resolve_api_key
-from llm_rollout.validation.phases import REPLAY_LABEL, LogFn, Run, compare_stable, quality_phase, run_phases
+from llm_rollout.validation.phases import (
+    REPLAY_LABEL,
+    LogFn,
+    Run,
+    Targets,
+    compare_stable,
+    judge_phase,
+    quality_phase,
+    run_phases,
+)
 from llm_rollout.validation.probes import Probe, load_suite
 from llm_rollout.validation.quality import reference_texts
 from llm_rollout.validation.report import write_reports
 from llm_rollout.validation.result import ValidationResult
 from llm_rollout.validation.sizing import SizingInput
-from llm_rollout.validation.slo import Check, judge, parse_checks
+from llm_rollout.validation.slo import Check, parse_checks
 from llm_rollout.validation.summary import kfp_metrics
 from llm_rollout.validation.workload import build_workload
 
@@ -175,29 +186,31 @@ async def validate_async(
     prom_client.timeout = httpx.Timeout(5.0)
     # With the comparison running, the suite's scored probes are judged against the stable's.
     run.suite_paired = res.suite_paired = stable_ep is not None and spec.comparison.enabled
+    targets = Targets(
+        endpoint, client, prom_client, roles, prom_headers, checks, base_checks, probes, conc, judged_labels,
+        base=(base_ep, base_client) if base_ep is not None and base_client is not None else None,
+    )  # fmt: skip
     aborted: BaseException | None = None
     try:
-        await run_phases(
-            run, endpoint, client, base_ep, base_client, prom_client, checks, base_checks, probes, conc,
-            judged_labels, roles, prom_headers,
-        )  # fmt: skip
+        await run_phases(run, targets)
         stable = (stable_client, stable_ep) if stable_client is not None and stable_ep is not None else None
         if texts is not None and res.readiness is not None and not run.server_gone:
-            await quality_phase(run, endpoint, client, stable if spec.quality.enabled else None, texts)
+            await quality_phase(run, targets, stable if spec.quality.enabled else None, texts)
         # Already failing (readiness, correctness, quality, recovery, the server gone): the
         # comparison could not change the verdict.
-        failing = run.failures or run.server_gone or res.readiness is None
+        failing = run.failing or run.server_gone or res.readiness is None
         if stable_ep is not None and stable_client is not None and spec.comparison.enabled and not failing:
-            await compare_stable(run, endpoint, client, stable_ep, stable_client, probes)
+            await compare_stable(run, targets, stable_ep, stable_client)
     except BaseException as err:  # the report is written whatever happens, then the error goes on
         aborted = err
-        run.failures.append(f"validation aborted: {type(err).__name__}: {err}")
+        reason = f"validation aborted: {type(err).__name__}: {err}"
+        run.answer(Answer("aborted", "fail", reasons=[reason], summarized=False))
     finally:
         for c in (client, base_client, stable_client, prom_client):
             if c is not None:
                 with contextlib.suppress(Exception):
                     await c.aclose()
-    _finish(run, started, checks + base_checks, judged_labels)
+    _finish(run, started, checks, base_checks, judged_labels)
     if report_dir is not None:
         # No URL in a report or results file carries credentials (a user:password@ in a given URL).
         data = redact_tree(res.to_dict())
@@ -217,25 +230,12 @@ def _without_credentials(log: LogFn) -> LogFn:
     return lambda line: log(redact_text(line))
 
 
-def _finish(run: Run, started: float, checks: list[Check], judged_labels: set[str]) -> None:
+def _finish(run: Run, started: float, checks: list[Check], base_checks: list[Check], judged_labels: set[str]) -> None:
+    """The SLO's and recovery's judgement, then the verdict (the worst answer) and the Metrics from the answers."""
     res = run.result
-    measured = {lv.label: lv.metrics for lv in res.levels if lv.judged}
-    base = {lv.label: lv.metrics for lv in res.baseline_levels}
-    # Judged levels never reached: after a readiness failure the failure says it all; after the
-    # server went away, they are listed.
-    missing = sorted(judged_labels - measured.keys()) if res.readiness is not None else []
-    res.judgement = judge(
-        measured,
-        checks,
-        min_successful=run.spec.slo.min_successful_requests,
-        baseline_levels=base if res.baseline_levels else None,
-        failures=run.failures,
-        inconclusive=run.inconclusive,
-        missing_levels=missing,
-    )
-    res.verdict = res.judgement.verdict
-    # A recovery check's reason names its question (the run summary says which question failed).
-    res.reasons = [f"recovery: {r}" if RATIO_SUFFIX in r else r for r in res.judgement.reasons]
+    judge_phase(run, checks, base_checks, judged_labels)
+    res.verdict = run.gate.decision
+    res.reasons = run.gate.reasons
     res.seconds = round(time.monotonic() - started, 3)
     res.metrics = kfp_metrics(res.to_dict())
 

@@ -23,18 +23,26 @@ import math
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 # The parser lives below the spec; its names stay importable from here (validation/__init__, runner).
 from llm_rollout.slo_expr import RATIO_METRICS, Check, SLOExpressionError, parse_check, parse_checks  # noqa: F401
+from llm_rollout.validation.answers import Decision
 from llm_rollout.validation.metrics import GOODPUT_SERIES, MetricValue
 
-Verdict = Literal["pass", "fail", "inconclusive"]
+Verdict = Decision
+"""A level's (and a capacity measurement's) decision: the gate's one vocabulary."""
 
 ERROR_METRICS = frozenset({"error_rate", "failed_requests"})
 """Metrics that can fail a level on any number of requests (see the module doc)."""
 
 _LATENCY_STAT_RE = re.compile(r"^(mean|median|p\d+)_(" + "|".join(GOODPUT_SERIES) + r")_ms$")
+
+
+def _series(metric: str) -> str:
+    """The latency series of a ``<stat>_<series>_ms`` metric (``tpot``), empty for any other."""
+    m = re.match(r"^[a-z0-9]+_(ttft|tpot|itl|e2el)_ms$", metric)
+    return m.group(1) if m else ""
 
 
 def goodput_limits(checks: Iterable[Check]) -> dict[str, float]:
@@ -63,15 +71,15 @@ class CheckResult:
         check: The check's canonical text.
         metric: Its metric.
         measured: The measured value (the ratio for baseline checks); None when not measured.
-        status: ``pass``, ``fail`` or ``not_judged``.
-        note: Why it was not judged, or the baseline value a ratio used.
+        status: ``pass``, ``fail`` or ``inconclusive`` (not judged).
+        note: Why it was not judged (why unmeasured), or the baseline value a ratio used.
     """
 
     level: str
     check: str
     metric: str
     measured: float | None
-    status: Literal["pass", "fail", "not_judged"]
+    status: Decision
     note: str = ""
 
 
@@ -112,6 +120,7 @@ def judge_level(
     *,
     min_successful: int,
     baseline: Mapping[str, MetricValue] | None = None,
+    unmeasured: Mapping[str, str] | None = None,
 ) -> tuple[Verdict, list[CheckResult]]:
     """Judges one level (see the module doc for the rules).
 
@@ -121,6 +130,9 @@ def judge_level(
         checks: The checks; baseline checks need ``baseline``.
         min_successful: Successful requests needed to judge (and to pass).
         baseline: The baseline endpoint's aggregates at the same level, if measured.
+        unmeasured: Series the level could not measure, with why
+            (:func:`~llm_rollout.validation.metrics.unmeasured_series`): a check on one is
+            inconclusive with that reason, never a pass.
 
     Returns:
         The level's verdict and one result per check.
@@ -135,13 +147,15 @@ def judge_level(
             new = metrics.get(base_name)
             base = baseline.get(base_name) if baseline is not None else None
             if baseline is None:
-                results.append(CheckResult(level, check.text, check.metric, None, "not_judged", "no baseline measured"))
+                results.append(
+                    CheckResult(level, check.text, check.metric, None, "inconclusive", "no baseline measured")
+                )
                 continue
             base_ok = int(baseline.get("successful_requests") or 0) >= min_successful
             if new is None or base is None or base == 0 or not base_ok:
                 why = f"baseline {base_name} = {_fmt(base)} with {int(baseline.get('successful_requests') or 0)} "
                 why += "successful requests"
-                results.append(CheckResult(level, check.text, check.metric, None, "not_judged", why))
+                results.append(CheckResult(level, check.text, check.metric, None, "inconclusive", why))
                 continue
             value: float | None = float(new) / float(base)
             note = f"new {_fmt(float(new))} / baseline {_fmt(float(base))}"
@@ -149,19 +163,21 @@ def judge_level(
             raw = metrics.get(check.metric)
             value = None if raw is None else float(raw)
         if value is None:
-            results.append(CheckResult(level, check.text, check.metric, None, "not_judged", "not measured"))
+            series = _series(check.metric)
+            why = (unmeasured or {}).get(series, "not measured") if series else "not measured"
+            results.append(CheckResult(level, check.text, check.metric, None, "inconclusive", why))
             continue
         ok = check.holds(value)
         if check.metric in ERROR_METRICS and not ok:
             results.append(CheckResult(level, check.text, check.metric, value, "fail", note))
         elif not enough:
             why = f"{successes} successful requests, {min_successful} needed"
-            results.append(CheckResult(level, check.text, check.metric, value, "not_judged", why))
+            results.append(CheckResult(level, check.text, check.metric, value, "inconclusive", why))
         else:
             results.append(CheckResult(level, check.text, check.metric, value, "pass" if ok else "fail", note))
     if any(r.status == "fail" for r in results):
         return "fail", results
-    if any(r.status == "not_judged" for r in results) or not enough:
+    if any(r.status == "inconclusive" for r in results) or not enough:
         return "inconclusive", results
     return "pass", results
 
@@ -175,6 +191,7 @@ def judge(
     failures: Sequence[str] = (),
     inconclusive: Sequence[str] = (),
     missing_levels: Sequence[str] = (),
+    unmeasured: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Judgement:
     """The overall verdict over the judged levels (see the module doc for the rules).
 
@@ -188,6 +205,7 @@ def judge(
         inconclusive: Things that could not be judged outside the load phase (e.g. the baseline
             was unreachable); each is a reason and makes a non-failing verdict ``inconclusive``.
         missing_levels: Judged levels that could not be measured (e.g. after the server stopped).
+        unmeasured: Per level, the series it could not measure with why (see :func:`judge_level`).
 
     Returns:
         The judgement: verdict, reasons, per-check results and per-level verdicts.
@@ -195,7 +213,9 @@ def judge(
     out = Judgement("pass", reasons=list(failures))
     for key, metrics in levels.items():
         base = (baseline_levels or {}).get(key)
-        verdict, results = judge_level(key, metrics, checks, min_successful=min_successful, baseline=base)
+        verdict, results = judge_level(
+            key, metrics, checks, min_successful=min_successful, baseline=base, unmeasured=(unmeasured or {}).get(key)
+        )
         out.levels[key] = verdict
         out.results.extend(results)
         for r in results:
@@ -204,7 +224,7 @@ def judge(
                 out.reasons.append(f"{key}: {r.check} failed: measured {_fmt(r.measured)}{extra}")
         if verdict == "inconclusive":
             successes = int(metrics.get("successful_requests") or 0)
-            notes = sorted({r.note for r in results if r.status == "not_judged" and r.note})
+            notes = sorted({r.note for r in results if r.status == "inconclusive" and r.note})
             why = "; ".join(notes) or f"{successes} successful requests, {min_successful} needed"
             out.reasons.append(f"{key}: inconclusive: {why}")
     for key in missing_levels:
