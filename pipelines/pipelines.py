@@ -111,7 +111,28 @@ def _rollout(
         )
 
 
+KFP_STORE_SECRET = "mlpipeline-minio-artifact"
+"""KFP's object-store keys (``config/env.go`` ``minioArtifactSecretName``, keys ``accesskey``/``secretkey``)."""
+
+
 def _prepare(c: SimpleNamespace, spec: Any, model_uri: Any, platform: Any, namespace: Any, for_optimize: bool) -> Any:
+    from kfp import kubernetes
+
+    # The store's keys, so prepare-rollout can HEAD the model's manifest for its ETag (the content
+    # identity of minio:// and s3:// models, model_source.store_content_id). Optional: without the
+    # Secret the pod still starts and the identity falls back to the digest (driver/k8s.go sets
+    # SecretKeySelector.Optional); the kubelet reads it, the run's account needs no grant for it.
+    return kubernetes.use_secret_as_env(
+        _prepare_task(c, spec, model_uri, platform, namespace, for_optimize),
+        secret_name=KFP_STORE_SECRET,
+        secret_key_to_env={"accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"},
+        optional=True,
+    )
+
+
+def _prepare_task(
+    c: SimpleNamespace, spec: Any, model_uri: Any, platform: Any, namespace: Any, for_optimize: bool
+) -> Any:
     return _no_cache(
         c.prepare_rollout(
             spec=spec,

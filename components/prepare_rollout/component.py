@@ -36,8 +36,11 @@ def prepare_rollout(
 
     Returns:
         spec: The effective spec as JSON, for the later steps.
-        content_id: The model's content identity (``sha256:...``, or ``run:<id>`` when unknown: every
-            run is then new content), for the optimize step's cache key.
+        content_id: The model's content identity, for the optimize step's cache key: ``sha256:...`` of a
+            local directory, ``etag:sha256:...`` of an object-store model's manifest ETags (a HEAD of
+            ``model.safetensors.index.json``, ``model.safetensors``, ``config.json`` at
+            ``$AWS_ENDPOINT_URL``, KFP's store for minio://), or ``run:<id>`` when unknown (every run
+            is then new content, and the optimized model's digest decides).
         model_digest: The content digest when known here, else empty: deploy-model's "already
             promoted" test (an empty digest leaves it to the URI and the stable record).
         importable: ``true`` when KFP's importer accepts the URI (gs, s3, minio, mem, oci).

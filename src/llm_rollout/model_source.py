@@ -116,3 +116,98 @@ def effective_spec_doc(spec: str, platform: str = "", namespace: str = "", *, ow
         if own:
             doc["namespace"] = own
     return doc
+
+
+MANIFEST_FILES = ("model.safetensors.index.json", "model.safetensors", "config.json")
+"""The files whose object-store identity stands for the model's: the weights' manifest (sharded
+models) or the single weights file, and the config. A retrain rewrites them; an ETag (S3, MinIO,
+SeaweedFS: the content's MD5 for a single-part upload) or a generation (GCS) changes with them."""
+
+
+def _sigv4_headers(url: str, region: str, access_key: str, secret_key: str, now: Any = None) -> dict[str, str]:
+    """AWS Signature Version 4 headers of a ``HEAD`` with an empty body (AWS's "Signature Version 4
+    signing process"; what botocore's ``S3SigV4Auth`` sends), for S3-compatible stores."""
+    import datetime
+    import hashlib
+    import hmac
+    from urllib.parse import quote
+
+    parsed = urlparse(url)
+    now = now or datetime.datetime.now(datetime.UTC)
+    amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+    empty = hashlib.sha256(b"").hexdigest()
+    headers = {"host": parsed.netloc, "x-amz-content-sha256": empty, "x-amz-date": amz_date}
+    signed = ";".join(sorted(headers))
+    canonical = "\n".join(
+        ["HEAD", quote(parsed.path or "/", safe="/-_.~"), "", *(f"{k}:{headers[k]}" for k in sorted(headers)), "",
+         signed, empty]
+    )  # fmt: skip
+    scope = f"{day}/{region}/s3/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    key = ("AWS4" + secret_key).encode()
+    for part in (day, region, "s3", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    headers["authorization"] = (
+        f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={signed}, Signature={signature}"
+    )
+    return headers
+
+
+def store_content_id(uri: str, *, endpoint: str | None = None, timeout_s: float = 10.0) -> str:
+    """The model's identity in its object store: ``etag:sha256...`` of its manifest files' ETags.
+
+    A ``HEAD`` of each of :data:`MANIFEST_FILES` under the model's prefix (path-style
+    ``ENDPOINT/BUCKET/KEY``), signed with SigV4 when ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``
+    are set (KFP's launcher reads the same store with the keys of ``mlpipeline-minio-artifact``,
+    ``config/env.go``). The ETag or GCS generation (``x-goog-generation``) of every file found
+    enters the identity, with ``Last-Modified``. Anything that keeps it from answering (no
+    endpoint, refused, 403, no manifest) returns ``""``, and the caller falls back to the digest.
+
+    Args:
+        uri: ``s3://``, ``minio://`` or ``gs://`` model URI.
+        endpoint: ``http(s)://host:port`` of the S3 API (default ``$AWS_ENDPOINT_URL``, else for
+            ``minio://`` KFP's default store ``http://seaweedfs.kubeflow:9000``, for ``s3://``
+            AWS, for ``gs://`` ``https://storage.googleapis.com``).
+        timeout_s: Per request.
+
+    Returns:
+        The identity, or ``""``.
+    """
+    import hashlib
+    import os
+
+    import httpx
+
+    scheme = uri_scheme(uri)
+    if scheme not in ("s3", "minio", "gs"):
+        return ""
+    bucket, _, prefix = uri.split("://", 1)[1].partition("/")
+    default = {
+        "minio": "http://seaweedfs.kubeflow:9000",
+        "s3": "https://s3.amazonaws.com",
+        "gs": "https://storage.googleapis.com",
+    }[scheme]
+    base = (endpoint or os.environ.get("AWS_ENDPOINT_URL") or default).rstrip("/")
+    access, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    region = os.environ.get("AWS_DEFAULT_REGION") or ("minio" if scheme == "minio" else "us-east-1")
+    seen = []
+    try:
+        with httpx.Client(timeout=timeout_s, follow_redirects=False) as http:
+            for name in MANIFEST_FILES:
+                url = f"{base}/{bucket}/{prefix.strip('/')}/{name}"
+                headers = _sigv4_headers(url, region, access, secret) if access and secret and scheme != "gs" else {}
+                resp = http.head(url, headers=headers)
+                if resp.status_code == 404:
+                    continue
+                if resp.status_code != 200:
+                    return ""
+                tag = resp.headers.get("x-goog-generation") or resp.headers.get("etag") or ""
+                if not tag:
+                    return ""
+                seen.append(f"{name}\t{tag}\t{resp.headers.get('last-modified', '')}")
+    except httpx.HTTPError:
+        return ""
+    if not seen:
+        return ""
+    return "etag:sha256:" + hashlib.sha256("\n".join(seen).encode()).hexdigest()

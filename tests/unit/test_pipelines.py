@@ -104,7 +104,9 @@ def test_api_key_secret_reaches_exactly_the_steps_that_call_the_model(tmp_path):
     assert main(["compile", "--out", str(tmp_path), "--api-key-secret", "vllm-key:token"]) == 0
     for name in (DEPLOY_PIPELINE, OPTIMIZE_DEPLOY_PIPELINE):
         executors = _platform_executors(tmp_path / f"{name}.yaml")
-        with_secret = {k for k, v in executors.items() if v.get("secretAsEnv")}
+        with_secret = {
+            k for k, v in executors.items() if any(e["secretName"] == "vllm-key" for e in v.get("secretAsEnv", []))
+        }
         assert with_secret == {"exec-deploy-model", "exec-validate-deployment", "exec-promote-model"}
         env = executors["exec-validate-deployment"]["secretAsEnv"][0]
         assert env["secretName"] == "vllm-key"
@@ -115,7 +117,22 @@ def test_api_key_secret_reaches_exactly_the_steps_that_call_the_model(tmp_path):
 
 def test_no_api_key_secret_means_no_secret_in_the_pipelines(tmp_path):
     assert main(["compile", "--out", str(tmp_path)]) == 0
-    assert not any(v.get("secretAsEnv") for v in _platform_executors(tmp_path / f"{DEPLOY_PIPELINE}.yaml").values())
+    executors = _platform_executors(tmp_path / f"{DEPLOY_PIPELINE}.yaml")
+    with_secret = {k: v["secretAsEnv"] for k, v in executors.items() if v.get("secretAsEnv")}
+    # Only KFP's own store keys, optional, for prepare-rollout's HEAD of the model's manifest (its ETag).
+    assert with_secret == {
+        "exec-prepare-rollout": [
+            {
+                "secretName": "mlpipeline-minio-artifact",
+                "keyToEnv": [
+                    {"secretKey": "accesskey", "envVar": "AWS_ACCESS_KEY_ID"},
+                    {"secretKey": "secretkey", "envVar": "AWS_SECRET_ACCESS_KEY"},
+                ],
+                "optional": True,
+                "secretNameParameter": {"runtimeValue": {"constant": "mlpipeline-minio-artifact"}},
+            }
+        ]
+    }
 
 
 def test_bad_api_key_secret_names_the_flag_and_the_fix(tmp_path, capsys):
