@@ -33,7 +33,8 @@ def validate_deployment(
         verdict: ``pass``, ``fail`` or ``inconclusive``.
         summary: One line per failed check with its measured value, or why the verdict was reached.
         key_metrics: The few headline metrics as JSON (p95 TTFT/TPOT, throughput, error rate, the
-            comparisons' ratios), recorded with the promotion by promote-model.
+            comparisons' ratios), recorded with the promotion by promote-model, and the measured
+            capacity per replica (``capacity``), which ``scaling.target: auto`` takes its target from.
         report_uri: Where the HTML report artifact is stored, recorded with the promotion.
     """
     import json
@@ -45,4 +46,4 @@ def validate_deployment(
     for key, value in outcome.metrics.items():
         metrics.log_metric(key, value)
     outputs = namedtuple("ValidationOutputs", ["verdict", "summary", "key_metrics", "report_uri"])
-    return outputs(outcome.verdict, outcome.summary, json.dumps(key_metrics(outcome.metrics)), report.uri)
+    return outputs(outcome.verdict, outcome.summary, json.dumps(key_metrics(outcome)), report.uri)

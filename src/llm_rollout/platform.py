@@ -29,6 +29,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llm_rollout.autoscaling import Capacity
 from llm_rollout.autoscaling import describe as describe_autoscaling
 from llm_rollout.record import DeploymentRecord
 from llm_rollout.spec import RolloutSpec
@@ -69,6 +70,10 @@ class Verdict(BaseModel):
         summary: Why, one reason per line.
         metrics: The flat metrics (the KFP Metrics artifact).
         report_path: Where the HTML report was written.
+        capacity: What one replica was measured to carry (the autoscaler's target comes from it
+            with ``scaling.target: auto``); None when no capacity search ran.
+        headline: The few numbers a summary shows and a promotion records, from the gate's
+            answers (``ValidationResult.key_metrics``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -77,6 +82,8 @@ class Verdict(BaseModel):
     summary: str = ""
     metrics: dict[str, float] = Field(default_factory=dict)
     report_path: str = ""
+    capacity: Capacity | None = None
+    headline: dict[str, float] = Field(default_factory=dict)
 
     @property
     def passed(self) -> bool:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_rollout import steplog
+from llm_rollout.autoscaling import Capacity, Measured
 from llm_rollout.platform import ModelRef, Platform, Verdict, platform_for
 from llm_rollout.record import DeploymentRecord
 from llm_rollout.spec import RolloutSpec, coerce_spec, spec_to_json
@@ -32,22 +33,29 @@ class RolledBack(RuntimeError):
     """rollback-model finished rolling back and fails the run on purpose (``fail_on_rollback``)."""
 
 
-KEY_METRICS = (
-    "p95_ttft_ms",
-    "p95_tpot_ms",
-    "output_throughput_tok_s",
-    "error_rate",
-    "token_agreement",
-    "ratio",
-    "capacity_max",
-    "sizing_",
-)
-"""Metric name fragments shown in summaries (the full set goes to the KFP Metrics artifact)."""
+def key_metrics(verdict: Verdict) -> dict[str, Any]:
+    """validate-deployment's ``key_metrics`` output: the headline numbers and the measured capacity.
+
+    The headline numbers come from the gate's answers (``ValidationResult.key_metrics``); the
+    capacity is the typed :class:`~llm_rollout.autoscaling.Capacity` under ``capacity`` (what
+    promote-model's autoscaling target comes from), never picked out of metric names.
+    """
+    out: dict[str, Any] = dict(verdict.headline)
+    if verdict.capacity is not None:
+        out["capacity"] = verdict.capacity.model_dump(mode="json")
+    return out
 
 
-def key_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    """The few metrics a summary line shows, picked from the flat KFP metrics."""
-    return {k: v for k, v in metrics.items() if any(f in k for f in KEY_METRICS) and not k.startswith("baseline_")}
+def _capacity_of(result: Any) -> Capacity | None:
+    """The validation's typed capacity evidence (its capacity searches and sizing), None without them."""
+    cap, rc, sz = result.capacity, result.rate_capacity, result.sizing
+    if cap is None and rc is None and sz is None:
+        return None
+    return Capacity(
+        concurrency=Measured(value=cap.max_concurrency, low=cap.low, high=cap.high) if cap is not None else None,
+        request_rate=Measured(value=rc.max_request_rate, low=rc.low, high=rc.high) if rc is not None else None,
+        per_replica_req_s=sz.capacity_rps if sz is not None else None,
+    )
 
 
 def _parse(spec: RolloutSpec | str, record: DeploymentRecord | str | None = None):
@@ -349,12 +357,14 @@ def validate_step(
             summary=result.summary,
             metrics=dict(result.metrics),
             report_path=report_path,
+            capacity=_capacity_of(result),
+            headline=result.key_metrics(),
         )
         out.update(
             {
                 "verdict": verdict.verdict,
                 "summary": verdict.summary,
-                "metrics": key_metrics(verdict.metrics),
+                "metrics": key_metrics(verdict),
                 "report": report_path,
                 "results": results_path,
                 "recovery_base": s.validation.recovery.base_url,
@@ -384,7 +394,9 @@ def promote_step(
         record: The deployment record from deploy-model.
         verdict: validate-deployment's verdict.
         summary: validate-deployment's summary (recorded with the promotion).
-        metrics: validate-deployment's key metrics (a dict or its JSON), recorded with the promotion.
+        metrics: validate-deployment's key metrics (a dict or its JSON), recorded with the promotion;
+            its ``capacity`` (:func:`key_metrics`) is the measured capacity the autoscaler's
+            target comes from.
         report_uri: Where validate-deployment's report is, recorded with the promotion.
         run_id: The pipeline run.
 
@@ -396,10 +408,16 @@ def promote_step(
         assert rec is not None
         if isinstance(metrics, str):
             metrics = json.loads(metrics) if metrics.strip() else {}
+        metrics = dict(metrics or {})
+        # validate-deployment's typed capacity rides beside the headline numbers (key_metrics).
+        measured = metrics.pop("capacity", None)
+        capacity = Capacity.model_validate(measured) if isinstance(measured, dict) else None
         if rec.already_promoted:
             message = f"already promoted: {rec.member} serves this model as the stable revision"
         else:
-            given = Verdict(verdict=verdict, summary=summary, metrics=metrics or {}, report_path=report_uri)
+            given = Verdict(
+                verdict=verdict, summary=summary, metrics=metrics, report_path=report_uri, capacity=capacity
+            )
             message = _platform(s).promote(rec, given, run_id=run_id).message
         out["message"] = message
     steplog.log(message)

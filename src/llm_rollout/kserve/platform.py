@@ -124,6 +124,7 @@ class KServePlatform:
             verdict=verdict.verdict,
             summary=verdict.summary,
             metrics=verdict.metrics or None,
+            capacity=verdict.capacity,
             run_id=run_id,
             gate=gate,
         )

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from llm_rollout.autoscaling import autoscaling_evidence, check_capacity_drop, with_target
+from llm_rollout.autoscaling import Capacity, autoscaling_evidence, check_capacity_drop, with_target
 from llm_rollout.errors import PermanentError
 from llm_rollout.kserve.lease import release_lease
 from llm_rollout.kserve.records import _one_line, _record_promotion, find_stable_record
@@ -64,6 +64,7 @@ def promote(
     summary: str,
     run_id: str,
     metrics: dict[str, Any] | None = None,
+    capacity: Capacity | None = None,
     gate: Callable[[int], tuple[str, str]] | None = None,
     retire: str = "delete",
     timeout_s: float | None = None,
@@ -78,7 +79,7 @@ def promote(
     a no-op. The promotion is recorded on the service, and the run's lease is released.
 
     With ``scaling.target: auto`` (InferenceService, Standard or Knative mode) the per-replica
-    target comes from the capacity in ``metrics`` times ``scaling.safety_factor``
+    target comes from the measured ``capacity`` times ``scaling.safety_factor``
     (:func:`llm_rollout.autoscaling.autoscaling_evidence`): the promoted predictor's autoscaling is
     applied with it and the evidence recorded (``llm-rollout.io/autoscaling`` and the stable record).
     A capacity more than ``scaling.max_capacity_drop`` below the stable's recorded one is refused
@@ -92,6 +93,8 @@ def promote(
         summary: Why the verdict was reached (recorded).
         run_id: The run that promotes (recorded).
         metrics: Key metrics of the validation (a few scalars are recorded).
+        capacity: The validation's measured capacity (typed; without it, the capacity in
+            ``metrics`` as an older caller passed it).
         gate: Re-runs the validation at a traffic step: ``gate(percent) -> (verdict, summary)``.
         retire: ``delete`` the old llm-d member, or ``stop`` it (``serving.kserve.io/stop``).
         timeout_s: Bound of each readiness wait; ``validation.readiness_timeout_s`` when None.
@@ -112,7 +115,8 @@ def promote(
         return {"action": "none", "message": "already promoted", "member": rec.member, "previous": None}
     if retire not in ("delete", "stop"):
         raise PermanentError(f"retire must be 'delete' or 'stop', not {retire!r}")
-    evidence = None if spec.llmd.enabled else autoscaling_evidence(spec.scaling, metrics, rec.run_id or run_id)
+    measured = capacity if capacity is not None else metrics
+    evidence = None if spec.llmd.enabled else autoscaling_evidence(spec.scaling, measured, rec.run_id or run_id)
     if evidence is not None and spec.scaling is not None:
         where = variant_for(spec).ref()
         live = client.get_or_none(where.res, where.name, where.namespace)

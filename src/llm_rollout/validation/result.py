@@ -89,6 +89,10 @@ class Phase:
     detail: str = ""
 
 
+KEY_LEVEL_METRICS: tuple[str, ...] = ("p95_ttft_ms", "p95_tpot_ms", "output_throughput_tok_s", "error_rate")
+"""Per judged level, the numbers :meth:`ValidationResult.key_metrics` carries."""
+
+
 @dataclass
 class ValidationResult:
     """Everything a validation found.
@@ -179,6 +183,27 @@ class ValidationResult:
         revision: inferior (recovery: not asked; slo: met)``; then one line per reason.
         """
         return summary_line(self.gate, [lv.label for lv in self.levels if lv.judged])
+
+    def key_metrics(self) -> dict[str, float]:
+        """The headline numbers a summary shows and a promotion records, by name, never by a fragment.
+
+        The judged levels' :data:`KEY_LEVEL_METRICS` (an unmeasured one is left out) and every number
+        the questions' answers name (token agreement, the ratios with their intervals, quality,
+        the capacity searches, the sizing).
+        """
+        out: dict[str, float] = {}
+        for lv in self.levels:
+            if lv.judged:
+                for name in KEY_LEVEL_METRICS:
+                    value = lv.metrics.get(name)
+                    if value is not None:
+                        out[f"{lv.label}_{name}"] = float(value)
+        for answer in self.gate.answers:
+            if answer.summarized or answer.key in ("capacity", "sizing"):
+                for e in answer.evidence:
+                    if e.level == "" or e.metric.endswith("_ratio_vs_baseline"):
+                        out.update(e.metrics())
+        return out
 
     @property
     def report_html(self) -> Path | None:
