@@ -44,7 +44,7 @@ BOUNDARIES = ("register", "deploy", "validate", "promote")
 
 TINY_VALIDATION = {
     # The stand-in points the stable and the new revision at one vLLM server: comparing a server
-    # with itself says nothing (tests/e2e/test_retrain_loop.py tests the comparison), nor does
+    # with itself says nothing (tests/e2e/test_local_pipeline.py tests the comparison), nor does
     # scoring one server's texts against its own (tests/serving/test_quality.py tests that).
     "comparison": {"enabled": False},
     "quality": {"enabled": False},

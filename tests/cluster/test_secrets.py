@@ -43,7 +43,7 @@ SECRET_REF = {"VLLM_API_KEY": {"name": "chat-vllm-api-key", "key": "token"}}
 WRONG_PROBE = {"prompt": "The capital of France is", "expected": " Berlin.", "max_tokens": 6}
 VALIDATION = {
     # The stand-in points the stable and the new revision at one vLLM server: comparing a server
-    # with itself says nothing (tests/e2e/test_retrain_loop.py tests the comparison), nor does
+    # with itself says nothing (tests/e2e/test_local_pipeline.py tests the comparison), nor does
     # scoring one server's texts against its own (tests/serving/test_quality.py tests that).
     "comparison": {"enabled": False},
     "quality": {"enabled": False},

@@ -4,7 +4,9 @@
 on the tiny model is promoted (recovery against its uncompressed original), a retrained copy is
 promoted over it (the comparison with the stable revision), a slower copy is rolled back by that
 comparison, and a rerun of the promoted model is "already promoted", leaving exactly one promoted
-model with its history. ``test_rerun_*`` is the scheduled
+model with its history. Its runs 2 and 3 are also the default comparison's test against real
+servers (``test_demo_comparison_decides_with_the_evidence``: one demo serves both, where a
+separate retrain loop with a suite ran the same five pipelines again). ``test_rerun_*`` is the scheduled
 retrain-and-redeploy case: a run whose model is already the stable one ends as "already promoted"
 without starting a server.
 """
@@ -68,6 +70,11 @@ def _runs(out: Path) -> tuple[dict, list[dict]]:
     return summary, [{s["step"]: s for s in r["steps"]} for r in summary["runs"]]
 
 
+def _results(steps: dict) -> dict:
+    """The full validation results (``validation.json``) of one run's validate step."""
+    return json.loads(Path(steps["validate-deployment"]["results"]).read_text())
+
+
 def test_demo_tells_the_story_in_five_runs(demo):
     proc, out = demo
     summary, (compressed, retrained, deep, scrambled, rerun) = _runs(out)
@@ -103,6 +110,46 @@ def test_demo_tells_the_story_in_five_runs(demo):
         "INFERIOR", "verdict: fail", "compiled pipelines", "kserve manifests", "state file",
     ):  # fmt: skip
         assert text in proc.stdout, text
+
+
+def test_demo_comparison_decides_with_the_evidence(demo):
+    """The comparison with the stable revision against real servers, on the user's path.
+
+    The demo's comparison keeps the default settings (only its load and SLO are CPU-sized), so
+    its runs 2 and 3 are the default gate's test: a retrained copy (same size, same speed) never
+    called worse, a slower one caught with the evidence; the damaged copy is named for its answers
+    and its quality. (tests/e2e/test_retrain_loop.py covers a new user's spec without a suite.)
+    """
+    _, out = demo
+    _, (_, retrained, deep, scrambled, _) = _runs(out)
+    validate = retrained["validate-deployment"]
+    assert validate["stable"] and validate["recovery_base"] is None
+    assert "token agreement" not in validate["summary"]
+    # The comparison decided (not skipped): the suite scored alike on both, every speed metric
+    # not worse, on blocks of candidate/stable rounds; the report and the Metrics carry it.
+    results = _results(retrained)
+    comparison = results["comparison"]
+    assert comparison["stable_url"] == validate["stable"] and comparison["decision"] == "not_worse", comparison
+    assert comparison["quality"]["ok"] and comparison["quality"]["stable_passed"] == comparison["quality"]["total"]
+    assert comparison["blocks"] >= results["spec"]["comparison"]["min_blocks"]
+    assert comparison["rounds"] == 2 * comparison["blocks"]
+    assert {c["metric"]: c["decision"] for c in comparison["speed"]} == {
+        "median_ttft_ms": "not_worse", "mean_tpot_ms": "not_worse", "output_throughput_tok_s": "not_worse",
+    }  # fmt: skip
+    # No recovery question: the stable is another model, never a "baseline" to agree with.
+    assert results["agreement"] is None and not results["baseline_levels"]
+    assert results["metrics"]["vs_stable_not_worse"] == 1.0
+    assert "Against the stable revision" in Path(validate["report"]).read_text()
+    # The damaged copy fails its answers and its quality.
+    summary = scrambled["validate-deployment"]["summary"]
+    assert "correctness" in summary and "quality of the reference texts: " in summary, summary
+    # The deeper copy answers exactly like the tiny one: only its speed failed, with the evidence.
+    summary = deep["validate-deployment"]["summary"]
+    assert "comparison: " in summary and "worse: candidate/stable" in summary, summary
+    assert "confidence" in summary and "blocks" in summary, summary
+    deep_results = _results(deep)
+    assert all(p["passed"] for p in deep_results["correctness"]), deep_results["correctness"]
+    assert "worse" in {c["decision"] for c in deep_results["comparison"]["speed"]}
 
 
 def test_demo_state_has_exactly_one_promoted_model_with_history(demo):

@@ -31,10 +31,11 @@ def test_new_weights_at_the_same_path_are_optimized_and_rolled_out_unchanged_one
     state, cache, model = tmp_path / "state", tmp_path / "kfp-cache", tmp_path / "models" / "llama"
     monkeypatch.setenv("LLM_ROLLOUT_STATE_DIR", str(state))
     shutil.copytree(tiny_model, model)
-    # The subject is which runs roll out, not the gate: the quality question is off (its reference
-    # texts are the demo's business), everything else is the demo's spec.
+    # The subject is which runs roll out, not the gate: the quality question and the comparison
+    # with the stable are off (the demo's business: run 3 below accepts any verdict, and the
+    # comparison of two equal models was most of this test's time), everything else is the demo's spec.
     doc = deep_merge(demo_spec(state, tiny_model / "probes.json").model_dump(mode="json", exclude_unset=True), {
-        "validation": {"quality": {"enabled": False}},
+        "validation": {"quality": {"enabled": False}, "comparison": {"enabled": False}},
     })  # fmt: skip
     spec = parse_spec(doc)
 
