@@ -132,3 +132,24 @@ def test_an_slo_check_on_an_unmeasured_metric_is_inconclusive_with_the_reason_an
     assert rows == dict.fromkeys(("mean_tpot_ms", "p95_tpot_ms", "mean_itl_ms", "p95_itl_ms"), "unmeasured")
     decode = re.search(r'<svg[^>]*aria-label="Decode latency by level".*?</svg>', page, re.S).group(0)
     assert ">unmeasured<" in decode and "<circle" not in decode, "no point drawn at 0"
+
+
+def test_promotion_receives_the_capacity_typed_not_through_metric_names():
+    """validate-deployment's key_metrics carries the Capacity beside the headline; promote-model reads it back."""
+    import json
+
+    from llm_rollout.autoscaling import Capacity, Measured, autoscaling_evidence
+    from llm_rollout.platform import Verdict as StepVerdict
+    from llm_rollout.spec import parse_spec
+    from llm_rollout.steps import key_metrics
+
+    capacity = Capacity(request_rate=Measured(value=7.5, low=7.0, high=8.0), per_replica_req_s=6.0)
+    verdict = StepVerdict(verdict="pass", capacity=capacity, headline={"c4_p95_ttft_ms": 20.0})
+    sent = json.loads(json.dumps(key_metrics(verdict)))  # the KFP parameter between the two steps
+    assert sent["c4_p95_ttft_ms"] == 20.0 and not any(k.startswith("capacity_max") for k in sent)
+    received = Capacity.model_validate(sent.pop("capacity"))
+    spec = parse_spec({"platform": "kserve", "scaling": {"target": "auto"},
+                       "validation": {"slo": {"capacity_max_request_rate": 20}}})  # fmt: skip
+    ev = autoscaling_evidence(spec.scaling, received, "run-1")
+    assert (ev["target"], ev["capacity"], ev["low"], ev["high"]) == (6, 7.5, 7.0, 8.0)
+    assert autoscaling_evidence(spec.scaling, Capacity(per_replica_req_s=9.0), "r")["target"] == 7
