@@ -128,7 +128,7 @@ def test_the_preflight_picks_the_backend_vllm_picks_for_every_gpu_and_dtype(vllm
         assert facts["priorities"][f"{cap[0]}.{cap[1]}"]["fp8"] == gpu.backend_priorities(cap)
         for dtype in KV_CACHE_DTYPES:
             assert gpu.kv_cache_plan(cap, dtype).backend == _vllm_pick(facts, cap, dtype), (cap, dtype)
-    # the A10G (SM86) + fp8 default: FlashInfer, as DESIGN.md says
+    # the A10G (SM86) + fp8 default: FlashInfer, as docs/architecture.md says ("Facts the code relies on")
     assert _vllm_pick(facts, (8, 6), "fp8") == "FLASHINFER"
     assert facts["mins"] == {
         "CompressedTensorsW8A8Fp8": 89,  # FP8_DYNAMIC with FP8 compute
