@@ -32,13 +32,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 
+from llm_rollout.validation.answers import Decision
 from llm_rollout.validation.prom import fetch_metrics, parse_prometheus
 
-Verdict = Literal["pass", "fail", "inconclusive"]
+Verdict = Decision
+"""A proof's decision, in the gate's one vocabulary (see :func:`~llm_rollout.validation.summary.proof_answer`)."""
 
 PREFILL_ROLE = "prefill"
 DECODE_ROLE = "decode"

@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 import httpx
 
+from llm_rollout.validation.answers import Decision
 from llm_rollout.validation.prom import COUNTERS, parse_prometheus
 
 ALPHA = 1e-3
@@ -58,7 +59,9 @@ GATEWAY_API_FIX = (
 )
 """The likely cause and the fix, named in the failure message."""
 
-Verdict = Literal["pass", "fail", "inconclusive", "skipped"]
+Verdict = Decision | Literal["skipped"]
+"""The gate's decisions (:data:`~llm_rollout.validation.answers.Decision`), or ``skipped`` where the
+members' counters are unknown or unreadable (the proof could not be asked)."""
 
 
 def requests_finished(text: str) -> float | None:
