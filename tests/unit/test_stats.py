@@ -9,8 +9,10 @@ from distributions the test draws: equal sides (a false "worse" must stay under 
 The block tests simulate what was measured on vLLM CPU servers sharing two cores: the round
 measured right after the other side's is 45 % slower (whichever side), a slow drift, and now and
 then a round 3x slower (a neighbour's burst). Counterbalanced blocks (candidate, stable, stable,
-candidate) with the default looks (6, 12, 24 blocks at 95 % over all looks) must keep false alarms
-under the stated 5 % and still decide: equal sides "not worse", a 2x slower side "worse".
+candidate) with the default rule (the 15 %-trimmed-mean t of the block log-ratios, a look after
+every block from 3 to 24, 95 % over all looks) must keep false alarms under the stated 5 % and
+still decide: equal sides "not worse", a 2x slower side "worse". The error rates of the rule on
+the bench's noise models are tests/unit/test_gate_error_rates.py's.
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ from llm_rollout.validation.stats import (
     order_statistic_bounds,
     paired_non_inferiority,
     per_look_confidence,
+    sequential_looks,
     statistic,
+    t_quantile,
+    trimmed_t_interval,
 )
 
 
@@ -65,6 +70,26 @@ def test_order_statistic_ranks_match_the_binomial_table():
     # Binomial(5, 1/2): P(X <= 0) = 0.03125 -> rank 1 at 95 %; with 4 samples 0.0625 > 5 %: none.
     assert order_statistic_bounds(5, 0.95) == 1
     assert order_statistic_bounds(4, 0.95) is None
+
+
+def test_student_t_quantiles_match_the_table():
+    # Student's t table (one-sided): t(0.975, 10) = 2.228, t(0.99, 2) = 6.965, t(0.995, 3) = 5.841,
+    # t(0.95, 1) = 6.314; far in the tail t(0.99875, 5) = 5.409 (what a look at 6 blocks uses).
+    for p, df, table in ((0.975, 10, 2.228), (0.99, 2, 6.965), (0.995, 3, 5.841), (0.95, 1, 6.314)):
+        assert t_quantile(p, df) == pytest.approx(table, abs=5e-4)
+    assert t_quantile(0.999, 200) == pytest.approx(3.131, abs=5e-3)  # near the normal's 3.090
+
+
+def test_trimmed_t_interval_literals():
+    # 10 values, 15 % trimmed: g = 1 cut from each end; the outlier 100 does not move the centre.
+    values = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 100.0]
+    centre, low, high = trimmed_t_interval(values, 0.975)
+    assert centre == pytest.approx(5.5)  # mean of 2..9
+    # Winsorized: 2,2,3,...,9,9 -> sd 2.7183; se = 2.7183 / (0.8 * sqrt(10)) = 1.0745; t(0.975, 7) = 2.3646.
+    assert high - centre == pytest.approx(2.3646 * 2.7183 / (0.8 * math.sqrt(10)), rel=1e-4)
+    assert centre - low == pytest.approx(high - centre)
+    # Equal values: a zero-width interval at the value.
+    assert trimmed_t_interval([0.01] * 8, 0.99) == pytest.approx((0.01, 0.01, 0.01))
 
 
 def test_looks_double_and_confidence_is_spread_over_them():
@@ -144,8 +169,10 @@ def test_rounds_without_a_value_are_left_out():
     cand[2], stable[5] = None, 0.0
     result = decide(cand, stable)
     assert result.pairs == 6
-    kept = sorted(c / s for c, s in zip(cand, stable, strict=True) if c and s)
-    assert result.ratio == pytest.approx((kept[2] + kept[3]) / 2, rel=0.02)  # the median of 6 (log scale)
+    logs = [math.log(c / s) for c, s in zip(cand, stable, strict=True) if c and s]
+    # 6 blocks: floor(0.15 * 6) = 0 cut, so the centre is the geometric mean of the 6 ratios.
+    assert result.ratio == pytest.approx(math.exp(sum(logs) / 6), rel=1e-9)
+    assert result.rule == "trimmed_t"
 
 
 def measured_blocks(rng: random.Random, blocks: int, *, ratio: float = 1.0, switch: float = 1.45, spikes: float = 0.1):
@@ -167,14 +194,12 @@ def measured_blocks(rng: random.Random, blocks: int, *, ratio: float = 1.0, swit
     return cand, stable
 
 
-def sequential_blocks(cand, stable, *, margin=0.2, confidence=0.95, min_blocks=6, max_blocks=24):
+def sequential_blocks(cand, stable, *, margin=0.2, confidence=0.95, min_blocks=3, max_blocks=24):
     """The comparison's sequential rule over block sums: the first decided look, else the last."""
-    schedule = look_schedule(min_blocks, max_blocks)
-    conf = per_look_confidence(confidence, len(schedule))
-    for n in schedule:
+    for n, conf, rule in sequential_looks(min_blocks, max_blocks, confidence):
         result = paired_non_inferiority(
             block_sums(cand[: 2 * n]), block_sums(stable[: 2 * n]), metric="median_ttft_ms", better="lower",
-            margin=margin, confidence=conf,
+            margin=margin, confidence=conf, min_pairs=min_blocks, rule=rule,
         )  # fmt: skip
         if result.decision != "undecided":
             break
@@ -186,7 +211,7 @@ def test_block_sums_pair_each_sides_two_rounds_of_a_block():
     assert block_sums([1.0, None, 3.0, 4.0]) == [None, 7.0]
 
 
-def test_the_sign_test_needs_six_blocks_at_the_default_per_look_confidence():
+def test_the_sign_test_needs_six_units_at_98_33_percent():
     conf = per_look_confidence(0.95, len(look_schedule(6, 24)))
     assert look_schedule(6, 24) == [6, 12, 24]
     assert order_statistic_bounds(6, conf) == 1  # 1/64 = 1.6 % <= 1.67 %
@@ -215,8 +240,9 @@ def test_blocks_keep_false_alarms_under_the_stated_level_on_a_noisy_machine():
 def test_blocks_decide_equal_sides_not_worse_and_a_slower_side_worse_with_default_settings():
     """What the retrain loop needs: decisions, not 'inconclusive', with spikes and the position effect.
 
-    One round in 20 hit by a 3x pause: >= 95 % of equal runs decide "not worse" (measured 296/300;
-    with one round in 10 it is 269/300, the rest inconclusive - never "worse").
+    One round in 20 hit by a 3x pause: >= 95 % of equal runs decide "not worse" (measured 297/300
+    with the trimmed t and the sign test's last look, 296/300 with the sign test alone; with one
+    round in 10 the bench measures 91 % and 90 %, the rest inconclusive - never "worse").
     """
     equal = [sequential_blocks(*measured_blocks(random.Random(80_000 + seed), 24, spikes=0.05)) for seed in range(300)]
     not_worse = sum(r.decision == "not_worse" for r in equal)
@@ -226,7 +252,8 @@ def test_blocks_decide_equal_sides_not_worse_and_a_slower_side_worse_with_defaul
         sequential_blocks(*measured_blocks(random.Random(90_000 + s), 24, ratio=2.0, spikes=0.05)) for s in range(300)
     ]
     assert all(r.decision == "worse" for r in slower), [r.describe() for r in slower if r.decision != "worse"][:3]
-    assert sum(r.pairs == 6 for r in slower) >= 150  # most at the first look (measured 185/300)
+    # "Worse" is called from 6 blocks: most at the first look allowed to (measured 131/300 at 6, 227 by 7).
+    assert sum(r.pairs <= 7 for r in slower) >= 200
 
 
 def test_exactly_at_the_margin_blocks_are_rarely_called_not_worse():

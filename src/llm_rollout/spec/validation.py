@@ -242,14 +242,14 @@ class ComparisonSpec(_Model):
     The stable revision and the candidate are measured in counterbalanced blocks of four rounds
     (candidate, stable, stable, candidate) at one concurrency, so that noise on the machine and
     the cost of being measured right after the other side hit both alike, and judged for
-    non-inferiority over the blocks (a distribution-free interval of the median block ratio,
-    :mod:`llm_rollout.validation.stats`): the candidate passes a metric when it is not worse than
-    the stable by more than the margin at the stated confidence, fails it when it is worse by more
-    than the margin at that confidence, and more blocks are measured while neither holds, up to
-    ``max_blocks`` (then the verdict is inconclusive). Tail latency is the absolute SLO's job
-    (``slo.checks``); the comparison uses per-round medians by default, which a round of 16
-    requests measures well. Never text agreement: a retrained model legitimately says other
-    things; its quality is the correctness suite's score.
+    non-inferiority over the blocks (a trimmed-mean t interval of the block log-ratios, robust to
+    a block hit by a pause, :mod:`llm_rollout.validation.stats`): the candidate passes a metric
+    when it is not worse than the stable by more than the margin at the stated confidence, fails
+    it when it is worse by more than the margin at that confidence, and more blocks are measured
+    while neither holds, up to ``max_blocks`` (then the verdict is inconclusive). Tail latency is
+    the absolute SLO's job (``slo.checks``); the comparison uses per-round medians by default,
+    which a round of 16 requests measures well. Never text agreement: a retrained model
+    legitimately says other things; its quality is the correctness suite's score.
 
     Attributes:
         enabled: Compare with the stable revision when one serves.
@@ -264,8 +264,8 @@ class ComparisonSpec(_Model):
             the load phase's default on purpose: a stream must last long enough for its
             inter-token gaps to be measured on a busy client (a 16-token stream on the tiny model
             lasts ~30 ms and often arrives in one read, leaving no TPOT to compare).
-        min_blocks: Blocks before the first look (looks then double: 6, 12, 24). The sign test
-            needs 6 for a decision at 95 % spread over 3 looks.
+        min_blocks: Blocks before the first look; then a look after every block. The trimmed
+            t needs 3 for an interval (2 degrees of freedom); it calls "worse" from 6.
         max_blocks: Blocks at most (the bound of the sequential test).
         settle_s: Pause before each round that follows the other side's, so that the other
             server is idle while this one is measured. vLLM's multiprocess workers busy-poll
@@ -275,13 +275,15 @@ class ComparisonSpec(_Model):
             side measured next. 0 (the default): the servers have their own CPUs (pods in a
             cluster), or run one engine process each (the local platform's
             ``--distributed-executor-backend=uni``).
-        confidence: One-sided confidence of every decision, kept over all looks (Bonferroni):
-            each look decides at ``1 - (1 - confidence) / looks``, which the report and the summary
-            print (0.95 over the 3 looks of 6, 12 and 24 blocks: 98.33 % per look).
+        confidence: One-sided confidence of every decision, kept over all looks (weighted
+            Bonferroni): the last look decides at ``1 - 0.25 (1 - confidence)``, each interim look
+            at ``1 - 0.75 (1 - confidence) / (looks - 1)``, which the report and the summary print
+            (0.95 over the 22 looks of 3 to 24 blocks: 99.82 % per interim look, 98.75 % at the
+            last, where the sign test decides).
         ttft_statistic: The per-round TTFT statistic compared (``median``, ``mean``, ``p<NN>``).
         ttft_margin: Tolerated relative TTFT increase (0.2 = 20 %). With the defaults, the tiny
-            model served twice on a shared 2-core machine is decided "not worse" at the first
-            look (6 blocks); on steady GPU serving 10 % decides in a few looks too.
+            model served twice on a quiet 2-core machine is decided "not worse" in ~10 blocks on
+            average (``make bench``); on steady GPU serving in ~4, and 10 % decides in a few more.
         tpot_margin: Tolerated relative increase of the mean time per output token (token-weighted).
         throughput_margin: Tolerated relative loss of output throughput (tokens/s of a round).
         quality_tolerance: Share of the correctness suite the candidate may pass less than the
@@ -293,7 +295,7 @@ class ComparisonSpec(_Model):
     concurrency: int = Field(4, ge=1, le=MAX_CONCURRENCY)
     round_requests: int = Field(16, ge=1, le=10_000)
     output_tokens: int = Field(32, ge=2, le=MAX_WORDS)
-    min_blocks: int = Field(6, ge=2, le=1000)
+    min_blocks: int = Field(3, ge=2, le=1000)
     max_blocks: int = Field(24, ge=2, le=1000)
     settle_s: float = Field(0.0, ge=0, le=60)
     confidence: float = Field(0.95, gt=0.5, lt=1)

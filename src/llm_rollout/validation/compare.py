@@ -18,8 +18,10 @@
   measured next by 40-50 %), then sends a discarded burst of ``concurrency`` requests (the
   server's own wake-up). Each round gives its TTFT and TPOT statistics and its steady-state
   output throughput (``concurrency`` x the median request's tokens / end-to-end latency); the blocks are judged with
-  :func:`~llm_rollout.validation.stats.paired_non_inferiority` at looks on a doubling schedule
-  from ``min_blocks`` to ``max_blocks`` (Bonferroni over the looks). The blocks stop once every
+  :func:`~llm_rollout.validation.stats.paired_non_inferiority` at a look after every block from
+  ``min_blocks`` to ``max_blocks`` (:func:`~llm_rollout.validation.stats.sequential_looks`: a
+  trimmed-mean t interval of the block log-ratios, the sign test at the last look, the error
+  spread over the looks). The blocks stop once every
   metric is decided (or one is worse); at ``max_blocks`` a metric still undecided makes the
   verdict inconclusive.
 """
@@ -43,11 +45,11 @@ from llm_rollout.validation.probes import Probe, ProbeResult, run_smoke, run_sui
 from llm_rollout.validation.readiness import check_readiness
 from llm_rollout.validation.stats import (
     Comparison,
+    Rule,
     block_sums,
-    look_schedule,
     mcnemar_exact,
     paired_non_inferiority,
-    per_look_confidence,
+    sequential_looks,
     statistic,
 )
 
@@ -67,7 +69,7 @@ class StableComparison:
         rounds: Rounds measured per side.
         blocks: Counterbalanced blocks (candidate, stable, stable, candidate) measured.
         looks: Looks taken.
-        confidence: The per-look confidence used.
+        confidence: The confidence of the interim looks (the last look's is in its comparisons).
         per_round: Each side's per-round values in the order measured (``{"candidate": {"ttft":
             [...], "tpot": [...], "throughput": [...]}, "stable": {...}}``; rounds ``2b`` and
             ``2b + 1`` of a side form block ``b``), the evidence behind the intervals.
@@ -135,7 +137,9 @@ class _Rounds:
         self.throughput.append(spec.concurrency * rate if rate else None)
 
 
-def judge_speed(cand: _Rounds, stable: _Rounds, spec: ComparisonSpec, confidence: float) -> list[Comparison]:
+def judge_speed(
+    cand: _Rounds, stable: _Rounds, spec: ComparisonSpec, confidence: float, rule: Rule | None = None
+) -> list[Comparison]:
     """The three speed comparisons over the blocks measured so far (each side's rounds 2b, 2b+1 form block b).
 
     TPOT is ``unmeasured`` (left out of the decision, and said so) when fewer than half of the
@@ -144,7 +148,7 @@ def judge_speed(cand: _Rounds, stable: _Rounds, spec: ComparisonSpec, confidence
     lasts (the tiny model makes 32 tokens in ~60 ms). More blocks would not change that, and the
     output throughput, from each request's end-to-end time, still covers decode speed.
     """
-    comps = judge_blocks(cand, stable, spec, confidence)
+    comps = judge_blocks(cand, stable, spec, confidence, rule)
     blocks = len(cand.tpot) // 2
     tpot = comps[1]
     if tpot.decision == "undecided" and blocks >= spec.min_blocks and 2 * tpot.pairs < blocks:
@@ -156,20 +160,22 @@ def judge_speed(cand: _Rounds, stable: _Rounds, spec: ComparisonSpec, confidence
     return comps
 
 
-def judge_blocks(cand: _Rounds, stable: _Rounds, spec: ComparisonSpec, confidence: float) -> list[Comparison]:
-    """The three comparisons as the statistics decide them (see :func:`judge_speed`)."""
+def judge_blocks(
+    cand: _Rounds, stable: _Rounds, spec: ComparisonSpec, confidence: float, rule: Rule | None = None
+) -> list[Comparison]:
+    """The three comparisons as the statistics decide them (see :func:`judge_speed`; ``rule``: the look's)."""
     return [
         paired_non_inferiority(
             block_sums(cand.ttft), block_sums(stable.ttft), metric=f"{spec.ttft_statistic}_ttft_ms",
-            better="lower", margin=spec.ttft_margin, confidence=confidence, min_pairs=spec.min_blocks,
+            better="lower", margin=spec.ttft_margin, confidence=confidence, min_pairs=spec.min_blocks, rule=rule,
         ),
         paired_non_inferiority(
             block_sums(cand.tpot), block_sums(stable.tpot), metric="mean_tpot_ms", better="lower",
-            margin=spec.tpot_margin, confidence=confidence, min_pairs=spec.min_blocks,
+            margin=spec.tpot_margin, confidence=confidence, min_pairs=spec.min_blocks, rule=rule,
         ),
         paired_non_inferiority(
             block_sums(cand.throughput), block_sums(stable.throughput), metric="output_throughput_tok_s",
-            better="higher", margin=spec.throughput_margin, confidence=confidence, min_pairs=spec.min_blocks,
+            better="higher", margin=spec.throughput_margin, confidence=confidence, min_pairs=spec.min_blocks, rule=rule,
         ),
     ]  # fmt: skip
 
@@ -282,8 +288,9 @@ async def compare_with_stable(
         out.seconds = round(time.monotonic() - started, 3)
         return out
 
-    schedule = look_schedule(spec.min_blocks, spec.max_blocks)
-    out.confidence = per_look_confidence(spec.confidence, len(schedule))
+    looks = sequential_looks(spec.min_blocks, spec.max_blocks, spec.confidence)
+    schedule = {n: (conf, rule) for n, conf, rule in looks}
+    out.confidence = looks[0][1]
     cand, stab = _Rounds(), _Rounds()
     sides = {"candidate": (c_client, c_ep, cand), "stable": (s_client, s_ep, stab)}
     last_side = ""
@@ -320,7 +327,7 @@ async def compare_with_stable(
         if block not in schedule:
             continue
         out.looks += 1
-        out.speed = judge_speed(cand, stab, spec, out.confidence)
+        out.speed = judge_speed(cand, stab, spec, *schedule[block])
         decided = [c.decision for c in out.speed]
         log(f"validate: comparison: look {out.looks} after {block} blocks: "
             + ", ".join(f"{c.metric} {c.decision.replace('_', ' ')} {_interval(c)}" for c in out.speed))  # fmt: skip
