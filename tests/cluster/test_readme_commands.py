@@ -93,3 +93,6 @@ def test_status_and_rollback_as_printed_against_the_cluster(kube_cluster, tmp_pa
         assert f"stable: {members[0]} (s3://team-a-models/support-assistant/v2" in done.stdout, done.stdout
     finally:
         stand_in.stop()
+        # The README's other team-a commands (tests/serving/test_examples.py) start from no service.
+        for kind, name in ((INFERENCE_SERVICES, spec.service_name), (LEASES, f"{spec.service_name}-rollout")):
+            kube(kube_cluster).delete(kind, name, spec.namespace)
