@@ -9,11 +9,14 @@
 3. ``bench/bench_wait.py``: the watch-driven waiter vs a poller, detection latency.
 4. ``bench/bench_validator.py``: the validation client vs ``vllm bench serve`` on the same server.
 5. ``bench/bench_client_memory.py``: the validation client's memory at 200 concurrent streams.
+6. ``bench/bench_gate_rule.py``: the comparison's sequential rule on simulated blocks, the rule
+   before issue 30 and the new one side by side (false alarms, error at the margin, power,
+   inconclusive endings, average blocks to a decision; a few seconds, no server).
 
 Results are printed and written to ``build/bench/results.json``. The benchmarks do not fail on a
 missed goal (the machine is shared and noisy); they report it.
 
-Usage: ``python bench/run_all.py [--only demo,compile,wait,validator,client_memory]``.
+Usage: ``python bench/run_all.py [--only demo,compile,wait,validator,client_memory,gate_rule]``.
 """
 
 from __future__ import annotations
@@ -212,7 +215,9 @@ def bench_script(name: str, *args: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--only", default="demo,compile,wait,validator,client_memory", help="comma-separated benchmarks to run"
+        "--only",
+        default="demo,compile,wait,validator,client_memory,gate_rule",
+        help="comma-separated benchmarks to run",
     )
     args = parser.parse_args(argv)
     chosen = [x.strip() for x in args.only.split(",") if x.strip()]
@@ -229,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         results["validator"] = bench_script("bench_validator", "--json", str(OUT / "bench_validator.json"))
     if "client_memory" in chosen:
         results["client_memory"] = bench_script("bench_client_memory", "--json", str(OUT / "bench_client_memory.json"))
+    if "gate_rule" in chosen:
+        results["gate_rule"] = bench_script("bench_gate_rule", "--json", str(OUT / "bench_gate_rule.json"))
     (OUT / "results.json").write_text(json.dumps(results, indent=2, default=str))
     print(f"results: {OUT / 'results.json'}")
     failed = [name for name, r in results.items() if r.get("returncode", 0) != 0]
