@@ -428,11 +428,17 @@ def render_html(result: Mapping[str, Any]) -> str:
                 f"<p>Correctness suite: candidate {e(q.get('candidate_passed'))}/{e(q.get('total'))}, stable "
                 f"{e(q.get('stable_passed'))}/{e(q.get('total'))} (tolerance {e(fmt(q.get('tolerance')))}).</p>"
             )
+        last = (comparison.get("speed") or [{}])[0]  # the last look's comparisons carry its confidence and rule
+        how = (
+            "sign-test interval of the median block ratio"
+            if last.get("rule") == "sign"
+            else "15 %-trimmed-mean t interval of the block ratios"
+        )
         out.append(
             f'<p class="muted">{e(comparison.get("blocks"))} blocks of 4 rounds (candidate, stable, stable, '
-            f"candidate; {e(comparison.get('rounds'))} rounds per side), {e(comparison.get('looks'))} looks; each "
-            f"decision at {e(fmt(comparison.get('confidence')))} confidence (sign-test interval of the median block "
-            "ratio candidate/stable).</p>"
+            f"candidate; {e(comparison.get('rounds'))} rounds per side), {e(comparison.get('looks'))} looks; the "
+            f"last at {e(fmt(last.get('confidence', comparison.get('confidence'))))} confidence ({e(how)} "
+            "candidate/stable).</p>"
         )
         out.append(
             _table(
