@@ -576,6 +576,7 @@ class LiveAnalysis:
                 margin=self.config.margin,
                 confidence=per_look,
                 unit="sub-windows",
+                rule="sign",  # the rule this module documents (the blocks' default is the trimmed t)
             )
         decision, reasons = judge_measurement(index, cand, stab, comparisons, self.config)
         return Measurement(index, start, end, cand, stab, ratios, comparisons, decision, reasons)
