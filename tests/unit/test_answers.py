@@ -122,7 +122,9 @@ def test_an_slo_check_on_an_unmeasured_metric_is_inconclusive_with_the_reason_an
     )
     level = LevelResult("c4", 4, None, True, False, metrics, records, unmeasured=unmeasured)
     gate = Verdict([answer])
-    result = ValidationResult(gate.decision, gate.reasons, {}, {}, "http://c", "m", levels=[level], gate=gate)
+    result = ValidationResult(
+        gate.decision, gate.reasons, {}, {}, "http://c", "m", levels=[level], gate=gate, judgement=j
+    )
     data = result.to_dict()
     kfp = kfp_metrics(data)
     assert "c4_p95_tpot_ms" not in kfp and "c4_mean_itl_ms" not in kfp and kfp["c4_p95_ttft_ms"] == 50.0
@@ -130,6 +132,7 @@ def test_an_slo_check_on_an_unmeasured_metric_is_inconclusive_with_the_reason_an
     page = render_html(data)
     rows = dict(re.findall(r"<tr><td>((?:mean|p95)_(?:tpot|itl)_ms)</td><td[^>]*>([^<]*)</td>", page))
     assert rows == dict.fromkeys(("mean_tpot_ms", "p95_tpot_ms", "mean_itl_ms", "p95_itl_ms"), "unmeasured")
+    assert re.search(r"p95_tpot_ms &lt;= 250</span></td><td[^>]*>unmeasured</td>", page), "the SLO checks table"
     decode = re.search(r'<svg[^>]*aria-label="Decode latency by level".*?</svg>', page, re.S).group(0)
     assert ">unmeasured<" in decode and "<circle" not in decode, "no point drawn at 0"
 

@@ -336,7 +336,13 @@ def render_html(result: Mapping[str, Any]) -> str:
             _table(
                 ["level", "check", "measured", "status", "note"],
                 (
-                    [c["level"], _mono(c["check"]), c.get("measured"), _status(c["status"]), c.get("note", "")]
+                    [
+                        c["level"],
+                        _mono(c["check"]),
+                        "unmeasured" if c.get("measured") is None else c["measured"],
+                        _status(c["status"]),
+                        c.get("note", ""),
+                    ]
                     for c in checks
                 ),
                 numeric=[False, False, True, False, False],
