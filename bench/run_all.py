@@ -86,7 +86,7 @@ class PeakMemory:
 def bench_demo() -> dict[str, Any]:
     """Times the demo end to end and per step, with the peak memory of its process tree."""
     out = Path(tempfile.mkdtemp(prefix="llm-rollout-bench-demo-"))
-    cmd = [sys.executable, "-m", "pipelines.cli", "run-local", "--demo", "--out", str(out / "demo")]
+    cmd = [sys.executable, "-m", "kfp_llm_rollout.pipelines.cli", "run-local", "--demo", "--out", str(out / "demo")]
     started = time.monotonic()
     with open(out / "demo.log", "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -184,7 +184,7 @@ def bench_compile(repeats: int = 3) -> dict[str, Any]:
         for _ in range(repeats):
             started = time.monotonic()
             subprocess.run(
-                [sys.executable, "-m", "pipelines.cli", "compile", "--out", tmp],
+                [sys.executable, "-m", "kfp_llm_rollout.pipelines.cli", "compile", "--out", tmp],
                 cwd=ROOT,
                 check=True,
                 capture_output=True,

@@ -20,15 +20,15 @@ from types import SimpleNamespace
 
 from kfp import dsl
 
-from components.deploy_model.component import deploy_model
-from components.finalize_rollout.component import finalize_rollout
-from components.images import resolve_images
-from components.optimize_model.component import optimize_model
-from components.prepare_rollout.component import prepare_rollout
-from components.promote_model.component import promote_model
-from components.register_runtime.component import register_runtime
-from components.rollback_model.component import rollback_model
-from components.validate_deployment.component import validate_deployment
+from kfp_llm_rollout.components.deploy_model.component import deploy_model
+from kfp_llm_rollout.components.finalize_rollout.component import finalize_rollout
+from kfp_llm_rollout.components.images import resolve_images
+from kfp_llm_rollout.components.optimize_model.component import optimize_model
+from kfp_llm_rollout.components.prepare_rollout.component import prepare_rollout
+from kfp_llm_rollout.components.promote_model.component import promote_model
+from kfp_llm_rollout.components.register_runtime.component import register_runtime
+from kfp_llm_rollout.components.rollback_model.component import rollback_model
+from kfp_llm_rollout.components.validate_deployment.component import validate_deployment
 
 COMPONENT_FUNCTIONS = {
     "prepare-rollout": prepare_rollout,
@@ -98,7 +98,7 @@ def load_component_specs(image: str | None = None, optimize_image: str | None = 
 
     from kfp import components
 
-    from components.images import check_image
+    from kfp_llm_rollout.components.images import check_image
 
     built = {}
     for name, func in COMPONENT_FUNCTIONS.items():

@@ -24,8 +24,8 @@ from llm_rollout.errors import RolloutError
 
 
 def _compile(args: argparse.Namespace) -> int:
-    from components.resources import ScratchDisk
-    from pipelines.compile import compile_pipelines
+    from kfp_llm_rollout.components.resources import ScratchDisk
+    from kfp_llm_rollout.pipelines.compile import compile_pipelines
 
     disk = None
     if args.optimize_disk.lower() != "none":
@@ -88,8 +88,8 @@ def plain_text(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``llm-rollout`` (subcommands and their flags)."""
-    from components.images import DEFAULT_IMAGE, DEFAULT_OPTIMIZE_IMAGE
-    from components.resources import DEFAULT_OPTIMIZE_DISK, DEFAULT_SCRATCH_MOUNT
+    from kfp_llm_rollout.components.images import DEFAULT_IMAGE, DEFAULT_OPTIMIZE_IMAGE
+    from kfp_llm_rollout.components.resources import DEFAULT_OPTIMIZE_DISK, DEFAULT_SCRATCH_MOUNT
 
     parser = argparse.ArgumentParser(
         prog="llm-rollout", description=plain_text(__doc__ or ""), formatter_class=argparse.RawTextHelpFormatter
@@ -155,12 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="validate an OpenAI-compatible endpoint (see validate --help)", add_help=False)
     p.set_defaults(func=_validate, passthrough=True)
 
-    from pipelines.run_local import add_parser as add_run_local
+    from kfp_llm_rollout.pipelines.run_local import add_parser as add_run_local
 
     add_run_local(sub)
 
-    from pipelines.kfp_runs import add_parsers as add_kfp_runs
-    from pipelines.service_cli import add_parsers as add_service
+    from kfp_llm_rollout.pipelines.kfp_runs import add_parsers as add_kfp_runs
+    from kfp_llm_rollout.pipelines.service_cli import add_parsers as add_service
 
     add_service(sub)
     add_kfp_runs(sub)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from kfp import compiler
 
-from components.resources import ScratchDisk
-from pipelines.pipelines import PIPELINES
+from kfp_llm_rollout.components.resources import ScratchDisk
+from kfp_llm_rollout.pipelines.pipelines import PIPELINES
 
 
 def compile_pipelines(
@@ -32,7 +32,7 @@ def compile_pipelines(
     Returns:
         The written paths.
     """
-    from components.images import resolve_images
+    from kfp_llm_rollout.components.images import resolve_images
 
     image, optimize_image = resolve_images(image, optimize_image)  # before anything is written
     out = Path(out_dir)

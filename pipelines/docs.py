@@ -15,8 +15,8 @@ from pathlib import Path
 
 from kfp import dsl
 
-from components import COMPONENT_FUNCTIONS, build_components
-from components.images import DEFAULT_IMAGE, IMAGE_REPOSITORY
+from kfp_llm_rollout.components import COMPONENT_FUNCTIONS, build_components
+from kfp_llm_rollout.components.images import DEFAULT_IMAGE, IMAGE_REPOSITORY
 
 COMPONENTS_DIR = Path(__file__).resolve().parent.parent / "components"
 

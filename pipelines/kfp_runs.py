@@ -285,14 +285,14 @@ def pipeline_package(
         pipeline: ``llm-deploy`` or ``llm-optimize-deploy`` (compiled now).
         package: A compiled package instead (``llm-rollout compile`` output).
         out_dir: Where to compile to (a temporary directory when None).
-        compile_options: Keyword arguments of :func:`pipelines.compile.compile_pipelines`
+        compile_options: Keyword arguments of :func:`kfp_llm_rollout.pipelines.compile.compile_pipelines`
             (``image``, ``optimize_image``, ``api_key_secret``, ``optimize_disk``) for ``pipeline``.
 
     Raises:
         SpecError: Both or neither given, an unknown pipeline, a missing package file, or compile
             options with a package (it is compiled already).
     """
-    from pipelines.pipelines import PIPELINES
+    from kfp_llm_rollout.pipelines.pipelines import PIPELINES
 
     if bool(pipeline) == bool(package):
         raise SpecError("--pipeline/--package", "give exactly one of them", "e.g. --pipeline llm-deploy")
@@ -309,7 +309,7 @@ def pipeline_package(
         return str(path), path.stem
     if pipeline not in PIPELINES:
         raise SpecError("--pipeline", f"unknown pipeline {pipeline!r}", f"use one of {', '.join(PIPELINES)}")
-    from pipelines.compile import compile_pipelines
+    from kfp_llm_rollout.pipelines.compile import compile_pipelines
 
     out = Path(out_dir or tempfile.mkdtemp(prefix="llm-rollout-"))
     for path in compile_pipelines(str(out), **(compile_options or {})):
@@ -377,7 +377,7 @@ def submit(
         service_account: The Kubernetes service account every step runs as (bind it to the Role
             of ``manifests/rbac.yaml`` in the run's namespace).
         compile_options: For ``pipeline``: ``image``, ``optimize_image``, ``api_key_secret``,
-            ``optimize_disk`` (see :func:`pipelines.compile.compile_pipelines`).
+            ``optimize_disk`` (see :func:`kfp_llm_rollout.pipelines.compile.compile_pipelines`).
 
     Returns:
         ``{"run_id", "run_name", "experiment", "pipeline", "package", "service_account"}``.
@@ -512,7 +512,7 @@ def _recurring_runs_named(client: Any, experiment_id: str, name: str) -> list[st
 
 def _compile_options(args: Any) -> dict[str, Any]:
     """The compile flags given on the command line (only those: a package takes none)."""
-    from components.resources import DEFAULT_OPTIMIZE_DISK, DEFAULT_SCRATCH_MOUNT, ScratchDisk
+    from kfp_llm_rollout.components.resources import DEFAULT_OPTIMIZE_DISK, DEFAULT_SCRATCH_MOUNT, ScratchDisk
 
     options = {k: getattr(args, k) for k in ("image", "optimize_image", "api_key_secret") if getattr(args, k)}
     size, mount, storage_class = args.optimize_disk, args.optimize_disk_mount, args.optimize_storage_class

@@ -18,8 +18,8 @@ from typing import Any
 
 from kfp import dsl
 
-from components import build_components
-from components.resources import (
+from kfp_llm_rollout.components import build_components
+from kfp_llm_rollout.components.resources import (
     DEFAULT_OPTIMIZE_ACCELERATOR_COUNT,
     DEFAULT_OPTIMIZE_ACCELERATOR_TYPE,
     DEFAULT_OPTIMIZE_CPU,

@@ -165,7 +165,7 @@ def _inner_main(args_file: str) -> int:
     """The child process: runs the pipeline with kfp.local (its noisy output goes to run.log)."""
     from kfp import local
 
-    from pipelines.pipelines import PIPELINES
+    from kfp_llm_rollout.pipelines.pipelines import PIPELINES
 
     args = json.loads(Path(args_file).read_text())
     cache_root = args.get("cache_root")
@@ -181,8 +181,8 @@ def _inner_main(args_file: str) -> int:
 
 
 def _compile_and_render(spec: RolloutSpec, out: Path) -> tuple[Path, Path]:
+    from kfp_llm_rollout.pipelines.compile import compile_pipelines
     from llm_rollout.render import write_manifests
-    from pipelines.compile import compile_pipelines
 
     pipelines_dir = out / "pipelines"
     compile_pipelines(pipelines_dir)
@@ -256,7 +256,7 @@ def run_pipeline(
     env = dict(os.environ)
     env[RUN_LOG_ENV] = str(run_log)
     env["PYTHONUNBUFFERED"] = "1"
-    cmd = [sys.executable, "-m", "pipelines.run_local", "--inner", str(args_file)]
+    cmd = [sys.executable, "-m", "kfp_llm_rollout.pipelines.run_local", "--inner", str(args_file)]
     started = time.monotonic()
     with open(out / "run.log", "w") as log_fh:
         proc = subprocess.Popen(

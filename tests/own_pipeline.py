@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 from kfp import dsl
 
-from components.resources import set_optimize_resources
+from kfp_llm_rollout.components.resources import set_optimize_resources
 
 RUN_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER
 

@@ -648,7 +648,7 @@ def test_finalize_run_llmd_and_first_rollout(kube_cluster, kube_namespace, recon
 
 def test_the_status_and_rollback_commands_on_kserve(kube_cluster, kube_namespace, reconciler, tmp_path, capsys):
     """``llm-rollout status NAME`` / ``llm-rollout rollback NAME`` as a user types them (--kubeconfig)."""
-    from pipelines.cli import main
+    from kfp_llm_rollout.pipelines.cli import main
 
     client = kube(kube_cluster)
     spec = make_spec(kube_namespace, canary={"traffic_percent": 10})

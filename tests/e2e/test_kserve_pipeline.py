@@ -28,10 +28,10 @@ from pathlib import Path
 
 import pytest
 
+from kfp_llm_rollout.pipelines.run_local import run_pipeline
 from llm_rollout.kserve.builders import ANNOTATION_PREFIX
 from llm_rollout.kube import INFERENCE_SERVICES, LEASES, KubeClient
 from llm_rollout.spec import parse_spec
-from pipelines.run_local import run_pipeline
 from tests.fixtures.serving import finished_requests, start_vllm, tiny_quality
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.serving, pytest.mark.timeout(900)]

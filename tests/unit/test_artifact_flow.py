@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from pipelines.compile import compile_pipelines
-from pipelines.pipelines import DEPLOY_PIPELINE, OPTIMIZE_DEPLOY_PIPELINE
+from kfp_llm_rollout.pipelines.compile import compile_pipelines
+from kfp_llm_rollout.pipelines.pipelines import DEPLOY_PIPELINE, OPTIMIZE_DEPLOY_PIPELINE
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ import inspect
 
 import pytest
 
-from components import COMPONENT_FUNCTIONS
-from pipelines.docs import COMPONENTS_DIR, component_readme
+from kfp_llm_rollout.components import COMPONENT_FUNCTIONS
+from kfp_llm_rollout.pipelines.docs import COMPONENTS_DIR, component_readme
 
 
 @pytest.mark.parametrize("kfp_name", sorted(COMPONENT_FUNCTIONS))

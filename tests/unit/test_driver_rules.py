@@ -25,9 +25,9 @@ import pytest
 import yaml
 from kfp import compiler, dsl
 
-from components.resources import set_gpu_placement, set_optimize_resources
+from kfp_llm_rollout.components.resources import set_gpu_placement, set_optimize_resources
+from kfp_llm_rollout.pipelines.pipelines import PIPELINES
 from llm_rollout.errors import SpecError
-from pipelines.pipelines import PIPELINES
 
 PLACEHOLDER = re.compile(r"^\{\{\$\.inputs\.parameters\['([^']+)'\]\}\}$")
 # k8s.io/apimachinery resource.ParseQuantity, the forms a request takes (no exponent forms).

@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kfp_llm_rollout.pipelines import cli
+from kfp_llm_rollout.pipelines.run_local import DEMO_SPEC
 from llm_rollout.errors import SpecError
 from llm_rollout.platform import HistoryEntry, StableRecord, Status, format_status
 from llm_rollout.spec import load_spec, parse_spec, spec_to_json
 from llm_rollout.validation.probes import load_suite
 from llm_rollout.validation.workload import load_file
-from pipelines import cli
-from pipelines.run_local import DEMO_SPEC
 from tests.unit.test_kfp_runs import _posts, compiled, kfp_server  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -319,7 +319,7 @@ def test_a_bare_workload_path_in_a_spec_file_is_the_custom_file(tmp_path):
 
 
 def test_a_bare_workload_path_from_set_is_the_custom_file_and_replaces_a_mapping():
-    from pipelines.run_local import _overrides  # what run-local --set does with its values
+    from kfp_llm_rollout.pipelines.run_local import _overrides  # what run-local --set does with its values
 
     spec = load_spec(str(EXAMPLES / "kserve-team.yaml"), _overrides(["validation.load.workload=traffic.jsonl"]))
     assert (spec.validation.load.workload.dataset, spec.validation.load.workload.path) == ("custom", "traffic.jsonl")

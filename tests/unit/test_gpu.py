@@ -78,7 +78,7 @@ def test_an_fp8_dynamic_artifact_on_an_a10g_is_refused_before_any_write():
 def test_the_deploy_component_passes_optimize_models_scheme_to_the_preflight():
     """The pipeline wires optimize-model's ``model_scheme`` into deploy-model (tests/unit/test_artifact_flow.py);
     the component hands it to the same preflight."""
-    from components.deploy_model.component import deploy_model
+    from kfp_llm_rollout.components.deploy_model.component import deploy_model
 
     spec = parse_spec({"platform": "kserve", **A10G})
     with pytest.raises(SpecError) as info:

@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from kfp_llm_rollout.pipelines.kfp_runs import resolve_token
 from llm_rollout.errors import SpecError
 from llm_rollout.spec import ValidationSpec
 from llm_rollout.validation import pd, prom
@@ -30,7 +31,6 @@ from llm_rollout.validation.client import (
 )
 from llm_rollout.validation.load import run_load
 from llm_rollout.validation.runner import validate
-from pipelines.kfp_runs import resolve_token
 from tests.fixtures.hostile_server import HostileServer
 
 MiB = 1024 * 1024

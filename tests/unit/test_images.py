@@ -6,9 +6,9 @@ import importlib.metadata
 import pytest
 import yaml
 
-from components import build_components, images
+from kfp_llm_rollout.components import build_components, images
+from kfp_llm_rollout.pipelines.cli import main
 from llm_rollout.errors import SpecError
-from pipelines.cli import main
 
 DIGEST = "sha256:" + "ab" * 32
 

@@ -23,8 +23,8 @@ import kfp_server_api
 import pytest
 import yaml
 
+from kfp_llm_rollout.pipelines import cli, kfp_runs
 from llm_rollout.errors import SpecError
-from pipelines import cli, kfp_runs
 
 _SCALARS = {"str": str, "bool": bool, "int": int, "float": (int, float), "datetime": str, "object": object}
 
@@ -219,7 +219,7 @@ def test_the_model_check_refuses_what_the_kfp_server_would():
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory) -> dict[str, str]:
-    from pipelines.compile import compile_pipelines
+    from kfp_llm_rollout.pipelines.compile import compile_pipelines
 
     out = tmp_path_factory.mktemp("pipelines")
     return {p.stem: str(p) for p in compile_pipelines(out)}

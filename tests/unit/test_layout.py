@@ -3,8 +3,9 @@
 * every path the section names exists, and every package and top-level module of the library is
   named there (a new package without a line in the README fails here);
 * no library module is over 600 lines;
-* an import's name leads to its folder (``llm_rollout`` -> ``src/llm_rollout``, ``components`` ->
-  ``components/``, ``pipelines`` -> ``pipelines/``);
+* an import's name leads to its folder (``llm_rollout`` -> ``src/llm_rollout``,
+  ``kfp_llm_rollout.components`` -> ``components/``, ``kfp_llm_rollout.pipelines`` -> ``pipelines/``:
+  installed under the project's name, kept at the top of the repository);
 * nothing below the steps branches on the platform: ``platform ==`` appears only where the platform
   is chosen.
 """
@@ -54,7 +55,11 @@ def test_no_library_module_is_over_600_lines():
 
 
 def test_import_names_lead_to_their_folders():
-    for name, folder in (("llm_rollout", LIB), ("components", ROOT / "components"), ("pipelines", ROOT / "pipelines")):
+    for name, folder in (
+        ("llm_rollout", LIB),
+        ("kfp_llm_rollout.components", ROOT / "components"),
+        ("kfp_llm_rollout.pipelines", ROOT / "pipelines"),
+    ):
         module = importlib.import_module(name)
         assert Path(module.__file__).resolve().parent == folder.resolve(), name
 

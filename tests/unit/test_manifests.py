@@ -26,7 +26,7 @@ def test_manifests_parse_and_have_no_yaml_aliases():
 
 
 def test_render_cli_writes_the_same_files(tmp_path):
-    from pipelines.cli import main
+    from kfp_llm_rollout.pipelines.cli import main
 
     assert main(["render", "--out", str(tmp_path)]) == 0
     for path in MANIFESTS.glob("*.yaml"):

@@ -4,8 +4,8 @@ import pytest
 import yaml
 from kfp import compiler, dsl
 
-from components import build_components
-from components.resources import (
+from kfp_llm_rollout.components import build_components
+from kfp_llm_rollout.components.resources import (
     DEFAULT_OPTIMIZE_CPU,
     DEFAULT_OPTIMIZE_DISK,
     DEFAULT_OPTIMIZE_MEMORY,
@@ -13,9 +13,9 @@ from components.resources import (
     optimize_resources_for,
     set_optimize_resources,
 )
+from kfp_llm_rollout.pipelines.cli import main
+from kfp_llm_rollout.pipelines.pipelines import DEPLOY_PIPELINE, OPTIMIZE_DEPLOY_PIPELINE
 from llm_rollout.errors import SpecError
-from pipelines.cli import main
-from pipelines.pipelines import DEPLOY_PIPELINE, OPTIMIZE_DEPLOY_PIPELINE
 
 
 def _docs(path):

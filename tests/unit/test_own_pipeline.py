@@ -7,9 +7,9 @@ import pytest
 import yaml
 from kfp import compiler, components
 
-from components import COMPONENT_FUNCTIONS, build_components, component_spec_path, load_component_specs
+from kfp_llm_rollout.components import COMPONENT_FUNCTIONS, build_components, component_spec_path, load_component_specs
+from kfp_llm_rollout.pipelines.docs import COMPONENTS_DIR, component_spec_texts
 from llm_rollout.errors import SpecError
-from pipelines.docs import COMPONENTS_DIR, component_spec_texts
 from tests.own_pipeline import train_and_serve_pipeline
 from tests.unit.test_artifact_flow import _dag_tasks, artifact_inputs
 

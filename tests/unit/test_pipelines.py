@@ -3,8 +3,8 @@
 import pytest
 import yaml
 
-from pipelines.cli import main
-from pipelines.pipelines import DEPLOY_PIPELINE, OPTIMIZE_DEPLOY_PIPELINE
+from kfp_llm_rollout.pipelines.cli import main
+from kfp_llm_rollout.pipelines.pipelines import DEPLOY_PIPELINE, OPTIMIZE_DEPLOY_PIPELINE
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import yaml
 
-from components.images import DEFAULT_IMAGE, DEFAULT_OPTIMIZE_IMAGE, IMAGE_REPOSITORY, OPTIMIZE_IMAGE_REPOSITORY
+from kfp_llm_rollout.components.images import (
+    DEFAULT_IMAGE,
+    DEFAULT_OPTIMIZE_IMAGE,
+    IMAGE_REPOSITORY,
+    OPTIMIZE_IMAGE_REPOSITORY,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 

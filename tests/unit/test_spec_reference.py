@@ -2,11 +2,11 @@
 
 import pytest
 
+from kfp_llm_rollout.pipelines.cli import main
+from kfp_llm_rollout.pipelines.docs import SPEC_REFERENCE
 from llm_rollout.errors import SpecError
 from llm_rollout.spec import parse_spec
 from llm_rollout.spec.reference import describe, fields, index, spec_markdown
-from pipelines.cli import main
-from pipelines.docs import SPEC_REFERENCE
 
 
 def test_spec_reference_is_in_sync_with_the_typed_spec():

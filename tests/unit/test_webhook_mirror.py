@@ -593,7 +593,7 @@ def test_the_mirror_is_not_a_rubber_stamp():
 
 @pytest.mark.parametrize("mode", ["Standard", "Knative"])
 def test_render_cli_shows_every_phase_and_each_passes_the_mirror(tmp_path, mode):
-    from pipelines.cli import main
+    from kfp_llm_rollout.pipelines.cli import main
 
     spec_file = tmp_path / "spec.yaml"
     doc = {"platform": "kserve", "deployment_mode": mode, "canary": {"traffic_percent": 10}}
