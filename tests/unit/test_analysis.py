@@ -21,7 +21,9 @@ from llm_rollout.errors import SpecError
 from llm_rollout.validation.analysis import (
     AnalysisConfig,
     LiveAnalysis,
+    Measurement,
     SideValues,
+    StepAnalysis,
     analyse_step,
     assess,
     config_from_spec,
@@ -31,6 +33,7 @@ from llm_rollout.validation.analysis import (
     not_run,
     parse_analysis_checks,
     selectors_for,
+    step_metrics,
 )
 from llm_rollout.validation.stats import paired_non_inferiority
 from tests.fixtures.prometheus import (  # noqa: F401 - pytest fixtures
@@ -367,3 +370,35 @@ def test_inconclusive_step_holds_until_its_deadline_and_is_not_promoted(two_side
     assert 5.0 < took < 12.0
     assert "not promoted" in step.answer.reasons[0] and "deadline (9 s)" in step.answer.reasons[0]
     assert step.to_dict()["attempts"][0]["measurements"][0]["requests"]["candidate"] in (0.0, None)
+
+
+def test_step_metrics_carry_the_decision_requests_and_ratios_never_an_unmeasured_number():
+    comp = paired_non_inferiority(
+        [1.0, 1.02, 0.98, 1.01, 0.99, 1.0, 1.03, 0.97],
+        [1.0] * 8,
+        metric="mean_e2el_ms",
+        better="lower",
+        margin=0.1,
+        confidence=0.95,
+        unit="sub-windows",
+    )
+    unmeasured = paired_non_inferiority([], [], metric="mean_itl_ms", better="lower", margin=0.1, confidence=0.95)
+    analysis = _analysis("http://p")
+    m = Measurement(
+        1,
+        0.0,
+        3.0,
+        _side(40),
+        _side(42),
+        {"mean_e2el_ms": 1.0},
+        {"mean_e2el_ms": comp, "mean_itl_ms": unmeasured},
+        "pass",
+    )
+    result = analysis._result([m], "pass", [])
+    step = StepAnalysis(1, 50, 3.0, [result], result.answer)
+    metrics = step_metrics(step)
+    assert metrics["analysis_step1_ok"] == 1.0 and metrics["analysis_step1_weight_percent"] == 50
+    assert metrics["analysis_step1_candidate_requests"] == 40 and metrics["analysis_step1_stable_requests"] == 42
+    assert metrics["analysis_step1_mean_e2el_ms_ratio_high"] <= 1.1
+    assert not any("mean_itl_ms" in k for k in metrics)  # unmeasured: no number
+    assert any("mean_itl_ms" in e.name and e.value is None and e.unmeasured for e in result.answer.evidence)

@@ -737,6 +737,26 @@ def analyse_step(
     return StepAnalysis(last.step, last.weight, held, attempts, answer)
 
 
+def step_metrics(step: StepAnalysis) -> dict[str, float]:
+    """The step's KFP Metrics: ``analysis_step<N>_ok`` (1 pass, 0 fail, -1 inconclusive), the requests
+    seen per side and each ratio with its interval at the last look (unmeasured ratios are left out,
+    never written as a number)."""
+    prefix = f"analysis_step{step.step}"
+    out: dict[str, float] = {
+        f"{prefix}_ok": {"pass": 1.0, "fail": 0.0, "inconclusive": -1.0}[step.answer.decision],
+        f"{prefix}_weight_percent": float(step.weight),
+        f"{prefix}_attempts": float(len(step.attempts)),
+    }
+    for ev in step.answer.evidence:
+        if ev.value is None:
+            continue
+        out[f"{prefix}_{ev.name}"] = float(ev.value)
+        if ev.low is not None and ev.high is not None:
+            out[f"{prefix}_{ev.name}_low"] = float(ev.low)
+            out[f"{prefix}_{ev.name}_high"] = float(ev.high)
+    return out
+
+
 def not_run(reason: str) -> Answer:
     """The answer when no live analysis ran (no ``validation.analysis.prometheus_url``): inconclusive is
     wrong there (the step promotes as before), so it is a pass that says so."""
@@ -791,4 +811,5 @@ __all__ = [
     "not_run",
     "parse_analysis_checks",
     "selectors_for",
+    "step_metrics",
 ]
