@@ -9,7 +9,9 @@ scrambled copy by the floor of uniform guessing.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,7 +20,7 @@ from llm_rollout.spec import ValidationSpec, parse_spec
 from llm_rollout.validation import validate
 from llm_rollout.validation.client import Endpoint, make_client
 from llm_rollout.validation.quality import read_texts_file, score_text, vocab_size
-from tests.fixtures.serving import start_vllm, tiny_quality
+from tests.fixtures.serving import VllmServer, start_together, start_vllm, tiny_quality
 
 pytest_plugins = ["tests.fixtures.serving"]
 pytestmark = [pytest.mark.serving, pytest.mark.timeout(900)]
@@ -37,15 +39,26 @@ def quality_spec(**validation: Any) -> ValidationSpec:
 
 
 @pytest.fixture(scope="module")
-def scrambled_server(scrambled_model, tmp_path_factory):
-    with start_vllm(scrambled_model, "tiny-scrambled", log_path=tmp_path_factory.mktemp("q") / "s.log") as server:
-        yield server
+def copies(scrambled_model, retrained_model, tmp_path_factory) -> Iterator[tuple[VllmServer, VllmServer]]:
+    """The scrambled and the retrained copy, started together (two starts on 2 cores take about one)."""
+    logs = tmp_path_factory.mktemp("q")
+    with contextlib.ExitStack() as stack:
+        scrambled, retrained = start_together(
+            stack,
+            start_vllm(scrambled_model, "tiny-scrambled", log_path=logs / "s.log"),
+            start_vllm(retrained_model, "tiny-retrained", log_path=logs / "r.log"),
+        )
+        yield scrambled, retrained
 
 
 @pytest.fixture(scope="module")
-def retrained_server(retrained_model, tmp_path_factory):
-    with start_vllm(retrained_model, "tiny-retrained", log_path=tmp_path_factory.mktemp("q") / "r.log") as server:
-        yield server
+def scrambled_server(copies):
+    return copies[0]
+
+
+@pytest.fixture(scope="module")
+def retrained_server(copies):
+    return copies[1]
 
 
 def test_vllm_scores_a_text_in_one_prefill_and_tells_its_vocabulary(vllm_server, tiny_model):
@@ -91,7 +104,7 @@ def test_default_gate_rolls_back_a_scrambled_copy_for_quality_at_the_first_look(
 
 
 def test_a_retrained_copy_is_non_inferior_in_quality(vllm_server, retrained_server):
-    # Speed is the retrain loop's (tests/e2e/test_retrain_loop.py); this one asks quality only.
+    # Speed is the demo's runs 2 and 3 (tests/e2e/test_local_pipeline.py); this one asks quality only.
     result = validate(
         quality_spec(comparison={"enabled": False}), retrained_server.base_url, "tiny-retrained",
         stable_url=vllm_server.base_url, stable_model="tiny",
