@@ -80,6 +80,9 @@ def test_a_second_serving_account_is_refused():
     assert "model_store.service_account" in str(info.value)
     same = _spec(runtime={"service_account": "kfp-model-reader", "model_store": {}})
     assert serving_account(same) == "kfp-model-reader"
+    steps = _spec(runtime={"model_store": {"service_account": "llm-rollout"}})
+    with pytest.raises(SpecError, match=r"runtime\.model_store\.service_account"):
+        serving_account(steps)
 
 
 def test_the_steps_role_reads_only_those_two_names():

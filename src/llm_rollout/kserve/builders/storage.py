@@ -62,7 +62,8 @@ def serving_account(spec: RolloutSpec) -> str | None:
     """The serving pods' ``serviceAccountName``: the model store's account, else ``runtime.service_account``.
 
     Raises:
-        SpecError: Both are set and differ (KServe reads one account's Secrets).
+        SpecError: Both are set and differ (KServe reads one account's Secrets), or the store's
+            account is the steps' own.
     """
     store, own = spec.runtime.model_store, spec.runtime.service_account
     if store and own and own != store.service_account:
@@ -71,6 +72,12 @@ def serving_account(spec: RolloutSpec) -> str | None:
             f"{own!r} differs from runtime.model_store.service_account {store.service_account!r}; the serving pods "
             "run as one account, and KServe reads the model store's Secret from that account",
             "leave runtime.service_account unset, or set runtime.model_store.service_account to the same name",
+        )
+    if store and store.service_account == spec.service_account:
+        raise SpecError(
+            "runtime.model_store.service_account",
+            f"{store.service_account!r} is the pipeline steps' account, which may patch and delete InferenceServices",
+            "name an account of its own for the serving pods (default kfp-model-reader)",
         )
     return store.service_account if store else own
 
