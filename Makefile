@@ -48,11 +48,11 @@ test-env: venv test-apiserver test-prometheus serving-env optimize-env browser
 test: test-env
 	@$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
 
-test-unit: venv
+test-unit: venv test-prometheus
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 # The inner loop: unit and cluster tiers (no vLLM, no llmcompressor).
-test-fast: venv test-apiserver
+test-fast: venv test-apiserver test-prometheus
 	@$(PY) -m pytest tests/unit tests/cluster -m "not serving and not optimize" --durations=10 $(PYTEST_ARGS)
 
 # The timing-sensitive tiers three times in a row beside busy processes (what a loaded CI machine does).
