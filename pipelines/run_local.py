@@ -305,8 +305,10 @@ def format_summary(summary: RunSummary, *, extra_paths: dict[str, str] | None = 
         for reason in str(validate.get("summary", "")).splitlines():
             lines.append(f"    - {reason}")
         metrics = validate.get("metrics") or {}
-        if metrics:
-            shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())[:12])
+        # Numbers only: a kserve run's metrics also carry structured evidence (e.g. capacity per level).
+        numbers = sorted((k, v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+        if numbers:
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in numbers[:12])
             lines.append(f"  key metrics: {shown}")
     paths = {"run directory": str(summary.out_dir), "runner output": str(summary.out_dir / "run.log")}
     if validate.get("report"):
