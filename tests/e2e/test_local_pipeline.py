@@ -6,9 +6,9 @@ promoted over it (the comparison with the stable revision), a slower copy is rol
 comparison, and a rerun of the promoted model is "already promoted", leaving exactly one promoted
 model with its history. Its runs 2 and 3 are also the default comparison's test against real
 servers (``test_demo_comparison_decides_with_the_evidence``: one demo serves both, where a
-separate retrain loop with a suite ran the same five pipelines again). ``test_rerun_*`` is the scheduled
-retrain-and-redeploy case: a run whose model is already the stable one ends as "already promoted"
-without starting a server.
+separate retrain loop with a suite ran the same five pipelines again). The scheduled
+retrain-and-redeploy case (a run whose model is already the stable one ends as "already promoted"
+without starting a server) is tests/e2e/test_scheduled_rerun.py's second run and the demo's run 5.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from kfp_llm_rollout.pipelines.run_local import demo_spec, run_local
+from kfp_llm_rollout.pipelines.run_local import demo_spec
 from llm_rollout.local.platform import LocalPlatform
 from llm_rollout.local.state import read_json
 from llm_rollout.platform import Status
@@ -186,28 +186,6 @@ def test_demo_writes_the_compiled_pipelines_and_the_kserve_manifests(demo):
     assert sorted(p.name for p in (out / "pipelines").iterdir()) == ["llm-deploy.yaml", "llm-optimize-deploy.yaml"]
     manifests = sorted(p.name for p in (out / "manifests").iterdir())
     assert "kserve-inferenceservice.yaml" in manifests and "vllm-runtime.yaml" in manifests
-
-
-def test_rerun_with_the_stable_model_ends_as_already_promoted(tmp_path, tiny_model, vllm_python, monkeypatch):
-    state = tmp_path / "state"
-    monkeypatch.setenv("LLM_ROLLOUT_STATE_DIR", str(state))  # run_local sets it; restored afterwards
-    spec = demo_spec(state, tiny_model / "probes.json")
-    first = run_local(pipeline="llm-deploy", model=str(tiny_model), spec=spec, out_dir=tmp_path / "run-1")
-    assert first.outcome == "promoted", first.steps
-    promoted = status_of(state).stable
-    server_logs = sorted((state / "logs").iterdir())
-
-    second = run_local(pipeline="llm-deploy", model=str(tiny_model), spec=spec, out_dir=tmp_path / "run-2")
-    assert second.outcome == "already promoted", second.steps
-    deploy = second.step("deploy-model")
-    assert deploy["already_promoted"] is True and deploy["member"] == promoted.member
-    assert sorted((state / "logs").iterdir()) == server_logs, "no server was started"
-    assert second.step("rollback-model") is None, "an already-promoted rerun skips rollback-model"
-    assert second.step("prepare-rollout")["content_id"] == first.step("prepare-rollout")["content_id"]
-    after = status_of(state)
-    assert after.stable == promoted
-    assert [h.action for h in after.history] == ["promote"]
-    assert _processes_in(state) == []
 
 
 @pytest.mark.fault

@@ -21,6 +21,7 @@ from kfp_llm_rollout.pipelines.run_local import demo_spec, run_pipeline
 from llm_rollout.local.platform import LocalPlatform
 from llm_rollout.local.session import local_session
 from llm_rollout.spec import deep_merge, parse_spec
+from tests.e2e.test_local_pipeline import _processes_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.serving, pytest.mark.optimize, pytest.mark.timeout(1500)]
 
@@ -48,15 +49,22 @@ def test_new_weights_at_the_same_path_are_optimized_and_rolled_out_unchanged_one
     assert first.outcome == "promoted", first.step("validate-deployment")
     stable = LocalPlatform(spec).status().stable
     assert first.step("optimize-model") is not None
+    server_logs = sorted((state / "logs").iterdir())
 
     # The schedule fires again, nothing changed: the cached optimization, "already promoted".
     second = run("run-2")
     assert second.outcome == "already promoted", second.steps
     assert second.step("optimize-model") is None, "optimize-model was cached (the control: the cache is on)"
     assert second.step("prepare-rollout")["content_id"] == first.step("prepare-rollout")["content_id"]
+    deploy = second.step("deploy-model")
+    assert deploy["already_promoted"] is True and deploy["member"] == stable.member
+    assert sorted((state / "logs").iterdir()) == server_logs, "no server was started"
     assert second.step("validate-deployment")["verdict"] == "already-promoted"
     assert second.step("rollback-model") is None, "an already-promoted rerun skips rollback-model"
-    assert LocalPlatform(spec).status().stable == stable
+    after = LocalPlatform(spec).status()
+    assert after.stable == stable
+    assert [h.action for h in after.history] == ["promote"]
+    assert _processes_in(state) == []
 
     # Retrained weights land at the same path; the same pipeline with the same parameters runs again.
     for item in retrained_model.iterdir():
