@@ -143,6 +143,10 @@ class WeightedRouter:
                 return
             ready.set()
             loop.run_forever()
+            # Requests still in flight were cancelled by stop(); let them unwind before closing.
+            pending = asyncio.all_tasks(loop)
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
@@ -162,7 +166,9 @@ class WeightedRouter:
         def close() -> None:
             if self._server is not None:
                 self._server.close()
-            loop.stop()
+            for task in asyncio.all_tasks(loop):
+                task.cancel()
+            loop.call_soon(loop.stop)
 
         loop.call_soon_threadsafe(close)
         if self._thread is not None:
