@@ -27,6 +27,15 @@ def short_hash(text: str, length: int = 6) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
+def revision_id(model_uri: str, digest: str | None = None) -> str:
+    """The default revision id of a model: ``r`` + a short hash of its storage URI and digest.
+
+    The one rule for it: deploy-model derives the id of a revision whose spec names none with it,
+    and ``llm-rollout render`` the ids it shows, so both give a model the same predictor and member name.
+    """
+    return "r" + short_hash(model_uri + (digest or ""), 8)
+
+
 def is_dns_label(name: str, max_len: int = 63) -> bool:
     """Tells whether ``name`` is a valid DNS-1123 label no longer than ``max_len``."""
     return len(name) <= max_len and bool(_DNS_LABEL.match(name))

@@ -14,6 +14,7 @@ import yaml
 from llm_rollout.kserve import builders
 from llm_rollout.kserve.builders import render_all
 from llm_rollout.kserve.builders.keda import autoscaling_objects
+from llm_rollout.kserve.variants import Variant, variant_for
 from llm_rollout.spec import RolloutSpec
 
 PHASES = ("first", "canary", "promoted")
@@ -156,44 +157,56 @@ def phase_objects(
     entry (Standard), ``canaryTrafficPercent`` on the predictor (Knative), a second llm-d member in
     the route group. ``promoted``: after promotion (Standard: the predictor named as the canary was,
     the entry gone; Knative: the new model without ``canaryTrafficPercent``; llm-d: the new member
-    alone at full weight).
+    alone at the stable's weight).
+
+    Each phase is planned by the serving variant's own code (:func:`serving_objects`), the code
+    deploy-model and promote-model run: what is shown is what a rollout writes.
 
     Raises:
         ValueError: For an unknown phase.
+        SpecError: What deploy-model would refuse for this spec (e.g. an llm-d canary at 100 %).
     """
     if phase not in PHASES:
         raise ValueError(f"unknown phase {phase!r}: use one of {', '.join(PHASES)}")
     out = render_all(spec)
-    if phase == "first":
-        return out
-    stable = builders.default_member(spec)
-    new = builders.default_member(spec, candidate_uri)
-    new = builders.Member(new.name, new.model_uri, new.revision, traffic_percent=spec.canary.traffic_percent)
-    first = builders.inference_service(spec, stable)
-    canary = builders.inference_service(spec, stable, new, stable_predictor=first["spec"]["predictor"])
-    if phase == "canary":
-        isvc = canary
+    isvc = serving_objects(variant_for(spec), phase, candidate_uri)
+    if spec.llmd.enabled:
+        members = isvc
+        llmd_spec = spec
     else:
-        isvc = builders.inference_service(spec, new, stable_named=True)
-        if spec.deployment_mode == "Standard":
-            isvc["spec"]["predictor"] = builders.promoted_predictor(spec, canary["spec"]["canary"][0]["predictor"])
-    out["kserve-inferenceservice.yaml"] = [isvc]
-    out["kserve-autoscaling.yaml"] = autoscaling_objects(spec, isvc["spec"]["predictor"])
-    llmd_spec = builders.llmd_example_spec(spec)
-    llmd_stable = builders.default_member(llmd_spec)
-    llmd_new = builders.default_member(llmd_spec, candidate_uri)
-    preset = out["llm-d-configuration.yaml"][:1]
-    if phase == "canary":
-        pct = min(spec.canary.traffic_percent, 99)
-        weight = round(100 * pct / (100 - pct))
-        members = [
-            builders.llm_inference_service(llmd_spec, llmd_stable, weight=100),
-            builders.llm_inference_service(llmd_spec, llmd_new, weight=weight),
-        ]
-    else:
-        members = [builders.llm_inference_service(llmd_spec, llmd_new, weight=100)]
+        out["kserve-inferenceservice.yaml"] = isvc
+        out["kserve-autoscaling.yaml"] = autoscaling_objects(spec, isvc[0]["spec"]["predictor"])
+        llmd_spec = builders.llmd_example_spec(spec)
+        if llmd_spec.canary.traffic_percent >= 100:
+            # The example beside an InferenceService spec: an llm-d canary takes at most 99 %
+            # (the stable member keeps a weight; deploy refuses 100, see variants/llmd.py).
+            canary = llmd_spec.canary.model_copy(update={"traffic_percent": 99})
+            llmd_spec = llmd_spec.model_copy(update={"canary": canary})
+        members = serving_objects(variant_for(llmd_spec), phase, candidate_uri)
+    preset = [o for o in out["llm-d-configuration.yaml"] if o.get("kind") == "LLMInferenceServiceConfig"]
     out["llm-d-configuration.yaml"] = preset + members
     return out
+
+
+def serving_objects(variant: Variant, phase: str, candidate_uri: str = DEFAULT_CANDIDATE_URI) -> list[dict[str, Any]]:
+    """The serving objects of ``variant`` at ``phase``, planned by the variant as deploy and promote do.
+
+    ``first``: the plan of the spec's own model with nothing live. ``canary``: the plan of
+    ``candidate_uri`` beside the first phase's objects (as if the server held them). ``promoted``:
+    what promotion writes over the canary phase's objects.
+    """
+    spec = variant.spec
+    stable = builders.default_member(spec)
+    first = variant.plan_on([], stable)
+    serving = variant.serving_after([], first)
+    if phase == "first":
+        return serving
+    new = builders.default_member(spec, candidate_uri)
+    plan = variant.plan_on(serving, new)
+    serving = variant.serving_after(serving, plan)
+    if phase == "canary":
+        return serving
+    return variant.promoted_objects(serving, plan.record(spec, new))
 
 
 def render_manifests(

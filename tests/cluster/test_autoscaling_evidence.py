@@ -70,7 +70,7 @@ def test_standard_promotion_writes_the_measured_keda_threshold_and_gates_a_capac
     first = _deploy(spec, client, "s3://models/a", "ra", "run-1")
     assert _keda_target(_isvc(client, spec)) == "10", "before any evidence 'auto' renders the static default"
 
-    assert _promote(spec, client, first, _rate(15.0, 14.0, 16.5))["action"] == "promote"
+    assert _promote(spec, client, first, _rate(15.0, 14.0, 16.5)).action == "promote"
     live = _isvc(client, spec)
     assert _keda_target(live) == "12"  # floor(15 x 0.8)
     # KEDA through the steps' own ScaledObject (builders/keda.py): KServe's class is `external`, and
@@ -110,7 +110,7 @@ def test_standard_promotion_writes_the_measured_keda_threshold_and_gates_a_capac
         validation=AUTO_RATE["validation"],
         scaling={"target": "auto", "accept_capacity_drop": True},
     )
-    assert _promote(accepting, client, second, _rate(10.0, 9.0, 11.0))["action"] == "promote"
+    assert _promote(accepting, client, second, _rate(10.0, 9.0, 11.0)).action == "promote"
     live = _isvc(client, spec)
     assert "canary" not in live["spec"] and live["spec"]["predictor"]["name"] == second.member
     assert _keda_target(live) == "8"
@@ -135,11 +135,11 @@ def test_knative_promotion_writes_the_measured_concurrency_target(kube_cluster, 
         validation={"slo": {"capacity_max_concurrency": 64}},
     )
     first = _deploy(spec, client, "s3://models/a", "ra", "run-1")
-    assert _promote(spec, client, first, {"capacity_max_concurrency": 20.0})["action"] == "promote"
+    assert _promote(spec, client, first, {"capacity_max_concurrency": 20.0}).action == "promote"
     second = _deploy(spec, client, "s3://models/b", "rb", "run-2")
     assert _isvc(client, spec)["spec"]["predictor"]["canaryTrafficPercent"] == 20
     metrics = {"capacity_max_concurrency": 24.0, "capacity_max_concurrency_low": 22.0}
-    assert _promote(spec, client, second, metrics)["action"] == "promote"
+    assert _promote(spec, client, second, metrics).action == "promote"
     pred = _isvc(client, spec)["spec"]["predictor"]
     assert "canaryTrafficPercent" not in pred
     assert (pred["scaleMetric"], pred["scaleTarget"]) == ("concurrency", 12)

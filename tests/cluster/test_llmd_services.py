@@ -71,7 +71,7 @@ def test_two_services_with_a_common_30_character_prefix_roll_out_side_by_side(ku
     # A canary and its promotion in one service leave the other's member exactly as it was.
     a2 = _deploy(alpha, client, "hf://org/model-b", "rb", "run-a2")
     assert a2.stable is not None and a2.stable.member == a1.member  # not the other service's
-    assert _promote(alpha, client, a2)["action"] == "promote"
+    assert _promote(alpha, client, a2).action == "promote"
     assert set(_members(client, alpha)) == {a2.member}
     eu_after = client.get(LLM_INFERENCE_SERVICES, e1.member, kube_namespace)
     assert rv(eu_after) == rv(eu_before) and eu_after["spec"]["model"]["uri"] == "hf://org/model-a"
@@ -136,13 +136,13 @@ def test_a_preset_goes_with_the_last_member_that_uses_it_and_comes_back_with_a_r
     old_before = rv(client.get(LLM_INFERENCE_SERVICE_CONFIGS, old_preset, kube_namespace))
     second = _deploy(new_spec, client, "hf://org/model-b", "rb", "run-2")
     assert rv(client.get(LLM_INFERENCE_SERVICE_CONFIGS, old_preset, kube_namespace)) == old_before
-    assert _promote(new_spec, client, second)["action"] == "promote"  # deletes the first member
+    assert _promote(new_spec, client, second).action == "promote"  # deletes the first member
     reconciler.wait_collected(old_preset)
     assert set(_presets(client, kube_namespace)) == {builders.preset_name(new_spec)}
 
     # llm-rollout rollback NAME brings the first member back with its preset, and it is Ready.
     back = rollback_to_previous(new_spec, client, run_id="manual", timeout_s=30)
-    assert back["action"] == "rollback" and back["member"] == first.member
+    assert back.action == "rollback" and back.member == first.member
     restored = client.get(LLM_INFERENCE_SERVICES, first.member, kube_namespace)
     assert _conditions(restored)["PresetsCombined"] == ("True", "")
     preset = client.get(LLM_INFERENCE_SERVICE_CONFIGS, old_preset, kube_namespace)

@@ -53,13 +53,13 @@ def test_lease_steps_promotion_and_rollback_leave_every_pod_template_as_its_mode
     spec = make_spec(kube_namespace, canary={"traffic_percent": 10, "steps": [25, 50, 100]})
     first = _deploy(spec, client, "s3://models/a", "ra", "run-1")
     metadata = _meta(client, spec)
-    assert _promote(spec, client, first)["action"] == "promote"
+    assert _promote(spec, client, first).action == "promote"
     assert reconciler.pod_template_versions("chat") == {"chat-predictor": 1}
 
     # Second rollout: lease taken, canary, two traffic steps with the gate, promotion, lease released.
     second = _deploy(spec, client, "s3://models/b", "rb", "run-2")
     gates: list[int] = []
-    assert _promote(spec, client, second, gate=lambda p: gates.append(p) or ("pass", "ok"))["action"] == "promote"
+    assert _promote(spec, client, second, gate=lambda p: gates.append(p) or ("pass", "ok")).action == "promote"
     assert gates == [25, 50, 100]
     # The canary's Deployment became the stable one without a new pod template (its pods stay, the
     # ones just validated); the old stable's Deployment went with its only template.
@@ -67,7 +67,7 @@ def test_lease_steps_promotion_and_rollback_leave_every_pod_template_as_its_mode
 
     # Third rollout, rolled back: the stable's template is untouched, the canary's had one.
     third = _deploy(spec, client, "s3://models/c", "rc", "run-3")
-    assert rollback(spec, client, third, reason="fail", run_id="run-3")["action"] == "rollback"
+    assert rollback(spec, client, third, reason="fail", run_id="run-3").action == "rollback"
     assert reconciler.pod_template_versions("chat") == {
         "chat-predictor": 1,
         "chat-rb-predictor": 1,

@@ -21,7 +21,7 @@ from llm_rollout.kserve.builders import LABEL_MEMBER, LABEL_REVISION, LABEL_RUN_
 from llm_rollout.kserve.deploy import deploy
 from llm_rollout.kserve.lease import LeaseHeld
 from llm_rollout.kserve.platform import KServePlatform
-from llm_rollout.kserve.promote import GateFailed, promote
+from llm_rollout.kserve.promote import GateFailed, Promoted, promote
 from llm_rollout.kserve.restore import rollback_to_previous
 from llm_rollout.kserve.rollback import finalize_run, rollback
 from llm_rollout.kserve.variants import variant_for
@@ -103,7 +103,7 @@ def _promoted(canary_pred, member, namespace):
 def _stable_isvc(spec, client, uri="s3://models/a", rev="ra", run_id="run-1"):
     """A promoted first rollout: the stable revision every canary test starts from."""
     first = _deploy(spec, client, uri, rev, run_id)
-    assert _promote(spec, client, first)["action"] == "promote"
+    assert _promote(spec, client, first).action == "promote"
     return first
 
 
@@ -123,7 +123,7 @@ def test_first_rollout_pass_marks_it_stable_and_records_it(kube_cluster, kube_na
     }
 
     result = _promote(spec, client, first)
-    assert result["action"] == "promote" and "first rollout" in result["message"]
+    assert result.action == "promote" and "first rollout" in result.message
     after = _isvc(client, spec)
     assert after["spec"] == live["spec"] and after["metadata"]["generation"] == live["metadata"]["generation"]
     assert after["metadata"]["labels"] == live["metadata"]["labels"] and _ann(after) == _ann(live)
@@ -141,7 +141,7 @@ def test_first_rollout_pass_marks_it_stable_and_records_it(kube_cluster, kube_na
     assert _managers(after) == ["llm-rollout"] and records.RECORD_MANAGER in _managers(_state(client, spec))
 
     again = _promote(spec, client, first)
-    assert again["action"] == "none" and again["message"].startswith("already promoted")
+    assert again.action == "none" and again.message.startswith("already promoted")
     assert rv(_isvc(client, spec)) == rv(after)
 
 
@@ -150,9 +150,9 @@ def test_first_rollout_fail_deletes_the_unvalidated_service(kube_cluster, kube_n
     spec = make_spec(kube_namespace)
     first = _deploy(spec, client, "s3://models/a", "ra", "run-1")
     result = rollback(spec, client, first, reason="verdict fail: p95_ttft_ms 340 > 100", run_id="run-1")
-    assert result["action"] == "rollback" and "deleted" in result["message"]
+    assert result.action == "rollback" and "deleted" in result.message
     assert objects_in(client, kube_namespace)["inferenceservices"] == []
-    assert rollback(spec, client, first, reason="again", run_id="run-1")["action"] == "none"
+    assert rollback(spec, client, first, reason="again", run_id="run-1").action == "none"
 
 
 def test_standard_promote_moves_the_canary_into_the_predictor(kube_cluster, kube_namespace, reconciler):
@@ -167,12 +167,12 @@ def test_standard_promote_moves_the_canary_into_the_predictor(kube_cluster, kube
     assert _held_by(client, spec) == "run-2"
 
     result = _promote(spec, client, record)
-    assert result == {
-        "action": "promote",
-        "message": f"promoted {record.member} (s3://models/b) in chat; replaced {first.member}",
-        "member": record.member,
-        "previous": first.member,
-    }
+    assert result == Promoted(
+        "promote",
+        f"promoted {record.member} (s3://models/b) in chat; replaced {first.member}",
+        record.member,
+        first.member,
+    )
     live = _isvc(client, spec)
     # The canary's predictor, name included (KServe keeps its Deployment and pods), is the predictor
     # now, with the stable's scaling fields back (a canary has fixed replicas).
@@ -191,7 +191,7 @@ def test_standard_promote_moves_the_canary_into_the_predictor(kube_cluster, kube
     assert [h["member"] for h in json.loads(ann[records.HISTORY])] == [record.member, first.member]
     assert _held_by(client, spec) is None and lease.PROMOTION_STEP not in ann
 
-    assert _promote(spec, client, record)["action"] == "none"
+    assert _promote(spec, client, record).action == "none"
     assert rv(_isvc(client, spec)) == rv(live)
 
     # `llm-rollout status` shows it; `llm-rollout rollback` puts the previous model back.
@@ -202,7 +202,7 @@ def test_standard_promote_moves_the_canary_into_the_predictor(kube_cluster, kube
     text = format_status(st)
     assert record.member in text and f"previous stable: {first.member}" in text and "p95_ttft_ms 42" in text
     back = rollback_to_previous(spec, client, run_id="manual", timeout_s=30)
-    assert back["member"] == first.member and back["previous"] == record.member
+    assert back.member == first.member and back.previous == record.member
     restored = _isvc(client, spec)
     assert restored["spec"] == {"predictor": stable_pred}
     assert restored["spec"]["predictor"]["labels"][LABEL_REVISION] == "ra"
@@ -218,13 +218,13 @@ def test_standard_rollback_leaves_the_stable_predictor_exactly_as_it_was(kube_cl
     record = _deploy(spec, client, "s3://models/b", "rb", "run-2")
 
     result = rollback(spec, client, record, reason="verdict fail: error_rate 0.2 > 0", run_id="run-2")
-    assert result["action"] == "rollback" and result["stable"] == first.member
+    assert result.action == "rollback" and result.stable == first.member
     live = _isvc(client, spec)
     assert live["spec"] == stable["spec"] and live["metadata"]["labels"] == stable["metadata"]["labels"]
     ann = _ann(_state(client, spec))
     assert json.loads(ann[records.LAST_ROLLBACK])["reason"] == "verdict fail: error_rate 0.2 > 0"
     assert ann[records.PROMOTED_MEMBER] == first.member and _held_by(client, spec) is None
-    assert rollback(spec, client, record, reason="again", run_id="run-2")["action"] == "none"
+    assert rollback(spec, client, record, reason="again", run_id="run-2").action == "none"
     assert rv(_isvc(client, spec)) == rv(live)
 
 
@@ -254,7 +254,7 @@ def test_stepped_promote_with_a_gate_and_a_gate_failing_midway(kube_cluster, kub
     canary_pred = _isvc(client, spec)["spec"]["canary"][0]["predictor"]
     seen.clear()
     result = _promote(spec, client, record, gate=lambda p: seen.append((p, 0)) or ("pass", f"ok at {p}"))
-    assert result["action"] == "promote" and [p for p, _ in seen] == [25, 50, 100]
+    assert result.action == "promote" and [p for p, _ in seen] == [25, 50, 100]
     assert _isvc(client, spec)["spec"] == {"predictor": _promoted(canary_pred, "rc", kube_namespace)}
 
 
@@ -312,13 +312,13 @@ def test_api_server_dropping_connections_during_promotion(kube_cluster, kube_nam
     kube_fault_proxy.fail_next_requests(2, status=503, match=lambda method, path: method == "PATCH")
     kube_fault_proxy.fail_next_requests(1, status=500)
     result = _promote(spec, client, record)
-    assert result["action"] == "promote"
+    assert result.action == "promote"
     stats = kube_fault_proxy.stats
     assert stats.connections_reset == 3 and stats.injected_statuses == {503: 2, 500: 1}
     live = _isvc(direct, spec)
     assert live["spec"] == {"predictor": _promoted(canary_pred, "rb", kube_namespace)}
     assert _ann(_state(direct, spec))[records.PROMOTED_MEMBER] == record.member and _held_by(direct, spec) is None
-    assert _promote(spec, client, record)["action"] == "none"
+    assert _promote(spec, client, record).action == "none"
 
 
 # Knative ----------------------------------------------------------------------------------------------
@@ -332,7 +332,7 @@ def test_knative_promote_and_rollback(kube_cluster, kube_namespace, reconciler):
 
     bad = _deploy(spec, client, "s3://models/b", "rb", "run-2")
     assert _isvc(client, spec)["spec"]["predictor"]["canaryTrafficPercent"] == 20
-    assert rollback(spec, client, bad, reason="fail", run_id="run-2")["action"] == "rollback"
+    assert rollback(spec, client, bad, reason="fail", run_id="run-2").action == "rollback"
     live = _isvc(client, spec)
     assert live["spec"]["predictor"] == {**stable_pred, "canaryTrafficPercent": 0}
     assert live["spec"]["predictor"]["labels"][LABEL_REVISION] == "ra"
@@ -341,7 +341,7 @@ def test_knative_promote_and_rollback(kube_cluster, kube_namespace, reconciler):
     assert good.stable is not None and good.stable.member == first.member
     canary = _isvc(client, spec)["spec"]["predictor"]
     assert canary["canaryTrafficPercent"] == 20
-    assert _promote(spec, client, good)["action"] == "promote"
+    assert _promote(spec, client, good).action == "promote"
     live = _isvc(client, spec)
     assert live["spec"]["predictor"] == {k: v for k, v in canary.items() if k != "canaryTrafficPercent"}
     assert live["spec"]["predictor"]["labels"][LABEL_REVISION] == "rc"
@@ -353,7 +353,7 @@ def test_knative_promote_and_rollback(kube_cluster, kube_namespace, reconciler):
 
 def _llmd_stable(spec, client):
     first = _deploy(spec, client, "hf://org/model-a", "ra", "run-1")
-    assert _promote(spec, client, first)["action"] == "promote"
+    assert _promote(spec, client, first).action == "promote"
     return first
 
 
@@ -382,7 +382,7 @@ def test_llmd_stepped_promotion_shifts_weights_then_deletes_the_old_member(kube_
         return "pass", f"ok at {percent}%"
 
     result = _promote(spec, client, record, gate=gate)
-    assert result["action"] == "promote" and f"deleted {first.member}" in result["message"]
+    assert result.action == "promote" and f"deleted {first.member}" in result.message
     assert weights == [(50, 100, 100), (100, 100, 0)]
     assert objects_in(client, kube_namespace)["llminferenceservices"] == [record.member]
     new = _member(client, kube_namespace, record.member)
@@ -391,7 +391,7 @@ def test_llmd_stepped_promotion_shifts_weights_then_deletes_the_old_member(kube_
     assert ann[records.PROMOTED_MEMBER] == record.member and _held_by(client, spec) is None
     previous = json.loads(ann[records.PREVIOUS_STABLE])
     assert previous["member"] == first.member and previous["member_spec"]["model"]["uri"] == "hf://org/model-a"
-    assert _promote(spec, client, record)["action"] == "none"
+    assert _promote(spec, client, record).action == "none"
 
     st = status(client, "chat", kube_namespace)
     assert [(r.role, r.member, r.traffic_percent) for r in st.revisions] == [("stable", record.member, 100)]
@@ -428,14 +428,14 @@ def test_llmd_promote_can_stop_the_old_member_and_rollback_is_exact(kube_cluster
     stable_before = _member(client, kube_namespace, first.member)
 
     bad = _deploy(spec, client, "hf://org/model-b", "rb", "run-2")
-    assert rollback(spec, client, bad, reason="fail", run_id="run-2")["action"] == "rollback"
+    assert rollback(spec, client, bad, reason="fail", run_id="run-2").action == "rollback"
     assert objects_in(client, kube_namespace)["llminferenceservices"] == [first.member]
     assert rv(_member(client, kube_namespace, first.member)) == rv(stable_before)
-    assert rollback(spec, client, bad, reason="fail", run_id="run-2")["action"] == "none"
+    assert rollback(spec, client, bad, reason="fail", run_id="run-2").action == "none"
 
     good = _deploy(spec, client, "hf://org/model-c", "rc", "run-3")
     result = _promote(spec, client, good, retire="stop")
-    assert f"stopped {first.member}" in result["message"]
+    assert f"stopped {first.member}" in result.message
     old = _member(client, kube_namespace, first.member)
     assert _ann(old)[STOP_ANNOTATION] == "true" and _weight(old) == 0
     assert _weight(_member(client, kube_namespace, good.member)) == 100
@@ -448,7 +448,7 @@ def test_llmd_first_rollout_fail_removes_the_member(kube_cluster, kube_namespace
     client = kube(kube_cluster)
     spec = llmd_spec(kube_namespace)
     first = _deploy(spec, client, "hf://org/model-a", "ra", "run-1")
-    assert rollback(spec, client, first, reason="fail", run_id="run-1")["action"] == "rollback"
+    assert rollback(spec, client, first, reason="fail", run_id="run-1").action == "rollback"
     assert objects_in(client, kube_namespace)["llminferenceservices"] == []
     assert _held_by(client, spec) is None
 
@@ -550,13 +550,10 @@ def test_a_rerun_with_the_stable_model_is_already_promoted(kube_cluster, kube_na
     )
     assert again.already_promoted and again.member == first.member and again.model_uri == "s3://models/a"
     assert rv(_isvc(client, spec)) == rv(before)  # nothing applied, no lease taken
-    assert promote(spec, client, again, verdict="pass", summary="", run_id="run-9") == {
-        "action": "none",
-        "message": "already promoted",
-        "member": first.member,
-        "previous": None,
-    }
-    assert rollback(spec, client, again, reason="x", run_id="run-9")["action"] == "none"
+    assert promote(spec, client, again, verdict="pass", summary="", run_id="run-9") == Promoted(
+        "none", "already promoted", first.member
+    )
+    assert rollback(spec, client, again, reason="x", run_id="run-9").action == "none"
     # Another digest under the same URI is another model, but KServe could never promote it: a
     # predictor.name change needs a storageUri change (validatePredictorNameChange). Refused before
     # anything is written.
@@ -618,15 +615,15 @@ def test_finalize_run_after_a_killed_step(kube_cluster, kube_namespace, reconcil
     assert _held_by(client, spec) == "run-2"
 
     result = finalize_run(spec, client, "run-2", state="FAILED", error="deploy-model: pod deleted")
-    assert result["action"] == "rollback" and result["lease_released"] is True
-    assert len(result["rolled_back"]) == 1
+    assert result.action == "rollback" and result.lease_released is True
+    assert len(result.rolled_back) == 1
     live = _isvc(client, spec)
     assert live["spec"] == stable["spec"] and _held_by(client, spec) is None
     assert _ann(_state(client, spec))[records.PROMOTED_MEMBER] == first.member
     again = finalize_run(spec, client, "run-2", state="FAILED")
-    assert again["action"] == "none" and rv(_isvc(client, spec)) == rv(live)
+    assert again.action == "none" and rv(_isvc(client, spec)) == rv(live)
     # A promoted run's revision is left alone by its own exit handler.
-    assert finalize_run(spec, client, "run-1", state="SUCCEEDED")["action"] == "none"
+    assert finalize_run(spec, client, "run-1", state="SUCCEEDED").action == "none"
 
 
 def test_finalize_run_llmd_and_first_rollout(kube_cluster, kube_namespace, reconciler):
@@ -636,13 +633,13 @@ def test_finalize_run_llmd_and_first_rollout(kube_cluster, kube_namespace, recon
     stable_before = _member(client, kube_namespace, first.member)
     _deploy(spec, client, "hf://org/model-b", "rb", "run-2")
     result = finalize_run(spec, client, "run-2", state="FAILED")
-    assert result["action"] == "rollback" and result["lease_released"] is True
+    assert result.action == "rollback" and result.lease_released is True
     assert objects_in(client, kube_namespace)["llminferenceservices"] == [first.member]
     assert rv(_member(client, kube_namespace, first.member)) == rv(stable_before)
 
     isvc_spec = make_spec(kube_namespace, name="other")
     _deploy(isvc_spec, client, "s3://models/x", "rx", "run-5")
-    assert finalize_run(isvc_spec, client, "run-5", state="CANCELLED")["action"] == "rollback"
+    assert finalize_run(isvc_spec, client, "run-5", state="CANCELLED").action == "rollback"
     assert objects_in(client, kube_namespace)["inferenceservices"] == []
 
 

@@ -167,7 +167,7 @@ def test_with_gateway_api_the_canary_gets_its_share_and_promotion_proceeds(
         spec, client, record, verdict="pass", summary="ok", run_id="run-2", gate=traffic_gate(spec, record)
     )
 
-    assert result["action"] == "promote"
+    assert result.action == "promote"
     live = client.get(INFERENCE_SERVICES, NAME, kube_namespace)
     assert live["spec"]["predictor"]["name"] == record.member
     assert _count(canary_server.base_url) > canary_before

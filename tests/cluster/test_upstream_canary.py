@@ -65,7 +65,7 @@ def test_raw_deployment_canary_create_promote_rollback(kube_cluster, kube_namesp
     third = _deploy(spec, client, "s3://models/v3", "v3", "run-3")
     assert set(reconciler.deployments_of("chat")) == {"chat-v2-predictor", "chat-v3-predictor"}
     rolled_at = time.monotonic()
-    assert rollback(spec, client, third, reason="verdict fail", run_id="run-3")["action"] == "rollback"
+    assert rollback(spec, client, third, reason="verdict fail", run_id="run-3").action == "rollback"
     live = client.get(INFERENCE_SERVICES, "chat", kube_namespace)
     assert live["spec"]["predictor"]["name"] == "v2" and "canary" not in live["spec"]
     reconciler.wait_for_ready_write("chat", since=rolled_at)
@@ -104,7 +104,7 @@ def test_knative_canary_is_a_revision_split_inside_one_knative_service(kube_clus
     # a failing next canary rolls back: all traffic on the last rolled-out revision
     third = _deploy(spec, client, "s3://models/flowers-3", "v3", "run-3")
     rolled_at = time.monotonic()
-    assert rollback(spec, client, third, reason="verdict fail", run_id="run-3")["action"] == "rollback"
+    assert rollback(spec, client, third, reason="verdict fail", run_id="run-3").action == "rollback"
     reconciler.wait_for_ready_write("chat", since=rolled_at)
     live = client.get(INFERENCE_SERVICES, "chat", kube_namespace)
     assert live["spec"]["predictor"]["canaryTrafficPercent"] == 0

@@ -85,11 +85,6 @@ def to_storage_uri(uri: str, *, llmd: bool = False) -> str:
     return uri
 
 
-def revision_id(model_uri: str, digest: str | None = None) -> str:
-    """The default revision id of a model: ``r`` + a short hash of its URI and digest."""
-    return "r" + short_hash(model_uri + (digest or ""), 8)
-
-
 def _require_kserve(spec: RolloutSpec) -> None:
     if spec.platform != "kserve":
         raise SpecError(
@@ -244,23 +239,7 @@ def deploy(
         storage_uri,
         f" at {plan.traffic_percent}% traffic" if plan.canary else "",
     )
-    record = DeploymentRecord(
-        platform="kserve",
-        kind=plan.kind,  # type: ignore[arg-type]
-        name=spec.service_name,
-        namespace=spec.namespace,
-        member=new.name,
-        revision=rev,
-        model_uri=storage_uri,
-        served_model_name=spec.served_model_name,
-        endpoint_url="",
-        generation=generation,
-        canary=plan.canary,
-        traffic_percent=plan.traffic_percent,
-        stable=plan.stable,
-        run_id=run_id,
-        artifact_digest=digest,
-    )
+    record = plan.record(spec, new, generation=generation, digest=digest)
     if dry_run:
         return record
 

@@ -128,32 +128,13 @@ class KServePlatform:
             run_id=run_id,
             gate=gate,
         )
-        action = "promote" if result.get("action") == "promote" else "none"
-        return Outcome(
-            action=action,
-            message=result.get("message") or f"{result.get('action')} {record.member}",
-            member=record.member,
-            stable=record.member,
-            stopped=[result["previous"]] if action == "promote" and result.get("previous") else [],
-        )
+        return result.outcome()
 
     def rollback(self, record: DeploymentRecord, *, reason: str, run_id: str) -> Outcome:
-        result = rollback(self.spec, self.client, record, reason=reason, run_id=run_id)
-        action = "rollback" if result.get("action") == "rollback" else "none"
-        return Outcome(
-            action=action,
-            message=result.get("message") or f"{result.get('action')} {record.member}",
-            member=record.member,
-            stable=result.get("stable"),
-            stopped=[record.member] if action == "rollback" else [],
-        )
+        return rollback(self.spec, self.client, record, reason=reason, run_id=run_id).outcome()
 
     def finalize(self, *, run_id: str, state: str, error: str) -> Outcome:
-        result = finalize_run(self.spec, self.client, run_id, state=state, error=error)
-        rolled = list(result.get("rolled_back") or [])
-        return Outcome(
-            action="finalize" if rolled else "none", message=result.get("message") or "finalized", stopped=rolled
-        )
+        return finalize_run(self.spec, self.client, run_id, state=state, error=error).outcome()
 
     # status / restore --------------------------------------------------------------------------
 
@@ -161,11 +142,4 @@ class KServePlatform:
         return status(self.spec, self.client)
 
     def restore_previous(self, *, run_id: str, timeout_s: float) -> Outcome:
-        result = rollback_to_previous(self.spec, self.client, run_id=run_id, timeout_s=timeout_s)
-        return Outcome(
-            action="rollback",
-            message=result["message"],
-            member=result.get("member"),
-            stable=result.get("member"),
-            stopped=[result["previous"]] if result.get("previous") else [],
-        )
+        return rollback_to_previous(self.spec, self.client, run_id=run_id, timeout_s=timeout_s).outcome()

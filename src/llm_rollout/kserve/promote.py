@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from llm_rollout.autoscaling import Capacity, autoscaling_evidence, check_capacity_drop, with_target
 from llm_rollout.errors import PermanentError
 from llm_rollout.kserve.lease import release_lease
 from llm_rollout.kserve.records import _one_line, _record_promotion, find_stable_record
-from llm_rollout.kserve.rollback import _rollback
+from llm_rollout.kserve.rollback import RolledBack, _rollback
 from llm_rollout.kserve.variants import variant_for
 from llm_rollout.kserve.variants.base import PromoteSteps
 from llm_rollout.kube import KubeClient
+from llm_rollout.platform import Outcome
 from llm_rollout.record import DeploymentRecord
 from llm_rollout.spec import RolloutSpec
 
@@ -32,15 +34,39 @@ GATE_REASON_LIMIT = 900
 """A failed gate's reason in the rollback record and the error (the traffic proof's cause and fix fit)."""
 
 
+@dataclass(frozen=True)
+class Promoted:
+    """What :func:`promote` did.
+
+    Attributes:
+        action: ``promote``, or ``none`` (already promoted: a rerun, or a model that already was stable).
+        message: One line for the step's log.
+        member: The revision promoted.
+        previous: The stable revision it replaced (None on a first rollout and on a rerun).
+    """
+
+    action: Literal["promote", "none"]
+    message: str
+    member: str
+    previous: str | None = None
+
+    def outcome(self) -> Outcome:
+        """As :meth:`llm_rollout.platform.Platform.promote` reports it (the same on both platforms)."""
+        stopped = [self.previous] if self.action == "promote" and self.previous else []
+        return Outcome(
+            action=self.action, message=self.message, member=self.member, stable=self.member, stopped=stopped
+        )
+
+
 class GateFailed(PermanentError):
     """A stepped promotion's gate did not pass; the new revision was rolled back.
 
     Attributes:
         percent: The traffic step at which the gate failed.
-        result: What :func:`rollback` returned.
+        result: What the rollback did.
     """
 
-    def __init__(self, message: str, *, percent: int, result: dict[str, Any]) -> None:
+    def __init__(self, message: str, *, percent: int, result: RolledBack) -> None:
         super().__init__(message)
         self.percent = percent
         self.result = result
@@ -68,7 +94,7 @@ def promote(
     gate: Callable[[int], tuple[str, str]] | None = None,
     retire: str = "delete",
     timeout_s: float | None = None,
-) -> dict[str, Any]:
+) -> Promoted:
     """Promotes the validated revision of ``record`` to stable and retires the one it replaces.
 
     Refuses unless ``verdict`` is ``pass``. Before writing anything it checks that the stable
@@ -100,7 +126,7 @@ def promote(
         timeout_s: Bound of each readiness wait; ``validation.readiness_timeout_s`` when None.
 
     Returns:
-        ``{"action": "promote" | "none", "message": one line, "member", "previous"}``.
+        What was done (``none`` for a rerun), with the revision it replaced.
 
     Raises:
         PermanentError: The verdict is not ``pass``, the new revision is gone, or (``target: auto``)
@@ -112,7 +138,7 @@ def promote(
     if verdict != "pass":
         raise _refuse(rec, verdict, summary)
     if rec.already_promoted:
-        return {"action": "none", "message": "already promoted", "member": rec.member, "previous": None}
+        return Promoted("none", "already promoted", rec.member)
     if retire not in ("delete", "stop"):
         raise PermanentError(f"retire must be 'delete' or 'stop', not {retire!r}")
     measured = capacity if capacity is not None else metrics
@@ -131,16 +157,11 @@ def promote(
         _run_gate(spec, client, rec, gate, percent, restore_stable_weight)
 
     result = variant.promote(client, rec, ref, PromoteSteps(gate, run_gate, retire, timeout_s))
-    recorded = result["action"] == "promote" or bool(result.get("record"))
-    if evidence is not None and recorded:
-        served = variant.apply_scaling(client)
-        if served is not None:
-            result["served"] = served
-    if recorded:
+    if result.recorded:
+        served = variant.apply_scaling(client) if evidence is not None else None
         # The promoted predictor's autoscaler (its own Service's series, the measured target); the
-        # replaced predictor's goes (Standard + KEDA: kserve/autoscaler.py).
+        # replaced predictor's goes (Standard: kserve/autoscaler.py, KEDA's ScaledObject or KServe's HPA).
         variant.sync_autoscaler(client)
-    if recorded:
         _record_promotion(
             client,
             ref,
@@ -148,16 +169,13 @@ def promote(
             run_id=run_id,
             summary=summary,
             metrics=metrics,
-            served=result.pop("served", {}),
-            previous=result.pop("previous_record", None),
+            served=served if served is not None else result.served,
+            previous=result.previous_record,
             autoscaling=evidence,
         )
-    result.pop("record", None)
-    result.pop("served", None)
-    result.pop("previous_record", None)
     release_lease(client, ref, rec.run_id or run_id)
-    log.info("%s: %s", spec.service_name, result["message"])
-    return result
+    log.info("%s: %s", spec.service_name, result.message)
+    return Promoted(result.action, result.message, result.member, result.previous)
 
 
 def _run_gate(
@@ -180,7 +198,7 @@ def _run_gate(
     raise GateFailed(
         f"promotion of {rec.member} stopped at {percent}% traffic: the gate said {verdict!r} "
         f"({_one_line(why, GATE_REASON_LIMIT)}); "
-        f"rolled back: {result['message']}",
+        f"rolled back: {result.message}",
         percent=percent,
         result=result,
     )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import Literal
 
 from llm_rollout.errors import PermanentError
 from llm_rollout.kserve.lease import LeaseHeld, lease_of
@@ -30,15 +31,36 @@ from llm_rollout.kserve.records import (
 )
 from llm_rollout.kserve.variants import found_variant
 from llm_rollout.kube import KubeClient
-from llm_rollout.platform import HistoryEntry, StableRecord
+from llm_rollout.platform import HistoryEntry, Outcome, StableRecord
 from llm_rollout.spec import RolloutSpec
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Restored:
+    """What :func:`rollback_to_previous` did: ``member`` serves as stable again, ``previous`` was retired.
+
+    Attributes:
+        message: One line for the command's output.
+        member: The revision restored.
+        previous: The stable revision it replaced.
+    """
+
+    message: str
+    member: str
+    previous: str | None = None
+    action: Literal["rollback"] = "rollback"
+
+    def outcome(self) -> Outcome:
+        """As :meth:`llm_rollout.platform.Platform.restore_previous` reports it (the same on both platforms)."""
+        stopped = [self.previous] if self.previous else []
+        return Outcome(action="rollback", message=self.message, member=self.member, stable=self.member, stopped=stopped)
+
+
 def rollback_to_previous(
     spec: RolloutSpec, client: KubeClient, *, run_id: str = "", timeout_s: float = 900.0
-) -> dict[str, Any]:
+) -> Restored:
     """Puts the previous stable model back (``llm-rollout rollback NAME``).
 
     Uses the ``llm-rollout.io/previous-stable`` record: InferenceService: its predictor becomes
@@ -53,7 +75,7 @@ def rollback_to_previous(
         timeout_s: Bound on waiting for the restored revision.
 
     Returns:
-        ``{"action": "rollback" | "none", "message", "member", "previous"}``.
+        The revision restored and the one it replaced.
 
     Raises:
         PermanentError: No such service, no previous stable model recorded, or a run holds the lease.
@@ -116,4 +138,4 @@ def rollback_to_previous(
     _write_record(client, ref, updates)
     message = f"rolled {name} back to {prev['member']} ({prev.get('model_uri')}); {current.get('member')} retired"
     log.info(message)
-    return {"action": "rollback", "message": message, "member": prev["member"], "previous": current.get("member")}
+    return Restored(message, prev["member"], current.get("member"))

@@ -18,13 +18,15 @@ import logging
 import signal
 import threading
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Literal
 
 from llm_rollout.errors import RolloutError
 from llm_rollout.kserve.lease import release_lease
 from llm_rollout.kserve.records import _one_line, _record_rollback
 from llm_rollout.kserve.variants import Variant, variant_for
 from llm_rollout.kube import KubeClient
+from llm_rollout.platform import Outcome
 from llm_rollout.procs import Terminated, sigterm_raises
 from llm_rollout.record import DeploymentRecord
 from llm_rollout.spec import RolloutSpec
@@ -32,9 +34,61 @@ from llm_rollout.spec import RolloutSpec
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class RolledBack:
+    """What :func:`rollback` did.
+
+    Attributes:
+        action: ``rollback``, or ``none`` (nothing to take away: rolled back before, or promoted).
+        message: One line for the step's log.
+        member: The revision rolled back.
+        stable: The stable revision that serves (None after a first rollout's rollback).
+        lease_released: The run's rollout lease was released here.
+    """
+
+    action: Literal["rollback", "none"]
+    message: str
+    member: str
+    stable: str | None = None
+    lease_released: bool = False
+
+    def outcome(self) -> Outcome:
+        """As :meth:`llm_rollout.platform.Platform.rollback` reports it (the same on both platforms)."""
+        stopped = [self.member] if self.action == "rollback" else []
+        return Outcome(
+            action=self.action, message=self.message, member=self.member, stable=self.stable, stopped=stopped
+        )
+
+
+@dataclass(frozen=True)
+class Finalized:
+    """What :func:`finalize_run` (the exit handler) did.
+
+    Attributes:
+        message: One line for the step's log.
+        rolled_back: The revisions of the run it rolled back.
+        lease_released: The run's rollout lease was released.
+    """
+
+    message: str
+    rolled_back: tuple[str, ...] = ()
+    lease_released: bool = False
+
+    @property
+    def action(self) -> Literal["rollback", "none"]:
+        """``rollback`` when anything was rolled back."""
+        return "rollback" if self.rolled_back else "none"
+
+    def outcome(self) -> Outcome:
+        """As :meth:`llm_rollout.platform.Platform.finalize` reports it (the same on both platforms)."""
+        return Outcome(
+            action="finalize" if self.rolled_back else "none", message=self.message, stopped=list(self.rolled_back)
+        )
+
+
 def rollback(
     spec: RolloutSpec, client: KubeClient, record: DeploymentRecord, *, reason: str, run_id: str = ""
-) -> dict[str, Any]:
+) -> RolledBack:
     """Removes the new revision of ``record``; the stable revision keeps serving as it was.
 
     Standard: the canary entry is removed. Knative: the stable predictor is put back with
@@ -51,7 +105,7 @@ def rollback(
         run_id: The run that rolls back (recorded; the record's run when empty).
 
     Returns:
-        ``{"action": "rollback" | "none", "message": one line, "member", "stable", "lease_released"}``.
+        What was done (``none`` for a rerun or a promoted revision).
     """
     return _rollback(spec, client, record, reason=reason, run_id=run_id)
 
@@ -64,18 +118,19 @@ def _rollback(
     reason: str,
     run_id: str,
     restore_stable_weight: int | None = None,
-) -> dict[str, Any]:
+) -> RolledBack:
     stable_name = rec.stable.member if rec.stable else None
     if rec.already_promoted:
-        return {
-            "action": "none",
-            "message": f"already promoted: {rec.member} stays the stable revision; nothing to roll back",
-            "member": rec.member,
-            "stable": rec.member,
-        }
+        return RolledBack(
+            "none",
+            f"already promoted: {rec.member} stays the stable revision; nothing to roll back",
+            rec.member,
+            rec.member,
+        )
     variant = variant_for(spec)
     ref = variant.ref()
-    done, message = variant.rollback(client, rec, ref, restore_stable_weight)
+    removal = variant.rollback(client, rec, ref, restore_stable_weight)
+    done, message = removal.done, removal.message
     if done:
         _record_rollback(client, ref, rec, reason, run_id)
     released = release_lease(client, ref, rec.run_id or run_id)
@@ -83,13 +138,7 @@ def _rollback(
         log.warning("%s: %s (%s)", spec.service_name, message, _one_line(reason, 300) or "no reason given")
     else:
         log.info("%s: %s", spec.service_name, message)
-    return {
-        "action": "rollback" if done else "none",
-        "message": message,
-        "member": rec.member,
-        "stable": stable_name,
-        "lease_released": released,
-    }
+    return RolledBack("rollback" if done else "none", message, rec.member, stable_name, lease_released=released)
 
 
 def _records_of_run(variant: Variant, client: KubeClient, run_id: str) -> list[DeploymentRecord]:
@@ -106,9 +155,7 @@ def _records_of_run(variant: Variant, client: KubeClient, run_id: str) -> list[D
     return variant.revisions_of_run(client, run_id, base)
 
 
-def finalize_run(
-    spec: RolloutSpec, client: KubeClient, run_id: str, *, state: str = "", error: str = ""
-) -> dict[str, Any]:
+def finalize_run(spec: RolloutSpec, client: KubeClient, run_id: str, *, state: str = "", error: str = "") -> Finalized:
     """The exit handler: rolls back what ``run_id`` deployed but did not promote, releases its lease.
 
     The run's revisions are found on the server by the ``llm-rollout.io/run-id`` label, so this
@@ -122,18 +169,12 @@ def finalize_run(
         error: The run's error message, recorded.
 
     Returns:
-        ``{"action": "rollback" | "none", "message": one line, "rolled_back": [members],
-        "lease_released": bool}``.
+        The members rolled back and whether the lease was released.
     """
     variant = variant_for(spec)
     ref = variant.ref()
     if not run_id:
-        return {
-            "action": "none",
-            "message": "no run id: nothing to finalize",
-            "rolled_back": [],
-            "lease_released": False,
-        }
+        return Finalized("no run id: nothing to finalize")
     reason = f"run {run_id} ended {state or 'without promoting it'}" + (f": {_one_line(error, 300)}" if error else "")
     rolled: list[str] = []
     released_any = False
@@ -142,19 +183,14 @@ def finalize_run(
             rolled.append(rec.member)
             continue
         result = _rollback(spec, client, rec, reason=reason, run_id=run_id)
-        released_any = released_any or result["lease_released"]
-        if result["action"] == "rollback":
+        released_any = released_any or result.lease_released
+        if result.action == "rollback":
             rolled.append(rec.member)
     released = release_lease(client, ref, run_id) or released_any
     message = f"rolled back {', '.join(rolled)}" if rolled else "nothing left to roll back"
     if released:
         message += f"; released run {run_id}'s lease"
-    return {
-        "action": "rollback" if rolled else "none",
-        "message": message,
-        "rolled_back": rolled,
-        "lease_released": released,
-    }
+    return Finalized(message, tuple(rolled), released)
 
 
 @contextlib.contextmanager

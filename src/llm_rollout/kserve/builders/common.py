@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from llm_rollout.names import isvc_member_name, member_name, short_hash
+from llm_rollout.names import isvc_member_name, member_name, revision_id, short_hash
 from llm_rollout.spec import RolloutSpec
 
 GROUP = "serving.kserve.io"
@@ -74,7 +74,7 @@ class Member:
 def default_member(spec: RolloutSpec, model_uri: str | None = None, revision: str | None = None) -> Member:
     """The member for the spec's own model (what ``render`` shows and a first rollout creates)."""
     uri = model_uri or spec.model.uri or "s3://models/REPLACE-ME"
-    rev = revision or spec.model.revision or "r" + _short(uri + (spec.model.digest or ""))
+    rev = revision or spec.model.revision or revision_id(uri, spec.model.digest)
     name = member_name(spec.service_name, rev) if spec.llmd.enabled else isvc_member_name(rev)
     return Member(name=name, model_uri=uri, revision=rev)
 
@@ -86,10 +86,6 @@ def run_label(run_id: str) -> str:
     """The ``llm-rollout.io/run-id`` label value of a run: the id itself when it is a valid label
     value (KFP run ids are UUIDs), else ``h-`` + a hash of it."""
     return run_id if _LABEL_VALUE.match(run_id) else "h-" + short_hash(run_id, 16)
-
-
-def _short(text: str) -> str:
-    return short_hash(text, 8)
 
 
 def _labels(spec: RolloutSpec, **extra: str) -> dict[str, str]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 from llm_rollout.errors import PermanentError
 from llm_rollout.kserve.builders import Member
@@ -41,6 +41,42 @@ class PromoteSteps:
 
 """``run_gate(percent, restore_stable_weight=None)``: re-runs the gate at a traffic step; on a failed
 gate it rolls the new revision back and raises :class:`~llm_rollout.kserve.promote.GateFailed`."""
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """What a variant's :meth:`Variant.promote` did, and what promote-model records of it.
+
+    Attributes:
+        action: ``promote``, or ``none`` (already promoted: a rerun).
+        message: One line for the step's log.
+        member: The revision promoted.
+        previous: The stable revision it replaced (None on a first rollout).
+        served: What serves now, for the stable record (what ``llm-rollout rollback`` restores).
+        previous_record: The replaced revision's stable record when no promotion recorded one.
+        record: Record the promotion even though nothing was written (a rerun after the writes).
+    """
+
+    action: Literal["promote", "none"]
+    message: str
+    member: str
+    previous: str | None = None
+    served: dict[str, Any] = field(default_factory=dict)
+    previous_record: dict[str, Any] | None = None
+    record: bool = False
+
+    @property
+    def recorded(self) -> bool:
+        """promote-model writes the stable record (and the autoscaler follows)."""
+        return self.action == "promote" or self.record
+
+
+@dataclass(frozen=True)
+class Removal:
+    """What a variant's :meth:`Variant.rollback` did: ``done`` (something was taken away) and why, one line."""
+
+    done: bool
+    message: str
 
 
 class PromotionConflict(PermanentError):
@@ -88,6 +124,31 @@ class Plan:
         self.service_url: str | None = None
         self.notes: list[str] = []
         self.live_generation: int | None = None
+        self.live_stable: dict[str, Any] | None = None
+        """The stable object the plan was made beside (llm-d: the stable member), as it is live."""
+
+    def record(
+        self, spec: RolloutSpec, new: Member, *, generation: int | None = None, digest: str | None = None
+    ) -> DeploymentRecord:
+        """The deployment record of ``new`` rolled out by this plan (no address yet: deploy adds it
+        once ready). ``llm-rollout render`` promotes the same record in its ``promoted`` phase."""
+        return DeploymentRecord(
+            platform="kserve",
+            kind=self.kind,  # type: ignore[arg-type]
+            name=spec.service_name,
+            namespace=spec.namespace,
+            member=new.name,
+            revision=new.revision,
+            model_uri=new.model_uri,
+            served_model_name=spec.served_model_name,
+            endpoint_url="",
+            generation=generation,
+            canary=self.canary,
+            traffic_percent=self.traffic_percent,
+            stable=self.stable,
+            run_id=new.run_id,
+            artifact_digest=digest,
+        )
 
 
 class Variant(ABC):
@@ -134,7 +195,32 @@ class Variant(ABC):
 
     @abstractmethod
     def plan(self, client: KubeClient, new: Member) -> Plan:
-        """What deploy applies for ``new`` beside what serves now."""
+        """What deploy applies for ``new`` beside what serves now (read from the cluster, then
+        :meth:`plan_on`)."""
+
+    @abstractmethod
+    def plan_on(self, live: list[Doc], new: Member, recorded: Doc | None = None) -> Plan:
+        """What deploy applies for ``new`` beside the ``live`` serving objects (no cluster call).
+
+        Args:
+            live: The service's serving objects as the server has them (the InferenceService, or
+                the llm-d members); empty before the first rollout.
+            new: The new revision.
+            recorded: The stable record of the last promotion (``llm-rollout.io/stable``), if any.
+
+        ``llm-rollout render`` plans its ``canary`` phase with it from the ``first`` phase's objects,
+        deploy from what it read: one source of truth for what a rollout writes.
+        """
+
+    @abstractmethod
+    def serving_after(self, live: list[Doc], plan: Plan) -> list[Doc]:
+        """The serving objects once ``plan`` is applied beside ``live`` (what a canary phase holds)."""
+
+    @abstractmethod
+    def promoted_objects(self, live: list[Doc], rec: DeploymentRecord) -> list[Doc]:
+        """The serving objects after promote-model made ``rec`` stable (no cluster call): the last
+        write of the promotion (:meth:`promote` applies the same objects) over ``live``, the
+        objects of the canary phase."""
 
     @abstractmethod
     def readiness(self, plan: Plan, generation: int | None) -> Readiness:
@@ -150,9 +236,8 @@ class Variant(ABC):
 
     # promote-model / rollback-model / finalize-rollout
     @abstractmethod
-    def promote(self, client: KubeClient, rec: DeploymentRecord, ref: ServiceRef, steps: PromoteSteps) -> Doc:
-        """Makes ``rec`` stable; returns ``action``, ``message``, ``member``, ``previous``, and for the
-        record: ``served`` (what restores it), ``previous_record``, ``record`` (record a rerun)."""
+    def promote(self, client: KubeClient, rec: DeploymentRecord, ref: ServiceRef, steps: PromoteSteps) -> Promotion:
+        """Makes ``rec`` stable (what promote-model records comes back with it)."""
 
     def apply_scaling(self, client: KubeClient) -> dict[str, Any] | None:
         """Re-applies the stable's autoscaling as ``self.spec`` renders it (``scaling.target: auto``
@@ -167,8 +252,8 @@ class Variant(ABC):
     @abstractmethod
     def rollback(
         self, client: KubeClient, rec: DeploymentRecord, ref: ServiceRef, restore_stable_weight: int | None
-    ) -> tuple[bool, str]:
-        """Takes ``rec`` away; the stable revision's object is not written. Returns (done, message)."""
+    ) -> Removal:
+        """Takes ``rec`` away; the stable revision's object is not written."""
 
     @abstractmethod
     def revisions_of_run(self, client: KubeClient, run_id: str, base: dict[str, Any]) -> list[DeploymentRecord]:

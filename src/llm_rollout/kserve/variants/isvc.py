@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import logging
 from abc import abstractmethod
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,7 +36,9 @@ from llm_rollout.kserve.variants.base import (
     Doc,
     Plan,
     PromoteSteps,
+    Promotion,
     PromotionConflict,
+    Removal,
     RunGate,
     Variant,
     conditions_summary,
@@ -69,11 +72,20 @@ def canary_address(spec: RolloutSpec, member: str) -> str:
 
 
 def _plan(v: InferenceServiceVariant, client: KubeClient, new: Member) -> Plan:
+    live = client.get_or_none(INFERENCE_SERVICES, v.spec.service_name, v.spec.namespace)
+    ref = v.ref()  # the stable record is read only when a canary needs it
+    return _plan_on(v, live, new, lambda: find_stable_record(client.get_or_none(ref.res, ref.name, ref.namespace)))
+
+
+def _plan_on(
+    v: InferenceServiceVariant, live: dict[str, Any] | None, new: Member, recorded: Callable[[], dict[str, Any]]
+) -> Plan:
+    """The plan beside the ``live`` InferenceService (``recorded``: the last promotion's stable record,
+    read only when a canary needs it)."""
     spec = v.spec
     plan = Plan()
     plan.kind = "InferenceService"
     plan.object_name = spec.service_name
-    live = client.get_or_none(INFERENCE_SERVICES, spec.service_name, spec.namespace)
     view = InferenceServiceView(live)
     live_pred = view.predictor
     live_member = builders.predictor_member(spec.service_name, live_pred)
@@ -90,17 +102,17 @@ def _plan(v: InferenceServiceVariant, client: KubeClient, new: Member) -> Plan:
         return plan
     # The revision id: the predictor's own label, else (a service of an earlier version) the
     # InferenceService's label, else what the last promotion recorded for this member.
-    recorded = find_stable_record(client.get_or_none(v.ref().res, v.ref().name, spec.namespace))
-    stable_rev = PredictorView(live_pred).revision or view.labels.get(LABEL_REVISION, "")
-    if not stable_rev and recorded.get("member") == live_member:
-        stable_rev = recorded.get("revision", "")
+    stable_record = recorded()
+    stable_rev = live_revision(live, live_pred)
+    if not stable_rev and stable_record.get("member") == live_member:
+        stable_rev = stable_record.get("revision", "")
     v.check_new_revision(new, live_member, live_uri, live_pred)
     stable_name = live_member
     if knative_canary and live_member == new.name:
         # A rerun of this Knative canary: the predictor already holds it; the stable revision is the
         # one the last promotion recorded (nothing else names it once the predictor was replaced).
-        stable_name, live_uri = recorded.get("member", ""), recorded.get("model_uri", "")
-        stable_rev = recorded.get("revision", "")
+        stable_name, live_uri = stable_record.get("member", ""), stable_record.get("model_uri", "")
+        stable_rev = stable_record.get("revision", "")
     stable_member = Member(name=stable_name, model_uri=live_uri, revision=stable_rev)
     plan.stable = StableRef(
         member=stable_name,
@@ -115,6 +127,12 @@ def _plan(v: InferenceServiceVariant, client: KubeClient, new: Member) -> Plan:
     plan.canary = True
     plan.traffic_percent = spec.canary.traffic_percent
     return plan
+
+
+def live_revision(live: dict[str, Any] | None, pred: dict[str, Any]) -> str:
+    """The revision id of a live predictor: its own ``llm-rollout.io/revision`` label, else (a service
+    rolled out by an earlier version, which labelled the InferenceService) the InferenceService's."""
+    return PredictorView(pred).revision or InferenceServiceView(live).labels.get(LABEL_REVISION, "")
 
 
 def _canary_entry(live: dict[str, Any], member: str) -> dict[str, Any] | None:
@@ -161,7 +179,7 @@ def _promote(
     gate: Gate | None,
     run_gate: RunGate,
     timeout_s: float | None,
-) -> dict[str, Any]:
+) -> Promotion:
     spec = v.spec
     where = f"InferenceService {spec.namespace}/{spec.service_name}"
     state = rollout_state(client, ref)
@@ -169,14 +187,14 @@ def _promote(
     if live is None:
         raise PromotionConflict(f"{where} is gone (deleted since {rec.member} was deployed); nothing to promote")
     if _promoted(v, rec, live, state):
-        return {
-            "action": "none",
-            "message": f"already promoted: {rec.member} is the stable revision of {spec.service_name}",
-            "member": rec.member,
-            "previous": rec.stable.member if rec.stable else None,
-            "record": True,
-            "served": {"predictor": InferenceServiceView(live).spec.get("predictor")},
-        }
+        return Promotion(
+            "none",
+            f"already promoted: {rec.member} is the stable revision of {spec.service_name}",
+            rec.member,
+            rec.stable.member if rec.stable else None,
+            served={"predictor": InferenceServiceView(live).spec.get("predictor")},
+            record=True,
+        )
     pred = copy.deepcopy(InferenceServiceView(live).predictor)
     if rec.stable is None:
         # First rollout: the revision already takes all traffic; a pass marks it stable.
@@ -186,13 +204,12 @@ def _promote(
                 "someone else replaced it. Nothing was changed"
             )
         _check_unchanged(v, rec, live, state)
-        return {
-            "action": "promote",
-            "message": f"promoted {rec.member} ({rec.model_uri}): first rollout of {spec.service_name}, now stable",
-            "member": rec.member,
-            "previous": None,
-            "served": {"predictor": pred},
-        }
+        return Promotion(
+            "promote",
+            f"promoted {rec.member} ({rec.model_uri}): first rollout of {spec.service_name}, now stable",
+            rec.member,
+            served={"predictor": pred},
+        )
     v.check_still_canary(live, pred, rec, where)
     _check_unchanged(v, rec, live, state)
     previous_record = v.previous_record(state, rec, pred)
@@ -216,32 +233,32 @@ def _promote(
         "%s: %s is the predictor now (generation %s)", spec.service_name, rec.member, _meta(applied).get("generation")
     )
     v.wait(client, spec.service_name, v.promotion_readiness(applied, gone=rec.member), timeout_s)
-    return {
-        "action": "promote",
-        "message": f"promoted {rec.member} ({rec.model_uri}) in {spec.service_name}; replaced {rec.stable.member}",
-        "member": rec.member,
-        "previous": rec.stable.member,
-        "served": {"predictor": final_pred},
-        "previous_record": previous_record,
-    }
+    return Promotion(
+        "promote",
+        f"promoted {rec.member} ({rec.model_uri}) in {spec.service_name}; replaced {rec.stable.member}",
+        rec.member,
+        rec.stable.member,
+        served={"predictor": final_pred},
+        previous_record=previous_record,
+    )
 
 
-def _rollback(
-    v: InferenceServiceVariant, client: KubeClient, rec: DeploymentRecord, ref: ServiceRef
-) -> tuple[bool, str]:
+def _rollback(v: InferenceServiceVariant, client: KubeClient, rec: DeploymentRecord, ref: ServiceRef) -> Removal:
     spec = v.spec
     state = rollout_state(client, ref)
     live = client.get_or_none(INFERENCE_SERVICES, spec.service_name, spec.namespace)
     if live is None:
-        return False, f"nothing to roll back: InferenceService {spec.service_name} does not exist"
+        return Removal(False, f"nothing to roll back: InferenceService {spec.service_name} does not exist")
     if find_stable_record(state).get("member") == rec.member:
-        return False, f"{rec.member} is already promoted; it is not demoted"
+        return Removal(False, f"{rec.member} is already promoted; it is not demoted")
     pred = copy.deepcopy(InferenceServiceView(live).predictor)
     if rec.stable is None:
         if _pred_name(spec.service_name, pred) != rec.member:
-            return False, f"nothing to roll back: {rec.member} is not the predictor of {spec.service_name}"
+            return Removal(False, f"nothing to roll back: {rec.member} is not the predictor of {spec.service_name}")
         client.delete(INFERENCE_SERVICES, spec.service_name, spec.namespace)
-        return True, f"deleted InferenceService {spec.service_name}: its first revision {rec.member} did not pass"
+        return Removal(
+            True, f"deleted InferenceService {spec.service_name}: its first revision {rec.member} did not pass"
+        )
     return v.remove_canary(client, live, state, pred, rec)
 
 
@@ -271,6 +288,19 @@ class InferenceServiceVariant(Variant):
 
     def plan(self, client: KubeClient, new: Member) -> Plan:
         return _plan(self, client, new)
+
+    def plan_on(self, live: list[Doc], new: Member, recorded: Doc | None = None) -> Plan:
+        return _plan_on(self, live[0] if live else None, new, lambda: dict(recorded or {}))
+
+    def serving_after(self, live: list[Doc], plan: Plan) -> list[Doc]:
+        return [plan.obj]  # the one InferenceService, with the canary in it
+
+    def promoted_objects(self, live: list[Doc], rec: DeploymentRecord) -> list[Doc]:
+        isvc = live[0]
+        if rec.stable is None:
+            return [isvc]  # a first rollout is only marked stable
+        # The object promotion's last write applies (_promote: final_body, then isvc_object).
+        return [self.isvc_object(self.final_body(rec, isvc, InferenceServiceView(isvc).predictor)[0])]
 
     def readiness(self, plan: Plan, generation: int | None) -> Readiness:
         kwargs = dict(plan.readiness_kwargs)
@@ -314,12 +344,12 @@ class InferenceServiceVariant(Variant):
 
     # promote / rollback
 
-    def promote(self, client: KubeClient, rec: DeploymentRecord, ref: ServiceRef, steps: PromoteSteps) -> Doc:
+    def promote(self, client: KubeClient, rec: DeploymentRecord, ref: ServiceRef, steps: PromoteSteps) -> Promotion:
         return _promote(self, client, rec, ref, steps.gate, steps.run_gate, steps.timeout_s)
 
     def rollback(
         self, client: KubeClient, rec: DeploymentRecord, ref: ServiceRef, restore_stable_weight: int | None
-    ) -> tuple[bool, str]:
+    ) -> Removal:
         return _rollback(self, client, rec, ref)
 
     def apply_scaling(self, client: KubeClient) -> dict[str, Any] | None:
@@ -350,7 +380,7 @@ class InferenceServiceVariant(Variant):
         pred_ref = StableRef(
             member=_pred_name(spec.service_name, pred),
             model_uri=PredictorView(pred).model_uri,
-            revision=PredictorView(pred).revision or view.labels.get(LABEL_REVISION, ""),
+            revision=live_revision(live, pred),
         )
         for entry in view.canaries:
             cp = entry.get("predictor") or {}
@@ -387,7 +417,7 @@ class InferenceServiceVariant(Variant):
                 DeploymentRecord(
                     kind="InferenceService",
                     member=_pred_name(spec.service_name, pred),
-                    revision=PredictorView(pred).revision or _labels(live).get(LABEL_REVISION, ""),
+                    revision=live_revision(live, pred),
                     model_uri=PredictorView(pred).model_uri,
                     canary=knative_canary,
                     stable=stable
@@ -432,9 +462,7 @@ class InferenceServiceVariant(Variant):
                 "member": _pred_name(name, pred),
                 "role": "canary" if knative_pct is not None else "stable",
                 "model_uri": PredictorView(pred).model_uri,
-                "revision": (PredictorView(pred).revision or view.labels.get(LABEL_REVISION, ""))
-                if knative_pct is None
-                else "",
+                "revision": live_revision(live, pred) if knative_pct is None else "",
                 "run_id": PredictorView(pred).run_id,
                 "traffic_percent": int(knative_pct) if knative_pct is not None else 100 - canary_total,
                 "ready": readiness["ready"],
@@ -561,7 +589,7 @@ class InferenceServiceVariant(Variant):
         state: dict[str, Any] | None,
         pred: dict[str, Any],
         rec: DeploymentRecord,
-    ) -> tuple[bool, str]:
+    ) -> Removal:
         """Takes the canary ``rec`` away; the stable predictor serves all traffic again (``state``: the
         rollout Lease with the records)."""
 

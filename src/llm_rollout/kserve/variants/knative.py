@@ -17,7 +17,7 @@ from llm_rollout.kserve import builders
 from llm_rollout.kserve.addresses import service_address
 from llm_rollout.kserve.builders import Member
 from llm_rollout.kserve.records import _meta, _pred_name, find_stable_record
-from llm_rollout.kserve.variants.base import Plan
+from llm_rollout.kserve.variants.base import Plan, Removal
 from llm_rollout.kserve.variants.isvc import InferenceServiceVariant
 from llm_rollout.kserve.views import InferenceServiceView, PredictorView
 from llm_rollout.kserve.wait import Readiness
@@ -128,10 +128,10 @@ class KnativeIsvc(InferenceServiceVariant):
         state: dict[str, Any] | None,
         pred: dict[str, Any],
         rec: DeploymentRecord,
-    ) -> tuple[bool, str]:
+    ) -> Removal:
         assert rec.stable is not None
         if _pred_name(self.spec.service_name, pred) != rec.member:
-            return False, f"nothing to roll back: {rec.member} is not the canary of {self.spec.service_name}"
+            return Removal(False, f"nothing to roll back: {rec.member} is not the canary of {self.spec.service_name}")
         stable = find_stable_record(state)
         if stable.get("member") == rec.stable.member and stable.get("predictor"):
             restored = copy.deepcopy(stable["predictor"])
@@ -143,7 +143,9 @@ class KnativeIsvc(InferenceServiceVariant):
         body = {k: v for k, v in (live.get("spec") or {}).items() if k != "canary"}
         body["predictor"] = restored
         client.apply(self.isvc_object(body))
-        return True, f"rolled back {rec.member}: all traffic on {rec.stable.member} ({rec.stable.model_uri}) again"
+        return Removal(
+            True, f"rolled back {rec.member}: all traffic on {rec.stable.member} ({rec.stable.model_uri}) again"
+        )
 
     def without_record(self, client: KubeClient, rec: DeploymentRecord) -> bool:
         # A dead run's canary whose stable revision no promotion recorded: nothing to restore from,

@@ -40,7 +40,9 @@ from llm_rollout.kserve.variants.base import (
     Doc,
     Plan,
     PromoteSteps,
+    Promotion,
     PromotionConflict,
+    Removal,
     RunGate,
     Variant,
     conditions_summary,
@@ -75,17 +77,20 @@ def _llmd_canary_weight(percent: int, stable_weight: int) -> int:
 
 
 def _plan(v: LlmdGroup, client: KubeClient, new: Member) -> Plan:
+    plan = _plan_on(v, v.members(client), new)
+    if plan.live_stable is not None:
+        # A split the gateway would route past the endpoint picker is refused before any write (gateway.py).
+        plan.notes += check_group_split(client, v.spec, plan.obj, plan.live_stable)
+    return plan
+
+
+def _plan_on(v: LlmdGroup, members: list[dict[str, Any]], new: Member) -> Plan:
+    """The plan beside the group's live ``members`` (no cluster call; the gateway check is :func:`_plan`'s)."""
     spec = v.spec
     plan = Plan()
     plan.kind = "LLMInferenceService"
     plan.object_name = new.name
     plan.readiness_kwargs = {"prefill": spec.llmd.prefill is not None}
-    members = (
-        client.list(LLM_INFERENCE_SERVICES, spec.namespace, label_selector=f"{LABEL_SERVICE}={spec.service_name}").get(
-            "items"
-        )
-        or []
-    )
     others = [m for m in members if MemberView(m).name != new.name]
     # A weight needs a group and the managed route (KServe's webhook refuses it otherwise).
     grouped = spec.route_group is not None and not spec.llmd.http_route_refs
@@ -110,8 +115,7 @@ def _plan(v: LlmdGroup, client: KubeClient, new: Member) -> Plan:
     plan.service_url = _llmisvc_url(stable)
     w = _llmd_canary_weight(spec.canary.traffic_percent, _weight(stable) or LLMD_STABLE_WEIGHT) if grouped else None
     plan.obj = builders.llm_inference_service(spec, new, weight=w)
-    # A split the gateway would route past the endpoint picker is refused before any write (gateway.py).
-    plan.notes += check_group_split(client, spec, plan.obj, stable)
+    plan.live_stable = stable
     plan.canary = True
     plan.traffic_percent = spec.canary.traffic_percent
     return plan
@@ -145,19 +149,19 @@ def _promote(
     run_gate: RunGate,
     retire: str,
     timeout_s: float | None,
-) -> dict[str, Any]:
+) -> Promotion:
     spec = v.spec
     ns = spec.namespace
     holder = client.get_or_none(ref.res, ref.name, ns)
     current = _json_annotation(holder, STABLE) or {}
     new_live = client.get_or_none(LLM_INFERENCE_SERVICES, rec.member, ns)
     if current.get("member") == rec.member and new_live is not None:
-        return {
-            "action": "none",
-            "message": f"already promoted: {rec.member} is the stable member of {spec.service_name}",
-            "member": rec.member,
-            "previous": rec.stable.member if rec.stable else None,
-        }
+        return Promotion(
+            "none",
+            f"already promoted: {rec.member} is the stable member of {spec.service_name}",
+            rec.member,
+            rec.stable.member if rec.stable else None,
+        )
     if new_live is None:
         raise PermanentError(
             f"LLMInferenceService {ns}/{rec.member} is gone (rolled back or deleted); nothing to promote. Fix: redeploy"
@@ -168,25 +172,24 @@ def _promote(
         preset = builders.llm_inference_service_config(spec)
         served["preset"] = {"name": preset["metadata"]["name"], "spec": preset["spec"]}
     if rec.stable is None:
-        return {
-            "action": "promote",
-            "message": f"promoted {rec.member} ({rec.model_uri}): first rollout of {spec.service_name}, now stable",
-            "member": rec.member,
-            "previous": None,
-            "served": served,
-        }
+        return Promotion(
+            "promote",
+            f"promoted {rec.member} ({rec.model_uri}): first rollout of {spec.service_name}, now stable",
+            rec.member,
+            served=served,
+        )
     step = _step_of(holder, rec)
     old = client.get_or_none(LLM_INFERENCE_SERVICES, rec.stable.member, ns)
     if old is None or STOP_ANNOTATION in _annotations(old):
         if step and step.get("percent") == 100:
             # A rerun after the old member was already retired: only the record is left to write.
-            return {
-                "action": "promote",
-                "message": f"promoted {rec.member} ({rec.model_uri}); {rec.stable.member} already retired",
-                "member": rec.member,
-                "previous": rec.stable.member,
-                "served": served,
-            }
+            return Promotion(
+                "promote",
+                f"promoted {rec.member} ({rec.model_uri}); {rec.stable.member} already retired",
+                rec.member,
+                rec.stable.member,
+                served=served,
+            )
         raise PromotionConflict(
             f"LLMInferenceService {ns}/{rec.stable.member} (the stable member {rec.member} was validated against) "
             "was deleted or stopped by someone else; nothing was changed. Fix: check the group, then redeploy"
@@ -201,7 +204,7 @@ def _promote(
             "else edited it. Nothing was changed. Fix: check the change (managedFields), then redeploy"
         )
     stable_weight = int(step["stable_weight"]) if step and step.get("stable_weight") else _weight(old)
-    stable_weight = stable_weight or 100
+    stable_weight = stable_weight or LLMD_STABLE_WEIGHT
     previous_record = None
     if not current:
         previous_record = {
@@ -217,7 +220,7 @@ def _promote(
     prefill = spec.llmd.prefill is not None
 
     def set_new_weight(weight: int) -> None:
-        applied = client.apply(builders.llm_inference_service(spec, _member_of(rec), weight=weight))
+        applied = client.apply(v.member_at(rec, weight))
         v.wait(
             client,
             rec.member,
@@ -246,24 +249,24 @@ def _promote(
     else:
         client.delete(LLM_INFERENCE_SERVICES, rec.stable.member, ns)
         how = "deleted"
-    return {
-        "action": "promote",
-        "message": f"promoted {rec.member} ({rec.model_uri}) in {spec.service_name}; {how} {rec.stable.member}",
-        "member": rec.member,
-        "previous": rec.stable.member,
-        "served": served,
-        "previous_record": previous_record,
-    }
+    return Promotion(
+        "promote",
+        f"promoted {rec.member} ({rec.model_uri}) in {spec.service_name}; {how} {rec.stable.member}",
+        rec.member,
+        rec.stable.member,
+        served=served,
+        previous_record=previous_record,
+    )
 
 
 def _rollback(
     v: LlmdGroup, client: KubeClient, rec: DeploymentRecord, ref: ServiceRef, restore_stable_weight: int | None
-) -> tuple[bool, str]:
+) -> Removal:
     spec = v.spec
     ns = spec.namespace
     holder = client.get_or_none(ref.res, ref.name, ns)
     if (_json_annotation(holder, STABLE) or {}).get("member") == rec.member:
-        return False, f"{rec.member} is already promoted; it is not demoted"
+        return Removal(False, f"{rec.member} is already promoted; it is not demoted")
     step = _step_of(holder, rec)
     if rec.stable is not None and restore_stable_weight is None and step and step.get("percent") == 100:
         restore_stable_weight = int(step.get("stable_weight") or 0) or None
@@ -274,17 +277,16 @@ def _rollback(
             client.apply(_llmisvc_from_live(old, weight=restore_stable_weight))
     new_live = client.get_or_none(LLM_INFERENCE_SERVICES, rec.member, ns)
     if new_live is None:
-        return False, f"nothing to roll back: LLMInferenceService {rec.member} does not exist"
+        return Removal(False, f"nothing to roll back: LLMInferenceService {rec.member} does not exist")
     if rec.stable is not None and _weight(new_live) != 0:
         # Traffic off first (the router drops it from the group), then the member goes.
         client.apply(builders.llm_inference_service(spec, _member_of(rec), weight=0))
     client.delete(LLM_INFERENCE_SERVICES, rec.member, ns)
     if rec.stable is None:
-        return (
-            True,
-            f"deleted LLMInferenceService {rec.member}: the first revision of {spec.service_name} did not pass",
+        return Removal(
+            True, f"deleted LLMInferenceService {rec.member}: the first revision of {spec.service_name} did not pass"
         )
-    return True, f"rolled back {rec.member}: weight 0 and deleted; {rec.stable.member} serves all traffic"
+    return Removal(True, f"rolled back {rec.member}: weight 0 and deleted; {rec.stable.member} serves all traffic")
 
 
 def _live_preset(client: KubeClient, namespace: str, member: dict[str, Any]) -> dict[str, Any] | None:
@@ -387,6 +389,25 @@ class LlmdGroup(Variant):
     def plan(self, client: KubeClient, new: Member) -> Plan:
         return _plan(self, client, new)
 
+    def plan_on(self, live: list[Doc], new: Member, recorded: Doc | None = None) -> Plan:
+        return _plan_on(self, live, new)
+
+    def serving_after(self, live: list[Doc], plan: Plan) -> list[Doc]:
+        # The stable member is never written by a rollout: the new one joins the group beside it.
+        name = plan.obj["metadata"]["name"]
+        return [m for m in live if MemberView(m).name != name] + [plan.obj]
+
+    def promoted_objects(self, live: list[Doc], rec: DeploymentRecord) -> list[Doc]:
+        if rec.stable is None:
+            return [m for m in live if MemberView(m).name == rec.member]
+        old = next((m for m in live if MemberView(m).name == rec.stable.member), None)
+        # The new member takes the stable's weight; the old one goes (retire: delete).
+        return [self.member_at(rec, _weight(old) or LLMD_STABLE_WEIGHT)]
+
+    def member_at(self, rec: DeploymentRecord, weight: int) -> dict[str, Any]:
+        """The new member ``rec`` at ``weight`` in the route group (each step of a promotion)."""
+        return builders.llm_inference_service(self.spec, _member_of(rec), weight=weight)
+
     def readiness(self, plan: Plan, generation: int | None) -> Readiness:
         return Readiness.llm_inference_service(min_generation=generation, **plan.readiness_kwargs)
 
@@ -400,12 +421,12 @@ class LlmdGroup(Variant):
 
     # promote / rollback
 
-    def promote(self, client: KubeClient, rec: DeploymentRecord, ref: ServiceRef, steps: PromoteSteps) -> Doc:
+    def promote(self, client: KubeClient, rec: DeploymentRecord, ref: ServiceRef, steps: PromoteSteps) -> Promotion:
         return _promote(self, client, rec, ref, steps.gate, steps.run_gate, steps.retire, steps.timeout_s)
 
     def rollback(
         self, client: KubeClient, rec: DeploymentRecord, ref: ServiceRef, restore_stable_weight: int | None
-    ) -> tuple[bool, str]:
+    ) -> Removal:
         return _rollback(self, client, rec, ref, restore_stable_weight)
 
     def revisions_of_run(self, client: KubeClient, run_id: str, base: dict[str, Any]) -> list[DeploymentRecord]:

@@ -18,7 +18,7 @@ from llm_rollout.kserve import builders
 from llm_rollout.kserve.addresses import mapped
 from llm_rollout.kserve.builders import Member
 from llm_rollout.kserve.records import _meta, _pred_name, find_stable_record
-from llm_rollout.kserve.variants.base import Plan, PromotionConflict
+from llm_rollout.kserve.variants.base import Plan, PromotionConflict, Removal
 from llm_rollout.kserve.variants.isvc import (
     InferenceServiceVariant,
     _canary_entry,
@@ -172,13 +172,15 @@ class StandardIsvc(InferenceServiceVariant):
         state: dict[str, Any] | None,
         pred: dict[str, Any],
         rec: DeploymentRecord,
-    ) -> tuple[bool, str]:
+    ) -> Removal:
         service = self.spec.service_name
         if _canary_entry(live, rec.member) is None:
-            return False, f"nothing to roll back: {rec.member} is not a canary of {service}"
+            return Removal(False, f"nothing to roll back: {rec.member} is not a canary of {service}")
         body: dict[str, Any] = {"predictor": pred}
         others = _other_canaries(live, rec.member)
         if others:
             body["canary"] = others
         client.apply(self.isvc_object(body))
-        return True, f"rolled back {rec.member}: removed the canary; {_pred_name(service, pred)} serves all traffic"
+        return Removal(
+            True, f"rolled back {rec.member}: removed the canary; {_pred_name(service, pred)} serves all traffic"
+        )
