@@ -23,6 +23,7 @@ A canary runs its fixed replicas, as upstream intends.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from llm_rollout.kserve.builders.common import LABEL_SERVICE, _labels
@@ -69,6 +70,26 @@ def uses_keda(spec: RolloutSpec) -> bool:
         and spec.scaling is not None
         and spec.scaling.metric in ("request-rate", "concurrency")
     )
+
+
+def uses_kserve_hpa(spec: RolloutSpec) -> bool:
+    """Standard mode where KServe makes an HPA per predictor: class ``hpa`` (cpu/memory), or no class
+    at all (fixed replicas: ``getAutoscalerClass`` defaults to ``hpa``, ``constants.DefaultAutoscalerClass``)."""
+    return spec.deployment_mode == "Standard" and not spec.llmd.enabled and not uses_keda(spec)
+
+
+HPA_RULES: list[dict[str, Any]] = [
+    # Standard mode with KServe's HPA: a replaced or rolled-back predictor's HPA is found (list, by
+    # KServe's labels) and deleted (kserve/autoscaler.py prune_hpas): KServe deletes only its
+    # Deployment and Service (predictor.go reconcileCanaryDeployments' cleanup).
+    {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": ["list", "delete"]},
+]
+"""Role rules a spec with KServe's HPA needs beside :data:`~llm_rollout.kserve.builders.rbac.RBAC_RULES`."""
+
+
+def hpa_rules(spec: RolloutSpec) -> list[dict[str, Any]]:
+    """:data:`HPA_RULES` when the spec scales through KServe's HPA, else none."""
+    return copy.deepcopy(HPA_RULES) if uses_kserve_hpa(spec) else []
 
 
 def scaled_object(

@@ -7,7 +7,7 @@ from typing import Any
 
 from llm_rollout.kserve.builders.common import GROUP, _labels, _meta, default_member
 from llm_rollout.kserve.builders.isvc import inference_service, serving_runtime
-from llm_rollout.kserve.builders.keda import autoscaling_objects
+from llm_rollout.kserve.builders.keda import autoscaling_objects, hpa_rules
 from llm_rollout.kserve.builders.llmd import llm_inference_service, llm_inference_service_config
 from llm_rollout.kserve.builders.storage import model_store_objects, model_store_rules
 from llm_rollout.spec import RolloutSpec
@@ -131,7 +131,7 @@ def rbac(spec: RolloutSpec) -> list[dict[str, Any]]:
         "kind": "Role",
         "metadata": _meta(spec, name),
         # runtime.model_store: deploy-model's preflight reads the serving account and its Secret by name.
-        "rules": copy.deepcopy(RBAC_RULES) + model_store_rules(spec),
+        "rules": copy.deepcopy(RBAC_RULES) + model_store_rules(spec) + hpa_rules(spec),
     }
     binding = {
         "apiVersion": "rbac.authorization.k8s.io/v1",

@@ -45,9 +45,10 @@ class StandardIsvc(InferenceServiceVariant):
         sync_autoscaler(self.spec, client, applied, dry_run=dry_run)
 
     def sync_autoscaler(self, client: KubeClient) -> None:
-        from llm_rollout.kserve.autoscaler import sync_autoscaler
+        from llm_rollout.kserve.autoscaler import prune_hpas, sync_autoscaler
 
         sync_autoscaler(self.spec, client)
+        prune_hpas(self.spec, client)  # KServe's HPA of the replaced predictor (class hpa)
 
     def canary_in_predictor(self, live_pred: dict[str, Any]) -> bool:
         return False
@@ -180,7 +181,10 @@ class StandardIsvc(InferenceServiceVariant):
         others = _other_canaries(live, rec.member)
         if others:
             body["canary"] = others
-        client.apply(self.isvc_object(body))
+        applied = client.apply(self.isvc_object(body))
+        from llm_rollout.kserve.autoscaler import prune_hpas
+
+        prune_hpas(self.spec, client, applied)  # KServe leaves the canary's HPA behind (class hpa)
         return Removal(
             True, f"rolled back {rec.member}: removed the canary; {_pred_name(service, pred)} serves all traffic"
         )
