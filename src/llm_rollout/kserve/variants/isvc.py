@@ -80,8 +80,7 @@ def _plan(v: InferenceServiceVariant, client: KubeClient, new: Member) -> Plan:
 def _plan_on(
     v: InferenceServiceVariant, live: dict[str, Any] | None, new: Member, recorded: Callable[[], dict[str, Any]]
 ) -> Plan:
-    """The plan beside the ``live`` InferenceService (``recorded``: the last promotion's stable record,
-    read only when a canary needs it)."""
+    """The plan beside the ``live`` InferenceService (``recorded``: the last promotion's stable record)."""
     spec = v.spec
     plan = Plan()
     plan.kind = "InferenceService"
@@ -130,8 +129,7 @@ def _plan_on(
 
 
 def live_revision(live: dict[str, Any] | None, pred: dict[str, Any]) -> str:
-    """The revision id of a live predictor: its own ``llm-rollout.io/revision`` label, else (a service
-    rolled out by an earlier version, which labelled the InferenceService) the InferenceService's."""
+    """A live predictor's revision id: its own label, else the InferenceService's (an earlier version's)."""
     return PredictorView(pred).revision or InferenceServiceView(live).labels.get(LABEL_REVISION, "")
 
 
@@ -296,11 +294,9 @@ class InferenceServiceVariant(Variant):
         return [plan.obj]  # the one InferenceService, with the canary in it
 
     def promoted_objects(self, live: list[Doc], rec: DeploymentRecord) -> list[Doc]:
-        isvc = live[0]
         if rec.stable is None:
-            return [isvc]  # a first rollout is only marked stable
-        # The object promotion's last write applies (_promote: final_body, then isvc_object).
-        return [self.isvc_object(self.final_body(rec, isvc, InferenceServiceView(isvc).predictor)[0])]
+            return live[:1]  # a first rollout is only marked stable; else _promote's last write:
+        return [self.isvc_object(self.final_body(rec, live[0], InferenceServiceView(live[0]).predictor)[0])]
 
     def readiness(self, plan: Plan, generation: int | None) -> Readiness:
         kwargs = dict(plan.readiness_kwargs)
