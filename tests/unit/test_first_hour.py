@@ -509,7 +509,7 @@ def test_the_readme_render_compile_submit_and_schedule_commands_run_as_printed(
 def test_the_run_summary_shows_numbers_and_skips_structured_metrics(tmp_path):
     # A kserve run's validate step records structured evidence beside the numbers (found running the README's
     # run-local --platform kserve line: the summary raised TypeError after the run had finished).
-    from pipelines.run_local import RunSummary, format_summary
+    from kfp_llm_rollout.pipelines.run_local import RunSummary, format_summary
 
     validate = {"step": "validate-deployment", "status": "succeeded", "verdict": "fail", "summary": "fail: slo",
                 "metrics": {"p95_ttft_ms": 123.456, "capacity": {"10": 4.2}, "passed": True, "ratio": 2}}  # fmt: skip
