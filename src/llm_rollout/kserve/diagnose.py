@@ -1,6 +1,15 @@
 """Why a KServe object is not ready: the likely causes behind its conditions, and the pods and
 events around it, for the message of a readiness wait that ran out of time.
 
+KServe's conditions seldom carry the cause: an InferenceService's ``PredictorReady`` is its
+Deployment's condition (``inference_service_status.go`` ``PropagateRawStatus``:
+``MinimumReplicasUnavailable``, ``ProgressDeadlineExceeded``), a missing runtime is in
+``status.modelStatus.lastFailureInfo`` (``predictor.go`` ``reconcileModel``). The pod-level cause
+(``ImagePullBackOff``, ``CrashLoopBackOff`` with an ``OOMKilled`` last state, ``Unschedulable`` for
+want of a GPU) is in the pods' container states and conditions and in the kubelet's and the
+scheduler's events, which :func:`cluster_context` reads (label ``serving.kserve.io/inferenceservice``,
+events of objects named after the service).
+
 Read only by :mod:`llm_rollout.kserve.wait`; kept apart so the waiter itself stays the watch loop.
 """
 
@@ -49,8 +58,9 @@ _CAUSES: list[tuple[tuple[str, ...], str]] = [
     ),
     (
         ("runtimenotrecognized", "nosupportingruntime", "runtimedisabled", "servingruntime", "no runtime"),
-        "the ServingRuntime is missing or does not support the model: run register-runtime for this "
-        "namespace (runtime.runtime_name must match)",
+        "the ServingRuntime is missing, disabled or does not support the model (components/predictor.go "
+        "reconcileModel, status.modelStatus.lastFailureInfo): run register-runtime with this spec for this "
+        "namespace before deploy-model (the InferenceService names runtime.runtime_name)",
     ),
     (
         ("gateway", "httproute", "notprogrammed", "not programmed", "inferencepool", "notaccepted"),
@@ -65,7 +75,7 @@ _CAUSES: list[tuple[tuple[str, ...], str]] = [
     (
         ("unschedulable", "insufficient", "failedscheduling", "didn't match", "untolerated"),
         "pods cannot be scheduled: not enough GPUs/CPU/memory or no node matches; check node capacity, "
-        "resources.gpu_resource and tolerations",
+        "resources.gpu_resource, runtime.accelerator (its node selector) and tolerations",
     ),
     (
         ("confignotfound", "combinebaseerror", "invalidrenderedconfig"),
@@ -74,12 +84,21 @@ _CAUSES: list[tuple[tuple[str, ...], str]] = [
         "namespace, which writes it, or set llmd.use_preset: false",
     ),
     (
-        ("service is stopped",),
-        'the member is stopped (annotation serving.kserve.io/stop: "true", e.g. retired by a promotion with '
-        "retire=stop): its workloads and routes are removed until the annotation goes; restore it with "
-        "llm-rollout rollback NAME",
+        ("stopped",),
+        'the service is stopped (annotation serving.kserve.io/stop: "true": set by a person, or by a promotion '
+        "with retire=stop for an llm-d member): KServe removes its workloads and routes until the annotation "
+        "goes; remove it (llm-d: llm-rollout rollback NAME restores a retired member)",
     ),
 ]
+
+_DEPLOYMENT_ONLY = (
+    ("minimumreplicasunavailable", "progressdeadlineexceeded", "does not have minimum availability"),
+    "the predictor's pods are not available: KServe copies only its Deployment's condition "
+    "(inference_service_status.go PropagateRawStatus: MinimumReplicasUnavailable, ProgressDeadlineExceeded); "
+    "the cause (image pull, crash, no GPU) is in the pods and their events: kubectl describe pods -l "
+    "serving.kserve.io/inferenceservice=NAME",
+)
+"""Said only when nothing in the pods or events named a more specific cause."""
 
 GENERIC_CAUSES = (
     "image pull errors (runtime.image, pull secrets)",
@@ -106,6 +125,8 @@ def likely_causes(texts: list[str]) -> list[str]:
     if len(found) > 1:
         crash = _CAUSES[5][1]
         found = [c for c in found if c != crash] or found
+    if not found and any(k in blob for k in _DEPLOYMENT_ONLY[0]):
+        found = [_DEPLOYMENT_ONLY[1]]
     return found or [f"nothing specific reported; common causes: {', '.join(GENERIC_CAUSES)}"]
 
 
@@ -119,6 +140,10 @@ def _pod_selector(readiness: Readiness, name: str) -> str:
 def _pod_line(pod: dict[str, Any]) -> str:
     st = pod.get("status") or {}
     parts = [f"{(pod.get('metadata') or {}).get('name')}: {st.get('phase', '?')}"]
+    for cond in st.get("conditions") or []:
+        # the scheduler's verdict (PodScheduled False Unschedulable: "0/3 nodes are available: ...")
+        if cond.get("status") == "False" and cond.get("reason"):
+            parts.append(f"{cond.get('type')} {cond['reason']} {(cond.get('message') or '')[:200]}")
     for cs in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or []):
         state = cs.get("state") or {}
         for key in ("waiting", "terminated"):
@@ -197,11 +222,14 @@ def timeout_message(
         for status, reason, message in verdict.conditions.values():
             if status != "True":
                 texts += [reason, message]
+        if verdict.model_failure is not None:
+            texts += list(verdict.model_failure)
     else:
         parts.append("The object was never read successfully.")
     if last_error is not None:
         parts.append(f"Last API error: {last_error}.")
-    parts.append("Likely causes: " + " | ".join(likely_causes(texts)) + ".")
+    causes = " | ".join(likely_causes(texts)).replace("inferenceservice=NAME", f"inferenceservice={name}")
+    parts.append("Likely causes: " + causes + ".")
     parts.append(context + ".")
     return " ".join(parts)
 

@@ -171,6 +171,8 @@ class Verdict:
         conditions: ``type -> (status, reason, message)`` as last seen.
         generation: ``metadata.generation``.
         observed_generation: ``status.observedGeneration``.
+        model_failure: ``(reason, message)`` of ``status.modelStatus.lastFailureInfo`` while KServe
+            reports the predictor spec invalid (``transitionStatus: InvalidSpec``), else None.
     """
 
     ready: bool
@@ -178,6 +180,7 @@ class Verdict:
     conditions: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     generation: int | None = None
     observed_generation: int | None = None
+    model_failure: tuple[str, str] | None = None
 
     def signature(self) -> tuple[str, ...]:
         """What the log line is keyed on: it changes only when the reasons change."""
@@ -226,6 +229,18 @@ def evaluate(obj: dict[str, Any] | None, readiness: Readiness) -> Verdict:
         blockers.append(
             f"status is from generation {observed}, the object is at generation {gen} "
             "(the controller has not caught up; a Ready from the previous generation does not count)"
+        )
+    model_status = status.get("modelStatus") or {}
+    failure = model_status.get("lastFailureInfo") or {}
+    if model_status.get("transitionStatus") == "InvalidSpec" and failure.get("reason"):
+        # components/predictor.go reconcileModel: the runtime could not be used (RuntimeNotRecognized,
+        # RuntimeDisabled, NoSupportingRuntime); KServe writes it here, not into a condition, and
+        # retries until the runtime appears.
+        verdict.model_failure = (failure["reason"], failure.get("message") or "")
+        runtime = (((obj.get("spec") or {}).get("predictor") or {}).get("model") or {}).get("runtime")
+        blockers.append(
+            f"KServe cannot use the ServingRuntime {runtime or '(auto-selected)'}: modelStatus "
+            f"{failure['reason']} ({failure.get('message') or 'no message'})"
         )
     for kind in readiness.required:
         cond = conds.get(kind)
@@ -402,6 +417,62 @@ def wait_ready(
 
 
 # Ready is not serving --------------------------------------------------------------------------
+
+
+DELETE_TIMEOUT_S = 300.0
+"""How long a deleted KServe object may stay behind its finalizers before a step gives up."""
+
+
+def wait_deleted(
+    client: KubeClient,
+    res: Resource,
+    name: str,
+    namespace: str,
+    *,
+    timeout_s: float,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Waits until a deleted object is gone from the API server (watch-driven, bounded).
+
+    A delete returns while the object still exists when it has finalizers: the API server sets
+    ``metadata.deletionTimestamp`` and the object stays until its controller has cleaned up and
+    dropped its finalizer (KServe: ``inferenceservice.finalizers``, ``controller.go`` ``Reconcile``).
+    An apply in that window writes to the terminating object, which then disappears under it.
+
+    Raises:
+        DeadlineExceeded: Still there after ``timeout_s``, naming its finalizers.
+    """
+    deadline = clock() + timeout_s
+    selector = f"metadata.name={name}"
+    delays = backoff_delays(0.05, 2.0)
+    current: dict[str, Any] | None = None
+    while clock() < deadline:
+        try:
+            listed = client.list(res, namespace, field_selector=selector, deadline_s=max(0.1, deadline - clock()))
+            items = listed.get("items") or []
+            if not items:
+                return
+            current = items[0]
+            rv = (listed.get("metadata") or {}).get("resourceVersion") or "0"
+            wt = max(1.0, deadline - clock())
+            with client.watch(res, namespace, resource_version=rv, field_selector=selector, timeout_s=wt) as events:
+                for event in events:
+                    if event.get("type") == "DELETED":
+                        return
+                    if event.get("type") != "BOOKMARK":
+                        current = event.get("object") or current
+                    if clock() >= deadline:
+                        break
+        except WatchExpired:
+            continue
+        except (TransientError, DeadlineExceeded):
+            time.sleep(min(next(delays), max(0.0, deadline - clock())))
+    finalizers = ((current or {}).get("metadata") or {}).get("finalizers") or []
+    raise DeadlineExceeded(
+        f"{res.kind} {namespace}/{name} was still there {timeout_s:g}s after its deletion "
+        f"(finalizers {finalizers}): the controller that owns a finalizer removes it once it has cleaned up; "
+        "check that the KServe controller is running (kubectl -n kserve get pods)"
+    )
 
 
 def probe_endpoint(

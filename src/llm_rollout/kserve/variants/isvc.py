@@ -44,7 +44,7 @@ from llm_rollout.kserve.variants.base import (
     conditions_summary,
 )
 from llm_rollout.kserve.views import InferenceServiceView, PredictorView
-from llm_rollout.kserve.wait import Readiness, wait_ready
+from llm_rollout.kserve.wait import DELETE_TIMEOUT_S, Readiness, wait_deleted, wait_ready
 from llm_rollout.kube import INFERENCE_SERVICES, KubeClient
 from llm_rollout.names import isvc_member_name, predictor_service_name
 from llm_rollout.platform import Gate
@@ -254,6 +254,9 @@ def _rollback(v: InferenceServiceVariant, client: KubeClient, rec: DeploymentRec
         if _pred_name(spec.service_name, pred) != rec.member:
             return Removal(False, f"nothing to roll back: {rec.member} is not the predictor of {spec.service_name}")
         client.delete(INFERENCE_SERVICES, spec.service_name, spec.namespace)
+        # The delete is asynchronous: KServe's inferenceservice.finalizers keeps the object until
+        # its controller has cleaned up (controller.go Reconcile); the next run must find it gone.
+        wait_deleted(client, INFERENCE_SERVICES, spec.service_name, spec.namespace, timeout_s=DELETE_TIMEOUT_S)
         return Removal(
             True, f"deleted InferenceService {spec.service_name}: its first revision {rec.member} did not pass"
         )
