@@ -96,6 +96,9 @@ class Behaviour:
             ``http://127.0.0.1:PORT``). An InferenceService's status carries the addresses upstream
             writes (:func:`upstream_urls`); a test reaches a real server behind them through
             ``$LLM_ROLLOUT_ADDRESS_MAP``, as a user outside the cluster would.
+        finalize_after_ms: InferenceService only: how long its controller takes, once the object is
+            being deleted, to remove the children and drop ``inferenceservice.finalizers`` (the
+            delete is asynchronous, as on a cluster).
         failing: LLMInferenceService only: the leaf conditions that carry ``reason`` while not
             ready (e.g. ``("GatewaysReady",)`` with ``WaitingForGateway``: workloads up, router
             not); the others are True and the roll-ups (``WorkloadsReady``, ``RouterReady``,
@@ -107,6 +110,7 @@ class Behaviour:
     reason: str = "ImagePullBackOff"
     message: str = 'Back-off pulling image "vllm/vllm-openai:v0.11.0"'
     degrade_after_ms: int = 300
+    finalize_after_ms: int = 50
     url: str | None = None
     failing: tuple[str, ...] = ()
 
@@ -269,12 +273,170 @@ def merge_override(dst: Any, src: Any) -> Any:
     return copy.deepcopy(src) if src not in (None, "", [], {}, 0, False) else copy.deepcopy(dst)
 
 
+def canary_replica_count(spec: dict[str, Any], canary: dict[str, Any]) -> int:
+    """``components/predictor.go`` ``canaryReplicaCount``: the canary's ``minReplicas`` when set, else
+    ``ceil(stable minReplicas (default 1) * trafficPercent / 100)``; a canary at 0 % without
+    ``minReplicas`` gets 0 replicas (and is never ready: ``AvailableReplicas > 0``)."""
+    cp = canary.get("predictor") or {}
+    if cp.get("minReplicas") is not None:
+        return int(cp["minReplicas"])
+    stable = (spec.get("predictor") or {}).get("minReplicas")
+    stable = 1 if stable is None else int(stable)
+    return -(-stable * int(canary.get("trafficPercent") or 0) // 100)
+
+
 def build_canary_predictor(stable: dict[str, Any], canary: dict[str, Any]) -> dict[str, Any]:
     """``components/predictor.go`` ``buildCanaryPredictor``: the stable predictor with the canary's
     fields merged over it, the autoscaling fields zeroed (the replica count is fixed)."""
     out = merge_override(stable, canary)
     for key in ("maxReplicas", "scaleTarget", "scaleMetric", "autoScaling"):
         out.pop(key, None)
+    return out
+
+
+CLUSTER_SERVING_RUNTIMES = Resource(
+    "serving.kserve.io", "v1alpha1", "clusterservingruntimes", "ClusterServingRuntime", False
+)
+
+
+@dataclass(frozen=True)
+class RuntimeResolution:
+    """What ``components/predictor.go`` ``reconcileModel`` made of an InferenceService's runtime.
+
+    Attributes:
+        runtime: The resolved runtime's ``spec`` (None when resolution failed).
+        name: Its name (``status.servingRuntimeName``).
+        reason: On failure, the ``FailureInfo.Reason`` upstream writes into
+            ``status.modelStatus.lastFailureInfo`` (``RuntimeNotRecognized``, ``RuntimeDisabled``,
+            ``NoSupportingRuntime``).
+        message: On failure, upstream's ``FailureInfo.Message``.
+        error: On failure, the error ``reconcileModel`` returns (the ``InternalError`` event's text).
+    """
+
+    runtime: dict[str, Any] | None
+    name: str = ""
+    reason: str = ""
+    message: str = ""
+    error: str = ""
+
+
+def _format_label(fmt: dict[str, Any]) -> str:
+    """``predictor_model.go`` ``getModelFormatLabel``: ``mt:<name>[:<version>]``."""
+    return f"mt:{fmt.get('name', '')}" + (f":{fmt['version']}" if fmt.get("version") else "")
+
+
+def runtime_supports_model(model: dict[str, Any], runtime: dict[str, Any]) -> bool:
+    """``predictor_model.go`` ``RuntimeSupportsModel`` (with
+    ``getServingRuntimeSupportedModelFormatLabelSet``): the runtime lists the model's format (and
+    version, when the model names one); without ``model.runtime`` only auto-selected formats count."""
+    labels: set[str] = set()
+    for fmt in runtime.get("supportedModelFormats") or []:
+        if model.get("runtime") or fmt.get("autoSelect"):
+            labels.add(f"mt:{fmt.get('name', '')}")
+            if fmt.get("version"):
+                labels.add(f"mt:{fmt.get('name', '')}:{fmt['version']}")
+    return _format_label(model.get("modelFormat") or {}) in labels
+
+
+def resolve_runtime(kube: KubeClient, isvc: dict[str, Any]) -> RuntimeResolution:
+    """``components/predictor.go`` ``reconcileModel``: the runtime an InferenceService's predictor runs on.
+
+    A named runtime (``spec.predictor.model.runtime``) is looked up as
+    ``inferenceservice/utils/utils.go`` ``GetServingRuntime`` does (the namespace's ServingRuntime,
+    then a ClusterServingRuntime; neither: "No ServingRuntimes or ClusterServingRuntimes with the
+    name: X", failure ``RuntimeNotRecognized`` / "Waiting for runtime to become available"), then
+    refused when disabled (``RuntimeDisabled``), when it does not list the model's protocol version
+    (``IsProtocolVersionSupported``: a runtime without ``protocolVersions`` takes any;
+    ``NoSupportingRuntime``) or its format (``RuntimeSupportsModel``; ``NoSupportingRuntime``).
+    Without a name, the namespace's runtimes that auto-select the format
+    (``GetSupportingRuntimes``: enabled, format listed with ``autoSelect``, the highest priority
+    first) and then the cluster's; none is ``NoSupportingRuntime`` / "No runtime found to support
+    specified framework/version".
+    """
+    meta = isvc.get("metadata") or {}
+    model = ((isvc.get("spec") or {}).get("predictor") or {}).get("model") or {}
+    namespace = meta.get("namespace", "")
+    name = model.get("runtime")
+    if name:
+        found = kube.get_or_none(SERVING_RUNTIMES, name, namespace)
+        if found is None:
+            with contextlib.suppress(RolloutError):  # no ClusterServingRuntime kind: IsNoMatchError
+                found = kube.get_or_none(CLUSTER_SERVING_RUNTIMES, name, None)
+        if found is None:
+            return RuntimeResolution(
+                None,
+                reason="RuntimeNotRecognized",
+                message="Waiting for runtime to become available",
+                error=f"No ServingRuntimes or ClusterServingRuntimes with the name: {name}",
+            )
+        spec = found.get("spec") or {}
+        if spec.get("disabled"):
+            return RuntimeResolution(
+                None,
+                reason="RuntimeDisabled",
+                message="Specified runtime is disabled",
+                error=f"specified runtime {name} is disabled",
+            )
+        protocol = model.get("protocolVersion")
+        if protocol and spec.get("protocolVersions") and protocol not in spec["protocolVersions"]:
+            return RuntimeResolution(
+                None,
+                reason="NoSupportingRuntime",
+                message="Specified runtime does not support specified protocol version",
+                error=f"specified runtime {name} does not support specified protocol version",
+            )
+        if not runtime_supports_model(model, spec):
+            return RuntimeResolution(
+                None,
+                reason="NoSupportingRuntime",
+                message="Specified runtime does not support specified framework/version",
+                error=f"specified runtime {name} does not support specified framework/version",
+            )
+        return RuntimeResolution(spec, name)
+    candidates = [
+        r
+        for r in kube.list(SERVING_RUNTIMES, namespace).get("items") or []
+        if not (r.get("spec") or {}).get("disabled") and runtime_supports_model(model, r.get("spec") or {})
+    ]
+
+    def priority(r: dict[str, Any]) -> int:
+        fmt = (model.get("modelFormat") or {}).get("name")
+        pri = [
+            f.get("priority") for f in (r.get("spec") or {}).get("supportedModelFormats") or [] if f.get("name") == fmt
+        ]
+        return -int(pri[0] or 0) if pri else 0
+
+    candidates.sort(key=priority)
+    if not candidates:
+        fmt = model.get("modelFormat") or {}
+        return RuntimeResolution(
+            None,
+            reason="NoSupportingRuntime",
+            message="No runtime found to support specified framework/version",
+            error=f"no runtime found to support predictor with model type: {fmt}",
+        )
+    return RuntimeResolution(candidates[0].get("spec") or {}, candidates[0]["metadata"]["name"])
+
+
+def runtime_failure_status(old: dict[str, Any], failure: RuntimeResolution, mode: str) -> dict[str, Any]:
+    """The status KServe writes when ``reconcileModel`` fails: the previous status, with the
+    conditions initialized when there were none (``controller.go`` ``InitializeConditions``:
+    ``PredictorReady``, ``IngressReady`` and ``Ready`` Unknown) and ``modelStatus`` set by
+    ``UpdateModelTransitionStatus(InvalidSpec, FailureInfo)`` (target state ``FailedToLoad``,
+    ``lastFailureInfo`` = reason and message); ``deploymentMode`` from ``updateStatus``. No
+    condition carries the reason: only ``modelStatus`` and the ``InternalError`` event do."""
+    out = copy.deepcopy(old)
+    if not any(c.get("type") == "Ready" for c in out.get("conditions") or []):
+        present = {c.get("type") for c in out.get("conditions") or []}
+        out["conditions"] = list(out.get("conditions") or []) + [
+            {"type": t, "status": "Unknown"} for t in ("IngressReady", "PredictorReady", "Ready") if t not in present
+        ]
+    model_status = dict(out.get("modelStatus") or {})
+    model_status["transitionStatus"] = "InvalidSpec"
+    model_status["states"] = {**(model_status.get("states") or {}), "targetModelState": "FailedToLoad"}
+    model_status["lastFailureInfo"] = {"reason": failure.reason, "message": failure.message}
+    out["modelStatus"] = model_status
+    out["deploymentMode"] = mode
     return out
 
 
@@ -327,10 +489,16 @@ class _Deployment:
     rolling: bool = False
     uid: int = field(default_factory=lambda: next(_UIDS))
     broken: bool = False
+    replicas: int = 1
 
     @property
     def ready(self) -> bool:
         return self.available and not self.broken
+
+    @property
+    def available_replicas(self) -> int:
+        """``status.availableReplicas``: every replica once its pods are up, none otherwise."""
+        return self.replicas if self.ready else 0
 
 
 def deployment_status(dep: _Deployment) -> dict[str, Any]:
@@ -518,13 +686,16 @@ class _Children:
         orphans are deleted (``reconcileCanaryDeployments``' cleanup)."""
         pred = spec.get("predictor") or {}
         wanted = {predictor_service_name(isvc, pred.get("name") or ""): pred}
+        replicas = {predictor_service_name(isvc, pred.get("name") or ""): int(pred.get("minReplicas") or 1)}
         for c in spec.get("canary") or []:
             cp = c.get("predictor") or {}
             wanted[predictor_service_name(isvc, cp.get("name") or "")] = cp
+            replicas[predictor_service_name(isvc, cp.get("name") or "")] = canary_replica_count(spec, c)
         for gone in [n for n in self.deployments if n not in wanted]:
             del self.deployments[gone]
         for name, p in wanted.items():
             dep = self.deployments.setdefault(name, _Deployment())
+            dep.replicas = replicas[name]
             body = json.dumps(p, sort_keys=True)
             if body != dep.spec:
                 dep.spec, dep.generation, dep.rolling, dep.broken = body, dep.generation + 1, True, False
@@ -571,6 +742,129 @@ class _Children:
         ksvc.previous_rolledout = component.get("previousRolledoutRevision", "")
 
 
+# The kubelet's and the scheduler's side: pods and events ---------------------------------------------
+
+SCHEDULING_REASONS = ("Unschedulable", "FailedScheduling", "Insufficient")
+"""Behaviour reasons that mean the pods never get a node (e.g. no free GPU)."""
+
+
+def _pod_cause(reason: str, message: str, pod: str, image: str) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
+    """A failing pod's ``status`` and its events ``(type, reason, message)``, as the kubelet and the
+    scheduler write them for the cause ``reason`` (what ``kubectl describe pod`` shows).
+
+    * ``ImagePullBackOff`` / ``ErrImagePull``: Pending, the container waiting ``ImagePullBackOff``;
+      events ``Failed`` ("Failed to pull image ...", "Error: ErrImagePull") and ``BackOff``.
+    * ``CrashLoopBackOff`` / ``OOMKilled``: Running, the container waiting ``CrashLoopBackOff``
+      with ``lastState.terminated`` (``Error`` exit 1, or ``OOMKilled`` exit 137) and restarts;
+      event ``BackOff`` "Back-off restarting failed container ...".
+    * ``Unschedulable`` (no node has the GPU): Pending, ``PodScheduled`` False ``Unschedulable``, no
+      container status; event ``FailedScheduling`` from the scheduler.
+    """
+    container = "kserve-container"
+    if any(k.lower() in reason.lower() for k in SCHEDULING_REASONS):
+        text = (
+            message
+            if "nodes are available" in message
+            else (
+                "0/3 nodes are available: 3 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are available: "
+                "3 No preemption victims found for incoming pod."
+            )
+        )
+        status = {
+            "phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": text}],
+        }
+        return status, [("Warning", "FailedScheduling", text)]
+    if reason in ("CrashLoopBackOff", "OOMKilled", "Error"):
+        oom = reason == "OOMKilled"
+        waiting = f"back-off 5m0s restarting failed container={container} pod={pod}"
+        status = {
+            "phase": "Running",
+            "containerStatuses": [
+                {
+                    "name": container,
+                    "image": image,
+                    "ready": False,
+                    "restartCount": 5,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": waiting}},
+                    "lastState": {
+                        "terminated": {
+                            "reason": "OOMKilled" if oom else "Error",
+                            "exitCode": 137 if oom else 1,
+                            **({"message": message} if message and not oom else {}),
+                        }
+                    },
+                }
+            ],
+        }
+        return status, [("Warning", "BackOff", f"Back-off restarting failed container {container} in pod {pod}")]
+    # the image cannot be pulled (the default)
+    pull = message or f'Back-off pulling image "{image}"'
+    status = {
+        "phase": "Pending",
+        "containerStatuses": [
+            {
+                "name": container,
+                "image": image,
+                "ready": False,
+                "restartCount": 0,
+                "state": {"waiting": {"reason": "ImagePullBackOff", "message": pull}},
+            }
+        ],
+    }
+    events = [
+        ("Normal", "Pulling", f'Pulling image "{image}"'),
+        ("Warning", "Failed", f'Failed to pull image "{image}": {pull}'),
+        ("Warning", "Failed", "Error: ErrImagePull"),
+        ("Normal", "BackOff", pull),
+        ("Warning", "Failed", "Error: ImagePullBackOff"),
+    ]
+    return status, events
+
+
+def _running_pod_status(image: str) -> dict[str, Any]:
+    return {
+        "phase": "Running",
+        "conditions": [{"type": "Ready", "status": "True"}],
+        "containerStatuses": [
+            {
+                "name": "kserve-container",
+                "image": image,
+                "ready": True,
+                "restartCount": 0,
+                "state": {"running": {"startedAt": _now()}},
+            }
+        ],
+    }
+
+
+def _pod_image(spec_json: str) -> str:
+    """The serving container's image: the predictor's own container when it names one, else the
+    vLLM image of upstream's runtime (``kserve-vllmserver.yaml``)."""
+    try:
+        pred = json.loads(spec_json or "{}")
+    except ValueError:
+        pred = {}
+    containers = pred.get("containers") or []
+    return (containers[0].get("image") if containers else "") or "vllm/vllm-openai:v0.11.0"
+
+
+def label_selector_matches(selector: str, labels: dict[str, str]) -> bool:
+    """Equality-based label selectors (``a=b,c==d,e!=f``), as ``?labelSelector=`` filters a list."""
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        if "!=" in term:
+            k, v = term.split("!=", 1)
+            if labels.get(k) == v:
+                return False
+        elif "=" in term:
+            k, v = term.replace("==", "=").split("=", 1)
+            if labels.get(k) != v:
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
 def patch_status(
     client: KubeClient, res: Resource, name: str, namespace: str, status: dict[str, Any]
 ) -> dict[str, Any]:
@@ -612,6 +906,38 @@ def patch_status(
             raise mapped from err
 
     return retry(once, deadline_s=client.retry_deadline_s, what=f"patch status of {target.describe()}")
+
+
+ISVC_FINALIZER = "inferenceservice.finalizers"
+"""The finalizer KServe's InferenceService controller keeps on every InferenceService (``controller.go``)."""
+
+
+def _patch_metadata(kube: KubeClient, name: str, namespace: str, metadata: dict[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch of an InferenceService's ``metadata`` (how ``controller.go`` writes its
+    finalizer: ``client.RawPatch(types.MergePatchType, ...)``), with the library's error mapping."""
+    api = k8s_client.CustomObjectsApi(kube.api_client)
+    res = INFERENCE_SERVICES
+    target = Target("patch", res.kind, name, namespace, res.plural)
+
+    def once() -> dict[str, Any]:
+        try:
+            return api.patch_namespaced_custom_object(
+                res.group,
+                res.version,
+                namespace,
+                res.plural,
+                name,
+                {"metadata": metadata},
+                field_manager=kube.field_manager,
+                _request_timeout=kube.request_timeout_s,
+            )
+        except BaseException as err:  # mapped once, re-raised
+            mapped = map_error(err, target)
+            if mapped is err:
+                raise
+            raise mapped from err
+
+    return retry(once, deadline_s=kube.retry_deadline_s, what=f"patch metadata of {target.describe()}")
 
 
 class Reconciler:
@@ -656,6 +982,10 @@ class Reconciler:
         self.events: list[tuple[str, str, str]] = []
         """Warning events KServe would record on an InferenceService: ``(name, reason, message)``."""
         self._pod_templates: dict[tuple[str, str], list[str]] = {}
+        self._failures: dict[tuple[str, str, str], int] = {}
+        self._finalizing: set[tuple[str, str, str]] = set()
+        self.finalized: list[str] = []
+        """InferenceServices whose finalizer the stand-in removed (their deletion completed)."""
 
     # Switches ----------------------------------------------------------------------------------
 
@@ -748,7 +1078,7 @@ class Reconciler:
     def start(self) -> Reconciler:
         """Starts the watch threads and the worker; returns self."""
         self._stop.clear()
-        for res in (INFERENCE_SERVICES, LLM_INFERENCE_SERVICES, LLM_INFERENCE_SERVICE_CONFIGS):
+        for res in (INFERENCE_SERVICES, LLM_INFERENCE_SERVICES, LLM_INFERENCE_SERVICE_CONFIGS, SERVING_RUNTIMES):
             t = threading.Thread(target=self._watch_loop, args=(res,), name=f"standin-watch-{res.plural}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -853,6 +1183,13 @@ class Reconciler:
                 rv = None
                 self._stop.wait(0.2)
 
+    def _retry_with_backoff(self, key: tuple[str, str, str]) -> None:
+        """Requeues a reconcile that returned an error as controller-runtime does (its default
+        per-item rate limiter: 5 ms doubling per consecutive failure, at most 1000 s)."""
+        n = self._failures.get(key, 0)
+        self._failures[key] = n + 1
+        self._schedule(key, min(0.005 * 2**n, 1000.0), "ready")
+
     def _schedule(self, key: tuple[str, str, str], delay_s: float, phase: str = "ready") -> None:
         self._seq += 1
         heapq.heappush(self._jobs, _Job(time.monotonic() + delay_s, self._seq, key, phase))
@@ -889,6 +1226,15 @@ class Reconciler:
     def _on_event(self, op: str, obj: dict[str, Any]) -> None:
         meta = obj.get("metadata") or {}
         key = (obj.get("kind", ""), meta.get("namespace", ""), meta.get("name", ""))
+        if key[0] == "ServingRuntime":
+            # controller.go servingRuntimeFunc: a runtime event requeues the namespace's
+            # InferenceServices whose status.servingRuntimeName is that runtime (a service that never
+            # resolved it waits for its error backoff instead).
+            for k, o in list(self._objects.items()):
+                named = (o.get("status") or {}).get("servingRuntimeName") == key[2]
+                if k[0] == "InferenceService" and k[1] == key[1] and named:
+                    self._schedule(k, 0.0)
+            return
         if key[0] == "LLMInferenceServiceConfig":
             # The llmisvc controller watches configs: a preset that appears, changes or goes
             # re-reconciles the services of its namespace (config_merge.go reads them each pass).
@@ -902,11 +1248,20 @@ class Reconciler:
             self._objects.pop(key, None)
             self._seen_gen.pop(key, None)
             self._children.pop(key, None)
+            self._failures.pop(key, None)
+            self._finalizing.discard(key)
             return
         self._objects[key] = obj
+        if key[0] == "InferenceService" and meta.get("deletionTimestamp"):
+            # controller.go Reconcile: an object being deleted is finalized, never reconciled.
+            if ISVC_FINALIZER in (meta.get("finalizers") or []) and key not in self._finalizing:
+                self._finalizing.add(key)
+                self._schedule(key, self.behaviour_of(key[2]).finalize_after_ms / 1000.0, "finalize")
+            return
         gen = int(meta.get("generation") or 0)
-        # The llmisvc controller reconciles on every event: the stop annotation moves no generation.
-        seen: Any = (gen, is_stopped(obj)) if key[0] == "LLMInferenceService" else gen
+        # The llmisvc controller reconciles on every event: the stop annotation moves no generation;
+        # KServe's InferenceService controller is triggered by the annotation's change too.
+        seen: Any = (gen, is_stopped(obj)) if key[0] in ("LLMInferenceService", "InferenceService") else gen
         if self._seen_gen.get(key) != seen:
             self._seen_gen[key] = seen
             b = self.behaviour_of(key[2])
@@ -929,6 +1284,12 @@ class Reconciler:
             obj = copy.deepcopy(obj)
             b = self.behaviour_of(job.key[2])
         kind = job.key[0]
+        if kind == "InferenceService":
+            if job.phase == "finalize" or (obj.get("metadata") or {}).get("deletionTimestamp"):
+                if job.phase == "finalize":
+                    self._finalize_isvc(kube, job.key, obj)
+                return
+            self._ensure_finalizer(kube, obj)
         gen = int((obj.get("metadata") or {}).get("generation") or 0)
         old_status = obj.get("status") or {}
         phase = job.phase
@@ -969,6 +1330,44 @@ class Reconciler:
         if ready and b.mode == "degrade" and job.phase == "ready":
             with self._lock:
                 self._schedule(job.key, b.degrade_after_ms / 1000.0, "degraded")
+
+    def _ensure_finalizer(self, kube: KubeClient, obj: dict[str, Any]) -> None:
+        """``controller.go`` ``Reconcile``: an InferenceService without ``inferenceservice.finalizers``
+        gets it (a merge patch of ``metadata.finalizers``) before anything else."""
+        meta = obj.get("metadata") or {}
+        finalizers = list(meta.get("finalizers") or [])
+        if ISVC_FINALIZER in finalizers:
+            return
+        updated = _patch_metadata(kube, meta["name"], meta["namespace"], {"finalizers": [*finalizers, ISVC_FINALIZER]})
+        with self._lock:
+            key = ("InferenceService", meta["namespace"], meta["name"])
+            if key in self._objects and updated:
+                self._objects[key] = updated
+                obj["metadata"] = updated.get("metadata") or meta
+
+    def _finalize_isvc(self, kube: KubeClient, key: tuple[str, str, str], obj: dict[str, Any]) -> None:
+        """``controller.go`` ``Reconcile`` on an object being deleted: ``deleteExternalResources``,
+        then the finalizer removed (the API server deletes the object once no finalizer is left);
+        Kubernetes' garbage collector removes the children it owned (Deployments, Services,
+        autoscalers: here the simulated ones and the ScaledObjects on the API server)."""
+        meta = obj.get("metadata") or {}
+        uid = meta.get("uid")
+        with self._lock:
+            self._children.pop(key, None)
+        rest = [f for f in meta.get("finalizers") or [] if f != ISVC_FINALIZER]
+        try:
+            _patch_metadata(kube, key[2], key[1], {"finalizers": rest})
+        except RolloutError:
+            with self._lock:
+                self._finalizing.discard(key)
+            raise
+        with contextlib.suppress(RolloutError):
+            for so in kube.list(SCALED_OBJECTS, key[1]).get("items") or []:
+                if any(o.get("uid") == uid for o in (so.get("metadata") or {}).get("ownerReferences") or []):
+                    kube.delete(SCALED_OBJECTS, so["metadata"]["name"], key[1])
+        with self._ready_cv:
+            self.finalized.append(key[2])
+            self._ready_cv.notify_all()
 
     # Status shapes -----------------------------------------------------------------------------
 
@@ -1027,6 +1426,106 @@ class Reconciler:
                 self.hpas.pop(key, None)
         return None
 
+    def pods(self, namespace: str, label_selector: str = "") -> list[dict[str, Any]]:
+        """The predictor pods of this namespace's Standard-mode InferenceServices as the API would list
+        them (``v1`` Pods): each simulated Deployment's replicas, with the labels KServe puts on
+        them (``buildObjectMeta``: ``serving.kserve.io/inferenceservice``, ``component``; the raw
+        reconciler's ``app: isvc.<Deployment>``). Up: Running and ready. Failing: the cause of the
+        object's behaviour as the kubelet or the scheduler reports it (:func:`_pod_cause`), the cause
+        KServe never copies into the InferenceService (its conditions are the Deployment's)."""
+        return [
+            p
+            for p, _ in self._pods_and_events(namespace)
+            if label_selector_matches(label_selector, p["metadata"]["labels"])
+        ]
+
+    def core_events(self, namespace: str) -> list[dict[str, Any]]:
+        """The ``v1`` Events of those pods (kubelet: pulls and back-offs; scheduler: FailedScheduling),
+        beside KServe's own on the InferenceService (``InternalError``, :attr:`events`)."""
+        out: list[dict[str, Any]] = []
+        for pod, evs in self._pods_and_events(namespace):
+            for n, (etype, reason, message) in enumerate(evs):
+                out.append(self._event(namespace, "Pod", pod["metadata"]["name"], etype, reason, message, n))
+        with self._lock:
+            own = list(self.events)
+        for n, (name, reason, message) in enumerate(own):
+            out.append(self._event(namespace, "InferenceService", name, "Warning", reason, message, n))
+        return out
+
+    @staticmethod
+    def _event(namespace: str, kind: str, name: str, etype: str, reason: str, message: str, n: int) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{name}.{n:x}", "namespace": namespace},
+            "involvedObject": {"kind": kind, "name": name, "namespace": namespace},
+            "type": etype,
+            "reason": reason,
+            "message": message,
+            "count": 1,
+            "lastTimestamp": _now(),
+        }
+
+    def _pods_and_events(self, namespace: str) -> list[tuple[dict[str, Any], list[tuple[str, str, str]]]]:
+        out: list[tuple[dict[str, Any], list[tuple[str, str, str]]]] = []
+        with self._lock:
+            items = [(k, c) for k, c in self._children.items() if k[1] == namespace and k[0] == "InferenceService"]
+            for (_, ns, isvc), children in items:
+                b = self.behaviour_of(isvc)
+                for workload, dep in sorted(children.deployments.items()):
+                    labels = {
+                        "serving.kserve.io/inferenceservice": isvc,
+                        "component": "predictor",
+                        "app": f"isvc.{workload}",
+                    }
+                    digest = hashlib.sha256(f"{workload}{dep.generation}".encode()).hexdigest()
+                    image = _pod_image(dep.spec)
+                    for i in range(max(dep.replicas, 1 if dep.broken else 0)):
+                        pod = f"{workload}-{digest[:10]}-{digest[10 + i * 5 : 15 + i * 5]}"
+                        meta = {"name": pod, "namespace": ns, "labels": dict(labels)}
+                        if dep.broken or (not dep.available and not dep.rolling):
+                            status, evs = _pod_cause(b.reason, b.message, pod, image)
+                        elif not dep.available:  # still starting
+                            status = {
+                                "phase": "Pending",
+                                "containerStatuses": [
+                                    {
+                                        "name": "kserve-container",
+                                        "ready": False,
+                                        "restartCount": 0,
+                                        "image": image,
+                                        "state": {"waiting": {"reason": "ContainerCreating"}},
+                                    }
+                                ],
+                            }
+                            evs = [("Normal", "Scheduled", f"Successfully assigned {ns}/{pod}")]
+                        else:
+                            status, evs = _running_pod_status(image), []
+                        out.append(({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "status": status}, evs))
+        return out
+
+    def serve_core_api(self, proxy: Any) -> None:
+        """Answers ``GET /api/v1/namespaces/<ns>/pods`` and ``.../events`` on ``proxy`` (a
+        TLS-terminating :class:`tests.fixtures.faultproxy.FaultProxy`) with :meth:`pods` and
+        :meth:`core_events`: the test API server serves custom resources only, and a client through the
+        proxy reads the pods and events a cluster would have beside the stand-in's objects."""
+        from urllib.parse import parse_qs, unquote, urlsplit
+
+        def respond(method: str, target: str) -> tuple[int, dict[str, Any]] | None:
+            url = urlsplit(target)
+            parts = url.path.strip("/").split("/")
+            if method != "GET" or parts[:3] != ["api", "v1", "namespaces"] or len(parts) != 5:
+                return None
+            ns, plural = unquote(parts[3]), parts[4]
+            if plural not in ("pods", "events"):
+                return None
+            selector = (parse_qs(url.query).get("labelSelector") or [""])[0]
+            items = self.pods(ns, selector) if plural == "pods" else self.core_events(ns)
+            kind = "PodList" if plural == "pods" else "EventList"
+            return 200, {"apiVersion": "v1", "kind": kind, "metadata": {"resourceVersion": "1"}, "items": items}
+
+        proxy.answer(respond)
+
     def scaled_objects(self, namespace: str) -> dict[str, dict[str, Any]]:
         """The ScaledObjects on the API server in ``namespace``, by name."""
         kube = self.__dict__.setdefault("_autoscaler_kube", self._client())
@@ -1048,8 +1547,42 @@ class Reconciler:
             spec, phase = children.last_spec, "ready"  # what it saw before: nothing new is reconciled
         else:
             children.last_spec = copy.deepcopy(spec)
+            # predictor.go Reconcile -> buildPredictorResources -> reconcileModel, before any child
+            # (canaries included): a runtime that is missing, disabled or does not support the model
+            # ends the pass with modelStatus set, the conditions as they were and an InternalError
+            # event (controller.go); controller-runtime retries the error with backoff.
+            resolved = resolve_runtime(self.__dict__.setdefault("_autoscaler_kube", self._client()), obj)
+            if resolved.runtime is None:
+                with self._lock:
+                    self.events.append((name, "InternalError", resolved.error))
+                    self._retry_with_backoff(key)
+                status = runtime_failure_status(obj.get("status") or {}, resolved, mode)
+                return status, False, int(status.get("observedGeneration") or 0)
             with self._lock:
+                self._failures.pop(key, None)
                 self._track_pod_templates(obj)
+            if phase == "failed" and b.reason in ("Progressing", "ContainerCreating"):
+                phase = "progress"  # pods that never fail but never come up (a long model download)
+            if is_stopped(obj):
+                # serving.kserve.io/stop: "true" (utils.GetForceStopRuntime). The raw and Knative
+                # reconcilers delete the workloads (predictor.go reconcileRawDeployment /
+                # reconcileKnativeDeployment skip their status); predictor.go Reconcile then clears
+                # the whole status but deploymentMode and writes PredictorReady False Stopped;
+                # controller.go sets Stopped True; the ingress reconcilers IngressReady False Stopped;
+                # Ready follows (no observedGeneration, URL, canary statuses or model status left).
+                children.deployments.clear()
+                children.ksvc.clear()
+                stopped = _cond("PredictorReady", False, "Stopped")
+                status = {
+                    "deploymentMode": mode,
+                    "conditions": [
+                        _cond("IngressReady", False, "Stopped"),
+                        stopped,
+                        _cond("Ready", False, "Stopped"),
+                        _cond("Stopped", True),
+                    ],
+                }
+                return status, False, 0
             if mode == "Knative":
                 children.reconcile_knative(name, spec, phase, meta)
             else:
@@ -1067,20 +1600,50 @@ class Reconciler:
             ksvc = children.ksvc.get(svc) or _Ksvc()
             pred_ready = phase != "failed" and ksvc.ready
             observed = ksvc.generation  # PropagateStatus: ss.ObservedGeneration = ksvc's
+            # PropagateStatus copies the Knative Service's Ready: RevisionFailed with the
+            # revision's message while it fails, Unknown while the revision deploys.
+            pred_status = "True" if pred_ready else ("Unknown" if phase == "progress" else "False")
+            reason, message = ("", "") if pred_ready else self._not_ok(phase if phase != "ready" else "progress", b)
+            if not pred_ready and phase != "progress":
+                reason = "RevisionFailed"
+                message = f'Revision "{ksvc.latest_created}" failed with message: {b.message}.'
         else:
             dep = children.deployments.get(svc)
             # PropagateRawStatus over the Deployment's conditions: Available=True (old pods) keeps
             # PredictorReady=True through a rolling update (kserve#4626); a failed rollout ends it.
+            # The reason is the Deployment's (MinimumReplicasUnavailable, ProgressDeadlineExceeded):
+            # the pods' cause (image pull, crash, no GPU) is in the pods and events only (:meth:`pods`).
             raw = propagate_raw_status([deployment_status(dep)] if dep is not None else [])
-            pred_ready = raw["condition"]["status"] == "True"
+            pred_status = raw["condition"]["status"]
+            pred_ready = pred_status == "True"
+            reason, message = ("", "") if pred_ready else (raw["condition"]["reason"], raw["condition"]["message"])
             observed = raw["observedGeneration"] or 0  # ss.ObservedGeneration = deploymentList[0]'s
-        reason, message = ("", "") if pred_ready else self._not_ok(phase if phase != "ready" else "progress", b)
         urls = upstream_urls(name, ns, svc, mode)
-        conditions = [
-            _cond("IngressReady", True),
-            _cond("PredictorReady", pred_ready, reason, message),
-            _cond("Ready", pred_ready, reason, message),
+        # Ingress: kube_ingress_reconciler.go createRawIngress (Standard) / ingress_reconciler.go
+        # createIngress (Knative): no ingress while PredictorReady is not True - IngressReady
+        # "Predictor ingress not created" (False; Knative: Unknown while the predictor is Unknown),
+        # and the URL and address are not (re)written that pass.
+        if pred_ready:
+            ingress = _cond("IngressReady", True)
+        else:
+            ingress = _cond("IngressReady", False, "Predictor ingress not created")
+            if mode == "Knative" and pred_status == "Unknown":
+                ingress["status"] = "Unknown"
+        predictor = _cond("PredictorReady", pred_ready, reason, message)
+        predictor["status"] = pred_status
+        # Ready: knative.dev/pkg's living condition set over PredictorReady and IngressReady
+        # (inference_service_status.go conditionSet): True when both are; else a False dependent
+        # (False trumps Unknown; the predictor's first when both are), its reason and message.
+        unhappy = [c for c in (predictor, ingress) if c["status"] == "False"] or [
+            c for c in (predictor, ingress) if c["status"] != "True"
         ]
+        ready_cond = _cond("Ready", pred_ready)
+        if unhappy:
+            ready_cond.update(
+                {k: v for k, v in unhappy[0].items() if k in ("status", "reason", "message")},
+            )
+        # controller.go: Stopped False on every pass of a service that is not stopped.
+        conditions = [ingress, predictor, ready_cond, _cond("Stopped", False)]
         component: dict[str, Any] = {}
         if pred_ready:  # statusSpec.URL is set only when the component is ready
             component = dict(urls["component"])
@@ -1094,11 +1657,12 @@ class Reconciler:
             },
             "copies": {"failedCopies": 0 if pred_ready or phase == "progress" else 1, "totalCopies": int(pred_ready)},
         }
+        old_status = obj.get("status") or {}
         status: dict[str, Any] = {
             "observedGeneration": observed,
             "conditions": conditions,
-            "url": urls["url"],
-            "address": {"url": urls["address"]},
+            "url": urls["url"] if pred_ready else old_status.get("url"),
+            "address": {"url": urls["address"]} if pred_ready else old_status.get("address"),
             "deploymentMode": mode,
             "servingRuntimeName": (pred.get("model") or {}).get("runtime", ""),
             "modelStatus": model_status,
@@ -1117,14 +1681,14 @@ class Reconciler:
             for c in canaries:
                 cname = (c.get("predictor") or {}).get("name", "")
                 cdep = children.deployments.get(predictor_service_name(name, cname)) or _Deployment()
-                ok = cdep.ready
+                ok = cdep.available_replicas > 0  # deploy.Status.AvailableReplicas > 0
                 statuses.append({"name": cname, "ready": ok, "trafficPercent": int(c.get("trafficPercent") or 0)})
             status["canaryStatuses"] = statuses
             all_ready = all(c["ready"] for c in statuses)
             conditions.insert(
                 0, _cond("CanaryPredictorReady", all_ready, "AllCanariesReady" if all_ready else "CanariesNotReady")
             )
-        return status, pred_ready, observed
+        return {k: v for k, v in status.items() if v is not None}, pred_ready, observed
 
     def _llmisvc_status(
         self,

@@ -27,14 +27,17 @@ def llmd_spec(namespace: str, name: str = "chat", **overrides: Any) -> RolloutSp
 
 
 class AdmittedClient(KubeClient):
-    """A :class:`KubeClient` whose writes of llm-d objects pass KServe's admission webhook first.
+    """A :class:`KubeClient` whose writes of KServe objects pass KServe's admission webhooks first.
 
     The test API server runs no webhooks (KServe's are Go code in its controller), so every
-    ``LLMInferenceService`` and ``LLMInferenceServiceConfig`` this client applies (the library's
-    writes in every phase: register, deploy, promotion steps, retirement, rollback, restore) goes
-    through the mirror (``tests/webhook_check.py``: ``llm_inference_service_validation.go``
-    ``ValidateCreate``/``ValidateUpdate`` against what the server holds, and the config validator)
-    and is refused as the webhook would refuse it: a 422 :class:`InvalidError` naming the rules.
+    ``InferenceService``, ``ServingRuntime``, ``LLMInferenceService`` and
+    ``LLMInferenceServiceConfig`` this client applies (the library's writes in every phase:
+    register, deploy, the Knative canary, promotion steps, retirement, rollback, restore) goes
+    through the mirror (``tests/webhook_check.py``: ``inference_service_validation.go``
+    ``ValidateCreate``/``ValidateUpdate`` against what the server holds,
+    ``servingruntime_webhook.go`` ``Handle`` against the namespace's runtimes,
+    ``llm_inference_service_validation.go`` and the config validator) and is refused as the webhook
+    would refuse it: a 422 :class:`InvalidError` naming the rules.
     What the server holds is read on a connection of its own, so an audit of this client's
     requests (``kube_audit``) sees only the library's calls.
 
@@ -49,20 +52,42 @@ class AdmittedClient(KubeClient):
 
     def apply(self, obj: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         kind, meta = obj.get("kind"), obj.get("metadata") or {}
-        if kind in ("LLMInferenceService", "LLMInferenceServiceConfig"):
-            from tests.webhook_check import llmisvc_config_webhook_errors, llmisvc_webhook_errors
+        webhooks = {
+            "InferenceService": "inferenceservice.kserve-webhook-server.validator",
+            "ServingRuntime": "servingruntime.kserve-webhook-server.validator",
+            "LLMInferenceService": "validation.llminferenceservice.serving.kserve.io",
+            "LLMInferenceServiceConfig": "validation.llminferenceserviceconfig.serving.kserve.io",
+        }
+        if kind in webhooks:
+            from tests.webhook_check import (
+                isvc_webhook_errors,
+                llmisvc_config_webhook_errors,
+                llmisvc_webhook_errors,
+                servingruntime_webhook_errors,
+            )
 
-            if kind == "LLMInferenceService":
+            name, namespace = meta.get("name", ""), meta.get("namespace")
+            if kind == "InferenceService":
+                # The webhook judges the object as the apply leaves it: what the server holds with
+                # this apply's fields over it (another manager's fields stay).
+                old_isvc = self._live(INFERENCE_SERVICES, name, namespace)
+                errors = isvc_webhook_errors(_as_applied(old_isvc, obj, self.field_manager), old_isvc)
+            elif kind == "LLMInferenceService":
+                errors = llmisvc_webhook_errors(obj, self._live(LLM_INFERENCE_SERVICES, name, namespace))
+            elif kind == "ServingRuntime":
                 try:
-                    old = self._lookup.get_or_none(LLM_INFERENCE_SERVICES, meta.get("name", ""), meta.get("namespace"))
-                except RolloutError:  # the server is down on purpose (fault tests): judged as a create
-                    old = None
-                errors = llmisvc_webhook_errors(obj, old)
+                    existing = self._lookup.list(SERVING_RUNTIMES, namespace).get("items") or []
+                except RolloutError:  # the server is down on purpose (fault tests)
+                    existing = []
+                errors = servingruntime_webhook_errors(obj, existing)
             else:
                 errors = llmisvc_config_webhook_errors(obj)
             if errors:
+                # The API server's own checks (schema, strict fields, CEL) come before validating
+                # admission: its refusal, when it has one, is the answer (a dry run persists nothing).
+                super().apply(obj, **{**kwargs, "dry_run": True})
                 raise InvalidError(
-                    f'admission webhook "validation.llminferenceservice.serving.kserve.io" (mirror) denied {kind} '
+                    f'admission webhook "{webhooks[kind]}" (mirror) denied {kind} '
                     f"{meta.get('namespace')}/{meta.get('name')}: " + "; ".join(errors),
                     status=422,
                     fields=[e.split(":")[0] for e in errors],
@@ -70,12 +95,81 @@ class AdmittedClient(KubeClient):
             self.admitted.append((kind, meta.get("name", "")))
         return super().apply(obj, **kwargs)
 
+    def _live(self, res: Any, name: str, namespace: str | None) -> dict[str, Any] | None:
+        """What the server holds (the webhook's ``old`` object), None when absent or unreachable."""
+        try:
+            return self._lookup.get_or_none(res, name, namespace)
+        except RolloutError:  # the server is down on purpose (fault tests): judged as a create
+            return None
+
+
+def _as_applied(old: dict[str, Any] | None, obj: dict[str, Any], manager: str) -> dict[str, Any]:
+    """The object a server-side apply of ``obj`` by ``manager`` leaves (what an admission webhook
+    sees), as far as the webhook reads it: annotations and labels merged over the live ones, and the
+    live ``spec`` fields that other managers own and ``obj`` leaves out kept (those ``manager`` owned
+    and left out are removed, as server-side apply does)."""
+    if old is None:
+        return obj
+    others: set[str] = set()
+    owns_spec = False
+    for entry in (old.get("metadata") or {}).get("managedFields") or []:
+        fields = (entry.get("fieldsV1") or {}).get("f:spec") or {}
+        if entry.get("manager") == manager and not entry.get("subresource"):
+            owns_spec = owns_spec or bool(fields)
+        elif not entry.get("subresource"):
+            others.update(k[2:] for k in fields if k.startswith("f:"))
+    old_spec, new_spec = old.get("spec") or {}, obj.get("spec") or {}
+    if not owns_spec:  # another tool's partial apply (kubectl): its fields over everything there
+        spec = deep_merge(old_spec, new_spec)
+    else:
+        spec = {**{k: v for k, v in old_spec.items() if k in others and k not in new_spec}, **new_spec}
+    meta = dict(obj.get("metadata") or {})
+    for key in ("annotations", "labels"):
+        merged = {**((old.get("metadata") or {}).get(key) or {}), **(meta.get(key) or {})}
+        if merged:
+            meta[key] = merged
+    return {**obj, "metadata": meta, "spec": spec}
+
 
 def kube(cluster, via=None, **kwargs: Any) -> KubeClient:
     """A client for the test cluster (optionally through a fault proxy) whose llm-d writes pass
     KServe's webhook mirror first (:class:`AdmittedClient`)."""
     lookup = KubeClient(cluster.api_client())
     return AdmittedClient(cluster.api_client(via=via), lookup=lookup, **kwargs)
+
+
+def with_runtime(spec: RolloutSpec, client: KubeClient) -> None:
+    """The register step before a deploy, as the pipeline runs them: an InferenceService spec's
+    ServingRuntime (``register_runtime``, a no-op when it is already there). KServe reconciles no
+    InferenceService whose runtime is missing (``predictor.go`` ``reconcileModel``), nor does the
+    stand-in; llm-d specs are left as they are (their tests decide about the preset)."""
+    if not spec.llmd.enabled:
+        from llm_rollout.kserve.deploy import register_runtime
+
+        register_runtime(spec, client)
+
+
+def upstream_test_runtime(name: str, namespace: str) -> dict[str, Any]:
+    """The ServingRuntime upstream's controller tests create before their InferenceServices
+    (``pkg/controller/v1beta1/inferenceservice/tests_common.go`` ``getServingRuntime``): tensorflow
+    version 1, auto-selected."""
+    return {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "ServingRuntime",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "supportedModelFormats": [{"name": "tensorflow", "version": "1", "autoSelect": True}],
+            "containers": [
+                {
+                    "name": "kserve-container",
+                    "image": "tensorflow/serving:1.14.0",
+                    "command": ["/usr/bin/tensorflow_model_server"],
+                    "args": ["--port=9000", "--rest_api_port=8080", "--model_base_path=/mnt/models"],
+                }
+            ],
+            "disabled": False,
+        },
+    }
 
 
 def objects_in(client: KubeClient, namespace: str) -> dict[str, list[str]]:

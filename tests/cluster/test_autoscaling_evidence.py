@@ -16,7 +16,7 @@ from llm_rollout.kserve.restore import rollback_to_previous
 from llm_rollout.kube import INFERENCE_SERVICES, LEASES
 from llm_rollout.platform import format_status
 from llm_rollout.spec import RolloutSpec
-from tests.cluster._support import kube, make_spec, rv
+from tests.cluster._support import kube, make_spec, rv, with_runtime
 
 pytestmark = pytest.mark.cluster
 
@@ -33,6 +33,7 @@ def _rate(capacity, low, high):
 
 
 def _deploy(spec, client, uri, revision, run_id):
+    with_runtime(spec, client)
     return deploy(spec, client, model_uri=uri, revision=revision, run_id=run_id, timeout_s=30, probe=False)
 
 

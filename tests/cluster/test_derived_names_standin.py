@@ -15,7 +15,7 @@ import pytest
 from llm_rollout.errors import SpecError
 from llm_rollout.kserve import builders
 from llm_rollout.kube import INFERENCE_SERVICES
-from tests.cluster._support import kube, make_spec
+from tests.cluster._support import kube, make_spec, with_runtime
 
 pytestmark = pytest.mark.cluster
 
@@ -26,6 +26,7 @@ def _apply_with_canary(client, namespace, name):
     canary = builders.Member("r0123456789a", "s3://m/b", "rb", traffic_percent=10)  # the longest: 12
     obj = builders.inference_service(spec, stable, canary)
     obj["metadata"]["name"] = name
+    with_runtime(spec, client)
     client.apply(obj)
 
 

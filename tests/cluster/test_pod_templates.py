@@ -26,7 +26,7 @@ from llm_rollout.kserve.rollback import rollback
 from llm_rollout.kserve.variants import variant_for
 from llm_rollout.kserve.variants.base import Plan
 from llm_rollout.kube import INFERENCE_SERVICES, LEASES
-from tests.cluster._support import kube, make_spec, models_server
+from tests.cluster._support import kube, make_spec, models_server, upstream_test_runtime, with_runtime
 
 pytestmark = pytest.mark.cluster
 
@@ -34,6 +34,7 @@ pytestmark = pytest.mark.cluster
 def _deploy(spec, client, uri, revision, run_id, **kwargs):
     kwargs.setdefault("timeout_s", 30)
     kwargs.setdefault("probe", False)
+    with_runtime(spec, client)
     return deploy(spec, client, model_uri=uri, revision=revision, run_id=run_id, **kwargs)
 
 
@@ -247,6 +248,7 @@ def test_promoting_a_canary_does_not_trigger_a_redeployment_of_the_canary_pods(
             ],
         },
     }
+    client.apply(upstream_test_runtime("tf-canary-promote", kube_namespace))  # as upstream's test does
     first = client.apply(isvc)
     reconciler.wait_for_ready_write("canary-promote-test", first["metadata"]["generation"], timeout=20)
     canary_uid = reconciler.deployments_of("canary-promote-test")["canary-promote-test-v2-predictor"][0]

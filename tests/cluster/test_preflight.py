@@ -11,7 +11,7 @@ from llm_rollout.kserve.preflight import PreflightRefused
 from llm_rollout.kserve.promote import promote
 from llm_rollout.kserve.variants import variant_for
 from llm_rollout.kube import INFERENCE_SERVICES, LEASES
-from tests.cluster._support import kube, make_spec
+from tests.cluster._support import kube, make_spec, with_runtime
 
 pytestmark = pytest.mark.cluster
 
@@ -24,6 +24,7 @@ def _ours(obj):
 def test_a_refused_object_leaves_the_cluster_untouched(kube_cluster, kube_namespace, reconciler):
     client = kube(kube_cluster)
     spec = make_spec(kube_namespace, canary={"traffic_percent": 10})
+    with_runtime(spec, client)
     deploy(spec, client, model_uri="s3://models/a", revision="ra", run_id="run-1", timeout_s=30, probe=False)
     lease.release_lease(client, variant_for(spec).ref(), "run-1")
     # Someone else (a person with kubectl, another pipeline) owns spec.canary now.
@@ -70,6 +71,7 @@ def test_a_canary_named_like_the_stable_predictor_is_refused_before_any_write(ku
     promotion that renames without a new model: both are refused before anything is written."""
     client = kube(kube_cluster)
     spec = make_spec(kube_namespace, canary={"traffic_percent": 10})
+    with_runtime(spec, client)
     first = deploy(spec, client, model_uri="s3://models/a", revision="v1", run_id="run-1", timeout_s=30, probe=False)
     promote(spec, client, first, verdict="pass", summary="ok", run_id="run-1", timeout_s=30)
     second = deploy(spec, client, model_uri="s3://models/b", revision="v2", run_id="run-2", timeout_s=30, probe=False)

@@ -17,16 +17,19 @@ from llm_rollout.kserve.promote import promote
 from llm_rollout.kube import INFERENCE_SERVICES, LLM_INFERENCE_SERVICES
 from llm_rollout.record import DeploymentRecord
 from llm_rollout.spec import parse_spec
-from tests.cluster._support import kube, llmd_spec, make_spec, models_server, objects_in, rv
+from tests.cluster._support import kube, llmd_spec, make_spec, models_server, objects_in, rv, with_runtime
 
 pytestmark = pytest.mark.cluster
 
 EMPTY = {"servingruntimes": [], "inferenceservices": [], "llminferenceservices": []}
 
 
-def _deploy(spec, client, uri, revision=None, **kwargs):
+def _deploy(spec, client, uri, revision=None, *, register=True, **kwargs):
+    """deploy-model after register-runtime (``register=False``: the deploy alone, e.g. refused or dry)."""
     kwargs.setdefault("timeout_s", 30)
     kwargs.setdefault("probe", False)
+    if register and not kwargs.get("dry_run"):
+        with_runtime(spec, client)
     return deploy(spec, client, model_uri=uri, revision=revision, run_id="run-1", **kwargs)
 
 
@@ -204,7 +207,7 @@ def test_nothing_is_written_when_the_input_is_invalid(kube_cluster, kube_namespa
     calls = kube_audit(client)
     spec = make_spec(kube_namespace)
     with pytest.raises(SpecError) as info:
-        _deploy(spec, client, "ftp://files.example.com/model")
+        _deploy(spec, client, "ftp://files.example.com/model", register=False)
     assert "s3://" in str(info.value) and "pvc://" in str(info.value)
     with pytest.raises(SpecError, match="kv_cache_dtype"):
         register_runtime(
@@ -219,7 +222,7 @@ def test_nothing_is_written_when_the_input_is_invalid(kube_cluster, kube_namespa
             client,
         )
     with pytest.raises(SpecError, match=r"model\.uri"):
-        _deploy(spec, client, "")
+        _deploy(spec, client, "", register=False)
     assert objects_in(client, kube_namespace) == EMPTY
     assert not any(verb == "patch" for verb, _g, _r in calls)
 
@@ -240,14 +243,18 @@ def test_dry_run_deploy_plans_without_writing(kube_cluster, kube_namespace, reco
 
 
 @pytest.mark.fault
-def test_deploy_timeout_says_why(kube_cluster, kube_namespace, reconciler):
-    client = kube(kube_cluster)
+def test_deploy_timeout_says_why(kube_cluster, kube_namespace, reconciler, kube_fault_proxy):
+    reconciler.serve_core_api(kube_fault_proxy)  # the pods and events a cluster has beside the API
+    client = kube(kube_cluster, via=kube_fault_proxy)
     spec = make_spec(kube_namespace)
     reconciler.set_default(mode="never", reason="OOMKilled", message="container kserve-container was OOMKilled")
     with pytest.raises(DeadlineExceeded) as info:
         _deploy(spec, client, "s3://models/a", "ra", timeout_s=2)
     text = str(info.value)
-    assert "OOMKilled" in text and "OOM-killed at startup" in text and "gpu_memory_utilization" in text
+    # KServe says only MinimumReplicasUnavailable; the OOM kill is in the pod's last state.
+    assert "PredictorReady=False (MinimumReplicasUnavailable" in text
+    assert "last terminated OOMKilled (exit 137)" in text and "OOM-killed at startup" in text
+    assert "gpu_memory_utilization" in text
 
 
 def test_ready_is_not_serving_until_the_endpoint_lists_the_model(kube_cluster, kube_namespace, reconciler):

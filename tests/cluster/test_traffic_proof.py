@@ -22,7 +22,7 @@ from llm_rollout.kserve.gate import traffic_gate
 from llm_rollout.kserve.promote import GateFailed, promote
 from llm_rollout.kube import INFERENCE_SERVICES
 from llm_rollout.validation.traffic import requests_finished
-from tests.cluster._support import kube, make_spec
+from tests.cluster._support import kube, make_spec, with_runtime
 from tests.fixtures.serving import start_vllm, tiny_quality
 from tests.serving.relay import LoopbackServer, RelayHandler, hostport
 
@@ -125,6 +125,7 @@ def rollout(kube_cluster, kube_namespace, reconciler, vllm_server, canary_server
         monkeypatch.setenv(ADDRESS_MAP_ENV, members)
         spec = make_spec(kube_namespace, NAME, **_spec(kube_namespace, tiny_model / "probes.json"))
         client = kube(kube_cluster)
+        with_runtime(spec, client)
         first = deploy(spec, client, model_uri="s3://models/tiny/v1", run_id="run-1", resolve_url=address_resolver())
         promote(spec, client, first, verdict="pass", summary="ok", run_id="run-1")
         record = deploy(spec, client, model_uri="s3://models/tiny/v2", run_id="run-2", resolve_url=address_resolver())

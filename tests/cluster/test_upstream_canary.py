@@ -21,12 +21,13 @@ from llm_rollout.kserve.deploy import deploy
 from llm_rollout.kserve.promote import promote
 from llm_rollout.kserve.rollback import rollback
 from llm_rollout.kube import INFERENCE_SERVICES
-from tests.cluster._support import kube, make_spec
+from tests.cluster._support import kube, make_spec, with_runtime
 
 pytestmark = pytest.mark.cluster
 
 
 def _deploy(spec, client, uri, rev, run_id):
+    with_runtime(spec, client)
     return deploy(spec, client, model_uri=uri, revision=rev, run_id=run_id, timeout_s=30, probe=False)
 
 

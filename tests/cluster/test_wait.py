@@ -18,6 +18,15 @@ from tests.cluster._support import kube, llmd_spec, make_spec, models_server
 pytestmark = pytest.mark.cluster
 
 
+@pytest.fixture(autouse=True)
+def _registered_runtime(request):
+    """Every InferenceService here is the default spec's, whose runtime KServe needs before it
+    reconciles anything (``predictor.go`` ``reconcileModel``): registered for the tests that run the
+    stand-in (``test_standin_runtime.py`` shows what happens without it)."""
+    if "reconciler" in request.fixturenames:
+        request.getfixturevalue("serving_runtime")(make_spec(request.getfixturevalue("kube_namespace")))
+
+
 def _isvc(spec, revision="ra", uri="s3://models/a"):
     return builders.inference_service(spec, builders.default_member(spec, uri, revision))
 
@@ -41,19 +50,34 @@ def test_returns_as_soon_as_ready(kube_cluster, kube_namespace, reconciler):
     assert write.resource_version and ready["metadata"]["resourceVersion"] == write.resource_version
 
 
-def test_timeout_raises_with_conditions_and_likely_causes(kube_cluster, kube_namespace, reconciler):
-    client = kube(kube_cluster)
+def test_timeout_raises_with_conditions_and_likely_causes(kube_cluster, kube_namespace, reconciler, kube_fault_proxy):
     spec = make_spec(kube_namespace)
     reconciler.set_default(mode="never", reason="ImagePullBackOff", message='Back-off pulling image "vllm:x"')
+    client = kube(kube_cluster)
     client.apply(_isvc(spec))
     with pytest.raises(DeadlineExceeded) as info:
         wait_ready(client, spec.service_name, kube_namespace, Readiness.inference_service(), timeout_s=2)
     text = str(info.value)
     assert f"InferenceService {kube_namespace}/{spec.service_name} was not ready after 2s" in text
-    assert "Ready=False (ImagePullBackOff" in text and "PredictorReady=False" in text
-    assert "image pull failed" in text
-    # The test API server does not serve core/v1: said, not raised.
+    # KServe's conditions are the Deployment's (PropagateRawStatus); the cause is in the pods.
+    assert "Ready=False (MinimumReplicasUnavailable" in text and "PredictorReady=False" in text
+    # The test API server does not serve core/v1: said, not raised; the generic reading is given.
     assert "pod states and events unavailable" in text
+    assert "the cause (image pull, crash, no GPU) is in the pods and their events" in text
+    assert f"serving.kserve.io/inferenceservice={spec.service_name}" in text
+    # With the pods and events a cluster has (the stand-in's, served beside the API): the cause.
+    reconciler.serve_core_api(kube_fault_proxy)
+    with pytest.raises(DeadlineExceeded) as info:
+        wait_ready(
+            kube(kube_cluster, via=kube_fault_proxy),
+            spec.service_name,
+            kube_namespace,
+            Readiness.inference_service(),
+            timeout_s=1,
+        )
+    text = str(info.value)
+    assert "kserve-container waiting ImagePullBackOff" in text and "image pull failed" in text
+    assert 'Warning Failed: Failed to pull image "' in text
 
 
 def _canary(spec, percent=10):
@@ -230,8 +254,9 @@ def test_logs_only_when_the_reasons_change(kube_cluster, kube_namespace, reconci
 
 
 @pytest.mark.fault
-def test_ready_then_degraded(kube_cluster, kube_namespace, reconciler):
-    client = kube(kube_cluster)
+def test_ready_then_degraded(kube_cluster, kube_namespace, reconciler, kube_fault_proxy):
+    reconciler.serve_core_api(kube_fault_proxy)  # the pods' state, as a cluster reports it
+    client = kube(kube_cluster, via=kube_fault_proxy)
     spec = make_spec(kube_namespace)
     reconciler.behave(
         spec.service_name,
@@ -251,7 +276,10 @@ def test_ready_then_degraded(kube_cluster, kube_namespace, reconciler):
         time.sleep(0.1)
     with pytest.raises(DeadlineExceeded) as info:
         wait_ready(client, spec.service_name, kube_namespace, Readiness.inference_service(), timeout_s=1)
-    assert "Ready=False (CrashLoopBackOff" in str(info.value)
+    # The pods crash: the Deployment loses availability (its condition is what KServe copies);
+    # the crash itself is in the pods' container state and the kubelet's BackOff event.
+    assert "Ready=False (MinimumReplicasUnavailable" in str(info.value)
+    assert "kserve-container waiting CrashLoopBackOff" in str(info.value)
     assert "the server container crashes" in str(info.value)
 
 
