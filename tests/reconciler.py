@@ -7,7 +7,13 @@ to the custom resources: watch InferenceServices and LLMInferenceServices and wr
 with switches for the failure modes a rollout must survive:
 
 * ``ready`` (default): Ready after ``ready_after_ms``;
-* ``never``: never Ready; the conditions carry ``reason`` (default ``ImagePullBackOff``);
+* ``never``: never Ready because of ``reason`` (default ``ImagePullBackOff``; ``CrashLoopBackOff``,
+  ``OOMKilled``, ``Unschedulable`` for want of a GPU; ``Progressing``: pods that never come up). An
+  InferenceService's conditions carry what KServe copies from its Deployment
+  (``MinimumReplicasUnavailable``, ``ProgressDeadlineExceeded``); ``reason`` is in the pods and the
+  kubelet's and scheduler's events (:meth:`Reconciler.pods`, :meth:`Reconciler.core_events`, served
+  through a fault proxy by :meth:`Reconciler.serve_core_api`). An LLMInferenceService's conditions
+  carry ``reason``;
 * ``degrade``: Ready, then after ``degrade_after_ms`` not Ready with ``reason``;
 * ``stale``: a lagging controller: writes Ready=True with the status of the last spec it reconciled
   (InferenceService) or with ``observedGeneration`` at the previous generation (LLMInferenceService);
@@ -37,6 +43,13 @@ the sources): ``PredictorReady``/``IngressReady``/``Ready``, ``CanaryPredictorRe
 ``MainWorkloadReady``, ``PrefillWorkloadReady``, ``WorkloadsReady``, ``HTTPRoutesReady``,
 ``SchedulerWorkloadReady``, ``InferencePoolReady``, ``RouterReady``, ``Ready`` (``failing`` picks
 which of them carry the failure, e.g. the gateway while the workloads are up).
+
+Run-time rules of KServe 0.20's InferenceService controller it follows (each cited where it is
+written): the runtime must exist and support the model (:func:`resolve_runtime`, else
+``modelStatus`` and an ``InternalError`` event, nothing built, retried with backoff); the finalizer
+``inferenceservice.finalizers`` makes deletion asynchronous; ``serving.kserve.io/stop`` clears the
+status to ``Stopped``; a canary's replicas follow ``canaryReplicaCount`` (0: never ready);
+``IngressReady`` is True only once the predictor is.
 
 Every Ready=True write is recorded in :attr:`Reconciler.ready_writes` with the time it was sent,
 which the detection-latency benchmark compares with the moment the waiter returned.
