@@ -953,6 +953,16 @@ def _patch_metadata(kube: KubeClient, name: str, namespace: str, metadata: dict[
     return retry(once, deadline_s=kube.retry_deadline_s, what=f"patch metadata of {target.describe()}")
 
 
+def delete_without_controller(kube: KubeClient, name: str, namespace: str) -> None:
+    """Deletes InferenceService ``name`` when no controller runs any more (a test's cleanup after the
+    stand-in stopped): its ``inferenceservice.finalizers`` dropped first, as a person does with
+    ``kubectl patch --type merge -p '{"metadata":{"finalizers":null}}'``, so it does not stay
+    terminating for the next test in the namespace."""
+    with contextlib.suppress(RolloutError):
+        _patch_metadata(kube, name, namespace, {"finalizers": None})
+    kube.delete(INFERENCE_SERVICES, name, namespace)
+
+
 class Reconciler:
     """Watches KServe objects on an API server and writes their status like KServe's controller.
 

@@ -23,7 +23,7 @@ from llm_rollout.kserve.promote import promote
 from llm_rollout.kube import INFERENCE_SERVICES, LEASES
 from llm_rollout.spec import load_spec
 from tests.cluster._support import kube
-from tests.reconciler import Behaviour, Reconciler
+from tests.reconciler import Behaviour, Reconciler, delete_without_controller
 from tests.unit.test_first_hour import readme_commands
 
 pytestmark = pytest.mark.cluster
@@ -94,5 +94,5 @@ def test_status_and_rollback_as_printed_against_the_cluster(kube_cluster, tmp_pa
     finally:
         stand_in.stop()
         # The README's other team-a commands (tests/serving/test_examples.py) start from no service.
-        for kind, name in ((INFERENCE_SERVICES, spec.service_name), (LEASES, f"{spec.service_name}-rollout")):
-            kube(kube_cluster).delete(kind, name, spec.namespace)
+        delete_without_controller(kube(kube_cluster), spec.service_name, spec.namespace)  # its finalizer too
+        kube(kube_cluster).delete(LEASES, f"{spec.service_name}-rollout", spec.namespace)
