@@ -158,6 +158,7 @@ class Outcome(BaseModel):
         member: The revision acted on.
         stable: The stable revision afterwards.
         stopped: Revisions (servers, members) taken away on the way.
+        analysis: promote's live analysis per canary step (lines: ratios with intervals, requests per side).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -167,6 +168,7 @@ class Outcome(BaseModel):
     member: str | None = None
     stable: str | None = None
     stopped: list[str] = Field(default_factory=list)
+    analysis: list[str] = Field(default_factory=list)
 
 
 class RevisionStatus(BaseModel):

@@ -418,7 +418,10 @@ def promote_step(
             given = Verdict(
                 verdict=verdict, summary=summary, metrics=metrics, report_path=report_uri, capacity=capacity
             )
-            message = _platform(s).promote(rec, given, run_id=run_id).message
+            done = _platform(s).promote(rec, given, run_id=run_id)
+            message = done.message
+            if done.analysis:  # each canary step's live analysis (run-local's summary, the step log)
+                out["analysis"] = done.analysis
         out["message"] = message
     steplog.log(message)
     return message

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from llm_rollout.autoscaling import Capacity, autoscaling_evidence, check_capacity_drop, with_target
@@ -24,9 +24,11 @@ from llm_rollout.kserve.rollback import RolledBack, _rollback
 from llm_rollout.kserve.variants import variant_for
 from llm_rollout.kserve.variants.base import PromoteSteps
 from llm_rollout.kube import KubeClient
+from llm_rollout.names import predictor_service_name
 from llm_rollout.platform import Outcome
 from llm_rollout.record import DeploymentRecord
 from llm_rollout.spec import RolloutSpec
+from llm_rollout.validation.analysis import StepAnalysis, step_lines, step_metrics
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +45,25 @@ class Promoted:
         message: One line for the step's log.
         member: The revision promoted.
         previous: The stable revision it replaced (None on a first rollout and on a rerun).
+        analysis: The steps' live analyses, as lines (:func:`llm_rollout.validation.analysis.step_lines`).
     """
 
     action: Literal["promote", "none"]
     message: str
     member: str
     previous: str | None = None
+    analysis: list[str] = field(default_factory=list)
 
     def outcome(self) -> Outcome:
         """As :meth:`llm_rollout.platform.Platform.promote` reports it (the same on both platforms)."""
         stopped = [self.previous] if self.action == "promote" and self.previous else []
         return Outcome(
-            action=self.action, message=self.message, member=self.member, stable=self.member, stopped=stopped
+            action=self.action,
+            message=self.message,
+            member=self.member,
+            stable=self.member,
+            stopped=stopped,
+            analysis=list(self.analysis),
         )
 
 
@@ -152,11 +161,15 @@ def promote(
         spec = spec.model_copy(update={"scaling": with_target(spec.scaling, evidence["target"])})
     variant = variant_for(spec)
     ref = variant.ref()
+    analysed: list[StepAnalysis] = []
+    gate = with_live_analysis(spec, client, rec, gate, analysed)
 
     def run_gate(percent: int, restore_stable_weight: int | None = None) -> None:
         _run_gate(spec, client, rec, gate, percent, restore_stable_weight)
 
     result = variant.promote(client, rec, ref, PromoteSteps(gate, run_gate, retire, timeout_s))
+    for step in analysed:  # the steps' live analyses are recorded with the promotion
+        metrics = {**(metrics or {}), **step_metrics(step)}
     if result.recorded:
         served = variant.apply_scaling(client) if evidence is not None else None
         # The promoted predictor's autoscaler (its own Service's series, the measured target); the
@@ -175,7 +188,90 @@ def promote(
         )
     release_lease(client, ref, rec.run_id or run_id)
     log.info("%s: %s", spec.service_name, result.message)
-    return Promoted(result.action, result.message, result.member, result.previous)
+    lines = [line for step in analysed for line in step_lines(step)]
+    return Promoted(result.action, result.message, result.member, result.previous, lines)
+
+
+def live_workloads(spec: RolloutSpec, rec: DeploymentRecord) -> tuple[str, str, str]:
+    """(flavor, candidate workload, stable workload) for the live analysis' default selectors
+    (:func:`llm_rollout.validation.promql.default_selector`).
+
+    llm-d members are the LLMInferenceServices themselves; a Standard-mode predictor runs as
+    ``<isvc>-<member>-predictor`` (unnamed: ``<isvc>-predictor``; kserve ``constants.PredictorServiceName``,
+    :func:`~llm_rollout.names.predictor_service_name`); a Knative revision is named after the member
+    here (a team whose revisions are named otherwise sets ``candidate_selector`` / ``stable_selector``).
+    """
+    stable = rec.stable.member if rec.stable else ""
+    if spec.llmd.enabled:
+        return "llm-d", rec.member, stable
+    if spec.deployment_mode == "Knative":
+        return "knative", rec.member, stable
+
+    def predictor(member: str) -> str:
+        unnamed = predictor_service_name(spec.service_name)  # predictor_member's name for an unnamed one
+        return unnamed if member in ("", unnamed) else predictor_service_name(spec.service_name, member)
+
+    return "kserve-standard", predictor(rec.member), predictor(stable)
+
+
+def with_live_analysis(
+    spec: RolloutSpec,
+    client: KubeClient,
+    rec: DeploymentRecord,
+    gate: Callable[[int], tuple[str, str]] | None,
+    seen: list[StepAnalysis],
+) -> Callable[[int], tuple[str, str]] | None:
+    """``gate`` followed, at each step with an analysis, by the step's live analysis
+    (:func:`llm_rollout.validation.analysis.run_step`) once the weight is applied: a failed or (at
+    the step's deadline) inconclusive analysis makes the gate say so, and :func:`_run_gate` rolls
+    back with its reasons. Without ``validation.analysis.prometheus_url`` the gate is unchanged and
+    the log says that no live analysis ran."""
+    from llm_rollout import steplog
+    from llm_rollout.validation.analysis import gate_answer, no_analysis_note, run_step
+
+    note = no_analysis_note(spec)
+    if note:
+        steplog.log(f"promote-model: {note}")
+    if not spec.validation.analysis.prometheus_url or not spec.canary.steps:
+        return gate
+    flavor, candidate, stable = live_workloads(spec, rec)
+    token = _prometheus_token(spec, client)
+
+    def analysed(percent: int) -> tuple[str, str]:
+        verdict, why = gate(percent) if gate is not None else ("pass", "")
+        if verdict != "pass":
+            return verdict, why
+        step = run_step(
+            spec, percent, flavor=flavor, candidate=candidate, stable=stable, namespace=spec.namespace, token=token
+        )
+        if step is None:
+            return verdict, why
+        seen.append(step)
+        for line in step_lines(step):
+            steplog.log(f"promote-model: {line}")
+        return gate_answer(step)
+
+    return analysed
+
+
+def _prometheus_token(spec: RolloutSpec, client: KubeClient) -> str:
+    """Prometheus' bearer token from ``validation.analysis.token_secret`` ("" without one)."""
+    import base64
+
+    ref = spec.validation.analysis.token_secret
+    if ref is None:
+        return ""
+    from llm_rollout.kserve.preflight import SECRETS
+
+    secret = client.get_or_none(SECRETS, ref.name, spec.namespace)
+    data = (secret or {}).get("data") or {}
+    if ref.key not in data:
+        raise PermanentError(
+            f"validation.analysis.token_secret: Secret {spec.namespace}/{ref.name} has no key {ref.key!r} (or is "
+            f"missing). Fix: create it (kubectl -n {spec.namespace} create secret generic {ref.name} "
+            f"--from-literal={ref.key}=TOKEN) or correct the name and key"
+        )
+    return base64.b64decode(data[ref.key]).decode().strip()
 
 
 def _run_gate(

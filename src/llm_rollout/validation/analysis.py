@@ -48,7 +48,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llm_rollout.slo_expr import OPS, Check
 from llm_rollout.spec.analysis import (
@@ -70,6 +70,9 @@ from llm_rollout.validation.promql import (
     selectors_for,
 )
 from llm_rollout.validation.stats import Better, Comparison, paired_non_inferiority, pct, per_look_confidence
+
+if TYPE_CHECKING:
+    from llm_rollout.spec import RolloutSpec
 
 SERIES: dict[str, str] = LATENCY_SERIES
 """Our latency names (as in the SLO checks) -> vLLM's histogram."""
@@ -555,6 +558,78 @@ def not_run(reason: str) -> Answer:
     )
 
 
+NO_PROMETHEUS = "validation.analysis.prometheus_url is not set"
+
+
+def no_analysis_note(spec: RolloutSpec) -> str:
+    """Why a stepped promotion runs without live analysis ("" when some step is analysed)."""
+    if not spec.canary.steps:
+        return ""
+    if not spec.validation.analysis.prometheus_url:
+        return f"no live analysis ran: {NO_PROMETHEUS} (the steps promote on the gate alone)"
+    if not any(not isinstance(s, int) and s.analysis is not None for s in spec.canary.steps):
+        return "no live analysis ran: no step of canary.steps has an analysis"
+    return ""
+
+
+def run_step(
+    spec: RolloutSpec,
+    percent: int,
+    *,
+    flavor: str,
+    candidate: str,
+    stable: str,
+    namespace: str = "",
+    token: str = "",
+) -> StepAnalysis | None:
+    """Holds and analyses the step of ``canary.steps`` with weight ``percent``, after the platform
+    applied that weight (None: the step has no analysis, or no ``prometheus_url``).
+
+    ``flavor`` is the platform's (``auto`` in the step's analysis resolves to it); ``candidate`` and
+    ``stable`` name each side's workload (:func:`default_selector`). Rerun-safe: nothing is stored
+    between attempts, so a promote step rerun after a crash analyses the step it was in again.
+    """
+    url = spec.validation.analysis.prometheus_url
+    step = spec.canary.step_at(percent)
+    if step.analysis is None or not url:
+        return None
+    a = step.analysis
+    index = spec.canary.weights.index(percent)
+    config = config_from_spec(a, url, field=f"canary.steps[{index}].analysis", token=token)
+    cand, stab = selectors_for(
+        a,
+        flavor if a.flavor == "auto" else a.flavor,  # type: ignore[arg-type]
+        namespace=namespace,
+        candidate=candidate,
+        stable=stable,
+    )
+    logging.getLogger(__name__).info(
+        "step %d (%d %%): live analysis on %s, candidate {%s}, stable {%s}",
+        index + 1, percent, redact_url(url), cand, stab,
+    )  # fmt: skip
+    return analyse_step(
+        lambda: LiveAnalysis(config, candidate=cand, stable=stab, step=index + 1, weight=percent),
+        hold_s=step.hold_s,
+        deadline_s=a.deadline_s,
+    )
+
+
+def step_lines(step: StepAnalysis) -> list[str]:
+    """A step's analysis for the step log, the promotion record and ``llm-rollout status``: the
+    answer's first reasons, then each interval of the last attempt (:func:`describe`)."""
+    head = f"step {step.step} ({step.weight} %): live analysis {step.answer.word} after {step.held_s:.0f} s"
+    lines = [head, *(f"  {r}" for r in step.answer.reasons[:3])]
+    if step.attempts:
+        lines += describe(step.attempts[-1])[1:]
+    return lines
+
+
+def gate_answer(step: StepAnalysis) -> tuple[str, str]:
+    """The step's analysis as the stepped promotion's gate reads it: ``(verdict, why)``; anything
+    but ``pass`` rolls the canary back (an inconclusive step never promotes)."""
+    return step.answer.decision, "; ".join(step.answer.reasons) or "live analysis passed"
+
+
 def describe(result: AnalysisResult) -> list[str]:
     """The step's analysis as lines (the report and ``llm-rollout status``): per interval, the requests
     per side and each ratio with its interval so far."""
@@ -592,9 +667,13 @@ __all__ = [
     "config_from_spec",
     "default_selector",
     "describe",
+    "gate_answer",
     "judge_measurement",
+    "no_analysis_note",
     "not_run",
     "parse_analysis_checks",
+    "run_step",
     "selectors_for",
+    "step_lines",
     "step_metrics",
 ]

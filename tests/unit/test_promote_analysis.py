@@ -1,0 +1,196 @@
+"""Stepped promotion with live analysis on the local platform (issue 29): the step loop of
+:meth:`llm_rollout.local.platform.LocalPlatform.promote` moves the weighted router's weight per
+``canary.steps`` entry and judges each analysed step against a real Prometheus (the test
+Prometheus scraping ``metrics_target`` expositions labelled as the local servers are,
+``pod=<server name>``). No vLLM: the users are played on the expositions' counters."""
+
+from __future__ import annotations
+
+import pytest
+
+from llm_rollout.errors import PermanentError
+from llm_rollout.local.platform import LocalPlatform
+from llm_rollout.record import DeploymentRecord, StableRef
+from llm_rollout.spec import parse_spec
+from llm_rollout.validation.analysis import step_metrics
+from tests.fixtures.prometheus import ScrapeTarget, metrics_target, prometheus  # noqa: F401 - fixtures
+from tests.unit.test_analysis import Users
+
+
+def _spec(tmp_path, url: str | None, steps=None):
+    analysis = {"interval_s": 3, "count": 3, "min_requests": 10, "resolution_s": 1, "deadline_s": 10}
+    steps = steps or [{"weight": 50, "analysis": analysis}, 100]
+    doc = {
+        "platform": "local",
+        "name": "chat",
+        "local": {"state_dir": str(tmp_path / "state")},
+        "canary": {"steps": steps},
+        "validation": {"analysis": {"prometheus_url": url} if url else {}},
+    }
+    return parse_spec(doc)
+
+
+def _record(stable, canary) -> DeploymentRecord:
+    return DeploymentRecord(
+        platform="local",
+        kind="LocalServer",
+        name="chat",
+        namespace="local",
+        member="chat-v2",
+        revision="v2",
+        model_uri="/models/v2",
+        served_model_name="tiny",
+        endpoint_url=f"http://{canary.address}",
+        canary=True,
+        stable=StableRef(member="chat-v1", endpoint_url=f"http://{stable.address}"),
+        run_id="run-1",
+    )
+
+
+@pytest.fixture
+def sides(prometheus, metrics_target):  # noqa: F811
+    stable, canary = metrics_target(), metrics_target()
+    prom = prometheus(
+        [ScrapeTarget(stable.address, {"pod": "chat-v1"}), ScrapeTarget(canary.address, {"pod": "chat-v2"})]
+    )
+    prom.wait_scraped(2)
+    return prom.url, stable, canary
+
+
+def test_equal_candidate_passes_each_analysed_step(tmp_path, sides, capsys):
+    url, stable, canary = sides
+    platform = LocalPlatform(_spec(tmp_path, url))
+    with Users(stable, canary):
+        analysed = platform._analysed_steps(_record(stable, canary), "run-1")
+    assert [a.weight for a in analysed] == [50]
+    assert analysed[0].answer.decision == "pass", analysed[0].answer.reasons
+    metrics = step_metrics(analysed[0])
+    assert metrics["analysis_step1_ok"] == 1.0 and metrics["analysis_step1_candidate_requests"] >= 10
+    log = capsys.readouterr().err
+    assert "splits the users by canary.steps" in log and "interval 3: pass" in log
+
+
+def test_slower_candidate_is_rolled_back_with_the_analysis_reasons(tmp_path, sides):
+    url, stable, canary = sides
+    platform = LocalPlatform(_spec(tmp_path, url))
+    with Users(stable, canary, slow=2.0), pytest.raises(PermanentError) as err:
+        platform._analysed_steps(_record(stable, canary), "run-1")
+    text = str(err.value)
+    assert "stopped at 50% traffic" in text and "'fail'" in text and "worse" in text and "rolled back" in text
+
+
+def test_too_little_traffic_holds_until_the_deadline_and_never_promotes(tmp_path, sides):
+    url, stable, canary = sides
+    platform = LocalPlatform(_spec(tmp_path, url))
+    with Users(stable, canary, per_tick=(2, 0)), pytest.raises(PermanentError) as err:
+        platform._analysed_steps(_record(stable, canary), "run-1")
+    text = str(err.value)
+    assert "'inconclusive'" in text and "not promoted" in text and "fewer than 10 requests" in text
+
+
+def test_without_prometheus_the_steps_run_as_before_and_say_so(tmp_path, metrics_target, capsys):  # noqa: F811
+    stable, canary = metrics_target(), metrics_target()
+    platform = LocalPlatform(_spec(tmp_path, None, steps=[50, 100]))
+    assert platform._analysed_steps(_record(stable, canary), "run-1") == []
+    assert "no live analysis ran: validation.analysis.prometheus_url is not set" in capsys.readouterr().err
+
+
+def test_prometheus_unreachable_fails_the_step_naming_the_address(tmp_path, metrics_target):  # noqa: F811
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    stable, canary = metrics_target(), metrics_target()
+    platform = LocalPlatform(_spec(tmp_path, f"http://127.0.0.1:{port}"))
+    with pytest.raises(PermanentError) as err:
+        platform._analysed_steps(_record(stable, canary), "run-1")
+    assert f"127.0.0.1:{port}" in str(err.value) and "rolled back" in str(err.value)
+
+
+# KServe: the stepped promotion's gate with the live analysis behind it ----------------------------
+
+
+def _kserve_spec(url: str | None, **extra):
+    analysis = {"interval_s": 3, "count": 3, "min_requests": 10, "resolution_s": 1, "deadline_s": 10}
+    doc = {
+        "name": "chat",
+        "namespace": "team",
+        "canary": {"steps": [{"weight": 50, "analysis": analysis}, 100]},
+        "validation": {"analysis": {"prometheus_url": url} if url else {}},
+        **extra,
+    }
+    return parse_spec(doc)
+
+
+def _kserve_record() -> DeploymentRecord:
+    return DeploymentRecord(
+        platform="kserve",
+        kind="InferenceService",
+        name="chat",
+        namespace="team",
+        member="v2",
+        revision="v2",
+        model_uri="pvc://models/v2",
+        served_model_name="tiny",
+        endpoint_url="http://chat-v2-predictor.team.svc.cluster.local",
+        canary=True,
+        stable=StableRef(member="chat-predictor"),
+        run_id="run-1",
+    )
+
+
+def test_kserve_workloads_follow_predictor_service_name():
+    from llm_rollout.kserve.promote import live_workloads
+
+    assert live_workloads(_kserve_spec("http://p:9090"), _kserve_record()) == (
+        "kserve-standard",
+        "chat-v2-predictor",
+        "chat-predictor",
+    )
+
+
+@pytest.fixture
+def kserve_sides(prometheus, metrics_target):  # noqa: F811
+    stable, canary = metrics_target(), metrics_target()
+    prom = prometheus(
+        [
+            ScrapeTarget(stable.address, {"namespace": "team", "pod": "chat-predictor-5d4c3b2a1-abcde"}),
+            ScrapeTarget(canary.address, {"namespace": "team", "pod": "chat-v2-predictor-6e5d4c3b2-fghij"}),
+        ]
+    )
+    prom.wait_scraped(2)
+    return prom.url, stable, canary
+
+
+def test_kserve_gate_runs_the_analysis_after_the_gate_and_fails_a_slower_candidate(kserve_sides):
+    from llm_rollout.kserve.promote import with_live_analysis
+
+    url, stable, canary = kserve_sides
+    seen: list = []
+    calls: list[int] = []
+
+    def gate(percent: int) -> tuple[str, str]:
+        calls.append(percent)
+        return "pass", "every check passed"
+
+    # No token_secret: the client is never asked.
+    analysed = with_live_analysis(_kserve_spec(url), None, _kserve_record(), gate, seen)  # type: ignore[arg-type]
+    with Users(stable, canary, slow=2.0):
+        verdict, why = analysed(50)
+    assert calls == [50] and verdict == "fail" and "mean_e2el_ms: worse" in why
+    assert step_metrics(seen[0])["analysis_step1_ok"] == 0.0
+
+
+def test_kserve_gate_failing_first_skips_the_analysis_and_without_prometheus_is_unchanged(capsys):
+    from llm_rollout.kserve.promote import with_live_analysis
+
+    def gate(percent: int) -> tuple[str, str]:
+        return "fail", "p95_ttft_ms <= 1 failed"
+
+    seen: list = []
+    analysed = with_live_analysis(_kserve_spec("http://127.0.0.1:9"), None, _kserve_record(), gate, seen)  # type: ignore[arg-type]
+    assert analysed(50) == ("fail", "p95_ttft_ms <= 1 failed") and seen == []
+    spec = parse_spec({"name": "chat", "canary": {"steps": [50, 100]}})
+    assert with_live_analysis(spec, None, _kserve_record(), gate, seen) is gate  # type: ignore[arg-type]
+    assert "no live analysis ran" in capsys.readouterr().err
