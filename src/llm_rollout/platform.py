@@ -259,6 +259,11 @@ def format_status(status: Status) -> str:
         evidence = (stable.model_extra or {}).get("autoscaling")
         if isinstance(evidence, dict):
             lines.append(describe_autoscaling(evidence))
+        # The canary steps' live analyses (validation/analysis.py live_record): per interval, the
+        # requests per side and each ratio with its interval.
+        analysis = (stable.model_extra or {}).get("analysis")
+        if isinstance(analysis, list) and analysis:
+            lines += ["live analysis of the canary steps:", *(f"  {line}" for line in analysis)]
     else:
         lines.append("stable: never promoted by llm-rollout")
     prev = status.previous_stable

@@ -57,19 +57,6 @@ def sides(prometheus, metrics_target):  # noqa: F811
     return prom.url, stable, canary
 
 
-def test_equal_candidate_passes_each_analysed_step(tmp_path, sides, capsys):
-    url, stable, canary = sides
-    platform = LocalPlatform(_spec(tmp_path, url))
-    with Users(stable, canary):
-        analysed = platform._analysed_steps(_record(stable, canary), "run-1")
-    assert [a.weight for a in analysed] == [50]
-    assert analysed[0].answer.decision == "pass", analysed[0].answer.reasons
-    metrics = step_metrics(analysed[0])
-    assert metrics["analysis_step1_ok"] == 1.0 and metrics["analysis_step1_candidate_requests"] >= 10
-    log = capsys.readouterr().err
-    assert "splits the users by canary.steps" in log and "interval 3: pass" in log
-
-
 def test_slower_candidate_is_rolled_back_with_the_analysis_reasons(tmp_path, sides):
     url, stable, canary = sides
     platform = LocalPlatform(_spec(tmp_path, url))
@@ -194,3 +181,26 @@ def test_kserve_gate_failing_first_skips_the_analysis_and_without_prometheus_is_
     spec = parse_spec({"name": "chat", "canary": {"steps": [50, 100]}})
     assert with_live_analysis(spec, None, _kserve_record(), gate, seen) is gate  # type: ignore[arg-type]
     assert "no live analysis ran" in capsys.readouterr().err
+
+
+def test_equal_candidate_passes_each_analysed_step_and_status_shows_it(tmp_path, sides, capsys):
+    from llm_rollout.platform import StableRecord, Status, format_status
+    from llm_rollout.validation.analysis import live_record
+
+    url, stable, canary = sides
+    platform = LocalPlatform(_spec(tmp_path, url))
+    with Users(stable, canary):
+        analysed = platform._analysed_steps(_record(stable, canary), "run-1")
+    assert [a.weight for a in analysed] == [50]
+    assert analysed[0].answer.decision == "pass", analysed[0].answer.reasons
+    log = capsys.readouterr().err
+    assert "splits the users by canary.steps" in log and "interval 3: pass" in log
+    extra = live_record(analysed)
+    metrics = extra["analysis_metrics"]
+    assert metrics["analysis_step1_ok"] == 1.0 and metrics["analysis_step1_candidate_requests"] >= 10
+    record = StableRecord(member="chat-v2", model_uri="/models/v2", run_id="run-1", **extra)
+    status = Status(platform="local", kind="LocalServer", name="chat", namespace="local", stable=record)
+    text = format_status(status)
+    assert "live analysis of the canary steps:" in text
+    assert "step 1 (50 %): live analysis not worse" in text
+    assert "interval 3: pass: candidate" in text and "mean_e2el_ms" in text and "stable" in text

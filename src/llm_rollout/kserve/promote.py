@@ -28,7 +28,7 @@ from llm_rollout.names import predictor_service_name
 from llm_rollout.platform import Outcome
 from llm_rollout.record import DeploymentRecord
 from llm_rollout.spec import RolloutSpec
-from llm_rollout.validation.analysis import StepAnalysis, step_lines, step_metrics
+from llm_rollout.validation.analysis import StepAnalysis, live_record, step_lines
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +168,7 @@ def promote(
         _run_gate(spec, client, rec, gate, percent, restore_stable_weight)
 
     result = variant.promote(client, rec, ref, PromoteSteps(gate, run_gate, retire, timeout_s))
-    for step in analysed:  # the steps' live analyses are recorded with the promotion
-        metrics = {**(metrics or {}), **step_metrics(step)}
+    lines = [line for step in analysed for line in step_lines(step)]
     if result.recorded:
         served = variant.apply_scaling(client) if evidence is not None else None
         # The promoted predictor's autoscaler (its own Service's series, the measured target); the
@@ -182,13 +181,13 @@ def promote(
             run_id=run_id,
             summary=summary,
             metrics=metrics,
-            served=served if served is not None else result.served,
+            # The steps' live analyses ride in the record's extra fields (`llm-rollout status` shows them).
+            served={**(served if served is not None else result.served), **live_record(analysed)},
             previous=result.previous_record,
             autoscaling=evidence,
         )
     release_lease(client, ref, rec.run_id or run_id)
     log.info("%s: %s", spec.service_name, result.message)
-    lines = [line for step in analysed for line in step_lines(step)]
     return Promoted(result.action, result.message, result.member, result.previous, lines)
 
 

@@ -66,10 +66,10 @@ from llm_rollout.spec import RolloutSpec, parse_spec
 from llm_rollout.validation.analysis import (
     StepAnalysis,
     gate_answer,
+    live_record,
     no_analysis_note,
     run_step,
     step_lines,
-    step_metrics,
 )
 
 log = logging.getLogger(__name__)
@@ -304,13 +304,14 @@ class LocalPlatform:
                 artifact_digest=rec.artifact_digest,
                 verdict=verdict.verdict,
                 summary=verdict.summary,
-                metrics={**verdict.metrics, **{k: v for a in analysed for k, v in step_metrics(a).items()}},
+                metrics=dict(verdict.metrics),
                 report_path=verdict.report_path,
                 run_id=run_id or rec.run_id,
                 promoted_at=now_iso(),
                 spec=info.spec,
                 local_args=info.local_args,
                 generation=st.generation,
+                **live_record(analysed),  # the steps' live analyses (`llm-rollout status` shows them)
             )
             st.service = rec.name
             if current is not None:

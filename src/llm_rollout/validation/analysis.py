@@ -624,6 +624,20 @@ def step_lines(step: StepAnalysis) -> list[str]:
     return lines
 
 
+RECORD_LINES = 40
+"""Lines of the steps' analyses kept in the promotion record (the Lease annotation stays small)."""
+
+
+def live_record(steps: list[StepAnalysis]) -> dict[str, Any]:
+    """The promotion record's extra fields for the steps' analyses ({} without any): ``analysis`` (the
+    lines :func:`llm_rollout.platform.format_status` prints) and ``analysis_metrics`` (:func:`step_metrics`)."""
+    if not steps:
+        return {}
+    lines = [line for step in steps for line in step_lines(step)]
+    metrics = {k: v for step in steps for k, v in step_metrics(step).items()}
+    return {"analysis": lines[:RECORD_LINES], "analysis_metrics": metrics}
+
+
 def gate_answer(step: StepAnalysis) -> tuple[str, str]:
     """The step's analysis as the stepped promotion's gate reads it: ``(verdict, why)``; anything
     but ``pass`` rolls the canary back (an inconclusive step never promotes)."""
@@ -669,6 +683,7 @@ __all__ = [
     "describe",
     "gate_answer",
     "judge_measurement",
+    "live_record",
     "no_analysis_note",
     "not_run",
     "parse_analysis_checks",
