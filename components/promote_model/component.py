@@ -1,8 +1,17 @@
 """promote-model: give the validated revision production traffic."""
 
+from kfp import dsl
+
 
 def promote_model(
-    spec: str, record: str, verdict: str, summary: str, run_id: str, metrics: str = "", report_uri: str = ""
+    spec: str,
+    record: str,
+    verdict: str,
+    summary: str,
+    run_id: str,
+    analysis: dsl.Output[dsl.Metrics],
+    metrics: str = "",
+    report_uri: str = "",
 ) -> str:
     """Promotes the validated revision to stable and retires the one it replaces.
 
@@ -19,6 +28,9 @@ def promote_model(
         metrics: validate-deployment's ``key_metrics`` (JSON), recorded with the promotion so that
             ``llm-rollout status`` shows what the stable revision measured.
         report_uri: validate-deployment's ``report_uri``, recorded with the promotion.
+        analysis: Each canary step's live analysis (``canary.steps[].analysis``): ``analysis_step<N>_ok``
+            (1 pass, 0 fail, -1 inconclusive), the candidate/stable ratios with their intervals
+            (``_low``/``_high``) and the requests seen per side.
 
     Returns:
         What happened, one line (e.g. ``promoted lean-rag-inference-1a2b3c4d``).
@@ -26,5 +38,12 @@ def promote_model(
     from llm_rollout.steps import promote_step
 
     return promote_step(
-        spec, record, verdict=verdict, summary=summary, metrics=metrics, report_uri=report_uri, run_id=run_id
+        spec,
+        record,
+        verdict=verdict,
+        summary=summary,
+        metrics=metrics,
+        report_uri=report_uri,
+        run_id=run_id,
+        log_metric=analysis.log_metric,
     )

@@ -159,6 +159,7 @@ class Outcome(BaseModel):
         stable: The stable revision afterwards.
         stopped: Revisions (servers, members) taken away on the way.
         analysis: promote's live analysis per canary step (lines: ratios with intervals, requests per side).
+        analysis_metrics: The same as KFP Metrics (``analysis_step<N>_ok``, ratios, requests per side).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -169,6 +170,7 @@ class Outcome(BaseModel):
     stable: str | None = None
     stopped: list[str] = Field(default_factory=list)
     analysis: list[str] = Field(default_factory=list)
+    analysis_metrics: dict[str, float] = Field(default_factory=dict)
 
 
 class RevisionStatus(BaseModel):

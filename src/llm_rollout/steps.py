@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -386,6 +387,7 @@ def promote_step(
     metrics: dict[str, float] | str | None = None,
     report_uri: str = "",
     run_id: str = "",
+    log_metric: Callable[[str, float], None] | None = None,
 ) -> str:
     """Promotes the validated revision; refuses unless the verdict is ``pass``.
 
@@ -399,6 +401,7 @@ def promote_step(
             target comes from.
         report_uri: Where validate-deployment's report is, recorded with the promotion.
         run_id: The pipeline run.
+        log_metric: Where each canary step's live-analysis numbers go (promote-model's KFP Metrics).
 
     Returns:
         What happened, one line.
@@ -422,6 +425,9 @@ def promote_step(
             message = done.message
             if done.analysis:  # each canary step's live analysis (run-local's summary, the step log)
                 out["analysis"] = done.analysis
+            for key, value in done.analysis_metrics.items():
+                if log_metric is not None:
+                    log_metric(key, value)
         out["message"] = message
     steplog.log(message)
     return message

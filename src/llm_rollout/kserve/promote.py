@@ -45,14 +45,14 @@ class Promoted:
         message: One line for the step's log.
         member: The revision promoted.
         previous: The stable revision it replaced (None on a first rollout and on a rerun).
-        analysis: The steps' live analyses, as lines (:func:`llm_rollout.validation.analysis.step_lines`).
+        analysis: The steps' live analyses (:func:`llm_rollout.validation.analysis.live_record`).
     """
 
     action: Literal["promote", "none"]
     message: str
     member: str
     previous: str | None = None
-    analysis: list[str] = field(default_factory=list)
+    analysis: dict[str, Any] = field(default_factory=dict)
 
     def outcome(self) -> Outcome:
         """As :meth:`llm_rollout.platform.Platform.promote` reports it (the same on both platforms)."""
@@ -63,7 +63,8 @@ class Promoted:
             member=self.member,
             stable=self.member,
             stopped=stopped,
-            analysis=list(self.analysis),
+            analysis=list(self.analysis.get("analysis", [])),
+            analysis_metrics=dict(self.analysis.get("analysis_metrics", {})),
         )
 
 
@@ -168,7 +169,7 @@ def promote(
         _run_gate(spec, client, rec, gate, percent, restore_stable_weight)
 
     result = variant.promote(client, rec, ref, PromoteSteps(gate, run_gate, retire, timeout_s))
-    lines = [line for step in analysed for line in step_lines(step)]
+    live = live_record(analysed)
     if result.recorded:
         served = variant.apply_scaling(client) if evidence is not None else None
         # The promoted predictor's autoscaler (its own Service's series, the measured target); the
@@ -182,13 +183,13 @@ def promote(
             summary=summary,
             metrics=metrics,
             # The steps' live analyses ride in the record's extra fields (`llm-rollout status` shows them).
-            served={**(served if served is not None else result.served), **live_record(analysed)},
+            served={**(served if served is not None else result.served), **live},
             previous=result.previous_record,
             autoscaling=evidence,
         )
     release_lease(client, ref, rec.run_id or run_id)
     log.info("%s: %s", spec.service_name, result.message)
-    return Promoted(result.action, result.message, result.member, result.previous, lines)
+    return Promoted(result.action, result.message, result.member, result.previous, live)
 
 
 def live_workloads(spec: RolloutSpec, rec: DeploymentRecord) -> tuple[str, str, str]:

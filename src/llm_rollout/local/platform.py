@@ -341,7 +341,8 @@ class LocalPlatform:
             member=rec.member,
             stable=rec.member,
             stopped=stopped,
-            analysis=[line for a in analysed for line in step_lines(a)],
+            analysis=live_record(analysed).get("analysis", []),
+            analysis_metrics=live_record(analysed).get("analysis_metrics", {}),
         )
 
     def _analysed_steps(self, rec: DeploymentRecord, run_id: str) -> list[StepAnalysis]:
