@@ -29,9 +29,9 @@ from typing import Any
 
 import yaml
 
-from tests.schema_check import shared_dir
+from tests.crds import KSERVE_REFERENCE, reference_dir
 
-REFERENCE = shared_dir() / "reference" / "kserve" / "config" / "llmisvcconfig"
+REFERENCE = reference_dir(KSERVE_REFERENCE) / "config" / "llmisvcconfig"
 
 PRESETS = {
     # preset file: {role key in our object: path to the container list inside the preset spec}

@@ -10,7 +10,8 @@ from llm_rollout.errors import SpecError
 from llm_rollout.kserve import builders as b
 from llm_rollout.spec import parse_spec
 from llm_rollout.vllm_args import server_args
-from tests.schema_check import schema_errors, shared_dir
+from tests.crds import KSERVE_REFERENCE, reference_dir
+from tests.schema_check import schema_errors
 from tests.webhook_check import llmisvc_webhook_errors
 
 STABLE = b.Member(name="v1", model_uri="s3://models/v1", revision="v1")
@@ -22,7 +23,7 @@ def _container(runtime):
 
 
 def test_serving_runtime_matches_the_reference_shape():
-    ref = yaml.safe_load((shared_dir() / "reference/kserve/kserve-vllmserver.yaml").read_text())
+    ref = yaml.safe_load((reference_dir(KSERVE_REFERENCE) / "kserve-vllmserver.yaml").read_text())
     ours = b.serving_runtime(parse_spec({}))
     assert ours["apiVersion"] == "serving.kserve.io/v1alpha1" and ours["kind"] == "ServingRuntime"
     assert ours["metadata"]["namespace"] == "default"  # namespaced, unlike the reference

@@ -19,9 +19,7 @@ import yaml
 
 from llm_rollout.kserve import builders as b
 from llm_rollout.spec import parse_spec
-from tests.schema_check import shared_dir
-
-REFERENCE = shared_dir() / "reference"
+from tests.crds import KSERVE_REFERENCE, LLMD_REFERENCE, reference_dir
 
 
 def _param_paths(params: Any, prefix: str = "") -> set[str]:
@@ -35,10 +33,9 @@ def _param_paths(params: Any, prefix: str = "") -> set[str]:
 
 def _upstream_configs() -> list[dict[str, Any]]:
     configs = [
-        yaml.safe_load(p.read_text())
-        for p in sorted((REFERENCE / "llm-d-inference-scheduler/deploy/config").glob("*.yaml"))
+        yaml.safe_load(p.read_text()) for p in sorted((reference_dir(LLMD_REFERENCE) / "deploy/config").glob("*.yaml"))
     ]
-    go = (REFERENCE / "kserve/pkg/controller/v1alpha2/llmisvc/scheduler.go").read_text()
+    go = (reference_dir(KSERVE_REFERENCE) / "pkg/controller/v1alpha2/llmisvc/scheduler.go").read_text()
     body = go[go.index("func schedulerConfigText") :]
     body = body[: body.index("\n}\n")]
     for text in re.findall(r"fmt\.Sprintf\(`(.*?)`", body, flags=re.S):

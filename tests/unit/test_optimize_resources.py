@@ -192,9 +192,9 @@ def _argo_executor_mounts() -> dict[str, str]:
     ``Container.VolumeMounts`` list), so a new launcher directory upstream shows up here."""
     import re
 
-    from tests.schema_check import shared_dir
+    from tests.crds import KFP_REFERENCE, reference_dir
 
-    go = (shared_dir() / "reference/kubeflow-pipelines/backend/src/v2/compiler/argocompiler/container.go").read_text()
+    go = (reference_dir(KFP_REFERENCE) / "backend/src/v2/compiler/argocompiler/container.go").read_text()
     consts = dict(re.findall(r"^\s+(\w+)\s*=\s*\"([^\"]*)\"", go, re.M))
     container = go[go.index("Container: &k8score.Container{") :]
     container = container[: container.index("EnvFrom:")]

@@ -21,10 +21,10 @@ from pathlib import Path
 import yaml
 
 from llm_rollout.kserve.builders.rbac import KFP_RUN_RULES, RBAC_RULES
-from tests.schema_check import shared_dir
+from tests.crds import KFP_REFERENCE, reference_dir
 
 ROOT = Path(__file__).resolve().parents[2]
-UPSTREAM = shared_dir() / "reference" / "kubeflow-pipelines"
+UPSTREAM = reference_dir(KFP_REFERENCE)
 RUNNER_ROLE = UPSTREAM / "manifests" / "kustomize" / "base" / "pipeline" / "pipeline-runner-role.yaml"
 
 # (verb, group, resource, name or None) each pod of a run needs, with where the pinned code does it.
