@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
-from llm_rollout.errors import RolloutError
 from llm_rollout.kube import INFERENCE_SERVICES, LLM_INFERENCE_SERVICES, SERVING_RUNTIMES, InvalidError, KubeClient
 from llm_rollout.spec import RolloutSpec, deep_merge, parse_spec
+from tests.fixtures.admission import WEBHOOKS, mirror_errors
 
 
 def make_spec(namespace: str, name: str = "chat", **overrides: Any) -> RolloutSpec:
@@ -33,7 +33,9 @@ class AdmittedClient(KubeClient):
     ``InferenceService``, ``ServingRuntime``, ``LLMInferenceService`` and
     ``LLMInferenceServiceConfig`` this client applies (the library's writes in every phase:
     register, deploy, the Knative canary, promotion steps, retirement, rollback, restore) goes
-    through the mirror (``tests/webhook_check.py``: ``inference_service_validation.go``
+    through the mirror (:func:`tests.fixtures.admission.mirror_errors`, the code the e2e tier's
+    :class:`~tests.fixtures.admission.AdmissionProxy` runs at the wire; ``tests/webhook_check.py``:
+    ``inference_service_validation.go``
     ``ValidateCreate``/``ValidateUpdate`` against what the server holds,
     ``servingruntime_webhook.go`` ``Handle`` against the namespace's runtimes,
     ``llm_inference_service_validation.go`` and the config validator) and is refused as the webhook
@@ -52,83 +54,22 @@ class AdmittedClient(KubeClient):
 
     def apply(self, obj: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         kind, meta = obj.get("kind"), obj.get("metadata") or {}
-        webhooks = {
-            "InferenceService": "inferenceservice.kserve-webhook-server.validator",
-            "ServingRuntime": "servingruntime.kserve-webhook-server.validator",
-            "LLMInferenceService": "validation.llminferenceservice.serving.kserve.io",
-            "LLMInferenceServiceConfig": "validation.llminferenceserviceconfig.serving.kserve.io",
-        }
-        if kind in webhooks:
-            from tests.webhook_check import (
-                isvc_webhook_errors,
-                llmisvc_config_webhook_errors,
-                llmisvc_webhook_errors,
-                servingruntime_webhook_errors,
-            )
-
-            name, namespace = meta.get("name", ""), meta.get("namespace")
-            if kind == "InferenceService":
-                # The webhook judges the object as the apply leaves it: what the server holds with
-                # this apply's fields over it (another manager's fields stay).
-                old_isvc = self._live(INFERENCE_SERVICES, name, namespace)
-                errors = isvc_webhook_errors(_as_applied(old_isvc, obj, self.field_manager), old_isvc)
-            elif kind == "LLMInferenceService":
-                errors = llmisvc_webhook_errors(obj, self._live(LLM_INFERENCE_SERVICES, name, namespace))
-            elif kind == "ServingRuntime":
-                try:
-                    existing = self._lookup.list(SERVING_RUNTIMES, namespace).get("items") or []
-                except RolloutError:  # the server is down on purpose (fault tests)
-                    existing = []
-                errors = servingruntime_webhook_errors(obj, existing)
-            else:
-                errors = llmisvc_config_webhook_errors(obj)
+        if kind in WEBHOOKS:
+            # The webhook judges the object as the apply leaves it: what the server holds with this
+            # apply's fields over it (another manager's fields stay).
+            errors = mirror_errors(obj, self._lookup, applied_by=self.field_manager)
             if errors:
                 # The API server's own checks (schema, strict fields, CEL) come before validating
                 # admission: its refusal, when it has one, is the answer (a dry run persists nothing).
                 super().apply(obj, **{**kwargs, "dry_run": True})
                 raise InvalidError(
-                    f'admission webhook "{webhooks[kind]}" (mirror) denied {kind} '
+                    f'admission webhook "{WEBHOOKS[kind]}" (mirror) denied {kind} '
                     f"{meta.get('namespace')}/{meta.get('name')}: " + "; ".join(errors),
                     status=422,
                     fields=[e.split(":")[0] for e in errors],
                 )
             self.admitted.append((kind, meta.get("name", "")))
         return super().apply(obj, **kwargs)
-
-    def _live(self, res: Any, name: str, namespace: str | None) -> dict[str, Any] | None:
-        """What the server holds (the webhook's ``old`` object), None when absent or unreachable."""
-        try:
-            return self._lookup.get_or_none(res, name, namespace)
-        except RolloutError:  # the server is down on purpose (fault tests): judged as a create
-            return None
-
-
-def _as_applied(old: dict[str, Any] | None, obj: dict[str, Any], manager: str) -> dict[str, Any]:
-    """The object a server-side apply of ``obj`` by ``manager`` leaves (what an admission webhook
-    sees), as far as the webhook reads it: annotations and labels merged over the live ones, and the
-    live ``spec`` fields that other managers own and ``obj`` leaves out kept (those ``manager`` owned
-    and left out are removed, as server-side apply does)."""
-    if old is None:
-        return obj
-    others: set[str] = set()
-    owns_spec = False
-    for entry in (old.get("metadata") or {}).get("managedFields") or []:
-        fields = (entry.get("fieldsV1") or {}).get("f:spec") or {}
-        if entry.get("manager") == manager and not entry.get("subresource"):
-            owns_spec = owns_spec or bool(fields)
-        elif not entry.get("subresource"):
-            others.update(k[2:] for k in fields if k.startswith("f:"))
-    old_spec, new_spec = old.get("spec") or {}, obj.get("spec") or {}
-    if not owns_spec:  # another tool's partial apply (kubectl): its fields over everything there
-        spec = deep_merge(old_spec, new_spec)
-    else:
-        spec = {**{k: v for k, v in old_spec.items() if k in others and k not in new_spec}, **new_spec}
-    meta = dict(obj.get("metadata") or {})
-    for key in ("annotations", "labels"):
-        merged = {**((old.get("metadata") or {}).get(key) or {}), **(meta.get(key) or {})}
-        if merged:
-            meta[key] = merged
-    return {**obj, "metadata": meta, "spec": spec}
 
 
 def kube(cluster, via=None, **kwargs: Any) -> KubeClient:

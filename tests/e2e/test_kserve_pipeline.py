@@ -1,7 +1,8 @@
 """End to end on the kserve platform: the real pipeline under kfp.local against the real test API server.
 
 Every step runs as kfp.local runs it (a subprocess per step, ``$KUBECONFIG`` pointing at the test
-cluster). The steps call each revision at the Service KServe creates for its predictor
+cluster through KServe's webhook mirror at the wire, :class:`tests.fixtures.admission.AdmissionProxy`:
+each write of a KServe object is refused where KServe's webhooks would refuse it). The steps call each revision at the Service KServe creates for its predictor
 (``<isvc>-predictor``, ``<isvc>-<canary>-predictor`` in the namespace); the KServe controller stand-in
 writes the status URLs upstream's controller writes (ingress hosts, only confirmation);
 ``$LLM_ROLLOUT_ADDRESS_MAP`` points each Service at the real vLLM server playing its pods, as a
@@ -32,6 +33,8 @@ from kfp_llm_rollout.pipelines.run_local import run_pipeline
 from llm_rollout.kserve.builders import ANNOTATION_PREFIX
 from llm_rollout.kube import INFERENCE_SERVICES, LEASES, KubeClient
 from llm_rollout.spec import parse_spec
+from tests.fixtures.admission import AdmissionProxy
+from tests.fixtures.cluster import RealCluster
 from tests.fixtures.serving import finished_requests, start_vllm, tiny_quality
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.serving, pytest.mark.timeout(900)]
@@ -71,9 +74,21 @@ def _address_map(namespace: str, pairs: list[tuple[str, str]]) -> str:
 
 @pytest.fixture
 def kubeconfig(kube_cluster, tmp_path, monkeypatch):
-    path = kube_cluster.write_kubeconfig(tmp_path / "kubeconfig")
-    monkeypatch.setenv("KUBECONFIG", str(path))
-    return path
+    """``$KUBECONFIG`` for the steps: through KServe's webhook mirror at the wire (the test API server
+    runs no webhooks; :class:`tests.fixtures.admission.AdmissionProxy`), so every InferenceService,
+    ServingRuntime and llm-d write of every step is refused as a cluster would refuse it. A real
+    cluster (``$LLM_ROLLOUT_TEST_KUBECONFIG``) runs KServe's own webhooks: its kubeconfig as it is."""
+    if isinstance(kube_cluster, RealCluster):
+        path = kube_cluster.write_kubeconfig(tmp_path / "kubeconfig")
+        monkeypatch.setenv("KUBECONFIG", str(path))
+        yield path
+        return
+    with AdmissionProxy(kube_cluster) as admission:
+        path = kube_cluster.write_kubeconfig(tmp_path / "kubeconfig", via=admission.proxy)
+        monkeypatch.setenv("KUBECONFIG", str(path))
+        yield path
+    assert admission.admitted, "no KServe write went through the admission proxy"
+    assert not admission.denied, admission.denied
 
 
 @pytest.fixture
