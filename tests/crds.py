@@ -258,10 +258,10 @@ def shared_dir() -> Path:
 
 
 def crd_paths(crds: CrdSet, *, base_url: str | None = None) -> list[Path]:
-    """The CRD files of ``crds``, sorted by name: from shared/, else the cache, else downloaded.
+    """The pinned files of ``crds``, sorted by name: from shared/, else the cache, else downloaded.
 
     Args:
-        crds: :data:`KSERVE` or :data:`KEDA`.
+        crds: :data:`KSERVE`, :data:`KEDA` or one of :data:`REFERENCES`.
         base_url: Download from this mirror instead of ``$LLM_ROLLOUT_CRD_BASE_URL`` / GitHub.
 
     Raises:
