@@ -2,7 +2,8 @@
 
 Every step runs as kfp.local runs it (a subprocess per step, ``$KUBECONFIG`` pointing at the test
 cluster through KServe's webhook mirror at the wire, :class:`tests.fixtures.admission.AdmissionProxy`:
-each write of a KServe object is refused where KServe's webhooks would refuse it). The steps call each revision at the Service KServe creates for its predictor
+each write of a KServe object is refused where KServe's webhooks would refuse it). The steps call
+each revision at the Service KServe creates for its predictor
 (``<isvc>-predictor``, ``<isvc>-<canary>-predictor`` in the namespace); the KServe controller stand-in
 writes the status URLs upstream's controller writes (ingress hosts, only confirmation);
 ``$LLM_ROLLOUT_ADDRESS_MAP`` points each Service at the real vLLM server playing its pods, as a
