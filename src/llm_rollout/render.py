@@ -107,16 +107,18 @@ _HEADERS = {
 """,
     "kserve-model-store.yaml": """\
 # KServe's access to the model's object store (runtime.model_store; defaults: KFP's SeaweedFS at
-# seaweedfs.kubeflow:9000, no TLS). KServe's storage initializer reads the S3 keys and the
-# serving.kserve.io/s3-* annotations of every Secret the serving pods' ServiceAccount lists
-# (kserve pkg/credentials/service_account_credentials.go, pkg/credentials/s3/s3_secret.go). For the
-# namespace's admin, once: put in the keys first (KServe's names; KFP's Secret calls them
-# accesskey/secretkey), then apply this file (kubectl apply keeps data it does not name):
+# seaweedfs.kubeflow:9000, no TLS, for models in bucket mlpipeline: minio:// or s3://). KServe's
+# storage initializer reads the S3 keys and the serving.kserve.io/s3-* annotations of every Secret
+# the serving pods' ServiceAccount lists (kserve pkg/credentials/service_account_credentials.go,
+# pkg/credentials/s3/s3_secret.go). For the namespace's admin, once: put in the keys first
+# (KServe's names; KFP's Secret calls them accesskey/secretkey), then apply this file (kubectl
+# apply keeps data it does not name):
 #   get() { kubectl -n kubeflow get secret mlpipeline-minio-artifact -o jsonpath="{.data.$1}" | base64 -d; }
 #   kubectl -n NAMESPACE create secret generic kfp-model-store \\
 #     --from-literal=awsAccessKeyID="$(get accesskey)" --from-literal=awsSecretAccessKey="$(get secretkey)"
 #   kubectl -n NAMESPACE apply -f kserve-model-store.yaml
-# deploy-model checks both before it writes anything (runtime.model_store set).
+# deploy-model checks both before it writes anything, for a model in the store's buckets (a run's
+# optimized model, under KFP's pipeline root); runtime.model_store.enabled: false turns this off.
 """,
     "rbac.yaml": """\
 # Least privilege for the pipeline steps: exactly the verbs and resources the library calls (a
@@ -302,7 +304,7 @@ def applied_manifests(
     }[phase]
     out = {}
     for name in _LLMD_FILES if spec.llmd.enabled else _ISVC_FILES:
-        if not objs.get(name) or (name == "kserve-model-store.yaml" and not spec.runtime.model_store):
+        if not objs.get(name) or (name == "kserve-model-store.yaml" and not spec.runtime.model_store.enabled):
             continue
         header = (
             f"# Rendered by `llm-rollout render --spec {source} --phase {phase}`\n"

@@ -20,9 +20,12 @@ from tests.cluster._support import kube, make_spec
 pytestmark = pytest.mark.cluster
 
 
-def test_a_missing_serving_account_stops_deploy_before_any_write(kube_cluster, kube_namespace, reconciler):
+@pytest.mark.parametrize("runtime", [{}, {"model_store": {}}], ids=["spec-silent", "kfp-store"])
+def test_a_missing_serving_account_stops_deploy_before_any_write(kube_cluster, kube_namespace, reconciler, runtime):
+    # The spec silent on runtime.model_store is a run from the UI with default parameters: the
+    # optimized model lands in KFP's pipeline root, so KFP's default store applies.
     client = kube(kube_cluster)
-    spec = make_spec(kube_namespace, runtime={"model_store": {}})
+    spec = make_spec(kube_namespace, runtime=runtime)
     with pytest.raises(ModelStoreUnreachable) as info:
         deploy(spec, client, model_uri="minio://mlpipeline/v2/m", revision="ra", run_id="run-1", timeout_s=30)
     text = str(info.value)

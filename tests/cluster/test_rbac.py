@@ -25,6 +25,7 @@ from llm_rollout.errors import DeadlineExceeded
 from llm_rollout.kserve.crds import check_crds, crd_requirements
 from llm_rollout.kserve.deploy import deploy, register_runtime
 from llm_rollout.kserve.lease import LeaseHeld
+from llm_rollout.kserve.preflight import ModelStoreUnreachable
 from llm_rollout.kserve.promote import promote
 from llm_rollout.kserve.restore import rollback_to_previous
 from llm_rollout.kserve.rollback import finalize_run, rollback
@@ -118,6 +119,11 @@ def _exercise_inference_service(proxy, namespace, reconciler, client) -> None:
     rollback_to_previous(spec, client, run_id="manual", timeout_s=30)
     dep("s3://models/d", "rd", "run-4")
     finalize_run(spec, client, "run-4", state="FAILED", error="validate-deployment failed")
+    # A model in KFP's store (the spec is silent on runtime.model_store: KFP's default store): the
+    # preflight reads the serving account and its Secret by name. The test server has no core/v1
+    # (404), so the step stops there, before any write.
+    with pytest.raises(ModelStoreUnreachable):
+        dep("minio://mlpipeline/v2/artifacts/run-5/model", "re", "run-5")
 
     # A deploy that times out explains itself with pod states and events (core/v1 reads). The test
     # server has no core/v1; the proxy answers the pods list itself (an empty list) as a full

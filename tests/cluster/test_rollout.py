@@ -35,7 +35,9 @@ def _deploy(spec, client, uri, revision=None, *, register=True, **kwargs):
 
 def test_first_rollout_creates_the_service_and_a_rerun_changes_nothing(kube_cluster, kube_namespace, reconciler):
     client = kube(kube_cluster)
-    spec = make_spec(kube_namespace)
+    # A model in KFP's store, with the store off: the test API server serves no core ServiceAccounts
+    # or Secrets, so the store's preflight would refuse (that refusal: tests/cluster/test_model_store.py).
+    spec = make_spec(kube_namespace, runtime={"model_store": {"enabled": False}})
     register_runtime(spec, client)
     record = _deploy(spec, client, "minio://mlpipeline/v2/artifacts/run-1/model", "r1")
     assert record.kind == "InferenceService" and record.platform == "kserve"

@@ -392,7 +392,14 @@ def test_render_of_an_isvc_spec_writes_no_llmd_object_and_names_spec_and_phase(t
 
     spec = "examples/kserve-team.yaml"
     files = _render(tmp_path, str(ROOT / spec), phase, "--candidate-uri", "s3://team-a-models/support-assistant/v4")
-    assert set(files) == {"vllm-runtime.yaml", "kserve-inferenceservice.yaml", "kserve-autoscaling.yaml", "rbac.yaml"}
+    # kserve-model-store.yaml: runtime.model_store is on by default (KFP's store, for a run's optimized model).
+    assert set(files) == {
+        "vllm-runtime.yaml",
+        "kserve-inferenceservice.yaml",
+        "kserve-autoscaling.yaml",
+        "kserve-model-store.yaml",
+        "rbac.yaml",
+    }
     for name, text in files.items():
         assert text.startswith(f"# Rendered by `llm-rollout render --spec {ROOT / spec} --phase {phase}`"), name
         assert "default spec" not in text.split("apiVersion")[0], name
@@ -417,7 +424,7 @@ def test_render_of_the_pd_example_writes_only_llmd_objects_that_pass_the_webhook
     from tests.webhook_check import llmisvc_webhook_errors
 
     files = _render(tmp_path, str(EXAMPLES / "llm-d-pd.yaml"), "first")
-    assert set(files) == {"llm-d-configuration.yaml", "rbac.yaml"}
+    assert set(files) == {"llm-d-configuration.yaml", "kserve-model-store.yaml", "rbac.yaml"}
     docs = list(yaml.safe_load_all(files["llm-d-configuration.yaml"]))
     assert [d["kind"] for d in docs] == ["LLMInferenceServiceConfig", "LLMInferenceService"]
     for doc in docs:
@@ -493,7 +500,13 @@ def test_the_readme_render_compile_submit_and_schedule_commands_run_as_printed(
         if argv[0] == "render":
             out = tmp_path / argv[argv.index("--out") + 1]
             assert sorted(p.name for p in out.iterdir()) == sorted(
-                ["vllm-runtime.yaml", "kserve-inferenceservice.yaml", "kserve-autoscaling.yaml", "rbac.yaml"]
+                [
+                    "vllm-runtime.yaml",
+                    "kserve-inferenceservice.yaml",
+                    "kserve-autoscaling.yaml",
+                    "kserve-model-store.yaml",  # runtime.model_store is on by default
+                    "rbac.yaml",
+                ]
             )
         if argv[0] == "compile":
             out = tmp_path / argv[argv.index("--out") + 1]

@@ -16,16 +16,22 @@ from llm_rollout.errors import SpecError
 from llm_rollout.kserve.builders import default_member, inference_service, llm_inference_service, rbac
 from llm_rollout.kserve.builders.isvc import _canary_predictor
 from llm_rollout.kserve.builders.storage import (
+    effective_store,
     model_store_objects,
     model_store_problems,
     serving_account,
     store_annotations,
 )
+from llm_rollout.kserve.deploy import to_storage_uri
+from llm_rollout.kserve.preflight import check_model_store
 from llm_rollout.render import applied_manifests
 from llm_rollout.spec import parse_spec
 from llm_rollout.spec.serving import ModelStore
 
 KFP_STORE = {"runtime": {"model_store": {}}}
+KFP_MODEL = "minio://mlpipeline/v2/artifacts/llm-optimize-deploy/run-1/optimize-model/x/optimized_model"
+"""Where a run with default parameters puts the optimized model (KFP's default pipeline root)."""
+OFF = {"runtime": {"model_store": {"enabled": False}}}
 
 
 def _spec(**doc):
@@ -61,38 +67,76 @@ def test_secret_and_account_render_without_key_values():
     assert notes["serving.kserve.io/s3-usehttps"] == "1" and notes["serving.kserve.io/s3-region"] == "eu-west-1"
 
 
+def test_the_store_applies_to_models_in_kfps_store_by_default():
+    # No runtime.model_store in the spec: KFP's default store, for its pipeline-root bucket only.
+    spec = _spec()
+    for uri in (KFP_MODEL, to_storage_uri(KFP_MODEL), "s3://mlpipeline/models/llama"):
+        assert effective_store(spec, uri) == ModelStore(), uri
+        assert serving_account(spec, uri) == "kfp-model-reader", uri
+    for uri in ("hf://org/model", "pvc://models/llama", "gs://mlpipeline/m", "oci://r/m:v1", "s3://models/m", ""):
+        assert effective_store(spec, uri) is None and serving_account(spec, uri) is None, uri
+    # Off, in either form: nothing for any model (and the Role reads nothing, the file is not written).
+    for off in (_spec(**OFF), _spec(runtime={"model_store": None})):
+        assert not off.runtime.model_store.enabled
+        assert effective_store(off, KFP_MODEL) is None and serving_account(off, KFP_MODEL) is None
+    # Other buckets of the store are named, or "*" for all of them.
+    mine = _spec(runtime={"model_store": {"buckets": ["models"]}})
+    assert serving_account(mine, "s3://models/m") == "kfp-model-reader" and not effective_store(mine, KFP_MODEL)
+    every = _spec(runtime={"model_store": {"buckets": ["*"]}})
+    assert effective_store(every, "minio://any/m") and not effective_store(every, "gs://any/m")
+
+
 def test_serving_pods_run_as_the_store_account_stable_canary_and_llmd():
-    spec = _spec(**KFP_STORE)
-    isvc = inference_service(spec, default_member(spec))
+    spec = _spec()
+    isvc = inference_service(spec, default_member(spec, model_uri=to_storage_uri(KFP_MODEL)))
     assert isvc["spec"]["predictor"]["serviceAccountName"] == "kfp-model-reader"
     canary = _canary_predictor(spec, default_member(spec, model_uri="s3://mlpipeline/v2/b", revision="b"), 1)
     assert canary["serviceAccountName"] == "kfp-model-reader"
-    llmd = _spec(llmd={"enabled": True}, scaling=None, replicas=1, **KFP_STORE)
-    member = llm_inference_service(llmd, default_member(llmd), weight=100)
+    hf = _canary_predictor(spec, default_member(spec, model_uri="hf://org/m", revision="h"), 1)
+    assert "serviceAccountName" not in hf, "a model outside the store: the namespace's default account"
+    llmd = _spec(llmd={"enabled": True}, scaling=None, replicas=1)
+    member = llm_inference_service(llmd, default_member(llmd, model_uri="s3://mlpipeline/m"), weight=100)
     assert member["spec"]["template"]["serviceAccountName"] == "kfp-model-reader"
+    other = llm_inference_service(llmd, default_member(llmd, model_uri="hf://org/m"), weight=100)
+    assert "serviceAccountName" not in str(other)
     assert "serviceAccountName" not in str(inference_service(_spec(), default_member(_spec())))
+    off = _spec(**OFF)
+    assert "serviceAccountName" not in str(inference_service(off, default_member(off, model_uri="s3://mlpipeline/m")))
 
 
 def test_a_second_serving_account_is_refused():
     spec = _spec(runtime={"service_account": "other", "model_store": {}})
     with pytest.raises(SpecError, match=r"runtime\.service_account") as info:
-        serving_account(spec)
-    assert "model_store.service_account" in str(info.value)
+        serving_account(spec, KFP_MODEL)
+    assert "model_store.service_account" in str(info.value) and "enabled: false" in str(info.value)
+    assert serving_account(spec, "hf://org/m") == "other", "outside the store the spec's own account serves"
+    own = _spec(runtime={"service_account": "other", "model_store": {"enabled": False}})
+    assert serving_account(own, KFP_MODEL) == "other"
     same = _spec(runtime={"service_account": "kfp-model-reader", "model_store": {}})
-    assert serving_account(same) == "kfp-model-reader"
+    assert serving_account(same, KFP_MODEL) == "kfp-model-reader"
     steps = _spec(runtime={"model_store": {"service_account": "llm-rollout"}})
     with pytest.raises(SpecError, match=r"runtime\.model_store\.service_account"):
-        serving_account(steps)
+        serving_account(steps, KFP_MODEL)
 
 
 def test_the_steps_role_reads_only_those_two_names():
-    role = next(o for o in rbac(_spec(**KFP_STORE)) if o["kind"] == "Role" and o["metadata"]["name"] == "llm-rollout")
-    core = [r for r in role["rules"] if r["apiGroups"] == [""] and r["resources"][0] in ("secrets", "serviceaccounts")]
-    assert core == [
-        {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get"], "resourceNames": ["kfp-model-reader"]},
-        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": ["kfp-model-store"]},
-    ]
-    plain = next(o for o in rbac(_spec()) if o["kind"] == "Role" and o["metadata"]["name"] == "llm-rollout")
+    # Granted whenever the store is on, the spec silent included: the Role is rendered before a run
+    # knows its model, and the optimized model lands in KFP's pipeline root.
+    for spec in (_spec(**KFP_STORE), _spec()):
+        role = next(o for o in rbac(spec) if o["kind"] == "Role" and o["metadata"]["name"] == "llm-rollout")
+        core = [
+            r for r in role["rules"] if r["apiGroups"] == [""] and r["resources"][0] in ("secrets", "serviceaccounts")
+        ]
+        assert core == [
+            {
+                "apiGroups": [""],
+                "resources": ["serviceaccounts"],
+                "verbs": ["get"],
+                "resourceNames": ["kfp-model-reader"],
+            },
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": ["kfp-model-store"]},
+        ]
+    plain = next(o for o in rbac(_spec(**OFF)) if o["kind"] == "Role" and o["metadata"]["name"] == "llm-rollout")
     assert "secrets" not in str(plain["rules"]), "no model store: no Secret read"
 
 
@@ -119,12 +163,21 @@ def test_preflight_problems_from_the_live_objects():
     assert any("serving.kserve.io/s3-endpoint=None" in p and "seaweedfs.kubeflow:9000" in p for p in problems)
 
 
-def test_render_spec_writes_the_model_store_file_only_when_set(tmp_path):
+def test_render_spec_writes_the_model_store_file_unless_off(tmp_path):
     doc = {"name": "chat", "namespace": "team-a", "platform": "kserve", "model": {"uri": "s3://mlpipeline/m"}}
-    with_store = applied_manifests(parse_spec({**doc, **KFP_STORE}), source="team.yaml")
+    with_store = applied_manifests(parse_spec(doc), source="team.yaml")
     objs = list(yaml.safe_load_all(with_store["kserve-model-store.yaml"]))
     assert [o["kind"] for o in objs] == ["Secret", "ServiceAccount"]
     assert "put its keys" in with_store["kserve-model-store.yaml"]
     isvc = yaml.safe_load(with_store["kserve-inferenceservice.yaml"].split("\n---")[0])
     assert isvc["spec"]["predictor"]["serviceAccountName"] == "kfp-model-reader"
-    assert "kserve-model-store.yaml" not in applied_manifests(parse_spec(doc), source="team.yaml")
+    assert "kserve-model-store.yaml" not in applied_manifests(parse_spec({**doc, **OFF}), source="team.yaml")
+
+
+def test_the_preflight_reads_nothing_for_a_model_outside_the_store():
+    # No client at all: a read would fail. The reads for a model in the store, and the refusal when
+    # the account is missing, run against the API server (tests/cluster/test_model_store.py).
+    for spec, uri in ((_spec(), "hf://org/m"), (_spec(), "s3://models/m"), (_spec(**OFF), "s3://mlpipeline/m")):
+        assert check_model_store(None, spec, uri) is None, uri
+    with pytest.raises(AttributeError):
+        check_model_store(None, _spec(), "s3://mlpipeline/m")

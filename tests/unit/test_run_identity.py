@@ -104,5 +104,9 @@ def test_the_run_account_is_granted_what_kfp_needs_and_nothing_beyond_the_runner
 
 def test_the_steps_role_keeps_only_the_librarys_own_calls():
     _, roles, _ = _rendered()
-    assert roles["llm-rollout"]["rules"] == RBAC_RULES
+    store_reads = [  # runtime.model_store is on by default: deploy-model's preflight (test_model_store.py)
+        {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get"], "resourceNames": ["kfp-model-reader"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": ["kfp-model-store"]},
+    ]
+    assert roles["llm-rollout"]["rules"] == RBAC_RULES + store_reads
     assert not _grants(RBAC_RULES) & _grants(KFP_RUN_RULES)

@@ -217,7 +217,7 @@ def deploy(
             return already_promoted_record(variant, stable_model, run_id=run_id)  # type: ignore[arg-type]
         first = variant.plan(client, new)
         preflight(client, [first.obj], step="deploy-model")
-        check_model_store(client, spec)  # runtime.model_store: the serving account can read the model
+        check_model_store(client, spec, storage_uri)  # a model in the store: the serving account can read it
         if run_id:
             # One rollout of a service at a time (lease.py, a Lease of its own): taken before the plan is final.
             acquire_lease(ref, client, run_id, wait_s=lease_wait_s)

@@ -78,7 +78,7 @@ class ModelStoreUnreachable(PermanentError):
     missing or incomplete (``runtime.model_store``). Nothing was applied."""
 
 
-def check_model_store(client: KubeClient, spec: RolloutSpec) -> None:
+def check_model_store(client: KubeClient, spec: RolloutSpec, model_uri: str) -> None:
     """Before deploy-model's first write: the serving account and its Secret hold what KServe reads.
 
     KServe gives the storage initializer the S3 keys and endpoint of the Secrets the serving pods'
@@ -86,15 +86,16 @@ def check_model_store(client: KubeClient, spec: RolloutSpec) -> None:
     ``CreateSecretVolumeAndEnvFromServiceAccount``); without them the pod starts, the download
     fails (or goes to AWS) and the rollout times out much later. Reads two objects by name (the
     Role grants ``get`` on those names only: ``builders/storage.py`` ``model_store_rules``); never
-    logs a key's value. Nothing to do without ``runtime.model_store``.
+    logs a key's value. Nothing to do for a model outside the store (``builders/storage.py``
+    ``effective_store``: ``hf://``, ``pvc://``, other buckets, ``runtime.model_store.enabled: false``).
 
     Raises:
         ModelStoreUnreachable: What is missing, and the commands that fix it.
         PermanentError: The step's account may not read them (the fix: apply rbac.yaml again).
     """
-    from llm_rollout.kserve.builders.storage import model_store_problems
+    from llm_rollout.kserve.builders.storage import effective_store, model_store_problems
 
-    store = spec.runtime.model_store
+    store = effective_store(spec, model_uri)
     if store is None:
         return
     ns = spec.namespace

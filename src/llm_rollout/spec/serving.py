@@ -107,6 +107,15 @@ class ModelStore(_Model):
         region: The bucket's region (``serving.kserve.io/s3-region``); empty: not set.
         ca_bundle_configmap: A ConfigMap with the CA bundle of a private TLS endpoint
             (``serving.kserve.io/s3-cabundle-configmap``).
+        enabled: ``false`` turns the store off: KServe gets no credentials for any model (public
+            buckets, workload identity through ``runtime.service_account``). ``model_store: null``
+            means the same.
+        buckets: The buckets this store holds: a ``minio://`` or ``s3://`` model in one of them is
+            read through the store (``minio://`` is rewritten to ``s3://`` for KServe, so both name
+            the bucket the same way); ``"*"``: every ``minio://``/``s3://`` bucket. Default KFP's
+            pipeline root bucket ``mlpipeline`` (KFP 2.17 ``backend/src/v2/config/env.go``
+            ``defaultPipelineRoot`` ``minio://mlpipeline/v2/artifacts``), where a run's optimized
+            model lands. Other schemes (``hf://``, ``pvc://``, ``gs://``, ``oci://``) never are.
     """
 
     service_account: str = "kfp-model-reader"
@@ -116,6 +125,17 @@ class ModelStore(_Model):
     verify_ssl: bool = True
     region: str = "minio"
     ca_bundle_configmap: str | None = None
+    enabled: bool = True
+    buckets: list[str] = Field(default_factory=lambda: ["mlpipeline"])
+
+    def serves(self, uri: str | None) -> bool:
+        """Whether KServe reads the model at ``uri`` through this store (``enabled`` and a bucket of ``buckets``)."""
+        if not self.enabled or not uri or "://" not in uri:
+            return False
+        scheme, rest = uri.strip().split("://", 1)
+        if scheme.lower() not in ("minio", "s3"):
+            return False
+        return "*" in self.buckets or rest.split("/", 1)[0] in self.buckets
 
 
 class RuntimeSpec(_Model):
@@ -148,14 +168,16 @@ class RuntimeSpec(_Model):
         port: Port the server listens on inside the pod.
         runtime_name: Name of the namespaced ServingRuntime; defaults to ``<service>-vllm``.
         service_account: Service account of the serving pods (``serviceAccountName``). Default none:
-            the namespace's ``default`` account. Set it when the pods need one (e.g. to read the
-            model from object storage with workload identity); it must not be the pipeline steps'
-            account (``service_account``), which may patch and delete InferenceServices.
-        model_store: KServe's access to an S3-compatible model store (KFP's default store for
-            ``minio://`` artifacts): the serving pods then run as its ``service_account``, which
-            lists its Secret; deploy-model checks both exist before it writes anything. Unset: no
-            credentials are given to KServe (public buckets, workload identity through
-            ``service_account``). Set ``{}`` for KFP's default store.
+            the namespace's ``default`` account, or for a model in ``model_store`` the store's. Set
+            it when the pods need one (e.g. to read the model from object storage with workload
+            identity); it must not be the pipeline steps' account (``service_account``), which may
+            patch and delete InferenceServices.
+        model_store: KServe's access to an S3-compatible model store. Used for a model in one of
+            its ``buckets`` (default: KFP's default store, SeaweedFS, for ``minio://mlpipeline/``
+            and ``s3://mlpipeline/``, where a run from the UI puts the optimized model): the serving
+            pods then run as its ``service_account``, which lists its Secret, and deploy-model
+            checks both exist before it writes anything. Models elsewhere (``hf://``, ``pvc://``,
+            ``gs://``, other buckets) get nothing. ``enabled: false`` (or ``null``) turns it off.
     """
 
     image: str = DEFAULT_VLLM_IMAGE
@@ -171,7 +193,13 @@ class RuntimeSpec(_Model):
     port: int = Field(8080, ge=1, le=65535)
     runtime_name: str | None = None
     service_account: str | None = None
-    model_store: ModelStore | None = None
+    model_store: ModelStore = Field(default_factory=ModelStore)
+
+    @field_validator("model_store", mode="before")
+    @classmethod
+    def _null_store_is_off(cls, value: Any) -> Any:
+        # `model_store: null` was the off switch before the store became the default: keep its meaning.
+        return {"enabled": False} if value is None else value
 
     @field_validator("env", "secret_env")
     @classmethod

@@ -160,10 +160,10 @@ def _predictor(spec: RolloutSpec, member: Member, *, named: bool = False) -> dic
     pred: dict[str, Any] = {}
     if name:
         pred["name"] = name
-    if serving_account(spec):
-        # The serving pods' own account, never the steps' (spec.check_spec refuses that one); with
-        # runtime.model_store the one listing the store's Secret (builders/storage.py).
-        pred["serviceAccountName"] = serving_account(spec)
+    if serving_account(spec, member.model_uri):
+        # The serving pods' own account, never the steps' (spec.check_spec refuses that one); for a
+        # model in runtime.model_store's buckets the one listing the store's Secret (builders/storage.py).
+        pred["serviceAccountName"] = serving_account(spec, member.model_uri)
     if spec.runtime.node_selector():
         # runtime.accelerator pins the pods to the GPU the spec was checked against.
         pred["nodeSelector"] = spec.runtime.node_selector()
@@ -185,7 +185,7 @@ def _canary_predictor(spec: RolloutSpec, member: Member, stable_min_replicas: in
     """
     pred: dict[str, Any] = {
         "name": member.name,
-        **({"serviceAccountName": serving_account(spec)} if serving_account(spec) else {}),
+        **({"serviceAccountName": account} if (account := serving_account(spec, member.model_uri)) else {}),
         **({"nodeSelector": spec.runtime.node_selector()} if spec.runtime.node_selector() else {}),
         "minReplicas": min(1, stable_min_replicas),
         "labels": _predictor_labels(member),

@@ -125,7 +125,7 @@ def _workload_scaling(spec: RolloutSpec, role: str, workload: WorkloadSpec) -> d
     return {"minReplicas": sc.min_replicas, "maxReplicas": sc.max_replicas, "keda": {"triggers": [trigger]}}
 
 
-def _workload(spec: RolloutSpec, role: str | None, workload: WorkloadSpec) -> dict[str, Any]:
+def _workload(spec: RolloutSpec, role: str | None, workload: WorkloadSpec, model_uri: str) -> dict[str, Any]:
     body: dict[str, Any] = {}
     if workload.scaling is not None:
         body["scaling"] = _workload_scaling(spec, role or "both", workload)
@@ -133,8 +133,8 @@ def _workload(spec: RolloutSpec, role: str | None, workload: WorkloadSpec) -> di
         body["replicas"] = workload.replica_count()
     body["parallelism"] = _parallelism(workload)
     body["template"] = {"containers": [_llmd_container(spec, role, workload)]}
-    if serving_account(spec):  # the serving pods' own account (the model store's), never the steps'
-        body["template"]["serviceAccountName"] = serving_account(spec)
+    if account := serving_account(spec, model_uri):  # the serving pods' own (the model store's), never the steps'
+        body["template"]["serviceAccountName"] = account
     if spec.runtime.node_selector():  # runtime.accelerator: on the GPU the spec was checked against
         body["template"]["nodeSelector"] = spec.runtime.node_selector()
     if workload.nodes > 1:
@@ -274,11 +274,11 @@ def llm_inference_service(spec: RolloutSpec, member: Member, weight: int | None 
     pd = ld.prefill is not None
     body: dict[str, Any] = {
         "model": {"uri": member.model_uri, "name": spec.served_model_name},
-        **_workload(spec, "decode" if pd else None, ld.decode),
+        **_workload(spec, "decode" if pd else None, ld.decode, member.model_uri),
         "router": _router(spec, weight),
     }
     if pd:
-        body["prefill"] = _workload(spec, "prefill", ld.prefill)
+        body["prefill"] = _workload(spec, "prefill", ld.prefill, member.model_uri)
     if ld.use_preset:
         body["baseRefs"] = [{"name": preset_name(spec)}]
     check_member_name(member.name)

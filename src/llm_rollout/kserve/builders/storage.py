@@ -58,20 +58,35 @@ def store_annotations(store: ModelStore) -> dict[str, str]:
     return dict(sorted(notes.items()))
 
 
-def serving_account(spec: RolloutSpec) -> str | None:
-    """The serving pods' ``serviceAccountName``: the model store's account, else ``runtime.service_account``.
+def effective_store(spec: RolloutSpec, model_uri: str | None) -> ModelStore | None:
+    """The store KServe reads the model at ``model_uri`` from, or None (``ModelStore.serves``).
+
+    ``runtime.model_store`` defaults to KFP's default store for its pipeline-root bucket, so a run
+    with default parameters (the optimized model under ``minio://mlpipeline/v2/artifacts``) gets
+    the store's account; ``hf://``, ``pvc://``, ``gs://`` and other buckets get none, nor does any
+    model with ``enabled: false``.
+    """
+    store = spec.runtime.model_store
+    return store if store.serves(model_uri) else None
+
+
+def serving_account(spec: RolloutSpec, model_uri: str | None) -> str | None:
+    """The serving pods' ``serviceAccountName`` for the model at ``model_uri``: the effective
+    store's account (:func:`effective_store`), else ``runtime.service_account``.
 
     Raises:
-        SpecError: Both are set and differ (KServe reads one account's Secrets), or the store's
-            account is the steps' own.
+        SpecError: The store applies and ``runtime.service_account`` names another account (KServe
+            reads one account's Secrets), or the store's account is the steps' own.
     """
-    store, own = spec.runtime.model_store, spec.runtime.service_account
+    store, own = effective_store(spec, model_uri), spec.runtime.service_account
     if store and own and own != store.service_account:
         raise SpecError(
             "runtime.service_account",
-            f"{own!r} differs from runtime.model_store.service_account {store.service_account!r}; the serving pods "
-            "run as one account, and KServe reads the model store's Secret from that account",
-            "leave runtime.service_account unset, or set runtime.model_store.service_account to the same name",
+            f"{own!r} differs from runtime.model_store.service_account {store.service_account!r}, and the model "
+            f"{model_uri} is in the store; the serving pods run as one account, and KServe reads the model store's "
+            "Secret from that account",
+            "leave runtime.service_account unset, set runtime.model_store.service_account to the same name, or set "
+            "runtime.model_store.enabled: false when that account reaches the store itself (workload identity)",
         )
     if store and store.service_account == spec.service_account:
         raise SpecError(
@@ -87,14 +102,14 @@ def model_store_objects(spec: RolloutSpec, store: ModelStore | None = None) -> l
 
     Args:
         spec: The rollout spec (namespace, labels).
-        store: The store to render (default ``spec.runtime.model_store``, else KFP's default store).
+        store: The store to render (default ``spec.runtime.model_store``).
 
     Returns:
         ``[Secret, ServiceAccount]``, for the namespace's administrator to apply (README).
     """
     from llm_rollout.kserve.builders.common import MANAGED_BY
 
-    store = store or spec.runtime.model_store or ModelStore()
+    store = store or spec.runtime.model_store
     labels = dict(MANAGED_BY)
     secret = {
         "apiVersion": "v1",
@@ -117,9 +132,13 @@ def model_store_objects(spec: RolloutSpec, store: ModelStore | None = None) -> l
 
 
 def model_store_rules(spec: RolloutSpec) -> list[dict[str, Any]]:
-    """What deploy-model's model-store preflight reads: the account and the Secret, by name only."""
+    """What deploy-model's model-store preflight reads: the account and the Secret, by name only.
+
+    Granted whenever the store is enabled: the Role is rendered before a run knows its model's URI,
+    and a pipeline's optimized model always lands in the pipeline root, KFP's store by default.
+    """
     store = spec.runtime.model_store
-    if not store:
+    if not store.enabled:
         return []
     return [
         {"apiGroups": [""], "resources": [plural], "verbs": ["get"], "resourceNames": [name]}
