@@ -261,7 +261,7 @@ def format_status(status: Status) -> str:
         evidence = (stable.model_extra or {}).get("autoscaling")
         if isinstance(evidence, dict):
             lines.append(describe_autoscaling(evidence))
-        # The canary steps' live analyses (validation/analysis.py live_record): per interval, the
+        # The canary steps' live analyses (validation/analysis_steps.py live_record): per interval, the
         # requests per side and each ratio with its interval.
         analysis = (stable.model_extra or {}).get("analysis")
         if isinstance(analysis, list) and analysis:

@@ -24,7 +24,8 @@ import httpx
 import pytest
 
 from llm_rollout.local.router import WeightedRouter
-from llm_rollout.validation.analysis import AnalysisConfig, LiveAnalysis, analyse_step, default_selector, describe
+from llm_rollout.validation.analysis import AnalysisConfig, LiveAnalysis, default_selector, describe
+from llm_rollout.validation.analysis_steps import analyse_step
 from llm_rollout.validation.workload import load_file
 from tests.fixtures.prometheus import ScrapeTarget, metrics_target, prometheus  # noqa: F401 - fixtures
 from tests.fixtures.serving import VllmServer, start_together, start_vllm

@@ -23,18 +23,15 @@ from llm_rollout.validation.analysis import (
     LiveAnalysis,
     Measurement,
     SideValues,
-    StepAnalysis,
-    analyse_step,
     assess,
     config_from_spec,
     default_selector,
     describe,
     judge_measurement,
-    not_run,
     parse_analysis_checks,
     selectors_for,
-    step_metrics,
 )
+from llm_rollout.validation.analysis_steps import StepAnalysis, analyse_step, not_run, step_metrics
 from llm_rollout.validation.stats import paired_non_inferiority
 from tests.fixtures.prometheus import (  # noqa: F401 - pytest fixtures
     MetricsTarget,

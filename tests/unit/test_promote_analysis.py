@@ -12,7 +12,7 @@ from llm_rollout.errors import PermanentError
 from llm_rollout.local.platform import LocalPlatform
 from llm_rollout.record import DeploymentRecord, StableRef
 from llm_rollout.spec import parse_spec
-from llm_rollout.validation.analysis import step_metrics
+from llm_rollout.validation.analysis_steps import step_metrics
 from tests.fixtures.prometheus import ScrapeTarget, metrics_target, prometheus  # noqa: F401 - fixtures
 from tests.unit.test_analysis import Users
 
@@ -185,7 +185,7 @@ def test_kserve_gate_failing_first_skips_the_analysis_and_without_prometheus_is_
 
 def test_equal_candidate_passes_each_analysed_step_and_status_shows_it(tmp_path, sides, capsys):
     from llm_rollout.platform import StableRecord, Status, format_status
-    from llm_rollout.validation.analysis import live_record
+    from llm_rollout.validation.analysis_steps import live_record
 
     url, stable, canary = sides
     platform = LocalPlatform(_spec(tmp_path, url))

@@ -28,7 +28,7 @@ from llm_rollout.names import predictor_service_name
 from llm_rollout.platform import Outcome
 from llm_rollout.record import DeploymentRecord
 from llm_rollout.spec import RolloutSpec
-from llm_rollout.validation.analysis import StepAnalysis, live_record, step_lines
+from llm_rollout.validation.analysis_steps import StepAnalysis, live_record, step_lines
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class Promoted:
         message: One line for the step's log.
         member: The revision promoted.
         previous: The stable revision it replaced (None on a first rollout and on a rerun).
-        analysis: The steps' live analyses (:func:`llm_rollout.validation.analysis.live_record`).
+        analysis: The steps' live analyses (:func:`llm_rollout.validation.analysis_steps.live_record`).
     """
 
     action: Literal["promote", "none"]
@@ -222,12 +222,12 @@ def with_live_analysis(
     seen: list[StepAnalysis],
 ) -> Callable[[int], tuple[str, str]] | None:
     """``gate`` followed, at each step with an analysis, by the step's live analysis
-    (:func:`llm_rollout.validation.analysis.run_step`) once the weight is applied: a failed or (at
+    (:func:`llm_rollout.validation.analysis_steps.run_step`) once the weight is applied: a failed or (at
     the step's deadline) inconclusive analysis makes the gate say so, and :func:`_run_gate` rolls
     back with its reasons. Without ``validation.analysis.prometheus_url`` the gate is unchanged and
     the log says that no live analysis ran."""
     from llm_rollout import steplog
-    from llm_rollout.validation.analysis import gate_answer, no_analysis_note, run_step
+    from llm_rollout.validation.analysis_steps import gate_answer, no_analysis_note, run_step
 
     note = no_analysis_note(spec)
     if note:

@@ -35,10 +35,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from llm_rollout import steplog
 from llm_rollout.errors import PermanentError, SpecError
 from llm_rollout.local import server
-from llm_rollout.local.router import WeightedRouter
+from llm_rollout.local.live import analysed_steps
 from llm_rollout.local.runtime import register_runtime
 from llm_rollout.local.server import server_alive, server_healthy, stop_server
 from llm_rollout.local.state import (
@@ -63,14 +62,7 @@ from llm_rollout.platform import (
 )
 from llm_rollout.record import DeploymentRecord, StableRef
 from llm_rollout.spec import RolloutSpec, parse_spec
-from llm_rollout.validation.analysis import (
-    StepAnalysis,
-    gate_answer,
-    live_record,
-    no_analysis_note,
-    run_step,
-    step_lines,
-)
+from llm_rollout.validation.analysis_steps import StepAnalysis, live_record
 
 log = logging.getLogger(__name__)
 
@@ -346,55 +338,8 @@ class LocalPlatform:
         )
 
     def _analysed_steps(self, rec: DeploymentRecord, run_id: str) -> list[StepAnalysis]:
-        """The stepped canary with live analysis, before the promotion is recorded.
-
-        A :class:`~llm_rollout.local.router.WeightedRouter` listens at the service's address
-        (``router_port``) with the stable server and the candidate behind it; for each step of
-        ``canary.steps`` below 100 its weight moves to the step's and the step's analysis runs
-        (:func:`llm_rollout.validation.analysis.run_step`, the local servers scraped with
-        ``pod=<server name>``). A failed analysis, or one still inconclusive at the step's deadline,
-        rolls the candidate back with the analysis' reasons and raises. Nothing is stored between
-        steps: a promote rerun after a crash analyses every step again. Without
-        ``validation.analysis.prometheus_url`` nothing runs and the log says that no live analysis ran.
-
-        Raises:
-            PermanentError: A step's analysis did not pass (the candidate was rolled back).
-        """
-        note = no_analysis_note(self.spec)
-        if note:
-            steplog.log(f"promote-model: {note}")
-        if not self.spec.validation.analysis.prometheus_url or note:
-            return []
-        if rec.stable is None or not rec.stable.endpoint_url or not rec.endpoint_url:
-            steplog.log("promote-model: no live analysis ran: no stable server serves beside the candidate")
-            return []
-        router = WeightedRouter(
-            rec.stable.endpoint_url, rec.endpoint_url, weight=0, host=self.spec.local.host, port=self.router_port
-        ).start()
-        steplog.log(f"promote-model: the service's address {router.url} splits the users by canary.steps")
-        analysed: list[StepAnalysis] = []
-        try:
-            for percent in self.spec.canary.weights:
-                if percent >= 100:
-                    break
-                router.set_weight(percent)
-                step = run_step(self.spec, percent, flavor="local", candidate=rec.member, stable=rec.stable.member)
-                if step is None:
-                    continue
-                analysed.append(step)
-                for line in step_lines(step):
-                    steplog.log(f"promote-model: {line}")
-                if step.answer.decision != "pass":
-                    verdict, why = gate_answer(step)
-                    router.set_weight(0)
-                    done = self.rollback(rec, reason=f"live analysis at {percent}%: {verdict}: {why}", run_id=run_id)
-                    raise PermanentError(
-                        f"promotion of {rec.member} stopped at {percent}% traffic: the live analysis said "
-                        f"{verdict!r} ({why[:900]}); rolled back: {done.message}"
-                    )
-        finally:
-            router.stop()
-        return analysed
+        """The stepped canary with live analysis (:func:`llm_rollout.local.live.analysed_steps`)."""
+        return analysed_steps(self, rec, run_id)
 
     def rollback(self, record: DeploymentRecord, *, reason: str, run_id: str) -> Outcome:
         """Stops the candidate's server; the stable one stays exactly as it was; records it.
