@@ -35,6 +35,12 @@ pytestmark = pytest.mark.serving
 SLOW_ARGS = ["--max-num-batched-tokens", "8", "--max-num-seqs", "8", "--enable-chunked-prefill"]
 """Long prefills take many engine steps (8 tokens each); short prompts barely notice."""
 HOLD_S = 5.0
+MARGIN = 0.5
+"""Candidate/stable may be up to 1.5x. At 2 users a second split 50/50 on two CPU cores a 2.5 s
+sub-window holds two or three requests per side, so one unit's ratio is noisy, and 16 units at the
+sign test's per-look confidence do not bound an equal candidate's median below 1.25 (measured: upper
+ends 1.11-1.33 after 4 intervals); the slow candidate is several times slower on these prompts, far
+beyond 1.5, so the same margin still fails it."""
 """The step's hold: the users warm the servers up before the analysis starts."""
 
 
@@ -126,7 +132,7 @@ def _analysis(prom_url: str, candidate: str, **kw) -> LiveAnalysis:
         min_requests=3,
         inconclusive_limit=1,
         resolution_s=2.5,
-        margin=0.25,
+        margin=MARGIN,
         confidence=0.95,
         **kw,
     )
