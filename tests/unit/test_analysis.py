@@ -12,7 +12,6 @@ from __future__ import annotations
 import random
 import re
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -245,6 +244,7 @@ def test_too_little_traffic_is_inconclusive(two_sides):
     assert result.measurements[0].stable.requests >= 10
 
 
+@pytest.mark.timeout(60)  # retry_s bounds the retries; a hang fails here instead of on a wall-clock figure
 def test_prometheus_unreachable_fails_naming_the_address():
     import socket
 
@@ -255,9 +255,7 @@ def test_prometheus_unreachable_fails_naming_the_address():
 
     analysis = _analysis(f"http://127.0.0.1:{port}")
     analysis.config = AnalysisConfig(analysis.config.prometheus_url, interval_s=0.1, count=1)
-    started = time.monotonic()
     result = analysis.run(PrometheusClient(analysis.config.prometheus_url, retry_s=1.0))
-    assert time.monotonic() - started < 10
     assert result.answer.decision == "fail"
     reason = result.answer.reasons[0]
     assert f"127.0.0.1:{port}" in reason and "unreachable" in reason and "prometheus_url" in reason
@@ -358,13 +356,12 @@ def test_inconclusive_step_holds_until_its_deadline_and_is_not_promoted(two_side
         analysis.config = AnalysisConfig(url, interval_s=2.0, count=1, min_requests=10, resolution_s=1.0)
         return analysis
 
-    started = time.monotonic()
     with Users(stable, canary, per_tick=(2, 0)):
         step = analyse_step(make, hold_s=0.5, deadline_s=9.0)
-    took = time.monotonic() - started
     assert step.answer.decision == "inconclusive"
-    assert len(step.attempts) >= 2  # repeated while a whole analysis fitted before the deadline
-    assert 5.0 < took < 12.0
+    # Repeated while a whole analysis (2 s) fitted before the deadline, and no more: the deadline's effect
+    # read from the attempts, not from a wall clock.
+    assert 2 <= len(step.attempts) <= 4
     assert "not promoted" in step.answer.reasons[0] and "deadline (9 s)" in step.answer.reasons[0]
     assert step.to_dict()["attempts"][0]["measurements"][0]["requests"]["candidate"] in (0.0, None)
 
