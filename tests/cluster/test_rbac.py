@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llm_rollout.errors import DeadlineExceeded
+from llm_rollout.errors import DeadlineExceeded, PermanentError
+from llm_rollout.kserve.builders.rbac import rbac
 from llm_rollout.kserve.crds import check_crds, crd_requirements
 from llm_rollout.kserve.deploy import deploy, register_runtime
 from llm_rollout.kserve.lease import LeaseHeld
@@ -30,7 +31,7 @@ from llm_rollout.kserve.promote import promote
 from llm_rollout.kserve.restore import rollback_to_previous
 from llm_rollout.kserve.rollback import finalize_run, rollback
 from llm_rollout.kserve.status import status
-from tests.cluster._support import kube, llmd_spec, make_spec
+from tests.cluster._support import kube, llmd_spec, make_spec, with_runtime
 from tests.fixtures.kube_audit import rbac_request
 
 pytestmark = pytest.mark.cluster
@@ -100,6 +101,30 @@ def _deployer(spec, client):
     return dep
 
 
+TOKEN_SECRET = "prometheus-reader"
+
+
+def _token_spec(namespace):
+    """A spec whose canary steps run a live analysis against a Prometheus behind a bearer token."""
+    analysis = {"interval_s": 1, "count": 1, "resolution_s": 1, "deadline_s": 5}
+    return make_spec(
+        namespace,
+        name="live",
+        canary={"steps": [{"weight": 50, "analysis": analysis}, 100]},
+        validation={"analysis": {"prometheus_url": "http://127.0.0.1:9", "token_secret": {"name": TOKEN_SECRET}}},
+    )
+
+
+def _secret_names(rules) -> set[str]:
+    """The Secrets a Role's rules let the account ``get``, by name."""
+    return {
+        name
+        for rule in rules
+        if "secrets" in rule["resources"] and "get" in rule["verbs"]
+        for name in rule.get("resourceNames") or ["*"]
+    }
+
+
 def _exercise_inference_service(proxy, namespace, reconciler, client) -> None:
     spec = make_spec(namespace, canary={"traffic_percent": 10})
     check_crds(client, need_llmd=False)
@@ -135,6 +160,16 @@ def _exercise_inference_service(proxy, namespace, reconciler, client) -> None:
         deploy(never, client, model_uri="s3://models/n", revision="rn", run_id="run-5", timeout_s=2, probe=False)
     # ... and its exit handler removes the unvalidated first rollout (delete).
     finalize_run(never, client, "run-5", state="FAILED")
+
+    # A stepped promotion with a live analysis whose Prometheus wants a bearer token: promote reads the
+    # token's Secret by name (kserve/promote.py _prometheus_token) before it writes anything; the test
+    # server has no core/v1 (404), so it stops there.
+    live = _token_spec(namespace)
+    with_runtime(live, client)
+    live_first = _deployer(live, client)("s3://models/a", "ra", "run-6")
+    with pytest.raises(PermanentError, match=f"Secret {namespace}/{TOKEN_SECRET}"):
+        promote(live, client, live_first, verdict="pass", summary="ok", run_id="run-6")
+    finalize_run(live, client, "run-6", state="FAILED")
 
     knative = make_spec(namespace, name="kn", deployment_mode="Knative", canary={"traffic_percent": 10})
     register_runtime(knative, client)
@@ -204,6 +239,18 @@ def test_the_library_uses_exactly_what_rbac_yaml_grants(
     # Gateway (kserve/kserve-ingress-gateway, granted by name) left the namespace.
     calls = wire.calls()
     assert {(v, g, r) for v, g, r, _ns in calls} == {c for c in used if c[0] != "create"}
+
+    # Secrets by name: each one read is granted by name in the Role rendered for the spec that reads
+    # it; Prometheus' token Secret only where the spec names one (the default rbac.yaml does not).
+    read = {name for m, t in wire.requests for v, _g, res, _ns, name in rbac_request(m, t) if res == "secrets"}
+    live_role = next(d for d in rbac(_token_spec(kube_namespace)) if d["kind"] == "Role")
+    default_role = next(
+        d
+        for d in yaml.safe_load_all(RBAC_YAML.read_text())
+        if d["kind"] == "Role" and not d["metadata"]["name"].endswith("-kfp-run")
+    )
+    assert TOKEN_SECRET in read and read == _secret_names(live_role["rules"]), read
+    assert _secret_names(default_role["rules"]) == read - {TOKEN_SECRET}
     outside = {c for c in calls if c[3] != kube_namespace}
     assert outside == {("get", CRD_GROUP, "customresourcedefinitions", f"<cluster>/{n}") for n in crd_names} | {
         ("get", GW_GROUP, "gateways", "kserve")

@@ -180,7 +180,8 @@ class AnalysisSourceSpec(_Model):
             (``http://prometheus-operated.monitoring:9090``). Unset: stepped promotion runs as
             without analysis and says that no live analysis ran.
         token_secret: A bearer token for Prometheus (or the proxy in front of it) from a Secret in
-            the service's namespace; the promote step reads it (kserve: needs ``get`` on it).
+            the service's namespace; the promote step reads it (kserve: the Role rendered for the spec
+            grants ``get`` on it by name).
     """
 
     prometheus_url: str | None = None

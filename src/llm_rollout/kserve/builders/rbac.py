@@ -114,6 +114,18 @@ names added here.
 """
 
 
+def analysis_rules(spec: RolloutSpec) -> list[dict[str, Any]]:
+    """What promote-model's live analysis reads: Prometheus' bearer-token Secret, by name only.
+
+    Granted only when the spec names one (``validation.analysis.token_secret``): promote reads it
+    once before the first step (kserve/promote.py ``_prometheus_token``).
+    """
+    ref = spec.validation.analysis.token_secret
+    if ref is None:
+        return []
+    return [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": [ref.name]}]
+
+
 def rbac(spec: RolloutSpec) -> list[dict[str, Any]]:
     """ServiceAccount, Roles and RoleBindings for the pipeline runs (least privilege).
 
@@ -130,8 +142,9 @@ def rbac(spec: RolloutSpec) -> list[dict[str, Any]]:
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": _meta(spec, name),
-        # runtime.model_store: deploy-model's preflight reads the serving account and its Secret by name.
-        "rules": copy.deepcopy(RBAC_RULES) + model_store_rules(spec) + hpa_rules(spec),
+        # runtime.model_store: deploy-model's preflight reads the serving account and its Secret by name;
+        # validation.analysis.token_secret: promote-model reads Prometheus' token Secret by name.
+        "rules": copy.deepcopy(RBAC_RULES) + model_store_rules(spec) + hpa_rules(spec) + analysis_rules(spec),
     }
     binding = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
