@@ -232,12 +232,7 @@ def typed_params(params: dict[str, str], package: str) -> dict[str, Any]:
     Raises:
         SpecError: A name the pipeline does not have, or a value that does not convert.
     """
-    import yaml
-
-    with open(package) as fh:
-        spec = next(yaml.safe_load_all(fh))
-    if "pipeline_spec" in spec:  # a package with a platform spec, as schedule sends it
-        spec = spec["pipeline_spec"]
+    spec = read_package(package)
     declared = spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
     out: dict[str, Any] = {}
     for key, text in params.items():
@@ -249,6 +244,30 @@ def typed_params(params: dict[str, str], package: str) -> dict[str, Any]:
             )
         out[key] = _typed(key, text, declared[key].get("parameterType", "STRING"))
     return out
+
+
+def read_package(package: str) -> dict[str, Any]:
+    """The pipeline spec of a compiled package (``llm-rollout compile`` output), checked before use.
+
+    A package is the YAML KFP's compiler writes: its first document is the pipeline spec
+    (``pipelineInfo``, ``root``) or, with a platform spec, ``{pipeline_spec, platform_spec}``.
+
+    Raises:
+        SpecError: ``--package`` names a file that is not YAML or not a compiled pipeline.
+    """
+    import yaml
+
+    fix = "give the .yaml that `llm-rollout compile --out DIR` wrote, or send --pipeline NAME instead"
+    try:
+        with open(package) as fh:
+            spec = next(yaml.safe_load_all(fh), None)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise SpecError("--package", f"{package} is not a readable YAML file ({type(exc).__name__})", fix) from None
+    if isinstance(spec, dict) and isinstance(spec.get("pipeline_spec"), dict):
+        spec = spec["pipeline_spec"]  # a package with a platform spec, as schedule sends it
+    if not isinstance(spec, dict) or "pipelineInfo" not in spec or "root" not in spec:
+        raise SpecError("--package", f"{package} is not a compiled KFP pipeline (no pipelineInfo/root)", fix)
+    return spec
 
 
 def check_service_account(name: str) -> str:
@@ -306,6 +325,7 @@ def pipeline_package(
         path = Path(package)
         if not path.is_file():
             raise SpecError("--package", f"{package} does not exist", "run `llm-rollout compile --out DIR` first")
+        read_package(str(path))
         return str(path), path.stem
     if pipeline not in PIPELINES:
         raise SpecError("--pipeline", f"unknown pipeline {pipeline!r}", f"use one of {', '.join(PIPELINES)}")

@@ -387,6 +387,18 @@ def test_bad_params_and_packages_are_refused(kfp_server, tmp_path):
         kfp_runs.submit(host, package=str(tmp_path / "missing.yaml"))
     with pytest.raises(SpecError, match="unknown pipeline"):
         kfp_runs.submit(host, pipeline="llm-nope")
+    binary = tmp_path / "model.bin"
+    binary.write_bytes(bytes(range(256)))
+    notes = tmp_path / "notes.yaml"
+    notes.write_text("steps:\n  - optimize\n  - deploy\n")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("pipelineInfo: {name: x\n")
+    for path, words in ((binary, "not a readable YAML"), (broken, "not a readable YAML"), (notes, "not a compiled")):
+        with pytest.raises(SpecError, match=words) as info:
+            kfp_runs.submit(host, package=str(path))
+        assert info.value.field == "--package" and "llm-rollout compile" in info.value.fix
+        with pytest.raises(SpecError, match=words):
+            kfp_runs.schedule(host, cron="@daily", package=str(path), name="nightly")
     assert requests == []
 
 
