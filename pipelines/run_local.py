@@ -313,6 +313,9 @@ def format_summary(summary: RunSummary, *, extra_paths: dict[str, str] | None = 
     paths = {"run directory": str(summary.out_dir), "runner output": str(summary.out_dir / "run.log")}
     if validate.get("report"):
         paths["report"] = validate["report"]
+    promote = summary.step("promote-model") or {}
+    if promote.get("analysis_report"):  # the canary steps' live analyses (written after the validation report)
+        paths["live analysis report"] = promote["analysis_report"]
     paths.update(extra_paths or {})
     for label, path in paths.items():
         lines.append(f"  {label + ':':<22} {path}")

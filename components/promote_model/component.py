@@ -10,6 +10,7 @@ def promote_model(
     summary: str,
     run_id: str,
     analysis: dsl.Output[dsl.Metrics],
+    analysis_report: dsl.Output[dsl.HTML],
     metrics: str = "",
     report_uri: str = "",
 ) -> str:
@@ -30,7 +31,11 @@ def promote_model(
         report_uri: validate-deployment's ``report_uri``, recorded with the promotion.
         analysis: Each canary step's live analysis (``canary.steps[].analysis``): ``analysis_step<N>_ok``
             (1 pass, 0 fail, -1 inconclusive), the candidate/stable ratios with their intervals
-            (``_low``/``_high``) and the requests seen per side.
+            (``_low``/``_high``) and the requests seen per side; written for the steps analysed
+            before a failed step's rollback too.
+        analysis_report: The steps' live analyses as an HTML page: per step its answer and evidence,
+            per interval the requests finished per side and each ratio with its interval so far
+            (the validation report is written before promotion and cannot show them).
 
     Returns:
         What happened, one line (e.g. ``promoted lean-rag-inference-1a2b3c4d``).
@@ -46,4 +51,5 @@ def promote_model(
         report_uri=report_uri,
         run_id=run_id,
         log_metric=analysis.log_metric,
+        analysis_report_path=analysis_report.path,
     )

@@ -388,6 +388,7 @@ def promote_step(
     report_uri: str = "",
     run_id: str = "",
     log_metric: Callable[[str, float], None] | None = None,
+    analysis_report_path: str = "",
 ) -> str:
     """Promotes the validated revision; refuses unless the verdict is ``pass``.
 
@@ -402,35 +403,80 @@ def promote_step(
         report_uri: Where validate-deployment's report is, recorded with the promotion.
         run_id: The pipeline run.
         log_metric: Where each canary step's live-analysis numbers go (promote-model's KFP Metrics).
+        analysis_report_path: Where the HTML report of the steps' live analyses goes
+            (:mod:`llm_rollout.validation.analysis_report`); written whether the steps went on or
+            the promotion stopped and rolled back, and named in the step's record.
 
     Returns:
         What happened, one line.
     """
-    with steplog.step("promote-model") as out:
+    from llm_rollout.validation.analysis_steps import recorded_steps
+
+    with steplog.step("promote-model") as out, recorded_steps() as analysed:
         s, rec = _parse(spec, record)
         assert rec is not None
-        if isinstance(metrics, str):
-            metrics = json.loads(metrics) if metrics.strip() else {}
-        metrics = dict(metrics or {})
-        # validate-deployment's typed capacity rides beside the headline numbers (key_metrics).
-        measured = metrics.pop("capacity", None)
-        capacity = Capacity.model_validate(measured) if isinstance(measured, dict) else None
-        if rec.already_promoted:
-            message = f"already promoted: {rec.member} serves this model as the stable revision"
-        else:
-            given = Verdict(
-                verdict=verdict, summary=summary, metrics=metrics, report_path=report_uri, capacity=capacity
-            )
-            done = _platform(s).promote(rec, given, run_id=run_id)
-            message = done.message
-            if done.analysis:  # each canary step's live analysis (run-local's summary, the step log)
-                out["analysis"] = done.analysis
-            for key, value in done.analysis_metrics.items():
-                if log_metric is not None:
-                    log_metric(key, value)
-        out["message"] = message
+        try:
+            message = _promote(s, rec, out, verdict, summary, metrics, report_uri, run_id)
+        except Exception as err:  # the steps analysed before it stopped are published all the same
+            _publish_steps(analysed, rec, out, log_metric, analysis_report_path, outcome=f"stopped: {err}")
+            raise
+        _publish_steps(analysed, rec, out, log_metric, analysis_report_path, outcome=message)
     steplog.log(message)
     return message
+
+
+def _promote(
+    s: RolloutSpec,
+    rec: DeploymentRecord,
+    out: dict[str, Any],
+    verdict: str,
+    summary: str,
+    metrics: dict[str, float] | str | None,
+    report_uri: str,
+    run_id: str,
+) -> str:
+    """promote-model's work inside its step record (:func:`promote_step`); returns its message."""
+    if isinstance(metrics, str):
+        metrics = json.loads(metrics) if metrics.strip() else {}
+    metrics = dict(metrics or {})
+    # validate-deployment's typed capacity rides beside the headline numbers (key_metrics).
+    measured = metrics.pop("capacity", None)
+    capacity = Capacity.model_validate(measured) if isinstance(measured, dict) else None
+    if rec.already_promoted:
+        message = f"already promoted: {rec.member} serves this model as the stable revision"
+    else:
+        given = Verdict(verdict=verdict, summary=summary, metrics=metrics, report_path=report_uri, capacity=capacity)
+        done = _platform(s).promote(rec, given, run_id=run_id)
+        message = done.message
+        if done.analysis:  # each canary step's live analysis (run-local's summary, the step log)
+            out["analysis"] = done.analysis
+    out["message"] = message
+    return message
+
+
+def _publish_steps(
+    analysed: list[Any],
+    rec: DeploymentRecord,
+    out: dict[str, Any],
+    log_metric: Callable[[str, float], None] | None,
+    report_path: str,
+    *,
+    outcome: str,
+) -> None:
+    """The steps' live analyses as promote-model's KFP Metrics (:func:`step_metrics`, the failed step's
+    too) and HTML report (:func:`write_steps_report`), from the steps analysed so far."""
+    from llm_rollout.validation.analysis_report import steps_decision, write_steps_report
+    from llm_rollout.validation.analysis_steps import step_metrics
+
+    if log_metric is not None:
+        for step in analysed:
+            for key, value in step_metrics(step).items():
+                log_metric(key, value)
+    if report_path:
+        steps = [step.to_dict() for step in analysed]
+        write_steps_report(report_path, steps, service=rec.name, member=rec.member, outcome=outcome)
+        out["analysis_report"] = report_path
+        out["analysis_decision"] = steps_decision(steps)
 
 
 def rollback_step(

@@ -9,9 +9,11 @@ step's :class:`~llm_rollout.validation.analysis.LiveAnalysis` from the spec; :fu
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -171,11 +173,31 @@ def run_step(
         "step %d (%d %%): live analysis on %s, candidate {%s}, stable {%s}",
         index + 1, percent, redact_url(url), cand, stab,
     )  # fmt: skip
-    return analyse_step(
+    done = analyse_step(
         lambda: LiveAnalysis(config, candidate=cand, stable=stab, step=index + 1, weight=percent),
         hold_s=step.hold_s,
         deadline_s=a.deadline_s,
     )
+    seen = _RECORDED.get()
+    if seen is not None:
+        seen.append(done)
+    return done
+
+
+_RECORDED: ContextVar[list[StepAnalysis] | None] = ContextVar("recorded_steps", default=None)
+
+
+@contextlib.contextmanager
+def recorded_steps() -> Iterator[list[StepAnalysis]]:
+    """Every step :func:`run_step` analyses inside the block, in order, whether the promotion went
+    on or stopped and rolled back (an error leaves the list as far as it got): what promote-model's
+    Metrics and step-analysis report are rendered from, on either platform."""
+    seen: list[StepAnalysis] = []
+    token = _RECORDED.set(seen)
+    try:
+        yield seen
+    finally:
+        _RECORDED.reset(token)
 
 
 def step_lines(step: StepAnalysis) -> list[str]:
