@@ -137,6 +137,21 @@ def test_kserve_workloads_follow_predictor_service_name():
     )
 
 
+def test_kserve_stable_workload_is_the_predictor_deploy_recorded_named_or_not():
+    """A first rollout's predictor stays unnamed (``<isvc>-predictor``) though its member is ``ra`` (its
+    label); once a canary was promoted into it, it is named (``<isvc>-<name>-predictor``)."""
+    from llm_rollout.kserve.promote import live_workloads
+
+    spec = _kserve_spec("http://p:9090")
+    for service in ("chat-predictor", "chat-ra-predictor"):
+        stable = StableRef(member="ra", endpoint_url=f"http://{service}.team.svc.cluster.local")
+        record = _kserve_record().model_copy(update={"stable": stable})
+        assert live_workloads(spec, record) == ("kserve-standard", "chat-v2-predictor", service)
+    # Without a recorded address: from the member.
+    record = _kserve_record().model_copy(update={"stable": StableRef(member="ra")})
+    assert live_workloads(spec, record)[2] == "chat-ra-predictor"
+
+
 @pytest.fixture
 def kserve_sides(prometheus, metrics_target):  # noqa: F811
     stable, canary = metrics_target(), metrics_target()

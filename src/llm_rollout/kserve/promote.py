@@ -197,9 +197,15 @@ def live_workloads(spec: RolloutSpec, rec: DeploymentRecord) -> tuple[str, str, 
     (:func:`llm_rollout.validation.promql.default_selector`).
 
     llm-d members are the LLMInferenceServices themselves; a Standard-mode predictor runs as
-    ``<isvc>-<member>-predictor`` (unnamed: ``<isvc>-predictor``; kserve ``constants.PredictorServiceName``,
+    ``<isvc>-<name>-predictor`` (unnamed: ``<isvc>-predictor``; kserve ``constants.PredictorServiceName``,
     :func:`~llm_rollout.names.predictor_service_name`); a Knative revision is named after the member
     here (a team whose revisions are named otherwise sets ``candidate_selector`` / ``stable_selector``).
+
+    A Standard canary is always a named predictor (its member). The stable one is named only once a
+    canary was promoted into it: a first rollout's predictor stays unnamed, its member known from its
+    ``llm-rollout.io/member`` label alone, so its workload is the Service deploy recorded as the
+    stable's address (``StableRef.endpoint_url``, :func:`~llm_rollout.kserve.variants.isvc.predictor_address`
+    of the live predictor), not one derived from the member.
     """
     stable = rec.stable.member if rec.stable else ""
     if spec.llmd.enabled:
@@ -211,7 +217,19 @@ def live_workloads(spec: RolloutSpec, rec: DeploymentRecord) -> tuple[str, str, 
         unnamed = predictor_service_name(spec.service_name)  # predictor_member's name for an unnamed one
         return unnamed if member in ("", unnamed) else predictor_service_name(spec.service_name, member)
 
-    return "kserve-standard", predictor(rec.member), predictor(stable)
+    return "kserve-standard", predictor(rec.member), _recorded_service(spec, rec) or predictor(stable)
+
+
+def _recorded_service(spec: RolloutSpec, rec: DeploymentRecord) -> str:
+    """The stable predictor's Service from its recorded in-cluster address ``http://<svc>.<ns>.svc...``
+    ("" when the record has none, or not of that form)."""
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(rec.stable.endpoint_url).hostname or "") if rec.stable and rec.stable.endpoint_url else ""
+    service, _, rest = host.partition(".")
+    unnamed = predictor_service_name(spec.service_name)
+    ours = service == unnamed or (service.startswith(f"{spec.service_name}-") and service.endswith("-predictor"))
+    return service if ours and rest.startswith(f"{spec.namespace}.svc") else ""
 
 
 def with_live_analysis(
