@@ -128,3 +128,50 @@ def test_a_candidate_that_is_gone_answers_502_naming_it(upstreams):
         assert dead in resp.json()["error"]["message"] and "candidate" in resp.json()["error"]["message"]
     finally:
         router.stop()
+
+
+def test_rollback_drains_the_candidate_and_stop_lets_requests_in_flight_finish(upstreams):
+    stable, candidate = upstreams
+    router = WeightedRouter(stable.url, candidate.url, weight=100).start()
+    got: list[list[str]] = []
+
+    def user() -> None:
+        with httpx.stream("GET", f"{router.url}/stream", timeout=10) as resp:
+            got.append([line for line in resp.iter_lines() if line])
+
+    first = threading.Thread(target=user)
+    first.start()
+    deadline = time.monotonic() + 5
+    while router.in_flight()["candidate"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert router.in_flight() == {"stable": 0, "candidate": 1}
+    router.set_weight(0)  # what a failed step does first: new users go to the stable only
+    assert router.drain("candidate", 5.0) == 0  # ... then waits for the candidate's users
+    first.join()
+    assert got == [["data: candidate 0", "data: candidate 1", "data: candidate 2"]]  # answered whole
+
+    second = threading.Thread(target=user)
+    second.start()
+    while router.in_flight()["stable"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    router.stop()  # promote-model ends with a request in flight: it finishes, the address closes
+    second.join()
+    assert got[-1] == ["data: stable 0", "data: stable 1", "data: stable 2"]
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(router.url, timeout=2)
+
+
+def test_drain_is_bounded_and_says_what_is_left(upstreams):
+    stable, candidate = upstreams
+    router = WeightedRouter(stable.url, candidate.url, weight=100).start()
+    try:
+        user = threading.Thread(target=lambda: httpx.get(f"{router.url}/stream", timeout=10))
+        user.start()
+        deadline = time.monotonic() + 5
+        while router.in_flight()["candidate"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert router.drain("candidate", 0.05) == 1
+        user.join()
+        assert router.in_flight() == {"stable": 0, "candidate": 0}
+    finally:
+        router.stop()

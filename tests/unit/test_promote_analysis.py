@@ -63,7 +63,7 @@ def test_slower_candidate_is_rolled_back_with_the_analysis_reasons(tmp_path, sid
     with Users(stable, canary, slow=2.0), pytest.raises(PermanentError) as err:
         platform._analysed_steps(_record(stable, canary), "run-1")
     text = str(err.value)
-    assert "stopped at 50% traffic" in text and "'fail'" in text and "worse" in text and "rolled back" in text
+    assert "stopped at step 1 (50% traffic)" in text and "'fail'" in text and "worse" in text and "rolled back" in text
 
 
 def test_too_little_traffic_holds_until_the_deadline_and_never_promotes(tmp_path, sides):
@@ -82,17 +82,36 @@ def test_without_prometheus_the_steps_run_as_before_and_say_so(tmp_path, metrics
     assert "no live analysis ran: validation.analysis.prometheus_url is not set" in capsys.readouterr().err
 
 
-def test_prometheus_unreachable_fails_the_step_naming_the_address(tmp_path, metrics_target):  # noqa: F811
+@pytest.mark.timeout(120)  # bounded by the client's retry window (promql.UNREACHABLE_RETRY_S)
+def test_prometheus_unreachable_fails_the_step_through_promote_naming_the_address_and_fix(tmp_path, metrics_target):  # noqa: F811
     import socket
+
+    from llm_rollout.local.state import LocalState, StableRecord, StateDir
+    from llm_rollout.steps import promote_step
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     stable, canary = metrics_target(), metrics_target()
-    platform = LocalPlatform(_spec(tmp_path, f"http://127.0.0.1:{port}"))
+    spec = _spec(tmp_path, f"http://127.0.0.1:{port}")
+    state = StateDir(tmp_path / "state")
+    with state.lock():
+        state.write_state(LocalState(service="chat", stable=StableRecord(member="chat-v1", model_uri="/models/v1")))
+    metrics: dict[str, float] = {}
+    report = tmp_path / "analysis.html"
+    # What the promote-model component calls (LocalPlatform.promote behind it).
     with pytest.raises(PermanentError) as err:
-        platform._analysed_steps(_record(stable, canary), "run-1")
-    assert f"127.0.0.1:{port}" in str(err.value) and "rolled back" in str(err.value)
+        promote_step(spec, _record(stable, canary), verdict="pass", run_id="run-1", log_metric=metrics.__setitem__,
+                     analysis_report_path=str(report))  # fmt: skip
+    text = str(err.value)
+    assert "stopped at step 1 (50% traffic)" in text and f"Prometheus at http://127.0.0.1:{port} is unreachable" in text
+    assert "check validation.analysis.prometheus_url" in text and "rolled back" in text
+    status = LocalPlatform(spec).status()
+    assert status.stable is not None and status.stable.member == "chat-v1"  # the record still names the stable
+    assert status.history[0].action == "rollback" and status.history[0].member == "chat-v2"
+    assert metrics["analysis_step1_ok"] == 0.0  # the failed step's decision reaches the Metrics
+    page = report.read_text()
+    assert "FAIL" in page and "is unreachable" in page and "No interval was measured" in page
 
 
 # KServe: the stepped promotion's gate with the live analysis behind it ----------------------------

@@ -17,6 +17,9 @@ from llm_rollout.validation.analysis_steps import StepAnalysis, gate_answer, no_
 if TYPE_CHECKING:
     from llm_rollout.local.platform import LocalPlatform
 
+DRAIN_S = 60.0
+"""How long a rollback waits for the candidate's requests in flight (the users it was serving)."""
+
 
 def analysed_steps(platform: LocalPlatform, rec: DeploymentRecord, run_id: str) -> list[StepAnalysis]:
     """The stepped canary with live analysis, before the promotion is recorded.
@@ -26,7 +29,9 @@ def analysed_steps(platform: LocalPlatform, rec: DeploymentRecord, run_id: str) 
     ``canary.steps`` below 100 its weight moves to the step's and the step's analysis runs
     (:func:`llm_rollout.validation.analysis_steps.run_step`, the local servers scraped with
     ``pod=<server name>``). A failed analysis, or one still inconclusive at the step's deadline,
-    rolls the candidate back with the analysis' reasons and raises. Nothing is stored between
+    moves every new user to the stable, waits (at most ``DRAIN_S``) for the candidate's requests
+    in flight to finish, rolls the candidate back with the analysis' reasons and raises (the error
+    names the step, its weight and the analysis' reasons). Nothing is stored between
     steps: a promote rerun after a crash analyses every step again. Without
     ``validation.analysis.prometheus_url`` nothing runs and the log says that no live analysis ran.
 
@@ -60,9 +65,13 @@ def analysed_steps(platform: LocalPlatform, rec: DeploymentRecord, run_id: str) 
             if step.answer.decision != "pass":
                 verdict, why = gate_answer(step)
                 router.set_weight(0)
-                done = platform.rollback(rec, reason=f"live analysis at {percent}%: {verdict}: {why}", run_id=run_id)
+                left = router.drain("candidate", DRAIN_S)
+                if left:
+                    steplog.log(f"promote-model: {left} request(s) still on the candidate after {DRAIN_S:g} s")
+                where = f"step {step.step} ({percent}% traffic)"
+                done = platform.rollback(rec, reason=f"live analysis at {where}: {verdict}: {why}", run_id=run_id)
                 raise PermanentError(
-                    f"promotion of {rec.member} stopped at {percent}% traffic: the live analysis said "
+                    f"promotion of {rec.member} stopped at {where}: the live analysis said "
                     f"{verdict!r} ({why[:900]}); rolled back: {done.message}"
                 )
     finally:

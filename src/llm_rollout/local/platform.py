@@ -76,12 +76,12 @@ class LocalPlatform:
     Args:
         spec: The parsed rollout spec; ``spec.local.state_dir`` is the state directory.
         router_port: The service's port, where promote's weighted router listens during a stepped
-            promotion with live analysis (0: a free one, logged).
+            promotion with live analysis (0: ``local.service_port``; that 0 too: a free one, logged).
     """
 
     def __init__(self, spec: RolloutSpec, *, router_port: int = 0) -> None:
         self.spec = spec
-        self.router_port = router_port
+        self.router_port = router_port or spec.local.service_port
         self.state: StateDir = resolve_state_dir(spec.local.state_dir)
 
     # register-runtime ----------------------------------------------------------------------------

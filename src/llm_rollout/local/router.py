@@ -12,7 +12,9 @@ The split is *smooth weighted round robin* (the nginx upstream algorithm, ``ngx_
 request is one upstream connection (``Connection: close`` upstream), and the response bytes are
 passed through as they arrive (server-sent events stream token by token). Bounded: the request
 head is at most 64 KiB, the body at most ``MAX_BODY_BYTES``, and an upstream that does not accept
-within ``CONNECT_TIMEOUT_S`` answers 502 naming it.
+within ``CONNECT_TIMEOUT_S`` answers 502 naming it. The requests each side is serving are
+counted (:meth:`WeightedRouter.in_flight`), so a rollback moves the candidate's weight to 0 and
+drains it (:meth:`WeightedRouter.drain`) before its server stops: no user's request is cut off.
 
 Run it in-process (:class:`WeightedRouter` in a background thread) or as a process::
 
@@ -29,6 +31,7 @@ import argparse
 import asyncio
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -38,6 +41,8 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 600.0
 CONTROL_POLL_S = 0.2
+STOP_DRAIN_S = 30.0
+"""How long :meth:`WeightedRouter.stop` lets the requests in flight finish."""
 
 
 def _host_port(url: str) -> tuple[str, int]:
@@ -110,6 +115,7 @@ class WeightedRouter:
         self._server: asyncio.AbstractServer | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._in_flight = {"stable": 0, "candidate": 0}
 
     @property
     def url(self) -> str:
@@ -125,6 +131,20 @@ class WeightedRouter:
         """Requests sent to each side since the router started."""
         with self._lock:
             return dict(self.split.sent)
+
+    def in_flight(self) -> dict[str, int]:
+        """Requests each side is serving now (sent upstream, response not yet passed on whole)."""
+        with self._lock:
+            return dict(self._in_flight)
+
+    def drain(self, side: str, timeout_s: float) -> int:
+        """Waits (bounded) until ``side`` serves no request any more; returns how many it still
+        served at the bound. Call it after moving that side's weight to 0, before stopping its
+        server, so the users it was serving get their answers (a rollback loses no request)."""
+        deadline = time.monotonic() + timeout_s
+        while (left := self.in_flight()[side]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return left
 
     def start(self) -> WeightedRouter:
         """Listens in a background thread; returns once the socket is bound."""
@@ -157,15 +177,18 @@ class WeightedRouter:
             raise failure[0]
         return self
 
-    def stop(self) -> None:
-        """Closes the listening socket and the loop."""
+    def stop(self, drain_s: float = STOP_DRAIN_S) -> None:
+        """Stops listening, lets the requests in flight finish (at most ``drain_s``), then closes the loop."""
         if self._loop is None:
             return
         loop = self._loop
+        if self._server is not None:
+            loop.call_soon_threadsafe(self._server.close)
+        deadline = time.monotonic() + drain_s
+        while any(self.in_flight().values()) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
         def close() -> None:
-            if self._server is not None:
-                self._server.close()
             for task in asyncio.all_tasks(loop):
                 task.cancel()
             loop.call_soon(loop.stop)
@@ -202,15 +225,25 @@ class WeightedRouter:
         body = await reader.readexactly(length) if length else b""
         with self._lock:
             side, upstream = self.split.pick()
+            self._in_flight[side] += 1
+        try:
+            await self._forward(writer, side, upstream, (lines[0], *kept), body)
+        finally:
+            with self._lock:
+                self._in_flight[side] -= 1
+
+    async def _forward(
+        self, writer: asyncio.StreamWriter, side: str, upstream: str, head: tuple[str, ...], body: bytes
+    ) -> None:
         host, port = _host_port(upstream)
         try:
             up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(host, port), CONNECT_TIMEOUT_S)
         except (OSError, TimeoutError) as err:
             await _answer(writer, 502, f"the {side} server at {upstream} did not accept the connection ({err})")
             return
-        up_writer.write(("\r\n".join([lines[0], *kept, "Connection: close"]) + "\r\n\r\n").encode("latin-1") + body)
-        await up_writer.drain()
+        up_writer.write(("\r\n".join([*head, "Connection: close"]) + "\r\n\r\n").encode("latin-1") + body)
         try:
+            await up_writer.drain()
             while chunk := await asyncio.wait_for(up_reader.read(65536), READ_TIMEOUT_S):
                 writer.write(chunk)
                 await writer.drain()

@@ -453,6 +453,10 @@ class LocalSpec(_Model):
         device: vLLM device (``cpu`` here).
         keep_serving: Leave the promoted server running after the run.
         startup_timeout_s: How long a local server may take to become healthy.
+        service_port: The service's port during a stepped promotion with live analysis: promote's
+            weighted router listens on ``host:service_port`` and splits the users between the
+            stable server and the candidate by ``canary.steps`` (point the users' traffic here);
+            0 picks a free port and the step log names it.
     """
 
     state_dir: str = "~/.local/state/llm-rollout"
@@ -461,3 +465,4 @@ class LocalSpec(_Model):
     device: str = "cpu"
     keep_serving: bool = False
     startup_timeout_s: float = Field(300.0, gt=0, le=86_400)
+    service_port: int = Field(0, ge=0, le=65535)
