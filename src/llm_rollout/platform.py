@@ -62,7 +62,7 @@ class ModelRef:
     scheme: str | None = None
 
 
-class Verdict(BaseModel):
+class ValidationConclusion(BaseModel):
     """What validate-deployment concluded, as promote-model receives it.
 
     Attributes:
@@ -324,7 +324,7 @@ class Platform(Protocol):
         """What validate-deployment measures for ``record``."""
         ...
 
-    def promote(self, record: DeploymentRecord, verdict: Verdict, *, run_id: str) -> Outcome:
+    def promote(self, record: DeploymentRecord, verdict: ValidationConclusion, *, run_id: str) -> Outcome:
         """Makes the new revision stable; refuses unless the verdict passed."""
         ...
 

@@ -22,19 +22,19 @@ from typing import Any
 
 from llm_rollout import steplog
 from llm_rollout.autoscaling import Capacity, Measured
-from llm_rollout.platform import ModelRef, Platform, Verdict, platform_for
+from llm_rollout.platform import ModelRef, Platform, ValidationConclusion, platform_for
 from llm_rollout.record import DeploymentRecord
 from llm_rollout.spec import RolloutSpec, coerce_spec, spec_to_json
 
 ALREADY_PROMOTED = "already-promoted"
-"""Verdict of a run whose model already is the stable revision (nothing new to validate)."""
+"""The verdict of a run whose model already is the stable revision (nothing new to validate)."""
 
 
 class RolledBack(RuntimeError):
     """rollback-model finished rolling back and fails the run on purpose (``fail_on_rollback``)."""
 
 
-def key_metrics(verdict: Verdict) -> dict[str, Any]:
+def key_metrics(verdict: ValidationConclusion) -> dict[str, Any]:
     """validate-deployment's ``key_metrics`` output: the headline numbers and the measured capacity.
 
     The headline numbers come from the gate's answers (``ValidationResult.key_metrics``); the
@@ -300,7 +300,7 @@ def validate_step(
     *,
     report_path: str = "",
     results_path: str = "",
-) -> Verdict:
+) -> ValidationConclusion:
     """Validates the new revision's own endpoint against the spec's suite, load and SLO.
 
     Two comparisons, never mixed: recovery against the uncompressed original when
@@ -328,7 +328,7 @@ def validate_step(
             _write(report_path, f"<p>{summary}</p>\n")
             _write(results_path, json.dumps({"verdict": ALREADY_PROMOTED, "summary": summary}))
             out.update({"verdict": ALREADY_PROMOTED, "summary": summary})
-            return Verdict(verdict=ALREADY_PROMOTED, summary=summary)
+            return ValidationConclusion(verdict=ALREADY_PROMOTED, summary=summary)
         target = _platform(s).validation_target(rec)
         with tempfile.TemporaryDirectory(prefix="llm-rollout-validate-") as tmp, target.guard():
 
@@ -353,7 +353,7 @@ def validate_step(
                 if dest and src:
                     Path(dest).parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(src, dest)
-        verdict = Verdict(
+        verdict = ValidationConclusion(
             verdict=result.verdict,
             summary=result.summary,
             metrics=dict(result.metrics),
@@ -445,7 +445,9 @@ def _promote(
     if rec.already_promoted:
         message = f"already promoted: {rec.member} serves this model as the stable revision"
     else:
-        given = Verdict(verdict=verdict, summary=summary, metrics=metrics, report_path=report_uri, capacity=capacity)
+        given = ValidationConclusion(
+            verdict=verdict, summary=summary, metrics=metrics, report_path=report_uri, capacity=capacity
+        )
         done = _platform(s).promote(rec, given, run_id=run_id)
         message = done.message
         if done.analysis:  # each canary step's live analysis (run-local's summary, the step log)

@@ -26,7 +26,7 @@ from llm_rollout.local.platform import LocalPlatform
 from llm_rollout.local.runtime import accepted_check_file
 from llm_rollout.local.session import cleanup, local_session
 from llm_rollout.local.state import StateDir
-from llm_rollout.platform import ModelRef, Status, Verdict
+from llm_rollout.platform import ModelRef, Status, ValidationConclusion
 from llm_rollout.record import DeploymentRecord
 from llm_rollout.spec import parse_spec
 from tests.fixtures.serving import complete
@@ -77,7 +77,7 @@ def stable_running(status: Status) -> bool:
     return status.stable is not None and status.stable.member in running(status)
 
 
-PASS = Verdict(verdict="pass")
+PASS = ValidationConclusion(verdict="pass")
 
 
 def model(path: Path) -> ModelRef:
@@ -117,8 +117,8 @@ def test_first_rollout_promote_canary_then_rollback_keeps_the_first(state_dir, t
     assert group_of(state_dir, first.member) == first_pgid
 
     with pytest.raises(PermanentError, match="verdict is 'fail'"):
-        platform.promote(first, Verdict(verdict="fail"), run_id="run-1")
-    verdict = Verdict(
+        platform.promote(first, ValidationConclusion(verdict="fail"), run_id="run-1")
+    verdict = ValidationConclusion(
         verdict="pass", summary="every check passed", metrics={"p95_ttft_ms": 12.5}, report_path="/r.html"
     )
     promoted = platform.promote(first, verdict, run_id="run-1")
@@ -376,7 +376,7 @@ def promoted_state(tmp_path_factory, tiny_model):
     platform = LocalPlatform(make_spec(root))
     with local_session(str(root)):
         record = platform.deploy(model(tiny_model), run_id="run-0")
-        platform.promote(record, Verdict(verdict="pass", metrics={"ok": 1}), run_id="run-0")
+        platform.promote(record, ValidationConclusion(verdict="pass", metrics={"ok": 1}), run_id="run-0")
     assert platform.status().revisions == []
     return root
 

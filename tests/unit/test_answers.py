@@ -142,12 +142,12 @@ def test_promotion_receives_the_capacity_typed_not_through_metric_names():
     import json
 
     from llm_rollout.autoscaling import Capacity, Measured, autoscaling_evidence
-    from llm_rollout.platform import Verdict as StepVerdict
+    from llm_rollout.platform import ValidationConclusion
     from llm_rollout.spec import parse_spec
     from llm_rollout.steps import key_metrics
 
     capacity = Capacity(request_rate=Measured(value=7.5, low=7.0, high=8.0), per_replica_req_s=6.0)
-    verdict = StepVerdict(verdict="pass", capacity=capacity, headline={"c4_p95_ttft_ms": 20.0})
+    verdict = ValidationConclusion(verdict="pass", capacity=capacity, headline={"c4_p95_ttft_ms": 20.0})
     sent = json.loads(json.dumps(key_metrics(verdict)))  # the KFP parameter between the two steps
     assert sent["c4_p95_ttft_ms"] == 20.0 and not any(k.startswith("capacity_max") for k in sent)
     received = Capacity.model_validate(sent.pop("capacity"))

@@ -15,7 +15,7 @@ import pytest
 from llm_rollout.errors import PermanentError, SpecError
 from llm_rollout.local.platform import LocalPlatform
 from llm_rollout.local.state import StateDir
-from llm_rollout.platform import Verdict, format_status
+from llm_rollout.platform import ValidationConclusion, format_status
 from llm_rollout.record import DeploymentRecord, StableRef
 from llm_rollout.spec import parse_spec
 
@@ -150,10 +150,10 @@ def test_rollback_of_a_candidate_that_never_started_is_recorded_once(old_state):
     assert [(h.action, h.member) for h in history[:2]] == [("rollback", "tiny-svc-ddd4"), ("rollback", "tiny-svc-ccc3")]
     # A candidate whose server is gone is never promoted, whatever the verdict says.
     with pytest.raises(PermanentError, match="verdict is 'fail'"):
-        platform.promote(record, Verdict(verdict="fail"), run_id="run-4")
+        platform.promote(record, ValidationConclusion(verdict="fail"), run_id="run-4")
     gone = record.model_copy(update={"member": "tiny-svc-eee5", "stable": StableRef(member=doc["stable"]["member"])})
     with pytest.raises(PermanentError, match="is not running"):
-        platform.promote(gone, Verdict(verdict="pass"), run_id="run-5")
+        platform.promote(gone, ValidationConclusion(verdict="pass"), run_id="run-5")
     # Another service is refused in this state directory.
     other = LocalPlatform(_spec(state_dir, name="other-svc"))
     with pytest.raises(PermanentError, match="records service 'tiny-svc', not 'other-svc'"):

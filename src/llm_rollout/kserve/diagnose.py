@@ -28,7 +28,7 @@ from llm_rollout.kube import (
 )
 
 if TYPE_CHECKING:
-    from llm_rollout.kserve.wait import Readiness, Verdict
+    from llm_rollout.kserve.wait import Readiness, ReadinessEvaluation
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ def timeout_message(
     name: str,
     namespace: str,
     timeout_s: float,
-    verdict: Verdict | None,
+    verdict: ReadinessEvaluation | None,
     context: str,
     context_texts: list[str],
     last_error: BaseException | None,

@@ -162,7 +162,7 @@ class Readiness:
 
 
 @dataclass
-class Verdict:
+class ReadinessEvaluation:
     """The evaluation of one observed object.
 
     Attributes:
@@ -199,7 +199,7 @@ def _conditions(obj: dict[str, Any]) -> dict[str, tuple[str, str, str]]:
     return out
 
 
-def evaluate(obj: dict[str, Any] | None, readiness: Readiness) -> Verdict:
+def evaluate(obj: dict[str, Any] | None, readiness: Readiness) -> ReadinessEvaluation:
     """Decides whether ``obj`` is ready by ``readiness``; pure (no I/O).
 
     Args:
@@ -210,13 +210,13 @@ def evaluate(obj: dict[str, Any] | None, readiness: Readiness) -> Verdict:
         The verdict with every blocker spelled out.
     """
     if obj is None:
-        return Verdict(False, ["the object does not exist"])
+        return ReadinessEvaluation(False, ["the object does not exist"])
     meta = obj.get("metadata") or {}
     status = obj.get("status") or {}
     gen = meta.get("generation")
     observed = status.get("observedGeneration")
     conds = _conditions(obj)
-    verdict = Verdict(False, [], conds, gen, observed)
+    verdict = ReadinessEvaluation(False, [], conds, gen, observed)
     blockers = verdict.blockers
     if readiness.min_generation is not None and (gen or 0) < readiness.min_generation:
         blockers.append(f"generation {gen} is older than the applied generation {readiness.min_generation}")
@@ -310,7 +310,7 @@ def wait_ready(
     readiness: Readiness,
     *,
     timeout_s: float,
-    on_change: Callable[[Verdict], None] | None = None,
+    on_change: Callable[[ReadinessEvaluation], None] | None = None,
     watch_timeout_s: float = 300.0,
     clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, Any]:
@@ -343,7 +343,7 @@ def wait_ready(
     deadline = clock() + timeout_s
     selector = f"metadata.name={name}"
     last_sig: tuple[str, ...] | None = None
-    last_verdict: Verdict | None = None
+    last_verdict: ReadinessEvaluation | None = None
     last_error: BaseException | None = None
     delays = backoff_delays(0.05, 2.0)
 

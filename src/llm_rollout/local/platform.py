@@ -56,8 +56,8 @@ from llm_rollout.platform import (
     RevisionStatus,
     StableRecord,
     Status,
+    ValidationConclusion,
     ValidationTarget,
-    Verdict,
     no_guard,
 )
 from llm_rollout.record import DeploymentRecord, StableRef
@@ -248,7 +248,7 @@ class LocalPlatform:
 
     # promote / rollback / finalize ---------------------------------------------------------------
 
-    def promote(self, record: DeploymentRecord, verdict: Verdict, *, run_id: str) -> Outcome:
+    def promote(self, record: DeploymentRecord, verdict: ValidationConclusion, *, run_id: str) -> Outcome:
         """Records the candidate as stable (with the verdict's metrics and report) and stops the old server.
 
         Rerun-safe: promoting the already promoted member again changes nothing.

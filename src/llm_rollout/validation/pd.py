@@ -39,9 +39,6 @@ import httpx
 from llm_rollout.validation.answers import Decision
 from llm_rollout.validation.prom import fetch_metrics, parse_prometheus
 
-Verdict = Decision
-"""A proof's decision, in the gate's one vocabulary (see :func:`~llm_rollout.validation.summary.proof_answer`)."""
-
 PREFILL_ROLE = "prefill"
 DECODE_ROLE = "decode"
 EPP_ROLE = "epp"
@@ -182,7 +179,7 @@ class Proof:
         deltas: Per role, each counter's rise over the load.
     """
 
-    verdict: Verdict
+    verdict: Decision
     reasons: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     deltas: dict[str, dict[str, float]] = field(default_factory=dict)

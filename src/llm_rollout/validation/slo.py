@@ -3,7 +3,7 @@
 A check is ``<metric> <op> <number>`` (``p95_ttft_ms <= 100``), parsed strictly by
 :mod:`llm_rollout.slo_expr` (below the spec, which checks them when it is loaded).
 
-Verdict rules (:func:`judge`), per judged level and then overall:
+Decision rules (:func:`judge`), per judged level and then overall:
 
 * A latency or throughput check is judged only with at least ``min_successful`` successful
   requests; with fewer it is *not judged* and the level is **inconclusive**.
@@ -29,9 +29,6 @@ from typing import Any
 from llm_rollout.slo_expr import RATIO_METRICS, Check, SLOExpressionError, parse_check, parse_checks  # noqa: F401
 from llm_rollout.validation.answers import Decision
 from llm_rollout.validation.metrics import GOODPUT_SERIES, MetricValue
-
-Verdict = Decision
-"""A level's (and a capacity measurement's) decision: the gate's one vocabulary."""
 
 ERROR_METRICS = frozenset({"error_rate", "failed_requests"})
 """Metrics that can fail a level on any number of requests (see the module doc)."""
@@ -92,13 +89,13 @@ class Judgement:
         reasons: One line per failed check (with its measured value), per outside failure and per
             inconclusive level; empty on pass.
         results: Every check at every judged level.
-        levels: Verdict per judged level.
+        levels: Decision per judged level.
     """
 
-    verdict: Verdict
+    verdict: Decision
     reasons: list[str] = field(default_factory=list)
     results: list[CheckResult] = field(default_factory=list)
-    levels: dict[str, Verdict] = field(default_factory=dict)
+    levels: dict[str, Decision] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data."""
@@ -121,7 +118,7 @@ def judge_level(
     min_successful: int,
     baseline: Mapping[str, MetricValue] | None = None,
     unmeasured: Mapping[str, str] | None = None,
-) -> tuple[Verdict, list[CheckResult]]:
+) -> tuple[Decision, list[CheckResult]]:
     """Judges one level (see the module doc for the rules).
 
     Args:
@@ -264,11 +261,11 @@ class CapacityResult:
     """
 
     max_concurrency: int
-    tried: dict[int, Verdict] = field(default_factory=dict)
+    tried: dict[int, Decision] = field(default_factory=dict)
     bounded: bool = False
     low: int = 0
     high: int = 0
-    measurements: dict[int, list[Verdict]] = field(default_factory=dict)
+    measurements: dict[int, list[Decision]] = field(default_factory=dict)
     settled: bool = True
 
 
@@ -292,8 +289,8 @@ class RateCapacityResult:
     low: float = 0.0
     high: float = 0.0
     step: float = 0.0
-    tried: dict[float, Verdict] = field(default_factory=dict)
-    measurements: dict[float, list[Verdict]] = field(default_factory=dict)
+    tried: dict[float, Decision] = field(default_factory=dict)
+    measurements: dict[float, list[Decision]] = field(default_factory=dict)
     bounded: bool = False
     settled: bool = True
 
@@ -311,7 +308,7 @@ class LadderResult:
 
     low: int
     high: int
-    measurements: dict[int, list[Verdict]]
+    measurements: dict[int, list[Decision]]
     settled: bool
 
 
@@ -424,7 +421,7 @@ async def ladder_search(
     return LadderResult(low, max(top, low), verdicts, settled)  # type: ignore[arg-type]
 
 
-def _decision(seen: Sequence[Verdict]) -> Verdict:
+def _decision(seen: Sequence[Decision]) -> Decision:
     if all(v == "pass" for v in seen):
         return "pass"
     if all(v == "fail" for v in seen):

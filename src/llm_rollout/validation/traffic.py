@@ -59,9 +59,9 @@ GATEWAY_API_FIX = (
 )
 """The likely cause and the fix, named in the failure message."""
 
-Verdict = Decision | Literal["skipped"]
-"""The gate's decisions (:data:`~llm_rollout.validation.answers.Decision`), or ``skipped`` where the
-members' counters are unknown or unreadable (the proof could not be asked)."""
+TrafficDecision = Decision | Literal["skipped"]
+"""The traffic proof's decision: the gate's decisions (:data:`~llm_rollout.validation.answers.Decision`),
+or ``skipped`` where the members' counters are unknown or unreadable (the proof could not be asked)."""
 
 
 def requests_finished(text: str) -> float | None:
@@ -135,7 +135,7 @@ class TrafficProof:
         message: One line saying what was seen and, on failure, the likely cause and the fix.
     """
 
-    verdict: Verdict
+    verdict: TrafficDecision
     weight: int
     requests: dict[str, float] = field(default_factory=dict)
     shares: dict[str, float] = field(default_factory=dict)
