@@ -7,6 +7,9 @@ run) is counted, and the terminal summary ends with ``fault scenarios: N run, M 
 
 from __future__ import annotations
 
+import signal
+import threading
+
 import pytest
 
 pytest_plugins = [
@@ -15,6 +18,23 @@ pytest_plugins = [
     "tests.fixtures.reconciler",
     "tests.fixtures.serving",
 ]
+
+
+def _sigterm_ends_the_session(signum: int, frame: object) -> None:
+    """SIGTERM (a CI runner's timeout, ``kill``, ``timeout``) as Ctrl-C: pytest then tears every fixture
+    down, so each vLLM server, API server and run a fixture started is stopped. A repeated SIGTERM
+    does not cut that teardown short (a Python handler, not SIG_IGN, so no child inherits it)."""
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    raise KeyboardInterrupt(f"pytest received signal {signum}: stopping, every fixture is torn down")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Turns SIGTERM into KeyboardInterrupt in the main thread (fixtures stop only on teardown, and a
+    process killed by the default SIGTERM action runs none: its servers, in their own process groups,
+    would outlive it). tests/serving/test_sigterm.py checks that nothing a test started survives."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _sigterm_ends_the_session)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

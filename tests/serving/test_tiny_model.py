@@ -7,6 +7,7 @@ They also check the serving fixture itself (start failure, kill, cleanup of the 
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,15 @@ import httpx
 import pytest
 
 from llm_rollout.procs import LOG_TAIL_LINES
-from tests.fixtures.serving import VllmServer, VllmStartError, complete, group_alive, load_probes, start_vllm
+from tests.fixtures.serving import (
+    VllmServer,
+    VllmStartError,
+    complete,
+    group_alive,
+    load_probes,
+    start_together,
+    start_vllm,
+)
 
 pytestmark = [pytest.mark.serving, pytest.mark.timeout(600)]
 
@@ -60,19 +69,11 @@ def test_served_tiny_model_answers_through_its_chat_template(vllm_server):
     assert choice["finish_reason"] == "stop"
 
 
-def test_scrambled_model_serves_but_fails_most_probes(scrambled_model, tiny_probes, tmp_path):
+def test_scrambled_model_serves_but_fails_most_probes(scrambled_model, scrambled_server, tiny_probes):
     # The scrambled copy carries the original's probes: what a correct model answers.
     assert load_probes(scrambled_model) == tiny_probes
-    with start_vllm(scrambled_model, "scrambled", log_path=tmp_path / "scrambled.log") as server:
-        wrong = run_probes(server, tiny_probes)
-        pgid = server.pgid
-        # kill() is the fault-injection hook: the whole group dies at once, engine core included.
-        server.kill()
-        assert not server.alive()
-        with pytest.raises(httpx.TransportError):
-            httpx.get(f"{server.base_url}/health", timeout=5)
+    wrong = run_probes(scrambled_server, tiny_probes)
     assert len(wrong) * 2 > len(tiny_probes), f"the scrambled model passed too many probes; wrong only: {wrong}"
-    assert not group_alive(pgid)
 
 
 def test_server_that_cannot_start_reports_its_log_and_leaves_nothing(tmp_path, tiny_model):
@@ -89,9 +90,23 @@ def test_server_that_cannot_start_reports_its_log_and_leaves_nothing(tmp_path, t
     assert not group_alive(err.value.pgid)
 
 
-def test_stopping_a_server_stops_its_whole_group(tiny_model, tmp_path):
-    with start_vllm(tiny_model, "tiny-b", log_path=tmp_path / "b.log") as server:
-        pgid = server.pgid
-        assert first_choice(server, "The capital of Japan is", 6)["text"] == " Tokyo."
-    assert not group_alive(pgid), f"processes of group {pgid} outlived the server"
+def test_stopping_a_server_stops_its_whole_group_and_kill_crashes_it(tiny_model, tmp_path):
+    # Two servers of their own (this test ends them), started side by side: one stopped by the end of
+    # its block, one killed by the fault-injection hook.
+    with contextlib.ExitStack() as stack:
+        stopped, killed = start_together(
+            stack,
+            start_vllm(tiny_model, "tiny-b", log_path=tmp_path / "b.log"),
+            start_vllm(tiny_model, "tiny-k", log_path=tmp_path / "k.log"),
+        )
+        assert first_choice(stopped, "The capital of Japan is", 6)["text"] == " Tokyo."
+        assert first_choice(killed, "The capital of Japan is", 6)["text"] == " Tokyo."
+        # kill() is the fault-injection hook: the whole group dies at once, engine core included.
+        killed.kill()
+        assert not killed.alive()
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{killed.base_url}/health", timeout=5)
+        assert first_choice(stopped, "The capital of Japan is", 6)["text"] == " Tokyo.", "the other server serves on"
+    assert not group_alive(stopped.pgid), f"processes of group {stopped.pgid} outlived the server"
+    assert not group_alive(killed.pgid), f"processes of group {killed.pgid} outlived the kill"
     assert Path(tmp_path / "b.log").read_text().startswith("$ ")
