@@ -254,18 +254,23 @@ def acquire_lease(
             log.info("%s: waiting for run %s's rollout to finish", ref.service, lease["holder"])
             _wait_for_change(client, ref, live, until)
             continue
+        # A new holder is a transition whether the last one expired or released it (client-go
+        # tools/leaderelection/leaderelection.go tryAcquireOrRenew: LeaderTransitions + 1 unless
+        # this identity already leads; release keeps the count).
         body = _lease_body(
             ref,
             live,
             run_id=run_id,
             ttl_s=ttl_s,
             acquired=now,
-            transitions=int(spec.get("leaseTransitions") or 0) + (1 if spec.get("holderIdentity") else 0),
+            transitions=int(spec.get("leaseTransitions") or 0) + 1,
             annotations={},
         )
         body["metadata"]["resourceVersion"] = _meta(live)["resourceVersion"]
         try:
-            lm.apply(body, force=lease is not None)  # an expired lease: take it over
+            # Forced: the previous holder's manager owns the fields (a released lease keeps its count);
+            # the resourceVersion precondition is what keeps two runs from both taking it.
+            lm.apply(body, force=True)
         except ConflictError:
             continue  # someone else took it, or the object changed: look again
         if lease is not None:
@@ -312,8 +317,12 @@ def release_lease(client: KubeClient, ref: ServiceRef, run_id: str) -> bool:
     lease = lease_of(live)
     if live is None or not lease or lease["holder"] != run_id:
         return False
+    # The holder fields go; the transition count stays (client-go leaderelection.go release keeps
+    # LeaderTransitions), so the Lease's history of holders survives a release.
+    body = _skeleton(ref, live)
+    body["spec"] = {"leaseTransitions": int((live.get("spec") or {}).get("leaseTransitions") or 0)}
     try:
-        _twin(client, lease_manager(run_id)).apply(_skeleton(ref, live))
+        _twin(client, lease_manager(run_id)).apply(body)
     except ConflictError:
         if client.get_or_none(ref.res, ref.name, ref.namespace) is None:
             return False  # deleted meanwhile (the uid precondition)
