@@ -545,13 +545,54 @@ def test_an_expired_lease_is_taken_over(kube_cluster, kube_namespace, reconciler
     _stable_isvc(spec, client)
     # The expiry is written to the second: a 1 s lease may be gone before the next call on a busy machine.
     assert lease.acquire_lease(variant_for(spec).ref(), client, "run-dead", ttl_s=3) == "taken"
+    before = _state(client, spec)["spec"]["leaseTransitions"]
     with pytest.raises(LeaseHeld):
         lease.acquire_lease(variant_for(spec).ref(), client, "run-2")
     time.sleep(3.5)
     assert lease.acquire_lease(variant_for(spec).ref(), client, "run-2") == "taken"
     live = _state(client, spec)
-    assert lease.lease_of(live)["holder"] == "run-2" and live["spec"]["leaseTransitions"] == 1
+    assert lease.lease_of(live)["holder"] == "run-2" and live["spec"]["leaseTransitions"] == before + 1
     assert lease.lease_manager("run-2") in _managers(live)
+
+
+def test_a_deploy_onto_a_service_being_deleted_waits_for_it_then_rolls_out_first(
+    kube_cluster, kube_namespace, reconciler
+):
+    """A person (or another run's first-revision rollback) deleted the service just before this run:
+    KServe keeps it behind ``inferenceservice.finalizers`` while it cleans up. The deploy waits until
+    it is gone and rolls out as a first revision instead of writing a canary onto the terminating
+    object (which vanished under it, and the waiter said "deleted while waiting; rerun")."""
+    client = kube(kube_cluster)
+    spec = make_spec(kube_namespace)
+    _stable_isvc(spec, client)
+    reconciler.set_default(finalize_after_ms=2000)
+    client.delete(INFERENCE_SERVICES, spec.service_name, kube_namespace)
+    assert _isvc(client, spec)["metadata"]["deletionTimestamp"]
+    second = _deploy(spec, client, "s3://models/b", "rb", "run-2")
+    live = _isvc(client, spec)
+    assert not live["metadata"].get("deletionTimestamp")
+    assert second.canary is False and second.model_uri == "s3://models/b"
+    assert live["spec"]["predictor"]["model"]["storageUri"] == "s3://models/b"
+    assert "canaryTrafficPercent" not in live["spec"]["predictor"]
+    assert spec.service_name in reconciler.finalized
+
+
+def test_the_lease_counts_every_new_holder_across_releases(kube_cluster, kube_namespace, reconciler):
+    """client-go's leader election (leaderelection.go tryAcquireOrRenew, release): a release keeps
+    ``leaseTransitions`` and the next holder adds one; the same holder renewing adds nothing."""
+    client = kube(kube_cluster)
+    spec = make_spec(kube_namespace)
+    _stable_isvc(spec, client)
+    ref = variant_for(spec).ref()
+    counts = []
+    for run in ("run-1", "run-2", "run-3"):
+        assert lease.acquire_lease(ref, client, run) in ("created", "taken")
+        assert lease.acquire_lease(ref, client, run, rewrite=True) == "renewed"
+        counts.append(_state(client, spec)["spec"]["leaseTransitions"])
+        assert lease.release_lease(client, ref, run)
+        live = _state(client, spec)
+        assert lease.lease_of(live) is None and live["spec"]["leaseTransitions"] == counts[-1]
+    assert counts == [counts[0], counts[0] + 1, counts[0] + 2]
 
 
 def test_a_rerun_with_the_stable_model_is_already_promoted(kube_cluster, kube_namespace, reconciler):
