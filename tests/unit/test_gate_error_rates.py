@@ -1,8 +1,9 @@
 """The gate's sequential rule keeps its error rates and decides early, over many seeds (issue 30).
 
-The comparison's rule (:func:`llm_rollout.validation.stats.sequential_looks`: the 15 %-trimmed-mean
-t interval of the block log-ratios at a look after every block from 3, the sign test at the last
-of 24, 95 % over all looks by weighted Bonferroni, "worse" from 6 blocks) is run here look by look
+The comparison's rule (:func:`llm_rollout.validation.stats.sequential_looks`: the trimmed-mean t
+interval of the block log-ratios - 15 %, a quarter from 16 blocks - at a look after every block
+from the default ``min_blocks`` (4), the sign test at the last of 24, 95 % over all looks by
+weighted Bonferroni, "worse" from 5 blocks) is run here look by look
 through :func:`paired_non_inferiority`, as ``compare_with_stable`` runs it, on block log-ratios
 drawn from the noise models of ``bench/bench_gate_rule.py`` (sd measured on vLLM CPU, a GPU-like
 tighter one, CPU with outlying blocks). No wall clock: counts over seeds, with bounds about 3
@@ -21,9 +22,11 @@ import random
 
 import pytest
 
+from llm_rollout.spec import ComparisonSpec
 from llm_rollout.validation.stats import block_looks, look_confidences, paired_non_inferiority, sequential_looks
 
 MARGIN = 0.2
+MIN_BLOCKS = ComparisonSpec().min_blocks
 LIMIT = math.log1p(MARGIN)
 
 
@@ -42,11 +45,11 @@ def run(seed: int, model: str, shift: float, *, better: str = "lower", max_block
     """One sequential comparison: (decision, blocks used)."""
     rng = random.Random(seed)
     logs = [shift + draw(rng, model) for _ in range(max_blocks)]
-    for n, conf, rule in sequential_looks(3, max_blocks, 0.95):
+    for n, conf, rule in sequential_looks(MIN_BLOCKS, max_blocks, 0.95):
         cand = [20.0 * math.exp(x) for x in logs[:n]]
         result = paired_non_inferiority(
-            cand, [20.0] * n, metric="median_ttft_ms", better=better, margin=MARGIN, confidence=conf, min_pairs=3,
-            rule=rule,
+            cand, [20.0] * n, metric="median_ttft_ms", better=better, margin=MARGIN, confidence=conf,
+            min_pairs=MIN_BLOCKS, rule=rule,
         )  # fmt: skip
         if result.decision != "undecided":
             return result.decision, n
@@ -73,7 +76,7 @@ def test_look_confidences_add_up_to_the_stated_error():
 
 
 def test_equal_sides_at_margin_zero_call_worse_at_most_the_stated_share():
-    """The hardest false "worse": equal sides, margin 0 - at most 5 % over all 22 looks (measured ~2 %)."""
+    """The hardest false "worse": equal sides, margin 0 - at most 5 % over all 21 looks (measured ~2 %)."""
     worse = 0
     for seed in range(1000):
         decision, _ = run(seed, "cpu", LIMIT)  # exactly at the limit: "worse" is the error
@@ -99,7 +102,7 @@ def test_beyond_the_margin_is_caught():
 
 
 def test_equal_sides_decide_not_worse_in_fewer_blocks_than_the_sign_test_needed():
-    """Average blocks at equal sides (bench: GPU 3.7, CPU 9.4, CPU with spikes 12.2; the sign test's 6, 10.8, 14.2)."""
+    """Average blocks at equal sides (bench: GPU 4.1, CPU 9.6, CPU with spikes 12.4; the sign test's 6, 10.8, 14.2)."""
     count, asn = rates("gpu", 0.0, 300, 40_000)
     assert count["not_worse"] == 300 and asn <= 4.5, (count, asn)  # the sign test cannot decide before 6
     count, asn = rates("cpu", 0.0, 500, 41_000)

@@ -265,7 +265,9 @@ class ComparisonSpec(_Model):
             inter-token gaps to be measured on a busy client (a 16-token stream on the tiny model
             lasts ~30 ms and often arrives in one read, leaving no TPOT to compare).
         min_blocks: Blocks before the first look; then a look after every block. The trimmed
-            t needs 3 for an interval (2 degrees of freedom); it calls "worse" from 6.
+            t needs 3 for an interval (2 degrees of freedom); from 4 a candidate 30 % slower is
+            not called "not worse" on three blocks that pauses hit alike (``make bench``); it
+            calls "worse" from 5.
         max_blocks: Blocks at most (the bound of the sequential test).
         settle_s: Pause before each round that follows the other side's, so that the other
             server is idle while this one is measured. vLLM's multiprocess workers busy-poll
@@ -278,7 +280,7 @@ class ComparisonSpec(_Model):
         confidence: One-sided confidence of every decision, kept over all looks (weighted
             Bonferroni): the last look decides at ``1 - 0.25 (1 - confidence)``, each interim look
             at ``1 - 0.75 (1 - confidence) / (looks - 1)``, which the report and the summary print
-            (0.95 over the 22 looks of 3 to 24 blocks: 99.82 % per interim look, 98.75 % at the
+            (0.95 over the 21 looks of 4 to 24 blocks: 99.81 % per interim look, 98.75 % at the
             last, where the sign test decides).
         ttft_statistic: The per-round TTFT statistic compared (``median``, ``mean``, ``p<NN>``).
         ttft_margin: Tolerated relative TTFT increase (0.2 = 20 %). With the defaults, the tiny
@@ -295,7 +297,7 @@ class ComparisonSpec(_Model):
     concurrency: int = Field(4, ge=1, le=MAX_CONCURRENCY)
     round_requests: int = Field(16, ge=1, le=10_000)
     output_tokens: int = Field(32, ge=2, le=MAX_WORDS)
-    min_blocks: int = Field(3, ge=2, le=1000)
+    min_blocks: int = Field(4, ge=2, le=1000)
     max_blocks: int = Field(24, ge=2, le=1000)
     settle_s: float = Field(0.0, ge=0, le=60)
     confidence: float = Field(0.95, gt=0.5, lt=1)

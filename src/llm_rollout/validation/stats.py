@@ -12,18 +12,19 @@ rounds cannot cancel that: measured on vLLM CPU, the side measured second in a p
 slower whichever it was, so the pair ratios split into two clusters and the interval spanned both.
 
 **The rule for blocks** (:func:`sequential_looks`): a look after **every block** from
-``min_blocks`` (3) to ``max_blocks`` (24).
+``min_blocks`` (4) to ``max_blocks`` (24).
 
 * Interim looks (``rule="trimmed_t"``): the block ratios' logarithms get a one-sided **15 %-trimmed
   mean t interval** (Tukey and McLaughlin 1963, "Less vulnerable confidence and significance
   procedures for location based on a single sample", Sankhya A 25; Yuen 1974, "The two-sample
   trimmed t for unequal population variances", Biometrika 61, in its one-sample form; Wilcox,
   *Introduction to Robust Estimation and Hypothesis Testing*, ch. 4): the mean of the values left
-  after cutting ``floor(0.15 n)`` from each end, its standard error from the winsorized variance,
+  after cutting ``floor(0.15 n)`` from each end (a quarter, ``floor(0.25 n)``, from 16 blocks:
+  :func:`trim_share`), its standard error from the winsorized variance,
   ``s_w / ((1 - 2g/n) sqrt(n))``, and Student's t with ``n - 2g - 1`` degrees of freedom. It uses
   every block's size, so on quiet blocks it is as narrow as a t interval, while the blocks a
   pause hit are cut once there are enough of them. It calls "worse" only from
-  :data:`MIN_WORSE_UNITS` (6) blocks: on fewer, pauses that hit the same side of every block look
+  :data:`MIN_WORSE_UNITS` (5) blocks: on fewer, pauses that hit the same side of every block look
   alike and their small variance reads as a slower candidate.
 * The last look (``rule="sign"``): the median's distribution-free interval from the order
   statistics (the sign test), which ignores any number of outlying blocks short of a quarter
@@ -46,10 +47,16 @@ candidates: Wilcoxon's signed-rank test / the Hodges-Lehmann interval (Hodges an
 trimmed t alone, doubling or every-block looks, equal or weighted Bonferroni. Rank tests cannot
 decide before 6 blocks at these levels (all 6 on one side is ``1/64``) and lose decisions to
 pauses; the plain t loses a quarter of its decisions to outlying blocks; a trimmed t alone ends
-undecided more often where pauses are frequent. The adopted rule decided in fewer blocks at
-equal sides (GPU-like 3.8 against 6.0, CPU 9.5 against 10.8; with pauses in 1 round of 10 the
-same, 17.0 against 16.9), ended undecided less often, and had neither error rate higher under
-any of the models (the README, "Is the candidate at least as good", has the numbers).
+undecided more often where pauses are frequent (with pauses in 1 round of 10 a 15 % trim
+needed as many blocks as the sign test, 16.7; cutting a quarter from 16 blocks on, 15.1).
+The adopted rule decided in fewer blocks at equal sides (GPU-like 4.1 against 6.0, CPU 9.6
+against 10.8, pauses in 1 round of 10 15.1 against 16.7: each beyond two Monte-Carlo standard
+errors of the paired difference; on a busy machine a tie, 22.8, both ending undecided in 82 %
+of runs), ended undecided less often, called a candidate 2x slower "worse" after 5.1 blocks
+against 6.0, and had neither error rate higher under any of the models (the README, "Is the
+candidate at least as good", has the numbers). The first look comes after 4 blocks: on 3, a
+candidate 30 % slower was called "not worse" 3x as often as by the sign test where pauses hit
+1 round in 10 (three blocks a pause hit alike look tight).
 
 Three outcomes per metric:
 
@@ -83,13 +90,21 @@ from typing import Any, Literal
 from llm_rollout.validation.metrics import percentile
 
 TRIM = 0.15
-"""Share of the values the trimmed t cuts from each end (``floor(TRIM * n)`` each side)."""
+"""Share of the values the trimmed t cuts from each end (``floor(TRIM * n)`` each side) below
+:data:`LATE_TRIM_FROM` units (:func:`trim_share`)."""
+LATE_TRIM = 0.25
+"""Share cut from each end from :data:`LATE_TRIM_FROM` units on: where pauses hit a third of the
+blocks (1 round in 10), 15 % leaves some of them in; from 16 units a quarter still leaves the t
+7 degrees of freedom (``bench/bench_gate_rule.py``, cpu+pauses10)."""
+LATE_TRIM_FROM = 16
+"""Units from which the trimmed t cuts :data:`LATE_TRIM` instead of :data:`TRIM`."""
 LAST_LOOK_SHARE = 0.25
 """Share of ``1 - confidence`` the last look of a sequential comparison gets (:func:`look_confidences`)."""
-MIN_WORSE_UNITS = 6
+MIN_WORSE_UNITS = 5
 """Units the trimmed t needs before it calls "worse": on fewer, pauses that hit the same side of
-every block look alike, so their t has a small variance and reads as a slower candidate (the
-sign test cannot decide on fewer either). "Not worse" may come earlier."""
+every block look alike, so their t has a small variance and reads as a slower candidate (equal
+sides with pauses in 1 round of 20: 7 false "worse" in 200000 simulated runs from 4 units, none
+from 5 or 6, 1 with the sign test over 6, 12 and 24). "Not worse" may come earlier."""
 
 Decision = Literal["not_worse", "worse", "undecided", "unmeasured"]
 """``unmeasured``: the instrument could not see the metric in most blocks (set by the measurement,
@@ -117,6 +132,11 @@ def statistic(values: Sequence[float], name: str) -> float | None:
         return math.fsum(values) / len(values)
     p = 50.0 if name == "median" else float(name[1:])
     return percentile(sorted(values), p)
+
+
+def trim_share(n: int) -> float:
+    """The share the trimmed t cuts from each end of ``n`` values (:data:`TRIM`; :data:`LATE_TRIM` from 16)."""
+    return LATE_TRIM if n >= LATE_TRIM_FROM else TRIM
 
 
 def pct(confidence: float) -> str:
@@ -270,7 +290,7 @@ def trimmed_t_interval(
 ) -> tuple[float, float, float]:
     """The trimmed mean of ``values`` and its one-sided-``confidence`` bounds (Tukey-McLaughlin / Yuen).
 
-    ``g = floor(trim * n)`` values (``trim`` by default :data:`TRIM`) are cut from each end; the
+    ``g = floor(trim * n)`` values (``trim`` by default :func:`trim_share`) are cut from each end; the
     standard error comes from the winsorized variance (the cut values replaced by the nearest
     kept one), ``s_w / ((1 - 2g/n) sqrt(n))``, and the bounds use Student's t with ``n - 2g - 1``
     degrees of freedom.
@@ -280,7 +300,7 @@ def trimmed_t_interval(
     """
     xs = sorted(values)
     n = len(xs)
-    g = int((TRIM if trim is None else trim) * n)
+    g = int((trim_share(n) if trim is None else trim) * n)
     if n - 2 * g - 1 < 1:
         raise ValueError(f"{n} values leave no degree of freedom after trimming {g} from each end")
     kept = xs[g : n - g]
