@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -87,6 +88,7 @@ def bench_demo() -> dict[str, Any]:
     """Times the demo end to end and per step, with the peak memory of its process tree."""
     out = Path(tempfile.mkdtemp(prefix="llm-rollout-bench-demo-"))
     cmd = [sys.executable, "-m", "kfp_llm_rollout.pipelines.cli", "run-local", "--demo", "--out", str(out / "demo")]
+    load = os.getloadavg()  # the machine is shared: a busy one makes every phase slower
     started = time.monotonic()
     with open(out / "demo.log", "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -106,6 +108,8 @@ def bench_demo() -> dict[str, Any]:
         "peak_rss_gb": round(peak.peak_bytes / 1e9, 2),
         "peak_pss_gb": round(peak.peak_pss_bytes / 1e9, 2),
         "runs": runs,
+        "by_phase_s": demo_time_by_phase(runs, seconds),
+        "load_average_at_start": [round(x, 2) for x in load],
         "log": str(out / "demo.log"),
         "goal": (f"wall < {DEMO_GOAL_S:.0f} s, every run < {DEMO_RUN_GOAL_S:.0f} s, peak PSS < {DEMO_PEAK_GOAL_GB} GB"),
         "goal_met": seconds < DEMO_GOAL_S
@@ -118,8 +122,31 @@ def bench_demo() -> dict[str, Any]:
     )
     for run in runs:
         print(format_run_phases(run))
+    phases = result["by_phase_s"]
+    per_block = phases["comparisons"] / phases["comparison_blocks"] if phases["comparison_blocks"] else 0.0
+    print(
+        f"  by phase: deploy-model (vLLM starts) {phases['deploy-model']:.1f} s, comparisons "
+        f"{phases['comparisons']:.1f} s ({phases['comparison_blocks']} blocks, {per_block:.1f} s a block), "
+        f"register-runtime {phases['register-runtime']:.1f} s, optimize-model {phases['optimize-model']:.1f} s, "
+        f"everything else {phases['everything else']:.1f} s (load average at start "
+        f"{', '.join(f'{x:.2f}' for x in load)})"
+    )
     print(f"  goal ({result['goal']}): {'met' if result['goal_met'] else 'NOT met'}")
     return result
+
+
+def demo_time_by_phase(runs: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
+    """Where the demo's wall time went, summed over its runs: the steps that start servers or
+    compress, the comparisons with the stable revision (and their blocks), and the rest."""
+    out: dict[str, Any] = {
+        step: round(sum(r["steps_s"].get(step, 0.0) for r in runs), 1)
+        for step in ("deploy-model", "register-runtime", "optimize-model")
+    }
+    out["comparisons"] = round(sum(r["validation_phases_s"].get("comparison", 0.0) for r in runs), 1)
+    out["comparison_blocks"] = sum(r["comparison_blocks"] or 0 for r in runs)
+    named = out["deploy-model"] + out["register-runtime"] + out["optimize-model"] + out["comparisons"]
+    out["everything else"] = round(wall_s - named, 1)
+    return out
 
 
 _HEALTH_OK = re.compile(r"(\S+): /health OK after ([0-9.]+) s")
@@ -171,7 +198,10 @@ def format_run_phases(run: dict[str, Any]) -> str:
     if run["vllm_starts_s"]:
         lines.append("    vLLM starts: " + ", ".join(f"{k} {v:.1f}s" for k, v in run["vllm_starts_s"].items()))
     if run["validation_phases_s"]:
-        blocks = f" ({run['comparison_blocks']} comparison blocks)" if run["comparison_blocks"] else ""
+        blocks = ""
+        if run["comparison_blocks"]:
+            per_block = run["validation_phases_s"].get("comparison", 0.0) / run["comparison_blocks"]
+            blocks = f" ({run['comparison_blocks']} comparison blocks, {per_block:.1f} s a block)"
         phases = ", ".join(f"{k} {v:.1f}s" for k, v in run["validation_phases_s"].items())
         lines.append(f"    validation: {phases}{blocks}")
     return "\n".join(lines)
