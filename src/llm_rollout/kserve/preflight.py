@@ -99,10 +99,14 @@ def check_model_store(client: KubeClient, spec: RolloutSpec, model_uri: str) -> 
     if store is None:
         return
     ns = spec.namespace
+    # ServiceAccounts and Secrets are core/v1, compiled into every API server and served from its
+    # first answer: the client's grace for a type not served yet (CRD informers still syncing after a
+    # restart) cannot apply, and a server without core/v1 would only make each read wait it out.
+    quick = client.without_type_grace()
 
     def read(res: Resource, name: str) -> dict[str, Any] | None:
         try:
-            return client.get(res, name, ns)
+            return quick.get(res, name, ns)
         except NotFoundError:
             return None
         except ForbiddenError as err:
