@@ -164,9 +164,9 @@ def test_retrain_is_compared_with_the_stable_and_promoted_a_rerun_is_a_no_op_bad
     results = json.loads(Path(validate["results"]).read_text())
     assert results["endpoint"]["url"] == b
     comparison = results["comparison"]
-    assert comparison["stable_url"] == a and comparison["decision"] == "not_worse", json.dumps(comparison, indent=1)
+    assert comparison["stable_url"] == a and comparison["decision"] == "pass", json.dumps(comparison, indent=1)
     assert {c["metric"] for c in comparison["speed"]} == {"median_ttft_ms", "mean_tpot_ms", "output_throughput_tok_s"}
-    assert all(c["decision"] == "not_worse" for c in comparison["speed"]), comparison["speed"]
+    assert all(c["decision"] == "pass" for c in comparison["speed"]), comparison["speed"]
     q = comparison["quality"]
     assert q["candidate_passed"] >= q["stable_passed"], q
     assert looks and "undecided" not in looks[-1], looks
@@ -243,7 +243,7 @@ def test_retrain_is_compared_with_the_stable_and_promoted_a_rerun_is_a_no_op_bad
     deep_results = json.loads(Path(validate["results"]).read_text())
     assert all(p["passed"] for p in deep_results["correctness"]), "only its speed failed"
     assert deep_results["comparison"]["stable_url"] == b
-    assert "worse" in {c["decision"] for c in deep_results["comparison"]["speed"]}, deep_results["comparison"]
+    assert "fail" in {c["decision"] for c in deep_results["comparison"]["speed"]}, deep_results["comparison"]
     after = client.get(INFERENCE_SERVICES, NAME, kube_namespace)
     assert after["spec"]["predictor"]["model"]["storageUri"] == retrain_uri
 

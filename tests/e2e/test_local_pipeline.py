@@ -129,12 +129,12 @@ def test_demo_comparison_decides_with_the_evidence(demo):
     # not worse, on blocks of candidate/stable rounds; the report and the Metrics carry it.
     results = _results(retrained)
     comparison = results["comparison"]
-    assert comparison["stable_url"] == validate["stable"] and comparison["decision"] == "not_worse", comparison
+    assert comparison["stable_url"] == validate["stable"] and comparison["decision"] == "pass", comparison
     assert comparison["quality"]["ok"] and comparison["quality"]["stable_passed"] == comparison["quality"]["total"]
     assert comparison["blocks"] >= results["spec"]["comparison"]["min_blocks"]
     assert comparison["rounds"] == 2 * comparison["blocks"]
     assert {c["metric"]: c["decision"] for c in comparison["speed"]} == {
-        "median_ttft_ms": "not_worse", "mean_tpot_ms": "not_worse", "output_throughput_tok_s": "not_worse",
+        "median_ttft_ms": "pass", "mean_tpot_ms": "pass", "output_throughput_tok_s": "pass",
     }  # fmt: skip
     # No recovery question: the stable is another model, never a "baseline" to agree with.
     assert results["agreement"] is None and not results["baseline_levels"]
@@ -149,7 +149,7 @@ def test_demo_comparison_decides_with_the_evidence(demo):
     assert "confidence" in summary and "blocks" in summary, summary
     deep_results = _results(deep)
     assert all(p["passed"] for p in deep_results["correctness"]), deep_results["correctness"]
-    assert "worse" in {c["decision"] for c in deep_results["comparison"]["speed"]}
+    assert "fail" in {c["decision"] for c in deep_results["comparison"]["speed"]}
 
 
 def test_demo_state_has_exactly_one_promoted_model_with_history(demo):

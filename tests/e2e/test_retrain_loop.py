@@ -76,7 +76,7 @@ def test_default_gate_without_a_suite_rolls_back_a_scrambled_model_for_quality(
         validate = scrambled.step("validate-deployment")
         assert validate["summary"].splitlines()[0].startswith("fail: quality of the reference texts: "), validate
         results = json.loads(Path(validate["results"]).read_text())
-        assert results["quality"]["looks"] == 1 and results["quality"]["comparison"]["decision"] == "worse"
+        assert results["quality"]["looks"] == 1 and results["quality"]["comparison"]["decision"] == "fail"
         assert results["comparison"] is None, "decided by quality, whatever speed would say"
         assert results["correctness"] and all(p["passed"] for p in results["correctness"])
         assert status_of(state).stable.model_uri == str(tiny_model)
@@ -84,7 +84,7 @@ def test_default_gate_without_a_suite_rolls_back_a_scrambled_model_for_quality(
         retrained = run(retrained_model, "3-retrained")
         assert retrained.outcome == "promoted", retrained.step("validate-deployment")
         results = json.loads(Path(retrained.step("validate-deployment")["results"]).read_text())
-        assert results["quality"]["comparison"]["decision"] == "not_worse", results["quality"]
+        assert results["quality"]["comparison"]["decision"] == "pass", results["quality"]
         assert status_of(state).stable.model_uri == str(retrained_model)
     finally:
         cleanup(state)

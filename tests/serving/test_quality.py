@@ -89,7 +89,7 @@ def test_default_gate_rolls_back_a_scrambled_copy_for_quality_at_the_first_look(
     assert result.verdict == "fail", result.summary
     quality = result.quality
     assert quality is not None and quality.looks == 1 and quality.texts_scored == 8
-    assert quality.comparison is not None and quality.comparison.decision == "worse"
+    assert quality.comparison is not None and quality.comparison.decision == "fail"
     assert quality.candidate_bpb > 2.0 > 0.6 > quality.stable_bpb, (quality.candidate_bpb, quality.stable_bpb)
     # Decided by quality whatever speed would say: the speed comparison never ran.
     assert result.comparison is None
@@ -111,7 +111,7 @@ def test_a_retrained_copy_is_non_inferior_in_quality(vllm_server, retrained_serv
     )  # fmt: skip
     assert result.verdict == "pass", result.summary
     quality = result.quality
-    assert quality is not None and quality.decision == "not_worse" and quality.floor_ok is True
+    assert quality is not None and quality.decision == "pass" and quality.floor_ok is True
     assert quality.comparison is not None and quality.comparison.high <= 0.05
     assert abs(quality.candidate_bpb - quality.stable_bpb) < 0.02
     assert "quality of the reference texts: non-inferior" in result.summary
@@ -141,7 +141,7 @@ def test_out_of_domain_texts_do_not_separate_the_tiny_models(vllm_server, scramb
     )
     quality = result.quality
     assert quality is not None and quality.source.startswith("shipped sample")
-    assert quality.stable_bpb > quality.uniform_bpb and quality.comparison.decision != "worse"
+    assert quality.stable_bpb > quality.uniform_bpb and quality.comparison.decision != "fail"
 
 
 def test_a_scored_suite_with_fewer_right_than_the_stable_beyond_chance_is_rolled_back(

@@ -49,7 +49,7 @@ def test_evidence_names_its_metrics_and_an_unmeasured_value_names_none():
 
 def _gate(ttft_ratio: float, decision: str) -> ValidationResult:
     """A result whose comparison measured ``ttft_ratio`` [ratio - 0.2, ratio + 0.2] (the rest fixed)."""
-    failures = [f"comparison: median_ttft_ms: worse: {ttft_ratio:.3f}"] if decision == "worse" else []
+    failures = [f"comparison: median_ttft_ms: worse: {ttft_ratio:.3f}"] if decision == "fail" else []
     comparison = StableComparison(
         stable_url="http://stable", blocks=6, failures=failures,
         speed=[Comparison("median_ttft_ms", "lower", 0.2, 0.95, ttft_ratio, ttft_ratio - 0.2, ttft_ratio + 0.2,
@@ -67,7 +67,7 @@ def _gate(ttft_ratio: float, decision: str) -> ValidationResult:
 
 def test_one_phases_evidence_changed_is_seen_in_the_summary_the_metrics_and_the_report():
     """The comparison's TTFT ratio moves from 0.9 (non-inferior) to 3.1 (inferior): all three outputs follow."""
-    good, bad = _gate(0.9, "not_worse"), _gate(3.1, "worse")
+    good, bad = _gate(0.9, "pass"), _gate(3.1, "fail")
     assert good.verdict == "pass" and bad.verdict == "fail"
     assert good.summary == "pass: every check met at c4 (comparison with the stable revision: non-inferior)"
     assert bad.summary.splitlines() == [

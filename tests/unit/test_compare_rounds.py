@@ -45,8 +45,9 @@ def test_tpot_is_unmeasured_when_most_blocks_had_none_and_the_rest_still_decides
         for side in (cand, stable):
             side.add([record(0.02, burst)] * 4, spec)
     ttft, tpot, throughput = judge_speed(cand, stable, spec, 0.9833)
-    assert tpot.decision == "unmeasured" and f"0/{spec.min_blocks} blocks had token gaps" in tpot.note
-    assert ttft.decision == "not_worse" and throughput.decision == "not_worse"
+    assert tpot.decision == "inconclusive" and not tpot.measured and tpot.word == "unmeasured"
+    assert f"0/{spec.min_blocks} blocks had token gaps" in tpot.note
+    assert ttft.decision == "pass" and throughput.decision == "pass" and ttft.word == "not worse"
 
 
 def _answers_side_by_side():
@@ -62,9 +63,9 @@ def _answers_side_by_side():
         stable_url="http://stable", blocks=6, failures=["comparison: median_ttft_ms: worse: ..."],
         quality={"candidate_passed": 5, "stable_passed": 5, "total": 5},
         speed=[
-            Comparison("median_ttft_ms", "lower", 0.2, 0.98333, 3.1, 2.5, 3.9, "worse", 6),
-            Comparison("mean_tpot_ms", "lower", 0.2, 0.98333, None, None, None, "unmeasured", 0,
-                       note="only 0/6 blocks had token gaps"),
+            Comparison("median_ttft_ms", "lower", 0.2, 0.98333, 3.1, 2.5, 3.9, "fail", 6),
+            Comparison("mean_tpot_ms", "lower", 0.2, 0.98333, None, None, None, "inconclusive", 0,
+                       note="only 0/6 blocks had token gaps", measured=False),
         ],
     )  # fmt: skip
     return [
@@ -164,6 +165,6 @@ def test_one_server_reached_as_both_sides_is_never_compared_with_itself():
             )  # fmt: skip
 
     out = asyncio.run(compare())
-    assert out.decision == "undecided" and out.blocks == 0 and not out.quality
+    assert out.decision == "inconclusive" and out.blocks == 0 and not out.quality
     assert "both reached at http://127.0.0.1:9" in out.inconclusive[0]
     assert "LLM_ROLLOUT_ADDRESS_MAP" in out.inconclusive[0]

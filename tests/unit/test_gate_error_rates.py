@@ -51,14 +51,14 @@ def run(seed: int, model: str, shift: float, *, better: str = "lower", max_block
             cand, [20.0] * n, metric="median_ttft_ms", better=better, margin=MARGIN, confidence=conf,
             min_pairs=MIN_BLOCKS, rule=rule,
         )  # fmt: skip
-        if result.decision != "undecided":
+        if result.decision != "inconclusive":
             return result.decision, n
-    return "undecided", max_blocks
+    return "inconclusive", max_blocks
 
 
 def rates(model: str, shift: float, runs: int, seed0: int, **kw):
     results = [run(seed0 + i, model, shift, **kw) for i in range(runs)]
-    count = {d: sum(r[0] == d for r in results) for d in ("not_worse", "worse", "undecided")}
+    count = {d: sum(r[0] == d for r in results) for d in ("pass", "fail", "inconclusive")}
     return count, sum(n for _, n in results) / runs
 
 
@@ -79,8 +79,8 @@ def test_equal_sides_at_margin_zero_call_worse_at_most_the_stated_share():
     """The hardest false "worse": equal sides, margin 0 - at most 5 % over all 21 looks (measured ~2 %)."""
     worse = 0
     for seed in range(1000):
-        decision, _ = run(seed, "cpu", LIMIT)  # exactly at the limit: "worse" is the error
-        worse += decision == "worse"
+        decision, _ = run(seed, "cpu", LIMIT)  # exactly at the limit: "fail" is the error
+        worse += decision == "fail"
     # Binomial(1000, 0.026) has sd 5: 45 is > 3 sd above the sign test's exact 2.6 %.
     assert worse <= 45, f"{worse}/1000 called worse at the limit"
     assert worse >= 8, f"{worse}/1000: a rule this conservative spends no error and decides late"
@@ -89,32 +89,32 @@ def test_equal_sides_at_margin_zero_call_worse_at_most_the_stated_share():
 def test_a_candidate_exactly_at_the_margin_is_rarely_called_not_worse():
     for model, seed0 in (("cpu", 10_000), ("cpu+spikes", 20_000)):
         count, _ = rates(model, LIMIT, 1000, seed0)
-        assert count["not_worse"] <= 45, f"{model}: {count['not_worse']}/1000 called not worse at the margin"
-        assert count["worse"] <= 45, f"{model}: {count['worse']}/1000 called worse at the margin"
+        assert count["pass"] <= 45, f"{model}: {count['pass']}/1000 called not worse at the margin"
+        assert count["fail"] <= 45, f"{model}: {count['fail']}/1000 called worse at the margin"
 
 
 def test_beyond_the_margin_is_caught():
     """1.5x the margin (30 % slower): never "not worse"; GPU noise: "worse" within a few blocks."""
     count, asn = rates("gpu", math.log1p(1.5 * MARGIN), 300, 30_000)
-    assert count["worse"] == 300 and asn <= 7.0, (count, asn)
+    assert count["fail"] == 300 and asn <= 7.0, (count, asn)
     count, _ = rates("cpu", math.log1p(1.5 * MARGIN), 500, 31_000)
-    assert count["not_worse"] <= 3 and count["worse"] >= 250, count  # bench: 0.05 %, 59 % (the sign test 56 %)
+    assert count["pass"] <= 3 and count["fail"] >= 250, count  # bench: 0.05 %, 59 % (the sign test 56 %)
 
 
 def test_equal_sides_decide_not_worse_in_fewer_blocks_than_the_sign_test_needed():
     """Average blocks at equal sides (bench: GPU 4.1, CPU 9.6, CPU with spikes 12.4; the sign test's 6, 10.8, 14.2)."""
     count, asn = rates("gpu", 0.0, 300, 40_000)
-    assert count["not_worse"] == 300 and asn <= 4.5, (count, asn)  # the sign test cannot decide before 6
+    assert count["pass"] == 300 and asn <= 4.5, (count, asn)  # the sign test cannot decide before 6
     count, asn = rates("cpu", 0.0, 500, 41_000)
-    assert count["not_worse"] >= 497 and asn <= 10.2, (count, asn)
+    assert count["pass"] >= 497 and asn <= 10.2, (count, asn)
     count, asn = rates("cpu+spikes", 0.0, 500, 42_000)
-    assert count["worse"] == 0 and count["undecided"] <= 22 and asn <= 13.2, (count, asn)  # measured 2.0 % undecided
+    assert count["fail"] == 0 and count["inconclusive"] <= 22 and asn <= 13.2, (count, asn)  # measured 2.0 % undecided
 
 
 def test_throughput_is_judged_the_same_way_round():
     """Higher is better: a candidate 30 % slower (ratio 1/1.3) is worse, an equal one not worse."""
-    assert run(1, "gpu", -math.log1p(1.5 * MARGIN), better="higher")[0] == "worse"
-    assert run(2, "gpu", 0.0, better="higher")[0] == "not_worse"
+    assert run(1, "gpu", -math.log1p(1.5 * MARGIN), better="higher")[0] == "fail"
+    assert run(2, "gpu", 0.0, better="higher")[0] == "pass"
     # At the margin for throughput (ratio 0.8, log(1 - margin)): "not worse" at most ~2.6 %.
     at = [run(50_000 + s, "cpu", math.log1p(-MARGIN), better="higher")[0] for s in range(600)]
-    assert sum(d == "not_worse" for d in at) <= 28, sum(d == "not_worse" for d in at)
+    assert sum(d == "pass" for d in at) <= 28, sum(d == "pass" for d in at)

@@ -127,7 +127,7 @@ def quality_result(**overrides):
         "floor_ok": False,
         "comparison": Comparison(
             metric="bits_per_byte", better="lower", margin=0.05, confidence=0.9875, ratio=4.65, low=0.78, high=6.77,
-            decision="worse", pairs=8, unit="texts", scale="difference",
+            decision="fail", pairs=8, unit="texts", scale="difference",
         ),
         "looks": 1, "confidence": 0.9875, "margin": 0.05, "failures": ["quality: ..."], "inconclusive": [],
     }  # fmt: skip

@@ -107,7 +107,7 @@ def test_false_alarm_rate_at_equal_sides_stays_under_the_stated_level(heavy):
     runs, worse = 1000, 0
     for seed in range(runs):
         cand, stable = rounds(random.Random(seed), 10, heavy=heavy)
-        worse += decide(cand, stable, margin=0.0).decision == "worse"
+        worse += decide(cand, stable, margin=0.0).decision == "fail"
     # Binomial(1000, 0.05): mean 50, sd 6.9; 70 is ~3 sd above the stated level.
     assert worse <= 70, f"{worse}/{runs} false alarms"
 
@@ -121,32 +121,32 @@ def test_sequential_looks_keep_the_false_alarm_rate():
         cand, stable = rounds(random.Random(10_000 + seed), 32)
         for n in schedule:
             result = decide(cand[:n], stable[:n], margin=0.0, confidence=conf)
-            if result.decision != "undecided":
+            if result.decision != "inconclusive":
                 break
-        worse += result.decision == "worse"
+        worse += result.decision == "fail"
     assert worse <= 32, f"{worse}/{runs}"  # 5 % of 400 = 20, sd 4.4
 
 
 def test_equal_sides_with_the_default_margin_are_called_not_worse():
     cand, stable = rounds(random.Random(7), 20)
     result = decide(cand, stable)
-    assert result.decision == "not_worse", result.describe()
+    assert result.decision == "pass", result.describe()
     assert result.high <= 1.1 and "20 blocks" in result.describe()
 
 
 def test_a_clearly_slower_candidate_is_caught_as_worse():
     cand, stable = rounds(random.Random(3), 10, ratio=1.5)
     result = decide(cand, stable)
-    assert result.decision == "worse", result.describe()
+    assert result.decision == "fail", result.describe()
     assert result.low > 1.1
     assert "needed <= 1.100" in result.describe()
 
 
 def test_a_lower_throughput_is_worse_and_an_equal_one_is_not():
     slow = decide(*rounds(random.Random(5), 10, ratio=0.6), better="higher")
-    assert slow.decision == "worse" and slow.high < 0.9, slow.describe()
+    assert slow.decision == "fail" and slow.high < 0.9, slow.describe()
     same = decide(*rounds(random.Random(6), 32, noise=0.1), better="higher")
-    assert same.decision == "not_worse" and same.low >= 0.9, same.describe()
+    assert same.decision == "pass" and same.low >= 0.9, same.describe()
 
 
 def test_exactly_at_the_margin_is_rarely_called_not_worse():
@@ -154,13 +154,13 @@ def test_exactly_at_the_margin_is_rarely_called_not_worse():
     not_worse = 0
     for seed in range(400):
         cand, stable = rounds(random.Random(50_000 + seed), 10, ratio=1.1)
-        not_worse += decide(cand, stable).decision == "not_worse"
+        not_worse += decide(cand, stable).decision == "pass"
     assert not_worse <= 32, f"{not_worse}/400"
 
 
 def test_too_few_pairs_is_undecided_with_the_reason():
     result = decide([20.0] * 3, [20.0] * 3)
-    assert result.decision == "undecided"
+    assert result.decision == "inconclusive"
     assert result.note == "3 blocks, 6 needed"
     assert "3 blocks" in result.describe()
 
@@ -202,7 +202,7 @@ def sequential_blocks(cand, stable, *, margin=0.2, confidence=0.95, min_blocks=4
             block_sums(cand[: 2 * n]), block_sums(stable[: 2 * n]), metric="median_ttft_ms", better="lower",
             margin=margin, confidence=conf, min_pairs=min_blocks, rule=rule,
         )  # fmt: skip
-        if result.decision != "undecided":
+        if result.decision != "inconclusive":
             break
     return result
 
@@ -234,7 +234,7 @@ def test_blocks_keep_false_alarms_under_the_stated_level_on_a_noisy_machine():
     runs, worse = 1000, 0
     for seed in range(runs):
         cand, stable = measured_blocks(random.Random(70_000 + seed), 24)
-        worse += sequential_blocks(cand, stable, margin=0.0).decision == "worse"
+        worse += sequential_blocks(cand, stable, margin=0.0).decision == "fail"
     assert worse <= 70, f"{worse}/{runs} false alarms"
 
 
@@ -246,13 +246,13 @@ def test_blocks_decide_equal_sides_not_worse_and_a_slower_side_worse_with_defaul
     round in 10 the bench measures 91 % and 90 %, the rest inconclusive - never "worse").
     """
     equal = [sequential_blocks(*measured_blocks(random.Random(80_000 + seed), 24, spikes=0.05)) for seed in range(300)]
-    not_worse = sum(r.decision == "not_worse" for r in equal)
-    assert sum(r.decision == "worse" for r in equal) <= 15  # 5 % of 300
+    not_worse = sum(r.decision == "pass" for r in equal)
+    assert sum(r.decision == "fail" for r in equal) <= 15  # 5 % of 300
     assert not_worse >= 285, f"only {not_worse}/300 decided not worse"
     slower = [
         sequential_blocks(*measured_blocks(random.Random(90_000 + s), 24, ratio=2.0, spikes=0.05)) for s in range(300)
     ]
-    assert all(r.decision == "worse" for r in slower), [r.describe() for r in slower if r.decision != "worse"][:3]
+    assert all(r.decision == "fail" for r in slower), [r.describe() for r in slower if r.decision != "fail"][:3]
     # "Worse" is called from 5 blocks: many at the first look allowed to (measured 128/300 at 5, 231 by 7).
     assert sum(r.pairs <= 5 for r in slower) >= 100 and sum(r.pairs <= 7 for r in slower) >= 200
 
@@ -261,7 +261,7 @@ def test_exactly_at_the_margin_blocks_are_rarely_called_not_worse():
     not_worse = 0
     for seed in range(400):
         cand, stable = measured_blocks(random.Random(95_000 + seed), 24, ratio=1.2)
-        not_worse += sequential_blocks(cand, stable).decision == "not_worse"
+        not_worse += sequential_blocks(cand, stable).decision == "pass"
     assert not_worse <= 32, f"{not_worse}/400"  # 5 % of 400 = 20, sd 4.4
 
 
@@ -318,33 +318,33 @@ def judge_texts(cand, stable, *, margin=0.05, confidence=0.9875):
 def test_difference_scale_literals():
     # Eight texts, every difference +0.01: the interval is [0.01, 0.01] (k = 1 at 98.75 %).
     comp = judge_texts([1.01] * 8, [1.0] * 8)
-    assert comp.decision == "not_worse" and comp.scale == "difference"
+    assert comp.decision == "pass" and comp.scale == "difference"
     assert comp.ratio == pytest.approx(0.01) and comp.low == pytest.approx(0.01) and comp.high == pytest.approx(0.01)
     assert comp.limit == 0.05 and comp.to_dict()["limit"] == 0.05
     assert "candidate - stable +0.0100 [+0.0100, +0.0100]" in comp.describe()
     worse = judge_texts([5.0] * 8, [0.3] * 8)
-    assert worse.decision == "worse" and worse.low == pytest.approx(4.7)
+    assert worse.decision == "fail" and worse.low == pytest.approx(4.7)
     # Zero and negative values are data on the difference scale (left out only on the ratio scale).
-    assert judge_texts([0.0] * 8, [0.0] * 8).decision == "not_worse"
+    assert judge_texts([0.0] * 8, [0.0] * 8).decision == "pass"
     higher = paired_non_inferiority(
         [0.9] * 8, [1.0] * 8, metric="score", better="higher", margin=0.05, confidence=0.95, scale="difference"
     )
-    assert higher.decision == "worse" and higher.limit == -0.05
+    assert higher.decision == "fail" and higher.limit == -0.05
 
 
 def test_difference_scale_too_few_texts_is_undecided():
     comp = judge_texts([1.0] * 5, [1.0] * 5)
-    assert comp.decision == "undecided" and comp.note == "5 texts, 8 needed"
+    assert comp.decision == "inconclusive" and comp.note == "5 texts, 8 needed"
 
 
 def test_difference_false_alarm_rate_at_equal_sides_stays_under_the_stated_level():
     # Equal sides exactly at the margin's edge: the candidate is worse by exactly the margin.
     rng = random.Random(7)
     runs = 2000
-    called_not_worse = sum(judge_texts(*texts(rng, 16, shift=0.05)).decision == "not_worse" for _ in range(runs))
+    called_not_worse = sum(judge_texts(*texts(rng, 16, shift=0.05)).decision == "pass" for _ in range(runs))
     assert called_not_worse / runs <= 1 - 0.9875 + 0.005
     # Equal sides: "worse" (beyond the margin) practically never.
-    worse = sum(judge_texts(*texts(rng, 16)).decision == "worse" for _ in range(runs))
+    worse = sum(judge_texts(*texts(rng, 16)).decision == "fail" for _ in range(runs))
     assert worse == 0
 
 
@@ -352,8 +352,8 @@ def test_difference_scale_separates_a_damaged_model_at_the_first_look_and_passes
     rng = random.Random(3)
     # Measured on the tiny models (vLLM, 8 corpus lines): scrambled +0.8 to +6.8 bits per byte,
     # the 5 %-noise retrain within +/-0.02.
-    assert judge_texts(*texts(rng, 8, shift=4.0, spread=1.5)).decision == "worse"
-    assert judge_texts(*texts(rng, 8, spread=0.008)).decision == "not_worse"
+    assert judge_texts(*texts(rng, 8, shift=4.0, spread=1.5)).decision == "fail"
+    assert judge_texts(*texts(rng, 8, spread=0.008)).decision == "pass"
 
 
 def test_mcnemar_exact_literals():

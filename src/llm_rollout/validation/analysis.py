@@ -218,7 +218,7 @@ def judge_measurement(
         elif not OPS[check.op](value, check.threshold):
             reasons.append(f"interval {index}: {check.text} failed: candidate {value:.4g}")
     for comp in comparisons.values():
-        if comp.decision == "worse":
+        if comp.decision == "fail":
             reasons.append(f"interval {index}: {comp.describe()}")
     failing = [r for r in reasons if "(inconclusive)" not in r]
     if failing:
@@ -402,7 +402,7 @@ class LiveAnalysis:
         if outcome is not None:
             return self._result(measurements, outcome, [f"live analysis {outcome}: {why}", *reasons])
         last = measurements[-1].comparisons if measurements else {}
-        undecided = [c for c in last.values() if c.decision != "not_worse"]
+        undecided = [c for c in last.values() if c.decision != "pass"]
         if undecided:
             return self._result(
                 measurements,

@@ -40,7 +40,7 @@ def _num(value: Any) -> str:
 
 def _interval(comp: Mapping[str, Any]) -> str:
     """A comparison so far: ``0.950 [0.810, 1.100] at 97.5 %: not worse`` (or why there is none)."""
-    word = str(comp.get("decision") or "").replace("_", " ")
+    word = str(comp.get("said") or comp.get("decision") or "")
     if comp.get("ratio") is None or comp.get("low") is None or comp.get("high") is None:
         return f"{word} ({comp.get('note') or 'no interval yet'})"
     conf = comp.get("confidence")

@@ -38,12 +38,14 @@ import httpx
 
 from llm_rollout.errors import RolloutError
 from llm_rollout.spec import ComparisonSpec
+from llm_rollout.validation.answers import Decision
 from llm_rollout.validation.client import Endpoint
 from llm_rollout.validation.load import run_load
 from llm_rollout.validation.metrics import MIN_TOKEN_GAP_S, RequestRecord, streamed  # noqa: F401
 from llm_rollout.validation.probes import Probe, ProbeResult, run_smoke, run_suite
 from llm_rollout.validation.readiness import check_readiness
 from llm_rollout.validation.stats import (
+    SAID,
     Comparison,
     Rule,
     block_sums,
@@ -91,14 +93,19 @@ class StableComparison:
     seconds: float = 0.0
 
     @property
-    def decision(self) -> str:
-        """``worse`` (inferior), ``undecided`` (inconclusive) or ``not_worse`` (non-inferior)."""
-        return "worse" if self.failures else "undecided" if self.inconclusive else "not_worse"
+    def decision(self) -> Decision:
+        """``fail`` (inferior), ``inconclusive`` or ``pass`` (non-inferior): the gate's one vocabulary."""
+        return "fail" if self.failures else "inconclusive" if self.inconclusive else "pass"
+
+    @property
+    def said(self) -> str:
+        """The decision as the comparison's lines say it (``not worse``, ``worse``, ``undecided``)."""
+        return SAID[self.decision]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data."""
         return {
-            "stable_url": self.stable_url, "decision": self.decision, "quality": self.quality,
+            "stable_url": self.stable_url, "decision": self.decision, "said": self.said, "quality": self.quality,
             "speed": [c.to_dict() for c in self.speed], "rounds": self.rounds, "blocks": self.blocks,
             "looks": self.looks, "per_round": self.per_round,
             "confidence": self.confidence, "failures": self.failures, "inconclusive": self.inconclusive,
@@ -142,18 +149,19 @@ def judge_speed(
 ) -> list[Comparison]:
     """The three speed comparisons over the blocks measured so far (each side's rounds 2b, 2b+1 form block b).
 
-    TPOT is ``unmeasured`` (left out of the decision, and said so) when fewer than half of the
-    blocks had token gaps on both sides: the client saw the streams arrive in one piece, which on
-    a busy machine happens when the server's API process is descheduled for longer than a stream
-    lasts (the tiny model makes 32 tokens in ~60 ms). More blocks would not change that, and the
-    output throughput, from each request's end-to-end time, still covers decode speed.
+    TPOT is unmeasured (``inconclusive`` with ``measured`` False: left out of the decision, and said
+    so) when fewer than half of the blocks had token gaps on both sides: the client saw the streams
+    arrive in one piece, which on a busy machine happens when the server's API process is
+    descheduled for longer than a stream lasts (the tiny model makes 32 tokens in ~60 ms). More
+    blocks would not change that, and the output throughput, from each request's end-to-end time,
+    still covers decode speed.
     """
     comps = judge_blocks(cand, stable, spec, confidence, rule)
     blocks = len(cand.tpot) // 2
     tpot = comps[1]
-    if tpot.decision == "undecided" and blocks >= spec.min_blocks and 2 * tpot.pairs < blocks:
+    if tpot.undecided and blocks >= spec.min_blocks and 2 * tpot.pairs < blocks:
         comps[1] = replace(
-            tpot, decision="unmeasured",
+            tpot, measured=False,
             note=f"only {tpot.pairs}/{blocks} blocks had token gaps on both sides: the streams arrived in one piece "
             "(a busy machine); output throughput still covers decode speed",
         )  # fmt: skip
@@ -328,22 +336,21 @@ async def compare_with_stable(
             continue
         out.looks += 1
         out.speed = judge_speed(cand, stab, spec, *schedule[block])
-        decided = [c.decision for c in out.speed]
         log(f"validate: comparison: look {out.looks} after {block} blocks: "
-            + ", ".join(f"{c.metric} {c.decision.replace('_', ' ')} {_interval(c)}" for c in out.speed))  # fmt: skip
-        if "worse" in decided or "undecided" not in decided:
+            + ", ".join(f"{c.metric} {c.word} {_interval(c)}" for c in out.speed))  # fmt: skip
+        if any(c.decision == "fail" for c in out.speed) or not any(c.undecided for c in out.speed):
             break
     sides_rounds = (("candidate", cand), ("stable", stab))
     out.per_round = {name: {"ttft": r.ttft, "tpot": r.tpot, "throughput": r.throughput} for name, r in sides_rounds}
-    any_worse = any(c.decision == "worse" for c in out.speed)
+    any_worse = any(c.decision == "fail" for c in out.speed)
     for comp in out.speed:
-        if comp.decision == "worse":
+        if comp.decision == "fail":
             out.failures.append(f"comparison: {comp.describe()}")
-        elif comp.decision == "undecided" and not any_worse:
+        elif comp.undecided and not any_worse:
             out.inconclusive.append(f"comparison: {comp.describe()} after {out.blocks} blocks (max_blocks)")
-        elif comp.decision == "undecided":  # the rounds stopped because another metric is worse
+        elif comp.undecided:  # the rounds stopped because another metric is worse
             log(f"validate: comparison: {comp.describe()} (not measured further: another metric is worse)")
-        elif comp.decision == "unmeasured":
+        elif not comp.measured:
             log(f"validate: comparison: {comp.describe()} (left out of the decision)")
     out.seconds = round(time.monotonic() - started, 3)
     return out

@@ -218,7 +218,7 @@ async def compare_stable(
         )
     answer = run.answer(comparison_answer(result))
     status = {"fail": "fail", "inconclusive": "inconclusive"}.get(answer.decision, "ok")
-    run.phase("comparison", status, started, f"{result.decision.replace('_', ' ')} after {result.blocks} blocks")
+    run.phase("comparison", status, started, f"{result.said} after {result.blocks} blocks")
     return answer
 
 

@@ -55,8 +55,9 @@ import httpx
 
 from llm_rollout.errors import PermanentError, SpecError, TransientError
 from llm_rollout.spec import LoadSpec, QualitySpec
+from llm_rollout.validation.answers import Decision
 from llm_rollout.validation.client import Endpoint, post_json
-from llm_rollout.validation.stats import Comparison, look_schedule, paired_non_inferiority, per_look_confidence
+from llm_rollout.validation.stats import SAID, Comparison, look_schedule, paired_non_inferiority, per_look_confidence
 
 LogFn = Callable[[str], None]
 
@@ -383,15 +384,21 @@ class QualityResult:
         return sum(1 for r in self.rows if not r.get("error"))
 
     @property
-    def decision(self) -> str:
-        """``worse`` (fails), ``undecided`` (inconclusive) or ``not_worse``."""
-        return "worse" if self.failures else "undecided" if self.inconclusive else "not_worse"
+    def decision(self) -> Decision:
+        """``fail``, ``inconclusive`` or ``pass``: the gate's one vocabulary."""
+        return "fail" if self.failures else "inconclusive" if self.inconclusive else "pass"
+
+    @property
+    def said(self) -> str:
+        """The decision as the quality lines say it (``not worse``, ``worse``, ``undecided``)."""
+        return SAID[self.decision]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data."""
         return {
             "source": self.source, "note": self.note, "texts_available": self.texts_available,
             "texts_scored": self.texts_scored, "stable_url": self.stable_url, "decision": self.decision,
+            "said": self.said,
             "candidate_bpb": self.candidate_bpb, "stable_bpb": self.stable_bpb, "uniform_bpb": self.uniform_bpb,
             "vocab_size": self.vocab_size, "vocab_source": self.vocab_source, "floor_ok": self.floor_ok,
             "comparison": self.comparison.to_dict() if self.comparison else None, "looks": self.looks,
@@ -465,12 +472,12 @@ async def ask_quality(
         comp = out.comparison
         median = "-" if comp.ratio is None else f"{comp.ratio:+.4f}"
         interval = "" if comp.low is None else f" [{comp.low:+.4f}, {comp.high:+.4f}]"
-        decided = comp.decision.replace("_", " ")
+        decided = comp.word
         log(
             f"validate: quality: look {out.looks} after {n} texts: candidate - stable bits per byte "
             f"{median}{interval}: {decided}"
         )
-        if comp.decision != "undecided":
+        if comp.decision != "inconclusive":
             break
     for i, c in enumerate(cand):
         row: dict[str, Any] = {"index": i, "bytes": c.bytes, "candidate_bpb": c.bpb, "error": c.error}
@@ -515,9 +522,9 @@ async def ask_quality(
                 )
     comp = out.comparison
     if stable and comp is not None:
-        if comp.decision == "worse":
+        if comp.decision == "fail":
             out.failures.append(f"quality: {comp.describe()} from {texts.source}; margin validation.quality.margin")
-        elif comp.decision == "undecided" and not out.failures:
+        elif comp.decision == "inconclusive" and not out.failures:
             out.inconclusive.append(f"quality: {comp.describe()} after {out.looks} looks (max_texts {spec.max_texts})")
     out.seconds = round(time.monotonic() - started, 3)
     return out

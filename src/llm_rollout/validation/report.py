@@ -223,7 +223,7 @@ def quality_section(quality: Mapping[str, Any] | None) -> list[str]:
     """
     if not quality:
         return []
-    decision = str(quality.get("decision", "")).replace("_", " ")
+    decision = str(quality.get("said") or quality.get("decision", ""))
     against = quality.get("stable_url") or "uniform guessing (no stable revision)"
     out = [f'<h2 id="quality">Quality: likelihood of the reference texts, against {e(against)}: {e(decision)}</h2>']
     out.append(
@@ -426,7 +426,7 @@ def render_html(result: Mapping[str, Any]) -> str:
     if comparison:
         out.append(
             f"<h2>Against the stable revision ({e(comparison.get('stable_url'))}): "
-            f"{e(str(comparison.get('decision', '')).replace('_', ' '))}</h2>"
+            f"{e(str(comparison.get('said') or comparison.get('decision', '')))}</h2>"
         )
         q = comparison.get("quality") or {}
         if q:
@@ -457,7 +457,7 @@ def render_html(result: Mapping[str, Any]) -> str:
                         c.get("ratio"),
                         f"[{fmt(c.get('low'))}, {fmt(c.get('high'))}]",
                         ("<= " if c.get("better") == "lower" else ">= ") + fmt(c.get("limit")),
-                        str(c.get("decision", "")).replace("_", " "),
+                        str(c.get("said") or c.get("decision", "")),
                     ]
                     for c in comparison.get("speed") or []
                 ),

@@ -58,13 +58,17 @@ candidate at least as good", has the numbers). The first look comes after 4 bloc
 candidate 30 % slower was called "not worse" 3x as often as by the sign test where pauses hit
 1 round in 10 (three blocks a pause hit alike look tight).
 
-Three outcomes per metric:
+Three outcomes per metric, in the gate's one vocabulary (:data:`~llm_rollout.validation.answers.Decision`):
 
-* lower is better (latency): **not worse** (non-inferior) when the interval's upper end is
-  <= ``1 + margin``, **worse** (inferior) when the whole interval lies beyond it (its lower end
-  > ``1 + margin``), else **undecided** (measure more; inconclusive at the bound);
+* lower is better (latency): ``pass``, **not worse** (non-inferior), when the interval's upper
+  end is <= ``1 + margin``; ``fail``, **worse** (inferior), when the whole interval lies beyond it
+  (its lower end > ``1 + margin``); else ``inconclusive``, **undecided** (measure more);
 * higher is better (throughput): not worse when the lower end >= ``1 - margin``, worse when the
   upper end is below it.
+
+A metric the instrument could not see in most blocks is ``inconclusive`` with ``measured`` False
+(set by the measurement, :func:`~llm_rollout.validation.compare.judge_speed`, never by the
+statistics): neither evidence for nor against the candidate, and said ``unmeasured``.
 
 Each end is one-sided at the look's confidence, so at equal distributions a false "worse"
 happens in at most ``1 - confidence`` of runs over all looks - the unit tests measure it over
@@ -87,6 +91,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
+from llm_rollout.validation.answers import Decision
 from llm_rollout.validation.metrics import percentile
 
 TRIM = 0.15
@@ -106,10 +111,10 @@ every block look alike, so their t has a small variance and reads as a slower ca
 sides with pauses in 1 round of 20: 7 false "worse" in 200000 simulated runs from 4 units, none
 from 5 or 6, 1 with the sign test over 6, 12 and 24). "Not worse" may come earlier."""
 
-Decision = Literal["not_worse", "worse", "undecided", "unmeasured"]
-"""``unmeasured``: the instrument could not see the metric in most blocks (set by the measurement,
-:func:`~llm_rollout.validation.compare.judge_speed`, never by the statistics); it is neither evidence
-for nor against the candidate and is reported as such."""
+SAID: dict[Decision, str] = {"pass": "not worse", "fail": "worse", "inconclusive": "undecided"}
+"""How a comparison's decision reads in its line (:meth:`Comparison.describe`): the gate's one
+vocabulary (:data:`~llm_rollout.validation.answers.Decision`) said as the question asks it; an
+unmeasured metric (``measured`` False) reads ``unmeasured``."""
 Better = Literal["lower", "higher"]
 Rule = Literal["trimmed_t", "sign"]
 """``trimmed_t``: the 15 %-trimmed-mean t interval (blocks); ``sign``: the median's order-statistic
@@ -325,7 +330,7 @@ class Comparison:
             (``trimmed_t``) or median (``sign``).
         low: Lower end of the ratio's interval.
         high: Upper end.
-        decision: ``not_worse``, ``worse``, ``undecided`` or ``unmeasured``.
+        decision: ``pass`` (not worse), ``fail`` (worse) or ``inconclusive`` (undecided, or unmeasured).
         pairs: Units (blocks) used.
         candidate_value: The candidate's median of the per-unit values.
         stable_value: The stable revision's median of the per-unit values.
@@ -334,6 +339,8 @@ class Comparison:
         scale: ``ratio`` (``ratio``, ``low``, ``high`` are candidate/stable ratios) or
             ``difference`` (they are candidate - stable differences, the margin absolute).
         rule: The interval's rule, ``trimmed_t`` or ``sign``.
+        measured: False when the instrument could not see the metric (the decision is then
+            ``inconclusive`` and ``note`` says why); set by the measurement, never by the statistics.
     """
 
     metric: str
@@ -351,6 +358,17 @@ class Comparison:
     unit: str = "blocks"
     scale: Scale = "ratio"
     rule: Rule = "sign"
+    measured: bool = True
+
+    @property
+    def word(self) -> str:
+        """The decision as the line says it: ``not worse``, ``worse``, ``undecided`` or ``unmeasured``."""
+        return SAID[self.decision] if self.measured else "unmeasured"
+
+    @property
+    def undecided(self) -> bool:
+        """Measured but not decided yet (more units could decide it)."""
+        return self.decision == "inconclusive" and self.measured
 
     @property
     def limit(self) -> float:
@@ -361,24 +379,24 @@ class Comparison:
     def describe(self) -> str:
         """One line: the decision, the ratio (or difference) with its interval and what it was held against."""
         if self.ratio is None or self.low is None or self.high is None:
-            return f"{self.metric}: {self.decision.replace('_', ' ')} ({self.note or 'not measured'})"
+            return f"{self.metric}: {self.word} ({self.note or 'not measured'})"
         sign = "<=" if self.better == "lower" else ">="
         if self.scale == "difference":
             return (
-                f"{self.metric}: {self.decision.replace('_', ' ')}: candidate - stable {self.ratio:+.4f} "
+                f"{self.metric}: {self.word}: candidate - stable {self.ratio:+.4f} "
                 f"[{self.low:+.4f}, {self.high:+.4f}] at {pct(self.confidence)} confidence, needed {sign} "
                 f"{self.limit:+.4f} (median per unit: candidate {self.candidate_value:.4g}, stable "
                 f"{self.stable_value:.4g}; {self.pairs} {self.unit})"
             )
         return (
-            f"{self.metric}: {self.decision.replace('_', ' ')}: candidate/stable {self.ratio:.3f} "
+            f"{self.metric}: {self.word}: candidate/stable {self.ratio:.3f} "
             f"[{self.low:.3f}, {self.high:.3f}] at {pct(self.confidence)} confidence, needed {sign} {self.limit:.3f} "
             f"(candidate {self.candidate_value:.4g}, stable {self.stable_value:.4g}; {self.pairs} {self.unit})"
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON data (with ``limit``)."""
-        return {**asdict(self), "limit": self.limit}
+        """Plain JSON data (with ``limit`` and ``said``, the decision as the line says it)."""
+        return {**asdict(self), "limit": self.limit, "said": self.word}
 
 
 def paired_non_inferiority(
@@ -404,7 +422,7 @@ def paired_non_inferiority(
         better: ``lower`` (latency) or ``higher`` (throughput).
         margin: Tolerated relative loss, e.g. 0.1.
         confidence: One-sided confidence of the decision (per look; see :func:`per_look_confidence`).
-        min_pairs: Below this many usable units the decision is ``undecided``.
+        min_pairs: Below this many usable units the decision is ``inconclusive`` (undecided).
         unit: What one unit is, for the messages.
         scale: ``ratio`` (candidate/stable, judged on the log scale, ``margin`` relative) or
             ``difference`` (candidate - stable, ``margin`` in the values' unit).
@@ -428,7 +446,7 @@ def paired_non_inferiority(
     }  # fmt: skip
     if len(pairs) < max(2, min_pairs):
         return Comparison(
-            **base, ratio=None, low=None, high=None, decision="undecided",
+            **base, ratio=None, low=None, high=None, decision="inconclusive",
             note=f"{len(pairs)} {unit}, {max(2, min_pairs)} needed",
         )  # fmt: skip
     if scale == "difference":
@@ -447,8 +465,8 @@ def paired_non_inferiority(
 
 def _decide(better: Better, low: float, high: float, upper: float, lower: float) -> Decision:
     if better == "lower":
-        return "not_worse" if high <= upper else "worse" if low > upper else "undecided"
-    return "not_worse" if low >= lower else "worse" if high < lower else "undecided"
+        return "pass" if high <= upper else "fail" if low > upper else "inconclusive"
+    return "pass" if low >= lower else "fail" if high < lower else "inconclusive"
 
 
 def _trimmed_t_judgement(
@@ -465,8 +483,8 @@ def _trimmed_t_judgement(
     centre, low, high = trimmed_t_interval(values, confidence)
     decision = _decide(better, low, high, upper, lower)
     note = ""
-    if decision == "worse" and len(values) < MIN_WORSE_UNITS:
-        decision, note = "undecided", f"worse is called from {MIN_WORSE_UNITS} {base['unit']}"
+    if decision == "fail" and len(values) < MIN_WORSE_UNITS:
+        decision, note = "inconclusive", f"worse is called from {MIN_WORSE_UNITS} {base['unit']}"
     return Comparison(**base, ratio=back(centre), low=back(low), high=back(high), decision=decision, note=note)
 
 
@@ -486,7 +504,7 @@ def _sign_test_judgement(
     k = order_statistic_bounds(n, confidence)
     if k is None:
         return Comparison(
-            **base, ratio=None, low=None, high=None, decision="undecided",
+            **base, ratio=None, low=None, high=None, decision="inconclusive",
             note=f"{n} {unit} cannot reach {pct(confidence)} confidence",
         )  # fmt: skip
     mid = statistic(values, "median") or 0.0

@@ -234,7 +234,7 @@ def quality_answer(quality: QualityResult) -> Answer:
                     confidence=comp.confidence, needed=f"<= {q.margin:+.4f}", **names,
                     line=f"candidate - stable per text: median {comp.ratio:+.4f} [{comp.low:+.4f}, {comp.high:+.4f}] "
                     f"at {pct(comp.confidence)}, needed <= {q.margin:+.4f} (validation.quality.margin), "
-                    f"{q.looks} looks: " + comp.decision.replace("_", " "),
+                    f"{q.looks} looks: " + comp.word,
                 )
             )  # fmt: skip
     if q.uniform_bpb is not None:
@@ -245,7 +245,7 @@ def quality_answer(quality: QualityResult) -> Answer:
                      f"{beaten}")
         )  # fmt: skip
     evidence += [Evidence.note(str(r)) for r in q.inconclusive]
-    decision = decision_of({"not_worse": True, "worse": False}.get(q.decision))
+    decision = q.decision
     if q.stable_url:
         against = q.stable_url
         said = {"pass": "non-inferior", "fail": "inferior"}.get(decision, "inconclusive")
@@ -264,7 +264,7 @@ def comparison_answer(comparison: StableComparison) -> Answer:
     """The comparison with the stable revision: the suite side by side and non-inferiority of the speeds."""
     c = comparison
     evidence = [
-        Evidence("vs_stable_not_worse", 1.0 if c.decision == "not_worse" else 0.0, metric="vs_stable_not_worse"),
+        Evidence("vs_stable_not_worse", 1.0 if c.decision == "pass" else 0.0, metric="vs_stable_not_worse"),
         Evidence("vs_stable_blocks", float(c.blocks or 0), metric="vs_stable_blocks"),
     ]
     q = c.quality or {}
@@ -281,10 +281,9 @@ def comparison_answer(comparison: StableComparison) -> Answer:
             "metric_high": f"vs_stable_{s.metric}_high",
         }  # fmt: skip
         if s.ratio is None or s.low is None or s.high is None:
-            decision = s.decision.replace("_", " ")
             evidence.append(
                 Evidence(s.metric, None, unmeasured=s.note or "not measured", **names,
-                         line=f"{s.metric}: {decision} ({s.note or 'not measured'})")
+                         line=f"{s.metric}: {s.word} ({s.note or 'not measured'})")
             )  # fmt: skip
             continue
         sign = "<=" if s.better == "lower" else ">="
@@ -293,10 +292,10 @@ def comparison_answer(comparison: StableComparison) -> Answer:
                 s.metric, s.ratio, low=s.low, high=s.high, confidence=s.confidence, needed=f"{sign} {s.limit:.3f}",
                 **names,
                 line=f"{s.metric}: candidate/stable {s.ratio:.3f} [{s.low:.3f}, {s.high:.3f}] at {pct(s.confidence)}, "
-                f"needed {sign} {s.limit:.3f}: " + s.decision.replace("_", " "),
+                f"needed {sign} {s.limit:.3f}: " + s.word,
             )
         )  # fmt: skip
-    decision = decision_of({"not_worse": True, "worse": False}.get(c.decision))
+    decision = c.decision
     return Answer(
         "comparison", decision, question=QUESTION_COMPARISON, against=c.stable_url,
         said={"pass": "non-inferior", "fail": "inferior"}.get(decision, "inconclusive"), evidence=evidence,
