@@ -9,9 +9,7 @@ scrambled copy by the floor of uniform guessing.
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,7 +18,7 @@ from llm_rollout.spec import ValidationSpec, parse_spec
 from llm_rollout.validation import validate
 from llm_rollout.validation.client import Endpoint, make_client
 from llm_rollout.validation.quality import read_texts_file, score_text, vocab_size
-from tests.fixtures.serving import VllmServer, start_together, start_vllm, tiny_quality
+from tests.fixtures.serving import tiny_quality
 
 pytest_plugins = ["tests.fixtures.serving"]
 pytestmark = [pytest.mark.serving, pytest.mark.timeout(900)]
@@ -36,29 +34,6 @@ def quality_spec(**validation: Any) -> ValidationSpec:
         **validation,
     }
     return parse_spec({"validation": doc}).validation
-
-
-@pytest.fixture(scope="module")
-def copies(scrambled_model, retrained_model, tmp_path_factory) -> Iterator[tuple[VllmServer, VllmServer]]:
-    """The scrambled and the retrained copy, started together (two starts on 2 cores take about one)."""
-    logs = tmp_path_factory.mktemp("q")
-    with contextlib.ExitStack() as stack:
-        scrambled, retrained = start_together(
-            stack,
-            start_vllm(scrambled_model, "tiny-scrambled", log_path=logs / "s.log"),
-            start_vllm(retrained_model, "tiny-retrained", log_path=logs / "r.log"),
-        )
-        yield scrambled, retrained
-
-
-@pytest.fixture(scope="module")
-def scrambled_server(copies):
-    return copies[0]
-
-
-@pytest.fixture(scope="module")
-def retrained_server(copies):
-    return copies[1]
 
 
 def test_vllm_scores_a_text_in_one_prefill_and_tells_its_vocabulary(vllm_server, tiny_model):
@@ -83,7 +58,7 @@ def test_default_gate_rolls_back_a_scrambled_copy_for_quality_at_the_first_look(
     vllm_server, scrambled_server, tmp_path
 ):
     result = validate(
-        quality_spec(), scrambled_server.base_url, "tiny-scrambled", stable_url=vllm_server.base_url,
+        quality_spec(), scrambled_server.base_url, "tiny", stable_url=vllm_server.base_url,
         stable_model="tiny", report_dir=tmp_path,
     )  # fmt: skip
     assert result.verdict == "fail", result.summary
@@ -106,7 +81,7 @@ def test_default_gate_rolls_back_a_scrambled_copy_for_quality_at_the_first_look(
 def test_a_retrained_copy_is_non_inferior_in_quality(vllm_server, retrained_server):
     # Speed is the demo's runs 2 and 3 (tests/e2e/test_local_pipeline.py); this one asks quality only.
     result = validate(
-        quality_spec(comparison={"enabled": False}), retrained_server.base_url, "tiny-retrained",
+        quality_spec(comparison={"enabled": False}), retrained_server.base_url, "tiny",
         stable_url=vllm_server.base_url, stable_model="tiny",
     )  # fmt: skip
     assert result.verdict == "pass", result.summary
@@ -124,7 +99,7 @@ def test_first_rollouts_face_the_floor_of_uniform_guessing(vllm_server, scramble
     assert tiny.quality.candidate_bpb < 1.0 < tiny.quality.uniform_bpb
     assert "quality of the reference texts: beats guessing" in tiny.summary
 
-    scrambled = validate(quality_spec(), scrambled_server.base_url, "tiny-scrambled")
+    scrambled = validate(quality_spec(), scrambled_server.base_url, "tiny")
     assert scrambled.verdict == "fail"
     floor = [r for r in scrambled.reasons if "worse than uniform guessing" in r]
     assert floor and "guessing over its 640 tokens" in floor[0], scrambled.reasons
@@ -136,9 +111,7 @@ def test_out_of_domain_texts_do_not_separate_the_tiny_models(vllm_server, scramb
     # Why the README asks for in-domain texts: on general English (the shipped sample) the tiny
     # model is itself worse than guessing, and the scrambled copy is not told apart from it.
     spec = quality_spec(quality={}, comparison={"enabled": False})
-    result = validate(
-        spec, scrambled_server.base_url, "tiny-scrambled", stable_url=vllm_server.base_url, stable_model="tiny"
-    )
+    result = validate(spec, scrambled_server.base_url, "tiny", stable_url=vllm_server.base_url, stable_model="tiny")
     quality = result.quality
     assert quality is not None and quality.source.startswith("shipped sample")
     assert quality.stable_bpb > quality.uniform_bpb and quality.comparison.decision != "fail"
@@ -151,9 +124,7 @@ def test_a_scored_suite_with_fewer_right_than_the_stable_beyond_chance_is_rolled
     # fewer right than the tiny stable on the same items. The quality question is left out so that
     # the suite alone decides; no speed round is measured after it.
     spec = quality_spec(suite_file=str(tiny_model / "suite.jsonl"), quality={"enabled": False})
-    result = validate(
-        spec, scrambled_server.base_url, "tiny-scrambled", stable_url=vllm_server.base_url, stable_model="tiny"
-    )
+    result = validate(spec, scrambled_server.base_url, "tiny", stable_url=vllm_server.base_url, stable_model="tiny")
     assert result.verdict == "fail", result.summary
     assert result.comparison is not None and result.comparison.blocks == 0
     suite = result.comparison.quality
@@ -171,9 +142,7 @@ def test_a_scored_suite_equal_on_both_sides_is_not_a_failure(vllm_server, retrai
         suite_file=str(tiny_model / "suite.jsonl"), quality={"enabled": False},
         comparison={"min_blocks": 2, "max_blocks": 2, "ttft_margin": 10, "tpot_margin": 10, "throughput_margin": 0.99},
     )  # fmt: skip
-    result = validate(
-        spec, retrained_server.base_url, "tiny-retrained", stable_url=vllm_server.base_url, stable_model="tiny"
-    )
+    result = validate(spec, retrained_server.base_url, "tiny", stable_url=vllm_server.base_url, stable_model="tiny")
     suite = result.comparison.quality
     assert suite["ok"] and not suite["fewer"] and suite["p_value"] == 1.0, suite
     assert not any("suite" in r for r in result.reasons), result.reasons

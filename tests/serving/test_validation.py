@@ -206,23 +206,22 @@ def test_impossible_slo_fails_with_the_right_reasons(vllm_server, tmp_path, caps
     assert all(p["passed"] for p in data["correctness"]), "the model itself is fine"
 
 
-def test_scrambled_model_fails_correctness_and_baseline_agreement(scrambled_model, tiny_model, vllm_server, tmp_path):
-    with start_vllm(scrambled_model, "tiny-scrambled", log_path=tmp_path / "vllm.log") as server:
-        lines = Lines()
-        result = validate(
-            small_spec(
-                load={"concurrency": [2], "num_prompts": 12},
-                slo={"judge_concurrency": [2]},
-                recovery={"checks": ["output_throughput_ratio_vs_baseline >= 0.01"]},
-            ),
-            server.base_url,
-            "tiny-scrambled",
-            baseline_url=vllm_server.base_url,
-            baseline_model="tiny",
-            suite=tiny_model / "probes.json",
-            report_dir=tmp_path / "report",
-            log=lines,
-        )
+def test_scrambled_model_fails_correctness_and_baseline_agreement(scrambled_server, tiny_model, vllm_server, tmp_path):
+    lines = Lines()
+    result = validate(
+        small_spec(
+            load={"concurrency": [2], "num_prompts": 12},
+            slo={"judge_concurrency": [2]},
+            recovery={"checks": ["output_throughput_ratio_vs_baseline >= 0.01"]},
+        ),
+        scrambled_server.base_url,
+        "tiny",
+        baseline_url=vllm_server.base_url,
+        baseline_model="tiny",
+        suite=tiny_model / "probes.json",
+        report_dir=tmp_path / "report",
+        log=lines,
+    )
     assert result.verdict == "fail"
     # greedy tokens of the damaged model against the healthy original (the quantization check)
     assert result.agreement is not None and result.agreement.agreement is not None
