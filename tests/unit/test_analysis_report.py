@@ -104,3 +104,14 @@ def test_report_is_self_contained_escaped_and_says_when_no_step_was_analysed(tmp
     assert "NO STEP ANALYSED" in empty and "No canary step was analysed" in empty and "promoted v2" in empty
     assert steps_decision([]) == "none"
     assert steps_decision([_step().to_dict(), _step(second_requests=1).to_dict()]) == "inconclusive"
+
+
+def test_run_local_summary_names_the_page_of_a_failed_promotion_too(tmp_path):
+    from kfp_llm_rollout.pipelines.run_local import RunSummary, format_summary
+
+    page = str(tmp_path / "promote-model" / "analysis_report")
+    promote = {"step": "promote-model", "status": "failed", "error": "promotion of v2 stopped at step 1 (10% traffic)",
+               "analysis_report": page, "analysis_decision": "fail"}  # fmt: skip
+    summary = RunSummary(pipeline="llm-deploy", outcome="failed", returncode=1, steps=[promote], out_dir=tmp_path,
+                         seconds=1.0)  # fmt: skip
+    assert f"live analysis report:  {page}" in format_summary(summary)
