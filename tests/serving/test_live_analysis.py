@@ -295,7 +295,9 @@ def test_equal_candidate_is_promoted_through_every_step(servers, watched, users_
     steps = [{"weight": 50, "hold_s": HOLD_S, "analysis": ANALYSIS}, {"weight": 60, "analysis": ANALYSIS}, 100]
     spec, record = rollout(tmp_path, servers, "equal", watched("stable", "equal").url, steps, own_stable=False)
 
-    # 4 users a second: each side still finishes a request or more per 2.5 s sub-window at 60 %.
+    # 4 users a second: at 60 % each side still finishes a request or more per 2.5 s sub-window.
+    # (6 a second queued on two busy cores: the units' ratios spread from 0.06 to 2 and a step
+    # stayed undecided until its deadline.)
     outcome, users, metrics, report = promote_with_users(spec, record, users_file, tmp_path, rate=4.0)
 
     assert isinstance(outcome, str) and outcome.startswith("promoted equal"), outcome
