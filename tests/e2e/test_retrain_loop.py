@@ -17,6 +17,8 @@ comparison's default settings: tests/e2e/test_local_pipeline.py asserts it on th
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,9 +27,12 @@ from kfp_llm_rollout.pipelines.run_local import run_local
 from llm_rollout.local.platform import LocalPlatform
 from llm_rollout.local.session import cleanup
 from llm_rollout.spec import parse_spec
-from tests.fixtures.serving import tiny_quality
+from llm_rollout.steplog import read_run_log
+from tests.fixtures.serving import in_background, tiny_quality
 
 pytestmark = [pytest.mark.e2e, pytest.mark.serving, pytest.mark.timeout(1500)]
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def status_of(state):
@@ -43,24 +48,30 @@ def test_default_gate_without_a_suite_rolls_back_a_scrambled_model_for_quality(
     all pass) at the first look without any speed measured, and the 5 %-noise retrained copy is
     promoted over the tiny model (quality not worse); a first rollout of the scrambled copy is
     refused by the floor of uniform guessing.
+
+    That first rollout has a state directory of its own, so it runs beside the first two runs, as
+    ``llm-rollout run-local`` (one run per process: a run sets the process' environment and
+    kfp.local's configuration); nothing it decides depends on timing (likelihoods, an SLO of 3 s),
+    and it has ended before run 3 measures speed against the stable.
     """
-    state = tmp_path / "state"
+    state, fresh = tmp_path / "state", tmp_path / "fresh-state"
     monkeypatch.setenv("LLM_ROLLOUT_STATE_DIR", str(state))
 
+    def doc_for(state_dir):
+        return {
+            "name": "tiny-quality",
+            "platform": "local",
+            "runtime": {"max_model_len": 256},
+            "local": {"state_dir": str(state_dir)},
+            "validation": {
+                "slo": {"checks": ["p95_ttft_ms <= 3000", "error_rate == 0"], "judge_concurrency": [4]},
+                "load": {"concurrency": [4], "num_prompts": 16, "output_tokens": 8, "input_words": 8},
+                "quality": tiny_quality(),
+            },
+        }
+
     def spec_for(state_dir):
-        return parse_spec(
-            {
-                "name": "tiny-quality",
-                "platform": "local",
-                "runtime": {"max_model_len": 256},
-                "local": {"state_dir": str(state_dir)},
-                "validation": {
-                    "slo": {"checks": ["p95_ttft_ms <= 3000", "error_rate == 0"], "judge_concurrency": [4]},
-                    "load": {"concurrency": [4], "num_prompts": 16, "output_tokens": 8, "input_words": 8},
-                    "quality": tiny_quality(),
-                },
-            }
-        )
+        return parse_spec(doc_for(state_dir))
 
     def run(model, label, state_dir=state):
         # --keep-serving: the promoted model keeps serving between runs, as in production.
@@ -69,9 +80,15 @@ def test_default_gate_without_a_suite_rolls_back_a_scrambled_model_for_quality(
             keep_serving=True,
         )  # fmt: skip
 
+    spec_file, first_out = tmp_path / "fresh-spec.json", tmp_path / "4-first-scrambled"
+    spec_file.write_text(json.dumps(doc_for(fresh)))
+    argv = [sys.executable, "-m", "kfp_llm_rollout.pipelines.cli", "run-local", "--model", str(scrambled_model)]
+    argv += ["--spec", str(spec_file), "--out", str(first_out), "--keep-serving"]
+    env = {**os.environ, "LLM_ROLLOUT_STATE_DIR": str(fresh)}
     try:
-        assert run(tiny_model, "1-tiny").outcome == "promoted"
-        scrambled = run(scrambled_model, "2-scrambled")
+        with in_background(argv, log_path=tmp_path / "4-first-scrambled.log", timeout=900, cwd=ROOT, env=env) as first:
+            assert run(tiny_model, "1-tiny").outcome == "promoted"
+            scrambled = run(scrambled_model, "2-scrambled")
         assert scrambled.outcome == "rolled back", scrambled.steps
         validate = scrambled.step("validate-deployment")
         assert validate["summary"].splitlines()[0].startswith("fail: quality of the reference texts: "), validate
@@ -88,14 +105,10 @@ def test_default_gate_without_a_suite_rolls_back_a_scrambled_model_for_quality(
         assert status_of(state).stable.model_uri == str(retrained_model)
     finally:
         cleanup(state)
-    fresh = tmp_path / "fresh-state"
-    monkeypatch.setenv("LLM_ROLLOUT_STATE_DIR", str(fresh))
-    try:
-        first = run(scrambled_model, "4-first-scrambled", fresh)
-        assert first.outcome == "rolled back", first.steps
-        summary = first.step("validate-deployment")["summary"]
-        assert "quality of the reference texts: worse than guessing" in summary.splitlines()[0], summary
-        assert "worse than uniform guessing" in summary
-        assert status_of(fresh).stable is None
-    finally:
         cleanup(fresh)
+    # Run 4: the first rollout of the scrambled copy (exit 3: rolled back).
+    assert first.returncode == 3, (tmp_path / "4-first-scrambled.log").read_text()[-5000:]
+    [summary] = [s["summary"] for s in read_run_log(first_out / "steps.jsonl") if s["step"] == "validate-deployment"]
+    assert "quality of the reference texts: worse than guessing" in summary.splitlines()[0], summary
+    assert "worse than uniform guessing" in summary
+    assert status_of(fresh).stable is None
