@@ -22,7 +22,7 @@ from llm_rollout.kserve.restore import rollback_to_previous
 from llm_rollout.kserve.rollback import finalize_run, rollback, rollback_on_termination
 from llm_rollout.kserve.status import status
 from llm_rollout.kube import KubeClient
-from llm_rollout.platform import ModelRef, Outcome, Status, ValidationTarget, ValidationConclusion
+from llm_rollout.platform import ModelRef, Outcome, Status, ValidationConclusion, ValidationTarget
 from llm_rollout.record import DeploymentRecord
 from llm_rollout.spec import RolloutSpec, check_gpu
 
