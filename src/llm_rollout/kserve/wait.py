@@ -423,6 +423,24 @@ DELETE_TIMEOUT_S = 300.0
 """How long a deleted KServe object may stay behind its finalizers before a step gives up."""
 
 
+def gone_if_terminating(
+    client: KubeClient, res: Resource, live: dict[str, Any] | None, *, timeout_s: float
+) -> dict[str, Any] | None:
+    """``live``, or None once it is gone when it was being deleted.
+
+    An object with ``metadata.deletionTimestamp`` stays until its controller drops its finalizer
+    (KServe: ``inferenceservice.finalizers``, ``controller.go`` ``Reconcile``); an apply in that window
+    writes to the terminating object and vanishes with it, so the caller waits it out
+    (:func:`wait_deleted`) and plans as if there was none.
+    """
+    meta = (live or {}).get("metadata") or {}
+    if not meta.get("deletionTimestamp"):
+        return live
+    log.info("%s %s/%s is being deleted; waiting until it is gone", res.kind, meta.get("namespace"), meta.get("name"))
+    wait_deleted(client, res, meta.get("name", ""), meta.get("namespace", ""), timeout_s=timeout_s)
+    return None
+
+
 def wait_deleted(
     client: KubeClient,
     res: Resource,

@@ -44,7 +44,7 @@ from llm_rollout.kserve.variants.base import (
     conditions_summary,
 )
 from llm_rollout.kserve.views import InferenceServiceView, PredictorView
-from llm_rollout.kserve.wait import DELETE_TIMEOUT_S, Readiness, wait_deleted, wait_ready
+from llm_rollout.kserve.wait import DELETE_TIMEOUT_S, Readiness, gone_if_terminating, wait_deleted, wait_ready
 from llm_rollout.kube import INFERENCE_SERVICES, KubeClient
 from llm_rollout.names import isvc_member_name, predictor_service_name
 from llm_rollout.platform import Gate
@@ -73,14 +73,7 @@ def canary_address(spec: RolloutSpec, member: str) -> str:
 
 def _plan(v: InferenceServiceVariant, client: KubeClient, new: Member) -> Plan:
     live = client.get_or_none(INFERENCE_SERVICES, v.spec.service_name, v.spec.namespace)
-    if live is not None and (live.get("metadata") or {}).get("deletionTimestamp"):
-        # Being deleted (a first revision's rollback by another run, or a person): KServe keeps it
-        # until its controller drops ``inferenceservice.finalizers`` (``controller.go`` ``Reconcile``);
-        # an apply now would write to the terminating object and vanish with it. Wait until it is
-        # gone, then this is a first rollout.
-        log.info("%s: InferenceService is being deleted; waiting until it is gone", v.spec.service_name)
-        wait_deleted(client, INFERENCE_SERVICES, v.spec.service_name, v.spec.namespace, timeout_s=DELETE_TIMEOUT_S)
-        live = None
+    live = gone_if_terminating(client, INFERENCE_SERVICES, live, timeout_s=DELETE_TIMEOUT_S)  # then a first rollout
     ref = v.ref()  # the stable record is read only when a canary needs it
     return _plan_on(v, live, new, lambda: find_stable_record(client.get_or_none(ref.res, ref.name, ref.namespace)))
 
