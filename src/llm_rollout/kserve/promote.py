@@ -281,7 +281,9 @@ def _prometheus_token(spec: RolloutSpec, client: KubeClient) -> str:
         return ""
     from llm_rollout.kserve.preflight import SECRETS
 
-    secret = client.get_or_none(SECRETS, ref.name, spec.namespace)
+    # A Secret is core/v1, served by every API server from its first answer: no grace for a type not
+    # served yet (that is for CRDs after a restart; kserve/preflight.py check_model_store reads alike).
+    secret = client.without_type_grace().get_or_none(SECRETS, ref.name, spec.namespace)
     data = (secret or {}).get("data") or {}
     if ref.key not in data:
         raise PermanentError(
