@@ -45,15 +45,29 @@ browser:
 
 test-env: venv test-apiserver test-prometheus serving-env optimize-env browser
 
+# The fast tiers (tests/conftest.py --tiers fast: unit and cluster, less their serving/optimize tests)
+# mostly wait on the API server, Prometheus and subprocesses, so they run on FAST_WORKERS pytest-xdist
+# workers, whole files per worker (a module's servers start once; each worker starts its own API
+# server on its own ports); 0 runs them in one process. Everything else (vLLM, llmcompressor, e2e)
+# runs after them in one process: its comparisons are CPU-sensitive.
+FAST_WORKERS ?= 2
+FAST_TIERS := tests/unit tests/cluster --tiers fast -n $(FAST_WORKERS) --dist loadfile
+
+# Both runs always; exit status: the first failure, else 0 if either ran tests (5: none selected).
 test: test-env
-	@$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
+	@$(PY) -m pytest $(FAST_TIERS) --durations=15 $(PYTEST_ARGS); fast=$$?; \
+	echo "==> the serving, optimize and e2e tiers, one test at a time (fast tiers: exit $$fast)"; \
+	$(PY) -m pytest --tiers slow --durations=15 $(PYTEST_ARGS); slow=$$?; \
+	echo "==> make test: fast tiers exit $$fast, slow tiers exit $$slow"; \
+	for rc in $$fast $$slow; do case $$rc in 0|5) ;; *) exit $$rc;; esac; done; \
+	test $$fast = 0 -o $$slow = 0 || exit 5
 
 test-unit: venv test-prometheus
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-# The inner loop: unit and cluster tiers (no vLLM, no llmcompressor).
+# The inner loop: unit and cluster tiers (no vLLM, no llmcompressor), on parallel workers.
 test-fast: venv test-apiserver test-prometheus
-	@$(PY) -m pytest tests/unit tests/cluster -m "not serving and not optimize" --durations=10 $(PYTEST_ARGS)
+	@$(PY) -m pytest $(FAST_TIERS) --durations=10 $(PYTEST_ARGS)
 
 # The timing-sensitive tiers three times in a row beside busy processes (what a loaded CI machine does).
 stress: venv test-apiserver serving-env

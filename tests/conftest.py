@@ -3,12 +3,17 @@
 It also keeps the fault suite's account: every test marked ``@pytest.mark.fault`` (a
 fault-injection scenario: a flaky or restarted API server, a killed vLLM, a killed or cancelled
 run) is counted, and the terminal summary ends with ``fault scenarios: N run, M survived``.
+
+``--tiers fast`` keeps only the fast tiers (the unit and cluster tiers without the ``serving`` or
+``optimize`` marked tests: no vLLM, no llmcompressor), ``--tiers slow`` only the rest; ``make test``
+runs the fast tiers on parallel workers (pytest-xdist), then the slow ones in one process.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -51,6 +56,44 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             crd_paths(crds)
     except CrdError as err:
         pytest.exit(f"setup: {err}", returncode=4)
+
+
+TESTS_DIR = Path(__file__).resolve().parent
+FAST_TIER_DIRS = ("unit", "cluster")
+SLOW_MARKERS = ("serving", "optimize")
+"""The fast tiers: tests under tests/unit and tests/cluster that carry none of these markers."""
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--tiers",
+        choices=("all", "fast", "slow"),
+        default="all",
+        help="fast: the unit and cluster tiers less their serving/optimize-marked tests (no vLLM, no "
+        "llmcompressor; make test-fast, on parallel workers); slow: every other test (make test runs "
+        "them after the fast tiers, one at a time); all (default): both",
+    )
+
+
+def in_fast_tiers(item: pytest.Item) -> bool:
+    """Whether ``item`` belongs to the fast tiers (``--tiers fast``)."""
+    try:
+        top = Path(item.path).resolve().relative_to(TESTS_DIR).parts[0]
+    except ValueError:
+        return False
+    return top in FAST_TIER_DIRS and not any(item.get_closest_marker(m) for m in SLOW_MARKERS)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--tiers fast|slow``: deselects the other tiers' tests (reported as deselected)."""
+    tiers = config.getoption("tiers")
+    if tiers == "all":
+        return
+    keep = [item for item in items if in_fast_tiers(item) == (tiers == "fast")]
+    if len(keep) < len(items):
+        kept = set(keep)
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = keep
 
 
 FAULT_PROPERTY = "fault_scenario"
