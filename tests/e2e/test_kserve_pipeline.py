@@ -17,7 +17,8 @@ model URI is "already promoted". Then two bad models, each a canary against the 
 B and each rolled back with the stable InferenceService's spec exactly as run 2 left it: a scrambled
 copy (server C: garbage, caught by the quality question; it is also held to an SLO nothing meets) and a
 deeper copy (server D: the same answers, about twice as slow, caught by the comparison with the
-stable).
+stable). Servers A, B and C are the session's (``vllm_server``, ``retrained_server``,
+``scrambled_server``: started once for the serving and e2e tiers); D starts while run 4 runs.
 """
 
 from __future__ import annotations
@@ -92,26 +93,22 @@ def kubeconfig(kube_cluster, tmp_path, monkeypatch):
     assert not admission.denied, admission.denied
 
 
-@pytest.fixture
-def retrained_server(retrained_model, vllm_python, tmp_path):
-    """Server B: the retrained copy, under the same served name as server A (``vllm_server``)."""
-    with start_vllm(retrained_model, "tiny", log_path=tmp_path / "vllm-retrained.log") as server:
-        yield server
-
-
 def test_retrain_is_compared_with_the_stable_and_promoted_a_rerun_is_a_no_op_bad_and_slow_models_rolled_back(
     kubeconfig,
     kube_namespace,
     reconciler,
     vllm_server,
     retrained_server,
+    scrambled_server,
     tiny_model,
-    scrambled_model,
     deep_model,
     tmp_path,
     monkeypatch,
 ):
+    # Servers A, B and C are the session's (tests/fixtures/serving.py: the tiny model and its two
+    # copies, each served as "tiny"); earlier tests sent them requests, so counts are differences.
     a, b = vllm_server.base_url, retrained_server.base_url
+    b_before = finished_requests(b)
     client = KubeClient.from_kubeconfig(str(kubeconfig))
     probes = tiny_model / "probes.json"
 
@@ -144,10 +141,10 @@ def test_retrain_is_compared_with_the_stable_and_promoted_a_rerun_is_a_no_op_bad
     annotations = state["metadata"]["annotations"]
     assert any(k.startswith(ANNOTATION_PREFIX) and "s3://models/tiny-llama/v1" in v for k, v in annotations.items())
     assert not any(k.startswith(ANNOTATION_PREFIX) for k in isvc["metadata"]["annotations"])
-    assert finished_requests(b) == 0, "server B played no revision in run 1"
+    assert finished_requests(b) == b_before, "server B played no revision in run 1"
 
     # Run 2: the retrained model, a canary on server B, compared with the stable revision on A.
-    a_before = finished_requests(a)
+    a_before, b_before = finished_requests(a), finished_requests(b)
     good = parse_spec(_spec(kube_namespace, probes, ["p99_e2el_ms <= 30000", "error_rate == 0"]))
     retrain_uri = "s3://models/tiny-llama/v2-retrained"
     second = run_pipeline("llm-deploy", retrain_uri, good, out_dir=tmp_path / "run-2", quiet=True)
@@ -171,7 +168,7 @@ def test_retrain_is_compared_with_the_stable_and_promoted_a_rerun_is_a_no_op_bad
     assert q["candidate_passed"] >= q["stable_passed"], q
     assert looks and "undecided" not in looks[-1], looks
     # Both servers really were measured (vLLM's own counters, not our report).
-    assert finished_requests(b) >= comparison["blocks"] * 2 * good.validation.comparison.round_requests
+    assert finished_requests(b) - b_before >= comparison["blocks"] * 2 * good.validation.comparison.round_requests
     assert finished_requests(a) - a_before >= comparison["blocks"] * 2 * good.validation.comparison.round_requests
     promoted = client.get(INFERENCE_SERVICES, NAME, kube_namespace)
     assert promoted["spec"]["predictor"]["model"]["storageUri"] == retrain_uri
@@ -213,16 +210,12 @@ def test_retrain_is_compared_with_the_stable_and_promoted_a_rerun_is_a_no_op_bad
         deep_server = pool.submit(
             servers.enter_context, start_vllm(deep_model, "tiny", log_path=tmp_path / "vllm-deep.log")
         )
-        with start_vllm(scrambled_model, "tiny", log_path=tmp_path / "vllm-scrambled.log") as c:
-            canary_on(c.base_url)
-            scrambled = run_pipeline(
-                "llm-deploy",
-                "s3://models/tiny-llama/v3-scrambled",
-                parse_spec(doc),
-                out_dir=tmp_path / "run-4",
-                quiet=True,
-            )
-            validate = rolled_back(scrambled, c.base_url)
+        c = scrambled_server.base_url
+        canary_on(c)
+        scrambled = run_pipeline(
+            "llm-deploy", "s3://models/tiny-llama/v3-scrambled", parse_spec(doc), out_dir=tmp_path / "run-4", quiet=True
+        )
+        validate = rolled_back(scrambled, c)
         head, *reasons = validate["summary"].splitlines()
         # The quality question fails it at the first look (worse than guessing), so the suite's
         # items are not paired with the stable's and the speed comparison never runs.
