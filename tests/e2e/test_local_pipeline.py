@@ -29,6 +29,7 @@ from llm_rollout.local.platform import LocalPlatform
 from llm_rollout.local.state import read_json
 from llm_rollout.platform import Status
 from llm_rollout.spec import parse_spec
+from tests.fixtures.serving import run_stoppable
 
 pytestmark = [pytest.mark.e2e, pytest.mark.serving, pytest.mark.optimize, pytest.mark.timeout(1800)]
 
@@ -54,12 +55,10 @@ def _processes_in(directory: Path) -> list[psutil.Process]:
 def demo(tmp_path_factory, tiny_model, retrained_model, deep_model, scrambled_model, vllm_python):
     out = tmp_path_factory.mktemp("demo") / "demo"
     env = dict(os.environ)
-    proc = subprocess.run(
+    proc = run_stoppable(
         [sys.executable, "-m", "kfp_llm_rollout.pipelines.cli", "run-local", "--demo", "--out", str(out)],
         cwd=ROOT,
         env=env,
-        capture_output=True,
-        text=True,
         timeout=1700,
     )
     return proc, out

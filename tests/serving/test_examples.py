@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.serving import run_stoppable
+
 pytestmark = [pytest.mark.serving, pytest.mark.e2e, pytest.mark.timeout(1200)]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +57,7 @@ def test_getting_started_on_this_machine_as_printed(tmp_path, tiny_model, vllm_p
     results = {}
     for command in commands:
         argv = shlex.split(command.replace(TINY, str(tiny_model)))
-        done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+        done = run_stoppable(argv, cwd=tmp_path, timeout=900)
         results[argv[1]] = done
         assert "Traceback" not in done.stderr, done.stderr[-3000:]
         if argv[1] == "run-local":
@@ -100,7 +102,7 @@ def test_your_own_model_as_printed_with_the_tiny_model(tmp_path, tiny_model, vll
     copied = subprocess.run(shlex.split(lines[0]), cwd=tmp_path, capture_output=True, text=True, timeout=30)
     assert copied.returncode == 0 and (tmp_path / "my-spec.yaml").is_file(), copied.stderr
     argv = shlex.split(lines[1].replace("~/models/my-llama", str(tiny_model)))
-    done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=1100)
+    done = run_stoppable(argv, cwd=tmp_path, timeout=1100)
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "== llm-optimize-deploy: PROMOTED" in done.stdout, done.stdout[-4000:]
@@ -151,7 +153,7 @@ def test_run_local_against_a_cluster_as_printed(kube_cluster, tmp_path, tiny_mod
                 ),
                 "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
             }
-            done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1100)
+            done = run_stoppable(argv, cwd=tmp_path, env=env, timeout=1100)
     finally:
         stand_in.stop()
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
