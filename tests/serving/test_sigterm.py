@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.serving, pytest.mark.fault, pytest.mark.timeout(400)]
 
 ROOT = Path(__file__).resolve().parents[2]
 
-CHILD = '''
+CHILD = """
 import os
 import time
 from pathlib import Path
@@ -37,7 +37,7 @@ def test_holds_the_session_server(vllm_server):
     ready.with_suffix(".tmp").write_text(str(vllm_server.pgid))
     ready.with_suffix(".tmp").rename(ready)
     time.sleep(600)
-'''
+"""
 
 
 def _alive(pid: int) -> bool:
