@@ -335,11 +335,16 @@ from llm_rollout.spec import parse_spec
 spec = parse_spec(json.loads(sys.argv[1]))
 mode = sys.argv[3]
 if mode == "session":
-    # What run-local does: the whole run inside local_session; validation would run here.
-    with local_session(spec.local.state_dir):
-        baseline = start_baseline(spec, model_dir=sys.argv[2], run_id="interrupted")
+    # What run-local does: the whole run inside local_session; validation would run here. The
+    # baseline starts in a thread beside the candidate, as the demo starts it (two starts on 2 cores
+    # take about one).
+    from concurrent.futures import ThreadPoolExecutor
+
+    with local_session(spec.local.state_dir), ThreadPoolExecutor(1) as pool:
+        starting = pool.submit(start_baseline, spec, model_dir=sys.argv[2], run_id="interrupted")
         # The promoted model again, started anyway (no digest check): a candidate beside nothing.
         record = LocalPlatform(spec).start_candidate(sys.argv[2], run_id="interrupted")
+        baseline = starting.result()
         print("BASELINE " + baseline.model_dump_json(), flush=True)
         print("DEPLOYED " + record.to_json(), flush=True)
         time.sleep(600)
