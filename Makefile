@@ -54,13 +54,18 @@ FAST_WORKERS ?= 2
 FAST_TIERS := tests/unit tests/cluster --tiers fast -n $(FAST_WORKERS) --dist loadfile
 
 # Both runs always; exit status: the first failure, else 0 if either ran tests (5: none selected).
+# TESTS=<paths> runs only those, in one process (PYTEST_ARGS adds to either form).
 test: test-env
+ifneq ($(strip $(TESTS)),)
+	@$(PY) -m pytest $(TESTS) --durations=15 $(PYTEST_ARGS)
+else
 	@$(PY) -m pytest $(FAST_TIERS) --durations=15 $(PYTEST_ARGS); fast=$$?; \
 	echo "==> the serving, optimize and e2e tiers, one test at a time (fast tiers: exit $$fast)"; \
 	$(PY) -m pytest --tiers slow --durations=15 $(PYTEST_ARGS); slow=$$?; \
 	echo "==> make test: fast tiers exit $$fast, slow tiers exit $$slow"; \
 	for rc in $$fast $$slow; do case $$rc in 0|5) ;; *) exit $$rc;; esac; done; \
 	test $$fast = 0 -o $$slow = 0 || exit 5
+endif
 
 test-unit: venv test-prometheus
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
