@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -23,7 +24,9 @@ from tests.fixtures.cluster import (
     ClusterStartError,
     MissingBinaryError,
     TestCluster,
+    crd_snapshot_key,
     kserve_crd_paths,
+    kubernetes_crd_paths,
     locate_binaries,
     unique_namespace,
 )
@@ -519,6 +522,94 @@ def test_startup_failure_reports_the_logs_and_leaves_nothing_running(kube_cluste
     assert "broken apiserver: cannot start" in message
     assert "etcd.log" in message
     assert cluster._etcd is None and cluster._apiserver is None
+
+
+# The CRD snapshot the session cluster starts from -------------------------------------------------
+
+
+def test_the_snapshot_key_covers_both_binaries_and_every_crd_file(tmp_path):
+    etcd, apiserver, first, second = (tmp_path / n for n in ("etcd", "apiserver", "a.yaml", "b.yaml"))
+    for path in (etcd, apiserver, first, second):
+        path.write_text(path.name)
+    binaries = ClusterBinaries(etcd=etcd, apiserver=apiserver)
+    key = crd_snapshot_key(binaries, [first, second])
+    assert key == crd_snapshot_key(binaries, [first, second])
+    assert key != crd_snapshot_key(binaries, [second, first])  # install order
+    assert key != crd_snapshot_key(binaries, [first])
+    first.write_text("a.yaml changed")
+    changed = crd_snapshot_key(binaries, [first, second])
+    assert changed != key
+    st = apiserver.stat()
+    os.utime(apiserver, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # a rebuilt API server
+    assert crd_snapshot_key(binaries, [first, second]) != changed
+
+
+def _copied_crds(directory: Path) -> list[Path]:
+    directory.mkdir()
+    return [Path(shutil.copy(p, directory / p.name)) for p in kubernetes_crd_paths()]
+
+
+def test_a_snapshot_hit_serves_every_crd_and_a_changed_crd_file_misses(kube_cluster, tmp_path):
+    root = tmp_path / "snapshots"
+    paths = _copied_crds(tmp_path / "crds")
+
+    def start(name: str) -> TestCluster:
+        return TestCluster(tmp_path / name, binaries=kube_cluster.binaries, crd_paths=paths).start_cached(root)
+
+    first = start("miss")  # a real install, then the snapshot
+    try:
+        assert not first.started_from_snapshot
+        installed = dict(first.crds)
+    finally:
+        first.close()
+    assert [p.name for p in root.iterdir()] == [crd_snapshot_key(kube_cluster.binaries, paths)]
+    assert set(installed) == {"Lease", "Gateway", "GatewayClass"}
+
+    second = start("hit")
+    try:
+        assert second.started_from_snapshot
+        assert second.crds == installed
+        for info in second.crds.values():
+            status, crd = second.request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{info.name}")
+            assert status == 200
+            conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
+            assert conditions["Established"] == "True", (info.name, conditions)
+            for version in info.served_versions:
+                status, listed = second.request("GET", f"/apis/{info.group}/{version}/{info.plural}")
+                # Served, and empty: the snapshot was taken before any object existed.
+                assert (status, listed["kind"], listed["items"]) == (200, f"{info.kind}List", []), (info, version)
+    finally:
+        second.close()
+
+    lease = next(p for p in paths if p.name.endswith("_leases.yaml"))
+    lease.write_text(lease.read_text() + "# any change of a CRD file\n")
+    third = start("changed")
+    try:
+        assert not third.started_from_snapshot
+        assert third.crds == installed
+    finally:
+        third.close()
+    assert len(list(root.iterdir())) == 2
+
+
+def test_a_snapshot_that_does_not_start_falls_back_to_a_real_install(kube_cluster, tmp_path, capfd):
+    root = tmp_path / "snapshots"
+    paths = _copied_crds(tmp_path / "crds")
+    broken = root / crd_snapshot_key(kube_cluster.binaries, paths)
+    (broken / "etcd-data").mkdir(parents=True)
+    (broken / "crds.json").write_text("not JSON")
+    cluster = TestCluster(tmp_path / "c", binaries=kube_cluster.binaries, crd_paths=paths).start_cached(root)
+    try:
+        assert not cluster.started_from_snapshot
+        assert set(cluster.crds) == {"Lease", "Gateway", "GatewayClass"}
+        status, listed = cluster.request("GET", "/apis/coordination.k8s.io/v1/leases")
+        assert (status, listed["items"]) == (200, [])
+    finally:
+        cluster.close()
+    err = capfd.readouterr().err
+    assert f"the cached CRD snapshot {broken} did not start" in err and "installing the CRDs instead" in err
+    # The broken snapshot was replaced by a good one.
+    assert {e["kind"] for e in json.loads((broken / "crds.json").read_text())} == set(cluster.crds)
 
 
 def test_unique_namespace_is_dns_safe():
