@@ -1187,6 +1187,11 @@ class Reconciler:
                 stream = kube.watch(res, self._namespace, resource_version=rv, timeout_s=30)
                 self._streams.append(stream)
                 try:
+                    if self._stop.is_set():
+                        # stop() ran while this watch was being opened (a re-list after an API server
+                        # restart retries for a while) and closed only the streams it saw: without
+                        # this the watch is read until its server-side timeout, past stop()'s join.
+                        return
                     for event in stream:
                         obj = event.get("object") or {}
                         rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
