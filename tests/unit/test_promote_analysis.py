@@ -83,12 +83,20 @@ def test_without_prometheus_the_steps_run_as_before_and_say_so(tmp_path, metrics
 
 
 @pytest.mark.timeout(120)  # bounded by the client's retry window (promql.UNREACHABLE_RETRY_S)
-def test_prometheus_unreachable_fails_the_step_through_promote_naming_the_address_and_fix(tmp_path, metrics_target):  # noqa: F811
+def test_prometheus_unreachable_fails_the_step_through_promote_naming_the_address_and_fix(
+    tmp_path,
+    metrics_target,  # noqa: F811
+    monkeypatch,
+):
     import socket
 
     from llm_rollout.local.state import LocalState, StableRecord, StateDir
     from llm_rollout.steps import promote_step
+    from llm_rollout.validation.promql import PrometheusClient
 
+    # The client's retry window (15 s by default) shortened: what ends the step is the same, the
+    # connection errors still retried several times (test_analysis.py checks the window with 1 s too).
+    monkeypatch.setitem(PrometheusClient.__init__.__kwdefaults__, "retry_s", 1.0)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
