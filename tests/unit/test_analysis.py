@@ -34,9 +34,9 @@ from llm_rollout.validation.analysis_steps import StepAnalysis, analyse_step, no
 from llm_rollout.validation.stats import paired_non_inferiority
 from tests.fixtures.prometheus import (  # noqa: F401 - pytest fixtures
     MetricsTarget,
-    ScrapeTarget,
     metrics_target,
-    prometheus,
+    scraped_pair,
+    scraped_pairs,
 )
 
 
@@ -184,16 +184,12 @@ class Users:
 
 
 @pytest.fixture
-def two_sides(prometheus, metrics_target) -> Iterator[tuple[str, MetricsTarget, MetricsTarget]]:  # noqa: F811
-    stable, canary = metrics_target(), metrics_target()
-    prom = prometheus(
-        [
-            ScrapeTarget(stable.address, {"namespace": "team", "pod": "chat-predictor-5d4c3b2a1-abcde"}),
-            ScrapeTarget(canary.address, {"namespace": "team", "pod": "chat-v2-predictor-6e5d4c3b2-fghij"}),
-        ]
+def two_sides(scraped_pair) -> Iterator[tuple[str, MetricsTarget, MetricsTarget]]:  # noqa: F811
+    """A Prometheus scraping a stable and a canary pod (each scraped twice), this test's own."""
+    yield scraped_pair(
+        {"namespace": "team", "pod": "chat-predictor-5d4c3b2a1-abcde"},
+        {"namespace": "team", "pod": "chat-v2-predictor-6e5d4c3b2-fghij"},
     )
-    prom.wait_scraped(2)
-    yield prom.url, stable, canary
 
 
 def _analysis(url: str, **kw) -> LiveAnalysis:

@@ -13,7 +13,7 @@ from llm_rollout.local.platform import LocalPlatform
 from llm_rollout.record import DeploymentRecord, StableRef
 from llm_rollout.spec import parse_spec
 from llm_rollout.validation.analysis_steps import step_metrics
-from tests.fixtures.prometheus import ScrapeTarget, metrics_target, prometheus  # noqa: F401 - fixtures
+from tests.fixtures.prometheus import metrics_target, scraped_pair, scraped_pairs  # noqa: F401 - fixtures
 from tests.unit.test_analysis import Users
 
 
@@ -48,13 +48,8 @@ def _record(stable, canary) -> DeploymentRecord:
 
 
 @pytest.fixture
-def sides(prometheus, metrics_target):  # noqa: F811
-    stable, canary = metrics_target(), metrics_target()
-    prom = prometheus(
-        [ScrapeTarget(stable.address, {"pod": "chat-v1"}), ScrapeTarget(canary.address, {"pod": "chat-v2"})]
-    )
-    prom.wait_scraped(2)
-    return prom.url, stable, canary
+def sides(scraped_pair):  # noqa: F811
+    return scraped_pair({"pod": "chat-v1"}, {"pod": "chat-v2"})
 
 
 def test_slower_candidate_is_rolled_back_with_the_analysis_reasons(tmp_path, sides):
@@ -180,16 +175,11 @@ def test_kserve_stable_workload_is_the_predictor_deploy_recorded_named_or_not():
 
 
 @pytest.fixture
-def kserve_sides(prometheus, metrics_target):  # noqa: F811
-    stable, canary = metrics_target(), metrics_target()
-    prom = prometheus(
-        [
-            ScrapeTarget(stable.address, {"namespace": "team", "pod": "chat-predictor-5d4c3b2a1-abcde"}),
-            ScrapeTarget(canary.address, {"namespace": "team", "pod": "chat-v2-predictor-6e5d4c3b2-fghij"}),
-        ]
+def kserve_sides(scraped_pair):  # noqa: F811
+    return scraped_pair(
+        {"namespace": "team", "pod": "chat-predictor-5d4c3b2a1-abcde"},
+        {"namespace": "team", "pod": "chat-v2-predictor-6e5d4c3b2-fghij"},
     )
-    prom.wait_scraped(2)
-    return prom.url, stable, canary
 
 
 def test_kserve_gate_runs_the_analysis_after_the_gate_and_fails_a_slower_candidate(kserve_sides):
