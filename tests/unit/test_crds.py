@@ -56,7 +56,8 @@ def mirror(tmp_path):
             shutil.copyfile(real[file.name], dest)
     handler = type("Mirror", (_Mirror,), {"requests": []})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a, **kw: handler(*a, directory=str(root), **kw))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # poll_interval: shutdown() returns within 0.05 s instead of up to 0.5 s (each test's teardown)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield root, f"http://127.0.0.1:{server.server_address[1]}", handler.requests
     server.shutdown()

@@ -184,7 +184,8 @@ def kfp_server() -> Iterator[KfpServer]:
     attrs = {"requests": requests, "experiments": experiments, "issued": issued, "recurring": recurring}
     handler = type("Handler", (_KfpHandler,), attrs)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # poll_interval: shutdown() returns within 0.05 s instead of up to 0.5 s (each test's teardown)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         fake = KfpServer(f"http://127.0.0.1:{server.server_address[1]}", requests, experiments, issued)
