@@ -47,9 +47,18 @@ def _record(stable, canary) -> DeploymentRecord:
     )
 
 
+LOCAL_LABELS = ({"pod": "chat-v1"}, {"pod": "chat-v2"})
+KSERVE_LABELS = (
+    {"namespace": "team", "pod": "chat-predictor-5d4c3b2a1-abcde"},
+    {"namespace": "team", "pod": "chat-v2-predictor-6e5d4c3b2-fghij"},
+)
+SCRAPED_PAIRS = [LOCAL_LABELS, KSERVE_LABELS]
+"""Both label sets' Prometheus pairs are prepared when the first test asks for one (tests/fixtures/prometheus.py)."""
+
+
 @pytest.fixture
 def sides(scraped_pair):  # noqa: F811
-    return scraped_pair({"pod": "chat-v1"}, {"pod": "chat-v2"})
+    return scraped_pair(*LOCAL_LABELS)
 
 
 def test_slower_candidate_is_rolled_back_with_the_analysis_reasons(tmp_path, sides):
@@ -176,10 +185,7 @@ def test_kserve_stable_workload_is_the_predictor_deploy_recorded_named_or_not():
 
 @pytest.fixture
 def kserve_sides(scraped_pair):  # noqa: F811
-    return scraped_pair(
-        {"namespace": "team", "pod": "chat-predictor-5d4c3b2a1-abcde"},
-        {"namespace": "team", "pod": "chat-v2-predictor-6e5d4c3b2-fghij"},
-    )
+    return scraped_pair(*KSERVE_LABELS)
 
 
 def test_kserve_gate_runs_the_analysis_after_the_gate_and_fails_a_slower_candidate(kserve_sides):
