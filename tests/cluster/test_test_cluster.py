@@ -20,6 +20,7 @@ from kubernetes.client.rest import ApiException
 
 from tests.fixtures.cluster import (
     BUILD_COMMAND,
+    SNAPSHOT_UNUSED_DAYS,
     ClusterBinaries,
     ClusterStartError,
     MissingBinaryError,
@@ -556,13 +557,21 @@ def test_a_snapshot_hit_serves_every_crd_and_a_changed_crd_file_misses(kube_clus
     def start(name: str) -> TestCluster:
         return TestCluster(tmp_path / name, binaries=kube_cluster.binaries, crd_paths=paths).start_cached(root)
 
+    # Snapshots of other keys: one unused for longer than SNAPSHOT_UNUSED_DAYS, one used recently.
+    for name, age_days in (("stale", SNAPSHOT_UNUSED_DAYS + 1), ("recent", 1)):
+        (root / name).mkdir(parents=True)
+        (root / name / "crds.json").write_text("[]")
+        then = time.time() - age_days * 86400
+        os.utime(root / name / "crds.json", (then, then))
+
     first = start("miss")  # a real install, then the snapshot
     try:
         assert not first.started_from_snapshot
         installed = dict(first.crds)
     finally:
         first.close()
-    assert [p.name for p in root.iterdir()] == [crd_snapshot_key(kube_cluster.binaries, paths)]
+    key = crd_snapshot_key(kube_cluster.binaries, paths)
+    assert sorted(p.name for p in root.iterdir()) == sorted([key, "recent"])  # the stale one was removed
     assert set(installed) == {"Lease", "Gateway", "GatewayClass"}
 
     second = start("hit")
@@ -589,7 +598,7 @@ def test_a_snapshot_hit_serves_every_crd_and_a_changed_crd_file_misses(kube_clus
         assert third.crds == installed
     finally:
         third.close()
-    assert len(list(root.iterdir())) == 2
+    assert len(list(root.iterdir())) == 3  # the changed files' snapshot beside the first
 
 
 def test_a_snapshot_that_does_not_start_falls_back_to_a_real_install(kube_cluster, tmp_path, capfd):
