@@ -13,6 +13,7 @@ import re
 import shlex
 import socket
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -246,6 +247,9 @@ def kept_servers(tmp_path):
         marker = f"test-{service}"
         env = {**os.environ, SERVER_MARKER: marker}
         proc = subprocess.Popen(["sleep", "600"], env=env, start_new_session=True)
+        # Reaped as soon as it dies, as init reaps a kept server whose run-local has exited: a zombie
+        # child of this process would keep its group "alive" to `stop` for 5 s (procs.stop_group).
+        threading.Thread(target=proc.wait, daemon=True).start()
         procs[service] = proc
         state.write_server(
             ServerRecord(
@@ -268,6 +272,8 @@ def kept_servers(tmp_path):
 
 
 def test_stop_name_stops_only_that_services_kept_server_and_status_names_the_command(kept_servers, capsys):
+    from llm_rollout.procs import pid_alive
+
     state, procs = kept_servers
     where = str(state.root)
     assert cli.main(["status", "a", "--platform", "local", "--state-dir", where]) == 0
@@ -275,7 +281,8 @@ def test_stop_name_stops_only_that_services_kept_server_and_status_names_the_com
     assert cli.main(["stop", "a", "--platform", "local", "--state-dir", where]) == 0
     assert capsys.readouterr().out.startswith(f"stopped a-1 ({where})")
     assert procs["a"].wait(timeout=20) is not None
-    assert procs["b"].poll() is None, "stop a stopped b's server"
+    # pid_alive, not poll(): poll() answers None while the reaper thread waits on the process.
+    assert pid_alive(procs["b"].pid), "stop a stopped b's server"
     assert [i.member for i in state.servers()] == ["b-1"]
     assert cli.main(["stop", "--state-dir", where]) == 0  # no name: every server there
     assert capsys.readouterr().out.startswith("stopped b-1")
