@@ -40,6 +40,11 @@ def pytest_configure(config: pytest.Config) -> None:
     would outlive it). tests/serving/test_sigterm.py checks that nothing a test started survives."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _sigterm_ends_the_session)
+        # A shell starts a background job (`make test &`, nohup in a script) with SIGINT ignored, and
+        # every child inherits that: the Ctrl-C tests' pipelines then ignore their SIGINT and run to
+        # the end. Python's own handler is reset to the default action at exec, as in a terminal.
+        if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
