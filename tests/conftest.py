@@ -67,16 +67,22 @@ TESTS_DIR = Path(__file__).resolve().parent
 FAST_TIER_DIRS = ("unit", "cluster")
 SLOW_MARKERS = ("serving", "optimize")
 """The fast tiers: tests under tests/unit and tests/cluster that carry none of these markers."""
+PARALLEL_MARKER = "parallel"
+"""Marks a serving/optimize test whose outcome does not depend on the machine's speed (no latency bound
+it could miss under load, no comparison of two servers' speed): ``--tiers parallel`` runs it beside
+the fast tiers on the parallel workers; ``--tiers serial`` runs the rest one at a time."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--tiers",
-        choices=("all", "fast", "slow"),
+        choices=("all", "fast", "slow", "parallel", "serial"),
         default="all",
         help="fast: the unit and cluster tiers less their serving/optimize-marked tests (no vLLM, no "
-        "llmcompressor; make test-fast, on parallel workers); slow: every other test (make test runs "
-        "them after the fast tiers, one at a time); all (default): both",
+        "llmcompressor; make test-fast, on parallel workers); slow: every other test; parallel: the fast "
+        "tiers and the slow tests marked 'parallel' (their outcome does not depend on speed; make test's "
+        "first run, on parallel workers); serial: the other slow tests (make test's second run, one at "
+        "a time: their comparisons and latency bounds are CPU-sensitive); all (default): every test",
     )
 
 
@@ -89,12 +95,21 @@ def in_fast_tiers(item: pytest.Item) -> bool:
     return top in FAST_TIER_DIRS and not any(item.get_closest_marker(m) for m in SLOW_MARKERS)
 
 
+def in_tiers(item: pytest.Item, tiers: str) -> bool:
+    """Whether ``item`` runs under ``--tiers tiers``."""
+    fast = in_fast_tiers(item)
+    if tiers in ("fast", "slow"):
+        return fast == (tiers == "fast")
+    together = fast or item.get_closest_marker(PARALLEL_MARKER) is not None
+    return together == (tiers == "parallel")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``--tiers fast|slow``: deselects the other tiers' tests (reported as deselected)."""
+    """``--tiers fast|slow|parallel|serial``: deselects the other tiers' tests (reported as deselected)."""
     tiers = config.getoption("tiers")
     if tiers == "all":
         return
-    keep = [item for item in items if in_fast_tiers(item) == (tiers == "fast")]
+    keep = [item for item in items if in_tiers(item, tiers)]
     if len(keep) < len(items):
         kept = set(keep)
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])

@@ -37,7 +37,13 @@ from llm_rollout.kube import INFERENCE_SERVICES, LEASES, KubeClient, condition
 from llm_rollout.spec import deep_merge
 from tests.fixtures.serving import start_vllm
 
-pytestmark = [pytest.mark.cluster, pytest.mark.serving, pytest.mark.fault, pytest.mark.timeout(900)]
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.serving,
+    pytest.mark.fault,
+    pytest.mark.timeout(900),
+    pytest.mark.parallel,
+]
 
 OLD_URI, NEW_URI = "s3://models/a", "s3://models/b"
 BOUNDARIES = ("register", "deploy", "validate", "promote")

@@ -36,7 +36,7 @@ from llm_rollout.kube import INFERENCE_SERVICES, SERVING_RUNTIMES, KubeClient
 from llm_rollout.spec import deep_merge, parse_spec
 from tests.serving.flaky_proxy import FlakyProxy
 
-pytestmark = [pytest.mark.cluster, pytest.mark.serving, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.cluster, pytest.mark.serving, pytest.mark.timeout(900), pytest.mark.parallel]
 
 KEY_ENV = "LLM_ROLLOUT_TEST_ENDPOINT_KEY"
 SECRET_REF = {"VLLM_API_KEY": {"name": "chat-vllm-api-key", "key": "token"}}

@@ -26,7 +26,7 @@ from tests.cluster._support import kube, make_spec, with_runtime
 from tests.fixtures.serving import start_vllm, tiny_quality
 from tests.serving.relay import LoopbackServer, RelayHandler, hostport
 
-pytestmark = [pytest.mark.cluster, pytest.mark.serving, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.cluster, pytest.mark.serving, pytest.mark.timeout(900), pytest.mark.parallel]
 
 NAME = "chat"
 

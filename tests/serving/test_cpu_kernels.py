@@ -24,7 +24,7 @@ from llm_rollout.errors import SpecError
 from llm_rollout.spec import parse_spec
 from tests.fixtures.serving import RECORDED_BUILDS, cpu_flags, expected_vllm_library, has_avx512, seed_recorded_build
 
-pytestmark = [pytest.mark.serving, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.serving, pytest.mark.timeout(300), pytest.mark.parallel]
 
 REPO = Path(__file__).parents[2]
 

@@ -122,6 +122,7 @@ def cluster_run_local_line() -> str:
 
 
 @pytest.mark.cluster
+@pytest.mark.parallel  # promoted or rolled back, both pass: the outcome may depend on speed, the test does not
 def test_run_local_against_a_cluster_as_printed(kube_cluster, tmp_path, tiny_model, vllm_python):
     """The README's run-local against a cluster, as printed, with two of its values this test's own: the
     kubeconfig (the test API server, the KServe controller stand-in reconciling team-a) and the port-forward's

@@ -17,8 +17,12 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
+
 from llm_rollout import gpu
 from llm_rollout.spec import GPU_COMPUTE_CAPABILITY, KV_CACHE_DTYPES, gpu_capability
+
+pytestmark = [pytest.mark.parallel]
 
 _FACTS = r"""
 import ast, importlib.util, json, re, sys

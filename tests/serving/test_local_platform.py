@@ -31,7 +31,7 @@ from llm_rollout.record import DeploymentRecord
 from llm_rollout.spec import parse_spec
 from tests.fixtures.serving import complete
 
-pytestmark = [pytest.mark.serving, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.serving, pytest.mark.timeout(600), pytest.mark.parallel]
 
 SERVICE = "tiny-svc"
 

@@ -30,7 +30,7 @@ from llm_rollout.validation.pd import SILENT_FALLBACK
 from tests.fixtures.serving import VllmServer, start_together, start_vllm
 from tests.serving.pd_router import PDRouter
 
-pytestmark = [pytest.mark.serving, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.serving, pytest.mark.timeout(600), pytest.mark.parallel]
 
 
 def _kv_args(role: str, store: Path) -> list[str]:

@@ -12,10 +12,14 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
+
 from llm_rollout.kserve import builders as b
 from llm_rollout.spec import parse_spec
 from llm_rollout.versions import VLLM_VERSION
 from tests import presets as P
+
+pytestmark = [pytest.mark.parallel]
 
 _PARSE = r"""
 import json, sys

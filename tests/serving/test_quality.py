@@ -21,7 +21,7 @@ from llm_rollout.validation.quality import read_texts_file, score_text, vocab_si
 from tests.fixtures.serving import tiny_quality
 
 pytest_plugins = ["tests.fixtures.serving"]
-pytestmark = [pytest.mark.serving, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.serving, pytest.mark.timeout(900), pytest.mark.parallel]
 
 
 def quality_spec(**validation: Any) -> ValidationSpec:

@@ -22,7 +22,7 @@ from tests.fixtures.serving import tiny_quality
 from tests.serving.flaky_proxy import INJECTED, FlakyProxy
 
 pytest_plugins = ["tests.fixtures.serving"]
-pytestmark = [pytest.mark.serving, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.serving, pytest.mark.timeout(300), pytest.mark.parallel]
 
 FLAGS = (
     "--headless",

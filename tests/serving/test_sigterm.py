@@ -22,7 +22,7 @@ import pytest
 
 from tests.fixtures.serving import group_alive
 
-pytestmark = [pytest.mark.serving, pytest.mark.fault, pytest.mark.timeout(400)]
+pytestmark = [pytest.mark.serving, pytest.mark.fault, pytest.mark.timeout(400), pytest.mark.parallel]
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -25,7 +25,7 @@ from tests.fixtures.serving import (
     start_vllm,
 )
 
-pytestmark = [pytest.mark.serving, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.serving, pytest.mark.timeout(600), pytest.mark.parallel]
 
 
 def first_choice(server: VllmServer, prompt: str, max_tokens: int) -> dict[str, Any]:
