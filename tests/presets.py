@@ -19,6 +19,8 @@ config_merge.go``, ``ReplaceVariables``). This module does the same two steps:
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import os
 import re
@@ -201,9 +203,17 @@ def render_go_template(text: str, data: dict[str, Any]) -> str:
     return "".join(out)
 
 
+@functools.cache
+def _preset_doc(path: Path, mtime_ns: int, size: int) -> dict[str, Any]:
+    """A preset file parsed once per process (keyed by path, mtime and size: an edited file is read again)."""
+    return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 def preset_containers(preset: str) -> dict[str, dict[str, Any]]:
-    """The ``main`` container of each role of a pinned preset file, by role key."""
-    doc = yaml.safe_load((REFERENCE / preset).read_text())
+    """The ``main`` container of each role of a pinned preset file, by role key (a fresh copy each call)."""
+    path = REFERENCE / preset
+    st = path.stat()
+    doc = copy.deepcopy(_preset_doc(path, st.st_mtime_ns, st.st_size))
     found = {}
     for role, path in PRESETS[preset].items():
         node = doc["spec"]
