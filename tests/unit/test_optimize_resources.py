@@ -17,9 +17,11 @@ from kfp_llm_rollout.pipelines.cli import main
 from kfp_llm_rollout.pipelines.pipelines import DEPLOY_PIPELINE, OPTIMIZE_DEPLOY_PIPELINE
 from llm_rollout.errors import SpecError
 
+_YAML = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: the compiled IR (~60 KB) parses ~10x faster
+
 
 def _docs(path):
-    docs = list(yaml.safe_load_all(path.read_text()))
+    docs = list(yaml.load_all(path.read_text(), Loader=_YAML))
     return docs[0], (docs[1] if len(docs) > 1 else {})
 
 
