@@ -188,6 +188,7 @@ def test_demo_writes_the_compiled_pipelines_and_the_kserve_manifests(demo):
 
 
 @pytest.mark.fault
+@pytest.mark.parallel  # interrupted mid-validation: its outcome never depends on speed
 def test_ctrl_c_mid_validation_stops_every_server_and_changes_no_state(tmp_path, tiny_model, vllm_python):
     """Ctrl-C in a terminal signals the whole foreground group: runner, step and this command."""
     state, out = tmp_path / "state", tmp_path / "run"
