@@ -31,9 +31,7 @@ from llm_rollout.validation.client import (
 )
 from llm_rollout.validation.load import run_load
 from llm_rollout.validation.runner import validate
-from tests.fixtures.hostile_server import HostileServer
-
-MiB = 1024 * 1024
+from tests.fixtures.hostile_server import SEND_CAP, HostileServer, in_flight_bytes
 
 
 def run(coro):
@@ -71,7 +69,7 @@ def test_a_metrics_body_that_never_ends_fails_that_scrape_within_its_cap():
         snap, counters = run(main(srv.url))
     for error in (snap.error, counters.error):
         assert "larger than 16 MiB" in error and "not read" in error, error
-    assert max(srv.sent) < prom.METRICS_LIMIT + 8 * MiB, "the client stopped reading at its cap"
+    assert max(srv.sent) < prom.METRICS_LIMIT + in_flight_bytes() < SEND_CAP, "the client stopped reading at its cap"
     assert snap.values == {} and counters.values == {}
 
 
@@ -133,7 +131,7 @@ def test_a_token_stream_that_never_ends_fails_that_request_at_a_cap(mode, reason
         time.sleep(0.2)
         sent = max(srv.sent)
     assert not rec.success and reason in rec.error and "cut" in rec.error, rec.error
-    assert sent < STREAM_LIMIT + 16 * MiB and len(rec.generated_text) < STREAM_LIMIT
+    assert sent < STREAM_LIMIT + in_flight_bytes() < SEND_CAP and len(rec.generated_text) < STREAM_LIMIT
 
 
 def test_one_event_that_never_ends_fails_that_request_at_the_event_cap():
@@ -142,7 +140,7 @@ def test_one_event_that_never_ends_fails_that_request_at_the_event_cap():
         time.sleep(0.2)
         sent = max(srv.sent)
     assert not rec.success and "without ending" in rec.error, rec.error
-    assert sent < SSE_EVENT_LIMIT + 8 * MiB
+    assert sent < SSE_EVENT_LIMIT + in_flight_bytes() < SEND_CAP
 
 
 def test_an_event_whose_json_is_a_list_is_one_failed_request_not_a_crash():
