@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from tests.crds import KSERVE_REFERENCE, reference_dir
+from tests.fast_yaml import YAML_LOADER
 
 REFERENCE = reference_dir(KSERVE_REFERENCE) / "config" / "llmisvcconfig"
 
@@ -206,7 +207,7 @@ def render_go_template(text: str, data: dict[str, Any]) -> str:
 @functools.cache
 def _preset_doc(path: Path, mtime_ns: int, size: int) -> dict[str, Any]:
     """A preset file parsed once per process (keyed by path, mtime and size: an edited file is read again)."""
-    return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    return yaml.load(path.read_text(), Loader=YAML_LOADER)
 
 
 def preset_containers(preset: str) -> dict[str, dict[str, Any]]:

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from tests.fast_yaml import YAML_LOADER
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -31,7 +33,7 @@ def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
 
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for path in crd_paths(KSERVE):
-        crd = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        crd = yaml.load(path.read_text(), Loader=YAML_LOADER)
         group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
         for version in crd["spec"]["versions"]:
             if version.get("served"):

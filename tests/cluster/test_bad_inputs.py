@@ -27,6 +27,7 @@ from llm_rollout.errors import PermanentError, SpecError
 from llm_rollout.kube import CRDS, KSERVE_GROUP, KubeClient, Resource, ResourceTypeNotServed
 from llm_rollout.spec import deep_merge
 from llm_rollout.steps import deploy_step, register_runtime_step
+from tests.fast_yaml import YAML_LOADER
 from tests.fixtures.cluster import TestCluster, kserve_crd_paths, require_binaries
 
 pytestmark = pytest.mark.cluster
@@ -77,7 +78,7 @@ def steps_env(monkeypatch):
 
 def _crd_doc(suffix: str) -> dict[str, Any]:
     path = next(p for p in kserve_crd_paths() if p.name.endswith(suffix))
-    return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    return yaml.load(path.read_text(), Loader=YAML_LOADER)
 
 
 def _old_kserve_crds(tmp: Path) -> list[Path]:

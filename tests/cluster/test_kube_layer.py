@@ -26,6 +26,7 @@ from llm_rollout.kube import (
 )
 from llm_rollout.spec import parse_spec
 from tests.cluster._support import kube, llmd_spec, make_spec, objects_in, rv
+from tests.fast_yaml import YAML_LOADER
 from tests.fixtures.cluster import TestCluster, kserve_crd_paths
 
 pytestmark = pytest.mark.cluster
@@ -149,7 +150,7 @@ def test_core_v1_unavailable_is_said_not_raised(kube_cluster, kube_namespace):
 def _old_isvc_crd(tmp: Path) -> Path:
     """The InferenceService CRD as a KServe older than 0.20 had it: no spec.canary."""
     src = next(p for p in kserve_crd_paths() if p.name.endswith("inferenceservices.yaml"))
-    doc = yaml.load(src.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    doc = yaml.load(src.read_text(), Loader=YAML_LOADER)
     for version in doc["spec"]["versions"]:
         version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"].pop("canary", None)
         version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"].pop("canaryStatuses", None)
