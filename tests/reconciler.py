@@ -1382,20 +1382,23 @@ class Reconciler:
         uid = meta.get("uid")
         with self._lock:
             self._children.pop(key, None)
+        # Recorded before the finalizer goes: once it is gone the API server deletes the object and
+        # a waiter may look at ``finalized`` at once (recording after the patch raced that look).
+        with self._ready_cv:
+            self.finalized.append(key[2])
+            self._ready_cv.notify_all()
         rest = [f for f in meta.get("finalizers") or [] if f != ISVC_FINALIZER]
         try:
             _patch_metadata(kube, key[2], key[1], {"finalizers": rest})
         except RolloutError:
             with self._lock:
                 self._finalizing.discard(key)
+                self.finalized.remove(key[2])
             raise
         with contextlib.suppress(RolloutError):
             for so in kube.list(SCALED_OBJECTS, key[1]).get("items") or []:
                 if any(o.get("uid") == uid for o in (so.get("metadata") or {}).get("ownerReferences") or []):
                     kube.delete(SCALED_OBJECTS, so["metadata"]["name"], key[1])
-        with self._ready_cv:
-            self.finalized.append(key[2])
-            self._ready_cv.notify_all()
 
     # Status shapes -----------------------------------------------------------------------------
 
