@@ -6,7 +6,9 @@ run) is counted, and the terminal summary ends with ``fault scenarios: N run, M 
 
 ``--tiers fast`` keeps only the fast tiers (the unit and cluster tiers without the ``serving`` or
 ``optimize`` marked tests: no vLLM, no llmcompressor), ``--tiers slow`` only the rest; ``make test``
-runs the fast tiers on parallel workers (pytest-xdist), then the slow ones in one process.
+runs ``--tiers parallel`` (the fast tiers and the serving tests marked ``parallel``) on pytest-xdist
+workers, then ``--tiers serial`` in one process. On the workers, the files that use a session vLLM
+server go to one worker together and long files go out first (:func:`schedule_order`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import signal
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,15 +108,67 @@ def in_tiers(item: pytest.Item, tiers: str) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``--tiers fast|slow|parallel|serial``: deselects the other tiers' tests (reported as deselected)."""
+    """``--tiers fast|slow|parallel|serial``: deselects the other tiers' tests (reported as deselected);
+    on a pytest-xdist worker, then orders and groups them for :func:`pytest_xdist_make_scheduler`."""
     tiers = config.getoption("tiers")
-    if tiers == "all":
-        return
-    keep = [item for item in items if in_tiers(item, tiers)]
-    if len(keep) < len(items):
-        kept = set(keep)
-        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
-        items[:] = keep
+    if tiers != "all":
+        keep = [item for item in items if in_tiers(item, tiers)]
+        if len(keep) < len(items):
+            kept = set(keep)
+            config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+            items[:] = keep
+    if hasattr(config, "workerinput") and not config.getoption("loadgroup", False):
+        schedule_order(items)
+
+
+SHARED_SERVER_FIXTURES = frozenset({"vllm_server", "tiny_copies", "scrambled_server", "retrained_server"})
+"""The session-scoped vLLM servers of tests/fixtures/serving.py (each ~20 CPU-s to start)."""
+SHARED_SERVERS_SCOPE = "shared-vllm-servers"
+
+
+def schedule_order(items: list[pytest.Item]) -> None:
+    """How ``make test``'s parallel run (``--dist loadfile``) deals out its files, set in each worker's
+    collection (every worker computes the same, as xdist requires):
+
+    * The files whose tests use a session vLLM server (:data:`SHARED_SERVER_FIXTURES`) form one unit, so
+      each server starts on one worker instead of on every worker that draws one of those files (a
+      session fixture is per worker): their node ids get ``@shared-vllm-servers``, as xdist's own
+      ``--dist loadgroup`` marks a group.
+    * Units go out longest first (a long one drawn last keeps the run going on one worker while the
+      others idle): that unit, then the files with serving/optimize tests, then the rest, each by
+      its number of tests. Within a file the order is the collection's.
+    """
+    shared = {item.path for item in items if SHARED_SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ()))}
+    slow = {item.path for item in items if not in_fast_tiers(item)}
+    count: dict[Path, int] = {}
+    for item in items:
+        count[item.path] = count.get(item.path, 0) + 1
+        if item.path in shared:
+            item._nodeid = f"{item.nodeid}@{SHARED_SERVERS_SCOPE}"
+    items.sort(key=lambda item: (item.path not in shared, item.path not in slow, -count[item.path]))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile`` as :func:`shared_servers_scheduling`; other modes as xdist has them."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    return shared_servers_scheduling(config, log)
+
+
+def shared_servers_scheduling(config: pytest.Config, log: Any) -> Any:
+    """xdist's loadfile scheduler with :func:`schedule_order`'s unit of shared-server files, units in the
+    workers' collection order (xdist would otherwise reorder them by their number of tests alone)."""
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedServersFirst(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.endswith("@" + SHARED_SERVERS_SCOPE):
+                return SHARED_SERVERS_SCOPE
+            return super()._split_scope(nodeid)
+
+    config.option.loadscopereorder = False
+    return SharedServersFirst(config, log)
 
 
 FAULT_PROPERTY = "fault_scenario"

@@ -43,3 +43,69 @@ def test_the_parallel_and_serial_runs_partition_the_suite():
     }
     assert speed <= serial
     assert "tests/optimize/test_optimize.py::test_recipe_yaml_errors" in parallel
+
+
+class _Item:
+    """What :func:`tests.conftest.schedule_order` reads of a collected item."""
+
+    def __init__(self, path: str, name: str, fixtures: tuple[str, ...] = (), marker: str | None = None) -> None:
+        self.path = ROOT / path
+        self._nodeid = f"{path}::{name}"
+        self.fixturenames = ["tmp_path", *fixtures]
+        self._marker = marker
+
+    @property
+    def nodeid(self) -> str:
+        return self._nodeid
+
+    def get_closest_marker(self, name: str) -> object:
+        return name if name == self._marker else None
+
+
+def test_the_parallel_run_starts_each_shared_server_on_one_worker_and_deals_long_files_first():
+    from xdist.scheduler import LoadFileScheduling
+
+    from tests.conftest import SHARED_SERVERS_SCOPE, schedule_order, shared_servers_scheduling
+
+    items = [
+        _Item("tests/cluster/test_a.py", "one"),
+        _Item("tests/cluster/test_a.py", "two"),
+        _Item("tests/cluster/test_proof.py", "uses_the_server", ("vllm_server",), "serving"),
+        _Item("tests/cluster/test_proof.py", "no_server_but_same_file"),
+        _Item("tests/serving/test_local.py", "own_servers", marker="serving"),
+        _Item("tests/serving/test_quality.py", "copies", ("tiny_copies", "tiny_model"), "serving"),
+        _Item("tests/unit/test_b.py", "one"),
+        _Item("tests/unit/test_b.py", "two"),
+        _Item("tests/unit/test_b.py", "three"),
+    ]
+    schedule_order(items)  # type: ignore[arg-type]
+    files = [str(i.path.relative_to(ROOT)) for i in items]
+    # The two files with a session server first (whole files: module fixtures stay on one worker),
+    # then the file with serving tests, then the fast files with most tests first; files contiguous.
+    assert files == [
+        "tests/cluster/test_proof.py", "tests/cluster/test_proof.py", "tests/serving/test_quality.py",
+        "tests/serving/test_local.py", "tests/unit/test_b.py", "tests/unit/test_b.py", "tests/unit/test_b.py",
+        "tests/cluster/test_a.py", "tests/cluster/test_a.py",
+    ]  # fmt: skip
+    grouped = [i.nodeid for i in items if i.nodeid.endswith("@" + SHARED_SERVERS_SCOPE)]
+    assert len(grouped) == 3 and all("test_proof.py" in n or "test_quality.py" in n for n in grouped)
+
+    # xdist's loadfile scheduler, as make test's parallel run gets it: one unit for the grouped files.
+    class Config:
+        class option:  # xdist reads config.option.<name>
+            loadscopereorder = True
+
+        @staticmethod
+        def getoption(name: str) -> str:
+            return {"dist": "loadfile"}[name]
+
+        @staticmethod
+        def getvalue(name: str) -> object:
+            return {"tx": ["3*popen"]}.get(name)
+
+    scheduler = shared_servers_scheduling(Config, log=None)  # type: ignore[arg-type]
+    assert isinstance(scheduler, LoadFileScheduling)
+    assert Config.option.loadscopereorder is False  # units go out in the workers' order above
+    assert {scheduler._split_scope(i.nodeid) for i in items} == {
+        SHARED_SERVERS_SCOPE, "tests/serving/test_local.py", "tests/unit/test_b.py", "tests/cluster/test_a.py"
+    }  # fmt: skip
