@@ -8,6 +8,7 @@ speed (the e2e pipelines' comparisons, live analysis, the validation SLOs) stay 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -15,22 +16,41 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def collected(*args: str) -> set[str]:
-    """Node ids ``pytest --collect-only`` selects with ``args`` (a child process: the real conftest)."""
+_COLLECT = r"""
+import json, sys
+import pytest
+
+class Collect:
+    ids = []
+
+    def pytest_collection_finish(self, session):
+        self.ids = [item.nodeid for item in session.items]
+
+out = {}
+for name, args in json.loads(sys.argv[1]).items():
+    plugin = Collect()
+    code = pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", *args], plugins=[plugin])
+    out[name] = [int(code), plugin.ids]
+print("LLM_ROLLOUT_RESULT " + json.dumps(out))
+"""
+
+
+def collected(**runs: list[str]) -> dict[str, set[str]]:
+    """Node ids ``pytest --collect-only`` selects with each run's arguments: the real conftest, in one
+    child process (the test modules are imported once for all the collections, not once each)."""
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        [sys.executable, "-c", _COLLECT, json.dumps(runs)], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return {line for line in done.stdout.splitlines() if "::" in line}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("LLM_ROLLOUT_RESULT ")]
+    assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(lines[-1].split(" ", 1)[1])
+    assert all(code == 0 for code, _ in result.values()), done.stdout[-3000:]
+    return {name: set(ids) for name, (_, ids) in result.items()}
 
 
 def test_the_parallel_and_serial_runs_partition_the_suite():
-    every, fast = collected(), collected("--tiers", "fast")
-    parallel, serial = collected("--tiers", "parallel"), collected("--tiers", "serial")
+    runs = collected(every=[], fast=["--tiers", "fast"], parallel=["--tiers", "parallel"], serial=["--tiers", "serial"])
+    every, fast, parallel, serial = runs["every"], runs["fast"], runs["parallel"], runs["serial"]
     assert parallel.isdisjoint(serial) and parallel | serial == every
     assert fast < parallel
     assert all(not n.startswith(("tests/serving/", "tests/optimize/", "tests/e2e/")) for n in fast)
