@@ -8,7 +8,7 @@ run) is counted, and the terminal summary ends with ``fault scenarios: N run, M 
 ``optimize`` marked tests: no vLLM, no llmcompressor), ``--tiers slow`` only the rest; ``make test``
 runs ``--tiers parallel`` (the fast tiers and the serving tests marked ``parallel``) on pytest-xdist
 workers, then ``--tiers serial`` in one process. On the workers, the files that use a session vLLM
-server go to one worker together and long files go out first (:func:`schedule_order`).
+server go to one worker together and long files go out first (:func:`shared_servers_scheduling`).
 """
 
 from __future__ import annotations
@@ -123,29 +123,43 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 SHARED_SERVER_FIXTURES = frozenset({"vllm_server", "tiny_copies", "scrambled_server", "retrained_server"})
 """The session-scoped vLLM servers of tests/fixtures/serving.py (each ~20 CPU-s to start)."""
+SHARED_SERVER_FILES = frozenset(
+    {
+        "tests/cluster/test_reliability.py",
+        "tests/cluster/test_secrets.py",
+        "tests/cluster/test_traffic_proof.py",
+        "tests/serving/test_quality.py",
+        "tests/serving/test_report_browser.py",
+        "tests/serving/test_tiny_model.py",
+    }
+)
+"""The files of ``--tiers parallel`` whose tests use :data:`SHARED_SERVER_FIXTURES` (xdist's scheduler
+sees node ids only, not fixtures; tests/unit/test_tiers.py keeps this list equal to the collection's)."""
 SHARED_SERVERS_SCOPE = "shared-vllm-servers"
+
+
+def file_of(nodeid: str) -> str:
+    """The test file part of a node id."""
+    return nodeid.split("::", 1)[0]
 
 
 def schedule_order(items: list[pytest.Item]) -> None:
     """How ``make test``'s parallel run (``--dist loadfile``) deals out its files, set in each worker's
-    collection (every worker computes the same, as xdist requires):
-
-    * The files whose tests use a session vLLM server (:data:`SHARED_SERVER_FIXTURES`) form one unit, so
-      each server starts on one worker instead of on every worker that draws one of those files (a
-      session fixture is per worker): their node ids get ``@shared-vllm-servers``, as xdist's own
-      ``--dist loadgroup`` marks a group.
-    * Units go out longest first (a long one drawn last keeps the run going on one worker while the
-      others idle): that unit, then the files with serving/optimize tests, then the rest, each by
-      its number of tests. Within a file the order is the collection's.
-    """
-    shared = {item.path for item in items if SHARED_SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ()))}
-    slow = {item.path for item in items if not in_fast_tiers(item)}
-    count: dict[Path, int] = {}
+    collection (every worker computes the same, as xdist requires): :data:`SHARED_SERVER_FILES` first,
+    then the files with serving/optimize tests, then the rest, each by its number of tests (a long
+    file drawn last keeps the run going on one worker while the others idle). Within a file the
+    order is the collection's. :func:`shared_servers_scheduling` deals the shared-server files as
+    one unit."""
+    slow = {file_of(item.nodeid) for item in items if not in_fast_tiers(item)}
+    count: dict[str, int] = {}
     for item in items:
-        count[item.path] = count.get(item.path, 0) + 1
-        if item.path in shared:
-            item._nodeid = f"{item.nodeid}@{SHARED_SERVERS_SCOPE}"
-    items.sort(key=lambda item: (item.path not in shared, item.path not in slow, -count[item.path]))
+        count[file_of(item.nodeid)] = count.get(file_of(item.nodeid), 0) + 1
+
+    def rank(item: pytest.Item) -> tuple[bool, bool, int]:
+        path = file_of(item.nodeid)
+        return path not in SHARED_SERVER_FILES, path not in slow, -count[path]
+
+    items.sort(key=rank)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -157,13 +171,15 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 
 def shared_servers_scheduling(config: pytest.Config, log: Any) -> Any:
-    """xdist's loadfile scheduler with :func:`schedule_order`'s unit of shared-server files, units in the
-    workers' collection order (xdist would otherwise reorder them by their number of tests alone)."""
+    """xdist's loadfile scheduler with :data:`SHARED_SERVER_FILES` dealt as one unit, so the session's shared
+    vLLM servers start on one worker (a session fixture is per worker: otherwise each worker that
+    draws one of those files starts its own copy), and units in the workers' collection order
+    (:func:`schedule_order`; xdist would otherwise reorder them by their number of tests alone)."""
     from xdist.scheduler import LoadFileScheduling
 
     class SharedServersFirst(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            if nodeid.endswith("@" + SHARED_SERVERS_SCOPE):
+            if file_of(nodeid) in SHARED_SERVER_FILES:
                 return SHARED_SERVERS_SCOPE
             return super()._split_scope(nodeid)
 
