@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import re
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -160,7 +161,17 @@ def test_no_prometheus_says_no_live_analysis_ran():
 
 
 class Users:
-    """Plays users on both sides: every 0.1 s, each side finishes requests with jittered latencies."""
+    """Plays users on both sides: each side finishes ``per_tick`` requests per 0.1 s, each request's
+    latency jittered on its own.
+
+    Users keep their rate whatever this thread's scheduling: a tick that comes late (a loaded
+    machine, the GIL) finishes the requests of every tick it missed. Drawing one latency per tick
+    and skipping missed ticks left a starved 1 s sub-window with one or two ticks per side, so
+    equal sides showed sub-window ratios up to 1.22 (1.1 / 0.9) and a 10 % margin could not be
+    shown: the analysis then rightly said inconclusive.
+    """
+
+    TICK_S = 0.1
 
     def __init__(self, stable: MetricsTarget, canary: MetricsTarget, *, per_tick=(2, 2), slow=1.0, seed=1):
         self.sides = ((stable, per_tick[0], 1.0), (canary, per_tick[1], slow))
@@ -169,10 +180,13 @@ class Users:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.wait(0.1):
+        due = time.monotonic() + self.TICK_S
+        while not self._stop.wait(max(0.0, due - time.monotonic())):
+            ticks = 1 + int((time.monotonic() - due) // self.TICK_S)
+            due += ticks * self.TICK_S
             for target, n, factor in self.sides:
-                if n:
-                    target.serve_requests(n, e2e_s=0.2 * factor * self.rng.uniform(0.9, 1.1))
+                for _ in range(n * ticks):
+                    target.serve_requests(1, e2e_s=0.2 * factor * self.rng.uniform(0.9, 1.1))
 
     def __enter__(self) -> Users:
         self._thread.start()
