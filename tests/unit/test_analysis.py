@@ -165,10 +165,9 @@ class Users:
     latency jittered on its own.
 
     Users keep their rate whatever this thread's scheduling: a tick that comes late (a loaded
-    machine, the GIL) finishes the requests of every tick it missed. Drawing one latency per tick
-    and skipping missed ticks left a starved 1 s sub-window with one or two ticks per side, so
-    equal sides showed sub-window ratios up to 1.22 (1.1 / 0.9) and a 10 % margin could not be
-    shown: the analysis then rightly said inconclusive.
+    machine, the GIL) finishes the requests of every tick it missed. With one latency per tick and
+    missed ticks skipped, a starved 1 s sub-window could hold one or two ticks per side, and equal
+    sides could show a sub-window ratio up to 1.22 (1.1 / 0.9), beyond a 10 % margin.
     """
 
     TICK_S = 0.1
