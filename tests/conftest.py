@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             kept = set(keep)
             config.hook.pytest_deselected(items=[item for item in items if item not in kept])
             items[:] = keep
-    if hasattr(config, "workerinput") and not config.getoption("loadgroup", False):
+    if hasattr(config, "workerinput"):
         schedule_order(items)
 
 
@@ -151,9 +152,7 @@ def schedule_order(items: list[pytest.Item]) -> None:
     order is the collection's. :func:`shared_servers_scheduling` deals the shared-server files as
     one unit."""
     slow = {file_of(item.nodeid) for item in items if not in_fast_tiers(item)}
-    count: dict[str, int] = {}
-    for item in items:
-        count[file_of(item.nodeid)] = count.get(file_of(item.nodeid), 0) + 1
+    count = Counter(file_of(item.nodeid) for item in items)
 
     def rank(item: pytest.Item) -> tuple[bool, bool, int]:
         path = file_of(item.nodeid)

@@ -22,7 +22,7 @@ _COLLECT = r"""
 import json, sys
 import pytest
 
-from tests.conftest import SHARED_SERVER_FIXTURES
+from tests.conftest import SHARED_SERVER_FIXTURES, file_of
 
 class Collect:
     ids = []
@@ -30,7 +30,7 @@ class Collect:
 
     def pytest_collection_finish(self, session):
         self.ids = [item.nodeid for item in session.items]
-        self.shared = sorted({item.nodeid.split("::")[0] for item in session.items
+        self.shared = sorted({file_of(item.nodeid) for item in session.items
                               if SHARED_SERVER_FIXTURES.intersection(item.fixturenames)})
 
 out = {}
