@@ -86,6 +86,10 @@ def test_demo_tells_the_story_in_five_runs(demo):
     assert head.startswith("fail: quality of the reference texts: "), head
     assert "Does it model the reference texts as well?" in proc.stdout
     assert rerun["deploy-model"]["already_promoted"] is True
+    # Runs 2 and 5 are a scheduled retrain: run 2 compresses the retrained copy as run 1 compressed
+    # the tiny model (two W8A8 models compared), run 5's optimize-model is KFP's cache hit.
+    assert "optimize-model" in retrained and "optimize-model" not in rerun
+    assert summary["runs"][4]["cached"] == ["optimize-model"], summary["runs"][4]["cached"]
     # Run 2 was promoted because the comparison decided, not because it was skipped.
     assert retrained["validate-deployment"]["verdict"] == "pass"
     assert "(against the stable revision): NON-INFERIOR" in proc.stdout, proc.stdout[-6000:]

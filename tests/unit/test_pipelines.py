@@ -5,6 +5,7 @@ import yaml
 
 from kfp_llm_rollout.pipelines.cli import main
 from kfp_llm_rollout.pipelines.pipelines import DEPLOY_PIPELINE, OPTIMIZE_DEPLOY_PIPELINE
+from kfp_llm_rollout.pipelines.run_local import CACHEABLE_STEPS, STEPS
 from tests.fast_yaml import YAML_LOADER
 
 
@@ -63,6 +64,8 @@ def test_cluster_steps_never_use_the_cache(compiled):
         # The control: the model import and the optimization (same input, same output) stay cached.
         cached = {t for t, task in tasks.items() if task.get("cachingOptions", {}).get("enableCache")}
         assert cached == ({"importer", "optimize-model"} if name == "llm-optimize-deploy" else {"importer"}), name
+        # run-local reports a cacheable step that did not execute as cached: the same list.
+        assert set(CACHEABLE_STEPS) & set(STEPS[name]) == cached - {"importer"}, name
 
 
 def _branch_of(ir, task):
