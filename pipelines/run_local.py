@@ -525,9 +525,10 @@ DEMO_RUNS: tuple[DemoRun, ...] = (
 damaged copy are rolled back, a rerun of what serves is a no-op.
 
 The retrain goes through ``llm-optimize-deploy`` as a scheduled retrain-and-redeploy does, so the
-comparison with the stable weighs two W8A8 models: fed uncompressed (float32) against run 1's W8A8
-stable it was measured 8-14 % slower to its first token on 2 cores (``make bench``) and ended
-undecided after 24 blocks, a real speed difference the demo's "same speed" story must not contain."""
+comparison with the stable weighs like with like, two W8A8 models. Fed uncompressed, run 2 compared
+float32 with run 1's W8A8 inside a "same speed" story; in one ``make bench`` it measured 8-14 %
+slower to its first token and ended undecided after 24 blocks (how much of that was the precision is
+not established)."""
 
 
 def _demo_questions(summary: RunSummary) -> list[str]:
