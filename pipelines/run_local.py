@@ -153,9 +153,8 @@ def _outcome(steps: list[dict[str, Any]], returncode: int) -> str:
     return "failed"
 
 
-def _show_line(line: str) -> str | None:
-    """The part of a runner output line worth showing live, or None."""
-    text = _ANSI.sub("", line).strip()
+def _show_line(text: str) -> str | None:
+    """The part of a runner output line (colours stripped) worth showing live, or None."""
     if "[llm-rollout]" in text:
         return "  " + text[text.index("[llm-rollout]") + len("[llm-rollout] ") :]
     m = _TASK_DONE.search(text)
@@ -272,10 +271,11 @@ def run_pipeline(
             assert proc.stdout is not None
             for line in proc.stdout:
                 log_fh.write(line)
-                started_task = _TASK_STARTED.search(_ANSI.sub("", line))
+                text = _ANSI.sub("", line).strip()
+                started_task = _TASK_STARTED.search(text)
                 if started_task:
                     executed.add(started_task.group(1))
-                shown = None if quiet else _show_line(line)
+                shown = None if quiet else _show_line(text)
                 if shown:
                     _print(shown)
             returncode = proc.wait()

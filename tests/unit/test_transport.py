@@ -280,9 +280,11 @@ def test_a_complete_stream_is_recorded_like_vllm_bench(encoded):
     events = sse(TOKEN, TOKEN, LAST, USAGE, "[DONE]")
     usage_sent: list[float] = []
 
+    def mark() -> None:
+        usage_sent.append(time.perf_counter())
+
     def respond(head: bytes, body: bytes) -> Script:
         first, second, last, usage, done = events
-        mark = lambda: usage_sent.append(time.perf_counter())  # noqa: E731
         return [HEAD_CHUNKED, chunk(first), 0.05, chunk(second), chunk(last), 0.02, mark, chunk(usage) + chunked(done)]
 
     rec = stream_once(respond, collect_text=True, encoded=encoded)
