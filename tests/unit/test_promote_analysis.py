@@ -178,9 +178,22 @@ def test_kserve_stable_workload_is_the_predictor_deploy_recorded_named_or_not():
         stable = StableRef(member="ra", endpoint_url=f"http://{service}.team.svc.cluster.local")
         record = _kserve_record().model_copy(update={"stable": stable})
         assert live_workloads(spec, record) == ("kserve-standard", "chat-v2-predictor", service)
-    # Without a recorded address: from the member.
-    record = _kserve_record().model_copy(update={"stable": StableRef(member="ra")})
-    assert live_workloads(spec, record)[2] == "chat-ra-predictor"
+    # Without a recorded address, or with one that is not this service's predictor in its namespace
+    # (another namespace, another service, a gateway's host): from the member.
+    for url in ("", "http://chat-predictor.other.svc.cluster.local", "http://rag-predictor.team.svc.cluster.local",
+                "http://chat.example.com"):  # fmt: skip
+        record = _kserve_record().model_copy(update={"stable": StableRef(member="ra", endpoint_url=url)})
+        assert live_workloads(spec, record)[2] == "chat-ra-predictor", url
+
+
+def test_service_of_reads_back_what_service_address_writes():
+    from llm_rollout.kserve.addresses import service_address, service_of
+
+    for domain in ("cluster.local", "corp.example"):
+        assert service_of(service_address("chat-predictor", "team", domain), "team") == "chat-predictor"
+        assert service_of(service_address("chat-predictor", "team", domain) + "/v1/models", "team") == "chat-predictor"
+    for url in ("http://chat-predictor.other.svc.cluster.local", "http://chat-predictor", "http://10.0.0.1:8080", ""):
+        assert service_of(url, "team") == "", url
 
 
 @pytest.fixture

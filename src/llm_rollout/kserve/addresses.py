@@ -66,6 +66,13 @@ def service_address(service: str, namespace: str, cluster_domain: str) -> str:
     return f"http://{service}.{namespace}.svc.{cluster_domain}"
 
 
+def service_of(url: str, namespace: str) -> str:
+    """The Service of an in-cluster address in ``namespace`` (the inverse of :func:`service_address`):
+    ``<service>`` for ``http://<service>.<namespace>.svc...``, "" for any other address."""
+    service, _, rest = (urlsplit(url).hostname or "").partition(".")
+    return service if service and rest.startswith(f"{namespace}.svc") else ""
+
+
 def mapped(url: str) -> str:
     """``url`` through ``$LLM_ROLLOUT_ADDRESS_MAP`` (unchanged without a map)."""
     resolve = address_resolver()

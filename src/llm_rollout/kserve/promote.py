@@ -222,14 +222,13 @@ def live_workloads(spec: RolloutSpec, rec: DeploymentRecord) -> tuple[str, str, 
 
 def _recorded_service(spec: RolloutSpec, rec: DeploymentRecord) -> str:
     """The stable predictor's Service from its recorded in-cluster address ``http://<svc>.<ns>.svc...``
-    ("" when the record has none, or not of that form)."""
-    from urllib.parse import urlsplit
+    ("" when the record has none, or not of that form, or not one of this service's predictors)."""
+    from llm_rollout.kserve.addresses import service_of
 
-    host = (urlsplit(rec.stable.endpoint_url).hostname or "") if rec.stable and rec.stable.endpoint_url else ""
-    service, _, rest = host.partition(".")
+    service = service_of(rec.stable.endpoint_url, spec.namespace) if rec.stable and rec.stable.endpoint_url else ""
     unnamed = predictor_service_name(spec.service_name)
     ours = service == unnamed or (service.startswith(f"{spec.service_name}-") and service.endswith("-predictor"))
-    return service if ours and rest.startswith(f"{spec.namespace}.svc") else ""
+    return service if ours else ""
 
 
 def with_live_analysis(
