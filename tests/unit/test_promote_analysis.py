@@ -203,9 +203,9 @@ def kserve_sides(scraped_pair):  # noqa: F811
 
 def test_kserve_gate_runs_the_analysis_after_the_gate_and_fails_a_slower_candidate(kserve_sides):
     from llm_rollout.kserve.promote import with_live_analysis
+    from llm_rollout.validation.analysis_steps import recorded_steps
 
     url, stable, canary = kserve_sides
-    seen: list = []
     calls: list[int] = []
 
     def gate(percent: int) -> tuple[str, str]:
@@ -213,11 +213,13 @@ def test_kserve_gate_runs_the_analysis_after_the_gate_and_fails_a_slower_candida
         return "pass", "every check passed"
 
     # No token_secret: the client is never asked.
-    analysed = with_live_analysis(_kserve_spec(url), None, _kserve_record(), gate, seen)  # type: ignore[arg-type]
-    with Users(stable, canary, slow=2.0):
+    analysed = with_live_analysis(_kserve_spec(url), None, _kserve_record(), gate)  # type: ignore[arg-type]
+    # promote-model's block (steps.py) and the promotion's own (promote.py) each get the step.
+    with recorded_steps() as outer, Users(stable, canary, slow=2.0), recorded_steps() as inner:
         verdict, why = analysed(50)
     assert calls == [50] and verdict == "fail" and "mean_e2el_ms: worse" in why
-    assert step_metrics(seen[0])["analysis_step1_ok"] == 0.0
+    assert len(inner) == 1 and outer == inner
+    assert step_metrics(inner[0])["analysis_step1_ok"] == 0.0
 
 
 def test_kserve_gate_failing_first_skips_the_analysis_and_without_prometheus_is_unchanged(capsys):
@@ -226,11 +228,14 @@ def test_kserve_gate_failing_first_skips_the_analysis_and_without_prometheus_is_
     def gate(percent: int) -> tuple[str, str]:
         return "fail", "p95_ttft_ms <= 1 failed"
 
-    seen: list = []
-    analysed = with_live_analysis(_kserve_spec("http://127.0.0.1:9"), None, _kserve_record(), gate, seen)  # type: ignore[arg-type]
-    assert analysed(50) == ("fail", "p95_ttft_ms <= 1 failed") and seen == []
+    from llm_rollout.validation.analysis_steps import recorded_steps
+
+    analysed = with_live_analysis(_kserve_spec("http://127.0.0.1:9"), None, _kserve_record(), gate)  # type: ignore[arg-type]
+    with recorded_steps() as seen:
+        assert analysed(50) == ("fail", "p95_ttft_ms <= 1 failed")
+    assert seen == []
     spec = parse_spec({"name": "chat", "canary": {"steps": [50, 100]}})
-    assert with_live_analysis(spec, None, _kserve_record(), gate, seen) is gate  # type: ignore[arg-type]
+    assert with_live_analysis(spec, None, _kserve_record(), gate) is gate  # type: ignore[arg-type]
     assert "no live analysis ran" in capsys.readouterr().err
 
 

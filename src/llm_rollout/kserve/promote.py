@@ -28,7 +28,7 @@ from llm_rollout.names import predictor_service_name
 from llm_rollout.platform import Outcome
 from llm_rollout.record import DeploymentRecord
 from llm_rollout.spec import RolloutSpec
-from llm_rollout.validation.analysis_steps import StepAnalysis, live_record, step_lines
+from llm_rollout.validation.analysis_steps import live_record, recorded_steps, step_lines
 
 log = logging.getLogger(__name__)
 
@@ -162,13 +162,13 @@ def promote(
         spec = spec.model_copy(update={"scaling": with_target(spec.scaling, evidence["target"])})
     variant = variant_for(spec)
     ref = variant.ref()
-    analysed: list[StepAnalysis] = []
-    gate = with_live_analysis(spec, client, rec, gate, analysed)
+    gate = with_live_analysis(spec, client, rec, gate)
 
     def run_gate(percent: int, restore_stable_weight: int | None = None) -> None:
         _run_gate(spec, client, rec, gate, percent, restore_stable_weight)
 
-    result = variant.promote(client, rec, ref, PromoteSteps(gate, run_gate, retire, timeout_s))
+    with recorded_steps() as analysed:
+        result = variant.promote(client, rec, ref, PromoteSteps(gate, run_gate, retire, timeout_s))
     live = live_record(analysed)
     if result.recorded:
         served = variant.apply_scaling(client) if evidence is not None else None
@@ -236,7 +236,6 @@ def with_live_analysis(
     client: KubeClient,
     rec: DeploymentRecord,
     gate: Callable[[int], tuple[str, str]] | None,
-    seen: list[StepAnalysis],
 ) -> Callable[[int], tuple[str, str]] | None:
     """``gate`` followed, at each step with an analysis, by the step's live analysis
     (:func:`llm_rollout.validation.analysis_steps.run_step`) once the weight is applied: a failed or (at
@@ -263,7 +262,6 @@ def with_live_analysis(
         )
         if step is None:
             return verdict, why
-        seen.append(step)
         for line in step_lines(step):
             steplog.log(f"promote-model: {line}")
         return gate_answer(step)

@@ -12,7 +12,14 @@ from llm_rollout import steplog
 from llm_rollout.errors import PermanentError
 from llm_rollout.local.router import WeightedRouter
 from llm_rollout.record import DeploymentRecord
-from llm_rollout.validation.analysis_steps import StepAnalysis, gate_answer, no_analysis_note, run_step, step_lines
+from llm_rollout.validation.analysis_steps import (
+    StepAnalysis,
+    gate_answer,
+    no_analysis_note,
+    recorded_steps,
+    run_step,
+    step_lines,
+)
 
 if TYPE_CHECKING:
     from llm_rollout.local.platform import LocalPlatform
@@ -50,30 +57,29 @@ def analysed_steps(platform: LocalPlatform, rec: DeploymentRecord, run_id: str) 
         rec.stable.endpoint_url, rec.endpoint_url, weight=0, host=platform.spec.local.host, port=platform.router_port
     ).start()
     steplog.log(f"promote-model: the service's address {router.url} splits the users by canary.steps")
-    analysed: list[StepAnalysis] = []
     try:
-        for percent in platform.spec.canary.weights:
-            if percent >= 100:
-                break
-            router.set_weight(percent)
-            step = run_step(platform.spec, percent, flavor="local", candidate=rec.member, stable=rec.stable.member)
-            if step is None:
-                continue
-            analysed.append(step)
-            for line in step_lines(step):
-                steplog.log(f"promote-model: {line}")
-            if step.answer.decision != "pass":
-                verdict, why = gate_answer(step)
-                router.set_weight(0)
-                left = router.drain("candidate", DRAIN_S)
-                if left:
-                    steplog.log(f"promote-model: {left} request(s) still on the candidate after {DRAIN_S:g} s")
-                where = f"step {step.step} ({percent}% traffic)"
-                done = platform.rollback(rec, reason=f"live analysis at {where}: {verdict}: {why}", run_id=run_id)
-                raise PermanentError(
-                    f"promotion of {rec.member} stopped at {where}: the live analysis said "
-                    f"{verdict!r} ({why[:900]}); rolled back: {done.message}"
-                )
+        with recorded_steps() as analysed:
+            for percent in platform.spec.canary.weights:
+                if percent >= 100:
+                    break
+                router.set_weight(percent)
+                step = run_step(platform.spec, percent, flavor="local", candidate=rec.member, stable=rec.stable.member)
+                if step is None:
+                    continue
+                for line in step_lines(step):
+                    steplog.log(f"promote-model: {line}")
+                if step.answer.decision != "pass":
+                    verdict, why = gate_answer(step)
+                    router.set_weight(0)
+                    left = router.drain("candidate", DRAIN_S)
+                    if left:
+                        steplog.log(f"promote-model: {left} request(s) still on the candidate after {DRAIN_S:g} s")
+                    where = f"step {step.step} ({percent}% traffic)"
+                    done = platform.rollback(rec, reason=f"live analysis at {where}: {verdict}: {why}", run_id=run_id)
+                    raise PermanentError(
+                        f"promotion of {rec.member} stopped at {where}: the live analysis said "
+                        f"{verdict!r} ({why[:900]}); rolled back: {done.message}"
+                    )
     finally:
         router.stop()
     return analysed

@@ -178,22 +178,22 @@ def run_step(
         hold_s=step.hold_s,
         deadline_s=a.deadline_s,
     )
-    seen = _RECORDED.get()
-    if seen is not None:
+    for seen in _RECORDED.get():
         seen.append(done)
     return done
 
 
-_RECORDED: ContextVar[list[StepAnalysis] | None] = ContextVar("recorded_steps", default=None)
+_RECORDED: ContextVar[tuple[list[StepAnalysis], ...]] = ContextVar("recorded_steps", default=())
 
 
 @contextlib.contextmanager
 def recorded_steps() -> Iterator[list[StepAnalysis]]:
     """Every step :func:`run_step` analyses inside the block, in order, whether the promotion went
     on or stopped and rolled back (an error leaves the list as far as it got): what promote-model's
-    Metrics and step-analysis report are rendered from, on either platform."""
+    Metrics and step-analysis report are rendered from (steps.py), and what each platform records
+    with the promotion (its own block inside that one; each block gets every step run inside it)."""
     seen: list[StepAnalysis] = []
-    token = _RECORDED.set(seen)
+    token = _RECORDED.set((*_RECORDED.get(), seen))
     try:
         yield seen
     finally:
