@@ -264,7 +264,7 @@ class LocalPlatform:
             )
         state = self.state
         stopped: list[str] = []
-        analysed = self._analysed_steps(rec, run_id)
+        live = live_record(self._analysed_steps(rec, run_id))  # the steps' live analyses
         with state.lock():
             st = state.read_state()
             state.check_service(st, rec.name)
@@ -303,7 +303,7 @@ class LocalPlatform:
                 spec=info.spec,
                 local_args=info.local_args,
                 generation=st.generation,
-                **live_record(analysed),  # the steps' live analyses (`llm-rollout status` shows them)
+                **live,  # (`llm-rollout status` shows them)
             )
             st.service = rec.name
             if current is not None:
@@ -333,8 +333,8 @@ class LocalPlatform:
             member=rec.member,
             stable=rec.member,
             stopped=stopped,
-            analysis=live_record(analysed).get("analysis", []),
-            analysis_metrics=live_record(analysed).get("analysis_metrics", {}),
+            analysis=live.get("analysis", []),
+            analysis_metrics=live.get("analysis_metrics", {}),
         )
 
     def _analysed_steps(self, rec: DeploymentRecord, run_id: str) -> list[StepAnalysis]:
